@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The one test command (README, CI): builds, runs the Rust tests and the engine selftests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+cargo build --release --locked
+cargo test --release --locked
+./target/release/gan-engine selftest --device cpu

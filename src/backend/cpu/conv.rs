@@ -1,0 +1,260 @@
+//! conv2d and conv_transpose2d on the CPU: im2col / col2im around one GEMM per chunk of
+//! images. Chunking keeps the column matrix under the workspace bound while giving the
+//! GEMM wide operands even for the 4x4 layers (where one image has only 16 columns).
+
+use super::gemm::matmul;
+use super::{CpuBackend, Elem};
+use crate::backend::ConvParams;
+use rayon::prelude::*;
+
+/// The geometry of the "column" view: a `c x h x w` plane stack seen through a `k x k`
+/// window with `stride` and `pad`, giving `ho x wo` window positions. For conv2d the
+/// planes are the input; for conv_transpose2d they are the (larger) output.
+#[derive(Clone, Copy)]
+struct Geo {
+    c: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    ho: usize,
+    wo: usize,
+}
+
+impl Geo {
+    fn conv2d(p: &ConvParams) -> Geo {
+        Geo { c: p.c_in as usize, h: p.h_in as usize, w: p.w_in as usize, k: p.k as usize, stride: p.stride as usize, pad: p.pad as usize, ho: p.h_out as usize, wo: p.w_out as usize }
+    }
+    fn conv_transpose2d(p: &ConvParams) -> Geo {
+        Geo { c: p.c_out as usize, h: p.h_out as usize, w: p.w_out as usize, k: p.k as usize, stride: p.stride as usize, pad: p.pad as usize, ho: p.h_in as usize, wo: p.w_in as usize }
+    }
+    fn rows(&self) -> usize {
+        self.c * self.k * self.k
+    }
+    fn cols_per_image(&self) -> usize {
+        self.ho * self.wo
+    }
+    fn plane(&self) -> usize {
+        self.h * self.w
+    }
+    /// Input coordinate of window position `o` at kernel offset `kk`, if inside the plane.
+    #[inline(always)]
+    fn src(&self, o: usize, kk: usize, size: usize) -> Option<usize> {
+        let v = (o * self.stride + kk) as isize - self.pad as isize;
+        (v >= 0 && (v as usize) < size).then_some(v as usize)
+    }
+}
+
+/// Images per chunk so that a `rows x (nc * cols)` matrix stays under the bound.
+fn chunk_images(n: usize, rows: usize, cols: usize, bound: usize) -> usize {
+    (bound / (rows * cols).max(1)).clamp(1, n.max(1))
+}
+
+fn grow<T: Elem>(v: &mut Vec<T>, len: usize) {
+    if v.len() < len {
+        v.resize(len, T::zero());
+    }
+}
+
+/// `cols[row, j * P + o] = planes[n0 + j][c, window(o) + (ky, kx)]`, for `row = (c, ky, kx)`.
+fn im2col<T: Elem>(g: &Geo, planes: &[T], n0: usize, nc: usize, cols: &mut [T]) {
+    let p = g.cols_per_image();
+    let ld = nc * p;
+    let img = g.c * g.plane();
+    cols[..g.rows() * ld].par_chunks_mut(ld).enumerate().for_each(|(row, out)| {
+        let c = row / (g.k * g.k);
+        let ky = (row / g.k) % g.k;
+        let kx = row % g.k;
+        for j in 0..nc {
+            let src = &planes[(n0 + j) * img + c * g.plane()..][..g.plane()];
+            let dst = &mut out[j * p..(j + 1) * p];
+            for oy in 0..g.ho {
+                let line = &mut dst[oy * g.wo..(oy + 1) * g.wo];
+                match g.src(oy, ky, g.h) {
+                    None => line.iter_mut().for_each(|v| *v = T::zero()),
+                    Some(iy) => {
+                        let srow = &src[iy * g.w..(iy + 1) * g.w];
+                        for (ox, v) in line.iter_mut().enumerate() {
+                            *v = match g.src(ox, kx, g.w) {
+                                Some(ix) => srow[ix],
+                                None => T::zero(),
+                            };
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// The adjoint of `im2col`: `planes[n0 + j] = sum over windows of cols` (written, not
+/// accumulated, so each plane is zeroed first).
+fn col2im<T: Elem>(g: &Geo, cols: &[T], n0: usize, nc: usize, planes: &mut [T]) {
+    let p = g.cols_per_image();
+    let ld = nc * p;
+    let img = g.c * g.plane();
+    let kk2 = g.k * g.k;
+    planes[n0 * img..(n0 + nc) * img].par_chunks_mut(g.plane()).enumerate().for_each(|(idx, plane)| {
+        let j = idx / g.c;
+        let c = idx % g.c;
+        plane.iter_mut().for_each(|v| *v = T::zero());
+        for ky in 0..g.k {
+            for kx in 0..g.k {
+                let row = &cols[(c * kk2 + ky * g.k + kx) * ld + j * p..][..p];
+                for oy in 0..g.ho {
+                    let Some(iy) = g.src(oy, ky, g.h) else { continue };
+                    let prow = &mut plane[iy * g.w..(iy + 1) * g.w];
+                    let crow = &row[oy * g.wo..(oy + 1) * g.wo];
+                    for (ox, v) in crow.iter().enumerate() {
+                        if let Some(ix) = g.src(ox, kx, g.w) {
+                            prow[ix] += *v;
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// `m[c, j * hw + q] = t[n0 + j, c, q]`: NCHW images to one channel-major matrix.
+fn gather<T: Elem>(t: &[T], channels: usize, hw: usize, n0: usize, nc: usize, m: &mut [T]) {
+    let ld = nc * hw;
+    m[..channels * ld].par_chunks_mut(ld).enumerate().for_each(|(c, row)| {
+        for j in 0..nc {
+            row[j * hw..(j + 1) * hw].copy_from_slice(&t[((n0 + j) * channels + c) * hw..][..hw]);
+        }
+    });
+}
+
+/// The inverse of `gather`, adding `bias[c]` when given.
+fn scatter<T: Elem>(m: &[T], channels: usize, hw: usize, n0: usize, nc: usize, bias: Option<&[T]>, t: &mut [T]) {
+    let ld = nc * hw;
+    t[n0 * channels * hw..(n0 + nc) * channels * hw].par_chunks_mut(hw).enumerate().for_each(|(idx, out)| {
+        let j = idx / channels;
+        let c = idx % channels;
+        let src = &m[c * ld + j * hw..][..hw];
+        match bias {
+            Some(b) => out.iter_mut().zip(src).for_each(|(o, s)| *o = *s + b[c]),
+            None => out.copy_from_slice(src),
+        }
+    });
+}
+
+/// Adds `bias[c]` to every value of channel `c`.
+fn add_bias<T: Elem>(t: &mut [T], channels: usize, hw: usize, n0: usize, nc: usize, bias: &[T]) {
+    t[n0 * channels * hw..(n0 + nc) * channels * hw].par_chunks_mut(hw).enumerate().for_each(|(idx, out)| {
+        let b = bias[idx % channels];
+        out.iter_mut().for_each(|o| *o += b);
+    });
+}
+
+pub fn conv2d_forward<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T]) {
+    let g = Geo::conv2d(p);
+    let (n, co, kdim, pp) = (p.n as usize, p.c_out as usize, g.rows(), g.cols_per_image());
+    let nc_max = chunk_images(n, kdim.max(co), pp, be.chunk_elems);
+    let mut ws = be.ws.lock().unwrap_or_else(|e| e.into_inner());
+    let ws = &mut *ws;
+    grow(&mut ws.cols, kdim * nc_max * pp);
+    grow(&mut ws.tmp, co * nc_max * pp);
+    for n0 in (0..n).step_by(nc_max) {
+        let nc = nc_max.min(n - n0);
+        let ld = nc * pp;
+        im2col(&g, x, n0, nc, &mut ws.cols);
+        matmul(co, ld, kdim, &mut ws.tmp, ld, false, w, kdim as isize, 1, &ws.cols, ld as isize, 1);
+        scatter(&ws.tmp, co, pp, n0, nc, bias, y);
+    }
+}
+
+pub fn conv2d_backward_input<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, dy: &[T], w: &[T], dx: &mut [T]) {
+    let g = Geo::conv2d(p);
+    let (n, co, kdim, pp) = (p.n as usize, p.c_out as usize, g.rows(), g.cols_per_image());
+    let nc_max = chunk_images(n, kdim.max(co), pp, be.chunk_elems);
+    let mut ws = be.ws.lock().unwrap_or_else(|e| e.into_inner());
+    let ws = &mut *ws;
+    grow(&mut ws.cols, kdim * nc_max * pp);
+    grow(&mut ws.tmp, co * nc_max * pp);
+    for n0 in (0..n).step_by(nc_max) {
+        let nc = nc_max.min(n - n0);
+        let ld = nc * pp;
+        gather(dy, co, pp, n0, nc, &mut ws.tmp);
+        // cols[kdim, ld] = w^T[kdim, co] . dy[co, ld]
+        matmul(kdim, ld, co, &mut ws.cols, ld, false, w, 1, kdim as isize, &ws.tmp, ld as isize, 1);
+        col2im(&g, &ws.cols, n0, nc, dx);
+    }
+}
+
+pub fn conv2d_backward_params<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: &[T], dy: &[T], dw: &mut [T]) {
+    let g = Geo::conv2d(p);
+    let (n, co, kdim, pp) = (p.n as usize, p.c_out as usize, g.rows(), g.cols_per_image());
+    let nc_max = chunk_images(n, kdim.max(co), pp, be.chunk_elems);
+    let mut ws = be.ws.lock().unwrap_or_else(|e| e.into_inner());
+    let ws = &mut *ws;
+    grow(&mut ws.cols, kdim * nc_max * pp);
+    grow(&mut ws.tmp, co * nc_max * pp);
+    for n0 in (0..n).step_by(nc_max) {
+        let nc = nc_max.min(n - n0);
+        let ld = nc * pp;
+        im2col(&g, x, n0, nc, &mut ws.cols);
+        gather(dy, co, pp, n0, nc, &mut ws.tmp);
+        // dw[co, kdim] += dy[co, ld] . cols^T[ld, kdim]
+        matmul(co, kdim, ld, dw, kdim, true, &ws.tmp, ld as isize, 1, &ws.cols, 1, ld as isize);
+    }
+}
+
+pub fn conv_transpose2d_forward<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T]) {
+    let g = Geo::conv_transpose2d(p);
+    let (n, ci, kdim, pp) = (p.n as usize, p.c_in as usize, g.rows(), g.cols_per_image());
+    let nc_max = chunk_images(n, kdim.max(ci), pp, be.chunk_elems);
+    let mut ws = be.ws.lock().unwrap_or_else(|e| e.into_inner());
+    let ws = &mut *ws;
+    grow(&mut ws.cols, kdim * nc_max * pp);
+    grow(&mut ws.tmp, ci * nc_max * pp);
+    for n0 in (0..n).step_by(nc_max) {
+        let nc = nc_max.min(n - n0);
+        let ld = nc * pp;
+        gather(x, ci, pp, n0, nc, &mut ws.tmp);
+        // cols[kdim, ld] = w^T[kdim, ci] . x[ci, ld]   (w is [ci, kdim])
+        matmul(kdim, ld, ci, &mut ws.cols, ld, false, w, 1, kdim as isize, &ws.tmp, ld as isize, 1);
+        col2im(&g, &ws.cols, n0, nc, y);
+        if let Some(b) = bias {
+            add_bias(y, g.c, g.plane(), n0, nc, b);
+        }
+    }
+}
+
+pub fn conv_transpose2d_backward_input<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, dy: &[T], w: &[T], dx: &mut [T]) {
+    let g = Geo::conv_transpose2d(p);
+    let (n, ci, kdim, pp) = (p.n as usize, p.c_in as usize, g.rows(), g.cols_per_image());
+    let nc_max = chunk_images(n, kdim.max(ci), pp, be.chunk_elems);
+    let mut ws = be.ws.lock().unwrap_or_else(|e| e.into_inner());
+    let ws = &mut *ws;
+    grow(&mut ws.cols, kdim * nc_max * pp);
+    grow(&mut ws.tmp, ci * nc_max * pp);
+    for n0 in (0..n).step_by(nc_max) {
+        let nc = nc_max.min(n - n0);
+        let ld = nc * pp;
+        im2col(&g, dy, n0, nc, &mut ws.cols);
+        // dx[ci, ld] = w[ci, kdim] . cols[kdim, ld]
+        matmul(ci, ld, kdim, &mut ws.tmp, ld, false, w, kdim as isize, 1, &ws.cols, ld as isize, 1);
+        scatter(&ws.tmp, ci, pp, n0, nc, None, dx);
+    }
+}
+
+pub fn conv_transpose2d_backward_params<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: &[T], dy: &[T], dw: &mut [T]) {
+    let g = Geo::conv_transpose2d(p);
+    let (n, ci, kdim, pp) = (p.n as usize, p.c_in as usize, g.rows(), g.cols_per_image());
+    let nc_max = chunk_images(n, kdim.max(ci), pp, be.chunk_elems);
+    let mut ws = be.ws.lock().unwrap_or_else(|e| e.into_inner());
+    let ws = &mut *ws;
+    grow(&mut ws.cols, kdim * nc_max * pp);
+    grow(&mut ws.tmp, ci * nc_max * pp);
+    for n0 in (0..n).step_by(nc_max) {
+        let nc = nc_max.min(n - n0);
+        let ld = nc * pp;
+        gather(x, ci, pp, n0, nc, &mut ws.tmp);
+        im2col(&g, dy, n0, nc, &mut ws.cols);
+        // dw[ci, kdim] += x[ci, ld] . cols^T[ld, kdim]
+        matmul(ci, kdim, ld, dw, kdim, true, &ws.tmp, ld as isize, 1, &ws.cols, 1, ld as isize);
+    }
+}

@@ -1,0 +1,213 @@
+//! The CPU twins of the non-convolution ops.
+
+use super::gemm::matmul;
+use super::Elem;
+use crate::backend::{AdamParams, BatchNormParams, BceParams, ConcatParams};
+use rayon::prelude::*;
+
+/// Elementwise work is split into blocks of this many values across threads.
+const BLOCK: usize = 1 << 14;
+
+pub fn map2<T: Elem>(len: usize, x: &[T], y: &mut [T], f: impl Fn(T) -> T + Sync) {
+    y[..len].par_chunks_mut(BLOCK).zip(x[..len].par_chunks(BLOCK)).for_each(|(y, x)| {
+        y.iter_mut().zip(x).for_each(|(y, x)| *y = f(*x));
+    });
+}
+
+pub fn map3<T: Elem>(len: usize, a: &[T], b: &[T], out: &mut [T], f: impl Fn(T, T) -> T + Sync) {
+    out[..len].par_chunks_mut(BLOCK).zip(a[..len].par_chunks(BLOCK).zip(b[..len].par_chunks(BLOCK))).for_each(|(o, (a, b))| {
+        o.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (a, b))| *o = f(*a, *b));
+    });
+}
+
+/// `db[c] += sum over n and the grid of dy[n, c, q]`.
+pub fn bias_backward_params<T: Elem>(n: usize, c: usize, hw: usize, dy: &[T], db: &mut [T]) {
+    db[..c].par_iter_mut().enumerate().for_each(|(ch, d)| {
+        let mut s = 0.0f64;
+        for i in 0..n {
+            s += dy[(i * c + ch) * hw..][..hw].iter().map(|v| v.to_f64()).sum::<f64>();
+        }
+        *d += T::from_f64(s);
+    });
+}
+
+/// Per-channel sums of `f(x, dy)` pairs over the batch and grid, in f64.
+fn channel_sums<T: Elem>(p: &BatchNormParams, f: impl Fn(usize, usize) -> (f64, f64) + Sync) -> Vec<(f64, f64)> {
+    let (n, c, hw) = (p.n as usize, p.c as usize, p.hw as usize);
+    (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let mut acc = (0.0, 0.0);
+            for i in 0..n {
+                let base = (i * c + ch) * hw;
+                for q in 0..hw {
+                    let (a, b) = f(base + q, ch);
+                    acc.0 += a;
+                    acc.1 += b;
+                }
+            }
+            acc
+        })
+        .collect()
+}
+
+/// Applies `f(index, channel)` to every value, planes in parallel.
+fn per_value<T: Elem>(p: &BatchNormParams, out: &mut [T], f: impl Fn(usize, usize) -> T + Sync) {
+    let (c, hw) = (p.c as usize, p.hw as usize);
+    out[..p.len()].par_chunks_mut(hw).enumerate().for_each(|(plane, o)| {
+        let ch = plane % c;
+        let base = plane * hw;
+        o.iter_mut().enumerate().for_each(|(q, v)| *v = f(base + q, ch));
+    });
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn batchnorm2d_forward_train<T: Elem>(
+    p: &BatchNormParams,
+    x: &[T],
+    gamma: &[T],
+    beta: &[T],
+    running_mean: &mut [T],
+    running_var: &mut [T],
+    mean: &mut [T],
+    invstd: &mut [T],
+    y: &mut [T],
+) {
+    let count = (p.n * p.hw) as f64;
+    let sums = channel_sums::<T>(p, |i, _| (x[i].to_f64(), 0.0));
+    let mu: Vec<f64> = sums.iter().map(|s| s.0 / count).collect();
+    let sq = channel_sums::<T>(p, |i, ch| {
+        let d = x[i].to_f64() - mu[ch];
+        (d * d, 0.0)
+    });
+    let m = p.momentum as f64;
+    for ch in 0..p.c as usize {
+        let var = sq[ch].0 / count;
+        let unbiased = if count > 1.0 { sq[ch].0 / (count - 1.0) } else { var };
+        mean[ch] = T::from_f64(mu[ch]);
+        invstd[ch] = T::from_f64(1.0 / (var + p.eps as f64).sqrt());
+        running_mean[ch] = T::from_f64((1.0 - m) * running_mean[ch].to_f64() + m * mu[ch]);
+        running_var[ch] = T::from_f64((1.0 - m) * running_var[ch].to_f64() + m * unbiased);
+    }
+    let (mean, invstd) = (&*mean, &*invstd);
+    per_value(p, y, |i, ch| (x[i] - mean[ch]) * invstd[ch] * gamma[ch] + beta[ch]);
+}
+
+pub fn batchnorm2d_forward_infer<T: Elem>(p: &BatchNormParams, x: &[T], gamma: &[T], beta: &[T], running_mean: &[T], running_var: &[T], y: &mut [T]) {
+    let eps = T::from_f32(p.eps);
+    let scale: Vec<T> = (0..p.c as usize).map(|ch| gamma[ch] / (running_var[ch] + eps).sqrt()).collect();
+    per_value(p, y, |i, ch| (x[i] - running_mean[ch]) * scale[ch] + beta[ch]);
+}
+
+/// Per channel: `(sum dy, sum dy * xhat)`.
+fn dy_sums<T: Elem>(p: &BatchNormParams, x: &[T], dy: &[T], mean: &[T], invstd: &[T]) -> Vec<(f64, f64)> {
+    channel_sums::<T>(p, |i, ch| {
+        let g = dy[i].to_f64();
+        let xhat = (x[i].to_f64() - mean[ch].to_f64()) * invstd[ch].to_f64();
+        (g, g * xhat)
+    })
+}
+
+pub fn batchnorm2d_backward_input<T: Elem>(p: &BatchNormParams, x: &[T], dy: &[T], gamma: &[T], mean: &[T], invstd: &[T], dx: &mut [T]) {
+    let count = (p.n * p.hw) as f64;
+    let sums = dy_sums(p, x, dy, mean, invstd);
+    // dx = gamma * invstd * (dy - mean(dy) - xhat * mean(dy * xhat))
+    let coef: Vec<(T, T, T)> = sums
+        .iter()
+        .enumerate()
+        .map(|(ch, s)| (gamma[ch] * invstd[ch], T::from_f64(s.0 / count), T::from_f64(s.1 / count)))
+        .collect();
+    per_value(p, dx, |i, ch| {
+        let (k, mdy, mdyx) = coef[ch];
+        let xhat = (x[i] - mean[ch]) * invstd[ch];
+        k * (dy[i] - mdy - xhat * mdyx)
+    });
+}
+
+pub fn batchnorm2d_backward_params<T: Elem>(p: &BatchNormParams, x: &[T], dy: &[T], mean: &[T], invstd: &[T], dgamma: &mut [T], dbeta: &mut [T]) {
+    let sums = dy_sums(p, x, dy, mean, invstd);
+    for (ch, s) in sums.iter().enumerate() {
+        dbeta[ch] += T::from_f64(s.0);
+        dgamma[ch] += T::from_f64(s.1);
+    }
+}
+
+pub fn linear_forward<T: Elem>(n: usize, i: usize, o: usize, x: &[T], w: &[T], b: Option<&[T]>, y: &mut [T]) {
+    // y[n, o] = x[n, i] . w^T[i, o]
+    matmul(n, o, i, y, o, false, x, i as isize, 1, w, 1, i as isize);
+    if let Some(b) = b {
+        y[..n * o].par_chunks_mut(o).for_each(|row| row.iter_mut().zip(b).for_each(|(v, b)| *v += *b));
+    }
+}
+
+pub fn concat_tile_forward<T: Elem>(p: &ConcatParams, a: &[T], b: &[T], y: &mut [T]) {
+    let (ca, cb, hw) = (p.c_a as usize, p.c_b as usize, p.hw as usize);
+    let ct = ca + cb;
+    y[..p.out_len()].par_chunks_mut(ct * hw).enumerate().for_each(|(n, out)| {
+        out[..ca * hw].copy_from_slice(&a[n * ca * hw..(n + 1) * ca * hw]);
+        for c in 0..cb {
+            let v = b[n * cb + c];
+            out[(ca + c) * hw..(ca + c + 1) * hw].iter_mut().for_each(|o| *o = v);
+        }
+    });
+}
+
+pub fn concat_tile_backward_input<T: Elem>(p: &ConcatParams, dy: &[T], da: &mut [T], db: &mut [T]) {
+    let (n, ca, cb, hw) = (p.n as usize, p.c_a as usize, p.c_b as usize, p.hw as usize);
+    let ct = ca + cb;
+    for i in 0..n {
+        da[i * ca * hw..(i + 1) * ca * hw].copy_from_slice(&dy[i * ct * hw..][..ca * hw]);
+        for c in 0..cb {
+            let s: f64 = dy[(i * ct + ca + c) * hw..][..hw].iter().map(|v| v.to_f64()).sum();
+            db[i * cb + c] = T::from_f64(s);
+        }
+    }
+}
+
+/// `sigmoid(x)` without overflow for large `|x|`.
+fn sigmoid(x: f64) -> f64 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+pub fn bce_with_logits_forward<T: Elem>(p: &BceParams, logits: &[T], out: &mut [T]) {
+    let n = p.n as usize;
+    let t = p.target as f64;
+    let (mut loss, mut prob) = (0.0f64, 0.0f64);
+    for v in &logits[..n] {
+        let x = v.to_f64();
+        // max(x, 0) - x t + ln(1 + e^-|x|): finite for any finite x.
+        loss += x.max(0.0) - x * t + (-x.abs()).exp().ln_1p();
+        prob += sigmoid(x);
+    }
+    out[0] = T::from_f64(p.scale as f64 * loss / n as f64);
+    out[1] = T::from_f64(prob / n as f64);
+}
+
+pub fn bce_with_logits_backward_input<T: Elem>(p: &BceParams, logits: &[T], dlogits: &mut [T]) {
+    let n = p.n as usize;
+    let k = p.scale as f64 / n as f64;
+    for (d, v) in dlogits[..n].iter_mut().zip(&logits[..n]) {
+        *d = T::from_f64(k * (sigmoid(v.to_f64()) - p.target as f64));
+    }
+}
+
+/// PyTorch's Adam: `p -= (lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps)`.
+pub fn adam_step<T: Elem>(p: &AdamParams, param: &mut [T], grad: &[T], m: &mut [T], v: &mut [T]) {
+    let (b1, b2) = (T::from_f32(p.beta1), T::from_f32(p.beta2));
+    let step = T::from_f32(p.lr) / T::from_f32(p.bc1);
+    let sqrt_bc2 = T::from_f32(p.bc2).sqrt();
+    let eps = T::from_f32(p.eps);
+    let one = T::one();
+    param.par_chunks_mut(BLOCK).zip(grad.par_chunks(BLOCK)).zip(m.par_chunks_mut(BLOCK).zip(v.par_chunks_mut(BLOCK))).for_each(|((p, g), (m, v))| {
+        for i in 0..p.len() {
+            m[i] = b1 * m[i] + (one - b1) * g[i];
+            v[i] = b2 * v[i] + (one - b2) * g[i] * g[i];
+            p[i] -= step * m[i] / (v[i].sqrt() / sqrt_bc2 + eps);
+        }
+    });
+}

@@ -1,0 +1,59 @@
+use anyhow::Result;
+use gan_engine::backend::cpu::Cpu;
+use gan_engine::model::{iteration_flops, layer_table, Discriminator, Generator, ModelConfig, Module};
+use gan_engine::rng::Rng;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Image side in pixels: 32, 64 or 128.
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// Base channel count of both networks.
+    #[arg(long, default_value_t = 64)]
+    width: usize,
+    /// Batch size for the per-iteration FLOP total.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    anyhow::ensure!(a.batch > 0, "--batch must be at least 1");
+    let cfg = ModelConfig::new(a.size, a.width)?;
+    let be = Cpu::new();
+    let mut rng = Rng::new(0);
+    let g = Generator::new(&be, &cfg, &mut rng)?;
+    let d = Discriminator::new(&be, &cfg, &mut rng)?;
+    println!("{:<26} {:<34} {:>14} {:>12} {:>12}", "layer", "op", "output", "params", "MFLOP/img");
+    let mut totals = [(0usize, 0u64); 2];
+    for row in layer_table(&g, &d) {
+        let t = &mut totals[usize::from(row.name.starts_with("discriminator"))];
+        t.0 += row.params;
+        t.1 += row.macs;
+        let params = if row.params > 0 { group(row.params as u64) } else { String::new() };
+        let mflop = if row.macs > 0 { format!("{:.1}", 2.0 * row.macs as f64 / 1e6) } else { String::new() };
+        println!("{:<26} {:<34} {:>14} {:>12} {:>12}", row.name, row.layer, row.out.to_string(), params, mflop);
+    }
+    debug_assert_eq!(totals[0].0, g.param_count());
+    for (label, (params, macs)) in ["generator", "discriminator"].iter().zip(totals) {
+        println!("{:<26} {:<34} {:>14} {:>12} {:>12.1}", format!("total {label}"), "", "", group(params as u64), 2.0 * macs as f64 / 1e6);
+    }
+    let gflop = iteration_flops(&g, &d, a.batch) / 1e9;
+    println!(
+        "one training iteration at batch {} ({} px, width {}): {:.1} GFLOP (D step: G forward, D forward+backward on real and fake; G step: D forward+input gradient, G backward; multiply-add = 2)",
+        a.batch, a.size, a.width, gflop
+    );
+    Ok(())
+}
+
+/// `1234567` -> `1,234,567`.
+fn group(v: u64) -> String {
+    let s = v.to_string();
+    let mut out = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}

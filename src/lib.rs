@@ -1,0 +1,8 @@
+//! gan-engine: a text-conditioned DCGAN for fashion products on its own small
+//! deep-learning engine. See `docs/` and `../shared/docs/design.md` for the picture.
+
+pub mod backend;
+pub mod gradcheck;
+pub mod model;
+pub mod nn;
+pub mod rng;

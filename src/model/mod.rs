@@ -1,0 +1,238 @@
+//! The text-conditioned DCGAN: generator and discriminator for 32, 64 and 128 px at any
+//! base width, written against the op contract only.
+
+mod table;
+
+pub use table::{iteration_flops, layer_table, LayerRow};
+
+use crate::backend::Backend;
+use crate::nn::{ActKind, Activation, BatchNorm2d, Buffer, ConcatTile, Conv, Layer, Linear, Mode, Param, Sequential, Shape, Tensor};
+use crate::rng::Rng;
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+
+pub const SIZES: [usize; 3] = [32, 64, 128];
+
+/// Architecture of one G/D pair; saved with every checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    /// Image side in pixels: 32, 64 or 128.
+    pub size: usize,
+    /// Base channel count (ngf = ndf).
+    pub width: usize,
+    pub noise_dim: usize,
+    /// Length of the TF-IDF vector.
+    pub text_dim: usize,
+    /// Width of the discriminator's text projection.
+    pub text_proj: usize,
+    /// Negative slope of the discriminator's LeakyReLU.
+    pub slope: f32,
+}
+
+impl ModelConfig {
+    pub fn new(size: usize, width: usize) -> Result<ModelConfig> {
+        let cfg = ModelConfig { size, width, noise_dim: 100, text_dim: 256, text_proj: 128, slope: 0.2 };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+    pub fn validate(&self) -> Result<()> {
+        if !self.size.is_power_of_two() || !(16..=512).contains(&self.size) {
+            bail!("image size {} is not supported: use 32, 64 or 128", self.size);
+        }
+        if self.width == 0 || self.noise_dim == 0 || self.text_dim == 0 || self.text_proj == 0 {
+            bail!("model widths must be positive (width {}, noise {}, text {}, text projection {})", self.width, self.noise_dim, self.text_dim, self.text_proj);
+        }
+        Ok(())
+    }
+    /// Number of stride-2 blocks: log2(size) - 2 (4x4 at the bottom).
+    pub fn blocks(&self) -> usize {
+        self.size.trailing_zeros() as usize - 2
+    }
+    /// Channels at the 4x4 level.
+    pub fn top_channels(&self) -> usize {
+        self.width << (self.blocks() - 1)
+    }
+}
+
+pub struct Generator<B: Backend> {
+    pub cfg: ModelConfig,
+    input: ConcatTile<B>,
+    pub main: Sequential<B>,
+}
+
+impl<B: Backend> Generator<B> {
+    pub fn new(be: &B, cfg: &ModelConfig, rng: &mut Rng) -> Result<Self> {
+        cfg.validate()?;
+        let mut layers: Vec<Box<dyn Layer<B>>> = Vec::new();
+        let name = |i: usize| format!("generator.main.{i}");
+        let mut ch = cfg.top_channels();
+        let mut c_in = cfg.noise_dim + cfg.text_dim;
+        for b in 0..cfg.blocks() {
+            let (stride, pad) = if b == 0 { (1, 0) } else { (2, 1) };
+            layers.push(Box::new(Conv::new(be, &name(layers.len()), true, c_in, ch, 4, stride, pad, false, rng)?));
+            layers.push(Box::new(BatchNorm2d::new(be, &name(layers.len()), ch, rng)?));
+            layers.push(Box::new(Activation::new(ActKind::Relu)));
+            c_in = ch;
+            ch /= 2;
+        }
+        layers.push(Box::new(Conv::new(be, &name(layers.len()), true, c_in, 3, 4, 2, 1, false, rng)?));
+        layers.push(Box::new(Activation::new(ActKind::Tanh)));
+        Ok(Generator { cfg: cfg.clone(), input: ConcatTile::new(), main: Sequential::new(layers) })
+    }
+
+    pub fn input_shape(&self, n: usize) -> Shape {
+        Shape::new(n, self.cfg.noise_dim + self.cfg.text_dim, 1, 1)
+    }
+
+    /// `noise [n, noise_dim]`, `text [n, text_dim]` -> images `[n, 3, size, size]` in [-1, 1].
+    pub fn forward(&mut self, be: &B, noise: &Tensor<B>, text: &Tensor<B>, mode: Mode) -> Result<Tensor<B>> {
+        let z = self.input.forward(be, noise, text)?;
+        self.main.forward(be, &z, mode)
+    }
+
+    /// Gradients of the noise and text inputs; parameter gradients accumulate.
+    pub fn backward(&mut self, be: &B, dimage: &Tensor<B>) -> Result<(Tensor<B>, Tensor<B>)> {
+        let dz = self.main.backward(be, dimage)?;
+        self.input.backward(be, &dz)
+    }
+
+    pub fn layers(&self) -> Vec<(String, &dyn Layer<B>, Shape)> {
+        let mut s = self.input_shape(1);
+        let mut rows = Vec::new();
+        for (i, l) in self.main.layers.iter().enumerate() {
+            rows.push((format!("generator.main.{i}"), l.as_ref(), s));
+            s = l.out_shape(s);
+        }
+        rows
+    }
+}
+
+pub struct Discriminator<B: Backend> {
+    pub cfg: ModelConfig,
+    pub main: Sequential<B>,
+    pub text: Sequential<B>,
+    concat: ConcatTile<B>,
+    pub head: Sequential<B>,
+}
+
+impl<B: Backend> Discriminator<B> {
+    pub fn new(be: &B, cfg: &ModelConfig, rng: &mut Rng) -> Result<Self> {
+        cfg.validate()?;
+        let lrelu = || -> Box<dyn Layer<B>> { Box::new(Activation::new(ActKind::LeakyRelu(cfg.slope))) };
+        let mut main: Vec<Box<dyn Layer<B>>> = Vec::new();
+        let name = |part: &str, i: usize| format!("discriminator.{part}.{i}");
+        let mut c_in = 3;
+        let mut ch = cfg.width;
+        for b in 0..cfg.blocks() {
+            main.push(Box::new(Conv::new(be, &name("main", main.len()), false, c_in, ch, 4, 2, 1, false, rng)?));
+            if b > 0 {
+                main.push(Box::new(BatchNorm2d::new(be, &name("main", main.len()), ch, rng)?));
+            }
+            main.push(lrelu());
+            c_in = ch;
+            ch *= 2;
+        }
+        let top = cfg.top_channels();
+        let text: Vec<Box<dyn Layer<B>>> = vec![Box::new(Linear::new(be, &name("text", 0), cfg.text_dim, cfg.text_proj, true, rng)?), lrelu()];
+        let head: Vec<Box<dyn Layer<B>>> = vec![
+            Box::new(Conv::new(be, &name("head", 0), false, top + cfg.text_proj, top, 1, 1, 0, false, rng)?),
+            Box::new(BatchNorm2d::new(be, &name("head", 1), top, rng)?),
+            lrelu(),
+            Box::new(Conv::new(be, &name("head", 3), false, top, 1, 4, 1, 0, false, rng)?),
+        ];
+        Ok(Discriminator { cfg: cfg.clone(), main: Sequential::new(main), text: Sequential::new(text), concat: ConcatTile::new(), head: Sequential::new(head) })
+    }
+
+    /// images `[n, 3, size, size]`, text `[n, text_dim]` -> logits `[n, 1, 1, 1]`.
+    pub fn forward(&mut self, be: &B, image: &Tensor<B>, text: &Tensor<B>, mode: Mode) -> Result<Tensor<B>> {
+        let s = image.shape;
+        if s.c != 3 || s.h != self.cfg.size || s.w != self.cfg.size {
+            bail!("discriminator for {} px got images of shape {s}", self.cfg.size);
+        }
+        let features = self.main.forward(be, image, mode)?;
+        let t = self.text.forward(be, text, mode)?;
+        let joined = self.concat.forward(be, &features, &t)?;
+        self.head.forward(be, &joined, mode)
+    }
+
+    /// Gradients of the image and text inputs; parameter gradients accumulate unless
+    /// the discriminator is frozen.
+    pub fn backward(&mut self, be: &B, dlogits: &Tensor<B>) -> Result<(Tensor<B>, Tensor<B>)> {
+        let djoined = self.head.backward(be, dlogits)?;
+        let (dfeatures, dt) = self.concat.backward(be, &djoined)?;
+        let dtext = self.text.backward(be, &dt)?;
+        let dimage = self.main.backward(be, &dfeatures)?;
+        Ok((dimage, dtext))
+    }
+
+    pub fn layers(&self) -> Vec<(String, &dyn Layer<B>, Shape)> {
+        let mut rows = Vec::new();
+        let mut s = Shape::new(1, 3, self.cfg.size, self.cfg.size);
+        for (i, l) in self.main.layers.iter().enumerate() {
+            rows.push((format!("discriminator.main.{i}"), l.as_ref(), s));
+            s = l.out_shape(s);
+        }
+        let features = s;
+        let mut t = Shape::new(1, self.cfg.text_dim, 1, 1);
+        for (i, l) in self.text.layers.iter().enumerate() {
+            rows.push((format!("discriminator.text.{i}"), l.as_ref(), t));
+            t = l.out_shape(t);
+        }
+        let mut h = ConcatTile::<B>::out_shape(features, t);
+        for (i, l) in self.head.layers.iter().enumerate() {
+            rows.push((format!("discriminator.head.{i}"), l.as_ref(), h));
+            h = l.out_shape(h);
+        }
+        rows
+    }
+}
+
+/// What every model part offers for optimisers, checkpoints and freezing.
+pub trait Module<B: Backend> {
+    fn parts(&self) -> Vec<&Sequential<B>>;
+    fn parts_mut(&mut self) -> Vec<&mut Sequential<B>>;
+
+    fn params(&self) -> Vec<&Param<B>> {
+        self.parts().into_iter().flat_map(|s| s.layers.iter().flat_map(|l| l.params())).collect()
+    }
+    fn params_mut(&mut self) -> Vec<&mut Param<B>> {
+        self.parts_mut().into_iter().flat_map(|s| s.layers.iter_mut().flat_map(|l| l.params_mut())).collect()
+    }
+    fn buffers(&self) -> Vec<&Buffer<B>> {
+        self.parts().into_iter().flat_map(|s| s.layers.iter().flat_map(|l| l.buffers())).collect()
+    }
+    fn buffers_mut(&mut self) -> Vec<&mut Buffer<B>> {
+        self.parts_mut().into_iter().flat_map(|s| s.layers.iter_mut().flat_map(|l| l.buffers_mut())).collect()
+    }
+    fn set_frozen(&mut self, frozen: bool) {
+        self.parts_mut().into_iter().for_each(|s| s.set_frozen(frozen));
+    }
+    fn param_count(&self) -> usize {
+        self.params().iter().map(|p| p.len()).sum()
+    }
+    /// Zeroes every parameter gradient (once per optimizer step).
+    fn zero_grad(&mut self, be: &B) -> Result<()> {
+        for p in self.params_mut() {
+            be.fill(&mut p.grad, 0.0)?;
+        }
+        Ok(())
+    }
+}
+
+impl<B: Backend> Module<B> for Generator<B> {
+    fn parts(&self) -> Vec<&Sequential<B>> {
+        vec![&self.main]
+    }
+    fn parts_mut(&mut self) -> Vec<&mut Sequential<B>> {
+        vec![&mut self.main]
+    }
+}
+
+impl<B: Backend> Module<B> for Discriminator<B> {
+    fn parts(&self) -> Vec<&Sequential<B>> {
+        vec![&self.main, &self.text, &self.head]
+    }
+    fn parts_mut(&mut self) -> Vec<&mut Sequential<B>> {
+        vec![&mut self.main, &mut self.text, &mut self.head]
+    }
+}
