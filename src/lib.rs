@@ -6,3 +6,4 @@ pub mod gradcheck;
 pub mod model;
 pub mod nn;
 pub mod rng;
+pub mod train;
