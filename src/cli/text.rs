@@ -30,24 +30,28 @@ pub fn run(a: Args) -> Result<()> {
     let (captions, summary) = read_captions(&source)?;
     eprintln!("{summary}");
     if a.captions {
-        for c in &captions {
-            println!("{c}");
-        }
-        return Ok(());
+        return print_lines(captions.iter().cloned());
     }
     let tfidf = Tfidf::fit(&captions, a.max_features);
     anyhow::ensure!(tfidf.dim() > 0, "{}: no caption has a word of two or more letters, so there is no vocabulary", source.describe());
     if a.vocab {
-        for (i, (term, idf)) in tfidf.vocab.iter().zip(&tfidf.idf).enumerate() {
-            println!("{i}\t{term}\t{idf}");
-        }
-        return Ok(());
+        return print_lines(tfidf.vocab.iter().zip(&tfidf.idf).enumerate().map(|(i, (term, idf))| format!("{i}\t{term}\t{idf}")));
     }
     for text in &a.encode {
         if tfidf.has_no_known_word(text) {
             eprintln!("warning: {text:?} has no word in the vocabulary; its vector is all zeros");
         }
-        println!("{}", serde_json::to_string(&tfidf.encode(text))?);
     }
-    Ok(())
+    print_lines(a.encode.iter().map(|text| serde_json::to_string(&tfidf.encode(text)).unwrap_or_default()))
+}
+
+/// Prints lines to stdout; a closed pipe (`| head`) ends the output quietly.
+fn print_lines(lines: impl Iterator<Item = String>) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let result = lines.map(|l| writeln!(out, "{l}")).collect::<std::io::Result<()>>().and_then(|()| out.flush());
+    match result {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
 }
