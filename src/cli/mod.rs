@@ -1,7 +1,10 @@
 //! Subcommands, one file each.
 
 mod model;
+mod prepare;
 mod selftest;
+mod synth;
+mod text;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -19,11 +22,20 @@ pub enum Command {
     Model(model::Args),
     /// Check the engine: gradient checks on the CPU, kernels against their CPU twins.
     Selftest(selftest::Args),
+    /// Print a data set's captions, its TF-IDF vocabulary, or the vectors of given texts.
+    Text(text::Args),
+    /// Decode and resize a data set's images into its memory-mapped cache.
+    Prepare(prepare::Args),
+    /// Write the built-in synthetic catalogue in the Kaggle layout.
+    Synth(synth::Args),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Model(a) => model::run(a),
         Command::Selftest(a) => selftest::run(a),
+        Command::Text(a) => text::run(a),
+        Command::Prepare(a) => prepare::run(a),
+        Command::Synth(a) => synth::run(a),
     }
 }
