@@ -1,10 +1,13 @@
 //! Subcommands, one file each.
 
+mod device;
 mod model;
 mod prepare;
+mod sample;
 mod selftest;
 mod synth;
 mod text;
+mod train;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -18,6 +21,10 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
+    /// Train the GAN (default data: the built-in synthetic catalogue).
+    Train(train::Args),
+    /// Draw images for product descriptions from a trained checkpoint.
+    Sample(sample::Args),
     /// Print the generator and discriminator layer tables: shapes, parameters, FLOP.
     Model(model::Args),
     /// Check the engine: gradient checks on the CPU, kernels against their CPU twins.
@@ -32,6 +39,8 @@ pub enum Command {
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Train(a) => train::run(a),
+        Command::Sample(a) => sample::run(a),
         Command::Model(a) => model::run(a),
         Command::Selftest(a) => selftest::run(a),
         Command::Text(a) => text::run(a),
