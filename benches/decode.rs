@@ -1,5 +1,6 @@
 //! Decode + square + resize throughput on the shared real products (224x224 JPEGs), one
-//! thread and all threads, at each model size. Prints images/s.
+//! thread and all threads, at each model size; and drawing the synthetic catalogue. Prints
+//! images/s.
 //!
 //! `cargo bench --bench decode`
 
@@ -35,5 +36,17 @@ fn bench_decode(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_decode);
+/// The synthetic catalogue is drawn in memory instead of cached: this shows what that costs.
+fn bench_synthetic(c: &mut Criterion) {
+    let products = gan_engine::data::synth::products(IMAGES, 0);
+    let mut g = c.benchmark_group("synthetic_draw");
+    g.throughput(Throughput::Elements(IMAGES as u64));
+    g.sample_size(10);
+    for size in [64, 128] {
+        g.bench_function(format!("{size}px_1_thread"), |b| b.iter(|| products.iter().map(|p| p.draw(size).len()).sum::<usize>()));
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_decode, bench_synthetic);
 criterion_main!(benches);

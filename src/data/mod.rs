@@ -28,6 +28,7 @@ use crate::text::{Tfidf, DEFAULT_MAX_FEATURES};
 use anyhow::{bail, ensure, Result};
 use std::path::PathBuf;
 
+#[derive(Clone, Debug, PartialEq)]
 pub enum DataSource {
     Synthetic { n: usize, seed: u64 },
     Folder(PathBuf),
@@ -51,6 +52,7 @@ impl DataSource {
     }
 }
 
+#[derive(Clone, Debug)]
 pub struct PrepareOptions {
     /// Image side: a power of two from 16 to 512 (the models use 32, 64 or 128).
     pub size: usize,
