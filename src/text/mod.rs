@@ -17,7 +17,7 @@
 //! the shared products to 5e-7) and the same vectors.
 
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Default vocabulary size: the width of the generator's and discriminator's text input.
 pub const DEFAULT_MAX_FEATURES: usize = 256;
@@ -70,11 +70,11 @@ impl Tfidf {
         // term -> (total count over the corpus, number of documents containing it)
         let mut stats: HashMap<String, (u64, u64)> = HashMap::new();
         for text in texts {
-            let mut seen_here: HashMap<String, ()> = HashMap::new();
+            let mut seen_here: HashSet<String> = HashSet::new();
             for tok in tokenize(text) {
                 let entry = stats.entry(tok.clone()).or_insert((0, 0));
                 entry.0 += 1;
-                if seen_here.insert(tok, ()).is_none() {
+                if seen_here.insert(tok) {
                     entry.1 += 1;
                 }
             }
