@@ -167,6 +167,11 @@ fn build(cat: &Catalogue, size: usize, fit: Fit, path: &Path, key: &str, progres
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
+    // Make the rename itself durable; failure here only risks a rebuild after a power cut.
+    #[cfg(unix)]
+    if let Some(dir) = path.parent() {
+        let _ = File::open(dir).and_then(|d| d.sync_all());
+    }
     result
 }
 

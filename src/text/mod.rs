@@ -90,6 +90,18 @@ impl Tfidf {
         Tfidf { vocab: terms.into_iter().map(|(t, _, _)| t).collect(), idf }
     }
 
+    /// Checks a vocabulary loaded from a file: non-empty, strictly alphabetical (lookups
+    /// rely on it), one finite idf per term.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.dim() > 0, "the saved TF-IDF vocabulary is empty");
+        anyhow::ensure!(self.idf.len() == self.vocab.len(), "the saved TF-IDF has {} terms but {} idf values", self.vocab.len(), self.idf.len());
+        if let Some(w) = self.vocab.windows(2).find(|w| w[0] >= w[1]) {
+            anyhow::bail!("the saved TF-IDF vocabulary is not in alphabetical order (\"{}\" before \"{}\")", w[0], w[1]);
+        }
+        anyhow::ensure!(self.idf.iter().all(|v| v.is_finite() && *v >= 1.0), "the saved TF-IDF has an idf below 1 or not finite");
+        Ok(())
+    }
+
     pub fn dim(&self) -> usize {
         self.vocab.len()
     }
