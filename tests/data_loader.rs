@@ -116,3 +116,34 @@ fn batch_larger_than_the_data_set_is_an_error() {
     let b = l.next_batch().unwrap();
     assert_eq!(b.indices, epoch_order(10, 0, 4));
 }
+
+fn folder(dir: std::path::PathBuf) -> Arc<PreparedData> {
+    let cache = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("data_loader").join("cache");
+    let opts = PrepareOptions { size: 16, crop: false, cache_dir: Some(cache), max_features: 256, progress: false, tfidf: None };
+    Arc::new(prepare(&DataSource::Folder(dir), &opts).unwrap())
+}
+
+#[test]
+fn mismatched_texts_come_from_another_text_or_are_an_error() {
+    let fixtures = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    // Two products with different captions: each one's mismatch is the other's text.
+    let data = folder(fixtures.join("captions-jsonl"));
+    let mut l = Loader::new(data.clone(), opts(2, 1), LoaderState::default()).unwrap();
+    for _ in 0..5 {
+        let b = l.next_batch().unwrap();
+        let dim = data.tfidf.dim();
+        let m = b.mismatched_texts.unwrap();
+        for k in 0..2 {
+            assert_eq!(&m[k * dim..(k + 1) * dim], data.text(1 - b.indices[k]));
+        }
+    }
+    // Every caption the same: there is nothing to mismatch with.
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("data_loader").join("same-text");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(fixtures.join("captions-jsonl/pics/g.png"), dir.join("g.png")).unwrap();
+    std::fs::write(dir.join("captions.csv"), "image,text\ng.png,Green cap\ng.png,green CAP!\n").unwrap();
+    let data = folder(dir);
+    let e = Loader::new(data.clone(), opts(2, 1), LoaderState::default()).err().unwrap();
+    assert!(e.to_string().contains("same text vector"), "{e}");
+    assert!(Loader::new(data, LoaderOptions { mismatched: false, ..opts(2, 1) }, LoaderState::default()).is_ok());
+}

@@ -82,3 +82,15 @@ fn serde_round_trip_keeps_vectors() {
     assert_eq!(back, t);
     assert_eq!(back.encode("red dress"), t.encode("red dress"));
 }
+
+#[test]
+fn loaded_vocabularies_are_checked() {
+    let t = Tfidf::fit(&corpus(), 256);
+    assert!(t.validate().is_ok());
+    let unsorted = Tfidf { vocab: vec!["red".into(), "blue".into()], idf: vec![1.0, 1.0] };
+    assert!(unsorted.validate().unwrap_err().to_string().contains("alphabetical"));
+    let short = Tfidf { vocab: vec!["blue".into(), "red".into()], idf: vec![1.0] };
+    assert!(short.validate().is_err());
+    assert!(Tfidf { vocab: vec![], idf: vec![] }.validate().is_err());
+    assert!(Tfidf { vocab: vec!["a1".into()], idf: vec![f32::NAN] }.validate().is_err());
+}

@@ -46,10 +46,10 @@ pub fn run(a: Args) -> Result<()> {
 }
 
 /// Prints lines to stdout; a closed pipe (`| head`) ends the output quietly.
-fn print_lines(lines: impl Iterator<Item = String>) -> Result<()> {
+fn print_lines(mut lines: impl Iterator<Item = String>) -> Result<()> {
     use std::io::Write;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let result = lines.map(|l| writeln!(out, "{l}")).collect::<std::io::Result<()>>().and_then(|()| out.flush());
+    let result = lines.try_for_each(|l| writeln!(out, "{l}")).and_then(|()| out.flush());
     match result {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         r => Ok(r?),

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 const MAGIC: &[u8; 8] = b"GANCACH1";
 const PIXELS_OFFSET: usize = 64;
 /// Bump when the way images are prepared changes, so old caches are rebuilt.
-const RECIPE_VERSION: u64 = 1;
+const RECIPE_VERSION: u64 = 2;
 /// Images decoded in parallel before being appended to the file: bounds memory use.
 const CHUNK: usize = 128;
 
@@ -78,7 +78,7 @@ impl Cache {
 
 pub fn cache_key(cat: &Catalogue, size: usize, fit: Fit) -> u64 {
     let mut h = Fnv64::default();
-    h.u64(RECIPE_VERSION).u64(cat.fingerprint).u64(size as u64).str(fit.name()).str(&format!("{RESIZE_FILTER:?}"));
+    h.u64(RECIPE_VERSION).u64(cat.fingerprint).u64(size as u64).str(fit.name()).str(RESIZE_FILTER);
     h.finish()
 }
 
@@ -166,6 +166,11 @@ fn build(cat: &Catalogue, size: usize, fit: Fit, path: &Path, key: &str, progres
     });
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
+    }
+    // Make the rename itself durable; failure here only risks a rebuild after a power cut.
+    #[cfg(unix)]
+    if let Some(dir) = path.parent() {
+        let _ = File::open(dir).and_then(|d| d.sync_all());
     }
     result
 }

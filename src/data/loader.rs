@@ -26,6 +26,7 @@ pub struct LoaderState {
     pub cursor: usize,
 }
 
+#[derive(Clone, Debug)]
 pub struct Batch {
     /// `n * 3 * S * S`, NCHW in [-1, 1].
     pub images: Vec<f32>,

@@ -17,7 +17,7 @@
 //! the shared products to 5e-7) and the same vectors.
 
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Default vocabulary size: the width of the generator's and discriminator's text input.
 pub const DEFAULT_MAX_FEATURES: usize = 256;
@@ -70,11 +70,11 @@ impl Tfidf {
         // term -> (total count over the corpus, number of documents containing it)
         let mut stats: HashMap<String, (u64, u64)> = HashMap::new();
         for text in texts {
-            let mut seen_here: HashMap<String, ()> = HashMap::new();
+            let mut seen_here: HashSet<String> = HashSet::new();
             for tok in tokenize(text) {
                 let entry = stats.entry(tok.clone()).or_insert((0, 0));
                 entry.0 += 1;
-                if seen_here.insert(tok, ()).is_none() {
+                if seen_here.insert(tok) {
                     entry.1 += 1;
                 }
             }
@@ -88,6 +88,18 @@ impl Tfidf {
         let n = texts.len() as f64;
         let idf = terms.iter().map(|(_, _, df)| (((1.0 + n) / (1.0 + *df as f64)).ln() + 1.0) as f32).collect();
         Tfidf { vocab: terms.into_iter().map(|(t, _, _)| t).collect(), idf }
+    }
+
+    /// Checks a vocabulary loaded from a file: non-empty, strictly alphabetical (lookups
+    /// rely on it), one finite idf per term.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.dim() > 0, "the saved TF-IDF vocabulary is empty");
+        anyhow::ensure!(self.idf.len() == self.vocab.len(), "the saved TF-IDF has {} terms but {} idf values", self.vocab.len(), self.idf.len());
+        if let Some(w) = self.vocab.windows(2).find(|w| w[0] >= w[1]) {
+            anyhow::bail!("the saved TF-IDF vocabulary is not in alphabetical order (\"{}\" before \"{}\")", w[0], w[1]);
+        }
+        anyhow::ensure!(self.idf.iter().all(|v| v.is_finite() && *v >= 1.0), "the saved TF-IDF has an idf below 1 or not finite");
+        Ok(())
     }
 
     pub fn dim(&self) -> usize {
