@@ -47,7 +47,7 @@ fn kaggle_quirks_are_counted() {
     assert_eq!(c.na_values, 4);
     let line = c.summary(cat.items.len());
     assert!(line.starts_with("read 9 products, used 5, skipped 4 (malformed row 1, no image 1, empty caption 1, duplicate id 1)"), "{line}");
-    assert!(line.contains("1 images without a row ignored"), "{line}");
+    assert!(line.ends_with("; ignored: images without a row 1; repaired: names with commas 1, trailing empty columns 1, NA values 4"), "{line}");
 }
 
 #[test]
@@ -134,5 +134,6 @@ fn shared_products_are_all_used() {
     assert_eq!(cat.items.len(), 3834);
     assert_eq!(cat.counts.skipped_total(), 0);
     assert_eq!(cat.counts.images_without_row, 0);
+    assert_eq!(cat.counts.na_values, 3, "three rows have usage NA");
     assert_eq!(cat.captions()[0], "Women White Tshirts Sports Fall Nike Women As Nike Eleme White T-Shirt");
 }

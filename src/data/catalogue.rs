@@ -71,21 +71,16 @@ impl ReadCounts {
             let parts: Vec<String> = self.skipped.iter().map(|(r, n)| format!("{} {}", r.label(), n)).collect();
             let _ = write!(s, " ({})", parts.join(", "));
         }
-        let mut notes = Vec::new();
         if self.images_without_row > 0 {
-            notes.push(format!("{} images without a row ignored", self.images_without_row));
+            let _ = write!(s, "; ignored: images without a row {}", self.images_without_row);
         }
-        if self.names_with_commas > 0 {
-            notes.push(format!("{} names with commas rejoined", self.names_with_commas));
-        }
-        if self.trailing_empty_columns > 0 {
-            notes.push(format!("{} rows with trailing empty columns", self.trailing_empty_columns));
-        }
-        if self.na_values > 0 {
-            notes.push(format!("{} NA values treated as empty", self.na_values));
-        }
-        if !notes.is_empty() {
-            let _ = write!(s, "; {}", notes.join(", "));
+        let repaired: Vec<String> = [("names with commas", self.names_with_commas), ("trailing empty columns", self.trailing_empty_columns), ("NA values", self.na_values)]
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(what, n)| format!("{what} {n}"))
+            .collect();
+        if !repaired.is_empty() {
+            let _ = write!(s, "; repaired: {}", repaired.join(", "));
         }
         s
     }
