@@ -1,5 +1,6 @@
 //! Subcommands, one file each.
 
+mod kernels;
 mod model;
 mod selftest;
 
@@ -19,11 +20,14 @@ pub enum Command {
     Model(model::Args),
     /// Check the engine: gradient checks on the CPU, kernels against their CPU twins.
     Selftest(selftest::Args),
+    /// Compile every CUDA kernel with NVRTC for the given architectures (no GPU needed).
+    Kernels(kernels::Args),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Model(a) => model::run(a),
         Command::Selftest(a) => selftest::run(a),
+        Command::Kernels(a) => kernels::run(a),
     }
 }

@@ -40,15 +40,21 @@ pub(crate) enum ExecKind {
     Sim,
 }
 
-/// Where kernels run, and which have run (for the selftest's coverage check).
+/// Where kernels run, and which have run: all of them (for the selftest's coverage
+/// check) and those since the last `take_recent_launches` (to label its rows).
 pub(crate) struct Exec {
     kind: ExecKind,
     launched: RefCell<BTreeSet<&'static str>>,
+    recent: RefCell<BTreeSet<&'static str>>,
 }
 
 impl Exec {
+    fn new(kind: ExecKind) -> Exec {
+        Exec { kind, launched: RefCell::default(), recent: RefCell::default() }
+    }
     fn note_launch(&self, name: &'static str) {
         self.launched.borrow_mut().insert(name);
+        self.recent.borrow_mut().insert(name);
     }
 }
 
@@ -123,14 +129,14 @@ impl GpuBackend {
     /// The first GPU. `Err` with a sentence when there is no driver, GPU or NVRTC.
     pub fn cuda() -> Result<GpuBackend> {
         let cuda = driver::Cuda::open()?;
-        Ok(GpuBackend { exec: Exec { kind: ExecKind::Cuda(cuda), launched: RefCell::default() }, splitk: RefCell::new(None) })
+        Ok(GpuBackend { exec: Exec::new(ExecKind::Cuda(cuda)), splitk: RefCell::new(None) })
     }
 
     /// The kernels run on the CPU through kernels/sim.h (slow; for verification).
     pub fn sim() -> Result<GpuBackend> {
         #[cfg(feature = "sim")]
         {
-            Ok(GpuBackend { exec: Exec { kind: ExecKind::Sim, launched: RefCell::default() }, splitk: RefCell::new(None) })
+            Ok(GpuBackend { exec: Exec::new(ExecKind::Sim), splitk: RefCell::new(None) })
         }
         #[cfg(not(feature = "sim"))]
         {
@@ -145,6 +151,11 @@ impl GpuBackend {
     /// Kernels launched so far, by name.
     pub fn launched_kernels(&self) -> BTreeSet<&'static str> {
         self.exec.launched.borrow().clone()
+    }
+
+    /// Kernels launched since the last call.
+    pub fn take_recent_launches(&self) -> BTreeSet<&'static str> {
+        std::mem::take(&mut *self.exec.recent.borrow_mut())
     }
 
     /// `grad += A . B` over a long reduction, deterministically: one slice adds straight
