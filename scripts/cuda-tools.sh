@@ -7,9 +7,10 @@
 #      sm_90, through the binary's own run-time compile path;
 #   4. runs `ptxas -v` on the sm_90 PTX, prints registers / shared memory / spills per
 #      kernel, and fails on any spill;
-#   5. runs `gan-engine selftest --device sim` (every kernel against its CPU twin on the
-#      CPU simulation, plus a whole training iteration) and checks that every
-#      `extern "C"` kernel in kernels/ has a passing row.
+#   5. checks the simulation itself (barriers, shuffles, reported misuse), then runs
+#      `gan-engine selftest --device sim` (every kernel against its CPU twin on the CPU
+#      simulation, plus a whole training iteration) and checks that every `extern "C"`
+#      kernel in kernels/ has a passing row.
 #
 # Exits non-zero on any failure. Versions can be overridden with NVRTC12_PKG, NVRTC13_PKG
 # and NVCC_PKG (pip requirement strings).
@@ -101,7 +102,11 @@ if spills:
 print(f"{len(rows)} kernels, no spills")
 PY
 
-# ---- 5. simulation selftest and its coverage ---------------------------------------------------
+# ---- 5. the simulation itself, then every kernel on it -----------------------------------------
+step "simulation semantics (tests/sim/sim_semantics.cpp)"
+"${CXX:-g++}" -std=c++17 -O1 -Wno-unknown-pragmas -Ikernels tests/sim/sim_semantics.cpp kernels/sim.cpp -o "$TOOLS/sim_semantics"
+"$TOOLS/sim_semantics"
+
 step "gan-engine selftest --device sim"
 log="$TOOLS/selftest-sim.txt"
 "$bin" selftest --device sim | tee "$log"

@@ -472,50 +472,60 @@ impl<'a> Checker<'a> {
         let launched = self.gpu.take_recent_launches();
         let want = train_iteration(&self.cpu, cfg, n, seed).context("training iteration on the CPU")?;
         let shape = format!("{} px, width {}, batch {n}", cfg.size, cfg.width);
-        let label = |what: &str| {
-            let mut k = vec![format!("train: {what}")];
-            if what.starts_with("losses") {
-                k.push(format!("({} kernels)", launched.len()));
-            }
-            k
-        };
-        // Losses and gradients: sums over the whole batch and model; the parameters after
-        // Adam move by about lr = 2e-4 each, so their tolerance is a fraction of that.
-        let tol_grad = Tol { abs_of_max: 1e-4, rel: 1e-3 };
-        self.rows.push(compare(label("losses [D real, D(x), D fake, D(G(z)), G, D(G(z))]"), shape.clone(), &want.losses, &got.losses, tol_grad));
-        self.rows.push(compare(label("D gradients"), shape.clone(), &want.d_grads, &got.d_grads, tol_grad));
-        self.rows.push(compare(label("G gradients"), shape.clone(), &want.g_grads, &got.g_grads, tol_grad));
-        // Parameters after Adam. A first Adam step moves each value by lr * g / (|g| + eps),
-        // about lr * sign(g): where the two backends' gradients agree in sign and are well
-        // above eps (1e-8), the parameters must agree to 1e-6; where a gradient is so
-        // close to zero that rounding decides its sign (the gradient rows above already
-        // hold it to their absolute tolerance), the values may step apart, by at most 2 lr.
-        let want_g: Vec<f32> = want.g_grads.iter().chain(&want.d_grads).copied().collect();
-        let got_g: Vec<f32> = got.g_grads.iter().chain(&got.d_grads).copied().collect();
-        let mask: Vec<bool> = want_g.iter().zip(&got_g).map(|(w, g)| w.abs() > 1e-4 && (w > &0.0) == (g > &0.0)).collect();
-        let (mut max_abs, mut max_rel, mut passed, mut undecided) = (0.0f64, 0.0f64, mask.len() == want.params.len() && want.params.len() == got.params.len(), 0usize);
-        for ((w, g), firm) in want.params.iter().zip(&got.params).zip(&mask) {
-            let d = (*w as f64 - *g as f64).abs();
-            let limit = if *firm { 1e-6 } else { 2.0 * 2e-4 + 1e-6 };
-            undecided += usize::from(!*firm);
-            passed &= d <= limit; // false for NaN
-            if *firm {
-                max_abs = max_abs.max(d);
-                max_rel = max_rel.max(d / (*w as f64).abs().max(1e-6));
-            }
-        }
-        let row = Row {
-            kernels: label("parameters after Adam"),
-            shape: format!("{shape}, {undecided} values with a near-zero gradient held to 2 lr"),
-            values: want.params.len(),
-            max_abs,
-            max_rel,
-            tol: Tol { abs_of_max: f64::NAN, rel: 0.0 },
-            passed,
-        };
-        self.rows.push(row);
+        self.rows.extend(iteration_rows(&want, &got, &shape, launched.len()));
         Ok(())
     }
+}
+
+
+/// The rows comparing one training iteration on two backends (`want` the reference):
+/// losses, the gradients of each step, and the parameters after Adam. `kernels` is how
+/// many distinct kernels the GPU side launched.
+pub fn iteration_rows(want: &IterationOut, got: &IterationOut, shape: &str, kernels: usize) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let label = |what: &str| {
+        let mut k = vec![format!("train: {what}")];
+        if what.starts_with("losses") {
+            k.push(format!("({kernels} kernels)"));
+        }
+        k
+    };
+    // Losses and gradients: sums over the whole batch and model; the parameters after
+    // Adam move by about lr = 2e-4 each, so their tolerance is a fraction of that.
+    let tol_grad = Tol { abs_of_max: 1e-4, rel: 1e-3 };
+    rows.push(compare(label("losses [D real, D(x), D fake, D(G(z)), G, D(G(z))]"), shape.to_string(), &want.losses, &got.losses, tol_grad));
+    rows.push(compare(label("D gradients"), shape.to_string(), &want.d_grads, &got.d_grads, tol_grad));
+    rows.push(compare(label("G gradients"), shape.to_string(), &want.g_grads, &got.g_grads, tol_grad));
+    // Parameters after Adam. A first Adam step moves each value by lr * g / (|g| + eps),
+    // about lr * sign(g): where the two backends' gradients agree in sign and are well
+    // above eps (1e-8), the parameters must agree to 1e-6; where a gradient is so
+    // close to zero that rounding decides its sign (the gradient rows above already
+    // hold it to their absolute tolerance), the values may step apart, by at most 2 lr.
+    let want_g: Vec<f32> = want.g_grads.iter().chain(&want.d_grads).copied().collect();
+    let got_g: Vec<f32> = got.g_grads.iter().chain(&got.d_grads).copied().collect();
+    let mask: Vec<bool> = want_g.iter().zip(&got_g).map(|(w, g)| w.abs() > 1e-4 && (w > &0.0) == (g > &0.0)).collect();
+    let (mut max_abs, mut max_rel, mut passed, mut undecided) = (0.0f64, 0.0f64, mask.len() == want.params.len() && want.params.len() == got.params.len(), 0usize);
+    for ((w, g), firm) in want.params.iter().zip(&got.params).zip(&mask) {
+        let d = (*w as f64 - *g as f64).abs();
+        let limit = if *firm { 1e-6 } else { 2.0 * 2e-4 + 1e-6 };
+        undecided += usize::from(!*firm);
+        passed &= d <= limit; // false for NaN
+        if *firm {
+            max_abs = max_abs.max(d);
+            max_rel = max_rel.max(d / (*w as f64).abs().max(1e-6));
+        }
+    }
+    let row = Row {
+        kernels: label("parameters after Adam"),
+        shape: format!("{shape}, {undecided} values with a near-zero gradient held to 2 lr"),
+        values: want.params.len(),
+        max_abs,
+        max_rel,
+        tol: Tol { abs_of_max: f64::NAN, rel: 0.0 },
+        passed,
+    };
+    rows.push(row);
+    rows
 }
 
 /// The conv shape of a layer, if it is one (read from its description).
