@@ -20,8 +20,8 @@ conv2d_forward_f32(ConvParams p, const float* __restrict__ x, const float* __res
                    float* __restrict__ y) {
     const int M = p.c_out, P = p.h_out * p.w_out, N = p.n * P, K = p.c_in * p.k * p.k;
     const int m0 = blockIdx.y * GEMM_BM, n0 = blockIdx.x * GEMM_BN;
-    struct { const float* w; int K; __device__ float operator()(int m, int k) const { return w[m * K + k]; } } load_a{w, K};
-    WindowGather load_b{x, p.c_in, p.h_in, p.w_in, p.k, p.stride, p.pad, p.h_out, p.w_out};
+    const AlongRows load_a{w, K};
+    const WindowColumns load_b{x, p.c_in, p.h_in, p.w_in, p.k, p.stride, p.pad, p.h_out, p.w_out};
     float acc[GEMM_TM][GEMM_TN];
     gemm_block_tile(m0, n0, M, N, 0, K, load_a, load_b, acc);
 #pragma unroll
@@ -47,16 +47,8 @@ conv2d_backward_input_f32(ConvParams p, const float* __restrict__ dy, const floa
     const int M = p.c_in, N = p.n * pc.qh * pc.qw, K = p.c_out * pc.taps * pc.taps;
     const int m0 = blockIdx.y * GEMM_BM, n0 = blockIdx.x * GEMM_BN;
     if (n0 >= N) return;  // this class is smaller than the largest one: the whole block leaves
-    struct {
-        const float* w; int c_in, k, stride; ParityClass pc;
-        __device__ float operator()(int m, int r) const {
-            const int jx = r % pc.taps, jy = (r / pc.taps) % pc.taps, co = r / (pc.taps * pc.taps);
-            const int ky = pc.ry + stride * jy, kx = pc.rx + stride * jx;
-            if (ky >= k || kx >= k) return 0.0f;
-            return w[((co * c_in + m) * k + ky) * k + kx];
-        }
-    } load_a{w, p.c_in, p.k, p.stride, pc};
-    ParityGather load_b{dy, p.c_out, p.h_out, p.w_out, p.k, p.stride, p.pad, pc};
+    const ParityWeights load_a{w, p.c_in, p.k, p.stride, pc};  // w[co, ci, ky, kx], row ci
+    const ParityColumns load_b{dy, p.c_out, p.h_out, p.w_out, p.k, p.stride, p.pad, pc};
     float acc[GEMM_TM][GEMM_TN];
     gemm_block_tile(m0, n0, M, N, 0, K, load_a, load_b, acc);
     const int P = p.h_in * p.w_in;
@@ -83,15 +75,8 @@ conv2d_backward_params_f32(ConvParams p, const float* __restrict__ x, const floa
     const int M = p.c_out, N = p.c_in * p.k * p.k, P = p.h_out * p.w_out, K = p.n * P;
     const int m0 = blockIdx.y * GEMM_BM, n0 = blockIdx.x * GEMM_BN;
     const int k_begin = blockIdx.z * k_chunk, k_end = min(K, k_begin + k_chunk);
-    struct {
-        const float* dy; int M, P;
-        __device__ float operator()(int m, int kk) const { return dy[((kk / P) * M + m) * P + kk % P]; }
-    } load_a{dy, M, P};
-    const WindowGather window{x, p.c_in, p.h_in, p.w_in, p.k, p.stride, p.pad, p.h_out, p.w_out};
-    struct {
-        WindowGather g;
-        __device__ float operator()(int kk, int col) const { return g(col, kk); }
-    } load_b{window};
+    const ChannelOverBatch load_a{dy, M, P};
+    const WindowRows load_b{x, p.c_in, p.h_in, p.w_in, p.k, p.stride, p.pad, p.h_out, p.w_out};
     float acc[GEMM_TM][GEMM_TN];
     gemm_block_tile(m0, n0, M, N, k_begin, k_end, load_a, load_b, acc);
     float* dst = out + (accumulate ? 0 : (long long)blockIdx.z * M * N);
@@ -120,16 +105,8 @@ conv_transpose2d_forward_f32(ConvParams p, const float* __restrict__ x, const fl
     const int M = p.c_out, N = p.n * pc.qh * pc.qw, K = p.c_in * pc.taps * pc.taps;
     const int m0 = blockIdx.y * GEMM_BM, n0 = blockIdx.x * GEMM_BN;
     if (n0 >= N) return;  // this class is smaller than the largest one: the whole block leaves
-    struct {
-        const float* w; int c_out, k, stride; ParityClass pc;
-        __device__ float operator()(int m, int r) const {
-            const int jx = r % pc.taps, jy = (r / pc.taps) % pc.taps, ci = r / (pc.taps * pc.taps);
-            const int ky = pc.ry + stride * jy, kx = pc.rx + stride * jx;
-            if (ky >= k || kx >= k) return 0.0f;
-            return w[((ci * c_out + m) * k + ky) * k + kx];
-        }
-    } load_a{w, p.c_out, p.k, p.stride, pc};
-    ParityGather load_b{x, p.c_in, p.h_in, p.w_in, p.k, p.stride, p.pad, pc};
+    const ParityWeights load_a{w, p.c_out, p.k, p.stride, pc};  // w[ci, co, ky, kx], row co
+    const ParityColumns load_b{x, p.c_in, p.h_in, p.w_in, p.k, p.stride, p.pad, pc};
     float acc[GEMM_TM][GEMM_TN];
     gemm_block_tile(m0, n0, M, N, 0, K, load_a, load_b, acc);
     const int P = p.h_out * p.w_out;
@@ -156,8 +133,8 @@ conv_transpose2d_backward_input_f32(ConvParams p, const float* __restrict__ dy, 
                                     float* __restrict__ dx) {
     const int M = p.c_in, P = p.h_in * p.w_in, N = p.n * P, K = p.c_out * p.k * p.k;
     const int m0 = blockIdx.y * GEMM_BM, n0 = blockIdx.x * GEMM_BN;
-    struct { const float* w; int K; __device__ float operator()(int m, int k) const { return w[m * K + k]; } } load_a{w, K};
-    WindowGather load_b{dy, p.c_out, p.h_out, p.w_out, p.k, p.stride, p.pad, p.h_in, p.w_in};
+    const AlongRows load_a{w, K};
+    const WindowColumns load_b{dy, p.c_out, p.h_out, p.w_out, p.k, p.stride, p.pad, p.h_in, p.w_in};
     float acc[GEMM_TM][GEMM_TN];
     gemm_block_tile(m0, n0, M, N, 0, K, load_a, load_b, acc);
 #pragma unroll
@@ -181,15 +158,8 @@ conv_transpose2d_backward_params_f32(ConvParams p, const float* __restrict__ x, 
     const int M = p.c_in, N = p.c_out * p.k * p.k, P = p.h_in * p.w_in, K = p.n * P;
     const int m0 = blockIdx.y * GEMM_BM, n0 = blockIdx.x * GEMM_BN;
     const int k_begin = blockIdx.z * k_chunk, k_end = min(K, k_begin + k_chunk);
-    struct {
-        const float* x; int M, P;
-        __device__ float operator()(int m, int kk) const { return x[((kk / P) * M + m) * P + kk % P]; }
-    } load_a{x, M, P};
-    const WindowGather window{dy, p.c_out, p.h_out, p.w_out, p.k, p.stride, p.pad, p.h_in, p.w_in};
-    struct {
-        WindowGather g;
-        __device__ float operator()(int kk, int col) const { return g(col, kk); }
-    } load_b{window};
+    const ChannelOverBatch load_a{x, M, P};
+    const WindowRows load_b{dy, p.c_out, p.h_out, p.w_out, p.k, p.stride, p.pad, p.h_in, p.w_in};
     float acc[GEMM_TM][GEMM_TN];
     gemm_block_tile(m0, n0, M, N, k_begin, k_end, load_a, load_b, acc);
     float* dst = out + (accumulate ? 0 : (long long)blockIdx.z * M * N);

@@ -1,10 +1,15 @@
 // The one shared-memory tiled GEMM every convolution and linear kernel is built on.
 //
-// C[m, col] = sum_k A(m, k) * B(k, col) over k in [k_begin, k_end). A and B are functors
+// C[m, col] = sum_k A(m, k) * B(k, col) over k in [k_begin, k_end). A and B are loaders
 // that compute an element from its coordinates: this is where the implicit GEMM happens,
 // the convolution window (or the parity-class gather of a transposed convolution) is read
 // straight from the NCHW tensors into shared memory, and nothing like an im2col matrix
 // ever exists in global memory. Out-of-range coordinates load zero.
+//
+// A loader has `Line line(int i)`, the part of the address that depends only on the row
+// of A (or the column of B), and `float at(const Line&, int k)`. Each thread loads the
+// same rows of A and the same column of B at every step of k, so the lines are computed
+// once per block and only the k-dependent part of the indexing runs in the loop.
 //
 // Block: GEMM_THREADS threads, a GEMM_BM x GEMM_BN tile of C, each thread a TM x TN
 // register tile at rows ty + 16 i and columns tx + 16 j (so a warp reads 16 consecutive
@@ -12,9 +17,13 @@
 #pragma once
 #include "common.cuh"
 
+#define GEMM_A_LOADS ((GEMM_BM * GEMM_BK) / GEMM_THREADS)
+#define GEMM_B_LOADS ((GEMM_BN * GEMM_BK) / GEMM_THREADS)
+
 template <class LoadA, class LoadB>
 __device__ __forceinline__ void gemm_block_tile(int m0, int n0, int M, int N, int k_begin, int k_end, const LoadA& load_a,
                                                 const LoadB& load_b, float (&acc)[GEMM_TM][GEMM_TN]) {
+    static_assert(GEMM_THREADS % GEMM_BK == 0 && GEMM_THREADS % GEMM_BN == 0, "loader layout");
     __shared__ float As[GEMM_BK][GEMM_BM];
     __shared__ float Bs[GEMM_BK][GEMM_BN];
     const int tid = threadIdx.x;
@@ -24,22 +33,31 @@ __device__ __forceinline__ void gemm_block_tile(int m0, int n0, int M, int N, in
 #pragma unroll
         for (int j = 0; j < GEMM_TN; ++j) acc[i][j] = 0.0f;
 
-    for (int k0 = k_begin; k0 < k_end; k0 += GEMM_BK) {
-        // A tile: k fastest (weights and NCHW activations are contiguous along k for most
-        // callers). B tile: columns fastest (output pixels are contiguous).
+    // This thread's A rows (k fastest: weights and NCHW activations are contiguous along
+    // k for most callers) and B column (columns fastest: output pixels are contiguous).
+    const int a_k = tid % GEMM_BK, a_m = tid / GEMM_BK;
+    typename LoadA::Line a_line[GEMM_A_LOADS];
+    bool a_ok[GEMM_A_LOADS];
 #pragma unroll
-        for (int r = 0; r < (GEMM_BM * GEMM_BK) / GEMM_THREADS; ++r) {
-            const int e = tid + r * GEMM_THREADS;
-            const int kk = e % GEMM_BK, mm = e / GEMM_BK;
-            const int m = m0 + mm, k = k0 + kk;
-            As[kk][mm] = (m < M && k < k_end) ? load_a(m, k) : 0.0f;
+    for (int r = 0; r < GEMM_A_LOADS; ++r) {
+        const int m = m0 + a_m + r * (GEMM_THREADS / GEMM_BK);
+        a_ok[r] = m < M;
+        a_line[r] = load_a.line(a_ok[r] ? m : m0);
+    }
+    const int b_c = tid % GEMM_BN, b_k = tid / GEMM_BN;
+    const bool b_ok = n0 + b_c < N;
+    const typename LoadB::Line b_line = load_b.line(b_ok ? n0 + b_c : n0);
+
+    for (int k0 = k_begin; k0 < k_end; k0 += GEMM_BK) {
+#pragma unroll
+        for (int r = 0; r < GEMM_A_LOADS; ++r) {
+            const int k = k0 + a_k;
+            As[a_k][a_m + r * (GEMM_THREADS / GEMM_BK)] = (a_ok[r] && k < k_end) ? load_a.at(a_line[r], k) : 0.0f;
         }
 #pragma unroll
-        for (int r = 0; r < (GEMM_BN * GEMM_BK) / GEMM_THREADS; ++r) {
-            const int e = tid + r * GEMM_THREADS;
-            const int cc = e % GEMM_BN, kk = e / GEMM_BN;
-            const int c = n0 + cc, k = k0 + kk;
-            Bs[kk][cc] = (c < N && k < k_end) ? load_b(k, c) : 0.0f;
+        for (int r = 0; r < GEMM_B_LOADS; ++r) {
+            const int kk = b_k + r * (GEMM_THREADS / GEMM_BN), k = k0 + kk;
+            Bs[kk][b_c] = (b_ok && k < k_end) ? load_b.at(b_line, k) : 0.0f;
         }
         __syncthreads();
 #pragma unroll
@@ -62,19 +80,79 @@ __device__ __forceinline__ void gemm_block_tile(int m0, int n0, int M, int N, in
 __device__ __forceinline__ int gemm_row(int m0, int i) { return m0 + (int)(threadIdx.x / 16) + 16 * i; }
 __device__ __forceinline__ int gemm_col(int n0, int j) { return n0 + (int)(threadIdx.x % 16) + 16 * j; }
 
-// The convolution window seen as a matrix: row r = (c, ky, kx), column = (n, oy, ox) over
-// a grid_h x grid_w grid of window positions; the value is src[n, c, oy*s - p + ky,
-// ox*s - p + kx], zero outside the plane. Used by every pass that slides a window over a
-// tensor: conv2d forward and weight gradient, conv_transpose2d input and weight gradient.
-struct WindowGather {
+// Element (i, k) at p[i * ld + k]: a row-major matrix read along its rows.
+struct AlongRows {
+    const float* p;
+    int ld;
+    typedef const float* Line;
+    __device__ __forceinline__ Line line(int i) const { return p + (long long)i * ld; }
+    __device__ __forceinline__ float at(const Line& l, int k) const { return l[k]; }
+};
+
+// Element (i, k) at p[k * ld + i]: a row-major matrix read down its columns.
+struct DownColumns {
+    const float* p;
+    int ld;
+    typedef const float* Line;
+    __device__ __forceinline__ Line line(int i) const { return p + i; }
+    __device__ __forceinline__ float at(const Line& l, int k) const { return l[(long long)k * ld]; }
+};
+
+// Element (channel i, k = (n, q)) of an NCHW tensor with `c` channels and `plane` values
+// per channel: the activations of a weight gradient, reduced over batch and pixels.
+struct ChannelOverBatch {
+    const float* p;
+    int c, plane;
+    typedef const float* Line;
+    __device__ __forceinline__ Line line(int i) const { return p + (long long)i * plane; }
+    __device__ __forceinline__ float at(const Line& l, int k) const {
+        return l[(long long)(k / plane) * c * plane + k % plane];
+    }
+};
+
+// The convolution window of a forward-direction pass: row r = (ch, ky, kx), column =
+// (n, oy, ox) over a grid_h x grid_w grid of window positions; the value is
+// src[n, ch, oy*s - p + ky, ox*s - p + kx], zero outside the plane. Used by conv2d forward
+// and conv_transpose2d backward_input (as B, one column per thread).
+struct WindowColumns {
     const float* src;
     int c, h, w, k, stride, pad, grid_h, grid_w;
-    __device__ __forceinline__ float operator()(int r, int col) const {
-        const int kx = r % k, ky = (r / k) % k, ch = r / (k * k);
+    struct Line {
+        const float* img;
+        int iy0, ix0;
+    };
+    __device__ __forceinline__ Line line(int col) const {
         const int ox = col % grid_w, oy = (col / grid_w) % grid_h, n = col / (grid_w * grid_h);
-        const int iy = oy * stride - pad + ky, ix = ox * stride - pad + kx;
+        return Line{src + (long long)n * c * h * w, oy * stride - pad, ox * stride - pad};
+    }
+    __device__ __forceinline__ float at(const Line& l, int r) const {
+        const int kx = r % k, t = r / k;
+        const int ky = t % k, ch = t / k;
+        const int iy = l.iy0 + ky, ix = l.ix0 + kx;
         if (iy < 0 || iy >= h || ix < 0 || ix >= w) return 0.0f;
-        return src[((n * c + ch) * h + iy) * w + ix];
+        return l.img[((long long)ch * h + iy) * w + ix];
+    }
+};
+
+// The same window seen from the other side, for the weight gradients: the line is the
+// window row r = (ch, ky, kx) (one per thread), k = (n, oy, ox) runs over batch and grid.
+struct WindowRows {
+    const float* src;
+    int c, h, w, k, stride, pad, grid_h, grid_w;
+    struct Line {
+        const float* plane;
+        int dy, dx;  // ky - pad, kx - pad
+    };
+    __device__ __forceinline__ Line line(int r) const {
+        const int kx = r % k, ky = (r / k) % k, ch = r / (k * k);
+        return Line{src + (long long)ch * h * w, ky - pad, kx - pad};
+    }
+    __device__ __forceinline__ float at(const Line& l, int kk) const {
+        const int grid = grid_h * grid_w;
+        const int n = kk / grid, q = kk % grid;
+        const int iy = (q / grid_w) * stride + l.dy, ix = (q % grid_w) * stride + l.dx;
+        if (iy < 0 || iy >= h || ix < 0 || ix >= w) return 0.0f;
+        return l.plane[(long long)n * c * h * w + iy * w + ix];
     }
 };
 
@@ -96,20 +174,46 @@ struct ParityClass {
     }
 };
 
-struct ParityGather {
+// B of the parity-split passes (conv2d backward_input, conv_transpose2d forward): one
+// column (n, qy, qx) per thread, rows r = (ch, jy, jx).
+struct ParityColumns {
     const float* src;
     int c, h, w, k, stride, pad;
     ParityClass pc;
-    __device__ __forceinline__ float operator()(int r, int col) const {
-        const int jx = r % pc.taps, jy = (r / pc.taps) % pc.taps, ch = r / (pc.taps * pc.taps);
+    struct Line {
+        const float* img;
+        int oyp, oxp;  // output coordinate + pad
+    };
+    __device__ __forceinline__ Line line(int col) const {
+        const int qx = col % pc.qw, qy = (col / pc.qw) % pc.qh, n = col / (pc.qw * pc.qh);
+        return Line{src + (long long)n * c * h * w, pc.py + stride * qy + pad, pc.px + stride * qx + pad};
+    }
+    __device__ __forceinline__ float at(const Line& l, int r) const {
+        const int jx = r % pc.taps, t = r / pc.taps;
+        const int jy = t % pc.taps, ch = t / pc.taps;
         const int ky = pc.ry + stride * jy, kx = pc.rx + stride * jx;
         if (ky >= k || kx >= k) return 0.0f;
-        const int qx = col % pc.qw, qy = (col / pc.qw) % pc.qh, n = col / (pc.qw * pc.qh);
-        const int oy = pc.py + stride * qy, ox = pc.px + stride * qx;
-        const int ny = oy + pad - ky, nx = ox + pad - kx;  // multiples of stride by construction
+        const int ny = l.oyp - ky, nx = l.oxp - kx;  // multiples of stride by construction
         if (ny < 0 || nx < 0) return 0.0f;
         const int iy = ny / stride, ix = nx / stride;
         if (iy >= h || ix >= w) return 0.0f;
-        return src[((n * c + ch) * h + iy) * w + ix];
+        return l.img[((long long)ch * h + iy) * w + ix];
+    }
+};
+
+// A of the parity-split passes: the weight taps of this class, `w` laid out as
+// [outer, inner, k, k] with `inner` the GEMM row (m) and `outer` the channel of r.
+struct ParityWeights {
+    const float* w;
+    int inner, k, stride;
+    ParityClass pc;
+    typedef int Line;
+    __device__ __forceinline__ Line line(int m) const { return m; }
+    __device__ __forceinline__ float at(const Line& m, int r) const {
+        const int jx = r % pc.taps, t = r / pc.taps;
+        const int jy = t % pc.taps, outer = t / pc.taps;
+        const int ky = pc.ry + stride * jy, kx = pc.rx + stride * jx;
+        if (ky >= k || kx >= k) return 0.0f;
+        return w[(((long long)outer * inner + m) * k + ky) * k + kx];
     }
 };

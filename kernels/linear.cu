@@ -9,8 +9,8 @@ linear_forward_f32(LinearParams p, const float* __restrict__ x, const float* __r
                    float* __restrict__ y) {
     const int M = p.n, N = p.out_features, K = p.in_features;
     const int m0 = blockIdx.y * GEMM_BM, n0 = blockIdx.x * GEMM_BN;
-    struct { const float* x; int K; __device__ float operator()(int m, int k) const { return x[m * K + k]; } } load_a{x, K};
-    struct { const float* w; int K; __device__ float operator()(int k, int c) const { return w[c * K + k]; } } load_b{w, K};
+    const AlongRows load_a{x, K};
+    const AlongRows load_b{w, K};  // column c of B is row c of w
     float acc[GEMM_TM][GEMM_TN];
     gemm_block_tile(m0, n0, M, N, 0, K, load_a, load_b, acc);
 #pragma unroll
@@ -30,8 +30,8 @@ extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
 linear_backward_input_f32(LinearParams p, const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx) {
     const int M = p.n, N = p.in_features, K = p.out_features;
     const int m0 = blockIdx.y * GEMM_BM, n0 = blockIdx.x * GEMM_BN;
-    struct { const float* dy; int K; __device__ float operator()(int m, int k) const { return dy[m * K + k]; } } load_a{dy, K};
-    struct { const float* w; int N; __device__ float operator()(int k, int c) const { return w[k * N + c]; } } load_b{w, N};
+    const AlongRows load_a{dy, K};
+    const DownColumns load_b{w, N};
     float acc[GEMM_TM][GEMM_TN];
     gemm_block_tile(m0, n0, M, N, 0, K, load_a, load_b, acc);
 #pragma unroll
@@ -52,8 +52,8 @@ extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
 linear_backward_params_f32(LinearParams p, const float* __restrict__ x, const float* __restrict__ dy, float* __restrict__ dw) {
     const int M = p.out_features, N = p.in_features, K = p.n;
     const int m0 = blockIdx.y * GEMM_BM, n0 = blockIdx.x * GEMM_BN;
-    struct { const float* dy; int M; __device__ float operator()(int m, int k) const { return dy[k * M + m]; } } load_a{dy, M};
-    struct { const float* x; int N; __device__ float operator()(int k, int c) const { return x[k * N + c]; } } load_b{x, N};
+    const DownColumns load_a{dy, M};
+    const DownColumns load_b{x, N};
     float acc[GEMM_TM][GEMM_TN];
     gemm_block_tile(m0, n0, M, N, 0, K, load_a, load_b, acc);
 #pragma unroll
