@@ -12,6 +12,7 @@
 
 pub mod cpu;
 pub mod cuda;
+pub mod device;
 
 use anyhow::Result;
 

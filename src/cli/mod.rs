@@ -1,6 +1,6 @@
 //! Subcommands, one file each.
 
-mod device;
+mod kernels;
 mod model;
 mod prepare;
 mod sample;
@@ -35,6 +35,8 @@ pub enum Command {
     Prepare(prepare::Args),
     /// Write the built-in synthetic catalogue in the Kaggle layout.
     Synth(synth::Args),
+    /// Compile every CUDA kernel with NVRTC for the given architectures (no GPU needed).
+    Kernels(kernels::Args),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -46,5 +48,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Text(a) => text::run(a),
         Command::Prepare(a) => prepare::run(a),
         Command::Synth(a) => synth::run(a),
+        Command::Kernels(a) => kernels::run(a),
     }
 }

@@ -1,5 +1,5 @@
 use anyhow::{bail, ensure, Context, Result};
-use gan_engine::backend::cpu::Cpu;
+use gan_engine::backend::device::{self, Opened};
 use gan_engine::backend::Backend;
 use gan_engine::nn::Mode;
 use gan_engine::rng::Rng;
@@ -42,8 +42,9 @@ pub fn run(a: Args) -> Result<()> {
     let path = checkpoint::resolve(&a.checkpoint).with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;
     let ck = checkpoint::load(&path)?;
     let state = RunState::from_checkpoint(&ck).with_context(|| format!("--checkpoint {}", path.display()))?;
-    match super::device::choose(&a.device)? {
-        super::device::Device::Cpu => sample(&Cpu::new(), &a, &state, &ck.tensors),
+    match device::open(&a.device)? {
+        Opened::Cpu(be) => sample(&be, &a, &state, &ck.tensors),
+        Opened::Gpu(be) => sample(&be, &a, &state, &ck.tensors),
     }
 }
 

@@ -1,5 +1,6 @@
 use anyhow::{bail, Context, Result};
-use gan_engine::backend::cpu::Cpu;
+use gan_engine::backend::device::{self, Opened};
+use gan_engine::backend::Backend;
 use gan_engine::text::DEFAULT_MAX_FEATURES;
 use gan_engine::train::checkpoint;
 use gan_engine::train::run::{iters_for_epochs, train, RunState, TrainOptions};
@@ -162,18 +163,15 @@ pub fn run(a: Args) -> Result<()> {
         let (captions, _) = gan_engine::data::read_captions(&gan_engine::data::DataSource::from_arg(opts.data.clone()))?;
         opts.iters = iters_for_epochs(e, captions.len(), opts.batch);
     }
-    let device = super::device::choose(&a.device)?;
-    eprintln!(
-        "training {} px, width {}, batch {}, {} iterations on {} -> {}",
-        opts.size,
-        opts.width,
-        opts.batch,
-        opts.iters,
-        device,
-        out.display()
-    );
-    let summary = match device {
-        super::device::Device::Cpu => train(&Cpu::new(), &opts, &out, resume, !a.quiet)?,
+    let backend = device::open(&a.device)?;
+    let name = match &backend {
+        Opened::Cpu(be) => be.name(),
+        Opened::Gpu(be) => be.name(),
+    };
+    eprintln!("training {} px, width {}, batch {}, {} iterations on {name} -> {}", opts.size, opts.width, opts.batch, opts.iters, out.display());
+    let summary = match backend {
+        Opened::Cpu(be) => train(&be, &opts, &out, resume, !a.quiet)?,
+        Opened::Gpu(be) => train(&be, &opts, &out, resume, !a.quiet)?,
     };
     eprintln!(
         "done: {} iterations in {:.1} s; last checkpoint {}; samples in {}",
