@@ -87,9 +87,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         f.sync_all()?;
         fs::rename(&tmp, path)
     })()
-    .map_err(|e| {
+    .inspect_err(|_| {
         let _ = fs::remove_file(&tmp);
-        e
     })
     .with_context(|| format!("cannot write {}", path.display()))
 }
@@ -174,7 +173,7 @@ pub fn plot_losses(path: &Path, rows: &[MetricsRow]) -> Result<()> {
             .build_cartesian_2d(0.0..x_max, 0.0..y_max)
             .map_err(|e| err(&e))?;
         chart.configure_mesh().x_desc("iteration").y_desc("loss").label_style(("sans-serif", 14)).draw().map_err(|e| err(&e))?;
-        let series: [(&str, Vec<(f64, f64)>, RGBColor); 4] = [
+        let series = [
             ("loss_D", ld, RGBColor(200, 40, 40)),
             ("loss_G", lg, RGBColor(40, 80, 200)),
             ("D(x)", smooth(&|r| r.d_real), RGBColor(40, 160, 60)),
