@@ -75,6 +75,9 @@ fn bench_device<B: Backend>(c: &mut Criterion, device: &str, be: &B) {
                 total
             })
         });
+        if times.is_empty() {
+            continue; // filtered out on the command line
+        }
         // Criterion's warm-up iterations are in `times` too; the median shrugs them off.
         let med = median(&mut times);
         summary.push(format!(
