@@ -1,5 +1,6 @@
 //! Subcommands, one file each.
 
+mod bench;
 mod kernels;
 mod model;
 mod prepare;
@@ -27,6 +28,8 @@ pub enum Command {
     Sample(sample::Args),
     /// Print the generator and discriminator layer tables: shapes, parameters, FLOP.
     Model(model::Args),
+    /// Time full training iterations (D step + G step) and, with --profile, every op.
+    Bench(bench::Args),
     /// Check the engine: gradient checks on the CPU, kernels against their CPU twins.
     Selftest(selftest::Args),
     /// Print a data set's captions, its TF-IDF vocabulary, or the vectors of given texts.
@@ -43,6 +46,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(a) => train::run(a),
         Command::Sample(a) => sample::run(a),
+        Command::Bench(a) => bench::run(a),
         Command::Model(a) => model::run(a),
         Command::Selftest(a) => selftest::run(a),
         Command::Text(a) => text::run(a),
