@@ -36,17 +36,17 @@ impl std::str::FromStr for Device {
 /// call their generic body with the backend inside.
 pub enum Opened {
     Cpu(Cpu),
-    Gpu(GpuBackend),
+    Gpu(Box<GpuBackend>),
 }
 
 /// Opens the backend named on the command line.
 pub fn open(name: &str) -> Result<Opened> {
     match name.parse::<Device>()? {
         Device::Cpu => Ok(Opened::Cpu(Cpu::new())),
-        Device::Cuda => Ok(Opened::Gpu(GpuBackend::cuda()?)),
-        Device::Sim => Ok(Opened::Gpu(GpuBackend::sim()?)),
+        Device::Cuda => Ok(Opened::Gpu(Box::new(GpuBackend::cuda()?))),
+        Device::Sim => Ok(Opened::Gpu(Box::new(GpuBackend::sim()?))),
         Device::Auto => match GpuBackend::cuda() {
-            Ok(gpu) => Ok(Opened::Gpu(gpu)),
+            Ok(gpu) => Ok(Opened::Gpu(Box::new(gpu))),
             Err(e) => {
                 eprintln!("--device auto: using cpu ({e:#})");
                 Ok(Opened::Cpu(Cpu::new()))
