@@ -111,7 +111,8 @@ mod tests {
     fn expansion_inlines_headers_once() {
         for (m, _) in MODULES {
             let s = expanded(m).unwrap();
-            assert!(!s.contains(".cuh\""), "{m}: a header include was left unexpanded");
+            assert!(!s.lines().any(|l| l.trim().starts_with("#include \"") && l.trim().ends_with(".cuh\"")), "{m}: a header include was left unexpanded");
+            assert!(s.starts_with(&format!("#line 1 \"{m}.cu\"")), "{m}: no #line directive");
             assert_eq!(s.matches("struct ConvParams {").count(), 1, "{m}: common.cuh inlined more than once");
         }
     }
