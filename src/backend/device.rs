@@ -34,19 +34,21 @@ impl std::str::FromStr for Device {
 
 /// An opened backend. Commands are generic over `Backend`; they match on this once and
 /// call their generic body with the backend inside.
+// One of these exists per process, so the size difference of the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Opened {
     Cpu(Cpu),
-    Gpu(Box<GpuBackend>),
+    Gpu(GpuBackend),
 }
 
 /// Opens the backend named on the command line.
 pub fn open(name: &str) -> Result<Opened> {
     match name.parse::<Device>()? {
         Device::Cpu => Ok(Opened::Cpu(Cpu::new())),
-        Device::Cuda => Ok(Opened::Gpu(Box::new(GpuBackend::cuda()?))),
-        Device::Sim => Ok(Opened::Gpu(Box::new(GpuBackend::sim()?))),
+        Device::Cuda => Ok(Opened::Gpu(GpuBackend::cuda()?)),
+        Device::Sim => Ok(Opened::Gpu(GpuBackend::sim()?)),
         Device::Auto => match GpuBackend::cuda() {
-            Ok(gpu) => Ok(Opened::Gpu(Box::new(gpu))),
+            Ok(gpu) => Ok(Opened::Gpu(gpu)),
             Err(e) => {
                 eprintln!("--device auto: using cpu ({e:#})");
                 Ok(Opened::Cpu(Cpu::new()))
