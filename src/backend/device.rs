@@ -9,7 +9,7 @@
 
 use super::cpu::Cpu;
 use super::cuda::GpuBackend;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Device {
@@ -45,7 +45,7 @@ pub enum Opened {
 pub fn open(name: &str) -> Result<Opened> {
     match name.parse::<Device>()? {
         Device::Cpu => Ok(Opened::Cpu(Cpu::new())),
-        Device::Cuda => Ok(Opened::Gpu(GpuBackend::cuda()?)),
+        Device::Cuda => Ok(Opened::Gpu(GpuBackend::cuda().context("--device cuda")?)),
         Device::Sim => Ok(Opened::Gpu(GpuBackend::sim()?)),
         Device::Auto => match GpuBackend::cuda() {
             Ok(gpu) => Ok(Opened::Gpu(gpu)),

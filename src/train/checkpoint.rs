@@ -1,0 +1,195 @@
+//! Checkpoints: one safetensors file with PyTorch-style tensor names (the weights load
+//! in Python as they are) and a JSON metadata document in the safetensors header.
+//!
+//! Written to a temporary file in the same folder, synced, then renamed over the final
+//! name, so a crash never leaves a half-written file in place of a good one.
+
+use super::gan::Gan;
+use crate::backend::Backend;
+use crate::model::Module;
+use anyhow::{bail, Context, Result};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// The metadata key under which the JSON document is stored.
+const META_KEY: &str = "gan_engine";
+pub const FORMAT: &str = "gan-engine-checkpoint-1";
+
+pub struct NamedTensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+pub struct Checkpoint {
+    pub meta: serde_json::Value,
+    pub tensors: Vec<NamedTensor>,
+}
+
+impl Checkpoint {
+    pub fn get(&self, name: &str) -> Option<&NamedTensor> {
+        self.tensors.iter().find(|t| t.name == name)
+    }
+}
+
+/// Adam moment names follow PyTorch's optimizer state: `exp_avg`, `exp_avg_sq`.
+fn moment_names(param: &str) -> (String, String) {
+    (format!("optimizer.{param}.exp_avg"), format!("optimizer.{param}.exp_avg_sq"))
+}
+
+impl<B: Backend> Gan<B> {
+    /// Every parameter, batchnorm running statistic and Adam moment, on the host.
+    pub fn export(&self, be: &B) -> Result<Vec<NamedTensor>> {
+        let mut out = Vec::new();
+        let down = |buf: &B::Buf, len: usize| -> Result<Vec<f32>> {
+            let mut v = vec![0.0; len];
+            be.download(buf, &mut v)?;
+            Ok(v)
+        };
+        for module in [&self.g as &dyn Module<B>, &self.d as &dyn Module<B>] {
+            for p in module.params() {
+                out.push(NamedTensor { name: p.name.clone(), shape: p.shape.clone(), data: down(&p.value, p.len())? });
+            }
+            for b in module.buffers() {
+                out.push(NamedTensor { name: b.name.clone(), shape: vec![b.len], data: down(&b.value, b.len)? });
+            }
+            for p in module.params() {
+                let (m, v) = moment_names(&p.name);
+                out.push(NamedTensor { name: m, shape: p.shape.clone(), data: down(&p.m, p.len())? });
+                out.push(NamedTensor { name: v, shape: p.shape.clone(), data: down(&p.v, p.len())? });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Loads what `export` wrote. Every tensor must be present with its exact shape;
+    /// the optimizer moments may be absent (weights-only files), then they stay zero.
+    pub fn import(&mut self, be: &B, tensors: &[NamedTensor]) -> Result<()> {
+        let by_name: HashMap<&str, &NamedTensor> = tensors.iter().map(|t| (t.name.as_str(), t)).collect();
+        let find = |name: &str, shape: &[usize]| -> Result<&NamedTensor> {
+            let t = by_name.get(name).with_context(|| format!("tensor {name} is missing"))?;
+            if t.shape != shape {
+                bail!("tensor {name} has shape {:?}, the model needs {:?}", t.shape, shape);
+            }
+            Ok(t)
+        };
+        for module in [&mut self.g as &mut dyn Module<B>, &mut self.d as &mut dyn Module<B>] {
+            for p in module.params_mut() {
+                let shape = p.shape.clone();
+                be.upload(&mut p.value, &find(&p.name, &shape)?.data)?;
+                let (m, v) = moment_names(&p.name);
+                if by_name.contains_key(m.as_str()) {
+                    be.upload(&mut p.m, &find(&m, &shape)?.data)?;
+                    be.upload(&mut p.v, &find(&v, &shape)?.data)?;
+                }
+            }
+            for b in module.buffers_mut() {
+                let len = b.len;
+                be.upload(&mut b.value, &find(&b.name, &[len])?.data)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn to_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Writes `ck` to `path` atomically (temp file, fsync, rename, fsync of the folder).
+pub fn save(path: &Path, ck: &Checkpoint) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).with_context(|| format!("cannot create the folder {}", dir.display()))?;
+    let bytes: Vec<Vec<u8>> = ck.tensors.iter().map(|t| to_bytes(&t.data)).collect();
+    let views: Vec<(String, TensorView)> = ck
+        .tensors
+        .iter()
+        .zip(&bytes)
+        .map(|(t, b)| Ok((t.name.clone(), TensorView::new(Dtype::F32, t.shape.clone(), b)?)))
+        .collect::<Result<_>>()?;
+    let meta = HashMap::from([(META_KEY.to_string(), serde_json::to_string(&ck.meta)?)]);
+    let data = safetensors::serialize(views, Some(meta))?;
+
+    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("checkpoint")));
+    let write = || -> Result<()> {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(&data)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        if let Ok(d) = fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    };
+    write()
+        .inspect_err(|_| {
+            let _ = fs::remove_file(&tmp);
+        })
+    .with_context(|| format!("cannot write the checkpoint {}", path.display()))
+}
+
+/// Reads a checkpoint file; a truncated or foreign file is a clear error.
+pub fn load(path: &Path) -> Result<Checkpoint> {
+    let data = fs::read(path).with_context(|| format!("cannot read the checkpoint {}", path.display()))?;
+    let bad = |why: String| anyhow::anyhow!("{} is not a readable gan-engine checkpoint ({why}); pick another checkpoint or retrain", path.display());
+    let (_, header) = SafeTensors::read_metadata(&data).map_err(|e| bad(format!("{e:?}")))?;
+    let meta_text = header.metadata().as_ref().and_then(|m| m.get(META_KEY)).ok_or_else(|| bad("no gan-engine metadata".into()))?;
+    let meta: serde_json::Value = serde_json::from_str(meta_text).map_err(|e| bad(format!("metadata: {e}")))?;
+    if meta.get("format").and_then(|f| f.as_str()) != Some(FORMAT) {
+        return Err(bad(format!("format is not {FORMAT}")));
+    }
+    let st = SafeTensors::deserialize(&data).map_err(|e| bad(format!("{e:?}")))?;
+    let mut tensors = Vec::new();
+    for (name, view) in st.tensors() {
+        if view.dtype() != Dtype::F32 {
+            return Err(bad(format!("tensor {name} is {:?}, not F32", view.dtype())));
+        }
+        let data = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        tensors.push(NamedTensor { name, shape: view.shape().to_vec(), data });
+    }
+    Ok(Checkpoint { meta, tensors })
+}
+
+/// `DIR/checkpoints/step-NNNNNNNN.safetensors`, ordered by step.
+pub fn list(run_dir: &Path) -> Result<Vec<PathBuf>> {
+    let dir = run_dir.join("checkpoints");
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut v: Vec<PathBuf> = fs::read_dir(&dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("step-") && n.ends_with(".safetensors")))
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+pub fn path_for(run_dir: &Path, step: u64) -> PathBuf {
+    run_dir.join("checkpoints").join(format!("step-{step:08}.safetensors"))
+}
+
+/// A checkpoint file given directly, or the newest one in a run folder.
+pub fn resolve(path: &Path) -> Result<PathBuf> {
+    if path.is_file() {
+        return Ok(path.to_path_buf());
+    }
+    if !path.exists() {
+        bail!("{} does not exist: give a run folder (the --out of train) or a .safetensors checkpoint", path.display());
+    }
+    list(path)?.pop().with_context(|| format!("{} holds no checkpoints (expected {}/checkpoints/step-*.safetensors)", path.display(), path.display()))
+}
+
+/// Keeps the newest `keep` checkpoints of a run folder.
+pub fn prune(run_dir: &Path, keep: usize) -> Result<()> {
+    let all = list(run_dir)?;
+    if all.len() > keep {
+        for p in &all[..all.len() - keep] {
+            fs::remove_file(p).with_context(|| format!("cannot remove the old checkpoint {}", p.display()))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,232 @@
+//! One training iteration of the source article's GAN, on any backend.
+//!
+//! D step: `loss_D = (BCE(D(x, t), 1) + (1 - W) BCE(D(G(z, t), t), 0) + W BCE(D(x, t'), 0)) / 2`
+//! (W = `matching_aware`, 0 by default, which is the article's loss), then Adam on D.
+//! G step: D is frozen through the layers' freeze flag and G learns through it with
+//! flipped labels, `loss_G = BCE(D(G(z, t), t), 1)`, then Adam on G. The fake batch is
+//! computed once per iteration and reused by both steps.
+
+use crate::backend::{AdamParams, Backend, BceParams};
+use crate::model::{Discriminator, Generator, ModelConfig, Module};
+use crate::nn::{Mode, Param, Shape, Tensor};
+use crate::rng::Rng;
+use anyhow::{ensure, Result};
+use serde::{Deserialize, Serialize};
+
+/// Optimiser and loss settings; saved with every checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Hyper {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    /// Weight of the mismatched-caption term (Reed et al.'s GAN-CLS); 0 = the article.
+    pub matching_aware: f32,
+}
+
+impl Default for Hyper {
+    fn default() -> Self {
+        Hyper { lr: 2e-4, beta1: 0.5, beta2: 0.999, eps: 1e-8, matching_aware: 0.0 }
+    }
+}
+
+/// Host-side inputs of one iteration, NCHW f32.
+pub struct StepInputs<'a> {
+    /// `n * 3 * size * size`, in [-1, 1].
+    pub images: &'a [f32],
+    /// `n * text_dim`.
+    pub texts: &'a [f32],
+    /// `n * noise_dim`, standard normal.
+    pub noise: &'a [f32],
+    /// `n * text_dim` captions that do not match the images (only read when W > 0).
+    pub mismatched: Option<&'a [f32]>,
+}
+
+/// What one iteration reports (read back from the device once, for logging).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StepStats {
+    pub loss_d: f32,
+    pub loss_g: f32,
+    /// Mean D(x) on the real batch (probability).
+    pub d_real: f32,
+    /// Mean D(G(z)) on the fake batch in the D step.
+    pub d_fake: f32,
+}
+
+impl StepStats {
+    pub fn is_finite(&self) -> bool {
+        self.loss_d.is_finite() && self.loss_g.is_finite()
+    }
+}
+
+/// Device buffers for one batch size, allocated once.
+struct Io<B: Backend> {
+    n: usize,
+    images: Tensor<B>,
+    texts: Tensor<B>,
+    noise: Tensor<B>,
+    mismatched: Tensor<B>,
+    dlogits: Tensor<B>,
+    /// `[scale * mean loss, mean sigmoid]` of each loss term.
+    loss_real: B::Buf,
+    loss_fake: B::Buf,
+    loss_mismatch: B::Buf,
+    loss_g: B::Buf,
+}
+
+pub struct Gan<B: Backend> {
+    pub cfg: ModelConfig,
+    pub hp: Hyper,
+    pub g: Generator<B>,
+    pub d: Discriminator<B>,
+    /// Optimizer steps taken by each network (Adam's t).
+    pub step: u64,
+    io: Option<Io<B>>,
+}
+
+impl<B: Backend> Gan<B> {
+    /// Fresh networks with DCGAN initialisation drawn from `seed`.
+    pub fn new(be: &B, cfg: &ModelConfig, hp: &Hyper, seed: u64) -> Result<Gan<B>> {
+        let mut rng = Rng::derive(seed, "init");
+        let g = Generator::new(be, cfg, &mut rng)?;
+        let d = Discriminator::new(be, cfg, &mut rng)?;
+        Ok(Gan { cfg: cfg.clone(), hp: hp.clone(), g, d, step: 0, io: None })
+    }
+
+    fn io(&mut self, be: &B, n: usize) -> Result<&mut Io<B>> {
+        if self.io.as_ref().map(|io| io.n) != Some(n) {
+            let c = &self.cfg;
+            self.io = Some(Io {
+                n,
+                images: Tensor::zeros(be, Shape::new(n, 3, c.size, c.size))?,
+                texts: Tensor::zeros(be, Shape::new(n, c.text_dim, 1, 1))?,
+                noise: Tensor::zeros(be, Shape::new(n, c.noise_dim, 1, 1))?,
+                mismatched: Tensor::zeros(be, Shape::new(n, c.text_dim, 1, 1))?,
+                dlogits: Tensor::zeros(be, Shape::new(n, 1, 1, 1))?,
+                loss_real: be.alloc(2)?,
+                loss_fake: be.alloc(2)?,
+                loss_mismatch: be.alloc(2)?,
+                loss_g: be.alloc(2)?,
+            });
+        }
+        Ok(self.io.as_mut().expect("io allocated above"))
+    }
+
+    /// Uploads one batch; checks every length against the model.
+    fn upload(&mut self, be: &B, n: usize, inp: &StepInputs) -> Result<()> {
+        let c = self.cfg.clone();
+        ensure!(n > 0, "batch size must be at least 1");
+        ensure!(inp.images.len() == n * 3 * c.size * c.size, "images: {} values for a batch of {n} at {} px", inp.images.len(), c.size);
+        ensure!(inp.texts.len() == n * c.text_dim, "texts: {} values for a batch of {n} vectors of {}", inp.texts.len(), c.text_dim);
+        ensure!(inp.noise.len() == n * c.noise_dim, "noise: {} values for a batch of {n} vectors of {}", inp.noise.len(), c.noise_dim);
+        let w = self.hp.matching_aware;
+        let io = self.io(be, n)?;
+        io.images.set_f32(be, inp.images)?;
+        io.texts.set_f32(be, inp.texts)?;
+        io.noise.set_f32(be, inp.noise)?;
+        if w > 0.0 {
+            let m = inp.mismatched.ok_or_else(|| anyhow::anyhow!("the matching-aware loss needs mismatched captions"))?;
+            io.mismatched.set_f32(be, m)?;
+        }
+        Ok(())
+    }
+
+    /// One BCE term on logits: writes its loss/probability pair and the logits'
+    /// gradient into `io.dlogits`, and backpropagates it through D.
+    fn d_term(be: &B, d: &mut Discriminator<B>, dlogits: &Tensor<B>, logits: &Tensor<B>, p: &BceParams, out: &mut B::Buf) -> Result<Tensor<B>> {
+        be.bce_with_logits_forward(p, &logits.buf.borrow(), out)?;
+        be.bce_with_logits_backward_input(p, &logits.buf.borrow(), &mut dlogits.buf.borrow_mut())?;
+        Ok(d.backward(be, dlogits)?.0)
+    }
+
+    /// The D step's gradients (accumulated into D's zeroed gradients); returns the fake
+    /// batch for the G step. Does not update weights.
+    pub fn d_step_grads(&mut self, be: &B, n: usize, inp: &StepInputs) -> Result<Tensor<B>> {
+        self.upload(be, n, inp)?;
+        let w = self.hp.matching_aware;
+        let io = self.io.as_mut().expect("uploaded");
+        self.d.zero_grad(be)?;
+        self.d.set_frozen(false);
+        let fake = self.g.forward(be, &io.noise, &io.texts, Mode::Train)?;
+        let nn = n as i32;
+        let logits = self.d.forward(be, &io.images, &io.texts, Mode::Train)?;
+        Self::d_term(be, &mut self.d, &io.dlogits, &logits, &BceParams { n: nn, target: 1.0, scale: 0.5 }, &mut io.loss_real)?;
+        let logits = self.d.forward(be, &fake, &io.texts, Mode::Train)?;
+        Self::d_term(be, &mut self.d, &io.dlogits, &logits, &BceParams { n: nn, target: 0.0, scale: 0.5 * (1.0 - w) }, &mut io.loss_fake)?;
+        if w > 0.0 {
+            let logits = self.d.forward(be, &io.images, &io.mismatched, Mode::Train)?;
+            Self::d_term(be, &mut self.d, &io.dlogits, &logits, &BceParams { n: nn, target: 0.0, scale: 0.5 * w }, &mut io.loss_mismatch)?;
+        }
+        Ok(fake)
+    }
+
+    /// The G step's gradients through a frozen D (D's gradients stay untouched).
+    pub fn g_step_grads(&mut self, be: &B, fake: &Tensor<B>) -> Result<()> {
+        let io = self.io.as_mut().expect("d_step_grads runs first");
+        let n = io.n as i32;
+        self.g.zero_grad(be)?;
+        self.d.set_frozen(true);
+        let logits = self.d.forward(be, fake, &io.texts, Mode::Train)?;
+        let dimage = Self::d_term(be, &mut self.d, &io.dlogits, &logits, &BceParams { n, target: 1.0, scale: 1.0 }, &mut io.loss_g);
+        self.d.set_frozen(false);
+        self.g.backward(be, &dimage?)?;
+        Ok(())
+    }
+
+    /// One full iteration: D step, Adam on D, G step, Adam on G. Reads the losses back.
+    pub fn iteration(&mut self, be: &B, n: usize, inp: &StepInputs) -> Result<StepStats> {
+        let fake = self.d_step_grads(be, n, inp)?;
+        self.step += 1;
+        let adam = self.adam_params();
+        adam_update(be, &adam, self.d.params_mut())?;
+        self.g_step_grads(be, &fake)?;
+        adam_update(be, &adam, self.g.params_mut())?;
+        self.read_stats(be)
+    }
+
+    fn adam_params(&self) -> AdamParams {
+        let t = self.step as i32;
+        AdamParams {
+            len: 0,
+            lr: self.hp.lr,
+            beta1: self.hp.beta1,
+            beta2: self.hp.beta2,
+            eps: self.hp.eps,
+            bc1: 1.0 - self.hp.beta1.powi(t),
+            bc2: 1.0 - self.hp.beta2.powi(t),
+        }
+    }
+
+    /// The losses of the last iteration (one small read per term).
+    pub fn read_stats(&self, be: &B) -> Result<StepStats> {
+        let io = self.io.as_ref().ok_or_else(|| anyhow::anyhow!("no iteration has run"))?;
+        let read = |b: &B::Buf| -> Result<[f32; 2]> {
+            let mut v = [0.0f32; 2];
+            be.download(b, &mut v)?;
+            Ok(v)
+        };
+        let (r, f, g) = (read(&io.loss_real)?, read(&io.loss_fake)?, read(&io.loss_g)?);
+        let m = if self.hp.matching_aware > 0.0 { read(&io.loss_mismatch)?[0] } else { 0.0 };
+        Ok(StepStats { loss_d: r[0] + f[0] + m, loss_g: g[0], d_real: r[1], d_fake: f[1] })
+    }
+
+    /// Images for `noise` and `texts` (`n` of each), in inference mode, as host f32.
+    pub fn generate(&mut self, be: &B, noise: &[f32], texts: &[f32], mode: Mode) -> Result<Vec<f32>> {
+        let c = &self.cfg;
+        ensure!(noise.len().is_multiple_of(c.noise_dim), "noise length {} is not a multiple of {}", noise.len(), c.noise_dim);
+        let n = noise.len() / c.noise_dim;
+        ensure!(texts.len() == n * c.text_dim, "texts: {} values for {n} vectors of {}", texts.len(), c.text_dim);
+        let z = Tensor::from_f32(be, Shape::new(n, c.noise_dim, 1, 1), noise)?;
+        let t = Tensor::from_f32(be, Shape::new(n, c.text_dim, 1, 1), texts)?;
+        self.g.forward(be, &z, &t, mode)?.to_f32(be)
+    }
+}
+
+/// Adam over every parameter of one network.
+fn adam_update<B: Backend>(be: &B, base: &AdamParams, params: Vec<&mut Param<B>>) -> Result<()> {
+    for p in params {
+        let ap = AdamParams { len: p.len() as i32, ..*base };
+        be.adam_step(&ap, &mut p.value, &p.grad, &mut p.m, &mut p.v)?;
+    }
+    Ok(())
+}

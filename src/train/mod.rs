@@ -1,0 +1,8 @@
+//! Training: the GAN iteration, checkpoints, and (in the CLI) the loop around them.
+
+pub mod checkpoint;
+pub mod gan;
+
+pub use gan::{Gan, Hyper, StepInputs, StepStats};
+pub mod report;
+pub mod run;
