@@ -13,7 +13,8 @@ use super::GpuBackend;
 use crate::backend::cpu::{Cpu, Cpu64};
 use crate::backend::{ActParams, AdamParams, Backend, BatchNormParams, BceParams, ConcatParams, ConvParams, LinearParams};
 use crate::model::{Discriminator, Generator, ModelConfig, Module};
-use crate::nn::{Layer, Mode, Shape, Tensor};
+use crate::train::{Gan, Hyper, StepInputs};
+use crate::nn::{Layer, Shape};
 use crate::rng::Rng;
 use anyhow::{Context, Result};
 use std::collections::BTreeSet;
@@ -528,7 +529,7 @@ pub fn iteration_rows(reference: &IterationOut, cpu32: &IterationOut, got: &Iter
     };
     let update = |o: &IterationOut| o.params.iter().zip(&o.params_before).map(|(a, b)| a - b).collect::<Vec<f32>>();
     vec![
-        row("losses [D real, D(x), D fake, D(G(z)), G, D(G(z))]", &reference.losses, &cpu32.losses, &got.losses, TRAIN_FLOOR_LOSS),
+        row("losses [loss D, D(x), D(G(z)), loss G]", &reference.losses, &cpu32.losses, &got.losses, TRAIN_FLOOR_LOSS),
         row("D gradients", &reference.d_grads, &cpu32.d_grads, &got.d_grads, TRAIN_FLOOR_GRAD),
         row("G gradients", &reference.g_grads, &cpu32.g_grads, &got.g_grads, TRAIN_FLOOR_GRAD),
         row("Adam updates of G and D", &update(reference), &update(cpu32), &update(got), TRAIN_FLOOR_UPDATE),
@@ -568,75 +569,33 @@ fn grads<B: Backend, M: Module<B>>(be: &B, m: &M) -> Result<Vec<f32>> {
     Ok(out)
 }
 
-fn adam_all<B: Backend, M: Module<B>>(be: &B, m: &mut M, step: i32) -> Result<()> {
-    let (beta1, beta2) = (0.5f32, 0.999f32);
-    for p in m.params_mut() {
-        let a = AdamParams { len: p.len() as i32, lr: 2e-4, beta1, beta2, eps: 1e-8, bc1: 1.0 - beta1.powi(step), bc2: 1.0 - beta2.powi(step) };
-        let crate::nn::Param { value, grad, m, v, .. } = p;
-        be.adam_step(&a, value, grad, m, v)?;
+fn values<B: Backend>(be: &B, gan: &Gan<B>) -> Result<Vec<f32>> {
+    let mut out = Vec::new();
+    for p in gan.g.params().into_iter().chain(gan.d.params()) {
+        out.extend(down(be, &p.value, p.len())?);
     }
-    Ok(())
+    Ok(out)
 }
 
-/// The article's iteration: D loss = (BCE(D(real), 1) + BCE(D(fake), 0)) / 2, Adam on D;
-/// then D frozen, G loss = BCE(D(G(z, t)), 1), Adam on G. Weights from `seed`.
+/// One iteration of the training loop itself (`train::Gan::iteration`: D step on real and
+/// fake, Adam on D, G step through the frozen D, Adam on G), weights and batch from
+/// `seed`. The gradients are read after the iteration: Adam does not clear them, and the
+/// frozen D keeps its D-step gradients through the G step.
 pub fn train_iteration<B: Backend>(be: &B, cfg: &ModelConfig, n: usize, seed: u64) -> Result<IterationOut> {
-    let mut g = Generator::new(be, cfg, &mut Rng::derive(seed, "generator"))?;
-    let mut d = Discriminator::new(be, cfg, &mut Rng::derive(seed, "discriminator"))?;
+    let mut gan = Gan::new(be, cfg, &Hyper::default(), seed)?;
     let mut rng = Rng::derive(seed, "batch");
     let mut noise = vec![0.0; n * cfg.noise_dim];
     rng.fill_normal(&mut noise, 0.0, 1.0);
-    let mut text = vec![0.0; n * cfg.text_dim];
-    rng.fill_uniform(&mut text, 0.0, 0.3);
-    let mut real = vec![0.0; n * 3 * cfg.size * cfg.size];
-    rng.fill_uniform(&mut real, -1.0, 1.0);
-    let noise = Tensor::from_f32(be, Shape::new(n, cfg.noise_dim, 1, 1), &noise)?;
-    let text = Tensor::from_f32(be, Shape::new(n, cfg.text_dim, 1, 1), &text)?;
-    let real = Tensor::from_f32(be, Shape::new(n, 3, cfg.size, cfg.size), &real)?;
-    let dlogits = Tensor::<B>::zeros(be, Shape::new(n, 1, 1, 1))?;
-    let mut params_before = Vec::new();
-    for p in g.params().into_iter().chain(d.params()) {
-        params_before.extend(down(be, &p.value, p.len())?);
-    }
-    let mut losses = Vec::new();
-    let mut loss = be.alloc(2)?;
-    let mut bce = |logits: &Tensor<B>, target: f32, scale: f32, losses: &mut Vec<f32>| -> Result<()> {
-        let p = BceParams { n: n as i32, target, scale };
-        be.bce_with_logits_forward(&p, &logits.buf.borrow(), &mut loss)?;
-        be.bce_with_logits_backward_input(&p, &logits.buf.borrow(), &mut dlogits.buf.borrow_mut())?;
-        // The one host round trip of an iteration: the loss values, for logging.
-        losses.extend(down(be, &loss, 2)?);
-        Ok(())
-    };
-
-    // D step.
-    d.zero_grad(be)?;
-    let fake = g.forward(be, &noise, &text, Mode::Train)?;
-    let logits = d.forward(be, &real, &text, Mode::Train)?;
-    bce(&logits, 1.0, 0.5, &mut losses)?;
-    d.backward(be, &dlogits)?;
-    let logits = d.forward(be, &fake, &text, Mode::Train)?;
-    bce(&logits, 0.0, 0.5, &mut losses)?;
-    d.backward(be, &dlogits)?;
-    let d_grads = grads(be, &d)?;
-    adam_all(be, &mut d, 1)?;
-
-    // G step through the frozen discriminator.
-    d.set_frozen(true);
-    g.zero_grad(be)?;
-    let fake = g.forward(be, &noise, &text, Mode::Train)?;
-    let logits = d.forward(be, &fake, &text, Mode::Train)?;
-    bce(&logits, 1.0, 1.0, &mut losses)?;
-    let (dimage, _) = d.backward(be, &dlogits)?;
-    g.backward(be, &dimage)?;
-    let g_grads = grads(be, &g)?;
-    adam_all(be, &mut g, 1)?;
-    d.set_frozen(false);
-
-    let mut params = Vec::new();
-    for p in g.params().into_iter().chain(d.params()) {
-        params.extend(down(be, &p.value, p.len())?);
-    }
+    let mut texts = vec![0.0; n * cfg.text_dim];
+    rng.fill_uniform(&mut texts, 0.0, 0.3);
+    let mut images = vec![0.0; n * 3 * cfg.size * cfg.size];
+    rng.fill_uniform(&mut images, -1.0, 1.0);
+    let params_before = values(be, &gan)?;
+    let s = gan.iteration(be, n, &StepInputs { images: &images, texts: &texts, noise: &noise, mismatched: None })?;
+    let losses = vec![s.loss_d, s.d_real, s.d_fake, s.loss_g];
+    let d_grads = grads(be, &gan.d)?;
+    let g_grads = grads(be, &gan.g)?;
+    let params = values(be, &gan)?;
     be.synchronize()?;
     Ok(IterationOut { losses, params_before, d_grads, g_grads, params })
 }
