@@ -34,6 +34,8 @@ impl std::str::FromStr for Device {
 
 /// An opened backend. Commands are generic over `Backend`; they match on this once and
 /// call their generic body with the backend inside.
+// One of these exists per process, so the size difference of the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Opened {
     Cpu(Cpu),
     Gpu(GpuBackend),

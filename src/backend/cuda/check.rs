@@ -10,10 +10,11 @@
 //! real layer shapes at small batch and width.
 
 use super::GpuBackend;
-use crate::backend::cpu::Cpu;
+use crate::backend::cpu::{Cpu, Cpu64};
 use crate::backend::{ActParams, AdamParams, Backend, BatchNormParams, BceParams, ConcatParams, ConvParams, LinearParams};
 use crate::model::{Discriminator, Generator, ModelConfig, Module};
-use crate::nn::{Layer, Mode, Shape, Tensor};
+use crate::train::{Gan, Hyper, StepInputs};
+use crate::nn::{Layer, Shape};
 use crate::rng::Rng;
 use anyhow::{Context, Result};
 use std::collections::BTreeSet;
@@ -464,68 +465,75 @@ impl<'a> Checker<'a> {
     }
 
     /// One whole training iteration (D step on real and fake, G step through frozen D,
-    /// Adam on both) on the GPU backend and on the CPU from the same weights and data;
-    /// rows for the losses, the gradients of each step and the parameters after Adam.
+    /// Adam on both) on the GPU backend and on the CPU (f32 and f64) from the same weights
+    /// and data; rows for the losses, the gradients of each step and the Adam updates.
     pub fn train_iteration(&mut self, cfg: &ModelConfig, n: usize, seed: u64) -> Result<()> {
         self.gpu.take_recent_launches();
         let got = train_iteration(self.gpu, cfg, n, seed).with_context(|| format!("training iteration on {}", self.gpu.name()))?;
         let launched = self.gpu.take_recent_launches();
-        let want = train_iteration(&self.cpu, cfg, n, seed).context("training iteration on the CPU")?;
+        let cpu32 = train_iteration(&self.cpu, cfg, n, seed).context("training iteration on the CPU")?;
+        let reference = train_iteration(&Cpu64::new(), cfg, n, seed).context("training iteration on the CPU in f64")?;
         let shape = format!("{} px, width {}, batch {n}", cfg.size, cfg.width);
-        self.rows.extend(iteration_rows(&want, &got, &shape, launched.len()));
+        self.rows.extend(iteration_rows(&reference, &cpu32, &got, &shape, launched.len()));
         Ok(())
     }
 }
 
 
-/// The rows comparing one training iteration on two backends (`want` the reference):
-/// losses, the gradients of each step, and the parameters after Adam. `kernels` is how
-/// many distinct kernels the GPU side launched.
-pub fn iteration_rows(want: &IterationOut, got: &IterationOut, shape: &str, kernels: usize) -> Vec<Row> {
-    let mut rows = Vec::new();
-    let label = |what: &str| {
+/// `||got - want|| / ||want||` (Euclidean norms; NaN when anything is not finite).
+pub fn rel_l2(want: &[f32], got: &[f32]) -> f64 {
+    let (mut d2, mut w2) = (0.0f64, 0.0f64);
+    for (w, g) in want.iter().zip(got) {
+        let (w, g) = (*w as f64, *g as f64);
+        d2 += (w - g) * (w - g);
+        w2 += w * w;
+    }
+    if want.len() != got.len() || !d2.is_finite() {
+        return f64::NAN;
+    }
+    if w2 == 0.0 {
+        return if d2 == 0.0 { 0.0 } else { f64::INFINITY };
+    }
+    (d2 / w2).sqrt()
+}
+
+/// Training-iteration tolerances. Value-by-value bounds do not work for a whole model at
+/// scale: an activation within rounding of a ReLU kink goes either way in two f32
+/// computations, batchnorm's backward pass subtracts nearly equal means, and a first Adam
+/// step turns the sign of every tiny gradient into a full step. Measured on the CPU at
+/// 128 px, batch 64 (tests/cuda_tolerance.rs), f32 against f64 differs by a relative L2 error
+/// of about 3e-2 in the generator's gradients. So each group is compared with the f64 CPU
+/// reference, and the GPU passes when its relative L2 error is at most twice the CPU's own
+/// f32 error, plus a floor for groups where that error is near zero.
+pub const TRAIN_ERR_FACTOR: f64 = 2.0;
+pub const TRAIN_FLOOR_LOSS: f64 = 1e-5;
+pub const TRAIN_FLOOR_GRAD: f64 = 1e-4;
+/// Parameters are compared by their Adam updates (after - before), the only part that moves.
+pub const TRAIN_FLOOR_UPDATE: f64 = 5e-3;
+
+/// The rows comparing one training iteration: `got` (the GPU, f32) and `cpu32` (the CPU in
+/// f32), both against `reference` (the CPU in f64), for the losses, the gradients of each
+/// step and the parameter updates of Adam. `kernels` is how many distinct kernels the GPU
+/// launched. In these rows "rel err" is the relative L2 error against the f64 reference and
+/// the tolerance is the bound it must stay under.
+pub fn iteration_rows(reference: &IterationOut, cpu32: &IterationOut, got: &IterationOut, shape: &str, kernels: usize) -> Vec<Row> {
+    let row = |what: &str, want: &[f32], cpu: &[f32], got: &[f32], floor: f64| {
+        let max_abs = want.iter().zip(got).fold(0.0f64, |m, (w, g)| m.max((*w as f64 - *g as f64).abs()));
+        let err = rel_l2(want, got);
+        let limit = TRAIN_ERR_FACTOR * rel_l2(want, cpu) + floor;
         let mut k = vec![format!("train: {what}")];
         if what.starts_with("losses") {
             k.push(format!("({kernels} kernels)"));
         }
-        k
+        Row { kernels: k, shape: shape.to_string(), values: want.len(), max_abs, max_rel: err, tol: Tol { abs_of_max: f64::NAN, rel: limit }, passed: err <= limit }
     };
-    // Losses and gradients: sums over the whole batch and model; the parameters after
-    // Adam move by about lr = 2e-4 each, so their tolerance is a fraction of that.
-    let tol_grad = Tol { abs_of_max: 1e-4, rel: 1e-3 };
-    rows.push(compare(label("losses [D real, D(x), D fake, D(G(z)), G, D(G(z))]"), shape.to_string(), &want.losses, &got.losses, tol_grad));
-    rows.push(compare(label("D gradients"), shape.to_string(), &want.d_grads, &got.d_grads, tol_grad));
-    rows.push(compare(label("G gradients"), shape.to_string(), &want.g_grads, &got.g_grads, tol_grad));
-    // Parameters after Adam. A first Adam step moves each value by lr * g / (|g| + eps),
-    // about lr * sign(g): where the two backends' gradients agree in sign and are well
-    // above eps (1e-8), the parameters must agree to 1e-6; where a gradient is so
-    // close to zero that rounding decides its sign (the gradient rows above already
-    // hold it to their absolute tolerance), the values may step apart, by at most 2 lr.
-    let want_g: Vec<f32> = want.g_grads.iter().chain(&want.d_grads).copied().collect();
-    let got_g: Vec<f32> = got.g_grads.iter().chain(&got.d_grads).copied().collect();
-    let mask: Vec<bool> = want_g.iter().zip(&got_g).map(|(w, g)| w.abs() > 1e-4 && (w > &0.0) == (g > &0.0)).collect();
-    let (mut max_abs, mut max_rel, mut passed, mut undecided) = (0.0f64, 0.0f64, mask.len() == want.params.len() && want.params.len() == got.params.len(), 0usize);
-    for ((w, g), firm) in want.params.iter().zip(&got.params).zip(&mask) {
-        let d = (*w as f64 - *g as f64).abs();
-        let limit = if *firm { 1e-6 } else { 2.0 * 2e-4 + 1e-6 };
-        undecided += usize::from(!*firm);
-        passed &= d <= limit; // false for NaN
-        if *firm {
-            max_abs = max_abs.max(d);
-            max_rel = max_rel.max(d / (*w as f64).abs().max(1e-6));
-        }
-    }
-    let row = Row {
-        kernels: label("parameters after Adam"),
-        shape: format!("{shape}, {undecided} values with a near-zero gradient held to 2 lr"),
-        values: want.params.len(),
-        max_abs,
-        max_rel,
-        tol: Tol { abs_of_max: f64::NAN, rel: 0.0 },
-        passed,
-    };
-    rows.push(row);
-    rows
+    let update = |o: &IterationOut| o.params.iter().zip(&o.params_before).map(|(a, b)| a - b).collect::<Vec<f32>>();
+    vec![
+        row("losses [loss D, D(x), D(G(z)), loss G]", &reference.losses, &cpu32.losses, &got.losses, TRAIN_FLOOR_LOSS),
+        row("D gradients", &reference.d_grads, &cpu32.d_grads, &got.d_grads, TRAIN_FLOOR_GRAD),
+        row("G gradients", &reference.g_grads, &cpu32.g_grads, &got.g_grads, TRAIN_FLOOR_GRAD),
+        row("Adam updates of G and D", &update(reference), &update(cpu32), &update(got), TRAIN_FLOOR_UPDATE),
+    ]
 }
 
 /// The conv shape of a layer, if it is one (read from its description).
@@ -547,6 +555,7 @@ fn as_conv<B: Backend>(layer: &dyn Layer<B>, s: Shape) -> Option<(ConvParams, bo
 /// What one training iteration produces, flattened for comparison.
 pub struct IterationOut {
     pub losses: Vec<f32>,
+    pub params_before: Vec<f32>,
     pub d_grads: Vec<f32>,
     pub g_grads: Vec<f32>,
     pub params: Vec<f32>,
@@ -560,73 +569,35 @@ fn grads<B: Backend, M: Module<B>>(be: &B, m: &M) -> Result<Vec<f32>> {
     Ok(out)
 }
 
-fn adam_all<B: Backend, M: Module<B>>(be: &B, m: &mut M, step: i32) -> Result<()> {
-    let (beta1, beta2) = (0.5f32, 0.999f32);
-    for p in m.params_mut() {
-        let a = AdamParams { len: p.len() as i32, lr: 2e-4, beta1, beta2, eps: 1e-8, bc1: 1.0 - beta1.powi(step), bc2: 1.0 - beta2.powi(step) };
-        let crate::nn::Param { value, grad, m, v, .. } = p;
-        be.adam_step(&a, value, grad, m, v)?;
+fn values<B: Backend>(be: &B, gan: &Gan<B>) -> Result<Vec<f32>> {
+    let mut out = Vec::new();
+    for p in gan.g.params().into_iter().chain(gan.d.params()) {
+        out.extend(down(be, &p.value, p.len())?);
     }
-    Ok(())
+    Ok(out)
 }
 
-/// The article's iteration: D loss = (BCE(D(real), 1) + BCE(D(fake), 0)) / 2, Adam on D;
-/// then D frozen, G loss = BCE(D(G(z, t)), 1), Adam on G. Weights from `seed`.
+/// One iteration of the training loop itself (`train::Gan::iteration`: D step on real and
+/// fake, Adam on D, G step through the frozen D, Adam on G), weights and batch from
+/// `seed`. The gradients are read after the iteration: Adam does not clear them, and the
+/// frozen D keeps its D-step gradients through the G step.
 pub fn train_iteration<B: Backend>(be: &B, cfg: &ModelConfig, n: usize, seed: u64) -> Result<IterationOut> {
-    let mut g = Generator::new(be, cfg, &mut Rng::derive(seed, "generator"))?;
-    let mut d = Discriminator::new(be, cfg, &mut Rng::derive(seed, "discriminator"))?;
+    let mut gan = Gan::new(be, cfg, &Hyper::default(), seed)?;
     let mut rng = Rng::derive(seed, "batch");
     let mut noise = vec![0.0; n * cfg.noise_dim];
     rng.fill_normal(&mut noise, 0.0, 1.0);
-    let mut text = vec![0.0; n * cfg.text_dim];
-    rng.fill_uniform(&mut text, 0.0, 0.3);
-    let mut real = vec![0.0; n * 3 * cfg.size * cfg.size];
-    rng.fill_uniform(&mut real, -1.0, 1.0);
-    let noise = Tensor::from_f32(be, Shape::new(n, cfg.noise_dim, 1, 1), &noise)?;
-    let text = Tensor::from_f32(be, Shape::new(n, cfg.text_dim, 1, 1), &text)?;
-    let real = Tensor::from_f32(be, Shape::new(n, 3, cfg.size, cfg.size), &real)?;
-    let dlogits = Tensor::<B>::zeros(be, Shape::new(n, 1, 1, 1))?;
-    let mut losses = Vec::new();
-    let mut loss = be.alloc(2)?;
-    let mut bce = |logits: &Tensor<B>, target: f32, scale: f32, losses: &mut Vec<f32>| -> Result<()> {
-        let p = BceParams { n: n as i32, target, scale };
-        be.bce_with_logits_forward(&p, &logits.buf.borrow(), &mut loss)?;
-        be.bce_with_logits_backward_input(&p, &logits.buf.borrow(), &mut dlogits.buf.borrow_mut())?;
-        // The one host round trip of an iteration: the loss values, for logging.
-        losses.extend(down(be, &loss, 2)?);
-        Ok(())
-    };
-
-    // D step.
-    d.zero_grad(be)?;
-    let fake = g.forward(be, &noise, &text, Mode::Train)?;
-    let logits = d.forward(be, &real, &text, Mode::Train)?;
-    bce(&logits, 1.0, 0.5, &mut losses)?;
-    d.backward(be, &dlogits)?;
-    let logits = d.forward(be, &fake, &text, Mode::Train)?;
-    bce(&logits, 0.0, 0.5, &mut losses)?;
-    d.backward(be, &dlogits)?;
-    let d_grads = grads(be, &d)?;
-    adam_all(be, &mut d, 1)?;
-
-    // G step through the frozen discriminator.
-    d.set_frozen(true);
-    g.zero_grad(be)?;
-    let fake = g.forward(be, &noise, &text, Mode::Train)?;
-    let logits = d.forward(be, &fake, &text, Mode::Train)?;
-    bce(&logits, 1.0, 1.0, &mut losses)?;
-    let (dimage, _) = d.backward(be, &dlogits)?;
-    g.backward(be, &dimage)?;
-    let g_grads = grads(be, &g)?;
-    adam_all(be, &mut g, 1)?;
-    d.set_frozen(false);
-
-    let mut params = Vec::new();
-    for p in g.params().into_iter().chain(d.params()) {
-        params.extend(down(be, &p.value, p.len())?);
-    }
+    let mut texts = vec![0.0; n * cfg.text_dim];
+    rng.fill_uniform(&mut texts, 0.0, 0.3);
+    let mut images = vec![0.0; n * 3 * cfg.size * cfg.size];
+    rng.fill_uniform(&mut images, -1.0, 1.0);
+    let params_before = values(be, &gan)?;
+    let s = gan.iteration(be, n, &StepInputs { images: &images, texts: &texts, noise: &noise, mismatched: None })?;
+    let losses = vec![s.loss_d, s.d_real, s.d_fake, s.loss_g];
+    let d_grads = grads(be, &gan.d)?;
+    let g_grads = grads(be, &gan.g)?;
+    let params = values(be, &gan)?;
     be.synchronize()?;
-    Ok(IterationOut { losses, d_grads, g_grads, params })
+    Ok(IterationOut { losses, params_before, d_grads, g_grads, params })
 }
 
 /// The awkward shapes every kernel is run at, beyond the models' own layers.

@@ -354,7 +354,7 @@ impl Backend for GpuBackend {
     ) -> Result<()> {
         check_len("batchnorm2d x", x, p.len())?;
         check_len("batchnorm2d y", y, p.len())?;
-        for (what, b) in [("gamma", &*gamma), ("beta", beta), ("running_mean", running_mean), ("running_var", running_var), ("mean", mean), ("invstd", invstd)] {
+        for (what, b) in [("gamma", gamma), ("beta", beta), ("running_mean", &*running_mean), ("running_var", running_var), ("mean", mean), ("invstd", invstd)] {
             check_len(what, b, p.c as usize)?;
         }
         self.exec.batchnorm2d_forward_train_f32(per_channel(p.c as usize), *p, x.ptr, gamma.ptr, beta.ptr, running_mean.ptr, running_var.ptr, mean.ptr, invstd.ptr, y.ptr)

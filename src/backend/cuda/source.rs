@@ -5,23 +5,28 @@
 include!(concat!(env!("OUT_DIR"), "/kernel_sources.rs"));
 
 /// `module`'s source with every quoted include replaced by the header's text, each header
-/// at most once (they all start with `#pragma once`).
+/// at most once (they all start with `#pragma once`). `#line` directives keep NVRTC's
+/// messages pointing at the original files and lines.
 pub fn expanded(module: &str) -> Option<String> {
     let (_, src) = MODULES.iter().find(|(m, _)| *m == module)?;
     let mut seen = Vec::new();
     let mut out = String::new();
-    expand_into(src, &mut seen, &mut out);
+    expand_into(src, &format!("{module}.cu"), &mut seen, &mut out);
     Some(out)
 }
 
-fn expand_into(src: &str, seen: &mut Vec<&'static str>, out: &mut String) {
-    for line in src.lines() {
+fn expand_into(src: &str, file: &str, seen: &mut Vec<&'static str>, out: &mut String) {
+    out.push_str(&format!("#line 1 \"{file}\"\n"));
+    for (i, line) in src.lines().enumerate() {
         let include = line.trim().strip_prefix("#include \"").and_then(|r| r.strip_suffix('"'));
         match include.and_then(|name| HEADERS.iter().find(|(h, _)| *h == name)) {
             Some((name, text)) => {
                 if !seen.contains(name) {
                     seen.push(name);
-                    expand_into(text, seen, out);
+                    expand_into(text, name, seen, out);
+                    out.push_str(&format!("#line {} \"{file}\"\n", i + 2));
+                } else {
+                    out.push('\n');
                 }
             }
             None => {
@@ -106,7 +111,8 @@ mod tests {
     fn expansion_inlines_headers_once() {
         for (m, _) in MODULES {
             let s = expanded(m).unwrap();
-            assert!(!s.contains(".cuh\""), "{m}: a header include was left unexpanded");
+            assert!(!s.lines().any(|l| l.trim().starts_with("#include \"") && l.trim().ends_with(".cuh\"")), "{m}: a header include was left unexpanded");
+            assert!(s.starts_with(&format!("#line 1 \"{m}.cu\"")), "{m}: no #line directive");
             assert_eq!(s.matches("struct ConvParams {").count(), 1, "{m}: common.cuh inlined more than once");
         }
     }
