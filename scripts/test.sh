@@ -6,3 +6,5 @@ export CARGO_TERM_COLOR=never
 cargo build --release --locked
 cargo test --release --locked
 ./target/release/gan-engine selftest --device cpu
+# CUDA kernels without a GPU: NVRTC 12/13 compiles, ptxas spill check, sim selftest.
+bash scripts/cuda-tools.sh

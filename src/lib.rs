@@ -2,8 +2,10 @@
 //! deep-learning engine. See `docs/` and `../shared/docs/design.md` for the picture.
 
 pub mod backend;
+pub mod data;
 pub mod gradcheck;
 pub mod model;
 pub mod nn;
 pub mod rng;
+pub mod text;
 pub mod train;

@@ -12,6 +12,7 @@
 
 pub mod cpu;
 pub mod cuda;
+pub mod device;
 
 use anyhow::Result;
 
@@ -36,12 +37,14 @@ pub struct ConvParams {
 
 impl ConvParams {
     /// Shape of a conv2d with square kernel on an `h x w` input.
+    #[allow(clippy::too_many_arguments)]
     pub fn conv2d(n: usize, c_in: usize, h: usize, w: usize, c_out: usize, k: usize, stride: usize, pad: usize) -> Self {
         let h_out = (h + 2 * pad - k) / stride + 1;
         let w_out = (w + 2 * pad - k) / stride + 1;
         Self::raw(n, c_in, h, w, c_out, h_out, w_out, k, stride, pad)
     }
     /// Shape of a conv_transpose2d with square kernel on an `h x w` input.
+    #[allow(clippy::too_many_arguments)]
     pub fn conv_transpose2d(n: usize, c_in: usize, h: usize, w: usize, c_out: usize, k: usize, stride: usize, pad: usize) -> Self {
         let h_out = (h - 1) * stride + k - 2 * pad;
         let w_out = (w - 1) * stride + k - 2 * pad;

@@ -1,8 +1,14 @@
 //! Subcommands, one file each.
 
 mod bench;
+mod kernels;
 mod model;
+mod prepare;
+mod sample;
 mod selftest;
+mod synth;
+mod text;
+mod train;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -16,18 +22,36 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
+    /// Train the GAN (default data: the built-in synthetic catalogue).
+    Train(train::Args),
+    /// Draw images for product descriptions from a trained checkpoint.
+    Sample(sample::Args),
     /// Print the generator and discriminator layer tables: shapes, parameters, FLOP.
     Model(model::Args),
     /// Time full training iterations (D step + G step) and, with --profile, every op.
     Bench(bench::Args),
     /// Check the engine: gradient checks on the CPU, kernels against their CPU twins.
     Selftest(selftest::Args),
+    /// Print a data set's captions, its TF-IDF vocabulary, or the vectors of given texts.
+    Text(text::Args),
+    /// Decode and resize a data set's images into its memory-mapped cache.
+    Prepare(prepare::Args),
+    /// Write the built-in synthetic catalogue in the Kaggle layout.
+    Synth(synth::Args),
+    /// Compile every CUDA kernel with NVRTC for the given architectures (no GPU needed).
+    Kernels(kernels::Args),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Train(a) => train::run(a),
+        Command::Sample(a) => sample::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Model(a) => model::run(a),
         Command::Selftest(a) => selftest::run(a),
+        Command::Text(a) => text::run(a),
+        Command::Prepare(a) => prepare::run(a),
+        Command::Synth(a) => synth::run(a),
+        Command::Kernels(a) => kernels::run(a),
     }
 }

@@ -124,10 +124,10 @@ pub fn save(path: &Path, ck: &Checkpoint) -> Result<()> {
         }
         Ok(())
     };
-    write().map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        e
-    })
+    write()
+        .inspect_err(|_| {
+            let _ = fs::remove_file(&tmp);
+        })
     .with_context(|| format!("cannot write the checkpoint {}", path.display()))
 }
 

@@ -213,7 +213,7 @@ impl<B: Backend> Gan<B> {
     /// Images for `noise` and `texts` (`n` of each), in inference mode, as host f32.
     pub fn generate(&mut self, be: &B, noise: &[f32], texts: &[f32], mode: Mode) -> Result<Vec<f32>> {
         let c = &self.cfg;
-        ensure!(noise.len() % c.noise_dim == 0, "noise length {} is not a multiple of {}", noise.len(), c.noise_dim);
+        ensure!(noise.len().is_multiple_of(c.noise_dim), "noise length {} is not a multiple of {}", noise.len(), c.noise_dim);
         let n = noise.len() / c.noise_dim;
         ensure!(texts.len() == n * c.text_dim, "texts: {} values for {n} vectors of {}", texts.len(), c.text_dim);
         let z = Tensor::from_f32(be, Shape::new(n, c.noise_dim, 1, 1), noise)?;

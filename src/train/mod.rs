@@ -4,3 +4,5 @@ pub mod checkpoint;
 pub mod gan;
 
 pub use gan::{Gan, Hyper, StepInputs, StepStats};
+pub mod report;
+pub mod run;

@@ -44,6 +44,17 @@ impl Geo {
         let v = (o * self.stride + kk) as isize - self.pad as isize;
         (v >= 0 && (v as usize) < size).then_some(v as usize)
     }
+    /// The window positions `lo..hi` (of `outs`) whose input coordinate at kernel offset
+    /// `kk` lies inside `0..size`, so the inner loops run without bounds branches.
+    #[inline(always)]
+    fn valid_range(&self, kk: usize, size: usize, outs: usize) -> (usize, usize) {
+        let (s, off) = (self.stride as isize, kk as isize - self.pad as isize);
+        // o * s + off >= 0  and  o * s + off <= size - 1
+        let lo = if off >= 0 { 0 } else { ((-off) + s - 1) / s };
+        let hi = if (size as isize - 1 - off) < 0 { 0 } else { (size as isize - 1 - off) / s + 1 };
+        let (lo, hi) = (lo.max(0) as usize, (hi.max(0) as usize).min(outs));
+        (lo.min(hi), hi)
+    }
 }
 
 /// Images per chunk so that a `rows x (nc * cols)` matrix stays under the bound.
@@ -69,17 +80,25 @@ fn im2col<T: Elem>(g: &Geo, planes: &[T], n0: usize, nc: usize, cols: &mut [T]) 
         for j in 0..nc {
             let src = &planes[(n0 + j) * img + c * g.plane()..][..g.plane()];
             let dst = &mut out[j * p..(j + 1) * p];
+            let (lo, hi) = g.valid_range(kx, g.w, g.wo);
+            let base = (lo * g.stride + kx) as isize - g.pad as isize;
             for oy in 0..g.ho {
                 let line = &mut dst[oy * g.wo..(oy + 1) * g.wo];
                 match g.src(oy, ky, g.h) {
-                    None => line.iter_mut().for_each(|v| *v = T::zero()),
+                    None => line.fill(T::zero()),
                     Some(iy) => {
-                        let srow = &src[iy * g.w..(iy + 1) * g.w];
-                        for (ox, v) in line.iter_mut().enumerate() {
-                            *v = match g.src(ox, kx, g.w) {
-                                Some(ix) => srow[ix],
-                                None => T::zero(),
-                            };
+                        line[..lo].fill(T::zero());
+                        line[hi..].fill(T::zero());
+                        if hi > lo {
+                            let srow = &src[iy * g.w..(iy + 1) * g.w];
+                            let start = base as usize;
+                            if g.stride == 1 {
+                                line[lo..hi].copy_from_slice(&srow[start..start + (hi - lo)]);
+                            } else {
+                                for (v, s) in line[lo..hi].iter_mut().zip(srow[start..].iter().step_by(g.stride)) {
+                                    *v = *s;
+                                }
+                            }
                         }
                     }
                 }
@@ -102,14 +121,19 @@ fn col2im<T: Elem>(g: &Geo, cols: &[T], n0: usize, nc: usize, planes: &mut [T]) 
         for ky in 0..g.k {
             for kx in 0..g.k {
                 let row = &cols[(c * kk2 + ky * g.k + kx) * ld + j * p..][..p];
+                let (lo, hi) = g.valid_range(kx, g.w, g.wo);
+                if hi <= lo {
+                    continue;
+                }
+                let start = ((lo * g.stride + kx) as isize - g.pad as isize) as usize;
                 for oy in 0..g.ho {
                     let Some(iy) = g.src(oy, ky, g.h) else { continue };
-                    let prow = &mut plane[iy * g.w..(iy + 1) * g.w];
-                    let crow = &row[oy * g.wo..(oy + 1) * g.wo];
-                    for (ox, v) in crow.iter().enumerate() {
-                        if let Some(ix) = g.src(ox, kx, g.w) {
-                            prow[ix] += *v;
-                        }
+                    let prow = &mut plane[iy * g.w + start..(iy + 1) * g.w];
+                    let crow = &row[oy * g.wo + lo..oy * g.wo + hi];
+                    if g.stride == 1 {
+                        prow.iter_mut().zip(crow).for_each(|(p, v)| *p += *v);
+                    } else {
+                        prow.iter_mut().step_by(g.stride).zip(crow).for_each(|(p, v)| *p += *v);
                     }
                 }
             }

@@ -10,6 +10,7 @@ mod gemm;
 mod ops;
 
 use super::*;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// The element types the CPU backend runs in.
@@ -106,6 +107,9 @@ pub struct CpuBackend<T: Elem> {
     ws: Mutex<Workspace<T>>,
     /// Upper bound on im2col scratch elements per chunk of images.
     chunk_elems: usize,
+    /// Calls of any `*_backward_params` op, so tests can prove a frozen layer never
+    /// launches one.
+    param_grad_calls: AtomicU64,
 }
 
 impl<T: Elem> Default for CpuBackend<T> {
@@ -116,7 +120,22 @@ impl<T: Elem> Default for CpuBackend<T> {
 
 impl<T: Elem> CpuBackend<T> {
     pub fn new() -> Self {
-        CpuBackend { ws: Mutex::new(Workspace { cols: Vec::new(), tmp: Vec::new() }), chunk_elems: 1 << 23 }
+        CpuBackend { ws: Mutex::new(Workspace { cols: Vec::new(), tmp: Vec::new() }), chunk_elems: 1 << 23, param_grad_calls: AtomicU64::new(0) }
+    }
+
+    /// A backend whose convolutions work on chunks of at most `elems` scratch values
+    /// (tests use a tiny bound to exercise chunk boundaries).
+    pub fn with_chunk_elems(elems: usize) -> Self {
+        CpuBackend { chunk_elems: elems.max(1), ..Self::new() }
+    }
+
+    /// How many parameter-gradient ops have run on this backend.
+    pub fn param_grad_calls(&self) -> u64 {
+        self.param_grad_calls.load(Ordering::Relaxed)
+    }
+
+    fn count_param_grad(&self) {
+        self.param_grad_calls.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -181,6 +200,7 @@ impl<T: Elem> Backend for CpuBackend<T> {
         Ok(())
     }
     fn conv2d_backward_params(&self, p: &ConvParams, x: &Vec<T>, dy: &Vec<T>, dw: &mut Vec<T>, dbias: Option<&mut Vec<T>>) -> Result<()> {
+        self.count_param_grad();
         check_len("conv2d_backward_params dw", dw, p.weight_len())?;
         conv::conv2d_backward_params(self, p, x, dy, dw);
         if let Some(db) = dbias {
@@ -203,6 +223,7 @@ impl<T: Elem> Backend for CpuBackend<T> {
         Ok(())
     }
     fn conv_transpose2d_backward_params(&self, p: &ConvParams, x: &Vec<T>, dy: &Vec<T>, dw: &mut Vec<T>, dbias: Option<&mut Vec<T>>) -> Result<()> {
+        self.count_param_grad();
         check_len("conv_transpose2d_backward_params dw", dw, p.weight_len())?;
         conv::conv_transpose2d_backward_params(self, p, x, dy, dw);
         if let Some(db) = dbias {
@@ -240,6 +261,7 @@ impl<T: Elem> Backend for CpuBackend<T> {
         Ok(())
     }
     fn batchnorm2d_backward_params(&self, p: &BatchNormParams, x: &Vec<T>, dy: &Vec<T>, mean: &Vec<T>, invstd: &Vec<T>, dgamma: &mut Vec<T>, dbeta: &mut Vec<T>) -> Result<()> {
+        self.count_param_grad();
         check_len("batchnorm2d dy", dy, p.len())?;
         ops::batchnorm2d_backward_params(p, x, dy, mean, invstd, dgamma, dbeta);
         Ok(())
@@ -288,6 +310,7 @@ impl<T: Elem> Backend for CpuBackend<T> {
         Ok(())
     }
     fn linear_backward_params(&self, p: &LinearParams, x: &Vec<T>, dy: &Vec<T>, dw: &mut Vec<T>, db: Option<&mut Vec<T>>) -> Result<()> {
+        self.count_param_grad();
         let (n, i, o) = (p.n as usize, p.in_features as usize, p.out_features as usize);
         check_len("linear dw", dw, o * i)?;
         // dw[o, i] += dy^T[o, n] . x[n, i]

@@ -32,7 +32,7 @@ pub fn bias_backward_params<T: Elem>(n: usize, c: usize, hw: usize, dy: &[T], db
 }
 
 /// Per-channel sums of `f(x, dy)` pairs over the batch and grid, in f64.
-fn channel_sums<T: Elem>(p: &BatchNormParams, f: impl Fn(usize, usize) -> (f64, f64) + Sync) -> Vec<(f64, f64)> {
+fn channel_sums(p: &BatchNormParams, f: impl Fn(usize, usize) -> (f64, f64) + Sync) -> Vec<(f64, f64)> {
     let (n, c, hw) = (p.n as usize, p.c as usize, p.hw as usize);
     (0..c)
         .into_par_iter()
@@ -74,9 +74,9 @@ pub fn batchnorm2d_forward_train<T: Elem>(
     y: &mut [T],
 ) {
     let count = (p.n * p.hw) as f64;
-    let sums = channel_sums::<T>(p, |i, _| (x[i].to_f64(), 0.0));
+    let sums = channel_sums(p, |i, _| (x[i].to_f64(), 0.0));
     let mu: Vec<f64> = sums.iter().map(|s| s.0 / count).collect();
-    let sq = channel_sums::<T>(p, |i, ch| {
+    let sq = channel_sums(p, |i, ch| {
         let d = x[i].to_f64() - mu[ch];
         (d * d, 0.0)
     });
@@ -101,7 +101,7 @@ pub fn batchnorm2d_forward_infer<T: Elem>(p: &BatchNormParams, x: &[T], gamma: &
 
 /// Per channel: `(sum dy, sum dy * xhat)`.
 fn dy_sums<T: Elem>(p: &BatchNormParams, x: &[T], dy: &[T], mean: &[T], invstd: &[T]) -> Vec<(f64, f64)> {
-    channel_sums::<T>(p, |i, ch| {
+    channel_sums(p, |i, ch| {
         let g = dy[i].to_f64();
         let xhat = (x[i].to_f64() - mean[ch].to_f64()) * invstd[ch].to_f64();
         (g, g * xhat)

@@ -1,0 +1,110 @@
+// batchnorm2d over NCHW, statistics per channel (PyTorch conventions: biased variance to
+// normalise, unbiased variance into running_var, running = (1 - m) running + m batch).
+//
+// The training-mode kernels run one block of REDUCE_THREADS per channel, so a channel's
+// statistics come from one block reduction (warp shuffles, then one value per warp in
+// dynamic shared memory, REDUCE_THREADS / 32 floats): deterministic for a launch shape and
+// no second kernel to combine partial sums. Each such kernel also applies its per-value
+// result in the same block, so forward_train and backward_input are one launch each.
+#include "common.cuh"
+
+__device__ __forceinline__ long long bn_index(const BatchNormParams& p, int c, int e) {
+    return ((long long)(e / p.hw) * p.c + c) * p.hw + e % p.hw;
+}
+
+extern "C" __global__ void __launch_bounds__(REDUCE_THREADS)
+batchnorm2d_forward_train_f32(BatchNormParams p, const float* __restrict__ x, const float* __restrict__ gamma,
+                              const float* __restrict__ beta, float* __restrict__ running_mean,
+                              float* __restrict__ running_var, float* __restrict__ mean, float* __restrict__ invstd,
+                              float* __restrict__ y) {
+    DYNAMIC_SHARED(float, scratch);
+    const int c = blockIdx.x;
+    const int count = p.n * p.hw;
+    float s = 0.0f;
+    for (int e = threadIdx.x; e < count; e += blockDim.x) s += x[bn_index(p, c, e)];
+    const float mu = block_sum(s, scratch) / (float)count;
+    // Two passes (mean, then squared deviations) rather than E[x^2] - E[x]^2, which loses
+    // everything to cancellation when |mean| >> std.
+    float sq = 0.0f;
+    for (int e = threadIdx.x; e < count; e += blockDim.x) {
+        const float d = x[bn_index(p, c, e)] - mu;
+        sq += d * d;
+    }
+    const float m2 = block_sum(sq, scratch);
+    const float var = m2 / (float)count;
+    const float unbiased = count > 1 ? m2 / (float)(count - 1) : var;
+    const float is = rsqrtf(var + p.eps);
+    if (threadIdx.x == 0) {
+        mean[c] = mu;
+        invstd[c] = is;
+        running_mean[c] = (1.0f - p.momentum) * running_mean[c] + p.momentum * mu;
+        running_var[c] = (1.0f - p.momentum) * running_var[c] + p.momentum * unbiased;
+    }
+    const float scale = gamma[c] * is, shift = beta[c] - mu * scale;
+    for (int e = threadIdx.x; e < count; e += blockDim.x) {
+        const long long i = bn_index(p, c, e);
+        y[i] = fmaf(x[i], scale, shift);
+    }
+}
+
+// Inference: elementwise with the running statistics; one thread per value.
+extern "C" __global__ void __launch_bounds__(ELEM_THREADS)
+batchnorm2d_forward_infer_f32(BatchNormParams p, const float* __restrict__ x, const float* __restrict__ gamma,
+                              const float* __restrict__ beta, const float* __restrict__ running_mean,
+                              const float* __restrict__ running_var, float* __restrict__ y) {
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long long)p.n * p.c * p.hw) return;
+    const int c = (int)((i / p.hw) % p.c);
+    const float scale = gamma[c] * rsqrtf(running_var[c] + p.eps);
+    y[i] = (x[i] - running_mean[c]) * scale + beta[c];
+}
+
+// dx = gamma invstd (dy - mean(dy) - xhat mean(dy xhat)), one block per channel.
+extern "C" __global__ void __launch_bounds__(REDUCE_THREADS)
+batchnorm2d_backward_input_f32(BatchNormParams p, const float* __restrict__ x, const float* __restrict__ dy,
+                               const float* __restrict__ gamma, const float* __restrict__ mean,
+                               const float* __restrict__ invstd, float* __restrict__ dx) {
+    DYNAMIC_SHARED(float, scratch);
+    const int c = blockIdx.x;
+    const int count = p.n * p.hw;
+    const float mu = mean[c], is = invstd[c];
+    float sg = 0.0f, sgx = 0.0f;
+    for (int e = threadIdx.x; e < count; e += blockDim.x) {
+        const long long i = bn_index(p, c, e);
+        const float g = dy[i];
+        sg += g;
+        sgx += g * (x[i] - mu) * is;
+    }
+    const float mdy = block_sum(sg, scratch) / (float)count;
+    const float mdyx = block_sum(sgx, scratch) / (float)count;
+    const float k = gamma[c] * is;
+    for (int e = threadIdx.x; e < count; e += blockDim.x) {
+        const long long i = bn_index(p, c, e);
+        const float xhat = (x[i] - mu) * is;
+        dx[i] = k * (dy[i] - mdy - xhat * mdyx);
+    }
+}
+
+// dgamma[c] += sum dy xhat, dbeta[c] += sum dy, one block per channel.
+extern "C" __global__ void __launch_bounds__(REDUCE_THREADS)
+batchnorm2d_backward_params_f32(BatchNormParams p, const float* __restrict__ x, const float* __restrict__ dy,
+                                const float* __restrict__ mean, const float* __restrict__ invstd,
+                                float* __restrict__ dgamma, float* __restrict__ dbeta) {
+    DYNAMIC_SHARED(float, scratch);
+    const int c = blockIdx.x;
+    const int count = p.n * p.hw;
+    const float mu = mean[c], is = invstd[c];
+    float sg = 0.0f, sgx = 0.0f;
+    for (int e = threadIdx.x; e < count; e += blockDim.x) {
+        const long long i = bn_index(p, c, e);
+        const float g = dy[i];
+        sg += g;
+        sgx += g * (x[i] - mu) * is;
+    }
+    sg = block_sum(sg, scratch);
+    sgx = block_sum(sgx, scratch);
+    if (threadIdx.x == 0) {
+        dbeta[c] += sg;
+        dgamma[c] += sgx;
+    }
+}

@@ -1,0 +1,100 @@
+// Shared by every kernel module: the op parameter structs (declared identically in
+// src/backend/mod.rs, passed by value), launch-shape constants and block reductions.
+//
+// The same source compiles two ways:
+// - by NVRTC for the GPU (no host headers available, so nothing is #included there);
+// - by g++ as C++17 with GAN_SIM defined, against sim.h, which runs every GPU thread of a
+//   block as a fiber on the CPU (the `sim` cargo feature).
+#pragma once
+
+#ifdef GAN_SIM
+#include "sim.h"
+#endif
+
+// ---- op parameter structs (keep in sync with src/backend/mod.rs) ------------------------
+struct ConvParams {
+    int n, c_in, h_in, w_in, c_out, h_out, w_out, k, stride, pad;
+};
+struct BatchNormParams {
+    int n, c, hw;
+    float eps, momentum;
+};
+struct ActParams {
+    int len;
+    float slope;
+};
+struct LinearParams {
+    int n, in_features, out_features;
+};
+struct ConcatParams {
+    int n, c_a, c_b, hw;
+};
+struct BceParams {
+    int n;
+    float target, scale;
+};
+struct AdamParams {
+    int len;
+    float lr, beta1, beta2, eps, bc1, bc2;
+};
+// Backend::fill.
+struct FillParams {
+    int len;
+    float value;
+};
+// The split-K reduction of a weight gradient: `splits` partial buffers of `len` values,
+// added in order (the slices are chosen on the host, src/backend/cuda/mod.rs).
+struct SplitParams {
+    int len;     // values per partial (the size of the gradient)
+    int splits;  // partial buffers to add, in order
+};
+
+// ---- launch-shape constants -------------------------------------------------------------
+// Implicit GEMM tile: BM x BN outputs per block, BK deep slices of the reduction, 256
+// threads each owning a TM x TN register tile.
+#define GEMM_BM 64
+#define GEMM_BN 64
+#define GEMM_BK 16
+#define GEMM_TM 4
+#define GEMM_TN 4
+#define GEMM_THREADS 256
+// Reductions (batchnorm statistics, losses) and elementwise kernels.
+#define REDUCE_THREADS 256
+#define ELEM_THREADS 256
+
+#define WARP 32
+
+// Dynamic shared memory: on the GPU an `extern __shared__` array, in the simulation a
+// per-launch buffer sized by the launch (one block is alive at a time).
+#ifdef GAN_SIM
+#define DYNAMIC_SHARED(type, name) type* name = reinterpret_cast<type*>(sim_dynamic_shared())
+#else
+#define DYNAMIC_SHARED(type, name) extern __shared__ float gan_dynamic_shared_[]; type* name = reinterpret_cast<type*>(gan_dynamic_shared_)
+#endif
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int off = WARP / 2; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
+    return v;
+}
+
+// Sum of `v` over the block, returned to every thread. `scratch` holds one float per warp
+// (dynamic shared memory). The order of additions depends only on the launch shape, so the
+// result is deterministic. Every thread of the block must call it.
+__device__ __forceinline__ float block_sum(float v, float* scratch) {
+    const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
+    const int warps = (blockDim.x + WARP - 1) / WARP;
+    v = warp_sum(v);
+    __syncthreads();  // scratch may still be read by a previous call
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    float t = 0.0f;
+    for (int i = 0; i < warps; ++i) t += scratch[i];  // same order in every thread
+    return t;
+}
+
+// Numerically safe logistic function for any finite x.
+__device__ __forceinline__ float sigmoidf_(float x) {
+    if (x >= 0.0f) return 1.0f / (1.0f + expf(-x));
+    const float e = expf(x);
+    return e / (1.0f + e);
+}

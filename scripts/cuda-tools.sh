@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# CUDA kernel checks on a machine without a GPU (design.md, verification ladder 2 and 3):
+#
+#   1. installs NVRTC 12, NVRTC 13 and ptxas from PyPI into .tools/cuda/ (once; cached);
+#   2. builds the binary with the `sim` feature;
+#   3. compiles every kernel module with NVRTC 12 for sm_61 and sm_75 and with NVRTC 13 for
+#      sm_90, through the binary's own run-time compile path;
+#   4. runs `ptxas -v` on the sm_90 PTX, prints registers / shared memory / spills per
+#      kernel, and fails on any spill;
+#   5. checks the simulation itself (barriers, shuffles, reported misuse), then runs
+#      `gan-engine selftest --device sim` (every kernel against its CPU twin on the CPU
+#      simulation, plus a whole training iteration) and checks that every `extern "C"`
+#      kernel in kernels/ has a passing row.
+#
+# Exits non-zero on any failure. Versions can be overridden with NVRTC12_PKG, NVRTC13_PKG
+# and NVCC_PKG (pip requirement strings).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+
+TOOLS=.tools/cuda
+NVRTC12_PKG=${NVRTC12_PKG:-nvidia-cuda-nvrtc-cu12==12.9.86}
+NVRTC13_PKG=${NVRTC13_PKG:-nvidia-cuda-nvrtc==13.5.37}
+NVCC_PKG=${NVCC_PKG:-nvidia-cuda-nvcc==13.5.37}
+PYTHON=${PYTHON:-python3}
+
+step() { printf '\n== %s\n' "$*"; }
+
+# ---- 1. tools from PyPI -------------------------------------------------------------------
+install() { # folder, requirement
+    local dir="$TOOLS/$1" req="$2"
+    if [[ -f "$dir/.installed" && "$(cat "$dir/.installed")" == "$req" ]]; then
+        return
+    fi
+    rm -rf "$dir"
+    "$PYTHON" -m pip install --quiet --disable-pip-version-check --no-deps --target "$dir" "$req"
+    echo "$req" > "$dir/.installed"
+}
+step "NVRTC and ptxas from PyPI into $TOOLS"
+install nvrtc12 "$NVRTC12_PKG"
+install nvrtc13 "$NVRTC13_PKG"
+install nvcc "$NVCC_PKG"
+lib12=$(dirname "$(find "$TOOLS/nvrtc12" -name 'libnvrtc.so.12' | head -n1)")
+lib13=$(dirname "$(find "$TOOLS/nvrtc13" -name 'libnvrtc.so.13' | head -n1)")
+ptxas=$(find "$TOOLS/nvcc" -type f -name ptxas | head -n1)
+[[ -n "$lib12" && -n "$lib13" && -x "$ptxas" ]] || { echo "error: NVRTC 12, NVRTC 13 or ptxas missing under $TOOLS" >&2; exit 1; }
+# The binary loads NVRTC by the names of its CUDA 12 build (libnvrtc.so.12, libnvrtc.so):
+# NVRTC 13 is offered under the unversioned name.
+mkdir -p "$TOOLS/nvrtc13-link"
+ln -sf "$(cd "$lib13" && pwd)/libnvrtc.so.13" "$TOOLS/nvrtc13-link/libnvrtc.so"
+"$ptxas" --version | tail -n1
+
+# ---- 2. build ------------------------------------------------------------------------------
+step "cargo build --release --locked --features sim"
+cargo build --release --locked --features sim
+bin=./target/release/gan-engine
+
+# ---- 3. NVRTC compile of every kernel for every target ------------------------------------
+ptx="$TOOLS/ptx"
+rm -rf "$ptx"
+step "NVRTC 12: sm_61 (GTX 1070 Ti), sm_75"
+LD_LIBRARY_PATH="$lib12" "$bin" kernels --arch sm_61,sm_75 --out "$ptx"
+step "NVRTC 13: sm_90"
+LD_LIBRARY_PATH="$TOOLS/nvrtc13-link:$lib13" "$bin" kernels --arch sm_90 --out "$ptx"
+
+# ---- 4. ptxas resource report, spills fail ---------------------------------------------------
+step "ptxas -v at sm_90: registers, shared memory, spills per kernel"
+report="$TOOLS/ptxas-sm_90.txt"
+: > "$report"
+for f in "$ptx"/*.sm_90.ptx; do
+    "$ptxas" -arch=sm_90 -v "$f" -o /dev/null 2>> "$report"
+done
+"$PYTHON" - "$report" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+rows, cur = [], None
+for line in text.splitlines():
+    m = re.search(r"Compiling entry function '(\w+)'", line)
+    if m:
+        cur = {"name": m.group(1), "regs": 0, "smem": 0, "stack": 0, "spill_st": 0, "spill_ld": 0}
+        rows.append(cur)
+        continue
+    if cur is None:
+        continue
+    m = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", line)
+    if m:
+        cur["stack"], cur["spill_st"], cur["spill_ld"] = map(int, m.groups())
+    m = re.search(r"Used (\d+) registers", line)
+    if m:
+        cur["regs"] = int(m.group(1))
+        s = re.search(r"(\d+) bytes smem", line)
+        cur["smem"] = int(s.group(1)) if s else 0
+print(f"{'kernel':<40} {'registers':>9} {'smem B':>7} {'stack B':>7} {'spill st':>8} {'spill ld':>8}")
+for r in sorted(rows, key=lambda r: r["name"]):
+    print(f"{r['name']:<40} {r['regs']:>9} {r['smem']:>7} {r['stack']:>7} {r['spill_st']:>8} {r['spill_ld']:>8}")
+print("(static shared memory; the block reductions add REDUCE_THREADS/32 floats of dynamic shared memory)")
+spills = [r["name"] for r in rows if r["spill_st"] or r["spill_ld"]]
+if not rows:
+    sys.exit("error: ptxas reported no kernels")
+if spills:
+    sys.exit("error: register spills at sm_90 in: " + ", ".join(spills))
+print(f"{len(rows)} kernels, no spills")
+PY
+
+# ---- 5. the simulation itself, then every kernel on it -----------------------------------------
+step "simulation semantics (tests/sim/sim_semantics.cpp)"
+"${CXX:-g++}" -std=c++17 -O1 -Wno-unknown-pragmas -Ikernels tests/sim/sim_semantics.cpp kernels/sim.cpp -o "$TOOLS/sim_semantics"
+"$TOOLS/sim_semantics"
+
+step "gan-engine selftest --device sim"
+log="$TOOLS/selftest-sim.txt"
+"$bin" selftest --device sim | tee "$log"
+"$PYTHON" - "$log" kernels/*.cu <<'PY'
+import re, sys
+log = open(sys.argv[1]).read().splitlines()
+passing = [l for l in log if l.rstrip().endswith("PASS")]
+names = []
+for path in sys.argv[2:]:
+    src = open(path).read()
+    names += re.findall(r'extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\((?:[^()]|\([^()]*\))*\)\s+)?(\w+)\s*\(', src)
+missing = [n for n in names if not any(re.search(r"\b" + n + r"\b", l) for l in passing)]
+if not names:
+    sys.exit("error: found no extern \"C\" kernels in kernels/*.cu")
+if missing:
+    sys.exit("error: kernels without a passing sim selftest row: " + ", ".join(missing))
+print(f"coverage: all {len(names)} extern \"C\" kernels in kernels/ have passing sim rows")
+PY
+step "CUDA kernel checks passed"

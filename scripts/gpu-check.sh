@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# One command for a GPU machine that has no Rust toolchain (design.md, ladder step 4).
+#
+#   scripts/gpu-check.sh [BINARY] [-o REPORT.md]
+#
+# BINARY is a gan-engine built elsewhere (default: ./gan-engine, then
+# ./target/release/gan-engine). The script
+#   1. finds NVRTC on this machine (already loadable, $CUDA_HOME, /usr/local/cuda*, or a
+#      pip-installed nvidia-cuda-nvrtc[-cu12] in any python on PATH), preferring the
+#      major version of the driver's CUDA, and offers it to the binary;
+#   2. runs `gan-engine selftest --device cuda` (every kernel against its CPU twin, whole
+#      training iterations including 128 px at batch 64);
+#   3. runs the benchmarks and the PyTorch peer when this build and checkout have them;
+#   4. writes one markdown table (stdout and REPORT.md, default gpu-check.md).
+# Exit status: 0 when everything ran and passed, 1 on a failed check, 2 when the machine
+# lacks what the checks need (driver, GPU, NVRTC).
+set -uo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+bin="" report="gpu-check.md"
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        -o|--out) report="$2"; shift 2 ;;
+        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+        *) bin="$1"; shift ;;
+    esac
+done
+if [[ -z "$bin" ]]; then
+    for c in ./gan-engine "$here/target/release/gan-engine"; do [[ -x "$c" ]] && bin="$c" && break; done
+fi
+[[ -n "$bin" && -x "$bin" ]] || { echo "error: no gan-engine binary: pass its path as the first argument" >&2; exit 2; }
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# ---- machine ---------------------------------------------------------------------------------
+gpu="unknown" driver="unknown" driver_cuda=""
+if command -v nvidia-smi >/dev/null; then
+    gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n1)
+    driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n1)
+    driver_cuda=$(nvidia-smi 2>/dev/null | sed -n 's/.*CUDA Version: *\([0-9]*\)\..*/\1/p' | head -n1)
+fi
+
+# ---- NVRTC -------------------------------------------------------------------------------------
+# Candidates: every libnvrtc.so.<major> we can see. The PTX NVRTC makes must be loadable by
+# the driver, so the driver's own CUDA major version comes first.
+candidates=()
+while IFS= read -r l; do candidates+=("$l"); done < <(
+    {
+        ldconfig -p 2>/dev/null | awk '/libnvrtc\.so\.[0-9]+ /{print $NF}'
+        for d in "${CUDA_HOME:-}" "${CUDA_PATH:-}" /usr/local/cuda /usr/local/cuda-*; do
+            [[ -n "$d" && -d "$d" ]] && find "$d" -maxdepth 3 -name 'libnvrtc.so.[0-9]*' 2>/dev/null
+        done
+        for py in python3 python; do
+            command -v "$py" >/dev/null || continue
+            "$py" - <<'PY' 2>/dev/null
+import site, sys, glob, os
+for d in site.getsitepackages() + [site.getusersitepackages()]:
+    for p in glob.glob(os.path.join(d, "nvidia", "*", "lib", "libnvrtc.so.[0-9]*")):
+        print(p)
+PY
+        done
+    } | grep -E 'libnvrtc\.so\.[0-9]+$' | sort -u
+)
+pick=""
+for want in "$driver_cuda" 13 12; do
+    [[ -z "$want" ]] && continue
+    for c in "${candidates[@]}"; do
+        if [[ "$c" == *"libnvrtc.so.$want" ]]; then pick="$c"; break 2; fi
+    done
+done
+nvrtc="not found"
+if [[ -n "$pick" ]]; then
+    mkdir -p "$work/nvrtc"
+    ln -sf "$pick" "$work/nvrtc/libnvrtc.so"
+    export LD_LIBRARY_PATH="$work/nvrtc:$(dirname "$pick")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    nvrtc="$pick"
+fi
+export GAN_ENGINE_PTX_CACHE="$work/ptx"
+
+# ---- checks --------------------------------------------------------------------------------------
+rows=()
+row() { rows+=("| $1 | $2 | $3 |"); }
+status=0
+
+echo "== gan-engine selftest --device cuda ($bin; NVRTC: $nvrtc)"
+"$bin" selftest --device cuda > "$work/selftest.txt" 2> "$work/selftest.err"
+rc=$?
+cat "$work/selftest.txt" "$work/selftest.err"
+if [[ $rc -eq 2 && ! -s "$work/selftest.txt" ]]; then
+    row "selftest --device cuda" "not run" "$(tr '|' '/' < "$work/selftest.err" | head -n1)"
+    status=2
+else
+    [[ $rc -ne 0 ]] && status=1
+    # Table rows of the selftest: the last five fields are values, max abs, max rel,
+    # tolerance, result; everything before them is kernel and shape.
+    awk '/ (PASS|FAIL)$/ {
+            res=$NF; tol=$(NF-1); rel=$(NF-2); abs=$(NF-3); n=$(NF-4);
+            $NF=""; $(NF-1)=""; $(NF-2)=""; $(NF-3)=""; $(NF-4)="";
+            gsub(/ +$/, ""); gsub(/\|/, "/"); printf "| %s | %s | max abs %s, max rel %s (%s values, tol %s) |\n", $0, res, abs, rel, n, tol
+         }' "$work/selftest.txt" > "$work/rows.md"
+    while IFS= read -r l; do rows+=("$l"); done < "$work/rows.md"
+    summary=$(grep -E '^[0-9]+ rows:' "$work/selftest.txt" | tail -n1)
+    row "selftest --device cuda" "$([[ $rc -eq 0 ]] && echo PASS || echo FAIL)" "${summary:-no summary line; see output above}"
+fi
+
+if "$bin" --help 2>/dev/null | grep -qE '^\s+bench\b'; then
+    echo "== gan-engine bench --device cuda"
+    if "$bin" bench --device cuda > "$work/bench.txt" 2>&1; then
+        while IFS= read -r l; do row "bench" "ran" "$(echo "$l" | tr '|' '/')"; done < "$work/bench.txt"
+    else
+        row "bench --device cuda" "FAIL" "$(tail -n1 "$work/bench.txt" | tr '|' '/')"; status=1
+    fi
+else
+    row "benchmarks" "not run" "this binary has no bench command yet"
+fi
+
+if [[ -f "$here/scripts/torch_peer.py" ]] && python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
+    echo "== PyTorch peer"
+    if python3 "$here/scripts/torch_peer.py" --device cuda > "$work/torch.txt" 2>&1; then
+        while IFS= read -r l; do row "torch peer" "ran" "$(echo "$l" | tr '|' '/')"; done < "$work/torch.txt"
+    else
+        row "torch peer" "FAIL" "$(tail -n1 "$work/torch.txt" | tr '|' '/')"; status=1
+    fi
+else
+    row "PyTorch peer" "not run" "scripts/torch_peer.py or a CUDA-enabled torch is missing"
+fi
+
+{
+    echo "## GPU check $(date -u +%Y-%m-%dT%H:%MZ): $gpu, driver $driver (CUDA $driver_cuda), NVRTC $(basename "$nvrtc")"
+    echo
+    echo "| check | result | detail |"
+    echo "|---|---|---|"
+    printf '%s\n' "${rows[@]}"
+} | tee "$report"
+echo "report written to $report"
+exit $status

@@ -1,0 +1,56 @@
+//! `--device cpu|cuda|sim|auto`, shared by every command.
+//!
+//! - `cpu`: the reference backend (f32).
+//! - `cuda`: the first GPU; without a driver, a GPU or NVRTC this is an error with one
+//!   sentence saying what is missing (the CLI prints it and exits with code 2).
+//! - `sim`: the CUDA kernels run on the CPU through kernels/sim.h (needs a build with the
+//!   `sim` feature; slow, for verification).
+//! - `auto`: `cuda` when it opens, else `cpu`, saying so on stderr.
+
+use super::cpu::Cpu;
+use super::cuda::GpuBackend;
+use anyhow::{bail, Context, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    Cuda,
+    Sim,
+    Auto,
+}
+
+impl std::str::FromStr for Device {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Device> {
+        Ok(match s {
+            "cpu" => Device::Cpu,
+            "cuda" | "gpu" => Device::Cuda,
+            "sim" => Device::Sim,
+            "auto" => Device::Auto,
+            other => bail!("--device {other}: choose cpu, cuda, sim or auto"),
+        })
+    }
+}
+
+/// An opened backend. Commands are generic over `Backend`; they match on this once and
+/// call their generic body with the backend inside.
+pub enum Opened {
+    Cpu(Cpu),
+    Gpu(GpuBackend),
+}
+
+/// Opens the backend named on the command line.
+pub fn open(name: &str) -> Result<Opened> {
+    match name.parse::<Device>()? {
+        Device::Cpu => Ok(Opened::Cpu(Cpu::new())),
+        Device::Cuda => Ok(Opened::Gpu(GpuBackend::cuda().context("--device cuda")?)),
+        Device::Sim => Ok(Opened::Gpu(GpuBackend::sim()?)),
+        Device::Auto => match GpuBackend::cuda() {
+            Ok(gpu) => Ok(Opened::Gpu(gpu)),
+            Err(e) => {
+                eprintln!("--device auto: using cpu ({e:#})");
+                Ok(Opened::Cpu(Cpu::new()))
+            }
+        },
+    }
+}

@@ -1,0 +1,37 @@
+use anyhow::{Context, Result};
+use gan_engine::backend::cuda::{compile_module, nvrtc_archs, nvrtc_version, source};
+use std::path::PathBuf;
+
+/// Compile every kernel module with NVRTC (no GPU needed) and write the PTX.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Target architectures, e.g. sm_61,sm_75 or compute_90.
+    #[arg(long, value_delimiter = ',', required = true)]
+    arch: Vec<String>,
+    /// Folder for `<module>.<arch>.ptx`.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let (major, minor) = nvrtc_version()?;
+    println!("NVRTC {major}.{minor}, architectures {:?}", nvrtc_archs()?);
+    if let Some(out) = &a.out {
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    }
+    for arch in &a.arch {
+        for (module, _) in source::MODULES {
+            let ptx = compile_module(module, arch)?;
+            let kernels = source::kernel_names(source::MODULES.iter().find(|(m, _)| m == module).map(|(_, s)| *s).unwrap_or(""));
+            for k in &kernels {
+                anyhow::ensure!(ptx.contains(&format!(".entry {k}(")), "kernels/{module}.cu for {arch}: no entry {k} in the PTX");
+            }
+            println!("compiled kernels/{module}.cu for {arch}: {} kernels, {} bytes of PTX", kernels.len(), ptx.len());
+            if let Some(out) = &a.out {
+                let path = out.join(format!("{module}.{arch}.ptx"));
+                std::fs::write(&path, ptx).with_context(|| format!("writing {}", path.display()))?;
+            }
+        }
+    }
+    Ok(())
+}

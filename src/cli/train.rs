@@ -1,0 +1,184 @@
+use anyhow::{bail, Context, Result};
+use gan_engine::backend::device::{self, Opened};
+use gan_engine::backend::Backend;
+use gan_engine::text::DEFAULT_MAX_FEATURES;
+use gan_engine::train::checkpoint;
+use gan_engine::train::run::{iters_for_epochs, train, RunState, TrainOptions};
+use gan_engine::train::Hyper;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Training data: a Kaggle-layout folder (styles.csv + images/) or a folder with
+    /// captions.csv / captions.jsonl. Default: the built-in synthetic catalogue.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Image side in pixels: 32, 64 or 128 [default: 64].
+    #[arg(long)]
+    size: Option<usize>,
+    /// Base channel count of both networks [default: 64].
+    #[arg(long)]
+    width: Option<usize>,
+    /// Images per batch [default: 64].
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Total iterations (a resumed run counts the ones already done).
+    #[arg(long, conflicts_with = "epochs")]
+    iters: Option<u64>,
+    /// Train for this many passes over the data set instead of --iters.
+    #[arg(long)]
+    epochs: Option<u64>,
+    /// Adam learning rate [default: 2e-4].
+    #[arg(long)]
+    lr: Option<f32>,
+    /// Adam beta1 [default: 0.5].
+    #[arg(long)]
+    beta1: Option<f32>,
+    /// Adam beta2 [default: 0.999].
+    #[arg(long)]
+    beta2: Option<f32>,
+    /// Weight W of the mismatched-caption term (GAN-CLS); 0 is the article's loss [default: 0].
+    #[arg(long)]
+    matching_aware: Option<f32>,
+    /// cpu, cuda, or auto (cuda when a GPU is usable, else cpu).
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Run folder: checkpoints/, samples/, metrics.csv, loss.png. Default: the --resume
+    /// folder, else runs/train.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Seed of the weights, the noise and the data order [default: 1].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Write a checkpoint every N iterations [default: 500].
+    #[arg(long)]
+    save_every: Option<u64>,
+    /// Write a sample grid every N iterations [default: 250].
+    #[arg(long)]
+    sample_every: Option<u64>,
+    /// Keep the newest K checkpoints [default: 3].
+    #[arg(long)]
+    keep: Option<usize>,
+    /// Continue the run in this folder (or from this checkpoint file) exactly where it stopped.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Centre-crop non-square images instead of padding them with white.
+    #[arg(long)]
+    crop: bool,
+    /// Do not flip training images horizontally at random.
+    #[arg(long)]
+    no_flip: bool,
+    /// Vocabulary size of the TF-IDF text vectors [default: 256].
+    #[arg(long)]
+    max_features: Option<usize>,
+    /// Folder for decoded-image caches (default: the user cache folder).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// No progress bar (one line per checkpoint instead).
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// Options of a new run from the flags and defaults.
+fn fresh(a: &Args) -> TrainOptions {
+    let d = Hyper::default();
+    TrainOptions {
+        data: a.data.clone(),
+        size: a.size.unwrap_or(64),
+        width: a.width.unwrap_or(64),
+        batch: a.batch.unwrap_or(64),
+        iters: a.iters.unwrap_or(5000),
+        hyper: Hyper { lr: a.lr.unwrap_or(d.lr), beta1: a.beta1.unwrap_or(d.beta1), beta2: a.beta2.unwrap_or(d.beta2), matching_aware: a.matching_aware.unwrap_or(0.0), ..d },
+        seed: a.seed.unwrap_or(1),
+        save_every: a.save_every.unwrap_or(500),
+        sample_every: a.sample_every.unwrap_or(250),
+        keep: a.keep.unwrap_or(3),
+        flip: !a.no_flip,
+        crop: a.crop,
+        max_features: a.max_features.unwrap_or(DEFAULT_MAX_FEATURES),
+        cache_dir: a.cache_dir.clone(),
+    }
+}
+
+/// A resumed run keeps its stored options; flags that would change the model, the data
+/// or the random streams are refused, while the schedule (iterations, saving) may change.
+fn resumed(a: &Args, stored: &TrainOptions) -> Result<TrainOptions> {
+    let mut o = stored.clone();
+    let fixed: [(&str, bool); 11] = [
+        ("--data", a.data.as_ref().is_some_and(|d| Some(d) != stored.data.as_ref())),
+        ("--size", a.size.is_some_and(|v| v != stored.size)),
+        ("--width", a.width.is_some_and(|v| v != stored.width)),
+        ("--batch", a.batch.is_some_and(|v| v != stored.batch)),
+        ("--seed", a.seed.is_some_and(|v| v != stored.seed)),
+        ("--lr", a.lr.is_some_and(|v| v != stored.hyper.lr)),
+        ("--beta1", a.beta1.is_some_and(|v| v != stored.hyper.beta1)),
+        ("--beta2", a.beta2.is_some_and(|v| v != stored.hyper.beta2)),
+        ("--matching-aware", a.matching_aware.is_some_and(|v| v != stored.hyper.matching_aware)),
+        ("--max-features", a.max_features.is_some_and(|v| v != stored.max_features)),
+        ("--crop/--no-flip", a.crop != stored.crop || a.no_flip == stored.flip),
+    ];
+    if let Some((flag, _)) = fixed.iter().find(|f| f.1) {
+        bail!("{flag} differs from the run being resumed; a resumed run keeps its settings (drop the flag, or start a new run with another --out)");
+    }
+    if let Some(v) = a.iters {
+        o.iters = v;
+    }
+    if let Some(v) = a.save_every {
+        o.save_every = v;
+    }
+    if let Some(v) = a.sample_every {
+        o.sample_every = v;
+    }
+    if let Some(v) = a.keep {
+        o.keep = v;
+    }
+    if a.cache_dir.is_some() {
+        o.cache_dir = a.cache_dir.clone();
+    }
+    Ok(o)
+}
+
+pub fn run(a: Args) -> Result<()> {
+    if a.batch == Some(0) {
+        bail!("--batch must be at least 1");
+    }
+    if let Some(s) = a.size {
+        if ![32, 64, 128].contains(&s) {
+            bail!("--size {s} is not supported: use 32, 64 or 128");
+        }
+    }
+    let (mut opts, resume, out) = match &a.resume {
+        Some(dir) => {
+            let path = checkpoint::resolve(dir).with_context(|| format!("--resume {}", dir.display()))?;
+            let ck = checkpoint::load(&path)?;
+            let state = RunState::from_checkpoint(&ck).with_context(|| format!("--resume {}", path.display()))?;
+            let opts = resumed(&a, &state.options)?;
+            // The run folder is the one holding checkpoints/, unless --out says otherwise.
+            let run_dir = if dir.is_dir() { dir.clone() } else { path.parent().and_then(|p| p.parent()).map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".")) };
+            (opts, Some((path, ck)), a.out.clone().unwrap_or(run_dir))
+        }
+        None => (fresh(&a), None, a.out.clone().unwrap_or_else(|| PathBuf::from("runs/train"))),
+    };
+    if let Some(e) = a.epochs {
+        let (captions, _) = gan_engine::data::read_captions(&gan_engine::data::DataSource::from_arg(opts.data.clone()))?;
+        opts.iters = iters_for_epochs(e, captions.len(), opts.batch);
+    }
+    let backend = device::open(&a.device)?;
+    let name = match &backend {
+        Opened::Cpu(be) => be.name(),
+        Opened::Gpu(be) => be.name(),
+    };
+    eprintln!("training {} px, width {}, batch {}, {} iterations on {name} -> {}", opts.size, opts.width, opts.batch, opts.iters, out.display());
+    let summary = match backend {
+        Opened::Cpu(be) => train(&be, &opts, &out, resume, !a.quiet)?,
+        Opened::Gpu(be) => train(&be, &opts, &out, resume, !a.quiet)?,
+    };
+    eprintln!(
+        "done: {} iterations in {:.1} s; last checkpoint {}; samples in {}",
+        summary.iterations,
+        summary.seconds,
+        summary.last_checkpoint.display(),
+        out.join("samples").display()
+    );
+    Ok(())
+}

@@ -1,0 +1,198 @@
+//! What every catalogue reader produces: the products whose image file exists, with their
+//! captions, counts of what was skipped and why, and a fingerprint of the sources.
+
+use anyhow::{bail, Context, Result};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+#[derive(Clone, Debug)]
+pub struct Item {
+    pub image: PathBuf,
+    pub caption: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SkipReason {
+    /// A row that cannot be parsed: bad quoting, too many fields, no id, bad JSON.
+    MalformedRow,
+    /// The row names an image file that is not there.
+    NoImage,
+    /// The image file is there but does not decode (found while building the cache).
+    UnreadableImage,
+    /// Every caption field is empty or `NA`.
+    EmptyCaption,
+    /// A second row with an id seen before (the first one is kept).
+    DuplicateId,
+}
+
+impl SkipReason {
+    pub fn label(self) -> &'static str {
+        match self {
+            SkipReason::MalformedRow => "malformed row",
+            SkipReason::NoImage => "no image",
+            SkipReason::UnreadableImage => "unreadable image",
+            SkipReason::EmptyCaption => "empty caption",
+            SkipReason::DuplicateId => "duplicate id",
+        }
+    }
+}
+
+/// Counts of what a reader saw. Quirks that could be repaired are counted but not skipped.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ReadCounts {
+    /// Product rows (or JSON lines) read, header and blank lines excluded.
+    pub read: usize,
+    pub skipped: BTreeMap<SkipReason, usize>,
+    /// Image files in the image folder that no row names (ignored).
+    pub images_without_row: usize,
+    /// Rows whose unquoted product name contained commas (fields joined back together).
+    pub names_with_commas: usize,
+    /// Rows with empty columns beyond the header's (dropped).
+    pub trailing_empty_columns: usize,
+    /// `NA` values treated as empty.
+    pub na_values: usize,
+}
+
+impl ReadCounts {
+    pub fn skip(&mut self, reason: SkipReason) {
+        *self.skipped.entry(reason).or_insert(0) += 1;
+    }
+
+    pub fn skipped_total(&self) -> usize {
+        self.skipped.values().sum()
+    }
+
+    /// The one summary line: products read, used, skipped by reason, and repaired quirks.
+    pub fn summary(&self, used: usize) -> String {
+        let mut s = format!("read {} products, used {}, skipped {}", self.read, used, self.skipped_total());
+        if !self.skipped.is_empty() {
+            let parts: Vec<String> = self.skipped.iter().map(|(r, n)| format!("{} {}", r.label(), n)).collect();
+            let _ = write!(s, " ({})", parts.join(", "));
+        }
+        if self.images_without_row > 0 {
+            let _ = write!(s, "; ignored: images without a row {}", self.images_without_row);
+        }
+        let repaired: Vec<String> = [("names with commas", self.names_with_commas), ("trailing empty columns", self.trailing_empty_columns), ("NA values", self.na_values)]
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(what, n)| format!("{what} {n}"))
+            .collect();
+        if !repaired.is_empty() {
+            let _ = write!(s, "; repaired: {}", repaired.join(", "));
+        }
+        s
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    Kaggle,
+    CaptionsCsv,
+    CaptionsJsonl,
+}
+
+impl Layout {
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::Kaggle => "kaggle styles.csv",
+            Layout::CaptionsCsv => "captions.csv",
+            Layout::CaptionsJsonl => "captions.jsonl",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Catalogue {
+    pub root: PathBuf,
+    pub layout: Layout,
+    /// Products with a caption and an existing image file, in file order.
+    pub items: Vec<Item>,
+    pub counts: ReadCounts,
+    /// Changes whenever the captions file's bytes or any used image's path, size or mtime do.
+    pub fingerprint: u64,
+}
+
+impl Catalogue {
+    pub fn captions(&self) -> Vec<String> {
+        self.items.iter().map(|i| i.caption.clone()).collect()
+    }
+}
+
+/// Reads the catalogue in `dir`: `styles.csv` (Kaggle), else `captions.csv`, else
+/// `captions.jsonl`. Bad rows are skipped and counted; only an unusable folder is an error.
+pub fn read_catalogue(dir: &Path) -> Result<Catalogue> {
+    if !dir.exists() {
+        bail!("data folder {} does not exist: pass --data with a folder holding styles.csv + images/, captions.csv or captions.jsonl", dir.display());
+    }
+    if !dir.is_dir() {
+        bail!("--data {} is not a folder", dir.display());
+    }
+    let cat = if dir.join("styles.csv").is_file() {
+        super::kaggle::read(dir)?
+    } else if dir.join("captions.csv").is_file() {
+        super::captions::read_csv(dir)?
+    } else if dir.join("captions.jsonl").is_file() {
+        super::captions::read_jsonl(dir)?
+    } else if dir.join("images").is_dir() {
+        bail!("{}: missing styles.csv: the Kaggle layout needs styles.csv next to images/ (or give captions.csv or captions.jsonl)", dir.display());
+    } else {
+        bail!("{}: no styles.csv, captions.csv or captions.jsonl found: expected the Kaggle layout (styles.csv + images/<id>.jpg) or a captions file", dir.display());
+    };
+    if cat.items.is_empty() {
+        bail!("{}: empty data set: no usable product ({} via {}); check that the images exist and the captions are not empty", dir.display(), cat.counts.summary(0), cat.layout.name());
+    }
+    Ok(cat)
+}
+
+/// 64-bit FNV-1a: stable across Rust versions and platforms (unlike `DefaultHasher`), which
+/// matters because fingerprints are stored in cache files.
+#[derive(Clone, Copy)]
+pub struct Fnv64(pub u64);
+
+impl Default for Fnv64 {
+    fn default() -> Self {
+        Fnv64(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv64 {
+    pub fn bytes(&mut self, b: &[u8]) -> &mut Self {
+        for &x in b {
+            self.0 = (self.0 ^ x as u64).wrapping_mul(0x100_0000_01b3);
+        }
+        self
+    }
+    pub fn u64(&mut self, v: u64) -> &mut Self {
+        self.bytes(&v.to_le_bytes())
+    }
+    /// Length-prefixed, so ("ab", "c") and ("a", "bc") differ.
+    pub fn str(&mut self, s: &str) -> &mut Self {
+        self.u64(s.len() as u64).bytes(s.as_bytes())
+    }
+    pub fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Size and modification time (ns since the epoch) of a file.
+pub fn file_stamp(meta: &std::fs::Metadata) -> (u64, u64) {
+    let mtime = meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    (meta.len(), mtime)
+}
+
+/// Folds one used image into a fingerprint.
+pub fn hash_image(h: &mut Fnv64, rel: &str, meta: &std::fs::Metadata) {
+    let (len, mtime) = file_stamp(meta);
+    h.str(rel).u64(len).u64(mtime);
+}
+
+pub fn read_text(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    // Lossy: a stray byte in one product name must not make the whole file unreadable.
+    Ok(match String::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    })
+}

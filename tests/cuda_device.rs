@@ -1,0 +1,57 @@
+//! Device discovery without a GPU: `--device cuda` must fail with one clear line and exit
+//! code 2, `--device auto` must fall back to the CPU, and `--device sim` must say how to
+//! get it when the binary was built without the `sim` feature. On a machine where the GPU
+//! does open, the no-GPU expectations do not apply and those tests say so and return.
+
+use gan_engine::backend::cuda::GpuBackend;
+use gan_engine::backend::device::{self, Opened};
+use std::process::Command;
+
+fn gpu_available() -> bool {
+    GpuBackend::cuda().is_ok()
+}
+
+#[test]
+fn cuda_without_a_gpu_is_one_line_and_exit_code_2() {
+    if gpu_available() {
+        eprintln!("a GPU opened on this machine: the no-GPU behaviour is not testable here");
+        return;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_gan-engine")).args(["selftest", "--device", "cuda"]).output().expect("running gan-engine");
+    assert_eq!(out.status.code(), Some(2), "exit status {:?}", out.status);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one line on stderr, got:\n{stderr}");
+    assert!(lines[0].starts_with("error: "), "{stderr}");
+    assert!(lines[0].contains("--device cpu"), "the message should say what to do instead: {stderr}");
+    assert!(out.stdout.is_empty(), "nothing should run: {}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn auto_falls_back_to_cpu_without_a_gpu() {
+    if gpu_available() {
+        eprintln!("a GPU opened on this machine: auto picks it, nothing to check");
+        return;
+    }
+    match device::open("auto").expect("auto never fails") {
+        Opened::Cpu(_) => {}
+        Opened::Gpu(_) => panic!("auto opened a GPU that GpuBackend::cuda() could not"),
+    }
+}
+
+#[test]
+fn unknown_device_names_the_choices() {
+    let err = device::open("tpu").err().expect("tpu is not a device").to_string();
+    assert!(err.contains("cpu, cuda, sim or auto"), "{err}");
+}
+
+#[test]
+fn sim_is_available_exactly_with_the_feature() {
+    let r = GpuBackend::sim();
+    if cfg!(feature = "sim") {
+        assert!(r.is_ok());
+    } else {
+        let err = r.err().expect("sim needs the feature").to_string();
+        assert!(err.contains("--features sim"), "{err}");
+    }
+}

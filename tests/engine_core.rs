@@ -1,0 +1,346 @@
+//! The engine core: model sizes, the freeze flag, gradient rules, numeric edge cases,
+//! and the CPU convolutions against a direct loop at real layer shapes.
+
+use gan_engine::backend::cpu::{Cpu, Cpu64, CpuBackend};
+use gan_engine::backend::{AdamParams, Backend, BatchNormParams, BceParams, ConvParams};
+use gan_engine::gradcheck;
+use gan_engine::model::{iteration_flops, Discriminator, Generator, ModelConfig, Module};
+use gan_engine::nn::{BatchNorm2d, Layer, Mode, Shape, Tensor};
+use gan_engine::rng::Rng;
+
+fn models(size: usize) -> (Generator<Cpu>, Discriminator<Cpu>) {
+    let be = Cpu::new();
+    let cfg = ModelConfig::new(size, 64).unwrap();
+    let mut rng = Rng::new(1);
+    (Generator::new(&be, &cfg, &mut rng).unwrap(), Discriminator::new(&be, &cfg, &mut rng).unwrap())
+}
+
+#[test]
+fn parameter_counts_and_flops_match_the_reference_models() {
+    let (g, d) = models(64);
+    assert_eq!(g.param_count(), 5_673_856);
+    assert_eq!(d.param_count(), 3_127_168);
+    assert_eq!(format!("{:.1}", iteration_flops(&g, &d, 64) / 1e9), "151.5");
+    let (g, d) = models(128);
+    assert_eq!(g.param_count(), 16_980_864);
+    assert_eq!(d.param_count(), 12_379_008);
+    assert_eq!(format!("{:.1}", iteration_flops(&g, &d, 64) / 1e9), "791.3");
+    // 32 px has one block fewer than 64 px: 3 stride-2 blocks.
+    let cfg = ModelConfig::new(32, 64).unwrap();
+    assert_eq!(cfg.blocks(), 3);
+    assert!(ModelConfig::new(48, 64).is_err());
+    assert!(ModelConfig::new(64, 0).is_err());
+}
+
+#[test]
+fn model_output_shapes() {
+    let be = Cpu::new();
+    for size in [32, 64] {
+        let cfg = ModelConfig { width: 8, ..ModelConfig::new(size, 8).unwrap() };
+        let mut rng = Rng::new(2);
+        let mut g = Generator::new(&be, &cfg, &mut rng).unwrap();
+        let mut d = Discriminator::new(&be, &cfg, &mut rng).unwrap();
+        let z = Tensor::zeros(&be, Shape::new(2, 100, 1, 1)).unwrap();
+        let t = Tensor::zeros(&be, Shape::new(2, 256, 1, 1)).unwrap();
+        let img = g.forward(&be, &z, &t, Mode::Train).unwrap();
+        assert_eq!(img.shape, Shape::new(2, 3, size, size));
+        let logits = d.forward(&be, &img, &t, Mode::Train).unwrap();
+        assert_eq!(logits.shape, Shape::new(2, 1, 1, 1));
+        let px = img.to_f32(&be).unwrap();
+        assert!(px.iter().all(|v| v.abs() <= 1.0), "tanh output in [-1, 1]");
+    }
+}
+
+/// A frozen network computes its input gradient only: no parameter-gradient op runs and
+/// every gradient keeps its value. Unfrozen, the same backward launches them.
+#[test]
+fn frozen_layers_compute_input_gradients_only() {
+    let be = Cpu::new();
+    let cfg = gradcheck::small_config();
+    let mut rng = Rng::new(3);
+    let mut d = Discriminator::new(&be, &cfg, &mut rng).unwrap();
+    let n = 2;
+    let mut img = vec![0.0f32; n * 3 * 32 * 32];
+    rng.fill_normal(&mut img, 0.0, 0.5);
+    let mut txt = vec![0.0f32; n * cfg.text_dim];
+    rng.fill_normal(&mut txt, 0.0, 0.5);
+    let img = Tensor::from_f32(&be, Shape::new(n, 3, 32, 32), &img).unwrap();
+    let txt = Tensor::from_f32(&be, Shape::new(n, cfg.text_dim, 1, 1), &txt).unwrap();
+    let dl = Tensor::from_f32(&be, Shape::new(n, 1, 1, 1), &[0.3, -0.7]).unwrap();
+
+    for p in d.params_mut() {
+        be.fill(&mut p.grad, 123.0).unwrap();
+    }
+    d.set_frozen(true);
+    let before = be.param_grad_calls();
+    d.forward(&be, &img, &txt, Mode::Train).unwrap();
+    let (dimg, dtxt) = d.backward(&be, &dl).unwrap();
+    assert_eq!(be.param_grad_calls(), before, "a frozen network launched a parameter-gradient op");
+    for p in d.params() {
+        assert!(p.grad.iter().all(|&g| g == 123.0), "{} gradient changed while frozen", p.name);
+    }
+    let dimg = dimg.to_f32(&be).unwrap();
+    assert!(dimg.iter().any(|&v| v != 0.0), "input gradient must still flow through a frozen network");
+    assert!(dtxt.to_f32(&be).unwrap().iter().any(|&v| v != 0.0));
+
+    d.set_frozen(false);
+    d.forward(&be, &img, &txt, Mode::Train).unwrap();
+    let (dimg2, _) = d.backward(&be, &dl).unwrap();
+    assert_eq!(dimg2.to_f32(&be).unwrap(), dimg, "freezing must not change the input gradient");
+    let convs_bns_linears = 3 + 2 + 1 + 2; // main convs, main BNs, text linear, head convs + BN
+    assert_eq!(be.param_grad_calls() - before, convs_bns_linears + 1);
+    for p in d.params() {
+        assert!(p.grad.iter().any(|&g| g != 123.0), "{} gradient did not accumulate", p.name);
+    }
+}
+
+/// Parameter gradients accumulate (+=); activation gradients are written (=).
+#[test]
+fn parameter_gradients_accumulate_and_input_gradients_overwrite() {
+    let be = Cpu64::new();
+    let cfg = gradcheck::small_config();
+    let mut rng = Rng::new(4);
+    let mut g = Generator::new(&be, &cfg, &mut rng).unwrap();
+    let z = Tensor::from_f32(&be, Shape::new(2, cfg.noise_dim, 1, 1), &[0.1, -0.2, 0.3, 0.4, -0.5, 0.6, 0.7, -0.8, 0.9, 1.0]).unwrap();
+    let t = Tensor::from_f32(&be, Shape::new(2, cfg.text_dim, 1, 1), &[0.5; 12]).unwrap();
+    let mut r = vec![0.0f32; 2 * 3 * 32 * 32];
+    rng.fill_normal(&mut r, 0.0, 1.0);
+    let dy = Tensor::from_f32(&be, Shape::new(2, 3, 32, 32), &r).unwrap();
+    g.zero_grad(&be).unwrap();
+    g.forward(&be, &z, &t, Mode::Train).unwrap();
+    let (dz1, _) = g.backward(&be, &dy).unwrap();
+    let dz1 = dz1.to_f64(&be).unwrap();
+    let once: Vec<Vec<f64>> = g.params().iter().map(|p| p.grad.clone()).collect();
+    g.forward(&be, &z, &t, Mode::Train).unwrap();
+    let (dz2, _) = g.backward(&be, &dy).unwrap();
+    assert_eq!(dz2.to_f64(&be).unwrap(), dz1);
+    for (p, g1) in g.params().iter().zip(&once) {
+        for (a, b) in p.grad.iter().zip(g1) {
+            assert!((a - 2.0 * b).abs() <= 1e-12 * b.abs().max(1.0), "{}: {a} != 2 * {b}", p.name);
+        }
+    }
+}
+
+#[test]
+fn gradient_checks_pass() {
+    let results = gradcheck::all_checks(6).unwrap();
+    for r in &results {
+        println!("{:<60} {:>6} {:>10.3e} {}", r.name, r.entries, r.max_rel_err, if r.passed() { "PASS" } else { "FAIL" });
+    }
+    let failed: Vec<_> = results.iter().filter(|r| !r.passed()).map(|r| r.name.clone()).collect();
+    assert!(failed.is_empty(), "failed: {failed:?}");
+    assert!(results.len() > 70, "every op, layer and parameter tensor is checked");
+}
+
+#[test]
+fn bce_with_logits_is_finite_at_extreme_logits() {
+    let be = Cpu::new();
+    for target in [0.0, 1.0] {
+        let p = BceParams { n: 4, target, scale: 0.5 };
+        let logits = vec![1000.0f32, -1000.0, 1000.0, -1000.0];
+        let mut out = be.alloc(2).unwrap();
+        be.bce_with_logits_forward(&p, &logits, &mut out).unwrap();
+        let mut d = be.alloc(4).unwrap();
+        be.bce_with_logits_backward_input(&p, &logits, &mut d).unwrap();
+        assert!(out.iter().all(|v| v.is_finite()) && d.iter().all(|v| v.is_finite()), "target {target}: {out:?} {d:?}");
+        // Two logits are 1000 on the wrong side: loss = 0.5 * (2 * 1000) / 4.
+        assert!((out[0] - 250.0).abs() < 1e-3, "loss {}", out[0]);
+        assert_eq!(out[1], 0.5);
+        let expect = if target == 1.0 { [0.0, -0.125, 0.0, -0.125] } else { [0.125, 0.0, 0.125, 0.0] };
+        assert_eq!(d, expect);
+    }
+}
+
+#[test]
+fn adam_step_equals_the_closed_form() {
+    let be = Cpu64::new();
+    let (lr, b1, b2, eps) = (2e-4f32, 0.5f32, 0.999f32, 1e-8f32);
+    let g = vec![0.3, -2.0, 1e-9, 0.0, 5.0];
+    let p0 = vec![1.0, -1.0, 0.5, 0.25, 0.0];
+    let (mut p, mut m, mut v) = (p0.clone(), vec![0.0; 5], vec![0.0; 5]);
+    // Two steps: the second uses t = 2 bias corrections on accumulated moments.
+    let mut expect = p0.clone();
+    let (mut em, mut ev) = (vec![0.0f64; 5], vec![0.0f64; 5]);
+    for t in 1..=2 {
+        let ap = AdamParams { len: 5, lr, beta1: b1, beta2: b2, eps, bc1: 1.0 - b1.powi(t), bc2: 1.0 - b2.powi(t) };
+        be.adam_step(&ap, &mut p, &g, &mut m, &mut v).unwrap();
+        let (b1, b2, lr, eps) = (b1 as f64, b2 as f64, lr as f64, eps as f64);
+        for i in 0..5 {
+            em[i] = b1 * em[i] + (1.0 - b1) * g[i];
+            ev[i] = b2 * ev[i] + (1.0 - b2) * g[i] * g[i];
+            // The host computes the bias corrections in f32; use the same values.
+            let mhat = em[i] / ap.bc1 as f64;
+            let vhat = ev[i] / ap.bc2 as f64;
+            expect[i] -= lr * mhat / (vhat.sqrt() + eps);
+        }
+        if t == 1 {
+            // After one step from zero moments the update is lr * g / (|g| + eps').
+            for i in 0..5 {
+                let step = p0[i] - p[i];
+                let closed = (lr as f64) * g[i] / (g[i].abs() + eps as f64);
+                assert!((step - closed).abs() <= 1e-12, "entry {i}: step {step} closed form {closed}");
+            }
+        }
+    }
+    for i in 0..5 {
+        assert!((p[i] - expect[i]).abs() <= 1e-12, "entry {i}: {} vs {}", p[i], expect[i]);
+    }
+}
+
+#[test]
+fn batchnorm_running_statistics_update_and_inference_uses_them() {
+    let be = Cpu64::new();
+    let mut rng = Rng::new(9);
+    let mut bn = BatchNorm2d::new(&be, "bn", 2, &mut rng).unwrap();
+    let shape = Shape::new(3, 2, 2, 2);
+    let x: Vec<f64> = (0..shape.len()).map(|i| (i as f64 * 0.37).sin() * 3.0 + i as f64 * 0.1).collect();
+    let xt = Tensor::zeros(&be, shape).unwrap();
+    xt.set_f64(&be, &x).unwrap();
+    bn.forward(&be, &xt, Mode::Train).unwrap();
+    let values = |c: usize| -> Vec<f64> { (0..3).flat_map(|n| (0..4).map(move |q| (n, q))).map(|(n, q)| x[(n * 2 + c) * 4 + q]).collect() };
+    for c in 0..2 {
+        let v = values(c);
+        let mean = v.iter().sum::<f64>() / 12.0;
+        let unbiased = v.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / 11.0;
+        let m = bn.momentum as f64; // 0.1 as stored in f32
+        assert!((bn.running_mean.value[c] - m * mean).abs() < 1e-12);
+        assert!((bn.running_var.value[c] - ((1.0 - m) + m * unbiased)).abs() < 1e-12);
+    }
+    // Inference: (x - running_mean) / sqrt(running_var + eps) * gamma + beta.
+    let y = bn.forward(&be, &xt, Mode::Eval).unwrap().to_f64(&be).unwrap();
+    for (i, yi) in y.iter().enumerate() {
+        let c = (i / 4) % 2;
+        let expect = (x[i] - bn.running_mean.value[c]) / (bn.running_var.value[c] + 1e-5f32 as f64).sqrt() * bn.gamma.value[c] + bn.beta.value[c];
+        assert!((yi - expect).abs() < 1e-12, "{yi} vs {expect}");
+    }
+    // Inference leaves the running statistics alone; backward after it is refused.
+    let rm = bn.running_mean.value.clone();
+    bn.forward(&be, &xt, Mode::Eval).unwrap();
+    assert_eq!(bn.running_mean.value, rm);
+    assert!(bn.backward(&be, &xt).is_err());
+}
+
+/// Direct-loop conv2d, for comparison at real layer shapes.
+fn conv2d_direct(p: &ConvParams, x: &[f64], w: &[f64]) -> Vec<f64> {
+    let mut y = vec![0.0; p.out_len()];
+    let (n, ci, hi, wi, co, ho, wo, k, s, pd) = (p.n, p.c_in, p.h_in, p.w_in, p.c_out, p.h_out, p.w_out, p.k, p.stride, p.pad);
+    for b in 0..n {
+        for o in 0..co {
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let mut acc = 0.0;
+                    for c in 0..ci {
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                let (iy, ix) = (oy * s - pd + ky, ox * s - pd + kx);
+                                if iy >= 0 && iy < hi && ix >= 0 && ix < wi {
+                                    acc += x[(((b * ci + c) * hi + iy) * wi + ix) as usize] * w[(((o * ci + c) * k + ky) * k + kx) as usize];
+                                }
+                            }
+                        }
+                    }
+                    y[(((b * co + o) * ho + oy) * wo + ox) as usize] = acc;
+                }
+            }
+        }
+    }
+    y
+}
+
+/// Direct-loop transposed conv: every input pixel scatters its kernel.
+fn conv_transpose2d_direct(p: &ConvParams, x: &[f64], w: &[f64]) -> Vec<f64> {
+    let mut y = vec![0.0; p.out_len()];
+    let (n, ci, hi, wi, co, ho, wo, k, s, pd) = (p.n, p.c_in, p.h_in, p.w_in, p.c_out, p.h_out, p.w_out, p.k, p.stride, p.pad);
+    for b in 0..n {
+        for c in 0..ci {
+            for iy in 0..hi {
+                for ix in 0..wi {
+                    let v = x[(((b * ci + c) * hi + iy) * wi + ix) as usize];
+                    for o in 0..co {
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                let (oy, ox) = (iy * s - pd + ky, ix * s - pd + kx);
+                                if oy >= 0 && oy < ho && ox >= 0 && ox < wo {
+                                    y[(((b * co + o) * ho + oy) * wo + ox) as usize] += v * w[(((c * co + o) * k + ky) * k + kx) as usize];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    y
+}
+
+/// The GEMM path, with chunk boundaries falling inside the batch, matches direct loops
+/// at the model's real layer shapes (channel counts cut down to keep the loops quick).
+#[test]
+fn cpu_convolutions_match_direct_loops_across_chunks() {
+    let mut rng = Rng::new(12);
+    let mut rand = |n: usize| -> Vec<f64> { (0..n).map(|_| rng.normal()).collect() };
+    let shapes = [
+        (false, ConvParams::conv2d(3, 3, 64, 64, 8, 4, 2, 1)),
+        (false, ConvParams::conv2d(3, 16, 8, 8, 12, 4, 2, 1)),
+        (false, ConvParams::conv2d(3, 20, 4, 4, 6, 1, 1, 0)),
+        (false, ConvParams::conv2d(3, 6, 4, 4, 1, 4, 1, 0)),
+        (true, ConvParams::conv_transpose2d(3, 30, 1, 1, 16, 4, 1, 0)),
+        (true, ConvParams::conv_transpose2d(3, 16, 4, 4, 8, 4, 2, 1)),
+        (true, ConvParams::conv_transpose2d(3, 8, 32, 32, 3, 4, 2, 1)),
+    ];
+    for (transposed, p) in shapes {
+        let x = rand(p.in_len());
+        let w = rand(p.weight_len());
+        let expect = if transposed { conv_transpose2d_direct(&p, &x, &w) } else { conv2d_direct(&p, &x, &w) };
+        // One image per chunk, and the default (whole batch in one chunk).
+        for be in [CpuBackend::<f64>::with_chunk_elems(1), Cpu64::new()] {
+            let mut y = be.alloc(p.out_len()).unwrap();
+            if transposed {
+                be.conv_transpose2d_forward(&p, &x, &w, None, &mut y).unwrap();
+            } else {
+                be.conv2d_forward(&p, &x, &w, None, &mut y).unwrap();
+            }
+            let err = y.iter().zip(&expect).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+            assert!(err < 1e-10, "{p:?} transposed={transposed}: max error {err}");
+        }
+        // Chunked backward passes equal unchunked ones.
+        let dy = rand(p.out_len());
+        let run = |be: &Cpu64| {
+            let (mut dx, mut dw) = (be.alloc(p.in_len()).unwrap(), be.alloc(p.weight_len()).unwrap());
+            if transposed {
+                be.conv_transpose2d_backward_input(&p, &dy, &w, &mut dx).unwrap();
+                be.conv_transpose2d_backward_params(&p, &x, &dy, &mut dw, None).unwrap();
+            } else {
+                be.conv2d_backward_input(&p, &dy, &w, &mut dx).unwrap();
+                be.conv2d_backward_params(&p, &x, &dy, &mut dw, None).unwrap();
+            }
+            (dx, dw)
+        };
+        let (a, b) = (run(&CpuBackend::with_chunk_elems(1)), run(&Cpu64::new()));
+        let close = |u: &[f64], v: &[f64]| u.iter().zip(v).all(|(p, q)| (p - q).abs() <= 1e-9 * q.abs().max(1.0));
+        assert!(close(&a.0, &b.0) && close(&a.1, &b.1), "{p:?}: chunked backward differs");
+    }
+}
+
+/// f32 training and f64 reference agree on a batchnorm of real size (f64 accumulation
+/// in the statistics keeps f32 close).
+#[test]
+fn batchnorm_f32_matches_f64() {
+    let p = BatchNormParams { n: 8, c: 16, hw: 64, eps: 1e-5, momentum: 0.1 };
+    let mut rng = Rng::new(21);
+    let x: Vec<f64> = (0..p.len()).map(|_| rng.normal() * 4.0 + 10.0).collect();
+    let run64 = {
+        let be = Cpu64::new();
+        let (g, b) = (vec![1.5; 16], vec![0.1; 16]);
+        let (mut rm, mut rv, mut m, mut s, mut y) = (vec![0.0; 16], vec![1.0; 16], vec![0.0; 16], vec![0.0; 16], vec![0.0; p.len()]);
+        be.batchnorm2d_forward_train(&p, &x, &g, &b, &mut rm, &mut rv, &mut m, &mut s, &mut y).unwrap();
+        y
+    };
+    let be = Cpu::new();
+    let x32: Vec<f32> = x.iter().map(|v| *v as f32).collect();
+    let (g, b) = (vec![1.5f32; 16], vec![0.1f32; 16]);
+    let (mut rm, mut rv, mut m, mut s, mut y) = (vec![0.0; 16], vec![1.0; 16], vec![0.0; 16], vec![0.0; 16], vec![0.0f32; p.len()]);
+    be.batchnorm2d_forward_train(&p, &x32, &g, &b, &mut rm, &mut rv, &mut m, &mut s, &mut y).unwrap();
+    let err = y.iter().zip(&run64).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max);
+    assert!(err < 1e-5, "max error {err}");
+}
