@@ -48,7 +48,7 @@ struct Case {
 fn parse_kernel(describe: &str) -> (usize, usize, usize) {
     let field = |tag: char| -> usize {
         describe
-            .split(|c: char| c == ' ' || c == ')' || c == ',')
+            .split([' ', ')', ','])
             .find_map(|w| w.strip_prefix(tag).and_then(|v| v.parse().ok()))
             .unwrap_or_else(|| panic!("cannot read `{tag}` from the layer description {describe:?}"))
     };
