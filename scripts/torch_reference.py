@@ -21,10 +21,10 @@ Stored tensors (all F32):
 The safetensors metadata holds `config` (ModelConfig JSON), `batch`, `torch`, `note`.
 
     python3 scripts/torch_reference.py                       # tests/data/torch_reference.safetensors
-    python3 scripts/torch_reference.py --perturb bn_eps -o /tmp/wrong.safetensors
+    python3 scripts/torch_reference.py --perturb bn_eps -o target/wrong.safetensors
 
 `--perturb` writes a deliberately wrong reference (another convention) so one can see
-the Rust test fail: TORCH_REFERENCE=/tmp/wrong.safetensors cargo test --release --test torch_reference
+the Rust test fail: TORCH_REFERENCE=target/wrong.safetensors cargo test --release --test torch_reference
 """
 
 import argparse

@@ -15,10 +15,12 @@
 //! these by far more than f32 rounding; `scripts/torch_reference.py --perturb ...`
 //! writes such a wrong reference, and `TORCH_REFERENCE=that/file` points this test at it.
 //!
-//! The comparison is generic over `Backend`, so another backend runs the same check.
+//! The comparison is generic over `Backend`: the CPU backend runs it always, the CUDA
+//! backend where a GPU is present (without one that test says it compared nothing).
 
 use anyhow::{bail, ensure, Context, Result};
 use gan_engine::backend::cpu::Cpu;
+use gan_engine::backend::cuda::GpuBackend;
 use gan_engine::backend::Backend;
 use gan_engine::model::{ModelConfig, Module};
 use gan_engine::nn::{Mode, Shape, Tensor};
@@ -249,6 +251,25 @@ fn cpu_matches_pytorch_reference() -> Result<()> {
     let failed = report(&be.name(), &r, &checks);
     if failed > 0 {
         bail!("{failed} tensor(s) differ from the PyTorch reference beyond tolerance");
+    }
+    Ok(())
+}
+
+#[test]
+fn cuda_matches_pytorch_reference() -> Result<()> {
+    // Same comparison, same tolerances, on the GPU when this machine has one.
+    let be = match GpuBackend::cuda() {
+        Ok(be) => be,
+        Err(e) => {
+            println!("cuda: skipped, nothing compared: {e:#}");
+            return Ok(());
+        }
+    };
+    let r = load()?;
+    let checks = run_reference(&be, &r)?;
+    let failed = report(&be.name(), &r, &checks);
+    if failed > 0 {
+        bail!("{failed} tensor(s) differ from the PyTorch reference beyond tolerance on the GPU");
     }
     Ok(())
 }
