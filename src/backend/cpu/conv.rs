@@ -173,112 +173,86 @@ fn add_bias<T: Elem>(t: &mut [T], channels: usize, hw: usize, n0: usize, nc: usi
     });
 }
 
-pub fn conv2d_forward<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T]) {
-    let g = Geo::conv2d(p);
-    let (n, co, kdim, pp) = (p.n as usize, p.c_out as usize, g.rows(), g.cols_per_image());
-    let nc_max = chunk_images(n, kdim.max(co), pp, be.chunk_elems);
+/// Runs `body(n0, nc, ld, cols, tmp)` over chunks of `nc` images starting at `n0`, with
+/// the workspace's column matrix sized `g.rows() x ld` and a second matrix `other x ld`,
+/// where `ld = nc * columns per image`.
+fn for_each_chunk<T: Elem>(be: &CpuBackend<T>, g: &Geo, n: usize, other: usize, mut body: impl FnMut(usize, usize, usize, &mut [T], &mut [T])) {
+    let (kdim, pp) = (g.rows(), g.cols_per_image());
+    let nc_max = chunk_images(n, kdim.max(other), pp, be.chunk_elems);
     let mut ws = be.ws.lock().unwrap_or_else(|e| e.into_inner());
     let ws = &mut *ws;
     grow(&mut ws.cols, kdim * nc_max * pp);
-    grow(&mut ws.tmp, co * nc_max * pp);
+    grow(&mut ws.tmp, other * nc_max * pp);
     for n0 in (0..n).step_by(nc_max) {
         let nc = nc_max.min(n - n0);
-        let ld = nc * pp;
-        im2col(&g, x, n0, nc, &mut ws.cols);
-        matmul(co, ld, kdim, &mut ws.tmp, ld, false, w, kdim as isize, 1, &ws.cols, ld as isize, 1);
-        scatter(&ws.tmp, co, pp, n0, nc, bias, y);
+        body(n0, nc, nc * pp, &mut ws.cols, &mut ws.tmp);
     }
+}
+
+pub fn conv2d_forward<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T]) {
+    let g = Geo::conv2d(p);
+    let (co, kdim, pp) = (p.c_out as usize, g.rows(), g.cols_per_image());
+    for_each_chunk(be, &g, p.n as usize, co, |n0, nc, ld, cols, tmp| {
+        im2col(&g, x, n0, nc, cols);
+        matmul(co, ld, kdim, tmp, ld, false, w, kdim as isize, 1, cols, ld as isize, 1);
+        scatter(tmp, co, pp, n0, nc, bias, y);
+    });
 }
 
 pub fn conv2d_backward_input<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, dy: &[T], w: &[T], dx: &mut [T]) {
     let g = Geo::conv2d(p);
-    let (n, co, kdim, pp) = (p.n as usize, p.c_out as usize, g.rows(), g.cols_per_image());
-    let nc_max = chunk_images(n, kdim.max(co), pp, be.chunk_elems);
-    let mut ws = be.ws.lock().unwrap_or_else(|e| e.into_inner());
-    let ws = &mut *ws;
-    grow(&mut ws.cols, kdim * nc_max * pp);
-    grow(&mut ws.tmp, co * nc_max * pp);
-    for n0 in (0..n).step_by(nc_max) {
-        let nc = nc_max.min(n - n0);
-        let ld = nc * pp;
-        gather(dy, co, pp, n0, nc, &mut ws.tmp);
+    let (co, kdim, pp) = (p.c_out as usize, g.rows(), g.cols_per_image());
+    for_each_chunk(be, &g, p.n as usize, co, |n0, nc, ld, cols, tmp| {
+        gather(dy, co, pp, n0, nc, tmp);
         // cols[kdim, ld] = w^T[kdim, co] . dy[co, ld]
-        matmul(kdim, ld, co, &mut ws.cols, ld, false, w, 1, kdim as isize, &ws.tmp, ld as isize, 1);
-        col2im(&g, &ws.cols, n0, nc, dx);
-    }
+        matmul(kdim, ld, co, cols, ld, false, w, 1, kdim as isize, tmp, ld as isize, 1);
+        col2im(&g, cols, n0, nc, dx);
+    });
 }
 
 pub fn conv2d_backward_params<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: &[T], dy: &[T], dw: &mut [T]) {
     let g = Geo::conv2d(p);
-    let (n, co, kdim, pp) = (p.n as usize, p.c_out as usize, g.rows(), g.cols_per_image());
-    let nc_max = chunk_images(n, kdim.max(co), pp, be.chunk_elems);
-    let mut ws = be.ws.lock().unwrap_or_else(|e| e.into_inner());
-    let ws = &mut *ws;
-    grow(&mut ws.cols, kdim * nc_max * pp);
-    grow(&mut ws.tmp, co * nc_max * pp);
-    for n0 in (0..n).step_by(nc_max) {
-        let nc = nc_max.min(n - n0);
-        let ld = nc * pp;
-        im2col(&g, x, n0, nc, &mut ws.cols);
-        gather(dy, co, pp, n0, nc, &mut ws.tmp);
+    let (co, kdim, pp) = (p.c_out as usize, g.rows(), g.cols_per_image());
+    for_each_chunk(be, &g, p.n as usize, co, |n0, nc, ld, cols, tmp| {
+        im2col(&g, x, n0, nc, cols);
+        gather(dy, co, pp, n0, nc, tmp);
         // dw[co, kdim] += dy[co, ld] . cols^T[ld, kdim]
-        matmul(co, kdim, ld, dw, kdim, true, &ws.tmp, ld as isize, 1, &ws.cols, 1, ld as isize);
-    }
+        matmul(co, kdim, ld, dw, kdim, true, tmp, ld as isize, 1, cols, 1, ld as isize);
+    });
 }
 
 pub fn conv_transpose2d_forward<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T]) {
     let g = Geo::conv_transpose2d(p);
-    let (n, ci, kdim, pp) = (p.n as usize, p.c_in as usize, g.rows(), g.cols_per_image());
-    let nc_max = chunk_images(n, kdim.max(ci), pp, be.chunk_elems);
-    let mut ws = be.ws.lock().unwrap_or_else(|e| e.into_inner());
-    let ws = &mut *ws;
-    grow(&mut ws.cols, kdim * nc_max * pp);
-    grow(&mut ws.tmp, ci * nc_max * pp);
-    for n0 in (0..n).step_by(nc_max) {
-        let nc = nc_max.min(n - n0);
-        let ld = nc * pp;
-        gather(x, ci, pp, n0, nc, &mut ws.tmp);
+    let (ci, kdim, pp) = (p.c_in as usize, g.rows(), g.cols_per_image());
+    for_each_chunk(be, &g, p.n as usize, ci, |n0, nc, ld, cols, tmp| {
+        gather(x, ci, pp, n0, nc, tmp);
         // cols[kdim, ld] = w^T[kdim, ci] . x[ci, ld]   (w is [ci, kdim])
-        matmul(kdim, ld, ci, &mut ws.cols, ld, false, w, 1, kdim as isize, &ws.tmp, ld as isize, 1);
-        col2im(&g, &ws.cols, n0, nc, y);
+        matmul(kdim, ld, ci, cols, ld, false, w, 1, kdim as isize, tmp, ld as isize, 1);
+        col2im(&g, cols, n0, nc, y);
         if let Some(b) = bias {
             add_bias(y, g.c, g.plane(), n0, nc, b);
         }
-    }
+    });
 }
 
 pub fn conv_transpose2d_backward_input<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, dy: &[T], w: &[T], dx: &mut [T]) {
     let g = Geo::conv_transpose2d(p);
-    let (n, ci, kdim, pp) = (p.n as usize, p.c_in as usize, g.rows(), g.cols_per_image());
-    let nc_max = chunk_images(n, kdim.max(ci), pp, be.chunk_elems);
-    let mut ws = be.ws.lock().unwrap_or_else(|e| e.into_inner());
-    let ws = &mut *ws;
-    grow(&mut ws.cols, kdim * nc_max * pp);
-    grow(&mut ws.tmp, ci * nc_max * pp);
-    for n0 in (0..n).step_by(nc_max) {
-        let nc = nc_max.min(n - n0);
-        let ld = nc * pp;
-        im2col(&g, dy, n0, nc, &mut ws.cols);
+    let (ci, kdim, pp) = (p.c_in as usize, g.rows(), g.cols_per_image());
+    for_each_chunk(be, &g, p.n as usize, ci, |n0, nc, ld, cols, tmp| {
+        im2col(&g, dy, n0, nc, cols);
         // dx[ci, ld] = w[ci, kdim] . cols[kdim, ld]
-        matmul(ci, ld, kdim, &mut ws.tmp, ld, false, w, kdim as isize, 1, &ws.cols, ld as isize, 1);
-        scatter(&ws.tmp, ci, pp, n0, nc, None, dx);
-    }
+        matmul(ci, ld, kdim, tmp, ld, false, w, kdim as isize, 1, cols, ld as isize, 1);
+        scatter(tmp, ci, pp, n0, nc, None, dx);
+    });
 }
 
 pub fn conv_transpose2d_backward_params<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: &[T], dy: &[T], dw: &mut [T]) {
     let g = Geo::conv_transpose2d(p);
-    let (n, ci, kdim, pp) = (p.n as usize, p.c_in as usize, g.rows(), g.cols_per_image());
-    let nc_max = chunk_images(n, kdim.max(ci), pp, be.chunk_elems);
-    let mut ws = be.ws.lock().unwrap_or_else(|e| e.into_inner());
-    let ws = &mut *ws;
-    grow(&mut ws.cols, kdim * nc_max * pp);
-    grow(&mut ws.tmp, ci * nc_max * pp);
-    for n0 in (0..n).step_by(nc_max) {
-        let nc = nc_max.min(n - n0);
-        let ld = nc * pp;
-        gather(x, ci, pp, n0, nc, &mut ws.tmp);
-        im2col(&g, dy, n0, nc, &mut ws.cols);
+    let (ci, kdim, pp) = (p.c_in as usize, g.rows(), g.cols_per_image());
+    for_each_chunk(be, &g, p.n as usize, ci, |n0, nc, ld, cols, tmp| {
+        gather(x, ci, pp, n0, nc, tmp);
+        im2col(&g, dy, n0, nc, cols);
         // dw[ci, kdim] += x[ci, ld] . cols^T[ld, kdim]
-        matmul(ci, kdim, ld, dw, kdim, true, &ws.tmp, ld as isize, 1, &ws.cols, 1, ld as isize);
-    }
+        matmul(ci, kdim, ld, dw, kdim, true, tmp, ld as isize, 1, cols, 1, ld as isize);
+    });
 }
