@@ -13,30 +13,11 @@ use gan_engine::backend::cpu::Cpu;
 use gan_engine::backend::cuda::GpuBackend;
 use gan_engine::backend::Backend;
 use gan_engine::model::{iteration_flops, ModelConfig};
-use gan_engine::rng::Rng;
-use gan_engine::train::{Gan, Hyper, StepInputs};
+use gan_engine::train::{synthetic_batch, Gan, Hyper, StepInputs};
 use std::time::{Duration, Instant};
 
 const BATCH: usize = 64;
 const BASELINE_S: f64 = 0.864;
-
-/// Images in [-1, 1], sparse non-negative unit text vectors, standard-normal noise (the
-/// same recipe as `gan-engine bench`).
-fn synthetic_batch(cfg: &ModelConfig, n: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let mut rng = Rng::derive(2, "bench-batch");
-    let mut images = vec![0.0; n * 3 * cfg.size * cfg.size];
-    rng.fill_uniform(&mut images, -1.0, 1.0);
-    let keep = (8.0 / cfg.text_dim as f64).min(1.0);
-    let mut texts = vec![0.0f32; n * cfg.text_dim];
-    for row in texts.chunks_mut(cfg.text_dim) {
-        row.iter_mut().for_each(|v| *v = if rng.uniform() < keep { rng.uniform() as f32 } else { 0.0 });
-        let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
-        row.iter_mut().for_each(|v| *v /= norm);
-    }
-    let mut noise = vec![0.0; n * cfg.noise_dim];
-    rng.fill_normal(&mut noise, 0.0, 1.0);
-    (images, texts, noise)
-}
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -56,7 +37,7 @@ fn bench_device<B: Backend>(c: &mut Criterion, device: &str, be: &B) {
     for size in [64, 128] {
         let cfg = ModelConfig::new(size, 64).expect("model config");
         let mut gan = Gan::new(be, &cfg, &Hyper::default(), 1).expect("model");
-        let (images, texts, noise) = synthetic_batch(&cfg, BATCH);
+        let (images, texts, noise) = synthetic_batch(&cfg, BATCH, 2);
         let inputs = StepInputs { images: &images, texts: &texts, noise: &noise, mismatched: None };
         let gflop = iteration_flops(&gan.g, &gan.d, BATCH) / 1e9;
         let mut times = Vec::new();

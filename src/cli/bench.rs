@@ -13,8 +13,7 @@ use anyhow::{ensure, Result};
 use gan_engine::backend::device::{self, Opened};
 use gan_engine::backend::{ActParams, AdamParams, Backend, BatchNormParams, BceParams, ConcatParams, ConvParams, LinearParams};
 use gan_engine::model::{iteration_flops, ModelConfig};
-use gan_engine::rng::Rng;
-use gan_engine::train::{Gan, Hyper, StepInputs};
+use gan_engine::train::{synthetic_batch, Gan, Hyper, StepInputs};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::Instant;
@@ -125,24 +124,6 @@ pub fn median(v: &[f64]) -> f64 {
     } else {
         0.5 * (s[n / 2 - 1] + s[n / 2])
     }
-}
-
-/// Host inputs like the real ones: images in [-1, 1], sparse non-negative unit text
-/// vectors (about 8 non-zero entries), standard-normal noise.
-pub fn synthetic_batch(cfg: &ModelConfig, n: usize, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let mut rng = Rng::derive(seed, "bench-batch");
-    let mut images = vec![0.0; n * 3 * cfg.size * cfg.size];
-    rng.fill_uniform(&mut images, -1.0, 1.0);
-    let keep = (8.0 / cfg.text_dim as f64).min(1.0);
-    let mut texts = vec![0.0f32; n * cfg.text_dim];
-    for row in texts.chunks_mut(cfg.text_dim) {
-        row.iter_mut().for_each(|v| *v = if rng.uniform() < keep { rng.uniform() as f32 } else { 0.0 });
-        let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
-        row.iter_mut().for_each(|v| *v /= norm);
-    }
-    let mut noise = vec![0.0; n * cfg.noise_dim];
-    rng.fill_normal(&mut noise, 0.0, 1.0);
-    (images, texts, noise)
 }
 
 /// Warm-up, then `iters` timed full iterations (D step + G step, with both Adam steps)

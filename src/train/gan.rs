@@ -230,3 +230,21 @@ fn adam_update<B: Backend>(be: &B, base: &AdamParams, params: Vec<&mut Param<B>>
     }
     Ok(())
 }
+
+/// Host inputs shaped like real ones, for timing: images in [-1, 1], sparse non-negative
+/// unit text vectors (about 8 non-zero entries), standard-normal noise.
+pub fn synthetic_batch(cfg: &ModelConfig, n: usize, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let mut rng = Rng::derive(seed, "bench-batch");
+    let mut images = vec![0.0; n * 3 * cfg.size * cfg.size];
+    rng.fill_uniform(&mut images, -1.0, 1.0);
+    let keep = (8.0 / cfg.text_dim as f64).min(1.0);
+    let mut texts = vec![0.0f32; n * cfg.text_dim];
+    for row in texts.chunks_mut(cfg.text_dim) {
+        row.iter_mut().for_each(|v| *v = if rng.uniform() < keep { rng.uniform() as f32 } else { 0.0 });
+        let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+        row.iter_mut().for_each(|v| *v /= norm);
+    }
+    let mut noise = vec![0.0; n * cfg.noise_dim];
+    rng.fill_normal(&mut noise, 0.0, 1.0);
+    (images, texts, noise)
+}

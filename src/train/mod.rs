@@ -3,6 +3,6 @@
 pub mod checkpoint;
 pub mod gan;
 
-pub use gan::{Gan, Hyper, StepInputs, StepStats};
+pub use gan::{synthetic_batch, Gan, Hyper, StepInputs, StepStats};
 pub mod report;
 pub mod run;
