@@ -38,6 +38,12 @@ impl Geo {
     fn plane(&self) -> usize {
         self.h * self.w
     }
+    /// The window covers the whole plane exactly once (one position, no padding): the
+    /// column matrix of image `j` is then its plane stack as one column, so
+    /// `cols = planes^T` and the convolution is a plain matrix product.
+    fn is_dense(&self) -> bool {
+        self.ho == 1 && self.wo == 1 && self.pad == 0 && self.k == self.h && self.k == self.w
+    }
     /// Input coordinate of window position `o` at kernel offset `kk`, if inside the plane.
     #[inline(always)]
     fn src(&self, o: usize, kk: usize, size: usize) -> Option<usize> {
@@ -97,6 +103,43 @@ fn im2col<T: Elem>(g: &Geo, planes: &[T], n0: usize, nc: usize, cols: &mut [T]) 
                             } else {
                                 for (v, s) in line[lo..hi].iter_mut().zip(srow[start..].iter().step_by(g.stride)) {
                                     *v = *s;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// The transpose of `im2col`: `rows[j * P + o, row] = cols[row, j * P + o]`, one
+/// contiguous `c * k * k` row per window position. The parameter-gradient GEMM reduces
+/// over window positions, and the GEMM runs about twice as fast with that operand
+/// row-major as with the column matrix read transposed.
+fn im2row<T: Elem>(g: &Geo, planes: &[T], n0: usize, nc: usize, rows: &mut [T]) {
+    let kd = g.rows();
+    let img = g.c * g.plane();
+    rows[..nc * g.cols_per_image() * kd].par_chunks_mut(g.wo * kd).enumerate().for_each(|(line, out)| {
+        let (j, oy) = (line / g.ho, line % g.ho);
+        let src = &planes[(n0 + j) * img..][..img];
+        for ox in 0..g.wo {
+            let dst = &mut out[ox * kd..(ox + 1) * kd];
+            let ix0 = (ox * g.stride) as isize - g.pad as isize;
+            let inside = ix0 >= 0 && ix0 as usize + g.k <= g.w;
+            for ky in 0..g.k {
+                let iy = g.src(oy, ky, g.h);
+                for c in 0..g.c {
+                    let d = &mut dst[(c * g.k + ky) * g.k..][..g.k];
+                    match iy {
+                        None => d.fill(T::zero()),
+                        Some(iy) => {
+                            let srow = &src[c * g.plane() + iy * g.w..][..g.w];
+                            if inside {
+                                d.copy_from_slice(&srow[ix0 as usize..ix0 as usize + g.k]);
+                            } else {
+                                for (kx, v) in d.iter_mut().enumerate() {
+                                    *v = g.src(ox, kx, g.w).map_or(T::zero(), |ix| srow[ix]);
                                 }
                             }
                         }
@@ -192,6 +235,15 @@ fn for_each_chunk<T: Elem>(be: &CpuBackend<T>, g: &Geo, n: usize, other: usize, 
 pub fn conv2d_forward<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T]) {
     let g = Geo::conv2d(p);
     let (co, kdim, pp) = (p.c_out as usize, g.rows(), g.cols_per_image());
+    if g.is_dense() {
+        // y[n, co] = x[n, kdim] . w^T[kdim, co]
+        let n = p.n as usize;
+        matmul(n, co, kdim, y, co, false, x, kdim as isize, 1, w, 1, kdim as isize);
+        if let Some(b) = bias {
+            add_bias(y, co, 1, 0, n, b);
+        }
+        return;
+    }
     for_each_chunk(be, &g, p.n as usize, co, |n0, nc, ld, cols, tmp| {
         im2col(&g, x, n0, nc, cols);
         matmul(co, ld, kdim, tmp, ld, false, w, kdim as isize, 1, cols, ld as isize, 1);
@@ -202,6 +254,11 @@ pub fn conv2d_forward<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: &[T], w: &
 pub fn conv2d_backward_input<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, dy: &[T], w: &[T], dx: &mut [T]) {
     let g = Geo::conv2d(p);
     let (co, kdim, pp) = (p.c_out as usize, g.rows(), g.cols_per_image());
+    if g.is_dense() {
+        // dx[n, kdim] = dy[n, co] . w[co, kdim]
+        matmul(p.n as usize, kdim, co, dx, kdim, false, dy, co as isize, 1, w, kdim as isize, 1);
+        return;
+    }
     for_each_chunk(be, &g, p.n as usize, co, |n0, nc, ld, cols, tmp| {
         gather(dy, co, pp, n0, nc, tmp);
         // cols[kdim, ld] = w^T[kdim, co] . dy[co, ld]
@@ -213,17 +270,31 @@ pub fn conv2d_backward_input<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, dy: &[
 pub fn conv2d_backward_params<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: &[T], dy: &[T], dw: &mut [T]) {
     let g = Geo::conv2d(p);
     let (co, kdim, pp) = (p.c_out as usize, g.rows(), g.cols_per_image());
+    if g.is_dense() {
+        // dw[co, kdim] += dy^T[co, n] . x[n, kdim]
+        matmul(co, kdim, p.n as usize, dw, kdim, true, dy, 1, co as isize, x, kdim as isize, 1);
+        return;
+    }
     for_each_chunk(be, &g, p.n as usize, co, |n0, nc, ld, cols, tmp| {
-        im2col(&g, x, n0, nc, cols);
+        im2row(&g, x, n0, nc, cols);
         gather(dy, co, pp, n0, nc, tmp);
-        // dw[co, kdim] += dy[co, ld] . cols^T[ld, kdim]
-        matmul(co, kdim, ld, dw, kdim, true, tmp, ld as isize, 1, cols, 1, ld as isize);
+        // dw[co, kdim] += dy[co, ld] . rows[ld, kdim]
+        matmul(co, kdim, ld, dw, kdim, true, tmp, ld as isize, 1, cols, kdim as isize, 1);
     });
 }
 
 pub fn conv_transpose2d_forward<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T]) {
     let g = Geo::conv_transpose2d(p);
     let (ci, kdim, pp) = (p.c_in as usize, g.rows(), g.cols_per_image());
+    if g.is_dense() {
+        // y[n, kdim] = x[n, ci] . w[ci, kdim]
+        let n = p.n as usize;
+        matmul(n, kdim, ci, y, kdim, false, x, ci as isize, 1, w, kdim as isize, 1);
+        if let Some(b) = bias {
+            add_bias(y, g.c, g.plane(), 0, n, b);
+        }
+        return;
+    }
     for_each_chunk(be, &g, p.n as usize, ci, |n0, nc, ld, cols, tmp| {
         gather(x, ci, pp, n0, nc, tmp);
         // cols[kdim, ld] = w^T[kdim, ci] . x[ci, ld]   (w is [ci, kdim])
@@ -238,6 +309,11 @@ pub fn conv_transpose2d_forward<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: 
 pub fn conv_transpose2d_backward_input<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, dy: &[T], w: &[T], dx: &mut [T]) {
     let g = Geo::conv_transpose2d(p);
     let (ci, kdim, pp) = (p.c_in as usize, g.rows(), g.cols_per_image());
+    if g.is_dense() {
+        // dx[n, ci] = dy[n, kdim] . w^T[kdim, ci]
+        matmul(p.n as usize, ci, kdim, dx, ci, false, dy, kdim as isize, 1, w, 1, kdim as isize);
+        return;
+    }
     for_each_chunk(be, &g, p.n as usize, ci, |n0, nc, ld, cols, tmp| {
         im2col(&g, dy, n0, nc, cols);
         // dx[ci, ld] = w[ci, kdim] . cols[kdim, ld]
@@ -249,10 +325,15 @@ pub fn conv_transpose2d_backward_input<T: Elem>(be: &CpuBackend<T>, p: &ConvPara
 pub fn conv_transpose2d_backward_params<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: &[T], dy: &[T], dw: &mut [T]) {
     let g = Geo::conv_transpose2d(p);
     let (ci, kdim, pp) = (p.c_in as usize, g.rows(), g.cols_per_image());
+    if g.is_dense() {
+        // dw[ci, kdim] += x^T[ci, n] . dy[n, kdim]
+        matmul(ci, kdim, p.n as usize, dw, kdim, true, x, 1, ci as isize, dy, kdim as isize, 1);
+        return;
+    }
     for_each_chunk(be, &g, p.n as usize, ci, |n0, nc, ld, cols, tmp| {
         gather(x, ci, pp, n0, nc, tmp);
-        im2col(&g, dy, n0, nc, cols);
-        // dw[ci, kdim] += x[ci, ld] . cols^T[ld, kdim]
-        matmul(ci, kdim, ld, dw, kdim, true, tmp, ld as isize, 1, cols, 1, ld as isize);
+        im2row(&g, dy, n0, nc, cols);
+        // dw[ci, kdim] += x[ci, ld] . rows[ld, kdim]
+        matmul(ci, kdim, ld, dw, kdim, true, tmp, ld as isize, 1, cols, kdim as isize, 1);
     });
 }
