@@ -94,6 +94,52 @@ fn frozen_layers_compute_input_gradients_only() {
     }
 }
 
+/// The training paths that skip input gradients of data (`backward_params`,
+/// `backward_image`) leave exactly the parameter and image gradients of the full backward.
+#[test]
+fn parameter_only_backward_matches_the_full_backward() {
+    let be = Cpu64::new();
+    let cfg = gradcheck::small_config();
+    let mut rng = Rng::new(5);
+    let mut g = Generator::new(&be, &cfg, &mut rng).unwrap();
+    let mut d = Discriminator::new(&be, &cfg, &mut rng).unwrap();
+    let n = 3;
+    let mut v = |len: usize, rng: &mut Rng| {
+        let mut x = vec![0.0f32; len];
+        rng.fill_normal(&mut x, 0.0, 0.7);
+        x
+    };
+    let z = Tensor::from_f32(&be, Shape::new(n, cfg.noise_dim, 1, 1), &v(n * cfg.noise_dim, &mut rng)).unwrap();
+    let t = Tensor::from_f32(&be, Shape::new(n, cfg.text_dim, 1, 1), &v(n * cfg.text_dim, &mut rng)).unwrap();
+    let dl = Tensor::from_f32(&be, Shape::new(n, 1, 1, 1), &[0.3, -0.7, 0.2]).unwrap();
+    let grads = |ps: Vec<&gan_engine::nn::Param<Cpu64>>| ps.iter().map(|p| p.grad.clone()).collect::<Vec<_>>();
+
+    let img = g.forward(&be, &z, &t, Mode::Train).unwrap();
+    d.zero_grad(&be).unwrap();
+    d.forward(&be, &img, &t, Mode::Train).unwrap();
+    let (full_dimg, _) = d.backward(&be, &dl).unwrap();
+    let (full_dimg, full_d) = (full_dimg.to_f64(&be).unwrap(), grads(d.params()));
+    d.zero_grad(&be).unwrap();
+    d.forward(&be, &img, &t, Mode::Train).unwrap();
+    d.backward_params(&be, &dl).unwrap();
+    assert_eq!(grads(d.params()), full_d, "discriminator parameter gradients differ");
+    d.zero_grad(&be).unwrap();
+    d.forward(&be, &img, &t, Mode::Train).unwrap();
+    let dimg = d.backward_image(&be, &dl).unwrap();
+    assert_eq!(dimg.to_f64(&be).unwrap(), full_dimg, "image gradient differs");
+    assert_eq!(grads(d.params()), full_d, "backward_image must still accumulate unfrozen gradients");
+
+    g.zero_grad(&be).unwrap();
+    g.forward(&be, &z, &t, Mode::Train).unwrap();
+    g.backward(&be, &dimg).unwrap();
+    let full_g = grads(g.params());
+    assert!(full_g.iter().all(|gr| gr.iter().any(|&x| x != 0.0)));
+    g.zero_grad(&be).unwrap();
+    g.forward(&be, &z, &t, Mode::Train).unwrap();
+    g.backward_params(&be, &dimg).unwrap();
+    assert_eq!(grads(g.params()), full_g, "generator parameter gradients differ");
+}
+
 /// Parameter gradients accumulate (+=); activation gradients are written (=).
 #[test]
 fn parameter_gradients_accumulate_and_input_gradients_overwrite() {

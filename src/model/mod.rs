@@ -96,6 +96,12 @@ impl<B: Backend> Generator<B> {
         self.input.backward(be, &dz)
     }
 
+    /// Parameter gradients only (training): the noise and text need no gradient, so the
+    /// first layer skips its input-gradient op.
+    pub fn backward_params(&mut self, be: &B, dimage: &Tensor<B>) -> Result<()> {
+        self.main.backward_params(be, dimage)
+    }
+
     pub fn layers(&self) -> Vec<(String, &dyn Layer<B>, Shape)> {
         let mut s = self.input_shape(1);
         let mut rows = Vec::new();
@@ -163,6 +169,24 @@ impl<B: Backend> Discriminator<B> {
         let dtext = self.text.backward(be, &dt)?;
         let dimage = self.main.backward(be, &dfeatures)?;
         Ok((dimage, dtext))
+    }
+
+    /// Parameter gradients only (the D step: images and text are data, so the first
+    /// layers skip their input-gradient ops).
+    pub fn backward_params(&mut self, be: &B, dlogits: &Tensor<B>) -> Result<()> {
+        let djoined = self.head.backward(be, dlogits)?;
+        let (dfeatures, dt) = self.concat.backward(be, &djoined)?;
+        self.text.backward_params(be, &dt)?;
+        self.main.backward_params(be, &dfeatures)
+    }
+
+    /// The image gradient (the G step), plus parameter gradients unless frozen; the text
+    /// input gets none.
+    pub fn backward_image(&mut self, be: &B, dlogits: &Tensor<B>) -> Result<Tensor<B>> {
+        let djoined = self.head.backward(be, dlogits)?;
+        let (dfeatures, dt) = self.concat.backward(be, &djoined)?;
+        self.text.backward_params(be, &dt)?;
+        self.main.backward(be, &dfeatures)
     }
 
     pub fn layers(&self) -> Vec<(String, &dyn Layer<B>, Shape)> {

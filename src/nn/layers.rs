@@ -78,23 +78,31 @@ impl<B: Backend> Layer<B> for Conv<B> {
         let x = saved(&self.x, "conv")?.clone();
         let p = self.params_for(x.shape);
         let dx = self.dx.get(be, x.shape)?;
-        let (xb, dyb) = (x.buf.borrow(), dy.buf.borrow());
+        let dyb = dy.buf.borrow();
         let mut dxb = dx.buf.borrow_mut();
         if self.transposed {
             be.conv_transpose2d_backward_input(&p, &dyb, &self.weight.value, &mut dxb)?;
         } else {
             be.conv2d_backward_input(&p, &dyb, &self.weight.value, &mut dxb)?;
         }
-        if !self.frozen {
-            let db = self.bias.as_mut().map(|b| &mut b.grad);
-            if self.transposed {
-                be.conv_transpose2d_backward_params(&p, &xb, &dyb, &mut self.weight.grad, db)?;
-            } else {
-                be.conv2d_backward_params(&p, &xb, &dyb, &mut self.weight.grad, db)?;
-            }
-        }
-        drop(dxb);
+        drop((dyb, dxb));
+        self.backward_params_only(be, dy)?;
         Ok(dx)
+    }
+    fn backward_params_only(&mut self, be: &B, dy: &Tensor<B>) -> Result<()> {
+        if self.frozen {
+            return Ok(());
+        }
+        let x = saved(&self.x, "conv")?.clone();
+        let p = self.params_for(x.shape);
+        let (xb, dyb) = (x.buf.borrow(), dy.buf.borrow());
+        let db = self.bias.as_mut().map(|b| &mut b.grad);
+        let r = if self.transposed {
+            be.conv_transpose2d_backward_params(&p, &xb, &dyb, &mut self.weight.grad, db)
+        } else {
+            be.conv2d_backward_params(&p, &xb, &dyb, &mut self.weight.grad, db)
+        };
+        r
     }
     fn params(&self) -> Vec<&Param<B>> {
         std::iter::once(&self.weight).chain(self.bias.as_ref()).collect()
@@ -339,12 +347,18 @@ impl<B: Backend> Layer<B> for Linear<B> {
         let x = saved(&self.x, "linear")?.clone();
         let p = self.params_for(x.shape);
         let dx = self.dx.get(be, x.shape)?;
-        let dyb = dy.buf.borrow();
-        be.linear_backward_input(&p, &dyb, &self.weight.value, &mut dx.buf.borrow_mut())?;
-        if !self.frozen {
-            be.linear_backward_params(&p, &x.buf.borrow(), &dyb, &mut self.weight.grad, self.bias.as_mut().map(|b| &mut b.grad))?;
-        }
+        be.linear_backward_input(&p, &dy.buf.borrow(), &self.weight.value, &mut dx.buf.borrow_mut())?;
+        self.backward_params_only(be, dy)?;
         Ok(dx)
+    }
+    fn backward_params_only(&mut self, be: &B, dy: &Tensor<B>) -> Result<()> {
+        if self.frozen {
+            return Ok(());
+        }
+        let x = saved(&self.x, "linear")?.clone();
+        let p = self.params_for(x.shape);
+        let (xb, dyb) = (x.buf.borrow(), dy.buf.borrow());
+        be.linear_backward_params(&p, &xb, &dyb, &mut self.weight.grad, self.bias.as_mut().map(|b| &mut b.grad))
     }
     fn params(&self) -> Vec<&Param<B>> {
         std::iter::once(&self.weight).chain(self.bias.as_ref()).collect()

@@ -170,6 +170,12 @@ pub trait Layer<B: Backend> {
     }
     fn forward(&mut self, be: &B, x: &Tensor<B>, mode: Mode) -> Result<Tensor<B>>;
     fn backward(&mut self, be: &B, dy: &Tensor<B>) -> Result<Tensor<B>>;
+    /// Backward when nothing needs `dx` (the layer's input is data): only the parameter
+    /// gradients, if any and unless frozen. Layers with parameters skip their
+    /// `backward_input` op here; the default runs the full backward.
+    fn backward_params_only(&mut self, be: &B, dy: &Tensor<B>) -> Result<()> {
+        self.backward(be, dy).map(|_| ())
+    }
     fn params(&self) -> Vec<&Param<B>> {
         Vec::new()
     }
@@ -207,6 +213,16 @@ impl<B: Backend> Sequential<B> {
             g = l.backward(be, &g)?;
         }
         Ok(g)
+    }
+    /// Backward when the input's gradient is not needed: the first layer skips its
+    /// input-gradient op.
+    pub fn backward_params(&mut self, be: &B, dy: &Tensor<B>) -> Result<()> {
+        let Some((first, rest)) = self.layers.split_first_mut() else { return Ok(()) };
+        let mut g = dy.clone();
+        for l in rest.iter_mut().rev() {
+            g = l.backward(be, &g)?;
+        }
+        first.backward_params_only(be, &g)
     }
     pub fn set_frozen(&mut self, frozen: bool) {
         self.layers.iter_mut().for_each(|l| l.set_frozen(frozen));

@@ -133,10 +133,14 @@ impl<B: Backend> Gan<B> {
 
     /// One BCE term on logits: writes its loss/probability pair and the logits'
     /// gradient into `io.dlogits`, and backpropagates it through D.
-    fn d_term(be: &B, d: &mut Discriminator<B>, dlogits: &Tensor<B>, logits: &Tensor<B>, p: &BceParams, out: &mut B::Buf) -> Result<Tensor<B>> {
+    fn d_term(be: &B, d: &mut Discriminator<B>, dlogits: &Tensor<B>, logits: &Tensor<B>, p: &BceParams, out: &mut B::Buf) -> Result<()> {
+        Self::bce(be, dlogits, logits, p, out)?;
+        d.backward_params(be, dlogits)
+    }
+
+    fn bce(be: &B, dlogits: &Tensor<B>, logits: &Tensor<B>, p: &BceParams, out: &mut B::Buf) -> Result<()> {
         be.bce_with_logits_forward(p, &logits.buf.borrow(), out)?;
-        be.bce_with_logits_backward_input(p, &logits.buf.borrow(), &mut dlogits.buf.borrow_mut())?;
-        Ok(d.backward(be, dlogits)?.0)
+        be.bce_with_logits_backward_input(p, &logits.buf.borrow(), &mut dlogits.buf.borrow_mut())
     }
 
     /// The D step's gradients (accumulated into D's zeroed gradients); returns the fake
@@ -167,9 +171,9 @@ impl<B: Backend> Gan<B> {
         self.g.zero_grad(be)?;
         self.d.set_frozen(true);
         let logits = self.d.forward(be, fake, &io.texts, Mode::Train)?;
-        let dimage = Self::d_term(be, &mut self.d, &io.dlogits, &logits, &BceParams { n, target: 1.0, scale: 1.0 }, &mut io.loss_g);
+        let dimage = Self::bce(be, &io.dlogits, &logits, &BceParams { n, target: 1.0, scale: 1.0 }, &mut io.loss_g).and_then(|_| self.d.backward_image(be, &io.dlogits));
         self.d.set_frozen(false);
-        self.g.backward(be, &dimage?)?;
+        self.g.backward_params(be, &dimage?)?;
         Ok(())
     }
 
