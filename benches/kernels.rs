@@ -16,7 +16,7 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use gan_engine::backend::cpu::Cpu;
 use gan_engine::backend::cuda::GpuBackend;
-use gan_engine::backend::{ActParams, AdamParams, Backend, BatchNormParams, BceParams, ConcatParams, ConvParams, LinearParams};
+use gan_engine::backend::{ActParams, AdamParams, Backend, BatchNormParams, BceParams, ConcatParams, ConvParams, LinearParams, BN_ACT_NONE};
 use gan_engine::model::{Discriminator, Generator, ModelConfig, Module};
 use gan_engine::nn::Shape;
 use gan_engine::rng::Rng;
@@ -82,8 +82,8 @@ fn cases<B: Backend>(be: &B, cfg: &ModelConfig, n: usize) -> Vec<Case> {
             let c_out = layer.out_shape(x).c;
             let p = if transposed { ConvParams::conv_transpose2d(n, x.c, x.h, x.w, c_out, k, s, p) } else { ConvParams::conv2d(n, x.c, x.h, x.w, c_out, k, s, p) };
             Op::Conv { transposed, p }
-        } else if describe.starts_with("BatchNorm2d") {
-            Op::BatchNorm(BatchNormParams { n: n as i32, c: x.c as i32, hw: x.hw() as i32, eps: 1e-5, momentum: 0.1 })
+        } else if let Some(p) = layer.batchnorm_params(x.with_batch(n)) {
+            Op::BatchNorm(p)
         } else if describe.starts_with("Linear") {
             Op::Linear(LinearParams { n: n as i32, in_features: x.per_image() as i32, out_features: layer.out_shape(x).c as i32 })
         } else {
@@ -165,10 +165,12 @@ fn bench_case<B: Backend>(be: &B, group: &mut criterion::BenchmarkGroup<'_, crit
             group.bench_function(id("forward_train"), |b| {
                 b.iter_custom(|it| timed(be, it, || be.batchnorm2d_forward_train(p, &x, &gamma, &beta, &mut rm, &mut rv, &mut mean, &mut invstd, &mut y).unwrap()))
             });
-            group.throughput(Throughput::BytesDecimal(3 * bytes));
-            group.bench_function(id("backward_input"), |b| b.iter_custom(|it| timed(be, it, || be.batchnorm2d_backward_input(p, &x, &dy, &gamma, &mean, &invstd, &mut dx).unwrap())));
-            group.throughput(Throughput::BytesDecimal(2 * bytes));
-            group.bench_function(id("backward_params"), |b| b.iter_custom(|it| timed(be, it, || be.batchnorm2d_backward_params(p, &x, &dy, &mean, &invstd, &mut dg, &mut db).unwrap())));
+            // A fused activation adds its output y to what the backward passes read.
+            let fused = u64::from(p.act != BN_ACT_NONE);
+            group.throughput(Throughput::BytesDecimal((3 + fused) * bytes));
+            group.bench_function(id("backward_input"), |b| b.iter_custom(|it| timed(be, it, || be.batchnorm2d_backward_input(p, &x, &y, &dy, &gamma, &mean, &invstd, &mut dx).unwrap())));
+            group.throughput(Throughput::BytesDecimal((2 + fused) * bytes));
+            group.bench_function(id("backward_params"), |b| b.iter_custom(|it| timed(be, it, || be.batchnorm2d_backward_params(p, &x, &y, &dy, &mean, &invstd, &mut dg, &mut db).unwrap())));
         }
         Op::Act { kind, p } => {
             let len = p.len as usize;

@@ -1,5 +1,7 @@
 // batchnorm2d over NCHW, statistics per channel (PyTorch conventions: biased variance to
-// normalise, unbiased variance into running_var, running = (1 - m) running + m batch).
+// normalise, unbiased variance into running_var, running = (1 - m) running + m batch),
+// with an optional fused ReLU / LeakyReLU on the output (p.act): the forward writes
+// act(bn(x)) and both backward passes fold act'(y) into dy as they read it.
 //
 // The training-mode kernels run one block of REDUCE_THREADS per channel, so a channel's
 // statistics come from one block reduction (warp shuffles, then one value per warp in
@@ -10,6 +12,37 @@
 
 __device__ __forceinline__ long long bn_index(const BatchNormParams& p, int c, int e) {
     return ((long long)(e / p.hw) * p.c + c) * p.hw + e % p.hw;
+}
+
+// The fused activation on a normalised value.
+__device__ __forceinline__ float bn_act(const BatchNormParams& p, float v) {
+    if (p.act == BN_ACT_NONE || v > 0.0f) return v;
+    return p.act == BN_ACT_RELU ? 0.0f : v * p.slope;
+}
+
+// dy times the fused activation's derivative, read from the sign of its output y (y is
+// not read without an activation).
+__device__ __forceinline__ float bn_pre_grad(const BatchNormParams& p, const float* __restrict__ y, long long i,
+                                             float dy) {
+    if (p.act == BN_ACT_NONE || y[i] > 0.0f) return dy;
+    return p.act == BN_ACT_RELU ? 0.0f : dy * p.slope;
+}
+
+// Per-channel sums of g = dy act'(y) and of g xhat over the batch and grid, reduced in
+// the block: the statistics both backward passes need.
+__device__ __forceinline__ void bn_grad_sums(const BatchNormParams& p, int c, const float* __restrict__ x,
+                                             const float* __restrict__ y, const float* __restrict__ dy, float mu,
+                                             float is, float* scratch, float& sg, float& sgx) {
+    const int count = p.n * p.hw;
+    float a = 0.0f, b = 0.0f;
+    for (int e = threadIdx.x; e < count; e += blockDim.x) {
+        const long long i = bn_index(p, c, e);
+        const float g = bn_pre_grad(p, y, i, dy[i]);
+        a += g;
+        b += g * (x[i] - mu) * is;
+    }
+    sg = block_sum(a, scratch);
+    sgx = block_sum(b, scratch);
 }
 
 extern "C" __global__ void __launch_bounds__(REDUCE_THREADS)
@@ -43,7 +76,7 @@ batchnorm2d_forward_train_f32(BatchNormParams p, const float* __restrict__ x, co
     const float scale = gamma[c] * is, shift = beta[c] - mu * scale;
     for (int e = threadIdx.x; e < count; e += blockDim.x) {
         const long long i = bn_index(p, c, e);
-        y[i] = fmaf(x[i], scale, shift);
+        y[i] = bn_act(p, fmaf(x[i], scale, shift));
     }
 }
 
@@ -56,53 +89,41 @@ batchnorm2d_forward_infer_f32(BatchNormParams p, const float* __restrict__ x, co
     if (i >= (long long)p.n * p.c * p.hw) return;
     const int c = (int)((i / p.hw) % p.c);
     const float scale = gamma[c] * rsqrtf(running_var[c] + p.eps);
-    y[i] = (x[i] - running_mean[c]) * scale + beta[c];
+    y[i] = bn_act(p, (x[i] - running_mean[c]) * scale + beta[c]);
 }
 
-// dx = gamma invstd (dy - mean(dy) - xhat mean(dy xhat)), one block per channel.
+// dx = gamma invstd (g - mean(g) - xhat mean(g xhat)) with g = dy act'(y), one block per
+// channel.
 extern "C" __global__ void __launch_bounds__(REDUCE_THREADS)
-batchnorm2d_backward_input_f32(BatchNormParams p, const float* __restrict__ x, const float* __restrict__ dy,
-                               const float* __restrict__ gamma, const float* __restrict__ mean,
-                               const float* __restrict__ invstd, float* __restrict__ dx) {
+batchnorm2d_backward_input_f32(BatchNormParams p, const float* __restrict__ x, const float* __restrict__ y,
+                               const float* __restrict__ dy, const float* __restrict__ gamma,
+                               const float* __restrict__ mean, const float* __restrict__ invstd,
+                               float* __restrict__ dx) {
     DYNAMIC_SHARED(float, scratch);
     const int c = blockIdx.x;
     const int count = p.n * p.hw;
     const float mu = mean[c], is = invstd[c];
-    float sg = 0.0f, sgx = 0.0f;
-    for (int e = threadIdx.x; e < count; e += blockDim.x) {
-        const long long i = bn_index(p, c, e);
-        const float g = dy[i];
-        sg += g;
-        sgx += g * (x[i] - mu) * is;
-    }
-    const float mdy = block_sum(sg, scratch) / (float)count;
-    const float mdyx = block_sum(sgx, scratch) / (float)count;
+    float sg, sgx;
+    bn_grad_sums(p, c, x, y, dy, mu, is, scratch, sg, sgx);
+    const float mg = sg / (float)count, mgx = sgx / (float)count;
     const float k = gamma[c] * is;
     for (int e = threadIdx.x; e < count; e += blockDim.x) {
         const long long i = bn_index(p, c, e);
         const float xhat = (x[i] - mu) * is;
-        dx[i] = k * (dy[i] - mdy - xhat * mdyx);
+        dx[i] = k * (bn_pre_grad(p, y, i, dy[i]) - mg - xhat * mgx);
     }
 }
 
-// dgamma[c] += sum dy xhat, dbeta[c] += sum dy, one block per channel.
+// dgamma[c] += sum g xhat, dbeta[c] += sum g, one block per channel.
 extern "C" __global__ void __launch_bounds__(REDUCE_THREADS)
-batchnorm2d_backward_params_f32(BatchNormParams p, const float* __restrict__ x, const float* __restrict__ dy,
-                                const float* __restrict__ mean, const float* __restrict__ invstd,
-                                float* __restrict__ dgamma, float* __restrict__ dbeta) {
+batchnorm2d_backward_params_f32(BatchNormParams p, const float* __restrict__ x, const float* __restrict__ y,
+                                const float* __restrict__ dy, const float* __restrict__ mean,
+                                const float* __restrict__ invstd, float* __restrict__ dgamma,
+                                float* __restrict__ dbeta) {
     DYNAMIC_SHARED(float, scratch);
     const int c = blockIdx.x;
-    const int count = p.n * p.hw;
-    const float mu = mean[c], is = invstd[c];
-    float sg = 0.0f, sgx = 0.0f;
-    for (int e = threadIdx.x; e < count; e += blockDim.x) {
-        const long long i = bn_index(p, c, e);
-        const float g = dy[i];
-        sg += g;
-        sgx += g * (x[i] - mu) * is;
-    }
-    sg = block_sum(sg, scratch);
-    sgx = block_sum(sgx, scratch);
+    float sg, sgx;
+    bn_grad_sums(p, c, x, y, dy, mean[c], invstd[c], scratch, sg, sgx);
     if (threadIdx.x == 0) {
         dbeta[c] += sg;
         dgamma[c] += sgx;

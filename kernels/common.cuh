@@ -15,9 +15,15 @@
 struct ConvParams {
     int n, c_in, h_in, w_in, c_out, h_out, w_out, k, stride, pad;
 };
+// The activation fused into batchnorm's output (BatchNormParams::act).
+#define BN_ACT_NONE 0
+#define BN_ACT_RELU 1
+#define BN_ACT_LEAKY_RELU 2
 struct BatchNormParams {
     int n, c, hw;
     float eps, momentum;
+    int act;
+    float slope;
 };
 struct ActParams {
     int len;

@@ -9,7 +9,7 @@
 //! to rounding do not divide by zero. A check passes when its largest error is < 1e-5.
 
 use crate::backend::cpu::Cpu64;
-use crate::backend::{ActParams, Backend, BatchNormParams, BceParams, ConcatParams, ConvParams, LinearParams};
+use crate::backend::{ActParams, Backend, BatchNormParams, BceParams, ConcatParams, ConvParams, LinearParams, BN_ACT_LEAKY_RELU, BN_ACT_NONE, BN_ACT_RELU};
 use crate::model::{Discriminator, Generator, ModelConfig, Module};
 use crate::nn::{ActKind, Activation, BatchNorm2d, Conv, Layer, Linear, Mode, Shape, Tensor};
 use crate::rng::Rng;
@@ -158,23 +158,26 @@ pub fn op_checks() -> Result<Vec<CheckResult>> {
         conv_checks(&h, &mut rng, true, p, label, &mut out)?;
     }
 
-    // batchnorm2d, training mode (gradients flow through the batch statistics).
-    let p = BatchNormParams { n: 3, c: 4, hw: 5, eps: 1e-5, momentum: 0.1 };
-    let (x, gamma, beta, r) = (rand_vec(&mut rng, p.len()), rand_vec(&mut rng, 4), rand_vec(&mut rng, 4), rand_vec(&mut rng, p.len()));
-    let fwd = |x: &[f64], g: &[f64], b: &[f64]| -> Result<f64> {
+    // batchnorm2d, training mode (gradients flow through the batch statistics), plain
+    // and with each fused activation.
+    for (label, act, slope) in [("", BN_ACT_NONE, 0.0), ("+relu ", BN_ACT_RELU, 0.0), ("+leaky_relu ", BN_ACT_LEAKY_RELU, 0.2)] {
+        let p = BatchNormParams::new(3, 4, 5, 1e-5, 0.1).with_act(act, slope);
+        let (x, gamma, beta, r) = (rand_vec(&mut rng, p.len()), rand_vec(&mut rng, 4), rand_vec(&mut rng, 4), rand_vec(&mut rng, p.len()));
+        let fwd = |x: &[f64], g: &[f64], b: &[f64]| -> Result<f64> {
+            let (mut rm, mut rv, mut mean, mut inv, mut y) = (be.alloc(4)?, be.alloc(4)?, be.alloc(4)?, be.alloc(4)?, be.alloc(p.len())?);
+            be.batchnorm2d_forward_train(&p, &h.buf(x)?, &h.buf(g)?, &h.buf(b)?, &mut rm, &mut rv, &mut mean, &mut inv, &mut y)?;
+            Ok(dot(&y, &r))
+        };
         let (mut rm, mut rv, mut mean, mut inv, mut y) = (be.alloc(4)?, be.alloc(4)?, be.alloc(4)?, be.alloc(4)?, be.alloc(p.len())?);
-        be.batchnorm2d_forward_train(&p, &h.buf(x)?, &h.buf(g)?, &h.buf(b)?, &mut rm, &mut rv, &mut mean, &mut inv, &mut y)?;
-        Ok(dot(&y, &r))
-    };
-    let (mut rm, mut rv, mut mean, mut inv, mut y) = (be.alloc(4)?, be.alloc(4)?, be.alloc(4)?, be.alloc(4)?, be.alloc(p.len())?);
-    let (xb, gb) = (h.buf(&x)?, h.buf(&gamma)?);
-    be.batchnorm2d_forward_train(&p, &xb, &gb, &h.buf(&beta)?, &mut rm, &mut rv, &mut mean, &mut inv, &mut y)?;
-    let (mut dx, mut dg, mut dbeta) = (be.alloc(p.len())?, be.alloc(4)?, be.alloc(4)?);
-    be.batchnorm2d_backward_input(&p, &xb, &h.buf(&r)?, &gb, &mean, &inv, &mut dx)?;
-    be.batchnorm2d_backward_params(&p, &xb, &h.buf(&r)?, &mean, &inv, &mut dg, &mut dbeta)?;
-    out.push(check_all("batchnorm2d 3x4x5 input", &x, &dx, |v| fwd(v, &gamma, &beta))?);
-    out.push(check_all("batchnorm2d 3x4x5 gamma", &gamma, &dg, |v| fwd(&x, v, &beta))?);
-    out.push(check_all("batchnorm2d 3x4x5 beta", &beta, &dbeta, |v| fwd(&x, &gamma, v))?);
+        let (xb, gb, rb) = (h.buf(&x)?, h.buf(&gamma)?, h.buf(&r)?);
+        be.batchnorm2d_forward_train(&p, &xb, &gb, &h.buf(&beta)?, &mut rm, &mut rv, &mut mean, &mut inv, &mut y)?;
+        let (mut dx, mut dg, mut dbeta) = (be.alloc(p.len())?, be.alloc(4)?, be.alloc(4)?);
+        be.batchnorm2d_backward_input(&p, &xb, &y, &rb, &gb, &mean, &inv, &mut dx)?;
+        be.batchnorm2d_backward_params(&p, &xb, &y, &rb, &mean, &inv, &mut dg, &mut dbeta)?;
+        out.push(check_all(&format!("batchnorm2d {label}3x4x5 input"), &x, &dx, |v| fwd(v, &gamma, &beta))?);
+        out.push(check_all(&format!("batchnorm2d {label}3x4x5 gamma"), &gamma, &dg, |v| fwd(&x, v, &beta))?);
+        out.push(check_all(&format!("batchnorm2d {label}3x4x5 beta"), &beta, &dbeta, |v| fwd(&x, &gamma, v))?);
+    }
 
     // activations
     for kind in ["relu", "leaky_relu", "tanh"] {

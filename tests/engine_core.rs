@@ -104,7 +104,7 @@ fn parameter_only_backward_matches_the_full_backward() {
     let mut g = Generator::new(&be, &cfg, &mut rng).unwrap();
     let mut d = Discriminator::new(&be, &cfg, &mut rng).unwrap();
     let n = 3;
-    let mut v = |len: usize, rng: &mut Rng| {
+    let v = |len: usize, rng: &mut Rng| {
         let mut x = vec![0.0f32; len];
         rng.fill_normal(&mut x, 0.0, 0.7);
         x
@@ -372,7 +372,7 @@ fn cpu_convolutions_match_direct_loops_across_chunks() {
 /// in the statistics keeps f32 close).
 #[test]
 fn batchnorm_f32_matches_f64() {
-    let p = BatchNormParams { n: 8, c: 16, hw: 64, eps: 1e-5, momentum: 0.1 };
+    let p = BatchNormParams::new(8, 16, 64, 1e-5, 0.1);
     let mut rng = Rng::new(21);
     let x: Vec<f64> = (0..p.len()).map(|_| rng.normal() * 4.0 + 10.0).collect();
     let run64 = {

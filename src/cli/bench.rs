@@ -11,7 +11,7 @@
 
 use anyhow::{ensure, Result};
 use gan_engine::backend::device::{self, Opened};
-use gan_engine::backend::{ActParams, AdamParams, Backend, BatchNormParams, BceParams, ConcatParams, ConvParams, LinearParams};
+use gan_engine::backend::{ActParams, AdamParams, Backend, BatchNormParams, BceParams, ConcatParams, ConvParams, LinearParams, BN_ACT_NONE};
 use gan_engine::model::{iteration_flops, ModelConfig};
 use gan_engine::train::{synthetic_batch, Gan, Hyper, StepInputs};
 use std::cell::RefCell;
@@ -306,11 +306,13 @@ impl<B: Backend> Backend for Profiled<B> {
     fn batchnorm2d_forward_infer(&self, p: &BatchNormParams, x: &Self::Buf, gamma: &Self::Buf, beta: &Self::Buf, running_mean: &Self::Buf, running_var: &Self::Buf, y: &mut Self::Buf) -> Result<()> {
         self.time("batchnorm2d_forward_infer", bn_shape(p), 0.0, 2.0 * F32 * p.len() as f64, || self.inner.batchnorm2d_forward_infer(p, x, gamma, beta, running_mean, running_var, y))
     }
-    fn batchnorm2d_backward_input(&self, p: &BatchNormParams, x: &Self::Buf, dy: &Self::Buf, gamma: &Self::Buf, mean: &Self::Buf, invstd: &Self::Buf, dx: &mut Self::Buf) -> Result<()> {
-        self.time("batchnorm2d_backward_input", bn_shape(p), 0.0, 3.0 * F32 * p.len() as f64, || self.inner.batchnorm2d_backward_input(p, x, dy, gamma, mean, invstd, dx))
+    fn batchnorm2d_backward_input(&self, p: &BatchNormParams, x: &Self::Buf, y: &Self::Buf, dy: &Self::Buf, gamma: &Self::Buf, mean: &Self::Buf, invstd: &Self::Buf, dx: &mut Self::Buf) -> Result<()> {
+        let tensors = if p.act == BN_ACT_NONE { 3.0 } else { 4.0 };
+        self.time("batchnorm2d_backward_input", bn_shape(p), 0.0, tensors * F32 * p.len() as f64, || self.inner.batchnorm2d_backward_input(p, x, y, dy, gamma, mean, invstd, dx))
     }
-    fn batchnorm2d_backward_params(&self, p: &BatchNormParams, x: &Self::Buf, dy: &Self::Buf, mean: &Self::Buf, invstd: &Self::Buf, dgamma: &mut Self::Buf, dbeta: &mut Self::Buf) -> Result<()> {
-        self.time("batchnorm2d_backward_params", bn_shape(p), 0.0, 2.0 * F32 * p.len() as f64, || self.inner.batchnorm2d_backward_params(p, x, dy, mean, invstd, dgamma, dbeta))
+    fn batchnorm2d_backward_params(&self, p: &BatchNormParams, x: &Self::Buf, y: &Self::Buf, dy: &Self::Buf, mean: &Self::Buf, invstd: &Self::Buf, dgamma: &mut Self::Buf, dbeta: &mut Self::Buf) -> Result<()> {
+        let tensors = if p.act == BN_ACT_NONE { 2.0 } else { 3.0 };
+        self.time("batchnorm2d_backward_params", bn_shape(p), 0.0, tensors * F32 * p.len() as f64, || self.inner.batchnorm2d_backward_params(p, x, y, dy, mean, invstd, dgamma, dbeta))
     }
 
     fn relu_forward(&self, p: &ActParams, x: &Self::Buf, y: &mut Self::Buf) -> Result<()> {
@@ -362,7 +364,7 @@ impl<B: Backend> Backend for Profiled<B> {
 }
 
 fn bn_shape(p: &BatchNormParams) -> String {
-    format!("n{} c{} hw{}", p.n, p.c, p.hw)
+    format!("n{} c{} hw{}{}", p.n, p.c, p.hw, p.act_label())
 }
 fn act_shape(p: &ActParams) -> String {
     format!("{} values", p.len)

@@ -23,7 +23,7 @@ pub fn run(a: Args) -> Result<()> {
     let mut rng = Rng::new(0);
     let g = Generator::new(&be, &cfg, &mut rng)?;
     let d = Discriminator::new(&be, &cfg, &mut rng)?;
-    println!("{:<26} {:<34} {:>14} {:>12} {:>12}", "layer", "op", "output", "params", "MFLOP/img");
+    println!("{:<26} {:<36} {:>12} {:>12} {:>12}", "layer", "op", "output", "params", "MFLOP/img");
     let mut totals = [(0usize, 0u64); 2];
     for row in layer_table(&g, &d) {
         let t = &mut totals[usize::from(row.name.starts_with("discriminator"))];
@@ -31,11 +31,11 @@ pub fn run(a: Args) -> Result<()> {
         t.1 += row.macs;
         let params = if row.params > 0 { group(row.params as u64) } else { String::new() };
         let mflop = if row.macs > 0 { format!("{:.1}", 2.0 * row.macs as f64 / 1e6) } else { String::new() };
-        println!("{:<26} {:<34} {:>14} {:>12} {:>12}", row.name, row.layer, row.out.to_string(), params, mflop);
+        println!("{:<26} {:<36} {:>12} {:>12} {:>12}", row.name, row.layer, row.out.to_string(), params, mflop);
     }
     debug_assert_eq!(totals[0].0, g.param_count());
     for (label, (params, macs)) in ["generator", "discriminator"].iter().zip(totals) {
-        println!("{:<26} {:<34} {:>14} {:>12} {:>12.1}", format!("total {label}"), "", "", group(params as u64), 2.0 * macs as f64 / 1e6);
+        println!("{:<26} {:<36} {:>12} {:>12} {:>12.1}", format!("total {label}"), "", "", group(params as u64), 2.0 * macs as f64 / 1e6);
     }
     let gflop = iteration_flops(&g, &d, a.batch) / 1e9;
     println!(

@@ -64,18 +64,19 @@ impl<B: Backend> Generator<B> {
     pub fn new(be: &B, cfg: &ModelConfig, rng: &mut Rng) -> Result<Self> {
         cfg.validate()?;
         let mut layers: Vec<Box<dyn Layer<B>>> = Vec::new();
-        let name = |i: usize| format!("generator.main.{i}");
+        // PyTorch's index of the next layer: a batchnorm with its fused activation
+        // stands for two.
+        let name = |layers: &[Box<dyn Layer<B>>]| format!("generator.main.{}", next_index(layers));
         let mut ch = cfg.top_channels();
         let mut c_in = cfg.noise_dim + cfg.text_dim;
         for b in 0..cfg.blocks() {
             let (stride, pad) = if b == 0 { (1, 0) } else { (2, 1) };
-            layers.push(Box::new(Conv::new(be, &name(layers.len()), true, c_in, ch, 4, stride, pad, false, rng)?));
-            layers.push(Box::new(BatchNorm2d::new(be, &name(layers.len()), ch, rng)?));
-            layers.push(Box::new(Activation::new(ActKind::Relu)));
+            layers.push(Box::new(Conv::new(be, &name(&layers), true, c_in, ch, 4, stride, pad, false, rng)?));
+            layers.push(Box::new(BatchNorm2d::new(be, &name(&layers), ch, rng)?.with_act(ActKind::Relu)?));
             c_in = ch;
             ch /= 2;
         }
-        layers.push(Box::new(Conv::new(be, &name(layers.len()), true, c_in, 3, 4, 2, 1, false, rng)?));
+        layers.push(Box::new(Conv::new(be, &name(&layers), true, c_in, 3, 4, 2, 1, false, rng)?));
         layers.push(Box::new(Activation::new(ActKind::Tanh)));
         Ok(Generator { cfg: cfg.clone(), input: ConcatTile::new(), main: Sequential::new(layers) })
     }
@@ -103,12 +104,8 @@ impl<B: Backend> Generator<B> {
     }
 
     pub fn layers(&self) -> Vec<(String, &dyn Layer<B>, Shape)> {
-        let mut s = self.input_shape(1);
         let mut rows = Vec::new();
-        for (i, l) in self.main.layers.iter().enumerate() {
-            rows.push((format!("generator.main.{i}"), l.as_ref(), s));
-            s = l.out_shape(s);
-        }
+        named_rows(&mut rows, "generator.main", &self.main, self.input_shape(1));
         rows
     }
 }
@@ -124,28 +121,28 @@ pub struct Discriminator<B: Backend> {
 impl<B: Backend> Discriminator<B> {
     pub fn new(be: &B, cfg: &ModelConfig, rng: &mut Rng) -> Result<Self> {
         cfg.validate()?;
-        let lrelu = || -> Box<dyn Layer<B>> { Box::new(Activation::new(ActKind::LeakyRelu(cfg.slope))) };
+        let leaky = ActKind::LeakyRelu(cfg.slope);
+        let lrelu = || -> Box<dyn Layer<B>> { Box::new(Activation::new(leaky)) };
         let mut main: Vec<Box<dyn Layer<B>>> = Vec::new();
-        let name = |part: &str, i: usize| format!("discriminator.{part}.{i}");
+        let name = |part: &str, layers: &[Box<dyn Layer<B>>]| format!("discriminator.{part}.{}", next_index(layers));
         let mut c_in = 3;
         let mut ch = cfg.width;
         for b in 0..cfg.blocks() {
-            main.push(Box::new(Conv::new(be, &name("main", main.len()), false, c_in, ch, 4, 2, 1, false, rng)?));
+            main.push(Box::new(Conv::new(be, &name("main", &main), false, c_in, ch, 4, 2, 1, false, rng)?));
             if b > 0 {
-                main.push(Box::new(BatchNorm2d::new(be, &name("main", main.len()), ch, rng)?));
+                main.push(Box::new(BatchNorm2d::new(be, &name("main", &main), ch, rng)?.with_act(leaky)?));
+            } else {
+                main.push(lrelu());
             }
-            main.push(lrelu());
             c_in = ch;
             ch *= 2;
         }
         let top = cfg.top_channels();
-        let text: Vec<Box<dyn Layer<B>>> = vec![Box::new(Linear::new(be, &name("text", 0), cfg.text_dim, cfg.text_proj, true, rng)?), lrelu()];
-        let head: Vec<Box<dyn Layer<B>>> = vec![
-            Box::new(Conv::new(be, &name("head", 0), false, top + cfg.text_proj, top, 1, 1, 0, false, rng)?),
-            Box::new(BatchNorm2d::new(be, &name("head", 1), top, rng)?),
-            lrelu(),
-            Box::new(Conv::new(be, &name("head", 3), false, top, 1, 4, 1, 0, false, rng)?),
-        ];
+        let text: Vec<Box<dyn Layer<B>>> = vec![Box::new(Linear::new(be, "discriminator.text.0", cfg.text_dim, cfg.text_proj, true, rng)?), lrelu()];
+        let mut head: Vec<Box<dyn Layer<B>>> = Vec::new();
+        head.push(Box::new(Conv::new(be, &name("head", &head), false, top + cfg.text_proj, top, 1, 1, 0, false, rng)?));
+        head.push(Box::new(BatchNorm2d::new(be, &name("head", &head), top, rng)?.with_act(leaky)?));
+        head.push(Box::new(Conv::new(be, &name("head", &head), false, top, 1, 4, 1, 0, false, rng)?));
         Ok(Discriminator { cfg: cfg.clone(), main: Sequential::new(main), text: Sequential::new(text), concat: ConcatTile::new(), head: Sequential::new(head) })
     }
 
@@ -191,24 +188,28 @@ impl<B: Backend> Discriminator<B> {
 
     pub fn layers(&self) -> Vec<(String, &dyn Layer<B>, Shape)> {
         let mut rows = Vec::new();
-        let mut s = Shape::new(1, 3, self.cfg.size, self.cfg.size);
-        for (i, l) in self.main.layers.iter().enumerate() {
-            rows.push((format!("discriminator.main.{i}"), l.as_ref(), s));
-            s = l.out_shape(s);
-        }
-        let features = s;
-        let mut t = Shape::new(1, self.cfg.text_dim, 1, 1);
-        for (i, l) in self.text.layers.iter().enumerate() {
-            rows.push((format!("discriminator.text.{i}"), l.as_ref(), t));
-            t = l.out_shape(t);
-        }
-        let mut h = ConcatTile::<B>::out_shape(features, t);
-        for (i, l) in self.head.layers.iter().enumerate() {
-            rows.push((format!("discriminator.head.{i}"), l.as_ref(), h));
-            h = l.out_shape(h);
-        }
+        let features = named_rows(&mut rows, "discriminator.main", &self.main, Shape::new(1, 3, self.cfg.size, self.cfg.size));
+        let t = named_rows(&mut rows, "discriminator.text", &self.text, Shape::new(1, self.cfg.text_dim, 1, 1));
+        named_rows(&mut rows, "discriminator.head", &self.head, ConcatTile::<B>::out_shape(features, t));
         rows
     }
+}
+
+/// PyTorch's `Sequential` index of the layer after `layers`.
+fn next_index<B: Backend>(layers: &[Box<dyn Layer<B>>]) -> usize {
+    layers.iter().map(|l| l.slots()).sum()
+}
+
+/// Appends `(name, layer, input shape)` for each layer of `seq`, named by PyTorch index;
+/// returns the output shape.
+fn named_rows<'a, B: Backend>(rows: &mut Vec<(String, &'a dyn Layer<B>, Shape)>, prefix: &str, seq: &'a Sequential<B>, input: Shape) -> Shape {
+    let (mut s, mut index) = (input, 0);
+    for l in &seq.layers {
+        rows.push((format!("{prefix}.{index}"), l.as_ref(), s));
+        s = l.out_shape(s);
+        index += l.slots();
+    }
+    s
 }
 
 /// What every model part offers for optimisers, checkpoints and freezing.

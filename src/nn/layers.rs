@@ -1,5 +1,5 @@
 use super::{Buffer, Layer, Mode, Param, Shape, Slot, Tensor};
-use crate::backend::{ActParams, Backend, BatchNormParams, ConcatParams, ConvParams, LinearParams};
+use crate::backend::{ActParams, Backend, BatchNormParams, ConcatParams, ConvParams, LinearParams, BN_ACT_LEAKY_RELU, BN_ACT_RELU};
 use crate::rng::Rng;
 use anyhow::{bail, Context, Result};
 
@@ -115,11 +115,14 @@ impl<B: Backend> Layer<B> for Conv<B> {
     }
 }
 
-/// Batchnorm over channels, PyTorch conventions (eps 1e-5, momentum 0.1).
+/// Batchnorm over channels, PyTorch conventions (eps 1e-5, momentum 0.1), optionally
+/// with its following ReLU or LeakyReLU fused in (`with_act`): one layer, one pass.
 pub struct BatchNorm2d<B: Backend> {
     pub c: usize,
     pub eps: f32,
     pub momentum: f32,
+    /// The fused activation, if any (ReLU or LeakyReLU).
+    pub act: Option<ActKind>,
     pub gamma: Param<B>,
     pub beta: Param<B>,
     pub running_mean: Buffer<B>,
@@ -128,6 +131,7 @@ pub struct BatchNorm2d<B: Backend> {
     mean: B::Buf,
     invstd: B::Buf,
     x: Option<Tensor<B>>,
+    y: Option<Tensor<B>>,
     trained_forward: bool,
     out: Slot<B>,
     dx: Slot<B>,
@@ -144,6 +148,7 @@ impl<B: Backend> BatchNorm2d<B> {
             c,
             eps: 1e-5,
             momentum: 0.1,
+            act: None,
             gamma: Param::new(be, &format!("{name}.weight"), &[c], &g)?,
             beta: Param::new(be, &format!("{name}.bias"), &[c], &vec![0.0; c])?,
             running_mean: Buffer { name: format!("{name}.running_mean"), value: be.alloc(c)?, len: c },
@@ -152,22 +157,45 @@ impl<B: Backend> BatchNorm2d<B> {
             mean: be.alloc(c)?,
             invstd: be.alloc(c)?,
             x: None,
+            y: None,
             trained_forward: false,
             out: Slot::default(),
             dx: Slot::default(),
         })
     }
+    /// Fuses `act` (ReLU or LeakyReLU) into the layer's output.
+    pub fn with_act(mut self, act: ActKind) -> Result<Self> {
+        if act == ActKind::Tanh {
+            bail!("batchnorm fuses ReLU or LeakyReLU, not Tanh");
+        }
+        self.act = Some(act);
+        Ok(self)
+    }
     fn params_for(&self, x: Shape) -> BatchNormParams {
-        BatchNormParams { n: x.n as i32, c: self.c as i32, hw: x.hw() as i32, eps: self.eps, momentum: self.momentum }
+        let p = BatchNormParams::new(x.n, self.c, x.hw(), self.eps, self.momentum);
+        match self.act {
+            Some(ActKind::Relu) => p.with_act(BN_ACT_RELU, 0.0),
+            Some(ActKind::LeakyRelu(s)) => p.with_act(BN_ACT_LEAKY_RELU, s),
+            _ => p,
+        }
     }
 }
 
 impl<B: Backend> Layer<B> for BatchNorm2d<B> {
     fn describe(&self) -> String {
-        format!("BatchNorm2d({})", self.c)
+        match self.act {
+            Some(a) => format!("BatchNorm2d({}) + {}", self.c, a.describe()),
+            None => format!("BatchNorm2d({})", self.c),
+        }
     }
     fn out_shape(&self, x: Shape) -> Shape {
         x
+    }
+    fn slots(&self) -> usize {
+        1 + self.act.is_some() as usize
+    }
+    fn batchnorm_params(&self, x: Shape) -> Option<BatchNormParams> {
+        Some(self.params_for(x))
     }
     fn forward(&mut self, be: &B, x: &Tensor<B>, mode: Mode) -> Result<Tensor<B>> {
         if x.shape.c != self.c {
@@ -193,19 +221,20 @@ impl<B: Backend> Layer<B> for BatchNorm2d<B> {
         drop((xb, yb));
         self.trained_forward = mode == Mode::Train;
         self.x = Some(x.clone());
+        self.y = Some(y.clone());
         Ok(y)
     }
     fn backward(&mut self, be: &B, dy: &Tensor<B>) -> Result<Tensor<B>> {
         if !self.trained_forward {
             bail!("{}: backward needs a training-mode forward", self.describe());
         }
-        let x = saved(&self.x, "batchnorm")?.clone();
+        let (x, y) = (saved(&self.x, "batchnorm")?.clone(), saved(&self.y, "batchnorm")?.clone());
         let p = self.params_for(x.shape);
         let dx = self.dx.get(be, x.shape)?;
-        let (xb, dyb) = (x.buf.borrow(), dy.buf.borrow());
-        be.batchnorm2d_backward_input(&p, &xb, &dyb, &self.gamma.value, &self.mean, &self.invstd, &mut dx.buf.borrow_mut())?;
+        let (xb, yb, dyb) = (x.buf.borrow(), y.buf.borrow(), dy.buf.borrow());
+        be.batchnorm2d_backward_input(&p, &xb, &yb, &dyb, &self.gamma.value, &self.mean, &self.invstd, &mut dx.buf.borrow_mut())?;
         if !self.frozen {
-            be.batchnorm2d_backward_params(&p, &xb, &dyb, &self.mean, &self.invstd, &mut self.gamma.grad, &mut self.beta.grad)?;
+            be.batchnorm2d_backward_params(&p, &xb, &yb, &dyb, &self.mean, &self.invstd, &mut self.gamma.grad, &mut self.beta.grad)?;
         }
         Ok(dx)
     }
@@ -251,13 +280,19 @@ impl<B: Backend> Activation<B> {
     }
 }
 
-impl<B: Backend> Layer<B> for Activation<B> {
-    fn describe(&self) -> String {
-        match self.kind {
+impl ActKind {
+    pub fn describe(&self) -> String {
+        match self {
             ActKind::Relu => "ReLU".into(),
             ActKind::LeakyRelu(s) => format!("LeakyReLU({s})"),
             ActKind::Tanh => "Tanh".into(),
         }
+    }
+}
+
+impl<B: Backend> Layer<B> for Activation<B> {
+    fn describe(&self) -> String {
+        self.kind.describe()
     }
     fn out_shape(&self, x: Shape) -> Shape {
         x

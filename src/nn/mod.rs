@@ -176,6 +176,15 @@ pub trait Layer<B: Backend> {
     fn backward_params_only(&mut self, be: &B, dy: &Tensor<B>) -> Result<()> {
         self.backward(be, dy).map(|_| ())
     }
+    /// How many PyTorch `Sequential` indices the layer stands for (2 for a batchnorm
+    /// with its activation fused), so parameter names keep PyTorch's numbering.
+    fn slots(&self) -> usize {
+        1
+    }
+    /// The op parameters of a batchnorm layer on input `x` (tables and kernel checks).
+    fn batchnorm_params(&self, _x: Shape) -> Option<crate::backend::BatchNormParams> {
+        None
+    }
     fn params(&self) -> Vec<&Param<B>> {
         Vec::new()
     }

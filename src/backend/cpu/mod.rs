@@ -244,6 +244,7 @@ impl<T: Elem> Backend for CpuBackend<T> {
         invstd: &mut Vec<T>,
         y: &mut Vec<T>,
     ) -> Result<()> {
+        p.check_act(y.len())?;
         check_len("batchnorm2d x", x, p.len())?;
         check_len("batchnorm2d y", y, p.len())?;
         ops::batchnorm2d_forward_train(p, x, gamma, beta, running_mean, running_var, mean, invstd, y);
@@ -255,15 +256,17 @@ impl<T: Elem> Backend for CpuBackend<T> {
         ops::batchnorm2d_forward_infer(p, x, gamma, beta, running_mean, running_var, y);
         Ok(())
     }
-    fn batchnorm2d_backward_input(&self, p: &BatchNormParams, x: &Vec<T>, dy: &Vec<T>, gamma: &Vec<T>, mean: &Vec<T>, invstd: &Vec<T>, dx: &mut Vec<T>) -> Result<()> {
+    fn batchnorm2d_backward_input(&self, p: &BatchNormParams, x: &Vec<T>, y: &Vec<T>, dy: &Vec<T>, gamma: &Vec<T>, mean: &Vec<T>, invstd: &Vec<T>, dx: &mut Vec<T>) -> Result<()> {
+        p.check_act(y.len())?;
         check_len("batchnorm2d dx", dx, p.len())?;
-        ops::batchnorm2d_backward_input(p, x, dy, gamma, mean, invstd, dx);
+        ops::batchnorm2d_backward_input(p, x, y, dy, gamma, mean, invstd, dx);
         Ok(())
     }
-    fn batchnorm2d_backward_params(&self, p: &BatchNormParams, x: &Vec<T>, dy: &Vec<T>, mean: &Vec<T>, invstd: &Vec<T>, dgamma: &mut Vec<T>, dbeta: &mut Vec<T>) -> Result<()> {
+    fn batchnorm2d_backward_params(&self, p: &BatchNormParams, x: &Vec<T>, y: &Vec<T>, dy: &Vec<T>, mean: &Vec<T>, invstd: &Vec<T>, dgamma: &mut Vec<T>, dbeta: &mut Vec<T>) -> Result<()> {
         self.count_param_grad();
+        p.check_act(y.len())?;
         check_len("batchnorm2d dy", dy, p.len())?;
-        ops::batchnorm2d_backward_params(p, x, dy, mean, invstd, dgamma, dbeta);
+        ops::batchnorm2d_backward_params(p, x, y, dy, mean, invstd, dgamma, dbeta);
         Ok(())
     }
 

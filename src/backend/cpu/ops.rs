@@ -2,7 +2,7 @@
 
 use super::gemm::matmul;
 use super::Elem;
-use crate::backend::{AdamParams, BatchNormParams, BceParams, ConcatParams};
+use crate::backend::{AdamParams, BatchNormParams, BceParams, ConcatParams, BN_ACT_NONE};
 use rayon::prelude::*;
 
 /// Elementwise work is split into blocks of this many values across threads.
@@ -31,22 +31,32 @@ pub fn bias_backward_params<T: Elem>(n: usize, c: usize, hw: usize, dy: &[T], db
     });
 }
 
-/// Per-channel sums of `f(x, dy)` pairs over the batch and grid, in f64.
-fn channel_sums(p: &BatchNormParams, f: impl Fn(usize, usize) -> (f64, f64) + Sync) -> Vec<(f64, f64)> {
+/// Per-channel sums of the pairs `f(i)` over the batch and grid, in f64, channels in
+/// parallel. Eight partial sums per channel keep the additions independent.
+fn channel_sums<T: Elem>(p: &BatchNormParams, f: impl Fn(usize) -> (T, T) + Sync) -> Vec<(f64, f64)> {
+    const L: usize = 8;
     let (n, c, hw) = (p.n as usize, p.c as usize, p.hw as usize);
     (0..c)
         .into_par_iter()
         .map(|ch| {
-            let mut acc = (0.0, 0.0);
+            let (mut a, mut b) = ([0.0f64; L], [0.0f64; L]);
             for i in 0..n {
                 let base = (i * c + ch) * hw;
-                for q in 0..hw {
-                    let (a, b) = f(base + q, ch);
-                    acc.0 += a;
-                    acc.1 += b;
+                let full = hw / L * L;
+                for q in (0..full).step_by(L) {
+                    for l in 0..L {
+                        let (u, v) = f(base + q + l);
+                        a[l] += u.to_f64();
+                        b[l] += v.to_f64();
+                    }
+                }
+                for q in full..hw {
+                    let (u, v) = f(base + q);
+                    a[0] += u.to_f64();
+                    b[0] += v.to_f64();
                 }
             }
-            acc
+            (a.iter().sum(), b.iter().sum())
         })
         .collect()
 }
@@ -59,6 +69,32 @@ fn per_value<T: Elem>(p: &BatchNormParams, out: &mut [T], f: impl Fn(usize, usiz
         let base = plane * hw;
         o.iter_mut().enumerate().for_each(|(q, v)| *v = f(base + q, ch));
     });
+}
+
+/// The fused activation on a normalised value, and its derivative from the output:
+/// `None` without an activation, else the factor for non-positive outputs.
+fn negative_factor<T: Elem>(p: &BatchNormParams) -> Option<T> {
+    match p.act {
+        BN_ACT_NONE => None,
+        _ => Some(T::from_f32(p.act_grad(false))),
+    }
+}
+
+#[inline(always)]
+fn act<T: Elem>(neg: Option<T>, v: T) -> T {
+    match neg {
+        Some(s) if v <= T::zero() => v * s,
+        _ => v,
+    }
+}
+
+/// `dy` times the activation's derivative at output `y`.
+#[inline(always)]
+fn pre_act_grad<T: Elem>(neg: Option<T>, y: T, dy: T) -> T {
+    match neg {
+        Some(s) if y <= T::zero() => dy * s,
+        _ => dy,
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -74,58 +110,68 @@ pub fn batchnorm2d_forward_train<T: Elem>(
     y: &mut [T],
 ) {
     let count = (p.n * p.hw) as f64;
-    let sums = channel_sums(p, |i, _| (x[i].to_f64(), 0.0));
-    let mu: Vec<f64> = sums.iter().map(|s| s.0 / count).collect();
-    let sq = channel_sums(p, |i, ch| {
-        let d = x[i].to_f64() - mu[ch];
-        (d * d, 0.0)
-    });
+    // One pass for sum and sum of squares, in f64: the cancellation in E[x^2] - E[x]^2
+    // costs (mean / std)^2 ulps of f64, negligible at any activation scale.
+    let sums = channel_sums(p, |i| (x[i], x[i] * x[i]));
     let m = p.momentum as f64;
-    for ch in 0..p.c as usize {
-        let var = sq[ch].0 / count;
-        let unbiased = if count > 1.0 { sq[ch].0 / (count - 1.0) } else { var };
-        mean[ch] = T::from_f64(mu[ch]);
+    for (ch, &(s, ss)) in sums.iter().enumerate() {
+        let mu = s / count;
+        let m2 = (ss - s * mu).max(0.0);
+        let var = m2 / count;
+        let unbiased = if count > 1.0 { m2 / (count - 1.0) } else { var };
+        mean[ch] = T::from_f64(mu);
         invstd[ch] = T::from_f64(1.0 / (var + p.eps as f64).sqrt());
-        running_mean[ch] = T::from_f64((1.0 - m) * running_mean[ch].to_f64() + m * mu[ch]);
+        running_mean[ch] = T::from_f64((1.0 - m) * running_mean[ch].to_f64() + m * mu);
         running_var[ch] = T::from_f64((1.0 - m) * running_var[ch].to_f64() + m * unbiased);
     }
+    let neg = negative_factor::<T>(p);
     let (mean, invstd) = (&*mean, &*invstd);
-    per_value(p, y, |i, ch| (x[i] - mean[ch]) * invstd[ch] * gamma[ch] + beta[ch]);
+    per_value(p, y, |i, ch| act(neg, (x[i] - mean[ch]) * invstd[ch] * gamma[ch] + beta[ch]));
 }
 
 pub fn batchnorm2d_forward_infer<T: Elem>(p: &BatchNormParams, x: &[T], gamma: &[T], beta: &[T], running_mean: &[T], running_var: &[T], y: &mut [T]) {
     let eps = T::from_f32(p.eps);
     let scale: Vec<T> = (0..p.c as usize).map(|ch| gamma[ch] / (running_var[ch] + eps).sqrt()).collect();
-    per_value(p, y, |i, ch| (x[i] - running_mean[ch]) * scale[ch] + beta[ch]);
+    let neg = negative_factor::<T>(p);
+    per_value(p, y, |i, ch| act(neg, (x[i] - running_mean[ch]) * scale[ch] + beta[ch]));
 }
 
-/// Per channel: `(sum dy, sum dy * xhat)`.
-fn dy_sums<T: Elem>(p: &BatchNormParams, x: &[T], dy: &[T], mean: &[T], invstd: &[T]) -> Vec<(f64, f64)> {
-    channel_sums(p, |i, ch| {
-        let g = dy[i].to_f64();
-        let xhat = (x[i].to_f64() - mean[ch].to_f64()) * invstd[ch].to_f64();
-        (g, g * xhat)
-    })
+/// Per channel: `(sum g, sum g * xhat)` with `g = dy * act'(y)`.
+fn grad_sums<T: Elem>(p: &BatchNormParams, x: &[T], y: &[T], dy: &[T], mean: &[T], invstd: &[T]) -> Vec<(f64, f64)> {
+    let neg = negative_factor::<T>(p);
+    // sum g * xhat = invstd * (sum g * x - mean * sum g)
+    let raw = match neg {
+        None => channel_sums(p, |i| (dy[i], dy[i] * x[i])),
+        Some(_) => channel_sums(p, |i| {
+            let g = pre_act_grad(neg, y[i], dy[i]);
+            (g, g * x[i])
+        }),
+    };
+    raw.iter().enumerate().map(|(ch, &(sg, sgx))| (sg, invstd[ch].to_f64() * (sgx - mean[ch].to_f64() * sg))).collect()
 }
 
-pub fn batchnorm2d_backward_input<T: Elem>(p: &BatchNormParams, x: &[T], dy: &[T], gamma: &[T], mean: &[T], invstd: &[T], dx: &mut [T]) {
+#[allow(clippy::too_many_arguments)]
+pub fn batchnorm2d_backward_input<T: Elem>(p: &BatchNormParams, x: &[T], y: &[T], dy: &[T], gamma: &[T], mean: &[T], invstd: &[T], dx: &mut [T]) {
     let count = (p.n * p.hw) as f64;
-    let sums = dy_sums(p, x, dy, mean, invstd);
-    // dx = gamma * invstd * (dy - mean(dy) - xhat * mean(dy * xhat))
+    let sums = grad_sums(p, x, y, dy, mean, invstd);
+    // dx = gamma * invstd * (g - mean(g) - xhat * mean(g * xhat))
     let coef: Vec<(T, T, T)> = sums
         .iter()
         .enumerate()
         .map(|(ch, s)| (gamma[ch] * invstd[ch], T::from_f64(s.0 / count), T::from_f64(s.1 / count)))
         .collect();
+    let neg = negative_factor::<T>(p);
     per_value(p, dx, |i, ch| {
-        let (k, mdy, mdyx) = coef[ch];
+        let (k, mg, mgx) = coef[ch];
         let xhat = (x[i] - mean[ch]) * invstd[ch];
-        k * (dy[i] - mdy - xhat * mdyx)
+        let g = if neg.is_some() { pre_act_grad(neg, y[i], dy[i]) } else { dy[i] };
+        k * (g - mg - xhat * mgx)
     });
 }
 
-pub fn batchnorm2d_backward_params<T: Elem>(p: &BatchNormParams, x: &[T], dy: &[T], mean: &[T], invstd: &[T], dgamma: &mut [T], dbeta: &mut [T]) {
-    let sums = dy_sums(p, x, dy, mean, invstd);
+#[allow(clippy::too_many_arguments)]
+pub fn batchnorm2d_backward_params<T: Elem>(p: &BatchNormParams, x: &[T], y: &[T], dy: &[T], mean: &[T], invstd: &[T], dgamma: &mut [T], dbeta: &mut [T]) {
+    let sums = grad_sums(p, x, y, dy, mean, invstd);
     for (ch, s) in sums.iter().enumerate() {
         dbeta[ch] += T::from_f64(s.0);
         dgamma[ch] += T::from_f64(s.1);

@@ -11,7 +11,7 @@
 
 use super::GpuBackend;
 use crate::backend::cpu::{Cpu, Cpu64};
-use crate::backend::{ActParams, AdamParams, Backend, BatchNormParams, BceParams, ConcatParams, ConvParams, LinearParams};
+use crate::backend::{ActParams, AdamParams, Backend, BatchNormParams, BceParams, ConcatParams, ConvParams, LinearParams, BN_ACT_LEAKY_RELU, BN_ACT_RELU};
 use crate::model::{Discriminator, Generator, ModelConfig, Module};
 use crate::train::{Gan, Hyper, StepInputs};
 use crate::nn::{Layer, Shape};
@@ -191,9 +191,10 @@ impl<'a> Checker<'a> {
 
     // ---- batchnorm -------------------------------------------------------------------
 
-    pub fn batchnorm(&mut self, n: usize, c: usize, hw: usize) -> Result<()> {
-        let p = BatchNormParams { n: n as i32, c: c as i32, hw: hw as i32, eps: 1e-5, momentum: 0.1 };
-        let shape = format!("n{n} c{c} hw{hw}");
+    /// Batchnorm at `p`'s shape and fused activation.
+    pub fn batchnorm(&mut self, p: BatchNormParams) -> Result<()> {
+        let (n, c, hw) = (p.n as usize, p.c as usize, p.hw as usize);
+        let shape = format!("n{n} c{c} hw{hw}{}", p.act_label());
         let len = n * c * hw;
         // An offset per channel, so a one-pass variance would visibly lose precision.
         let mut x = normal(&mut self.rng, len, 1.5);
@@ -226,24 +227,27 @@ impl<'a> Checker<'a> {
             be.batchnorm2d_forward_infer(p, &x, &gamma, &beta, &rm, &rv, &mut y)?;
             down(be, &y, p.len())
         }
-        /// Batch statistics from the CPU twin, so both backward passes see the same ones.
-        fn stats(cpu: &Cpu, p: &BatchNormParams, x: &[f32]) -> Result<(Vec<f32>, Vec<f32>)> {
+        /// The forward output and batch statistics from the CPU twin, so both backward
+        /// passes see the same ones (and the same signs of the activation's output).
+        #[allow(clippy::type_complexity)]
+        fn stats(cpu: &Cpu, p: &BatchNormParams, x: &[f32], gamma: &[f32], beta: &[f32]) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
             let c = p.c as usize;
-            let out = train(cpu, p, x, &vec![1.0; c], &vec![0.0; c], &vec![0.0; c], &vec![1.0; c])?;
-            Ok((out[p.len()..p.len() + c].to_vec(), out[p.len() + c..p.len() + 2 * c].to_vec()))
+            let out = train(cpu, p, x, gamma, beta, &vec![0.0; c], &vec![1.0; c])?;
+            Ok((out[..p.len()].to_vec(), out[p.len()..p.len() + c].to_vec(), out[p.len() + c..p.len() + 2 * c].to_vec()))
         }
-        let (mean, invstd) = stats(&self.cpu, &p, &x)?;
-        fn backward_input<B: Backend>(be: &B, p: &BatchNormParams, x: &[f32], dy: &[f32], gamma: &[f32], mean: &[f32], invstd: &[f32]) -> Result<Vec<f32>> {
-            let (x, dy, gamma, mean, invstd) = (up(be, x)?, up(be, dy)?, up(be, gamma)?, up(be, mean)?, up(be, invstd)?);
+        let (y, mean, invstd) = stats(&self.cpu, &p, &x, &gamma, &beta)?;
+        #[allow(clippy::too_many_arguments)]
+        fn backward_input<B: Backend>(be: &B, p: &BatchNormParams, x: &[f32], y: &[f32], dy: &[f32], gamma: &[f32], mean: &[f32], invstd: &[f32]) -> Result<Vec<f32>> {
+            let (x, y, dy, gamma, mean, invstd) = (up(be, x)?, up(be, y)?, up(be, dy)?, up(be, gamma)?, up(be, mean)?, up(be, invstd)?);
             let mut dx = be.alloc(p.len())?;
-            be.batchnorm2d_backward_input(p, &x, &dy, &gamma, &mean, &invstd, &mut dx)?;
+            be.batchnorm2d_backward_input(p, &x, &y, &dy, &gamma, &mean, &invstd, &mut dx)?;
             down(be, &dx, p.len())
         }
         #[allow(clippy::too_many_arguments)]
-        fn backward_params<B: Backend>(be: &B, p: &BatchNormParams, x: &[f32], dy: &[f32], mean: &[f32], invstd: &[f32], dg0: &[f32], db0: &[f32]) -> Result<Vec<f32>> {
+        fn backward_params<B: Backend>(be: &B, p: &BatchNormParams, x: &[f32], y: &[f32], dy: &[f32], mean: &[f32], invstd: &[f32], dg0: &[f32], db0: &[f32]) -> Result<Vec<f32>> {
             let c = p.c as usize;
-            let (x, dy, mean, invstd, mut dg, mut db) = (up(be, x)?, up(be, dy)?, up(be, mean)?, up(be, invstd)?, up(be, dg0)?, up(be, db0)?);
-            be.batchnorm2d_backward_params(p, &x, &dy, &mean, &invstd, &mut dg, &mut db)?;
+            let (x, y, dy, mean, invstd, mut dg, mut db) = (up(be, x)?, up(be, y)?, up(be, dy)?, up(be, mean)?, up(be, invstd)?, up(be, dg0)?, up(be, db0)?);
+            be.batchnorm2d_backward_params(p, &x, &y, &dy, &mean, &invstd, &mut dg, &mut db)?;
             let mut out = down(be, &dg, c)?;
             out.extend(down(be, &db, c)?);
             Ok(out)
@@ -251,14 +255,14 @@ impl<'a> Checker<'a> {
         let (xr, gr, br) = (&x, &gamma, &beta);
         self.case("batchnorm2d_forward_train_f32", format!("{shape} y,mean,invstd,running"), TOL_REDUCE, |g| train(g, &p, xr, gr, br, &rmean, &rvar), |c| train(c, &p, xr, gr, br, &rmean, &rvar))?;
         self.case("batchnorm2d_forward_infer_f32", shape.clone(), TOL_ELEM, |g| infer(g, &p, xr, gr, br, &rmean, &rvar), |c| infer(c, &p, xr, gr, br, &rmean, &rvar))?;
-        let (mr, ir) = (&mean, &invstd);
-        self.case("batchnorm2d_backward_input_f32", shape.clone(), TOL_REDUCE, |g| backward_input(g, &p, xr, &dy, gr, mr, ir), |c| backward_input(c, &p, xr, &dy, gr, mr, ir))?;
+        let (yr, mr, ir) = (&y, &mean, &invstd);
+        self.case("batchnorm2d_backward_input_f32", shape.clone(), TOL_REDUCE, |g| backward_input(g, &p, xr, yr, &dy, gr, mr, ir), |c| backward_input(c, &p, xr, yr, &dy, gr, mr, ir))?;
         self.case(
             "batchnorm2d_backward_params_f32",
             format!("{shape} dgamma,dbeta +="),
             TOL_REDUCE,
-            |g| backward_params(g, &p, xr, &dy, mr, ir, &dg0, &db0),
-            |c| backward_params(c, &p, xr, &dy, mr, ir, &dg0, &db0),
+            |g| backward_params(g, &p, xr, yr, &dy, mr, ir, &dg0, &db0),
+            |c| backward_params(c, &p, xr, yr, &dy, mr, ir, &dg0, &db0),
         )
     }
 
@@ -445,18 +449,17 @@ impl<'a> Checker<'a> {
         let mut norms = Vec::new();
         for (_, layer, s) in g.layers().into_iter().chain(d.layers()) {
             let s = s.with_batch(n);
-            let described = layer.describe();
             if let Some(conv) = as_conv(layer, s) {
                 convs.push(conv);
-            } else if described.starts_with("BatchNorm2d") {
-                norms.push((s.n, s.c, s.hw()));
+            } else if let Some(p) = layer.batchnorm_params(s) {
+                norms.push(p);
             }
         }
         for (p, t) in convs {
             self.conv(p, t)?;
         }
-        for (n, c, hw) in norms {
-            self.batchnorm(n, c, hw)?;
+        for p in norms {
+            self.batchnorm(p)?;
         }
         self.linear(n, cfg.text_dim, cfg.text_proj)?;
         self.concat(n, cfg.noise_dim, cfg.text_dim, 1)?;
@@ -612,9 +615,10 @@ pub fn awkward_shapes(c: &mut Checker) -> Result<()> {
     c.conv(ConvParams::conv_transpose2d(1, 4, 6, 5, 3, 3, 2, 0), true)?;
     c.conv(ConvParams::conv_transpose2d(3, 66, 1, 1, 5, 4, 1, 0), true)?;
     c.conv(ConvParams::conv_transpose2d(2, 8, 16, 16, 3, 4, 2, 1), true)?; // split-K weight gradient
-    c.batchnorm(1, 3, 35)?;
-    c.batchnorm(3, 5, 1)?;
-    c.batchnorm(2, 3, 300)?;
+    c.batchnorm(BatchNormParams::new(1, 3, 35, 1e-5, 0.1))?;
+    c.batchnorm(BatchNormParams::new(3, 5, 1, 1e-5, 0.1).with_act(BN_ACT_RELU, 0.0))?;
+    c.batchnorm(BatchNormParams::new(2, 3, 300, 1e-5, 0.1).with_act(BN_ACT_LEAKY_RELU, 0.2))?;
+    c.batchnorm(BatchNormParams::new(2, 4, 37, 1e-5, 0.1).with_act(BN_ACT_RELU, 0.0))?;
     c.activations(1000)?;
     c.linear(1, 7, 65)?;
     c.linear(3, 70, 5)?;

@@ -180,7 +180,7 @@ impl GpuBackend {
     fn bias_gradient(&self, n: usize, c: usize, hw: usize, dy: &GpuBuf, db: &mut GpuBuf) -> Result<()> {
         check_len("bias gradient dy", dy, n * c * hw)?;
         check_len("bias gradient db", db, c)?;
-        let p = BatchNormParams { n: n as i32, c: c as i32, hw: hw as i32, eps: 0.0, momentum: 0.0 };
+        let p = BatchNormParams::new(n, c, hw, 0.0, 0.0);
         self.exec.bias_backward_params_f32(per_channel(c), p, dy.ptr, db.ptr)
     }
 
@@ -352,6 +352,7 @@ impl Backend for GpuBackend {
         invstd: &mut GpuBuf,
         y: &mut GpuBuf,
     ) -> Result<()> {
+        p.check_act(y.len)?;
         check_len("batchnorm2d x", x, p.len())?;
         check_len("batchnorm2d y", y, p.len())?;
         for (what, b) in [("gamma", gamma), ("beta", beta), ("running_mean", &*running_mean), ("running_var", running_var), ("mean", mean), ("invstd", invstd)] {
@@ -360,6 +361,7 @@ impl Backend for GpuBackend {
         self.exec.batchnorm2d_forward_train_f32(per_channel(p.c as usize), *p, x.ptr, gamma.ptr, beta.ptr, running_mean.ptr, running_var.ptr, mean.ptr, invstd.ptr, y.ptr)
     }
     fn batchnorm2d_forward_infer(&self, p: &BatchNormParams, x: &GpuBuf, gamma: &GpuBuf, beta: &GpuBuf, running_mean: &GpuBuf, running_var: &GpuBuf, y: &mut GpuBuf) -> Result<()> {
+        p.check_act(y.len)?;
         check_len("batchnorm2d x", x, p.len())?;
         check_len("batchnorm2d y", y, p.len())?;
         for (what, b) in [("gamma", gamma), ("beta", beta), ("running_mean", running_mean), ("running_var", running_var)] {
@@ -367,22 +369,24 @@ impl Backend for GpuBackend {
         }
         self.exec.batchnorm2d_forward_infer_f32(elementwise(p.len()), *p, x.ptr, gamma.ptr, beta.ptr, running_mean.ptr, running_var.ptr, y.ptr)
     }
-    fn batchnorm2d_backward_input(&self, p: &BatchNormParams, x: &GpuBuf, dy: &GpuBuf, gamma: &GpuBuf, mean: &GpuBuf, invstd: &GpuBuf, dx: &mut GpuBuf) -> Result<()> {
+    fn batchnorm2d_backward_input(&self, p: &BatchNormParams, x: &GpuBuf, y: &GpuBuf, dy: &GpuBuf, gamma: &GpuBuf, mean: &GpuBuf, invstd: &GpuBuf, dx: &mut GpuBuf) -> Result<()> {
+        p.check_act(y.len)?;
         check_len("batchnorm2d x", x, p.len())?;
         check_len("batchnorm2d dy", dy, p.len())?;
         check_len("batchnorm2d dx", dx, p.len())?;
         for (what, b) in [("gamma", gamma), ("mean", mean), ("invstd", invstd)] {
             check_len(what, b, p.c as usize)?;
         }
-        self.exec.batchnorm2d_backward_input_f32(per_channel(p.c as usize), *p, x.ptr, dy.ptr, gamma.ptr, mean.ptr, invstd.ptr, dx.ptr)
+        self.exec.batchnorm2d_backward_input_f32(per_channel(p.c as usize), *p, x.ptr, y.ptr, dy.ptr, gamma.ptr, mean.ptr, invstd.ptr, dx.ptr)
     }
-    fn batchnorm2d_backward_params(&self, p: &BatchNormParams, x: &GpuBuf, dy: &GpuBuf, mean: &GpuBuf, invstd: &GpuBuf, dgamma: &mut GpuBuf, dbeta: &mut GpuBuf) -> Result<()> {
+    fn batchnorm2d_backward_params(&self, p: &BatchNormParams, x: &GpuBuf, y: &GpuBuf, dy: &GpuBuf, mean: &GpuBuf, invstd: &GpuBuf, dgamma: &mut GpuBuf, dbeta: &mut GpuBuf) -> Result<()> {
+        p.check_act(y.len)?;
         check_len("batchnorm2d x", x, p.len())?;
         check_len("batchnorm2d dy", dy, p.len())?;
         for (what, b) in [("mean", mean), ("invstd", invstd), ("dgamma", &*dgamma), ("dbeta", dbeta)] {
             check_len(what, b, p.c as usize)?;
         }
-        self.exec.batchnorm2d_backward_params_f32(per_channel(p.c as usize), *p, x.ptr, dy.ptr, mean.ptr, invstd.ptr, dgamma.ptr, dbeta.ptr)
+        self.exec.batchnorm2d_backward_params_f32(per_channel(p.c as usize), *p, x.ptr, y.ptr, dy.ptr, mean.ptr, invstd.ptr, dgamma.ptr, dbeta.ptr)
     }
 
     fn relu_forward(&self, p: &ActParams, x: &GpuBuf, y: &mut GpuBuf) -> Result<()> {
