@@ -31,27 +31,32 @@ pub fn bias_backward_params<T: Elem>(n: usize, c: usize, hw: usize, dy: &[T], db
     });
 }
 
-/// Per-channel sums of the pairs `f(i)` over the batch and grid, in f64, channels in
-/// parallel. Eight partial sums per channel keep the additions independent.
-fn channel_sums<T: Elem>(p: &BatchNormParams, f: impl Fn(usize) -> (T, T) + Sync) -> Vec<(f64, f64)> {
-    const L: usize = 8;
+/// Lanes of independent f64 partial sums in the batchnorm reductions.
+const LANES: usize = 8;
+
+/// Per channel, the sums over the batch and grid of `f(x, y, dy)` pairs, in f64, with
+/// channels in parallel. `y` and `dy` may be any buffers of the same length when `f`
+/// does not read them.
+fn channel_sums<T: Elem>(p: &BatchNormParams, x: &[T], y: &[T], dy: &[T], f: impl Fn(T, T, T) -> (T, T) + Sync) -> Vec<(f64, f64)> {
     let (n, c, hw) = (p.n as usize, p.c as usize, p.hw as usize);
     (0..c)
         .into_par_iter()
         .map(|ch| {
-            let (mut a, mut b) = ([0.0f64; L], [0.0f64; L]);
+            let (mut a, mut b) = ([0.0f64; LANES], [0.0f64; LANES]);
             for i in 0..n {
-                let base = (i * c + ch) * hw;
-                let full = hw / L * L;
-                for q in (0..full).step_by(L) {
-                    for l in 0..L {
-                        let (u, v) = f(base + q + l);
+                let r = (i * c + ch) * hw..(i * c + ch + 1) * hw;
+                let (xs, ys, ds) = (&x[r.clone()], &y[r.clone()], &dy[r]);
+                let (xc, yc, dc) = (xs.chunks_exact(LANES), ys.chunks_exact(LANES), ds.chunks_exact(LANES));
+                let tail = xc.remainder().iter().zip(yc.remainder()).zip(dc.remainder());
+                for ((xl, yl), dl) in xc.zip(yc).zip(dc) {
+                    for l in 0..LANES {
+                        let (u, v) = f(xl[l], yl[l], dl[l]);
                         a[l] += u.to_f64();
                         b[l] += v.to_f64();
                     }
                 }
-                for q in full..hw {
-                    let (u, v) = f(base + q);
+                for ((xv, yv), dv) in tail {
+                    let (u, v) = f(*xv, *yv, *dv);
                     a[0] += u.to_f64();
                     b[0] += v.to_f64();
                 }
@@ -61,39 +66,30 @@ fn channel_sums<T: Elem>(p: &BatchNormParams, f: impl Fn(usize) -> (T, T) + Sync
         .collect()
 }
 
-/// Applies `f(index, channel)` to every value, planes in parallel.
-fn per_value<T: Elem>(p: &BatchNormParams, out: &mut [T], f: impl Fn(usize, usize) -> T + Sync) {
+/// Writes `out = f(x, y, dy, channel constants)` plane by plane, planes in parallel.
+fn per_value<T: Elem, K: Copy + Sync>(p: &BatchNormParams, x: &[T], y: &[T], dy: &[T], k: &[K], out: &mut [T], f: impl Fn(T, T, T, K) -> T + Sync) {
     let (c, hw) = (p.c as usize, p.hw as usize);
     out[..p.len()].par_chunks_mut(hw).enumerate().for_each(|(plane, o)| {
-        let ch = plane % c;
-        let base = plane * hw;
-        o.iter_mut().enumerate().for_each(|(q, v)| *v = f(base + q, ch));
+        let kc = k[plane % c];
+        let r = plane * hw..(plane + 1) * hw;
+        for (((o, xv), yv), dv) in o.iter_mut().zip(&x[r.clone()]).zip(&y[r.clone()]).zip(&dy[r]) {
+            *o = f(*xv, *yv, *dv, kc);
+        }
     });
 }
 
-/// The fused activation on a normalised value, and its derivative from the output:
-/// `None` without an activation, else the factor for non-positive outputs.
-fn negative_factor<T: Elem>(p: &BatchNormParams) -> Option<T> {
-    match p.act {
-        BN_ACT_NONE => None,
-        _ => Some(T::from_f32(p.act_grad(false))),
-    }
+/// The factor the fused activation applies to non-positive values: 1 without one.
+fn negative_factor<T: Elem>(p: &BatchNormParams) -> T {
+    T::from_f32(p.act_grad(false))
 }
 
+/// `v` through the fused activation (`neg` = 1 is the identity).
 #[inline(always)]
-fn act<T: Elem>(neg: Option<T>, v: T) -> T {
-    match neg {
-        Some(s) if v <= T::zero() => v * s,
-        _ => v,
-    }
-}
-
-/// `dy` times the activation's derivative at output `y`.
-#[inline(always)]
-fn pre_act_grad<T: Elem>(neg: Option<T>, y: T, dy: T) -> T {
-    match neg {
-        Some(s) if y <= T::zero() => dy * s,
-        _ => dy,
+fn act<T: Elem>(neg: T, v: T) -> T {
+    if v > T::zero() {
+        v
+    } else {
+        v * neg
     }
 }
 
@@ -112,8 +108,9 @@ pub fn batchnorm2d_forward_train<T: Elem>(
     let count = (p.n * p.hw) as f64;
     // One pass for sum and sum of squares, in f64: the cancellation in E[x^2] - E[x]^2
     // costs (mean / std)^2 ulps of f64, negligible at any activation scale.
-    let sums = channel_sums(p, |i| (x[i], x[i] * x[i]));
+    let sums = channel_sums(p, x, x, x, |x, _, _| (x, x * x));
     let m = p.momentum as f64;
+    let mut k = Vec::with_capacity(sums.len());
     for (ch, &(s, ss)) in sums.iter().enumerate() {
         let mu = s / count;
         let m2 = (ss - s * mu).max(0.0);
@@ -123,30 +120,36 @@ pub fn batchnorm2d_forward_train<T: Elem>(
         invstd[ch] = T::from_f64(1.0 / (var + p.eps as f64).sqrt());
         running_mean[ch] = T::from_f64((1.0 - m) * running_mean[ch].to_f64() + m * mu);
         running_var[ch] = T::from_f64((1.0 - m) * running_var[ch].to_f64() + m * unbiased);
+        k.push((mean[ch], invstd[ch] * gamma[ch], beta[ch]));
     }
     let neg = negative_factor::<T>(p);
-    let (mean, invstd) = (&*mean, &*invstd);
-    per_value(p, y, |i, ch| act(neg, (x[i] - mean[ch]) * invstd[ch] * gamma[ch] + beta[ch]));
+    per_value(p, x, x, x, &k, y, |x, _, _, (mu, scale, shift)| act(neg, (x - mu) * scale + shift));
 }
 
 pub fn batchnorm2d_forward_infer<T: Elem>(p: &BatchNormParams, x: &[T], gamma: &[T], beta: &[T], running_mean: &[T], running_var: &[T], y: &mut [T]) {
     let eps = T::from_f32(p.eps);
-    let scale: Vec<T> = (0..p.c as usize).map(|ch| gamma[ch] / (running_var[ch] + eps).sqrt()).collect();
+    let k: Vec<(T, T, T)> = (0..p.c as usize).map(|ch| (running_mean[ch], gamma[ch] / (running_var[ch] + eps).sqrt(), beta[ch])).collect();
     let neg = negative_factor::<T>(p);
-    per_value(p, y, |i, ch| act(neg, (x[i] - running_mean[ch]) * scale[ch] + beta[ch]));
+    per_value(p, x, x, x, &k, y, |x, _, _, (mu, scale, shift)| act(neg, (x - mu) * scale + shift));
+}
+
+/// `y` when an activation is fused, else `dy` (a same-length stand-in that is not read).
+fn act_output<'a, T: Elem>(p: &BatchNormParams, y: &'a [T], dy: &'a [T]) -> &'a [T] {
+    if p.act == BN_ACT_NONE {
+        dy
+    } else {
+        y
+    }
 }
 
 /// Per channel: `(sum g, sum g * xhat)` with `g = dy * act'(y)`.
 fn grad_sums<T: Elem>(p: &BatchNormParams, x: &[T], y: &[T], dy: &[T], mean: &[T], invstd: &[T]) -> Vec<(f64, f64)> {
     let neg = negative_factor::<T>(p);
     // sum g * xhat = invstd * (sum g * x - mean * sum g)
-    let raw = match neg {
-        None => channel_sums(p, |i| (dy[i], dy[i] * x[i])),
-        Some(_) => channel_sums(p, |i| {
-            let g = pre_act_grad(neg, y[i], dy[i]);
-            (g, g * x[i])
-        }),
-    };
+    let raw = channel_sums(p, x, act_output(p, y, dy), dy, |x, y, dy| {
+        let g = if y > T::zero() { dy } else { dy * neg };
+        (g, g * x)
+    });
     raw.iter().enumerate().map(|(ch, &(sg, sgx))| (sg, invstd[ch].to_f64() * (sgx - mean[ch].to_f64() * sg))).collect()
 }
 
@@ -155,17 +158,15 @@ pub fn batchnorm2d_backward_input<T: Elem>(p: &BatchNormParams, x: &[T], y: &[T]
     let count = (p.n * p.hw) as f64;
     let sums = grad_sums(p, x, y, dy, mean, invstd);
     // dx = gamma * invstd * (g - mean(g) - xhat * mean(g * xhat))
-    let coef: Vec<(T, T, T)> = sums
+    let k: Vec<(T, T, T, T, T)> = sums
         .iter()
         .enumerate()
-        .map(|(ch, s)| (gamma[ch] * invstd[ch], T::from_f64(s.0 / count), T::from_f64(s.1 / count)))
+        .map(|(ch, s)| (gamma[ch] * invstd[ch], T::from_f64(s.0 / count), T::from_f64(s.1 / count), mean[ch], invstd[ch]))
         .collect();
     let neg = negative_factor::<T>(p);
-    per_value(p, dx, |i, ch| {
-        let (k, mg, mgx) = coef[ch];
-        let xhat = (x[i] - mean[ch]) * invstd[ch];
-        let g = if neg.is_some() { pre_act_grad(neg, y[i], dy[i]) } else { dy[i] };
-        k * (g - mg - xhat * mgx)
+    per_value(p, x, act_output(p, y, dy), dy, &k, dx, |x, y, dy, (k, mg, mgx, mu, is)| {
+        let g = if y > T::zero() { dy } else { dy * neg };
+        k * (g - mg - (x - mu) * is * mgx)
     });
 }
 
