@@ -12,6 +12,17 @@
 #include "common.cuh"
 #include "gemm.cuh"
 
+// The weight-gradient epilogue: add into the gradient (one slice) or write this slice's
+// partial buffer.
+__device__ __forceinline__ void store_weight_grad(int m0, int n0, int M, int N, const float (&acc)[GEMM_TM][GEMM_TN],
+                                                  float* __restrict__ out, int accumulate) {
+    float* dst = out + (accumulate ? 0 : (long long)blockIdx.z * M * N);
+    gemm_store(m0, n0, M, N, acc, [&](int m, int col, float v) {
+        float* o = dst + m * N + col;
+        *o = accumulate ? *o + v : v;
+    });
+}
+
 // ---- conv2d -----------------------------------------------------------------------------
 
 // y[n, co, oy, ox] = sum_{ci, ky, kx} w[co, ci, ky, kx] x[n, ci, oy s - p + ky, ox s - p + kx] + bias[co]
@@ -24,19 +35,10 @@ conv2d_forward_f32(ConvParams p, const float* __restrict__ x, const float* __res
     const WindowColumns load_b{x, p.c_in, p.h_in, p.w_in, p.k, p.stride, p.pad, p.h_out, p.w_out};
     float acc[GEMM_TM][GEMM_TN];
     gemm_block_tile(m0, n0, M, N, 0, K, load_a, load_b, acc);
-#pragma unroll
-    for (int i = 0; i < GEMM_TM; ++i) {
-        const int m = gemm_row(m0, i);
-        if (m >= M) continue;
-        const float b = bias ? bias[m] : 0.0f;
-#pragma unroll
-        for (int j = 0; j < GEMM_TN; ++j) {
-            const int col = gemm_col(n0, j);
-            if (col >= N) continue;
-            const int n = col / P, q = col % P;
-            y[(n * M + m) * P + q] = acc[i][j] + b;
-        }
-    }
+    gemm_store(m0, n0, M, N, acc, [&](int m, int col, float v) {
+        const int n = col / P, q = col % P;
+        y[(n * M + m) * P + q] = v + (bias ? bias[m] : 0.0f);
+    });
 }
 
 // dx[n, ci, iy, ix] = sum over (co, ky, kx) with iy = oy s - p + ky of w[co, ci, ky, kx] dy[n, co, oy, ox]
@@ -52,19 +54,7 @@ conv2d_backward_input_f32(ConvParams p, const float* __restrict__ dy, const floa
     float acc[GEMM_TM][GEMM_TN];
     gemm_block_tile(m0, n0, M, N, 0, K, load_a, load_b, acc);
     const int P = p.h_in * p.w_in;
-#pragma unroll
-    for (int i = 0; i < GEMM_TM; ++i) {
-        const int m = gemm_row(m0, i);
-        if (m >= M) continue;
-#pragma unroll
-        for (int j = 0; j < GEMM_TN; ++j) {
-            const int col = gemm_col(n0, j);
-            if (col >= N) continue;
-            const int qx = col % pc.qw, qy = (col / pc.qw) % pc.qh, n = col / (pc.qw * pc.qh);
-            const int iy = pc.py + p.stride * qy, ix = pc.px + p.stride * qx;
-            dx[(n * M + m) * P + iy * p.w_in + ix] = acc[i][j];
-        }
-    }
+    gemm_store(m0, n0, M, N, acc, [&](int m, int col, float v) { dx[(pc.image(col) * M + m) * P + pc.offset(col, p.w_in)] = v; });
 }
 
 // dw[co, (ci, ky, kx)] (+)= sum over (n, oy, ox) in this slice of dy[n, co, oy, ox] x[n, ci, oy s - p + ky, ox s - p + kx]
@@ -79,19 +69,7 @@ conv2d_backward_params_f32(ConvParams p, const float* __restrict__ x, const floa
     const WindowRows load_b{x, p.c_in, p.h_in, p.w_in, p.k, p.stride, p.pad, p.h_out, p.w_out};
     float acc[GEMM_TM][GEMM_TN];
     gemm_block_tile(m0, n0, M, N, k_begin, k_end, load_a, load_b, acc);
-    float* dst = out + (accumulate ? 0 : (long long)blockIdx.z * M * N);
-#pragma unroll
-    for (int i = 0; i < GEMM_TM; ++i) {
-        const int m = gemm_row(m0, i);
-        if (m >= M) continue;
-#pragma unroll
-        for (int j = 0; j < GEMM_TN; ++j) {
-            const int col = gemm_col(n0, j);
-            if (col >= N) continue;
-            float* o = dst + m * N + col;
-            *o = accumulate ? *o + acc[i][j] : acc[i][j];
-        }
-    }
+    store_weight_grad(m0, n0, M, N, acc, out, accumulate);
 }
 
 // ---- conv_transpose2d -------------------------------------------------------------------
@@ -110,20 +88,9 @@ conv_transpose2d_forward_f32(ConvParams p, const float* __restrict__ x, const fl
     float acc[GEMM_TM][GEMM_TN];
     gemm_block_tile(m0, n0, M, N, 0, K, load_a, load_b, acc);
     const int P = p.h_out * p.w_out;
-#pragma unroll
-    for (int i = 0; i < GEMM_TM; ++i) {
-        const int m = gemm_row(m0, i);
-        if (m >= M) continue;
-        const float b = bias ? bias[m] : 0.0f;
-#pragma unroll
-        for (int j = 0; j < GEMM_TN; ++j) {
-            const int col = gemm_col(n0, j);
-            if (col >= N) continue;
-            const int qx = col % pc.qw, qy = (col / pc.qw) % pc.qh, n = col / (pc.qw * pc.qh);
-            const int oy = pc.py + p.stride * qy, ox = pc.px + p.stride * qx;
-            y[(n * M + m) * P + oy * p.w_out + ox] = acc[i][j] + b;
-        }
-    }
+    gemm_store(m0, n0, M, N, acc, [&](int m, int col, float v) {
+        y[(pc.image(col) * M + m) * P + pc.offset(col, p.w_out)] = v + (bias ? bias[m] : 0.0f);
+    });
 }
 
 // dx[n, ci, iy, ix] = sum_{co, ky, kx} w[ci, co, ky, kx] dy[n, co, iy s - p + ky, ix s - p + kx]
@@ -137,18 +104,10 @@ conv_transpose2d_backward_input_f32(ConvParams p, const float* __restrict__ dy, 
     const WindowColumns load_b{dy, p.c_out, p.h_out, p.w_out, p.k, p.stride, p.pad, p.h_in, p.w_in};
     float acc[GEMM_TM][GEMM_TN];
     gemm_block_tile(m0, n0, M, N, 0, K, load_a, load_b, acc);
-#pragma unroll
-    for (int i = 0; i < GEMM_TM; ++i) {
-        const int m = gemm_row(m0, i);
-        if (m >= M) continue;
-#pragma unroll
-        for (int j = 0; j < GEMM_TN; ++j) {
-            const int col = gemm_col(n0, j);
-            if (col >= N) continue;
-            const int n = col / P, q = col % P;
-            dx[(n * M + m) * P + q] = acc[i][j];
-        }
-    }
+    gemm_store(m0, n0, M, N, acc, [&](int m, int col, float v) {
+        const int n = col / P, q = col % P;
+        dx[(n * M + m) * P + q] = v;
+    });
 }
 
 // dw[ci, (co, ky, kx)] (+)= sum over (n, iy, ix) in this slice of x[n, ci, iy, ix] dy[n, co, iy s - p + ky, ix s - p + kx]
@@ -162,19 +121,7 @@ conv_transpose2d_backward_params_f32(ConvParams p, const float* __restrict__ x, 
     const WindowRows load_b{dy, p.c_out, p.h_out, p.w_out, p.k, p.stride, p.pad, p.h_in, p.w_in};
     float acc[GEMM_TM][GEMM_TN];
     gemm_block_tile(m0, n0, M, N, k_begin, k_end, load_a, load_b, acc);
-    float* dst = out + (accumulate ? 0 : (long long)blockIdx.z * M * N);
-#pragma unroll
-    for (int i = 0; i < GEMM_TM; ++i) {
-        const int m = gemm_row(m0, i);
-        if (m >= M) continue;
-#pragma unroll
-        for (int j = 0; j < GEMM_TN; ++j) {
-            const int col = gemm_col(n0, j);
-            if (col >= N) continue;
-            float* o = dst + m * N + col;
-            *o = accumulate ? *o + acc[i][j] : acc[i][j];
-        }
-    }
+    store_weight_grad(m0, n0, M, N, acc, out, accumulate);
 }
 
 // ---- shared by the weight gradients -----------------------------------------------------

@@ -80,6 +80,23 @@ __device__ __forceinline__ void gemm_block_tile(int m0, int n0, int M, int N, in
 __device__ __forceinline__ int gemm_row(int m0, int i) { return m0 + (int)(threadIdx.x / 16) + 16 * i; }
 __device__ __forceinline__ int gemm_col(int n0, int j) { return n0 + (int)(threadIdx.x % 16) + 16 * j; }
 
+// Hands each in-range accumulator of this thread to `store(row, col, value)`: the one
+// epilogue loop every GEMM kernel shares; the kernels differ only in where a value goes.
+template <class Store>
+__device__ __forceinline__ void gemm_store(int m0, int n0, int M, int N, const float (&acc)[GEMM_TM][GEMM_TN],
+                                           const Store& store) {
+#pragma unroll
+    for (int i = 0; i < GEMM_TM; ++i) {
+        const int m = gemm_row(m0, i);
+        if (m >= M) continue;
+#pragma unroll
+        for (int j = 0; j < GEMM_TN; ++j) {
+            const int col = gemm_col(n0, j);
+            if (col < N) store(m, col, acc[i][j]);
+        }
+    }
+}
+
 // Element (i, k) at p[i * ld + k]: a row-major matrix read along its rows.
 struct AlongRows {
     const float* p;
@@ -162,8 +179,9 @@ struct WindowRows {
 // Rows r = (c, jy, jx) with jy, jx < taps = ceil(k / s); columns = (n, qy, qx) over the
 // class grid, oy = py + s * qy.
 struct ParityClass {
-    int py, px, ry, rx, qh, qw, taps;
+    int py, px, ry, rx, qh, qw, taps, s;
     __device__ __forceinline__ ParityClass(int cls, int stride, int pad, int k, int out_h, int out_w) {
+        s = stride;
         py = cls / stride;
         px = cls % stride;
         ry = (py + pad) % stride;
@@ -171,6 +189,13 @@ struct ParityClass {
         qh = out_h > py ? (out_h - py + stride - 1) / stride : 0;
         qw = out_w > px ? (out_w - px + stride - 1) / stride : 0;
         taps = (k + stride - 1) / stride;
+    }
+    // Image of class column `col` = (n, qy, qx), and its position in a row-major plane
+    // `width` wide: (py + s qy, px + s qx).
+    __device__ __forceinline__ int image(int col) const { return col / (qw * qh); }
+    __device__ __forceinline__ int offset(int col, int width) const {
+        const int qx = col % qw, qy = (col / qw) % qh;
+        return (py + s * qy) * width + px + s * qx;
     }
 };
 

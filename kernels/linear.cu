@@ -13,16 +13,7 @@ linear_forward_f32(LinearParams p, const float* __restrict__ x, const float* __r
     const AlongRows load_b{w, K};  // column c of B is row c of w
     float acc[GEMM_TM][GEMM_TN];
     gemm_block_tile(m0, n0, M, N, 0, K, load_a, load_b, acc);
-#pragma unroll
-    for (int i = 0; i < GEMM_TM; ++i) {
-        const int m = gemm_row(m0, i);
-        if (m >= M) continue;
-#pragma unroll
-        for (int j = 0; j < GEMM_TN; ++j) {
-            const int c = gemm_col(n0, j);
-            if (c < N) y[m * N + c] = acc[i][j] + (b ? b[c] : 0.0f);
-        }
-    }
+    gemm_store(m0, n0, M, N, acc, [&](int m, int c, float v) { y[m * N + c] = v + (b ? b[c] : 0.0f); });
 }
 
 // dx[n, i] = sum_o dy[n, o] w[o, i]
@@ -34,16 +25,7 @@ linear_backward_input_f32(LinearParams p, const float* __restrict__ dy, const fl
     const DownColumns load_b{w, N};
     float acc[GEMM_TM][GEMM_TN];
     gemm_block_tile(m0, n0, M, N, 0, K, load_a, load_b, acc);
-#pragma unroll
-    for (int i = 0; i < GEMM_TM; ++i) {
-        const int m = gemm_row(m0, i);
-        if (m >= M) continue;
-#pragma unroll
-        for (int j = 0; j < GEMM_TN; ++j) {
-            const int c = gemm_col(n0, j);
-            if (c < N) dx[m * N + c] = acc[i][j];
-        }
-    }
+    gemm_store(m0, n0, M, N, acc, [&](int m, int c, float v) { dx[m * N + c] = v; });
 }
 
 // dw[o, i] += sum_n dy[n, o] x[n, i]. The reduction runs over the batch only, so one
@@ -56,14 +38,5 @@ linear_backward_params_f32(LinearParams p, const float* __restrict__ x, const fl
     const DownColumns load_b{x, N};
     float acc[GEMM_TM][GEMM_TN];
     gemm_block_tile(m0, n0, M, N, 0, K, load_a, load_b, acc);
-#pragma unroll
-    for (int i = 0; i < GEMM_TM; ++i) {
-        const int m = gemm_row(m0, i);
-        if (m >= M) continue;
-#pragma unroll
-        for (int j = 0; j < GEMM_TN; ++j) {
-            const int c = gemm_col(n0, j);
-            if (c < N) dw[m * N + c] += acc[i][j];
-        }
-    }
+    gemm_store(m0, n0, M, N, acc, [&](int m, int c, float v) { dw[m * N + c] += v; });
 }
