@@ -7,7 +7,8 @@
 # ./target/release/gan-engine). The script
 #   1. finds NVRTC on this machine (already loadable, $CUDA_HOME, /usr/local/cuda*, or a
 #      pip-installed nvidia-cuda-nvrtc[-cu12] in any python on PATH), preferring the
-#      major version of the driver's CUDA, and offers it to the binary;
+#      major version of the driver's CUDA, and names it to the binary (GAN_ENGINE_NVRTC;
+#      the binary searches most of these places itself, this makes the choice explicit);
 #   2. runs `gan-engine selftest --device cuda` (every kernel against its CPU twin, whole
 #      training iterations including 128 px at batch 64);
 #   3. runs the benchmarks and the PyTorch peer when this build and checkout have them;
@@ -70,9 +71,7 @@ for want in "$driver_cuda" 13 12; do
 done
 nvrtc="not found"
 if [[ -n "$pick" ]]; then
-    mkdir -p "$work/nvrtc"
-    ln -sf "$pick" "$work/nvrtc/libnvrtc.so"
-    export LD_LIBRARY_PATH="$work/nvrtc:$(dirname "$pick")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    export GAN_ENGINE_NVRTC="$pick"
     nvrtc="$pick"
 fi
 export GAN_ENGINE_PTX_CACHE="$work/ptx"

@@ -11,11 +11,12 @@
 pub mod check;
 mod driver;
 mod launch;
+mod nvrtc;
 #[cfg(feature = "sim")]
 mod sim;
 pub mod source;
 
-pub use driver::{compile_module, nvrtc_archs, nvrtc_version};
+pub use driver::{compile_module, nvrtc_archs, nvrtc_path, nvrtc_version};
 pub use launch::LAUNCHED_KERNELS;
 
 use super::*;
