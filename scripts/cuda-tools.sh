@@ -9,7 +9,8 @@
 #      kernel, and fails on any spill;
 #   5. checks the simulation itself (barriers, shuffles, reported misuse), then runs
 #      `gan-engine selftest --device sim` (every kernel against its CPU twin on the CPU
-#      simulation, plus a whole training iteration) and checks that every `extern "C"`
+#      simulation, plus a whole training iteration and one against the PyTorch reference)
+#      and checks that every `extern "C"`
 #      kernel in kernels/ has a passing row.
 #
 # Exits non-zero on any failure. Versions can be overridden with NVRTC12_PKG, NVRTC13_PKG
