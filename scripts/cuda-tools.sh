@@ -9,7 +9,8 @@
 #      kernel, and fails on any spill;
 #   5. checks the simulation itself (barriers, shuffles, reported misuse), then runs
 #      `gan-engine selftest --device sim` (every kernel against its CPU twin on the CPU
-#      simulation, plus a whole training iteration) and checks that every `extern "C"`
+#      simulation, plus a whole training iteration and one against the PyTorch reference)
+#      and checks that every `extern "C"`
 #      kernel in kernels/ has a passing row.
 #
 # Exits non-zero on any failure. Versions can be overridden with NVRTC12_PKG, NVRTC13_PKG
@@ -44,10 +45,6 @@ lib12=$(dirname "$(find "$TOOLS/nvrtc12" -name 'libnvrtc.so.12' | head -n1)")
 lib13=$(dirname "$(find "$TOOLS/nvrtc13" -name 'libnvrtc.so.13' | head -n1)")
 ptxas=$(find "$TOOLS/nvcc" -type f -name ptxas | head -n1)
 [[ -n "$lib12" && -n "$lib13" && -x "$ptxas" ]] || { echo "error: NVRTC 12, NVRTC 13 or ptxas missing under $TOOLS" >&2; exit 1; }
-# The binary loads NVRTC by the names of its CUDA 12 build (libnvrtc.so.12, libnvrtc.so):
-# NVRTC 13 is offered under the unversioned name.
-mkdir -p "$TOOLS/nvrtc13-link"
-ln -sf "$(cd "$lib13" && pwd)/libnvrtc.so.13" "$TOOLS/nvrtc13-link/libnvrtc.so"
 "$ptxas" --version | tail -n1
 
 # ---- 2. build ------------------------------------------------------------------------------
@@ -58,10 +55,17 @@ bin=./target/release/gan-engine
 # ---- 3. NVRTC compile of every kernel for every target ------------------------------------
 ptx="$TOOLS/ptx"
 rm -rf "$ptx"
+kernels_with() { # expected NVRTC major, then the command; fails unless that NVRTC was loaded
+    local major="$1"; shift
+    "$@" | tee "$TOOLS/kernels.txt"
+    grep -q "^NVRTC $major\." "$TOOLS/kernels.txt" || { echo "error: the binary did not load NVRTC $major" >&2; exit 1; }
+}
+# NVRTC 12 is named exactly: by name, a libnvrtc.so.13 elsewhere on the machine comes first.
 step "NVRTC 12: sm_61 (GTX 1070 Ti), sm_75"
-LD_LIBRARY_PATH="$lib12" "$bin" kernels --arch sm_61,sm_75 --out "$ptx"
+kernels_with 12 env GAN_ENGINE_NVRTC="$lib12/libnvrtc.so.12" "$bin" kernels --arch sm_61,sm_75 --out "$ptx"
+# NVRTC 13 as users install it: its folder on LD_LIBRARY_PATH, nothing renamed or linked.
 step "NVRTC 13: sm_90"
-LD_LIBRARY_PATH="$TOOLS/nvrtc13-link:$lib13" "$bin" kernels --arch sm_90 --out "$ptx"
+kernels_with 13 env LD_LIBRARY_PATH="$lib13" "$bin" kernels --arch sm_90 --out "$ptx"
 
 # ---- 4. ptxas resource report, spills fail ---------------------------------------------------
 step "ptxas -v at sm_90: registers, shared memory, spills per kernel"

@@ -2,14 +2,17 @@
 //! `benches/train_step.rs`) for machines without cargo, and a per-op profile of one
 //! iteration (`--profile`).
 //!
-//! On the GPU each timed iteration is bracketed by stream synchronisations and timed on
-//! the host clock: the op contract has no event API, and at tens of milliseconds per
-//! iteration the microseconds of a synchronise do not show.
+//! On a GPU each timed iteration is measured with CUDA events recorded on the backend's
+//! stream before and after it (`timer=cuda-events`); the op contract has no event API, so
+//! this asks the concrete CUDA backend for them. The CPU and the simulation (which runs each
+//! launch to completion on the host) are timed on the host clock between synchronisations
+//! (`timer=host`).
 //!
 //! One line per configuration, `key=value` fields that scripts/compare.sh parses:
-//! `ours ... median_s=1.0400 ... vs_1070ti=0.83`.
+//! `ours ... timer=host median_s=1.0400 ... vs_1070ti=0.83`.
 
 use anyhow::{ensure, Result};
+use gan_engine::backend::cuda::EventTimer;
 use gan_engine::backend::device::{self, Opened};
 use gan_engine::backend::{ActParams, AdamParams, Backend, BatchNormParams, BceParams, ConcatParams, ConvParams, LinearParams, BN_ACT_NONE};
 use gan_engine::model::{iteration_flops, ModelConfig};
@@ -59,14 +62,55 @@ pub fn run(a: Args) -> Result<()> {
     // An explicit --device cuda on a machine without a GPU is an error with the reason
     // (exit code 2), never a line that could be mistaken for a result.
     match device::open(&a.device)? {
-        Opened::Cpu(cpu) => run_on(cpu, &a),
-        Opened::Gpu(gpu) => run_on(gpu, &a),
+        Opened::Cpu(cpu) => run_on(cpu, &a, Timer::Host),
+        Opened::Gpu(gpu) => {
+            let timer = gpu.event_timer()?.map_or(Timer::Host, Timer::Events);
+            run_on(gpu, &a, timer)
+        }
+    }
+}
+
+/// The clock of the timed iterations.
+pub enum Timer {
+    /// The host clock, between device synchronisations.
+    Host,
+    /// CUDA events on the GPU's stream.
+    Events(EventTimer),
+}
+
+impl Timer {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Timer::Host => "host",
+            Timer::Events(_) => "cuda-events",
+        }
+    }
+
+    /// Runs `f` (which queues device work on `be` and may wait for some of it) and returns its
+    /// result and the seconds its work took, all queued work included. The device is idle
+    /// when the interval starts.
+    fn time<B: Backend, R>(&self, be: &B, f: impl FnOnce() -> Result<R>) -> Result<(R, f64)> {
+        be.synchronize()?;
+        match self {
+            Timer::Host => {
+                let t0 = Instant::now();
+                let r = f()?;
+                be.synchronize()?;
+                Ok((r, t0.elapsed().as_secs_f64()))
+            }
+            Timer::Events(ev) => {
+                ev.start()?;
+                let r = f()?;
+                let dt = ev.stop()?;
+                Ok((r, dt))
+            }
+        }
     }
 }
 
 /// Every configuration plainly first, then (with --profile) again through the timing
 /// decorator: its per-op synchronisation must not leak into the figures above.
-fn run_on<B: Backend>(be: B, a: &Args) -> Result<()> {
+fn run_on<B: Backend>(be: B, a: &Args, timer: Timer) -> Result<()> {
     let mut configs = Vec::new();
     for &size in &a.size {
         for &batch in &a.batch {
@@ -74,14 +118,15 @@ fn run_on<B: Backend>(be: B, a: &Args) -> Result<()> {
         }
     }
     for (cfg, batch) in &configs {
-        let m = measure(&be, cfg, *batch, a.warmup, a.iters, None)?;
-        println!("{}", m.line(&be, cfg, *batch, a.iters));
+        let m = measure(&be, cfg, *batch, a.warmup, a.iters, &timer, None)?;
+        println!("{}", m.line(&be, cfg, *batch, a.iters, timer.label()));
     }
     if a.profile {
         let prof = Profiled::new(be);
         for (cfg, batch) in &configs {
             println!("profile of {} px, width {}, batch {batch}:", cfg.size, cfg.width);
-            measure(&prof, cfg, *batch, a.warmup, a.iters, Some(&prof))?;
+            // Every op synchronises here: the host clock is the profile's clock.
+            measure(&prof, cfg, *batch, a.warmup, a.iters, &Timer::Host, Some(&prof))?;
             prof.print(a.iters);
             prof.reset();
         }
@@ -98,11 +143,11 @@ impl Measurement {
     pub fn median(&self) -> f64 {
         median(&self.times)
     }
-    fn line<B: Backend>(&self, be: &B, cfg: &ModelConfig, batch: usize, iters: usize) -> String {
+    fn line<B: Backend>(&self, be: &B, cfg: &ModelConfig, batch: usize, iters: usize, timer: &str) -> String {
         let med = self.median();
         let min = self.times.iter().cloned().fold(f64::INFINITY, f64::min);
         format!(
-            "ours gan-engine {} backend=\"{}\" size={} width={} batch={batch} threads={} iters={iters} median_s={med:.4} min_s={min:.4} it_per_s={:.3} gflop_per_s={:.1} vs_1070ti={:.3}",
+            "ours gan-engine {} backend=\"{}\" size={} width={} batch={batch} threads={} iters={iters} timer={timer} median_s={med:.4} min_s={min:.4} it_per_s={:.3} gflop_per_s={:.1} vs_1070ti={:.3}",
             env!("CARGO_PKG_VERSION"),
             be.name(),
             cfg.size,
@@ -127,10 +172,10 @@ pub fn median(v: &[f64]) -> f64 {
 }
 
 /// Warm-up, then `iters` timed full iterations (D step + G step, with both Adam steps)
-/// on a fixed batch. Each timed iteration starts and ends with `synchronize`, and
-/// `iteration` reads the losses back, so queued device work is inside the interval.
+/// on a fixed batch. Each timed iteration starts on an idle device and its interval ends
+/// after all the work it queued (`Timer::time`); `iteration` also reads the losses back.
 /// `reset` (the profiler) is cleared after the warm-up.
-pub fn measure<B: Backend>(be: &B, cfg: &ModelConfig, batch: usize, warmup: usize, iters: usize, reset: Option<&dyn Reset>) -> Result<Measurement> {
+pub fn measure<B: Backend>(be: &B, cfg: &ModelConfig, batch: usize, warmup: usize, iters: usize, timer: &Timer, reset: Option<&dyn Reset>) -> Result<Measurement> {
     let mut gan = Gan::new(be, cfg, &Hyper::default(), 1)?;
     let (images, texts, noise) = synthetic_batch(cfg, batch, 2);
     let inputs = StepInputs { images: &images, texts: &texts, noise: &noise, mismatched: None };
@@ -142,11 +187,7 @@ pub fn measure<B: Backend>(be: &B, cfg: &ModelConfig, batch: usize, warmup: usiz
                 r.reset();
             }
         }
-        be.synchronize()?;
-        let t0 = Instant::now();
-        let stats = gan.iteration(be, batch, &inputs)?;
-        be.synchronize()?;
-        let dt = t0.elapsed().as_secs_f64();
+        let (stats, dt) = timer.time(be, || gan.iteration(be, batch, &inputs))?;
         ensure!(stats.is_finite(), "non-finite loss at iteration {i}: {stats:?}");
         if i >= warmup {
             times.push(dt);

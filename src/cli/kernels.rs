@@ -1,5 +1,5 @@
 use anyhow::{Context, Result};
-use gan_engine::backend::cuda::{compile_module, nvrtc_archs, nvrtc_version, source};
+use gan_engine::backend::cuda::{compile_module, nvrtc_archs, nvrtc_path, nvrtc_version, source};
 use std::path::PathBuf;
 
 /// Compile every kernel module with NVRTC (no GPU needed) and write the PTX.
@@ -15,7 +15,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     let (major, minor) = nvrtc_version()?;
-    println!("NVRTC {major}.{minor}, architectures {:?}", nvrtc_archs()?);
+    println!("NVRTC {major}.{minor} ({}), architectures {:?}", nvrtc_path()?, nvrtc_archs()?);
     if let Some(out) = &a.out {
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     }

@@ -1,17 +1,19 @@
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use gan_engine::backend::cuda::check::{awkward_shapes, Checker, Row};
 use gan_engine::backend::cuda::{source, GpuBackend};
 use gan_engine::backend::device::{self, Opened};
 use gan_engine::backend::Backend;
 use gan_engine::gradcheck;
 use gan_engine::model::ModelConfig;
+use gan_engine::train::reference::{self, Check, Reference};
 use std::time::Instant;
 
 #[derive(clap::Args)]
 pub struct Args {
     /// cpu: gradient checks in f64. sim: every CUDA kernel run on the CPU (build with
-    /// `--features sim`) against its CPU twin. cuda: the same on the GPU, plus a full
-    /// training iteration at 128 px, batch 64.
+    /// `--features sim`) against its CPU twin, and one training iteration against the
+    /// PyTorch reference. cuda: the same on the GPU, plus a full training iteration at
+    /// 128 px, batch 64.
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Entries checked per parameter tensor in the whole-model checks.
@@ -53,7 +55,16 @@ fn print_row(r: &Row, width: usize) {
     println!("{:<width$}  {:<58} {:>8} {:>10.2e} {:>10.2e}  {:<18} {verdict}", r.kernel_label(), r.shape, r.values, r.max_abs, r.max_rel, tol);
 }
 
-/// Every kernel against its CPU twin, the models' layers, whole training iterations.
+/// One row of the PyTorch reference comparison, in the columns of the kernel rows.
+fn print_reference_row(c: &Check, shape: &str, width: usize) {
+    let label = if c.loose > 0 { format!("torch-ref: {} ({} loose)", c.name, c.loose) } else { format!("torch-ref: {}", c.name) };
+    let tol = format!("{:.1e}+{:.0e}*ref", c.tol.atol, c.tol.rtol);
+    let verdict = if c.passed() { "PASS" } else { "FAIL" };
+    println!("{label:<width$}  {shape:<58} {:>8} {:>10.2e} {:>10.2e}  {tol:<18} {verdict}", c.len, c.max_abs_err, c.worst_ratio);
+}
+
+/// Every kernel against its CPU twin, the models' layers, whole training iterations, and
+/// one iteration against the PyTorch reference.
 fn kernels(gpu: &GpuBackend) -> Result<()> {
     let start = Instant::now();
     println!("kernel checks on {}", gpu.name());
@@ -68,20 +79,35 @@ fn kernels(gpu: &GpuBackend) -> Result<()> {
     if !gpu.is_sim() {
         c.train_iteration(&ModelConfig::new(128, 64)?, 64, 13)?;
     }
+    // The PyTorch reference (train::reference), embedded in the binary.
+    let torch = Reference::embedded()?;
+    let checks = reference::run(gpu, &torch, &reference::GPU).with_context(|| format!("the PyTorch reference iteration on {}", gpu.name()))?;
     let width = c.rows.iter().map(|r| r.kernel_label().len()).max().unwrap_or(6).max(6);
     println!("{:<width$}  {:<58} {:>8} {:>10} {:>10}  {:<18} result", "kernel", "shape", "values", "max abs", "rel err", "tolerance");
     for r in &c.rows {
         print_row(r, width);
     }
+    println!(
+        "PyTorch reference ({}): one training iteration from PyTorch's weights and batch, each tensor against PyTorch in float64; a value passes when |gpu - ref| <= atol + rtol*|ref| (tolerance atol+rtol*ref: the GPU bounds of train::reference, 4x the CPU's), err/tol the largest |gpu - ref| / (atol + rtol*|ref|); loose entries (reference gradient zero within rounding) get one Adam step (lr) more",
+        torch.note
+    );
+    let rwidth = checks.iter().map(|c| c.name.len() + 24).max().unwrap_or(16);
+    println!("{:<rwidth$}  {:<58} {:>8} {:>10} {:>10}  {:<18} result", "reference tensor", "shape", "values", "max abs", "err/tol", "tolerance");
+    for ch in &checks {
+        print_reference_row(ch, &torch.shape(), rwidth);
+    }
     let failed = c.rows.iter().filter(|r| !r.passed).count();
+    let ref_failed = checks.iter().filter(|c| !c.passed()).count();
     // Coverage: every extern "C" kernel in kernels/ must have been launched and compared.
     let launched = gpu.launched_kernels();
     let missing: Vec<&str> = source::kernels().into_iter().map(|(k, _)| k).filter(|k| !launched.contains(k)).collect();
     println!(
-        "{} rows: {} passed, {} failed; {} of {} kernels launched; {:.1} s",
+        "{} rows: {} passed, {} failed; PyTorch reference: {} of {} tensors passed; {} of {} kernels launched; {:.1} s",
         c.rows.len(),
         c.rows.len() - failed,
         failed,
+        checks.len() - ref_failed,
+        checks.len(),
         source::kernels().len() - missing.len(),
         source::kernels().len(),
         start.elapsed().as_secs_f64()
@@ -91,6 +117,9 @@ fn kernels(gpu: &GpuBackend) -> Result<()> {
     }
     if failed > 0 {
         bail!("{failed} kernel check(s) failed on {}", gpu.name());
+    }
+    if ref_failed > 0 {
+        bail!("{ref_failed} tensor(s) differ from the PyTorch reference beyond the GPU tolerances on {}", gpu.name());
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Training: the GAN iteration, checkpoints, and (in the CLI) the loop around them.
 
 pub mod checkpoint;
+pub mod reference;
 pub mod gan;
 
 pub use gan::{synthetic_batch, Gan, Hyper, StepInputs, StepStats};

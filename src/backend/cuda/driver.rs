@@ -1,12 +1,13 @@
 //! The real GPU: driver context and stream (cudarc), NVRTC compilation at first use with
 //! a PTX disk cache, function lookup. Every failure is an `Err` with a sentence for
-//! people; cudarc would panic on the first call into a missing library, so presence is
-//! checked before anything else is touched.
+//! people; cudarc would panic on the first call into a missing driver library, so its
+//! presence is checked before anything else is touched. NVRTC is loaded by nvrtc.rs, which
+//! also finds NVRTC 13 (cudarc 0.19 looks for the CUDA 12 names only).
 
-use super::source;
+use super::{nvrtc, source};
 use anyhow::{anyhow, bail, Context, Result};
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream};
-use cudarc::nvrtc::{CompileError, CompileOptions, Ptx};
+use cudarc::nvrtc::Ptx;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -24,59 +25,31 @@ pub struct Cuda {
     functions: RefCell<HashMap<&'static str, CudaFunction>>,
 }
 
-/// Whether NVRTC can be loaded, without panicking when it cannot.
-pub fn nvrtc_present() -> bool {
-    // SAFETY: only tries to dlopen the library by its candidate names.
-    unsafe { cudarc::nvrtc::sys::is_culib_present() }
+/// NVRTC's version, e.g. (12, 9). Loads NVRTC (without preferring a version) if nothing has yet.
+pub fn nvrtc_version() -> Result<(i32, i32)> {
+    Ok(nvrtc::get(None)?.version)
 }
 
-const NVRTC_HINT: &str = "NVRTC (libnvrtc.so.12 or libnvrtc.so) was not found: install the CUDA toolkit's NVRTC, or `pip install nvidia-cuda-nvrtc-cu12` and put its lib folder on LD_LIBRARY_PATH (for NVRTC 13, link libnvrtc.so.13 as libnvrtc.so there); scripts/gpu-check.sh does this";
-
-/// NVRTC's version, e.g. (12, 9).
-pub fn nvrtc_version() -> Result<(i32, i32)> {
-    if !nvrtc_present() {
-        bail!("{NVRTC_HINT}");
-    }
-    let (mut major, mut minor) = (0, 0);
-    // SAFETY: the library is present (checked above); both pointers are valid for writes.
-    let r = unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) };
-    if r != cudarc::nvrtc::sys::nvrtcResult::NVRTC_SUCCESS {
-        bail!("nvrtcVersion failed: {r:?}");
-    }
-    Ok((major, minor))
+/// The file NVRTC was loaded from.
+pub fn nvrtc_path() -> Result<String> {
+    Ok(nvrtc::get(None)?.path.clone())
 }
 
 /// The architectures this NVRTC can generate code for, as numbers (61, 75, 90, ...).
 pub fn nvrtc_archs() -> Result<Vec<i32>> {
-    nvrtc_version()?;
-    let mut n = 0;
-    // SAFETY: the library is present (nvrtc_version checked); `n` is valid for a write.
-    unsafe { cudarc::nvrtc::sys::nvrtcGetNumSupportedArchs(&mut n) }.result().map_err(|e| anyhow!("nvrtcGetNumSupportedArchs: {e:?}"))?;
-    let mut archs = vec![0; n.max(0) as usize];
-    // SAFETY: `archs` has room for the `n` values NVRTC reported.
-    unsafe { cudarc::nvrtc::sys::nvrtcGetSupportedArchs(archs.as_mut_ptr()) }.result().map_err(|e| anyhow!("nvrtcGetSupportedArchs: {e:?}"))?;
-    Ok(archs)
+    nvrtc::get(None)?.archs()
 }
 
 /// Compiles one kernel module (`conv`, `batchnorm`, ...) to PTX for `arch` (`compute_90` or
 /// `sm_90`). The error carries NVRTC's log.
 pub fn compile_module(module: &str, arch: &str) -> Result<String> {
     let src = source::expanded(module).with_context(|| format!("no kernel module named {module}"))?;
-    let version = nvrtc_version()?;
-    let opts = CompileOptions {
-        options: vec![format!("--gpu-architecture={arch}"), "--std=c++17".into(), "-lineinfo".into()],
-        name: Some(format!("{module}.cu")),
-        ..Default::default()
-    };
-    match cudarc::nvrtc::compile_ptx_with_opts(&src, opts) {
-        Ok(ptx) => Ok(ptx.to_src()),
-        Err(CompileError::CompileError { nvrtc, options, log }) => Err(anyhow!(
-            "NVRTC {}.{} failed to compile kernels/{module}.cu for {arch} ({nvrtc:?}, options {options:?}):\n{}",
-            version.0,
-            version.1,
-            log.to_string_lossy()
-        )),
-        Err(e) => Err(anyhow!("NVRTC {}.{} could not compile kernels/{module}.cu for {arch}: {e:?}", version.0, version.1)),
+    let nv = nvrtc::get(None)?;
+    let (major, minor) = nv.version;
+    let options = vec![format!("--gpu-architecture={arch}"), "--std=c++17".into(), "-lineinfo".into()];
+    match nv.compile(&src, &format!("{module}.cu"), &options).with_context(|| format!("NVRTC {major}.{minor} could not compile kernels/{module}.cu for {arch}"))? {
+        Ok(ptx) => Ok(ptx),
+        Err(f) => Err(anyhow!("NVRTC {major}.{minor} failed to compile kernels/{module}.cu for {arch} ({}, options {options:?}):\n{}", f.status, f.log)),
     }
 }
 
@@ -101,7 +74,15 @@ impl Cuda {
         if count < 1 {
             bail!("the NVIDIA driver reports no GPU: use --device cpu");
         }
-        let nvrtc = nvrtc_version()?;
+        // The driver loads PTX only from an NVRTC no newer than itself: look for its own
+        // major version first.
+        let mut driver_version = 0;
+        // SAFETY: the driver library is present (checked above); the pointer is valid.
+        let prefer = match unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut driver_version) } {
+            cudarc::driver::sys::CUresult::CUDA_SUCCESS if driver_version > 0 => Some(driver_version / 1000),
+            _ => None,
+        };
+        let nvrtc = nvrtc::get(prefer)?.version;
         let ctx = CudaContext::new(0).map_err(|e| anyhow!("creating a CUDA context on GPU 0 failed: {e:?}"))?;
         // One stream carries all work and buffers are addressed by raw pointer, so
         // cudarc's per-buffer event bookkeeping would only add cost.

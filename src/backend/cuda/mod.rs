@@ -11,12 +11,15 @@
 pub mod check;
 mod driver;
 mod launch;
+mod nvrtc;
 #[cfg(feature = "sim")]
 mod sim;
 pub mod source;
+mod timing;
 
-pub use driver::{compile_module, nvrtc_archs, nvrtc_version};
+pub use driver::{compile_module, nvrtc_archs, nvrtc_path, nvrtc_version};
 pub use launch::LAUNCHED_KERNELS;
+pub use timing::EventTimer;
 
 use super::*;
 use anyhow::{anyhow, bail, Result};
