@@ -223,7 +223,7 @@ fn adam_step_equals_the_closed_form() {
             // After one step from zero moments the update is lr * g / (|g| + eps').
             for i in 0..5 {
                 let step = p0[i] - p[i];
-                let closed = (lr as f64) * g[i] / (g[i].abs() + eps as f64);
+                let closed = lr * g[i] / (g[i].abs() + eps);
                 assert!((step - closed).abs() <= 1e-12, "entry {i}: step {step} closed form {closed}");
             }
         }

@@ -119,6 +119,8 @@ pub struct Discriminator<B: Backend> {
 }
 
 impl<B: Backend> Discriminator<B> {
+    // The head's layers are pushed one by one: each name depends on the layers before it.
+    #[allow(clippy::vec_init_then_push)]
     pub fn new(be: &B, cfg: &ModelConfig, rng: &mut Rng) -> Result<Self> {
         cfg.validate()?;
         let leaky = ActKind::LeakyRelu(cfg.slope);

@@ -97,12 +97,11 @@ impl<B: Backend> Layer<B> for Conv<B> {
         let p = self.params_for(x.shape);
         let (xb, dyb) = (x.buf.borrow(), dy.buf.borrow());
         let db = self.bias.as_mut().map(|b| &mut b.grad);
-        let r = if self.transposed {
+        if self.transposed {
             be.conv_transpose2d_backward_params(&p, &xb, &dyb, &mut self.weight.grad, db)
         } else {
             be.conv2d_backward_params(&p, &xb, &dyb, &mut self.weight.grad, db)
-        };
-        r
+        }
     }
     fn params(&self) -> Vec<&Param<B>> {
         std::iter::once(&self.weight).chain(self.bias.as_ref()).collect()
