@@ -1,0 +1,53 @@
+//! Two facts about this machine that shape the CPU convolutions, measured directly:
+//!
+//! - the `gemm` crate's speed depends on the layout of the right-hand operand: the weight
+//!   gradient `dw[co, kd] += dy[co, ld] . cols^T` at a 64 px D layer's shape (128 x 1024,
+//!   reduced over 8192) with the column matrix read transposed, against the same product
+//!   with a row-major `[ld, kd]` operand (what `im2row` writes);
+//! - memory bandwidth: one copy of 64 MiB between two buffers (read + write counted).
+//!
+//!     cargo bench --bench gemm_layout
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use std::time::Duration;
+
+#[allow(clippy::too_many_arguments)]
+fn product(m: usize, n: usize, k: usize, c: &mut [f32], a: &[f32], a_rs: isize, a_cs: isize, b: &[f32], b_rs: isize, b_cs: isize) {
+    assert!(c.len() >= m * n && a.len() >= m * k && b.len() >= k * n);
+    // SAFETY: the asserted lengths cover every index the strides reach; c aliases nothing.
+    unsafe {
+        gemm::gemm(m, n, k, c.as_mut_ptr(), 1, n as isize, true, a.as_ptr(), a_cs, a_rs, b.as_ptr(), b_cs, b_rs, 1.0, 1.0, false, false, false, gemm::Parallelism::Rayon(rayon::current_num_threads()));
+    }
+}
+
+fn layout(c: &mut Criterion) {
+    let (co, kd, ld) = (128usize, 1024usize, 8192usize);
+    let dy = vec![0.5f32; co * ld];
+    let cols = vec![0.25f32; kd * ld];
+    let mut dw = vec![0.0f32; co * kd];
+    let mut group = c.benchmark_group("gemm_layout");
+    group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
+    group.throughput(Throughput::Elements((2 * co * kd * ld) as u64));
+    // cols is [kd, ld]: read as cols^T[ld, kd] it has row stride 1 and column stride ld.
+    group.bench_function("weight_grad/cols_transposed", |b| b.iter(|| product(co, kd, ld, &mut dw, &dy, ld as isize, 1, &cols, 1, ld as isize)));
+    // The same values laid out as rows[ld, kd]: row stride kd, column stride 1.
+    group.bench_function("weight_grad/rows_row_major", |b| b.iter(|| product(co, kd, ld, &mut dw, &dy, ld as isize, 1, &cols, kd as isize, 1)));
+    group.finish();
+
+    let len = 16 << 20;
+    let src = vec![1.0f32; len];
+    let mut dst = vec![0.0f32; len];
+    let mut group = c.benchmark_group("memory");
+    group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    group.throughput(Throughput::Bytes((2 * 4 * len) as u64));
+    group.bench_function("copy_64MiB", |b| {
+        b.iter(|| {
+            use rayon::prelude::*;
+            dst.par_chunks_mut(1 << 16).zip(src.par_chunks(1 << 16)).for_each(|(d, s)| d.copy_from_slice(s));
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, layout);
+criterion_main!(benches);
