@@ -157,6 +157,7 @@ fn bench_case<B: Backend>(be: &B, group: &mut criterion::BenchmarkGroup<'_, crit
             let beta = random(be, c, &mut rng);
             let (mut rm, mut rv, mut mean, mut invstd) = (be.alloc(c).unwrap(), be.alloc(c).unwrap(), be.alloc(c).unwrap(), be.alloc(c).unwrap());
             let (mut y, mut dx, mut dg, mut db) = (be.alloc(len).unwrap(), be.alloc(len).unwrap(), be.alloc(c).unwrap(), be.alloc(c).unwrap());
+            let mut sums = be.alloc(2 * c).unwrap();
             be.fill(&mut rv, 1.0).unwrap();
             // One forward first: the backward passes need its saved statistics.
             be.batchnorm2d_forward_train(p, &x, &gamma, &beta, &mut rm, &mut rv, &mut mean, &mut invstd, &mut y).unwrap();
@@ -168,9 +169,10 @@ fn bench_case<B: Backend>(be: &B, group: &mut criterion::BenchmarkGroup<'_, crit
             // A fused activation adds its output y to what the backward passes read.
             let fused = u64::from(p.act != BN_ACT_NONE);
             group.throughput(Throughput::BytesDecimal((3 + fused) * bytes));
-            group.bench_function(id("backward_input"), |b| b.iter_custom(|it| timed(be, it, || be.batchnorm2d_backward_input(p, &x, &y, &dy, &gamma, &mean, &invstd, &mut dx).unwrap())));
-            group.throughput(Throughput::BytesDecimal((2 + fused) * bytes));
-            group.bench_function(id("backward_params"), |b| b.iter_custom(|it| timed(be, it, || be.batchnorm2d_backward_params(p, &x, &y, &dy, &mean, &invstd, &mut dg, &mut db).unwrap())));
+            group.bench_function(id("backward_input"), |b| b.iter_custom(|it| timed(be, it, || be.batchnorm2d_backward_input(p, &x, &y, &dy, &gamma, &mean, &invstd, &mut sums, &mut dx).unwrap())));
+            // The parameter gradients add the per-channel sums backward_input wrote.
+            group.throughput(Throughput::BytesDecimal(4 * F32 * c as u64));
+            group.bench_function(id("backward_params"), |b| b.iter_custom(|it| timed(be, it, || be.batchnorm2d_backward_params(p, &sums, &mut dg, &mut db).unwrap())));
         }
         Op::Act { kind, p } => {
             let len = p.len as usize;

@@ -93,18 +93,23 @@ batchnorm2d_forward_infer_f32(BatchNormParams p, const float* __restrict__ x, co
 }
 
 // dx = gamma invstd (g - mean(g) - xhat mean(g xhat)) with g = dy act'(y), one block per
-// channel.
+// channel. The block also writes its channel's sums (sums[c] = sum g, sums[C + c] = sum g
+// xhat): the parameter gradients, which batchnorm2d_backward_params then adds.
 extern "C" __global__ void __launch_bounds__(REDUCE_THREADS)
 batchnorm2d_backward_input_f32(BatchNormParams p, const float* __restrict__ x, const float* __restrict__ y,
                                const float* __restrict__ dy, const float* __restrict__ gamma,
                                const float* __restrict__ mean, const float* __restrict__ invstd,
-                               float* __restrict__ dx) {
+                               float* __restrict__ sums, float* __restrict__ dx) {
     DYNAMIC_SHARED(float, scratch);
     const int c = blockIdx.x;
     const int count = p.n * p.hw;
     const float mu = mean[c], is = invstd[c];
     float sg, sgx;
     bn_grad_sums(p, c, x, y, dy, mu, is, scratch, sg, sgx);
+    if (threadIdx.x == 0) {
+        sums[c] = sg;
+        sums[p.c + c] = sgx;
+    }
     const float mg = sg / (float)count, mgx = sgx / (float)count;
     const float k = gamma[c] * is;
     for (int e = threadIdx.x; e < count; e += blockDim.x) {
@@ -114,18 +119,12 @@ batchnorm2d_backward_input_f32(BatchNormParams p, const float* __restrict__ x, c
     }
 }
 
-// dgamma[c] += sum g xhat, dbeta[c] += sum g, one block per channel.
-extern "C" __global__ void __launch_bounds__(REDUCE_THREADS)
-batchnorm2d_backward_params_f32(BatchNormParams p, const float* __restrict__ x, const float* __restrict__ y,
-                                const float* __restrict__ dy, const float* __restrict__ mean,
-                                const float* __restrict__ invstd, float* __restrict__ dgamma,
+// dgamma[c] += sums[C + c], dbeta[c] += sums[c]: the sums batchnorm2d_backward_input wrote.
+extern "C" __global__ void __launch_bounds__(ELEM_THREADS)
+batchnorm2d_backward_params_f32(BatchNormParams p, const float* __restrict__ sums, float* __restrict__ dgamma,
                                 float* __restrict__ dbeta) {
-    DYNAMIC_SHARED(float, scratch);
-    const int c = blockIdx.x;
-    float sg, sgx;
-    bn_grad_sums(p, c, x, y, dy, mean[c], invstd[c], scratch, sg, sgx);
-    if (threadIdx.x == 0) {
-        dbeta[c] += sg;
-        dgamma[c] += sgx;
-    }
+    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= p.c) return;
+    dbeta[c] += sums[c];
+    dgamma[c] += sums[p.c + c];
 }

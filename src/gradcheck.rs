@@ -172,8 +172,9 @@ pub fn op_checks() -> Result<Vec<CheckResult>> {
         let (xb, gb, rb) = (h.buf(&x)?, h.buf(&gamma)?, h.buf(&r)?);
         be.batchnorm2d_forward_train(&p, &xb, &gb, &h.buf(&beta)?, &mut rm, &mut rv, &mut mean, &mut inv, &mut y)?;
         let (mut dx, mut dg, mut dbeta) = (be.alloc(p.len())?, be.alloc(4)?, be.alloc(4)?);
-        be.batchnorm2d_backward_input(&p, &xb, &y, &rb, &gb, &mean, &inv, &mut dx)?;
-        be.batchnorm2d_backward_params(&p, &xb, &y, &rb, &mean, &inv, &mut dg, &mut dbeta)?;
+        let mut sums = be.alloc(8)?;
+        be.batchnorm2d_backward_input(&p, &xb, &y, &rb, &gb, &mean, &inv, &mut sums, &mut dx)?;
+        be.batchnorm2d_backward_params(&p, &sums, &mut dg, &mut dbeta)?;
         out.push(check_all(&format!("batchnorm2d {label}3x4x5 input"), &x, &dx, |v| fwd(v, &gamma, &beta))?);
         out.push(check_all(&format!("batchnorm2d {label}3x4x5 gamma"), &gamma, &dg, |v| fwd(&x, v, &beta))?);
         out.push(check_all(&format!("batchnorm2d {label}3x4x5 beta"), &beta, &dbeta, |v| fwd(&x, &gamma, v))?);

@@ -268,6 +268,9 @@ pub trait Backend: 'static {
     ) -> Result<()>;
     /// Input gradient of training-mode batchnorm (through the batch statistics) and its
     /// fused activation; `y` is the forward's output (unread without an activation).
+    /// Also writes the per-channel sums the input gradient is built from, `sums[c] =
+    /// sum(g)` and `sums[C + c] = sum(g * xhat)` with `g = dy * act'(y)`: exactly the
+    /// parameter gradients, so `backward_params` needs no second pass over the activations.
     #[allow(clippy::too_many_arguments)]
     fn batchnorm2d_backward_input(
         &self,
@@ -278,21 +281,12 @@ pub trait Backend: 'static {
         gamma: &Self::Buf,
         mean: &Self::Buf,
         invstd: &Self::Buf,
+        sums: &mut Self::Buf,
         dx: &mut Self::Buf,
     ) -> Result<()>;
-    /// `dgamma += sum(g * xhat)`, `dbeta += sum(g)` per channel, where `g = dy * act'(y)`.
-    #[allow(clippy::too_many_arguments)]
-    fn batchnorm2d_backward_params(
-        &self,
-        p: &BatchNormParams,
-        x: &Self::Buf,
-        y: &Self::Buf,
-        dy: &Self::Buf,
-        mean: &Self::Buf,
-        invstd: &Self::Buf,
-        dgamma: &mut Self::Buf,
-        dbeta: &mut Self::Buf,
-    ) -> Result<()>;
+    /// `dgamma += sums[C..2C]`, `dbeta += sums[..C]`: the sums written by the
+    /// `batchnorm2d_backward_input` call of the same backward step.
+    fn batchnorm2d_backward_params(&self, p: &BatchNormParams, sums: &Self::Buf, dgamma: &mut Self::Buf, dbeta: &mut Self::Buf) -> Result<()>;
 
     // ---- activations (backward from the saved output, which is enough for all three) --
     fn relu_forward(&self, p: &ActParams, x: &Self::Buf, y: &mut Self::Buf) -> Result<()>;

@@ -347,13 +347,12 @@ impl<B: Backend> Backend for Profiled<B> {
     fn batchnorm2d_forward_infer(&self, p: &BatchNormParams, x: &Self::Buf, gamma: &Self::Buf, beta: &Self::Buf, running_mean: &Self::Buf, running_var: &Self::Buf, y: &mut Self::Buf) -> Result<()> {
         self.time("batchnorm2d_forward_infer", bn_shape(p), 0.0, 2.0 * F32 * p.len() as f64, || self.inner.batchnorm2d_forward_infer(p, x, gamma, beta, running_mean, running_var, y))
     }
-    fn batchnorm2d_backward_input(&self, p: &BatchNormParams, x: &Self::Buf, y: &Self::Buf, dy: &Self::Buf, gamma: &Self::Buf, mean: &Self::Buf, invstd: &Self::Buf, dx: &mut Self::Buf) -> Result<()> {
+    fn batchnorm2d_backward_input(&self, p: &BatchNormParams, x: &Self::Buf, y: &Self::Buf, dy: &Self::Buf, gamma: &Self::Buf, mean: &Self::Buf, invstd: &Self::Buf, sums: &mut Self::Buf, dx: &mut Self::Buf) -> Result<()> {
         let tensors = if p.act == BN_ACT_NONE { 3.0 } else { 4.0 };
-        self.time("batchnorm2d_backward_input", bn_shape(p), 0.0, tensors * F32 * p.len() as f64, || self.inner.batchnorm2d_backward_input(p, x, y, dy, gamma, mean, invstd, dx))
+        self.time("batchnorm2d_backward_input", bn_shape(p), 0.0, tensors * F32 * p.len() as f64, || self.inner.batchnorm2d_backward_input(p, x, y, dy, gamma, mean, invstd, sums, dx))
     }
-    fn batchnorm2d_backward_params(&self, p: &BatchNormParams, x: &Self::Buf, y: &Self::Buf, dy: &Self::Buf, mean: &Self::Buf, invstd: &Self::Buf, dgamma: &mut Self::Buf, dbeta: &mut Self::Buf) -> Result<()> {
-        let tensors = if p.act == BN_ACT_NONE { 2.0 } else { 3.0 };
-        self.time("batchnorm2d_backward_params", bn_shape(p), 0.0, tensors * F32 * p.len() as f64, || self.inner.batchnorm2d_backward_params(p, x, y, dy, mean, invstd, dgamma, dbeta))
+    fn batchnorm2d_backward_params(&self, p: &BatchNormParams, sums: &Self::Buf, dgamma: &mut Self::Buf, dbeta: &mut Self::Buf) -> Result<()> {
+        self.time("batchnorm2d_backward_params", bn_shape(p), 0.0, 4.0 * F32 * p.c as f64, || self.inner.batchnorm2d_backward_params(p, sums, dgamma, dbeta))
     }
 
     fn relu_forward(&self, p: &ActParams, x: &Self::Buf, y: &mut Self::Buf) -> Result<()> {

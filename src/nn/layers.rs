@@ -129,6 +129,8 @@ pub struct BatchNorm2d<B: Backend> {
     pub frozen: bool,
     mean: B::Buf,
     invstd: B::Buf,
+    /// Per-channel gradient sums from the backward pass (`[sum g, sum g * xhat]`).
+    sums: B::Buf,
     x: Option<Tensor<B>>,
     y: Option<Tensor<B>>,
     trained_forward: bool,
@@ -155,6 +157,7 @@ impl<B: Backend> BatchNorm2d<B> {
             frozen: false,
             mean: be.alloc(c)?,
             invstd: be.alloc(c)?,
+            sums: be.alloc(2 * c)?,
             x: None,
             y: None,
             trained_forward: false,
@@ -231,9 +234,9 @@ impl<B: Backend> Layer<B> for BatchNorm2d<B> {
         let p = self.params_for(x.shape);
         let dx = self.dx.get(be, x.shape)?;
         let (xb, yb, dyb) = (x.buf.borrow(), y.buf.borrow(), dy.buf.borrow());
-        be.batchnorm2d_backward_input(&p, &xb, &yb, &dyb, &self.gamma.value, &self.mean, &self.invstd, &mut dx.buf.borrow_mut())?;
+        be.batchnorm2d_backward_input(&p, &xb, &yb, &dyb, &self.gamma.value, &self.mean, &self.invstd, &mut self.sums, &mut dx.buf.borrow_mut())?;
         if !self.frozen {
-            be.batchnorm2d_backward_params(&p, &xb, &yb, &dyb, &self.mean, &self.invstd, &mut self.gamma.grad, &mut self.beta.grad)?;
+            be.batchnorm2d_backward_params(&p, &self.sums, &mut self.gamma.grad, &mut self.beta.grad)?;
         }
         Ok(dx)
     }

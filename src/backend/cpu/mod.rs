@@ -256,17 +256,19 @@ impl<T: Elem> Backend for CpuBackend<T> {
         ops::batchnorm2d_forward_infer(p, x, gamma, beta, running_mean, running_var, y);
         Ok(())
     }
-    fn batchnorm2d_backward_input(&self, p: &BatchNormParams, x: &Vec<T>, y: &Vec<T>, dy: &Vec<T>, gamma: &Vec<T>, mean: &Vec<T>, invstd: &Vec<T>, dx: &mut Vec<T>) -> Result<()> {
+    fn batchnorm2d_backward_input(&self, p: &BatchNormParams, x: &Vec<T>, y: &Vec<T>, dy: &Vec<T>, gamma: &Vec<T>, mean: &Vec<T>, invstd: &Vec<T>, sums: &mut Vec<T>, dx: &mut Vec<T>) -> Result<()> {
+        check_len("batchnorm2d sums", sums, 2 * p.c as usize)?;
         p.check_act(y.len())?;
         check_len("batchnorm2d dx", dx, p.len())?;
-        ops::batchnorm2d_backward_input(p, x, y, dy, gamma, mean, invstd, dx);
+        ops::batchnorm2d_backward_input(p, x, y, dy, gamma, mean, invstd, sums, dx);
         Ok(())
     }
-    fn batchnorm2d_backward_params(&self, p: &BatchNormParams, x: &Vec<T>, y: &Vec<T>, dy: &Vec<T>, mean: &Vec<T>, invstd: &Vec<T>, dgamma: &mut Vec<T>, dbeta: &mut Vec<T>) -> Result<()> {
+    fn batchnorm2d_backward_params(&self, p: &BatchNormParams, sums: &Vec<T>, dgamma: &mut Vec<T>, dbeta: &mut Vec<T>) -> Result<()> {
         self.count_param_grad();
-        p.check_act(y.len())?;
-        check_len("batchnorm2d dy", dy, p.len())?;
-        ops::batchnorm2d_backward_params(p, x, y, dy, mean, invstd, dgamma, dbeta);
+        check_len("batchnorm2d sums", sums, 2 * p.c as usize)?;
+        check_len("batchnorm2d dgamma", dgamma, p.c as usize)?;
+        check_len("batchnorm2d dbeta", dbeta, p.c as usize)?;
+        ops::batchnorm2d_backward_params(p, sums, dgamma, dbeta);
         Ok(())
     }
 

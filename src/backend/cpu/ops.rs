@@ -154,9 +154,14 @@ fn grad_sums<T: Elem>(p: &BatchNormParams, x: &[T], y: &[T], dy: &[T], mean: &[T
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn batchnorm2d_backward_input<T: Elem>(p: &BatchNormParams, x: &[T], y: &[T], dy: &[T], gamma: &[T], mean: &[T], invstd: &[T], dx: &mut [T]) {
+pub fn batchnorm2d_backward_input<T: Elem>(p: &BatchNormParams, x: &[T], y: &[T], dy: &[T], gamma: &[T], mean: &[T], invstd: &[T], out_sums: &mut [T], dx: &mut [T]) {
     let count = (p.n * p.hw) as f64;
     let sums = grad_sums(p, x, y, dy, mean, invstd);
+    let c = p.c as usize;
+    for (ch, s) in sums.iter().enumerate() {
+        out_sums[ch] = T::from_f64(s.0);
+        out_sums[c + ch] = T::from_f64(s.1);
+    }
     // dx = gamma * invstd * (g - mean(g) - xhat * mean(g * xhat))
     let k: Vec<(T, T, T, T, T)> = sums
         .iter()
@@ -170,12 +175,11 @@ pub fn batchnorm2d_backward_input<T: Elem>(p: &BatchNormParams, x: &[T], y: &[T]
     });
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn batchnorm2d_backward_params<T: Elem>(p: &BatchNormParams, x: &[T], y: &[T], dy: &[T], mean: &[T], invstd: &[T], dgamma: &mut [T], dbeta: &mut [T]) {
-    let sums = grad_sums(p, x, y, dy, mean, invstd);
-    for (ch, s) in sums.iter().enumerate() {
-        dbeta[ch] += T::from_f64(s.0);
-        dgamma[ch] += T::from_f64(s.1);
+pub fn batchnorm2d_backward_params<T: Elem>(p: &BatchNormParams, sums: &[T], dgamma: &mut [T], dbeta: &mut [T]) {
+    let c = p.c as usize;
+    for ch in 0..c {
+        dbeta[ch] += sums[ch];
+        dgamma[ch] += sums[c + ch];
     }
 }
 

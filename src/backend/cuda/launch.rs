@@ -103,8 +103,8 @@ kernels! {
     fn bias_backward_params_f32(p: BatchNormParams, dy: Ptr, db: Ptr);
     fn batchnorm2d_forward_train_f32(p: BatchNormParams, x: Ptr, gamma: Ptr, beta: Ptr, running_mean: Ptr, running_var: Ptr, mean: Ptr, invstd: Ptr, y: Ptr);
     fn batchnorm2d_forward_infer_f32(p: BatchNormParams, x: Ptr, gamma: Ptr, beta: Ptr, running_mean: Ptr, running_var: Ptr, y: Ptr);
-    fn batchnorm2d_backward_input_f32(p: BatchNormParams, x: Ptr, y: Ptr, dy: Ptr, gamma: Ptr, mean: Ptr, invstd: Ptr, dx: Ptr);
-    fn batchnorm2d_backward_params_f32(p: BatchNormParams, x: Ptr, y: Ptr, dy: Ptr, mean: Ptr, invstd: Ptr, dgamma: Ptr, dbeta: Ptr);
+    fn batchnorm2d_backward_input_f32(p: BatchNormParams, x: Ptr, y: Ptr, dy: Ptr, gamma: Ptr, mean: Ptr, invstd: Ptr, sums: Ptr, dx: Ptr);
+    fn batchnorm2d_backward_params_f32(p: BatchNormParams, sums: Ptr, dgamma: Ptr, dbeta: Ptr);
     fn relu_forward_f32(p: ActParams, x: Ptr, y: Ptr);
     fn relu_backward_input_f32(p: ActParams, y: Ptr, dy: Ptr, dx: Ptr);
     fn leaky_relu_forward_f32(p: ActParams, x: Ptr, y: Ptr);

@@ -372,24 +372,23 @@ impl Backend for GpuBackend {
         }
         self.exec.batchnorm2d_forward_infer_f32(elementwise(p.len()), *p, x.ptr, gamma.ptr, beta.ptr, running_mean.ptr, running_var.ptr, y.ptr)
     }
-    fn batchnorm2d_backward_input(&self, p: &BatchNormParams, x: &GpuBuf, y: &GpuBuf, dy: &GpuBuf, gamma: &GpuBuf, mean: &GpuBuf, invstd: &GpuBuf, dx: &mut GpuBuf) -> Result<()> {
+    fn batchnorm2d_backward_input(&self, p: &BatchNormParams, x: &GpuBuf, y: &GpuBuf, dy: &GpuBuf, gamma: &GpuBuf, mean: &GpuBuf, invstd: &GpuBuf, sums: &mut GpuBuf, dx: &mut GpuBuf) -> Result<()> {
         p.check_act(y.len)?;
+        check_len("batchnorm2d sums", sums, 2 * p.c as usize)?;
         check_len("batchnorm2d x", x, p.len())?;
         check_len("batchnorm2d dy", dy, p.len())?;
         check_len("batchnorm2d dx", dx, p.len())?;
         for (what, b) in [("gamma", gamma), ("mean", mean), ("invstd", invstd)] {
             check_len(what, b, p.c as usize)?;
         }
-        self.exec.batchnorm2d_backward_input_f32(per_channel(p.c as usize), *p, x.ptr, y.ptr, dy.ptr, gamma.ptr, mean.ptr, invstd.ptr, dx.ptr)
+        self.exec.batchnorm2d_backward_input_f32(per_channel(p.c as usize), *p, x.ptr, y.ptr, dy.ptr, gamma.ptr, mean.ptr, invstd.ptr, sums.ptr, dx.ptr)
     }
-    fn batchnorm2d_backward_params(&self, p: &BatchNormParams, x: &GpuBuf, y: &GpuBuf, dy: &GpuBuf, mean: &GpuBuf, invstd: &GpuBuf, dgamma: &mut GpuBuf, dbeta: &mut GpuBuf) -> Result<()> {
-        p.check_act(y.len)?;
-        check_len("batchnorm2d x", x, p.len())?;
-        check_len("batchnorm2d dy", dy, p.len())?;
-        for (what, b) in [("mean", mean), ("invstd", invstd), ("dgamma", &*dgamma), ("dbeta", dbeta)] {
+    fn batchnorm2d_backward_params(&self, p: &BatchNormParams, sums: &GpuBuf, dgamma: &mut GpuBuf, dbeta: &mut GpuBuf) -> Result<()> {
+        check_len("batchnorm2d sums", sums, 2 * p.c as usize)?;
+        for (what, b) in [("dgamma", &*dgamma), ("dbeta", dbeta)] {
             check_len(what, b, p.c as usize)?;
         }
-        self.exec.batchnorm2d_backward_params_f32(per_channel(p.c as usize), *p, x.ptr, y.ptr, dy.ptr, mean.ptr, invstd.ptr, dgamma.ptr, dbeta.ptr)
+        self.exec.batchnorm2d_backward_params_f32(elementwise(p.c as usize), *p, sums.ptr, dgamma.ptr, dbeta.ptr)
     }
 
     fn relu_forward(&self, p: &ActParams, x: &GpuBuf, y: &mut GpuBuf) -> Result<()> {
