@@ -173,19 +173,24 @@ impl<B: Backend> Discriminator<B> {
     /// Parameter gradients only (the D step: images and text are data, so the first
     /// layers skip their input-gradient ops).
     pub fn backward_params(&mut self, be: &B, dlogits: &Tensor<B>) -> Result<()> {
-        let djoined = self.head.backward(be, dlogits)?;
-        let (dfeatures, dt) = self.concat.backward(be, &djoined)?;
-        self.text.backward_params(be, &dt)?;
+        let dfeatures = self.backward_head_and_text(be, dlogits)?;
         self.main.backward_params(be, &dfeatures)
     }
 
     /// The image gradient (the G step), plus parameter gradients unless frozen; the text
     /// input gets none.
     pub fn backward_image(&mut self, be: &B, dlogits: &Tensor<B>) -> Result<Tensor<B>> {
+        let dfeatures = self.backward_head_and_text(be, dlogits)?;
+        self.main.backward(be, &dfeatures)
+    }
+
+    /// The head and the text branch (parameter gradients only, the text being data);
+    /// returns the gradient of the image features.
+    fn backward_head_and_text(&mut self, be: &B, dlogits: &Tensor<B>) -> Result<Tensor<B>> {
         let djoined = self.head.backward(be, dlogits)?;
         let (dfeatures, dt) = self.concat.backward(be, &djoined)?;
         self.text.backward_params(be, &dt)?;
-        self.main.backward(be, &dfeatures)
+        Ok(dfeatures)
     }
 
     pub fn layers(&self) -> Vec<(String, &dyn Layer<B>, Shape)> {

@@ -89,6 +89,12 @@ pub struct Tol {
     pub rtol: f64,
 }
 
+impl Tol {
+    const fn scaled(self, k: f64) -> Tol {
+        Tol { atol: self.atol * k, rtol: self.rtol * k }
+    }
+}
+
 /// The bounds of one comparison, by kind of tensor.
 #[derive(Clone, Copy, Debug)]
 pub struct Tolerances {
@@ -101,6 +107,19 @@ pub struct Tolerances {
     pub after_adam: Tol,
     /// Batchnorm running statistics after the iteration.
     pub running: Tol,
+}
+
+impl Tolerances {
+    /// Every bound multiplied by `k`.
+    pub const fn scaled(self, k: f64) -> Tolerances {
+        Tolerances {
+            forward: self.forward.scaled(k),
+            grad_scale: self.grad_scale * k,
+            grad_rtol: self.grad_rtol * k,
+            after_adam: self.after_adam.scaled(k),
+            running: self.running.scaled(k),
+        }
+    }
 }
 
 /// The CPU backend in f32.
@@ -122,13 +141,7 @@ pub const CPU: Tolerances = Tolerances {
 /// Their sums run in other orders (block reductions, split-K partial sums added afterwards)
 /// and a GPU contracts multiply-adds into FMAs, so the rounding differs from the CPU's; the
 /// simulation, compiled for the CPU, stays within the CPU's bounds (docs/benchmarks.md).
-pub const GPU: Tolerances = Tolerances {
-    forward: Tol { atol: 4e-5, rtol: 4e-4 },
-    grad_scale: 4e-4,
-    grad_rtol: 4e-3,
-    after_adam: Tol { atol: 8e-7, rtol: 4e-6 },
-    running: Tol { atol: 4e-5, rtol: 4e-4 },
-};
+pub const GPU: Tolerances = CPU.scaled(4.0);
 
 /// One tensor compared.
 #[derive(Clone, Debug)]
