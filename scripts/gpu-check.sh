@@ -12,7 +12,8 @@
 #   2. runs `gan-engine selftest --device cuda` (every kernel against its CPU twin, whole
 #      training iterations including 128 px at batch 64, one iteration against the PyTorch
 #      reference);
-#   3. runs the benchmarks and the PyTorch peer when this build and checkout have them;
+#   3. runs the benchmarks and the PyTorch peer (64 and 128 px, batch 64, 10 timed
+#      iterations) when this build and checkout have them;
 #   4. writes one markdown table (stdout and REPORT.md, default gpu-check.md).
 # Exit status: 0 when everything ran and passed, 1 on a failed check, 2 when the machine
 # lacks what the checks need (driver, GPU, NVRTC).
@@ -107,7 +108,7 @@ fi
 
 if "$bin" --help 2>/dev/null | grep -qE '^\s+bench\b'; then
     echo "== gan-engine bench --device cuda"
-    if "$bin" bench --device cuda > "$work/bench.txt" 2>&1; then
+    if "$bin" bench --device cuda --size 64,128 --batch 64 --iters 10 --warmup 3 > "$work/bench.txt" 2>&1; then
         while IFS= read -r l; do row "bench" "ran" "$(echo "$l" | tr '|' '/')"; done < "$work/bench.txt"
     else
         row "bench --device cuda" "FAIL" "$(tail -n1 "$work/bench.txt" | tr '|' '/')"; status=1
@@ -118,7 +119,8 @@ fi
 
 if [[ -f "$here/scripts/torch_peer.py" ]] && python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
     echo "== PyTorch peer"
-    if python3 "$here/scripts/torch_peer.py" --device cuda > "$work/torch.txt" 2>&1; then
+    # The same sizes, batch and iterations as our bench above: the 128 px row is the target's.
+    if (for size in 64 128; do python3 "$here/scripts/torch_peer.py" --device cuda --size "$size" --batch 64 --iters 10 --warmup 3 || exit 1; done) > "$work/torch.txt" 2>&1; then
         while IFS= read -r l; do row "torch peer" "ran" "$(echo "$l" | tr '|' '/')"; done < "$work/torch.txt"
     else
         row "torch peer" "FAIL" "$(tail -n1 "$work/torch.txt" | tr '|' '/')"; status=1
