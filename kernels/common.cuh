@@ -64,6 +64,31 @@ struct SplitParams {
 #define GEMM_TM 4
 #define GEMM_TN 4
 #define GEMM_THREADS 256
+// Padding of the shared-memory tiles: with rows BM + 8 floats apart, the eight groups and
+// four thread-in-group lanes of a tensor-core fragment load hit 32 different banks.
+#define GEMM_PAD 8
+
+// How the GEMM tiles multiply (src/backend/cuda/mod.rs, GemmMode):
+//   0: fp32 FMAs on the CUDA cores, every GPU;
+//   1: TF32 tensor cores with each operand split into a TF32 high and low part and three
+//      products (hi*hi + hi*lo + lo*hi): fp32 accuracy, sm_80 and newer;
+//   2: TF32 tensor cores, one product of the rounded operands (about 3 decimal digits,
+//      what cuDNN does for fp32 convolutions by default), sm_80 and newer.
+// NVRTC gets the mode as -DGAN_GEMM_MODE; below sm_80 it is always 0. The simulation runs
+// every mode (a per-launch setting), so the tensor-core path is checked without a GPU.
+#define GEMM_FMA 0
+#define GEMM_TF32X3 1
+#define GEMM_TF32 2
+#if defined(GAN_SIM)
+#define GEMM_MODE (sim::gemm_mode)
+#define GEMM_HAS_MMA 1
+#elif defined(GAN_GEMM_MODE) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#define GEMM_MODE GAN_GEMM_MODE
+#define GEMM_HAS_MMA 1
+#else
+#define GEMM_MODE GEMM_FMA
+#define GEMM_HAS_MMA 0
+#endif
 // Reductions (batchnorm statistics, losses) and elementwise kernels.
 #define REDUCE_THREADS 256
 #define ELEM_THREADS 256

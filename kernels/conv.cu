@@ -26,18 +26,25 @@ __device__ __forceinline__ void store_weight_grad(int m0, int n0, int M, int N, 
 // ---- conv2d -----------------------------------------------------------------------------
 
 // y[n, co, oy, ox] = sum_{ci, ky, kx} w[co, ci, ky, kx] x[n, ci, oy s - p + ky, ox s - p + kx] + bias[co]
+// A layer with few output tiles and a long reduction (the discriminator's 4x4 -> 1x1 head:
+// one tile, K = 16384) is split like a weight gradient: grid.z slices of `k_chunk`, each
+// writing its own copy of y into `out` (slice 0 adds the bias), added in order afterwards
+// by gemm_splitk_reduce_f32. With one slice `out` is y.
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
 conv2d_forward_f32(ConvParams p, const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ bias,
-                   float* __restrict__ y) {
+                   float* __restrict__ out, int k_chunk) {
     const int M = p.c_out, P = p.h_out * p.w_out, N = p.n * P, K = p.c_in * p.k * p.k;
     const int m0 = blockIdx.y * GEMM_BM, n0 = blockIdx.x * GEMM_BN;
+    const int k_begin = blockIdx.z * k_chunk, k_end = min(K, k_begin + k_chunk);
     const AlongRows load_a{w, K};
     const WindowColumns load_b{x, p.c_in, p.h_in, p.w_in, p.k, p.stride, p.pad, p.h_out, p.w_out};
     float acc[GEMM_TM][GEMM_TN];
-    gemm_block_tile(m0, n0, M, N, 0, K, load_a, load_b, acc);
+    gemm_block_tile(m0, n0, M, N, k_begin, k_end, load_a, load_b, acc);
+    float* y = out + (long long)blockIdx.z * M * N;
+    const bool add_bias = bias && blockIdx.z == 0;
     gemm_store(m0, n0, M, N, acc, [&](int m, int col, float v) {
         const int n = col / P, q = col % P;
-        y[(n * M + m) * P + q] = v + (bias ? bias[m] : 0.0f);
+        y[(n * M + m) * P + q] = v + (add_bias ? bias[m] : 0.0f);
     });
 }
 

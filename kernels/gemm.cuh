@@ -7,25 +7,188 @@
 // ever exists in global memory. Out-of-range coordinates load zero.
 //
 // A loader has `Line line(int i)`, the part of the address that depends only on the row
-// of A (or the column of B), and `float at(const Line&, int k)`. Each thread loads the
-// same rows of A and the same column of B at every step of k, so the lines are computed
-// once per block and only the k-dependent part of the indexing runs in the loop.
+// of A (or the column of B); `Radix3 radix()`, how its reduction index k splits into
+// digits (channel, kernel row, kernel column, say); and `float at(const Line&, const
+// Digits&)`. Each thread loads the same rows of A and the same column of B at every step,
+// and the same k offsets within a step, so the lines and the digits of each k are computed
+// once per block (with divisions) and then only moved forward by GEMM_BK (without): the
+// loop does no integer division.
 //
-// Block: GEMM_THREADS threads, a GEMM_BM x GEMM_BN tile of C, each thread a TM x TN
-// register tile at rows ty + 16 i and columns tx + 16 j (so a warp reads 16 consecutive
-// B values per step and two broadcast A values: no bank conflicts).
+// Block: GEMM_THREADS threads computing a GEMM_BM x GEMM_BN tile of C. How the tile is
+// multiplied depends on GEMM_MODE (common.cuh):
+// - GEMM_FMA: each thread a TM x TN register tile at rows ty + 16 i and columns tx + 16 j
+//   (so a warp reads 16 consecutive B values per step and two broadcast A values: no bank
+//   conflicts), fp32 FMAs;
+// - the tensor-core modes: eight warps in a 2 x 4 grid, each a 32 x 16 tile of C as 2 x 2
+//   mma.m16n8k8 TF32 tiles. A thread's 16 accumulators are the four C fragments of its
+//   warp; gemm_row and gemm_col say where each lands.
+// Either way a thread owns GEMM_TM x GEMM_TN accumulators, and gemm_store hands them out.
 #pragma once
 #include "common.cuh"
 
 #define GEMM_A_LOADS ((GEMM_BM * GEMM_BK) / GEMM_THREADS)
 #define GEMM_B_LOADS ((GEMM_BN * GEMM_BK) / GEMM_THREADS)
 
+// A reduction index k = (hi, mid, lo) in mixed radix (any, r_mid, r_lo).
+struct Digits {
+    int hi, mid, lo;
+};
+struct Radix3 {
+    int r_mid, r_lo;
+    Digits step;  // GEMM_BK in this radix
+    __device__ __forceinline__ Radix3(int mid_radix, int lo_radix) : r_mid(mid_radix), r_lo(lo_radix), step(split(GEMM_BK)) {}
+    __device__ __forceinline__ Digits split(int k) const {
+        const int t = k / r_lo;
+        return Digits{t / r_mid, t % r_mid, k % r_lo};
+    }
+    // k += GEMM_BK: each digit of the step is below its radix, so one carry per digit.
+    __device__ __forceinline__ void advance(Digits& d) const {
+        d.lo += step.lo;
+        d.mid += step.mid;
+        d.hi += step.hi;
+        if (d.lo >= r_lo) {
+            d.lo -= r_lo;
+            ++d.mid;
+        }
+        if (d.mid >= r_mid) {
+            d.mid -= r_mid;
+            ++d.hi;
+        }
+    }
+};
+
+#if GEMM_HAS_MMA
+__device__ __forceinline__ float tf32_bits_to_float(unsigned u) {
+#ifdef GAN_SIM
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+#else
+    return __uint_as_float(u);
+#endif
+}
+
+// x rounded to TF32 (8 exponent and 10 mantissa bits), to nearest with ties away from
+// zero: cvt.rna.tf32.f32.
+__device__ __forceinline__ unsigned to_tf32(float x) {
+#ifdef GAN_SIM
+    unsigned u;
+    std::memcpy(&u, &x, 4);
+    if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0x1000u) & 0xffffe000u;
+    return u;
+#else
+    unsigned r;
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+    return r;
+#endif
+}
+
+// c += a . b on one warp: mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32. With g =
+// lane / 4 and t = lane % 4 the fragments are (PTX ISA, "Matrix fragments for mma.m16n8k8"):
+//   a0 A[g][t], a1 A[g+8][t], a2 A[g][t+4], a3 A[g+8][t+4]     (A is 16 x 8)
+//   b0 B[t][g], b1 B[t+4][g]                                   (B is 8 x 8)
+//   c0 C[g][2t], c1 C[g][2t+1], c2 C[g+8][2t], c3 C[g+8][2t+1] (C is 16 x 8)
+// The simulation gathers the warp's fragments and multiplies by that definition, reading
+// only the top 19 bits of each operand and truncating the sum toward zero, as the tensor
+// cores do, so a fragment in the wrong lane, an operand not rounded to TF32 or a long
+// chain of truncated sums shows up in the results.
+__device__ __forceinline__ void mma_tf32(float& c0, float& c1, float& c2, float& c3, const unsigned (&a)[4],
+                                         const unsigned (&b)[2]) {
+#ifdef GAN_SIM
+    const unsigned mine[6] = {a[0], a[1], a[2], a[3], b[0], b[1]};
+    sim::frag_put(mine, 6);
+    sim::syncwarp();  // every lane has published its fragments
+    const int lane = sim::lane(), g = lane / 4, t = lane % 4;
+    float* c[4] = {&c0, &c1, &c2, &c3};
+    for (int q = 0; q < 4; ++q) {
+        const int row = g + 8 * (q / 2), col = 2 * t + q % 2;
+        double s = *c[q];  // TF32 products are exact in double, and so is this short sum, nearly
+        for (int k = 0; k < 8; ++k) {
+            const unsigned av = sim::frag_get((row % 8) * 4 + k % 4)[(row / 8) + 2 * (k / 4)] & 0xffffe000u;
+            const unsigned bv = sim::frag_get(col * 4 + k % 4)[4 + k / 4] & 0xffffe000u;
+            s += (double)tf32_bits_to_float(av) * (double)tf32_bits_to_float(bv);
+        }
+        // The result truncated toward zero, as the tensor cores accumulate.
+        float f = (float)s;
+        if (std::fabs((double)f) > std::fabs(s)) f = std::nextafter(f, 0.0f);
+        *c[q] = f;
+    }
+    sim::syncwarp();  // every lane has read before anyone publishes again
+#else
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c0), "+f"(c1), "+f"(c2), "+f"(c3)
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
+}
+
+// One BK-deep step of the tensor-core tile: this warp's 32 x 16 block of C from the shared
+// tiles, in the precision of GEMM_MODE.
+template <int LD>
+__device__ __forceinline__ void gemm_mma_step(const float (*As)[LD], const float (*Bs)[LD], float (&acc)[GEMM_TM][GEMM_TN]) {
+    static_assert(GEMM_THREADS == 256 && GEMM_BM == 64 && GEMM_BN == 64 && GEMM_BK % 8 == 0 && GEMM_TM == 4 && GEMM_TN == 4,
+                  "the warp grid below is written for a 64 x 64 tile of 8 warps");
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
+    const int wm = (warp / 4) * 32, wn = (warp % 4) * 16;
+    const bool split = GEMM_MODE == GEMM_TF32X3;
+    // The tensor cores do not round their sums to nearest the way an FMA does (their
+    // accumulation truncates), and over a reduction of thousands that bias adds up. So each
+    // step sums into fresh registers, added to the running total with ordinary fp32 adds.
+    float part[GEMM_TM][GEMM_TN];
+#pragma unroll
+    for (int i = 0; i < GEMM_TM; ++i)
+#pragma unroll
+        for (int j = 0; j < GEMM_TN; ++j) part[i][j] = 0.0f;
+#pragma unroll
+    for (int k8 = 0; k8 < GEMM_BK; k8 += 8) {
+        unsigned ah[2][4], al[2][4], bh[2][2], bl[2][2];
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt) {
+            const int r = wm + 16 * mt + g;
+            const float v[4] = {As[k8 + t][r], As[k8 + t][r + 8], As[k8 + t + 4][r], As[k8 + t + 4][r + 8]};
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                ah[mt][e] = to_tf32(v[e]);
+                al[mt][e] = split ? to_tf32(v[e] - tf32_bits_to_float(ah[mt][e])) : 0u;
+            }
+        }
+#pragma unroll
+        for (int nt = 0; nt < 2; ++nt) {
+            const int c = wn + 8 * nt + g;
+            const float v[2] = {Bs[k8 + t][c], Bs[k8 + t + 4][c]};
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                bh[nt][e] = to_tf32(v[e]);
+                bl[nt][e] = split ? to_tf32(v[e] - tf32_bits_to_float(bh[nt][e])) : 0u;
+            }
+        }
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+            for (int nt = 0; nt < 2; ++nt) {
+                float& c0 = part[2 * mt][2 * nt];
+                float& c1 = part[2 * mt][2 * nt + 1];
+                float& c2 = part[2 * mt + 1][2 * nt];
+                float& c3 = part[2 * mt + 1][2 * nt + 1];
+                if (split) {  // the small cross terms first
+                    mma_tf32(c0, c1, c2, c3, al[mt], bh[nt]);
+                    mma_tf32(c0, c1, c2, c3, ah[mt], bl[nt]);
+                }
+                mma_tf32(c0, c1, c2, c3, ah[mt], bh[nt]);
+            }
+    }
+#pragma unroll
+    for (int i = 0; i < GEMM_TM; ++i)
+#pragma unroll
+        for (int j = 0; j < GEMM_TN; ++j) acc[i][j] += part[i][j];
+}
+#endif
+
 template <class LoadA, class LoadB>
 __device__ __forceinline__ void gemm_block_tile(int m0, int n0, int M, int N, int k_begin, int k_end, const LoadA& load_a,
                                                 const LoadB& load_b, float (&acc)[GEMM_TM][GEMM_TN]) {
     static_assert(GEMM_THREADS % GEMM_BK == 0 && GEMM_THREADS % GEMM_BN == 0, "loader layout");
-    __shared__ float As[GEMM_BK][GEMM_BM];
-    __shared__ float Bs[GEMM_BK][GEMM_BN];
+    __shared__ float As[GEMM_BK][GEMM_BM + GEMM_PAD];
+    __shared__ float Bs[GEMM_BK][GEMM_BN + GEMM_PAD];
     const int tid = threadIdx.x;
     const int tx = tid % 16, ty = tid / 16;
 #pragma unroll
@@ -34,7 +197,8 @@ __device__ __forceinline__ void gemm_block_tile(int m0, int n0, int M, int N, in
         for (int j = 0; j < GEMM_TN; ++j) acc[i][j] = 0.0f;
 
     // This thread's A rows (k fastest: weights and NCHW activations are contiguous along
-    // k for most callers) and B column (columns fastest: output pixels are contiguous).
+    // k for most callers) at one k offset, and B column (columns fastest: output pixels are
+    // contiguous) at GEMM_B_LOADS k offsets.
     const int a_k = tid % GEMM_BK, a_m = tid / GEMM_BK;
     typename LoadA::Line a_line[GEMM_A_LOADS];
     bool a_ok[GEMM_A_LOADS];
@@ -47,38 +211,71 @@ __device__ __forceinline__ void gemm_block_tile(int m0, int n0, int M, int N, in
     const int b_c = tid % GEMM_BN, b_k = tid / GEMM_BN;
     const bool b_ok = n0 + b_c < N;
     const typename LoadB::Line b_line = load_b.line(b_ok ? n0 + b_c : n0);
+    const Radix3 a_radix = load_a.radix(), b_radix = load_b.radix();
+    Digits a_at = a_radix.split(k_begin + a_k), b_at[GEMM_B_LOADS];
+#pragma unroll
+    for (int r = 0; r < GEMM_B_LOADS; ++r) b_at[r] = b_radix.split(k_begin + b_k + r * (GEMM_THREADS / GEMM_BN));
+
+    // The next step's values wait in registers while this step multiplies, so the global
+    // loads are in flight during the math.
+    float a_next[GEMM_A_LOADS], b_next[GEMM_B_LOADS];
+    auto fetch = [&](int k0) {
+        const bool a_in = k0 + a_k < k_end;
+#pragma unroll
+        for (int r = 0; r < GEMM_A_LOADS; ++r) a_next[r] = (a_ok[r] && a_in) ? load_a.at(a_line[r], a_at) : 0.0f;
+        a_radix.advance(a_at);
+#pragma unroll
+        for (int r = 0; r < GEMM_B_LOADS; ++r) {
+            const bool b_in = k0 + b_k + r * (GEMM_THREADS / GEMM_BN) < k_end;
+            b_next[r] = (b_ok && b_in) ? load_b.at(b_line, b_at[r]) : 0.0f;
+            b_radix.advance(b_at[r]);
+        }
+    };
+    if (k_begin < k_end) fetch(k_begin);
 
     for (int k0 = k_begin; k0 < k_end; k0 += GEMM_BK) {
 #pragma unroll
-        for (int r = 0; r < GEMM_A_LOADS; ++r) {
-            const int k = k0 + a_k;
-            As[a_k][a_m + r * (GEMM_THREADS / GEMM_BK)] = (a_ok[r] && k < k_end) ? load_a.at(a_line[r], k) : 0.0f;
-        }
+        for (int r = 0; r < GEMM_A_LOADS; ++r) As[a_k][a_m + r * (GEMM_THREADS / GEMM_BK)] = a_next[r];
 #pragma unroll
-        for (int r = 0; r < GEMM_B_LOADS; ++r) {
-            const int kk = b_k + r * (GEMM_THREADS / GEMM_BN), k = k0 + kk;
-            Bs[kk][b_c] = (b_ok && k < k_end) ? load_b.at(b_line, k) : 0.0f;
-        }
+        for (int r = 0; r < GEMM_B_LOADS; ++r) Bs[b_k + r * (GEMM_THREADS / GEMM_BN)][b_c] = b_next[r];
         __syncthreads();
+        if (k0 + GEMM_BK < k_end) fetch(k0 + GEMM_BK);
+#if GEMM_HAS_MMA
+        if (GEMM_MODE != GEMM_FMA) {
+            gemm_mma_step(As, Bs, acc);
+        } else
+#endif
+        {
 #pragma unroll
-        for (int kk = 0; kk < GEMM_BK; ++kk) {
-            float a[GEMM_TM], b[GEMM_TN];
+            for (int kk = 0; kk < GEMM_BK; ++kk) {
+                float a[GEMM_TM], b[GEMM_TN];
 #pragma unroll
-            for (int i = 0; i < GEMM_TM; ++i) a[i] = As[kk][ty + 16 * i];
+                for (int i = 0; i < GEMM_TM; ++i) a[i] = As[kk][ty + 16 * i];
 #pragma unroll
-            for (int j = 0; j < GEMM_TN; ++j) b[j] = Bs[kk][tx + 16 * j];
+                for (int j = 0; j < GEMM_TN; ++j) b[j] = Bs[kk][tx + 16 * j];
 #pragma unroll
-            for (int i = 0; i < GEMM_TM; ++i)
+                for (int i = 0; i < GEMM_TM; ++i)
 #pragma unroll
-                for (int j = 0; j < GEMM_TN; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+                    for (int j = 0; j < GEMM_TN; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+            }
         }
         __syncthreads();
     }
 }
 
-// Row and column of C owned by register (i, j) of this thread.
-__device__ __forceinline__ int gemm_row(int m0, int i) { return m0 + (int)(threadIdx.x / 16) + 16 * i; }
-__device__ __forceinline__ int gemm_col(int n0, int j) { return n0 + (int)(threadIdx.x % 16) + 16 * j; }
+// Row and column of C owned by accumulator (i, j) of this thread.
+__device__ __forceinline__ int gemm_row(int m0, int i) {
+    const int tid = threadIdx.x;
+    if (GEMM_MODE == GEMM_FMA) return m0 + tid / 16 + 16 * i;
+    const int lane = tid % 32, warp = tid / 32;
+    return m0 + (warp / 4) * 32 + (i / 2) * 16 + (i % 2) * 8 + lane / 4;
+}
+__device__ __forceinline__ int gemm_col(int n0, int j) {
+    const int tid = threadIdx.x;
+    if (GEMM_MODE == GEMM_FMA) return n0 + tid % 16 + 16 * j;
+    const int lane = tid % 32, warp = tid / 32;
+    return n0 + (warp % 4) * 16 + (j / 2) * 8 + (lane % 4) * 2 + j % 2;
+}
 
 // Hands each in-range accumulator of this thread to `store(row, col, value)`: the one
 // epilogue loop every GEMM kernel shares; the kernels differ only in where a value goes.
@@ -103,7 +300,8 @@ struct AlongRows {
     int ld;
     typedef const float* Line;
     __device__ __forceinline__ Line line(int i) const { return p + (long long)i * ld; }
-    __device__ __forceinline__ float at(const Line& l, int k) const { return l[k]; }
+    __device__ __forceinline__ Radix3 radix() const { return Radix3(1, 1); }  // k = hi
+    __device__ __forceinline__ float at(const Line& l, const Digits& k) const { return l[k.hi]; }
 };
 
 // Element (i, k) at p[k * ld + i]: a row-major matrix read down its columns.
@@ -112,7 +310,8 @@ struct DownColumns {
     int ld;
     typedef const float* Line;
     __device__ __forceinline__ Line line(int i) const { return p + i; }
-    __device__ __forceinline__ float at(const Line& l, int k) const { return l[(long long)k * ld]; }
+    __device__ __forceinline__ Radix3 radix() const { return Radix3(1, 1); }
+    __device__ __forceinline__ float at(const Line& l, const Digits& k) const { return l[(long long)k.hi * ld]; }
 };
 
 // Element (channel i, k = (n, q)) of an NCHW tensor with `c` channels and `plane` values
@@ -122,8 +321,9 @@ struct ChannelOverBatch {
     int c, plane;
     typedef const float* Line;
     __device__ __forceinline__ Line line(int i) const { return p + (long long)i * plane; }
-    __device__ __forceinline__ float at(const Line& l, int k) const {
-        return l[(long long)(k / plane) * c * plane + k % plane];
+    __device__ __forceinline__ Radix3 radix() const { return Radix3(plane, 1); }  // (n, q, 0)
+    __device__ __forceinline__ float at(const Line& l, const Digits& k) const {
+        return l[(long long)k.hi * c * plane + k.mid];
     }
 };
 
@@ -142,12 +342,11 @@ struct WindowColumns {
         const int ox = col % grid_w, oy = (col / grid_w) % grid_h, n = col / (grid_w * grid_h);
         return Line{src + (long long)n * c * h * w, oy * stride - pad, ox * stride - pad};
     }
-    __device__ __forceinline__ float at(const Line& l, int r) const {
-        const int kx = r % k, t = r / k;
-        const int ky = t % k, ch = t / k;
-        const int iy = l.iy0 + ky, ix = l.ix0 + kx;
+    __device__ __forceinline__ Radix3 radix() const { return Radix3(k, k); }  // (ch, ky, kx)
+    __device__ __forceinline__ float at(const Line& l, const Digits& r) const {
+        const int iy = l.iy0 + r.mid, ix = l.ix0 + r.lo;
         if (iy < 0 || iy >= h || ix < 0 || ix >= w) return 0.0f;
-        return l.img[((long long)ch * h + iy) * w + ix];
+        return l.img[((long long)r.hi * h + iy) * w + ix];
     }
 };
 
@@ -164,12 +363,11 @@ struct WindowRows {
         const int kx = r % k, ky = (r / k) % k, ch = r / (k * k);
         return Line{src + (long long)ch * h * w, ky - pad, kx - pad};
     }
-    __device__ __forceinline__ float at(const Line& l, int kk) const {
-        const int grid = grid_h * grid_w;
-        const int n = kk / grid, q = kk % grid;
-        const int iy = (q / grid_w) * stride + l.dy, ix = (q % grid_w) * stride + l.dx;
+    __device__ __forceinline__ Radix3 radix() const { return Radix3(grid_h, grid_w); }  // (n, oy, ox)
+    __device__ __forceinline__ float at(const Line& l, const Digits& q) const {
+        const int iy = q.mid * stride + l.dy, ix = q.lo * stride + l.dx;
         if (iy < 0 || iy >= h || ix < 0 || ix >= w) return 0.0f;
-        return l.plane[(long long)n * c * h * w + iy * w + ix];
+        return l.plane[(long long)q.hi * c * h * w + iy * w + ix];
     }
 };
 
@@ -200,29 +398,26 @@ struct ParityClass {
 };
 
 // B of the parity-split passes (conv2d backward_input, conv_transpose2d forward): one
-// column (n, qy, qx) per thread, rows r = (ch, jy, jx).
+// column (n, qy, qx) per thread, rows r = (ch, jy, jx). Tap ky = ry + s jy reads input row
+// iy = (oy + p - ky) / s = qy0 - jy, with qy0 = (py + p - ry) / s + qy exact.
 struct ParityColumns {
     const float* src;
     int c, h, w, k, stride, pad;
     ParityClass pc;
     struct Line {
         const float* img;
-        int oyp, oxp;  // output coordinate + pad
+        int qy0, qx0;
     };
     __device__ __forceinline__ Line line(int col) const {
         const int qx = col % pc.qw, qy = (col / pc.qw) % pc.qh, n = col / (pc.qw * pc.qh);
-        return Line{src + (long long)n * c * h * w, pc.py + stride * qy + pad, pc.px + stride * qx + pad};
+        return Line{src + (long long)n * c * h * w, (pc.py + pad - pc.ry) / stride + qy, (pc.px + pad - pc.rx) / stride + qx};
     }
-    __device__ __forceinline__ float at(const Line& l, int r) const {
-        const int jx = r % pc.taps, t = r / pc.taps;
-        const int jy = t % pc.taps, ch = t / pc.taps;
-        const int ky = pc.ry + stride * jy, kx = pc.rx + stride * jx;
-        if (ky >= k || kx >= k) return 0.0f;
-        const int ny = l.oyp - ky, nx = l.oxp - kx;  // multiples of stride by construction
-        if (ny < 0 || nx < 0) return 0.0f;
-        const int iy = ny / stride, ix = nx / stride;
-        if (iy >= h || ix >= w) return 0.0f;
-        return l.img[((long long)ch * h + iy) * w + ix];
+    __device__ __forceinline__ Radix3 radix() const { return Radix3(pc.taps, pc.taps); }  // (ch, jy, jx)
+    __device__ __forceinline__ float at(const Line& l, const Digits& r) const {
+        if (pc.ry + stride * r.mid >= k || pc.rx + stride * r.lo >= k) return 0.0f;
+        const int iy = l.qy0 - r.mid, ix = l.qx0 - r.lo;
+        if (iy < 0 || ix < 0 || iy >= h || ix >= w) return 0.0f;
+        return l.img[((long long)r.hi * h + iy) * w + ix];
     }
 };
 
@@ -234,11 +429,10 @@ struct ParityWeights {
     ParityClass pc;
     typedef int Line;
     __device__ __forceinline__ Line line(int m) const { return m; }
-    __device__ __forceinline__ float at(const Line& m, int r) const {
-        const int jx = r % pc.taps, t = r / pc.taps;
-        const int jy = t % pc.taps, outer = t / pc.taps;
-        const int ky = pc.ry + stride * jy, kx = pc.rx + stride * jx;
+    __device__ __forceinline__ Radix3 radix() const { return Radix3(pc.taps, pc.taps); }  // (outer, jy, jx)
+    __device__ __forceinline__ float at(const Line& m, const Digits& r) const {
+        const int ky = pc.ry + stride * r.mid, kx = pc.rx + stride * r.lo;
         if (ky >= k || kx >= k) return 0.0f;
-        return w[(((long long)outer * inner + m) * k + ky) * k + kx];
+        return w[(((long long)r.hi * inner + m) * k + ky) * k + kx];
     }
 };

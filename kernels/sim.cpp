@@ -12,6 +12,7 @@
 
 namespace sim {
 sim_dim3 thread_idx, block_idx, block_dim, grid_dim;
+int gemm_mode = 0;
 }
 
 namespace {
@@ -36,6 +37,8 @@ void (*g_entry)(void*) = nullptr;
 void* g_arg = nullptr;
 std::vector<char> g_dynamic_shared;
 std::vector<uint64_t> g_shfl;  // one slot per thread of the block
+constexpr int FRAG_REGS = 8;   // registers a lane may publish for a tensor-core step
+std::vector<uint32_t> g_frag;  // FRAG_REGS per thread of the block
 unsigned g_threads = 0;
 
 void yield_as(State s) {
@@ -134,12 +137,22 @@ const void* sim::shfl_get(int lane) {
     return &g_shfl[base + (unsigned)lane];
 }
 
+void sim::frag_put(const uint32_t* v, int n) {
+    if (n > FRAG_REGS) std::abort();  // a kernel bug, not an input error
+    std::memcpy(&g_frag[(size_t)g_fibers[g_current].tid * FRAG_REGS], v, n * sizeof(uint32_t));
+}
+const uint32_t* sim::frag_get(int lane) {
+    const unsigned base = g_fibers[g_current].tid / 32 * 32;
+    return &g_frag[(size_t)(base + (unsigned)lane) * FRAG_REGS];
+}
+
 extern "C" void* sim_dynamic_shared() { return g_dynamic_shared.data(); }
 
-// Runs `entry(arg)` as every thread of a grid x block launch. Writes a message into `err`
-// and returns nonzero on a launch error (bad shape, barrier misuse).
+// Runs `entry(arg)` as every thread of a grid x block launch, with the GEMM tiles in
+// `gemm_mode`. Writes a message into `err` and returns nonzero on a launch error (bad
+// shape, barrier misuse).
 extern "C" int sim_launch(unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz, unsigned shared_bytes,
-                          void (*entry)(void*), void* arg, char* err, unsigned err_len) {
+                          int gemm_mode, void (*entry)(void*), void* arg, char* err, unsigned err_len) {
     std::lock_guard<std::mutex> guard(g_launch_lock);
     auto fail = [&](const std::string& msg) {
         std::snprintf(err, err_len, "%s", msg.c_str());
@@ -159,6 +172,8 @@ extern "C" int sim_launch(unsigned gx, unsigned gy, unsigned gz, unsigned bx, un
     g_entry = entry;
     g_arg = arg;
     g_shfl.assign(threads, 0);
+    g_frag.assign((size_t)threads * FRAG_REGS, 0);
+    sim::gemm_mode = gemm_mode;
     g_dynamic_shared.assign(shared_bytes + 16, (char)0xFF);  // all-ones bytes are NaN floats
     sim::block_dim = {bx, by, bz};
     sim::grid_dim = {gx, gy, gz};

@@ -29,6 +29,11 @@ int lane();
 int warp_width();
 void shfl_put(const void* v, unsigned bytes);
 const void* shfl_get(int lane);
+// The GEMM mode of the running launch (GEMM_MODE in common.cuh).
+extern int gemm_mode;
+// Tensor-core fragments: each lane publishes its registers, then reads any lane's.
+void frag_put(const uint32_t* v, int n);
+const uint32_t* frag_get(int lane);
 }  // namespace sim
 
 extern "C" void* sim_dynamic_shared();

@@ -3,19 +3,40 @@
 //! same checks plus the models' layers and a training iteration, and prints the table.
 #![cfg(feature = "sim")]
 
-use gan_engine::backend::cuda::check::{awkward_shapes, Checker};
-use gan_engine::backend::cuda::{source, GpuBackend};
+use gan_engine::backend::cuda::check::{awkward_shapes, Checker, Row, TOL_GEMM};
+use gan_engine::backend::cuda::{source, GemmMode, GpuBackend};
 
-#[test]
-fn every_kernel_matches_its_cpu_twin_at_awkward_shapes() {
-    let gpu = GpuBackend::sim().expect("built with the sim feature");
+/// Every kernel at the awkward shapes in one GEMM mode; the rows.
+fn awkward_rows(mode: GemmMode) -> Vec<Row> {
+    let gpu = GpuBackend::sim_with(mode).expect("built with the sim feature");
     let mut c = Checker::new(&gpu, 3);
     awkward_shapes(&mut c).expect("checks ran");
     let failed: Vec<String> = c.rows.iter().filter(|r| !r.passed).map(|r| format!("{} {} (max abs {:e})", r.kernel_label(), r.shape, r.max_abs)).collect();
-    assert!(failed.is_empty(), "failed: {failed:#?}");
+    assert!(failed.is_empty(), "GEMM {}: failed: {failed:#?}", mode.label());
     let launched = gpu.launched_kernels();
     let missing: Vec<&str> = source::kernels().into_iter().map(|(k, _)| k).filter(|k| !launched.contains(k)).collect();
-    assert!(missing.is_empty(), "kernels never launched: {missing:?}");
+    assert!(missing.is_empty(), "GEMM {}: kernels never launched: {missing:?}", mode.label());
+    c.rows
+}
+
+#[test]
+fn every_kernel_matches_its_cpu_twin_at_awkward_shapes_fp32() {
+    awkward_rows(GemmMode::Fp32);
+}
+
+#[test]
+fn every_kernel_matches_its_cpu_twin_at_awkward_shapes_tf32x3() {
+    awkward_rows(GemmMode::Tf32x3);
+}
+
+#[test]
+fn tf32_tensor_cores_round_and_stay_within_their_bounds() {
+    // Within TOL_GEMM_TF32 (checked by awkward_rows), and visibly coarser than fp32 on
+    // the GEMM rows: the simulated tensor cores drop the low 13 mantissa bits, so a
+    // kernel that skipped the TF32 path would show fp32-sized errors here.
+    let tf32 = awkward_rows(GemmMode::Tf32);
+    let worst = tf32.iter().filter(|r| r.kernels[0].starts_with("conv")).map(|r| r.max_rel).fold(0.0f64, f64::max);
+    assert!(worst > 10.0 * TOL_GEMM.rel, "TF32 GEMM rows as accurate as fp32 (worst rel err {worst:e}): is the tensor-core path running?");
 }
 
 #[test]

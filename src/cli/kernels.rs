@@ -1,5 +1,5 @@
 use anyhow::{Context, Result};
-use gan_engine::backend::cuda::{compile_module, nvrtc_archs, nvrtc_path, nvrtc_version, source};
+use gan_engine::backend::cuda::{compile_module, nvrtc_archs, nvrtc_path, nvrtc_version, source, GemmMode};
 use std::path::PathBuf;
 
 /// Compile every kernel module with NVRTC (no GPU needed) and write the PTX.
@@ -11,6 +11,10 @@ pub struct Args {
     /// Folder for `<module>.<arch>.ptx`.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// GEMM mode compiled in: fp32, tf32x3 or tf32 (the tensor-core modes need sm_80 or
+    /// newer). Default: what a GPU of that architecture runs.
+    #[arg(long)]
+    gemm: Option<String>,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -19,9 +23,13 @@ pub fn run(a: Args) -> Result<()> {
     if let Some(out) = &a.out {
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     }
+    let asked = a.gemm.as_deref().map(GemmMode::parse).transpose().context("--gemm")?;
     for arch in &a.arch {
+        let sm: i32 = arch.trim_start_matches(|c: char| !c.is_ascii_digit()).parse().with_context(|| format!("--arch {arch}: expected sm_NN or compute_NN"))?;
+        let mode = GemmMode::for_device(asked, sm).with_context(|| format!("--arch {arch}"))?;
+        println!("{arch}: GEMM {}", mode.label());
         for (module, _) in source::MODULES {
-            let ptx = compile_module(module, arch)?;
+            let ptx = compile_module(module, arch, mode)?;
             let kernels = source::kernel_names(source::MODULES.iter().find(|(m, _)| m == module).map(|(_, s)| *s).unwrap_or(""));
             for k in &kernels {
                 anyhow::ensure!(ptx.contains(&format!(".entry {k}(")), "kernels/{module}.cu for {arch}: no entry {k} in the PTX");

@@ -63,11 +63,11 @@ static void divergent_kernel(void* p) {
     }
 }
 
-extern "C" int sim_launch(unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, void (*)(void*), void*, char*, unsigned);
+extern "C" int sim_launch(unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, int, void (*)(void*), void*, char*, unsigned);
 
 static std::string launch(void (*k)(void*), Args& a, unsigned grid, unsigned block, unsigned shared) {
     char err[512] = {0};
-    const int rc = sim_launch(grid, 1, 1, block, 1, 1, shared, k, &a, err, sizeof err);
+    const int rc = sim_launch(grid, 1, 1, block, 1, 1, shared, 0, k, &a, err, sizeof err);
     return rc == 0 ? std::string() : std::string(err);
 }
 

@@ -4,7 +4,7 @@
 //! presence is checked before anything else is touched. NVRTC is loaded by nvrtc.rs, which
 //! also finds NVRTC 13 (cudarc 0.19 looks for the CUDA 12 names only).
 
-use super::{nvrtc, source};
+use super::{nvrtc, source, GemmMode};
 use anyhow::{anyhow, bail, Context, Result};
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream};
 use cudarc::nvrtc::Ptx;
@@ -21,6 +21,8 @@ pub struct Cuda {
     /// The virtual architecture PTX is generated for, e.g. `compute_90`.
     pub arch: String,
     pub nvrtc: (i32, i32),
+    /// How the GEMM tiles multiply; compiled into the PTX.
+    pub mode: GemmMode,
     modules: RefCell<HashMap<&'static str, Arc<CudaModule>>>,
     functions: RefCell<HashMap<&'static str, CudaFunction>>,
 }
@@ -41,12 +43,12 @@ pub fn nvrtc_archs() -> Result<Vec<i32>> {
 }
 
 /// Compiles one kernel module (`conv`, `batchnorm`, ...) to PTX for `arch` (`compute_90` or
-/// `sm_90`). The error carries NVRTC's log.
-pub fn compile_module(module: &str, arch: &str) -> Result<String> {
+/// `sm_90`) with the GEMM tiles in `mode`. The error carries NVRTC's log.
+pub fn compile_module(module: &str, arch: &str, mode: GemmMode) -> Result<String> {
     let src = source::expanded(module).with_context(|| format!("no kernel module named {module}"))?;
     let nv = nvrtc::get(None)?;
     let (major, minor) = nv.version;
-    let options = vec![format!("--gpu-architecture={arch}"), "--std=c++17".into(), "-lineinfo".into()];
+    let options = vec![format!("--gpu-architecture={arch}"), "--std=c++17".into(), "-lineinfo".into(), format!("-DGAN_GEMM_MODE={}", mode.code())];
     match nv.compile(&src, &format!("{module}.cu"), &options).with_context(|| format!("NVRTC {major}.{minor} could not compile kernels/{module}.cu for {arch}"))? {
         Ok(ptx) => Ok(ptx),
         Err(f) => Err(anyhow!("NVRTC {major}.{minor} failed to compile kernels/{module}.cu for {arch} ({}, options {options:?}):\n{}", f.status, f.log)),
@@ -65,7 +67,7 @@ fn cache_dir() -> Option<PathBuf> {
 
 impl Cuda {
     /// Opens GPU 0. `Err` (never a panic) when the driver, a GPU or NVRTC is missing.
-    pub fn open() -> Result<Cuda> {
+    pub fn open(mode: Option<GemmMode>) -> Result<Cuda> {
         // SAFETY: only tries to dlopen the driver library by its candidate names.
         if !unsafe { cudarc::driver::sys::is_culib_present() } {
             bail!("no NVIDIA driver found (libcuda.so could not be loaded): install the driver, or use --device cpu");
@@ -98,7 +100,9 @@ impl Cuda {
         let pick = archs.iter().copied().filter(|a| *a <= want).max().with_context(|| {
             format!("NVRTC {}.{} cannot generate code for this GPU (sm_{want}); it supports {archs:?}", nvrtc.0, nvrtc.1)
         })?;
+        let mode = GemmMode::for_device(mode, want)?;
         Ok(Cuda {
+            mode,
             ctx,
             stream,
             device_name,
@@ -138,14 +142,14 @@ impl Cuda {
     /// freshly compiled (and then cached; a cache that cannot be written is skipped).
     fn ptx(&self, module: &str) -> Result<String> {
         let src = source::expanded(module).with_context(|| format!("no kernel module named {module}"))?;
-        let key = format!("{module}-{:016x}-{}-nvrtc{}.{}.ptx", source::fnv1a(src.as_bytes()), self.arch, self.nvrtc.0, self.nvrtc.1);
+        let key = format!("{module}-{:016x}-{}-{}-nvrtc{}.{}.ptx", source::fnv1a(src.as_bytes()), self.arch, self.mode.label(), self.nvrtc.0, self.nvrtc.1);
         let path = cache_dir().map(|d| d.join(key));
         if let Some(p) = &path {
             if let Ok(ptx) = std::fs::read_to_string(p) {
                 return Ok(ptx);
             }
         }
-        let ptx = compile_module(module, &self.arch)?;
+        let ptx = compile_module(module, &self.arch, self.mode)?;
         if let Some(p) = &path {
             let tmp = p.with_extension(format!("tmp{}", std::process::id()));
             let written = p.parent().map(std::fs::create_dir_all).transpose().and_then(|_| std::fs::write(&tmp, &ptx)).and_then(|_| std::fs::rename(&tmp, p));

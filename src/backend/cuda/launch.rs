@@ -83,7 +83,7 @@ macro_rules! kernels {
                                 unsafe { $name( $( a.$arg ),* ) }
                             }
                             let args = Args { $( $arg ),* };
-                            super::sim::launch(stringify!($name), launch, trampoline, &args as *const Args as *mut std::ffi::c_void)
+                            super::sim::launch(stringify!($name), launch, self.mode, trampoline, &args as *const Args as *mut std::ffi::c_void)
                         }
                     }
                 }
@@ -93,7 +93,7 @@ macro_rules! kernels {
 }
 
 kernels! {
-    fn conv2d_forward_f32(p: ConvParams, x: Ptr, w: Ptr, bias: Ptr, y: Ptr);
+    fn conv2d_forward_f32(p: ConvParams, x: Ptr, w: Ptr, bias: Ptr, out: Ptr, k_chunk: i32);
     fn conv2d_backward_input_f32(p: ConvParams, dy: Ptr, w: Ptr, dx: Ptr);
     fn conv2d_backward_params_f32(p: ConvParams, x: Ptr, dy: Ptr, out: Ptr, k_chunk: i32, accumulate: i32);
     fn conv_transpose2d_forward_f32(p: ConvParams, x: Ptr, w: Ptr, bias: Ptr, y: Ptr);

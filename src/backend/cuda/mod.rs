@@ -37,6 +37,73 @@ const ELEM_THREADS: u32 = 256;
 /// Dynamic shared memory of the block reductions: one float per warp.
 const REDUCE_SHARED: u32 = REDUCE_THREADS / 32 * 4;
 
+/// How the GEMM tiles of the convolutions and linear layers multiply (`GEMM_MODE` in
+/// kernels/common.cuh). Chosen with `GAN_ENGINE_GEMM=fp32|tf32x3|tf32`; by default
+/// `tf32x3` on GPUs with TF32 tensor cores (compute capability 8.0 and newer), `fp32` below.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmMode {
+    /// fp32 FMAs on the CUDA cores: every GPU.
+    Fp32,
+    /// TF32 tensor cores, each operand split into a TF32 high and low part, three
+    /// products: the accuracy of fp32.
+    Tf32x3,
+    /// TF32 tensor cores, one product of the rounded operands: about three decimal
+    /// digits, as cuDNN's default for fp32 convolutions.
+    Tf32,
+}
+
+impl GemmMode {
+    pub const ALL: [GemmMode; 3] = [GemmMode::Fp32, GemmMode::Tf32x3, GemmMode::Tf32];
+    /// The environment variable that picks the mode.
+    pub const ENV: &'static str = "GAN_ENGINE_GEMM";
+
+    /// `GAN_GEMM_MODE` of the kernels.
+    pub fn code(self) -> i32 {
+        match self {
+            GemmMode::Fp32 => 0,
+            GemmMode::Tf32x3 => 1,
+            GemmMode::Tf32 => 2,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            GemmMode::Fp32 => "fp32",
+            GemmMode::Tf32x3 => "tf32x3",
+            GemmMode::Tf32 => "tf32",
+        }
+    }
+
+    pub fn uses_tensor_cores(self) -> bool {
+        self != GemmMode::Fp32
+    }
+
+    pub fn parse(s: &str) -> Result<GemmMode> {
+        GemmMode::ALL.into_iter().find(|m| m.label() == s.trim()).ok_or_else(|| anyhow!("{}={s:?}: expected fp32, tf32x3 or tf32", GemmMode::ENV))
+    }
+
+    /// The mode named by `GAN_ENGINE_GEMM`, if it is set.
+    pub fn from_env() -> Result<Option<GemmMode>> {
+        match std::env::var(GemmMode::ENV) {
+            Ok(s) if !s.trim().is_empty() => GemmMode::parse(&s).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// `asked` (or the default) for a GPU of compute capability `sm` (e.g. 90): an error
+    /// when it asks for tensor cores the GPU does not have.
+    pub fn for_device(asked: Option<GemmMode>, sm: i32) -> Result<GemmMode> {
+        let tensor = sm >= 80;
+        match asked {
+            None => Ok(if tensor { GemmMode::Tf32x3 } else { GemmMode::Fp32 }),
+            Some(m) if m.uses_tensor_cores() && !tensor => {
+                bail!("{}={} needs TF32 tensor cores (compute capability 8.0 or newer) and this GPU is sm_{sm}: use fp32, or leave {} unset", GemmMode::ENV, m.label(), GemmMode::ENV)
+            }
+            Some(m) => Ok(m),
+        }
+    }
+}
+
 pub(crate) enum ExecKind {
     Cuda(driver::Cuda),
     #[cfg(feature = "sim")]
@@ -47,13 +114,14 @@ pub(crate) enum ExecKind {
 /// check) and those since the last `take_recent_launches` (to label its rows).
 pub(crate) struct Exec {
     kind: ExecKind,
+    mode: GemmMode,
     launched: RefCell<BTreeSet<&'static str>>,
     recent: RefCell<BTreeSet<&'static str>>,
 }
 
 impl Exec {
-    fn new(kind: ExecKind) -> Exec {
-        Exec { kind, launched: RefCell::default(), recent: RefCell::default() }
+    fn new(kind: ExecKind, mode: GemmMode) -> Exec {
+        Exec { kind, mode, launched: RefCell::default(), recent: RefCell::default() }
     }
     fn note_launch(&self, name: &'static str) {
         self.launched.borrow_mut().insert(name);
@@ -124,27 +192,50 @@ fn splitk_slices(m: usize, n: usize, k: usize) -> (usize, usize) {
     (chunk.max(GEMM_BK), k.div_ceil(chunk.max(GEMM_BK)).max(1))
 }
 
+/// Slices of a forward GEMM's reduction: none unless the output has so few tiles that most
+/// of a large GPU would idle while each block walks a long `k` alone (then as for a weight
+/// gradient).
+fn forward_slices(m: usize, n: usize, k: usize) -> (usize, usize) {
+    if m.div_ceil(GEMM_BM) * n.div_ceil(GEMM_BN) >= 32 {
+        return (k, 1);
+    }
+    splitk_slices(m, n, k)
+}
+
 fn opt_ptr(b: Option<&GpuBuf>) -> Ptr {
     b.map_or(0, |b| b.ptr)
 }
 
 impl GpuBackend {
     /// The first GPU. `Err` with a sentence when there is no driver, GPU or NVRTC.
+    /// The GEMM mode comes from `GAN_ENGINE_GEMM`, or is the GPU's default (GemmMode).
     pub fn cuda() -> Result<GpuBackend> {
-        let cuda = driver::Cuda::open()?;
-        Ok(GpuBackend { exec: Exec::new(ExecKind::Cuda(cuda)), splitk: RefCell::new(None) })
+        let cuda = driver::Cuda::open(GemmMode::from_env()?)?;
+        let mode = cuda.mode;
+        Ok(GpuBackend { exec: Exec::new(ExecKind::Cuda(cuda), mode), splitk: RefCell::new(None) })
     }
 
-    /// The kernels run on the CPU through kernels/sim.h (slow; for verification).
+    /// The kernels run on the CPU through kernels/sim.h (slow; for verification), in the
+    /// GEMM mode of `GAN_ENGINE_GEMM`, by default that of a GPU with tensor cores.
     pub fn sim() -> Result<GpuBackend> {
+        GpuBackend::sim_with(GemmMode::from_env()?.unwrap_or(GemmMode::Tf32x3))
+    }
+
+    /// The simulation in a given GEMM mode: it runs every mode, whatever the machine.
+    pub fn sim_with(mode: GemmMode) -> Result<GpuBackend> {
         #[cfg(feature = "sim")]
         {
-            Ok(GpuBackend { exec: Exec::new(ExecKind::Sim), splitk: RefCell::new(None) })
+            Ok(GpuBackend { exec: Exec::new(ExecKind::Sim, mode), splitk: RefCell::new(None) })
         }
         #[cfg(not(feature = "sim"))]
         {
+            let _ = mode;
             bail!("this binary was built without the `sim` feature: rebuild with `cargo build --release --features sim` to use --device sim")
         }
+    }
+
+    pub fn gemm_mode(&self) -> GemmMode {
+        self.exec.mode
     }
 
     pub fn is_sim(&self) -> bool {
@@ -168,15 +259,19 @@ impl GpuBackend {
         if splits == 1 {
             return run(gemm(m, n, 1), dw.ptr, chunk as i32, 1);
         }
-        let need = splits * m * n;
+        let partial = self.splitk_scratch(splits * m * n)?;
+        run(gemm(m, n, splits), partial, chunk as i32, 0)?;
+        let sp = SplitParams { len: (m * n) as i32, splits: splits as i32 };
+        self.exec.gemm_splitk_reduce_f32(elementwise(m * n), sp, partial, dw.ptr)
+    }
+
+    /// The split-K partial buffer, grown to at least `need` values.
+    fn splitk_scratch(&self, need: usize) -> Result<Ptr> {
         let mut scratch = self.splitk.borrow_mut();
         if scratch.as_ref().is_none_or(|s| s.len < need) {
             *scratch = Some(self.alloc(need)?);
         }
-        let partial = scratch.as_ref().map(|s| s.ptr).unwrap_or(0);
-        run(gemm(m, n, splits), partial, chunk as i32, 0)?;
-        let sp = SplitParams { len: (m * n) as i32, splits: splits as i32 };
-        self.exec.gemm_splitk_reduce_f32(elementwise(m * n), sp, partial, dw.ptr)
+        Ok(scratch.as_ref().map(|s| s.ptr).unwrap_or(0))
     }
 
     /// `db[c] += sum of dy over n and the grid`: the bias gradient of every layer type.
@@ -200,9 +295,9 @@ impl Backend for GpuBackend {
 
     fn name(&self) -> String {
         match &self.exec.kind {
-            ExecKind::Cuda(c) => format!("cuda ({}, sm_{}{}, PTX {} from NVRTC {}.{})", c.device_name, c.capability.0, c.capability.1, c.arch, c.nvrtc.0, c.nvrtc.1),
+            ExecKind::Cuda(c) => format!("cuda ({}, sm_{}{}, PTX {} from NVRTC {}.{}, GEMM {})", c.device_name, c.capability.0, c.capability.1, c.arch, c.nvrtc.0, c.nvrtc.1, self.exec.mode.label()),
             #[cfg(feature = "sim")]
-            ExecKind::Sim => "sim (kernels/*.cu on the CPU through kernels/sim.h)".into(),
+            ExecKind::Sim => format!("sim (kernels/*.cu on the CPU through kernels/sim.h, GEMM {})", self.exec.mode.label()),
         }
     }
 
@@ -290,8 +385,16 @@ impl Backend for GpuBackend {
         if let Some(b) = bias {
             check_len("conv2d_forward bias", b, p.c_out as usize)?;
         }
-        let cols = (p.n * p.h_out * p.w_out) as usize;
-        self.exec.conv2d_forward_f32(gemm(p.c_out as usize, cols, 1), *p, x.ptr, w.ptr, opt_ptr(bias), y.ptr)
+        let (m, cols, k) = (p.c_out as usize, (p.n * p.h_out * p.w_out) as usize, (p.c_in * p.k * p.k) as usize);
+        let (chunk, splits) = forward_slices(m, cols, k);
+        if splits == 1 {
+            return self.exec.conv2d_forward_f32(gemm(m, cols, 1), *p, x.ptr, w.ptr, opt_ptr(bias), y.ptr, chunk as i32);
+        }
+        let partial = self.splitk_scratch(splits * m * cols)?;
+        self.exec.conv2d_forward_f32(gemm(m, cols, splits), *p, x.ptr, w.ptr, opt_ptr(bias), partial, chunk as i32)?;
+        self.exec.fill_f32(elementwise(m * cols), FillParams { len: (m * cols) as i32, value: 0.0 }, y.ptr)?;
+        let sp = SplitParams { len: (m * cols) as i32, splits: splits as i32 };
+        self.exec.gemm_splitk_reduce_f32(elementwise(m * cols), sp, partial, y.ptr)
     }
     fn conv2d_backward_input(&self, p: &ConvParams, dy: &GpuBuf, w: &GpuBuf, dx: &mut GpuBuf) -> Result<()> {
         check_len("conv2d_backward_input dy", dy, p.out_len())?;
