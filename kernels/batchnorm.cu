@@ -10,10 +10,6 @@
 // result in the same block, so forward_train and backward_input are one launch each.
 #include "common.cuh"
 
-__device__ __forceinline__ long long bn_index(const BatchNormParams& p, int c, int e) {
-    return ((long long)(e / p.hw) * p.c + c) * p.hw + e % p.hw;
-}
-
 // The fused activation on a normalised value.
 __device__ __forceinline__ float bn_act(const BatchNormParams& p, float v) {
     if (p.act == BN_ACT_NONE || v > 0.0f) return v;
@@ -33,14 +29,12 @@ __device__ __forceinline__ float bn_pre_grad(const BatchNormParams& p, const flo
 __device__ __forceinline__ void bn_grad_sums(const BatchNormParams& p, int c, const float* __restrict__ x,
                                              const float* __restrict__ y, const float* __restrict__ dy, float mu,
                                              float is, float* scratch, float& sg, float& sgx) {
-    const int count = p.n * p.hw;
     float a = 0.0f, b = 0.0f;
-    for (int e = threadIdx.x; e < count; e += blockDim.x) {
-        const long long i = bn_index(p, c, e);
+    channel_for_each(p, c, [&](long long i) {
         const float g = bn_pre_grad(p, y, i, dy[i]);
         a += g;
         b += g * (x[i] - mu) * is;
-    }
+    });
     sg = block_sum(a, scratch);
     sgx = block_sum(b, scratch);
 }
@@ -54,15 +48,15 @@ batchnorm2d_forward_train_f32(BatchNormParams p, const float* __restrict__ x, co
     const int c = blockIdx.x;
     const int count = p.n * p.hw;
     float s = 0.0f;
-    for (int e = threadIdx.x; e < count; e += blockDim.x) s += x[bn_index(p, c, e)];
+    channel_for_each(p, c, [&](long long i) { s += x[i]; });
     const float mu = block_sum(s, scratch) / (float)count;
     // Two passes (mean, then squared deviations) rather than E[x^2] - E[x]^2, which loses
     // everything to cancellation when |mean| >> std.
     float sq = 0.0f;
-    for (int e = threadIdx.x; e < count; e += blockDim.x) {
-        const float d = x[bn_index(p, c, e)] - mu;
+    channel_for_each(p, c, [&](long long i) {
+        const float d = x[i] - mu;
         sq += d * d;
-    }
+    });
     const float m2 = block_sum(sq, scratch);
     const float var = m2 / (float)count;
     const float unbiased = count > 1 ? m2 / (float)(count - 1) : var;
@@ -74,10 +68,7 @@ batchnorm2d_forward_train_f32(BatchNormParams p, const float* __restrict__ x, co
         running_var[c] = (1.0f - p.momentum) * running_var[c] + p.momentum * unbiased;
     }
     const float scale = gamma[c] * is, shift = beta[c] - mu * scale;
-    for (int e = threadIdx.x; e < count; e += blockDim.x) {
-        const long long i = bn_index(p, c, e);
-        y[i] = bn_act(p, fmaf(x[i], scale, shift));
-    }
+    channel_for_each(p, c, [&](long long i) { y[i] = bn_act(p, fmaf(x[i], scale, shift)); });
 }
 
 // Inference: elementwise with the running statistics; one thread per value.
@@ -112,11 +103,10 @@ batchnorm2d_backward_input_f32(BatchNormParams p, const float* __restrict__ x, c
     }
     const float mg = sg / (float)count, mgx = sgx / (float)count;
     const float k = gamma[c] * is;
-    for (int e = threadIdx.x; e < count; e += blockDim.x) {
-        const long long i = bn_index(p, c, e);
+    channel_for_each(p, c, [&](long long i) {
         const float xhat = (x[i] - mu) * is;
         dx[i] = k * (bn_pre_grad(p, y, i, dy[i]) - mg - xhat * mgx);
-    }
+    });
 }
 
 // dgamma[c] += sums[C + c], dbeta[c] += sums[c]: the sums batchnorm2d_backward_input wrote.

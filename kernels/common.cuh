@@ -123,6 +123,26 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
     return t;
 }
 
+// Calls f(i) for the values of channel c this thread owns in a per-channel block reduction: e = tid, tid + blockDim, ... over
+// the channel's n * hw values, i their index in NCHW. e is kept as digits (n, q) and
+// stepped with a carry, so the loop does no integer division; the order, and so every
+// sum, is that of the flat loop over e.
+template <class F>
+__device__ __forceinline__ void channel_for_each(const BatchNormParams& p, int c, F f) {
+    const int step_n = blockDim.x / p.hw, step_q = blockDim.x % p.hw;
+    const long long plane = (long long)p.c * p.hw, base = (long long)c * p.hw;
+    int n = threadIdx.x / p.hw, q = threadIdx.x % p.hw;
+    while (n < p.n) {
+        f(n * plane + base + q);
+        q += step_q;
+        n += step_n;
+        if (q >= p.hw) {
+            q -= p.hw;
+            ++n;
+        }
+    }
+}
+
 // Numerically safe logistic function for any finite x.
 __device__ __forceinline__ float sigmoidf_(float x) {
     if (x >= 0.0f) return 1.0f / (1.0f + expf(-x));

@@ -149,12 +149,8 @@ extern "C" __global__ void __launch_bounds__(REDUCE_THREADS)
 bias_backward_params_f32(BatchNormParams p, const float* __restrict__ dy, float* __restrict__ db) {
     DYNAMIC_SHARED(float, scratch);
     const int c = blockIdx.x;
-    const int count = p.n * p.hw;
     float s = 0.0f;
-    for (int e = threadIdx.x; e < count; e += blockDim.x) {
-        const int n = e / p.hw, q = e % p.hw;
-        s += dy[((long long)n * p.c + c) * p.hw + q];
-    }
+    channel_for_each(p, c, [&](long long i) { s += dy[i]; });
     s = block_sum(s, scratch);
     if (threadIdx.x == 0) db[c] += s;
 }

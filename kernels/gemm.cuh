@@ -19,15 +19,20 @@
 // - GEMM_FMA: each thread a TM x TN register tile at rows ty + 16 i and columns tx + 16 j
 //   (so a warp reads 16 consecutive B values per step and two broadcast A values: no bank
 //   conflicts), fp32 FMAs;
-// - the tensor-core modes: eight warps in a 2 x 4 grid, each a 32 x 16 tile of C as 2 x 2
-//   mma.m16n8k8 TF32 tiles. A thread's 16 accumulators are the four C fragments of its
-//   warp; gemm_row and gemm_col say where each lands.
+// - the tensor-core modes: eight warps in a 2 x 4 grid, each a (BM / 2) x (BN / 4) tile of
+//   C as MMA_MT x MMA_NT mma.m16n8k8 TF32 tiles. A thread's accumulators are the C
+//   fragments of its warp; gemm_row and gemm_col say where each lands.
 // Either way a thread owns GEMM_TM x GEMM_TN accumulators, and gemm_store hands them out.
 #pragma once
 #include "common.cuh"
 
 #define GEMM_A_LOADS ((GEMM_BM * GEMM_BK) / GEMM_THREADS)
 #define GEMM_B_LOADS ((GEMM_BN * GEMM_BK) / GEMM_THREADS)
+// The tensor-core warp grid.
+#define MMA_WM (GEMM_BM / 2)  // rows of C per warp
+#define MMA_WN (GEMM_BN / 4)  // columns of C per warp
+#define MMA_MT (MMA_WM / 16)  // m16 tiles per warp
+#define MMA_NT (MMA_WN / 8)   // n8 tiles per warp
 
 // A reduction index k = (hi, mid, lo) in mixed radix (any, r_mid, r_lo).
 struct Digits {
@@ -121,14 +126,15 @@ __device__ __forceinline__ void mma_tf32(float& c0, float& c1, float& c2, float&
 #endif
 }
 
-// One BK-deep step of the tensor-core tile: this warp's 32 x 16 block of C from the shared
+// One BK-deep step of the tensor-core tile: this warp's MMA_WM x MMA_WN block of C from the shared
 // tiles, in the precision of GEMM_MODE.
-template <int LD>
-__device__ __forceinline__ void gemm_mma_step(const float (*As)[LD], const float (*Bs)[LD], float (&acc)[GEMM_TM][GEMM_TN]) {
-    static_assert(GEMM_THREADS == 256 && GEMM_BM == 64 && GEMM_BN == 64 && GEMM_BK % 8 == 0 && GEMM_TM == 4 && GEMM_TN == 4,
-                  "the warp grid below is written for a 64 x 64 tile of 8 warps");
+template <int LDA, int LDB>
+__device__ __forceinline__ void gemm_mma_step(const float (*As)[LDA], const float (*Bs)[LDB], float (&acc)[GEMM_TM][GEMM_TN]) {
+    static_assert(GEMM_THREADS == 256 && GEMM_BK % 8 == 0 && MMA_WM % 16 == 0 && MMA_WN % 8 == 0 && GEMM_TM == 2 * MMA_MT &&
+                      GEMM_TN == 2 * MMA_NT,
+                  "eight warps in a 2 x 4 grid, each thread holding its warp's C fragments");
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
-    const int wm = (warp / 4) * 32, wn = (warp % 4) * 16;
+    const int wm = (warp / 4) * MMA_WM, wn = (warp % 4) * MMA_WN;
     const bool split = GEMM_MODE == GEMM_TF32X3;
     // The tensor cores do not round their sums to nearest the way an FMA does (their
     // accumulation truncates), and over a reduction of thousands that bias adds up. So each
@@ -140,9 +146,9 @@ __device__ __forceinline__ void gemm_mma_step(const float (*As)[LD], const float
         for (int j = 0; j < GEMM_TN; ++j) part[i][j] = 0.0f;
 #pragma unroll
     for (int k8 = 0; k8 < GEMM_BK; k8 += 8) {
-        unsigned ah[2][4], al[2][4], bh[2][2], bl[2][2];
+        unsigned ah[MMA_MT][4], al[MMA_MT][4], bh[MMA_NT][2], bl[MMA_NT][2];
 #pragma unroll
-        for (int mt = 0; mt < 2; ++mt) {
+        for (int mt = 0; mt < MMA_MT; ++mt) {
             const int r = wm + 16 * mt + g;
             const float v[4] = {As[k8 + t][r], As[k8 + t][r + 8], As[k8 + t + 4][r], As[k8 + t + 4][r + 8]};
 #pragma unroll
@@ -152,7 +158,7 @@ __device__ __forceinline__ void gemm_mma_step(const float (*As)[LD], const float
             }
         }
 #pragma unroll
-        for (int nt = 0; nt < 2; ++nt) {
+        for (int nt = 0; nt < MMA_NT; ++nt) {
             const int c = wn + 8 * nt + g;
             const float v[2] = {Bs[k8 + t][c], Bs[k8 + t + 4][c]};
 #pragma unroll
@@ -162,9 +168,9 @@ __device__ __forceinline__ void gemm_mma_step(const float (*As)[LD], const float
             }
         }
 #pragma unroll
-        for (int mt = 0; mt < 2; ++mt)
+        for (int mt = 0; mt < MMA_MT; ++mt)
 #pragma unroll
-            for (int nt = 0; nt < 2; ++nt) {
+            for (int nt = 0; nt < MMA_NT; ++nt) {
                 float& c0 = part[2 * mt][2 * nt];
                 float& c1 = part[2 * mt][2 * nt + 1];
                 float& c2 = part[2 * mt + 1][2 * nt];
@@ -231,6 +237,8 @@ __device__ __forceinline__ void gemm_block_tile(int m0, int n0, int M, int N, in
             b_radix.advance(b_at[r]);
         }
     };
+    // (Measured on an H200: a second shared buffer, to drop one barrier per step, was
+    // slower than this at 64 x 64 tiles.)
     if (k_begin < k_end) fetch(k_begin);
 
     for (int k0 = k_begin; k0 < k_end; k0 += GEMM_BK) {
@@ -268,13 +276,13 @@ __device__ __forceinline__ int gemm_row(int m0, int i) {
     const int tid = threadIdx.x;
     if (GEMM_MODE == GEMM_FMA) return m0 + tid / 16 + 16 * i;
     const int lane = tid % 32, warp = tid / 32;
-    return m0 + (warp / 4) * 32 + (i / 2) * 16 + (i % 2) * 8 + lane / 4;
+    return m0 + (warp / 4) * MMA_WM + (i / 2) * 16 + (i % 2) * 8 + lane / 4;
 }
 __device__ __forceinline__ int gemm_col(int n0, int j) {
     const int tid = threadIdx.x;
     if (GEMM_MODE == GEMM_FMA) return n0 + tid % 16 + 16 * j;
     const int lane = tid % 32, warp = tid / 32;
-    return n0 + (warp % 4) * 16 + (j / 2) * 8 + (lane % 4) * 2 + j % 2;
+    return n0 + (warp % 4) * MMA_WN + (j / 2) * 8 + (lane % 4) * 2 + j % 2;
 }
 
 // Hands each in-range accumulator of this thread to `store(row, col, value)`: the one
