@@ -108,7 +108,10 @@ fi
 
 if "$bin" --help 2>/dev/null | grep -qE '^\s+bench\b'; then
     echo "== gan-engine bench --device cuda"
-    if "$bin" bench --device cuda --size 64,128 --batch 64 --iters 10 --warmup 3 > "$work/bench.txt" 2>&1; then
+    # The default GEMM mode (tf32x3 from sm_80: fp32 accuracy on the tensor cores), then
+    # tf32, the precision of PyTorch's default for fp32 convolutions.
+    if "$bin" bench --device cuda --size 64,128 --batch 64 --iters 10 --warmup 3 > "$work/bench.txt" 2>&1 &&
+        GAN_ENGINE_GEMM=tf32 "$bin" bench --device cuda --size 64,128 --batch 64 --iters 10 --warmup 3 >> "$work/bench.txt" 2>&1; then
         while IFS= read -r l; do row "bench" "ran" "$(echo "$l" | tr '|' '/')"; done < "$work/bench.txt"
     else
         row "bench --device cuda" "FAIL" "$(tail -n1 "$work/bench.txt" | tr '|' '/')"; status=1
@@ -120,7 +123,8 @@ fi
 if [[ -f "$here/scripts/torch_peer.py" ]] && python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
     echo "== PyTorch peer"
     # The same sizes, batch and iterations as our bench above: the 128 px row is the target's.
-    if (for size in 64 128; do python3 "$here/scripts/torch_peer.py" --device cuda --size "$size" --batch 64 --iters 10 --warmup 3 || exit 1; done) > "$work/torch.txt" 2>&1; then
+    # PyTorch's defaults (cuDNN convolutions in TF32), then true fp32 (TF32 off).
+    if (for tf32 in default off; do for size in 64 128; do python3 "$here/scripts/torch_peer.py" --device cuda --size "$size" --batch 64 --iters 10 --warmup 3 --tf32 "$tf32" || exit 1; done; done) > "$work/torch.txt" 2>&1; then
         while IFS= read -r l; do row "torch peer" "ran" "$(echo "$l" | tr '|' '/')"; done < "$work/torch.txt"
     else
         row "torch peer" "FAIL" "$(tail -n1 "$work/torch.txt" | tr '|' '/')"; status=1

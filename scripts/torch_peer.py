@@ -213,7 +213,18 @@ def main():
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: PyTorch's choice)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--amp", choices=["bf16"], default=None, help="bf16 autocast for the forward passes")
+    ap.add_argument(
+        "--tf32",
+        choices=["default", "on", "off"],
+        default="default",
+        help="TF32 for fp32 convolutions and matmuls on the GPU: PyTorch's defaults (cuDNN convolutions "
+        "in TF32, matmuls in fp32), on for both, or off for both (true fp32, what gan-engine's default "
+        "GEMM mode tf32x3 matches)",
+    )
     a = ap.parse_args()
+    if a.tf32 != "default":
+        torch.backends.cudnn.allow_tf32 = a.tf32 == "on"
+        torch.backends.cuda.matmul.allow_tf32 = a.tf32 == "on"
 
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -252,6 +263,8 @@ def main():
             times.append(dt)
     med = statistics.median(times)
     dtype = "bf16-autocast" if amp else "fp32"
+    if dev.type == "cuda" and not amp:
+        dtype += f" tf32={a.tf32}(conv:{'on' if torch.backends.cudnn.allow_tf32 else 'off'},matmul:{'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'})"
     print(
         f"torch {torch.__version__} device={a.device} size={a.size} width={a.width} batch={a.batch} dtype={dtype} "
         f"threads={torch.get_num_threads()} iters={a.iters} median_s={med:.4f} min_s={min(times):.4f} "
