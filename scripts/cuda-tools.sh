@@ -61,25 +61,31 @@ kernels_with() { # expected NVRTC major, then the command; fails unless that NVR
     grep -q "^NVRTC $major\." "$TOOLS/kernels.txt" || { echo "error: the binary did not load NVRTC $major" >&2; exit 1; }
 }
 # NVRTC 12 is named exactly: by name, a libnvrtc.so.13 elsewhere on the machine comes first.
-step "NVRTC 12: sm_61 (GTX 1070 Ti), sm_75"
-kernels_with 12 env GAN_ENGINE_NVRTC="$lib12/libnvrtc.so.12" "$bin" kernels --arch sm_61,sm_75 --out "$ptx"
+# Each architecture in its default GEMM mode: fp32 FMAs below sm_80, tf32x3 tensor cores
+# from sm_80 (A100, the first with TF32).
+step "NVRTC 12: sm_61 (GTX 1070 Ti), sm_75, sm_80"
+kernels_with 12 env GAN_ENGINE_NVRTC="$lib12/libnvrtc.so.12" "$bin" kernels --arch sm_61,sm_75,sm_80 --out "$ptx"
 # NVRTC 13 as users install it: its folder on LD_LIBRARY_PATH, nothing renamed or linked.
-step "NVRTC 13: sm_90"
-kernels_with 13 env LD_LIBRARY_PATH="$lib13" "$bin" kernels --arch sm_90 --out "$ptx"
+# sm_90 in every GEMM mode (GAN_ENGINE_GEMM), each into its own folder for ptxas below.
+for mode in tf32x3 tf32 fp32; do
+    step "NVRTC 13: sm_90, GEMM $mode"
+    kernels_with 13 env LD_LIBRARY_PATH="$lib13" "$bin" kernels --arch sm_90 --gemm "$mode" --out "$ptx/$mode"
+done
 
 # ---- 4. ptxas resource report, spills fail ---------------------------------------------------
-step "ptxas -v at sm_90: registers, shared memory, spills per kernel"
+step "ptxas -v at sm_90, every GEMM mode: registers, shared memory, spills per kernel"
 report="$TOOLS/ptxas-sm_90.txt"
 : > "$report"
-for f in "$ptx"/*.sm_90.ptx; do
-    "$ptxas" -arch=sm_90 -v "$f" -o /dev/null 2>> "$report"
+for f in "$ptx"/*/*.sm_90.ptx; do
+    mode=$(basename "$(dirname "$f")")
+    "$ptxas" -arch=sm_90 -v "$f" -o /dev/null 2>&1 | sed "s/Compiling entry function '\([a-z0-9_]*\)'/Compiling entry function '\1 [$mode]'/" >> "$report"
 done
 "$PYTHON" - "$report" <<'PY'
 import re, sys
 text = open(sys.argv[1]).read()
 rows, cur = [], None
 for line in text.splitlines():
-    m = re.search(r"Compiling entry function '(\w+)'", line)
+    m = re.search(r"Compiling entry function '([\w\[\] ]+)'", line)
     if m:
         cur = {"name": m.group(1), "regs": 0, "smem": 0, "stack": 0, "spill_st": 0, "spill_ld": 0}
         rows.append(cur)
@@ -94,9 +100,9 @@ for line in text.splitlines():
         cur["regs"] = int(m.group(1))
         s = re.search(r"(\d+) bytes smem", line)
         cur["smem"] = int(s.group(1)) if s else 0
-print(f"{'kernel':<40} {'registers':>9} {'smem B':>7} {'stack B':>7} {'spill st':>8} {'spill ld':>8}")
+print(f"{'kernel':<50} {'registers':>9} {'smem B':>7} {'stack B':>7} {'spill st':>8} {'spill ld':>8}")
 for r in sorted(rows, key=lambda r: r["name"]):
-    print(f"{r['name']:<40} {r['regs']:>9} {r['smem']:>7} {r['stack']:>7} {r['spill_st']:>8} {r['spill_ld']:>8}")
+    print(f"{r['name']:<50} {r['regs']:>9} {r['smem']:>7} {r['stack']:>7} {r['spill_st']:>8} {r['spill_ld']:>8}")
 print("(static shared memory; the block reductions add REDUCE_THREADS/32 floats of dynamic shared memory)")
 spills = [r["name"] for r in rows if r["spill_st"] or r["spill_ld"]]
 if not rows:

@@ -598,6 +598,32 @@ mod tests {
     }
 
     #[test]
+    fn gemm_mode_defaults_to_tensor_cores_only_where_they_exist() {
+        assert_eq!(GemmMode::for_device(None, 61).unwrap(), GemmMode::Fp32);
+        assert_eq!(GemmMode::for_device(None, 75).unwrap(), GemmMode::Fp32);
+        assert_eq!(GemmMode::for_device(None, 80).unwrap(), GemmMode::Tf32x3);
+        assert_eq!(GemmMode::for_device(None, 90).unwrap(), GemmMode::Tf32x3);
+        assert_eq!(GemmMode::for_device(Some(GemmMode::Tf32), 90).unwrap(), GemmMode::Tf32);
+        assert_eq!(GemmMode::for_device(Some(GemmMode::Fp32), 61).unwrap(), GemmMode::Fp32);
+        let e = GemmMode::for_device(Some(GemmMode::Tf32x3), 75).unwrap_err().to_string();
+        assert!(e.contains("GAN_ENGINE_GEMM=tf32x3") && e.contains("sm_75"), "{e}");
+        for m in GemmMode::ALL {
+            assert_eq!(GemmMode::parse(m.label()).unwrap(), m);
+        }
+        let e = GemmMode::parse("bf16").unwrap_err().to_string();
+        assert!(e.contains("fp32, tf32x3 or tf32"), "{e}");
+    }
+
+    #[test]
+    fn thin_forward_convs_split_and_wide_ones_do_not() {
+        // D's head at 128 px, batch 64: one 64 x 64 tile, K = 16384.
+        let (chunk, splits) = forward_slices(1, 64, 16_384);
+        assert!(splits > 1 && chunk * splits >= 16_384, "{chunk} x {splits}");
+        // D's 512 -> 1024 conv at batch 64: 16 x 16 tiles, no split.
+        assert_eq!(forward_slices(1024, 1024, 8192), (8192, 1));
+    }
+
+    #[test]
     fn splitk_covers_the_reduction() {
         for &(m, n, k) in &[(8, 48, 512), (1024, 8192, 4096), (64, 48, 262_144), (3, 16, 1), (1, 1, 100_000)] {
             let (chunk, splits) = splitk_slices(m, n, k);
