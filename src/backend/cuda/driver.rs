@@ -100,7 +100,7 @@ impl Cuda {
         let pick = archs.iter().copied().filter(|a| *a <= want).max().with_context(|| {
             format!("NVRTC {}.{} cannot generate code for this GPU (sm_{want}); it supports {archs:?}", nvrtc.0, nvrtc.1)
         })?;
-        let mode = GemmMode::for_device(mode, want)?;
+        let mode = GemmMode::for_device(mode, want).with_context(|| format!("{} (unset it for the GPU's default)", GemmMode::ENV))?;
         Ok(Cuda {
             mode,
             ctx,

@@ -97,7 +97,7 @@ impl GemmMode {
         match asked {
             None => Ok(if tensor { GemmMode::Tf32x3 } else { GemmMode::Fp32 }),
             Some(m) if m.uses_tensor_cores() && !tensor => {
-                bail!("{}={} needs TF32 tensor cores (compute capability 8.0 or newer) and this GPU is sm_{sm}: use fp32, or leave {} unset", GemmMode::ENV, m.label(), GemmMode::ENV)
+                bail!("GEMM mode {} needs TF32 tensor cores (compute capability 8.0 or newer) and sm_{sm} has none: use fp32", m.label())
             }
             Some(m) => Ok(m),
         }
@@ -606,7 +606,7 @@ mod tests {
         assert_eq!(GemmMode::for_device(Some(GemmMode::Tf32), 90).unwrap(), GemmMode::Tf32);
         assert_eq!(GemmMode::for_device(Some(GemmMode::Fp32), 61).unwrap(), GemmMode::Fp32);
         let e = GemmMode::for_device(Some(GemmMode::Tf32x3), 75).unwrap_err().to_string();
-        assert!(e.contains("GAN_ENGINE_GEMM=tf32x3") && e.contains("sm_75"), "{e}");
+        assert!(e.contains("tf32x3") && e.contains("sm_75") && e.contains("use fp32"), "{e}");
         for m in GemmMode::ALL {
             assert_eq!(GemmMode::parse(m.label()).unwrap(), m);
         }
