@@ -150,7 +150,11 @@ fn bin() -> Command {
 
 /// Runs the binary, expects exit code 2 with exactly one `error:` line naming `needle`.
 fn fails_with(args: &[&str], needle: &str) {
-    let out = bin().args(args).output().unwrap();
+    fails_with_env(&[], args, needle)
+}
+
+fn fails_with_env(env: &[(&str, &str)], args: &[&str], needle: &str) {
+    let out = bin().envs(env.iter().copied()).args(args).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
@@ -173,6 +177,8 @@ fn user_errors_are_one_line_with_exit_code_2() {
     std::fs::write(dir.join("afile"), b"x").unwrap();
     fails_with(&["train", "--size", "32", "--width", "4", "--iters", "1", "--cache-dir", &cache, "--out", &d("afile/run")], "--out");
     fails_with(&["train", "--device", "cuda", "--out", &d("o3")], "--device cuda");
+    // A mistyped GEMM mode stops --device auto instead of sending it to the CPU.
+    fails_with_env(&[("GAN_ENGINE_GEMM", "bf16")], &["train", "--size", "32", "--width", "4", "--iters", "1", "--cache-dir", &cache, "--out", &d("o4")], "GAN_ENGINE_GEMM");
     fails_with(&["sample", "--checkpoint", &d("nothing"), "--text", "Red Dress"], "does not exist");
 
     // A real checkpoint, then a truncated copy, a foreign file, and a size mismatch.

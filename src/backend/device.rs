@@ -47,12 +47,16 @@ pub fn open(name: &str) -> Result<Opened> {
         Device::Cpu => Ok(Opened::Cpu(Cpu::new())),
         Device::Cuda => Ok(Opened::Gpu(GpuBackend::cuda().context("--device cuda")?)),
         Device::Sim => Ok(Opened::Gpu(GpuBackend::sim()?)),
-        Device::Auto => match GpuBackend::cuda() {
-            Ok(gpu) => Ok(Opened::Gpu(gpu)),
-            Err(e) => {
-                eprintln!("--device auto: using cpu ({e:#})");
-                Ok(Opened::Cpu(Cpu::new()))
+        Device::Auto => {
+            // A mistyped GEMM mode is the user's error to fix, not a reason to train on the CPU.
+            crate::backend::cuda::GemmMode::from_env().context("--device auto")?;
+            match GpuBackend::cuda() {
+                Ok(gpu) => Ok(Opened::Gpu(gpu)),
+                Err(e) => {
+                    eprintln!("--device auto: using cpu ({e:#})");
+                    Ok(Opened::Cpu(Cpu::new()))
+                }
             }
-        },
+        }
     }
 }
