@@ -14,7 +14,7 @@ fn gpu_available() -> bool {
 #[test]
 fn cuda_without_a_gpu_is_one_line_and_exit_code_2() {
     if gpu_available() {
-        eprintln!("a GPU opened on this machine: the no-GPU behaviour is not testable here");
+        println!("skipped: a GPU opened on this machine, so the no-GPU behaviour is not testable here");
         return;
     }
     let out = Command::new(env!("CARGO_BIN_EXE_gan-engine")).args(["selftest", "--device", "cuda"]).output().expect("running gan-engine");
@@ -30,7 +30,7 @@ fn cuda_without_a_gpu_is_one_line_and_exit_code_2() {
 #[test]
 fn auto_falls_back_to_cpu_without_a_gpu() {
     if gpu_available() {
-        eprintln!("a GPU opened on this machine: auto picks it, nothing to check");
+        println!("skipped: a GPU opened on this machine, so auto picks it and there is no fallback to check");
         return;
     }
     match device::open("auto").expect("auto never fails") {

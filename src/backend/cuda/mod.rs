@@ -259,19 +259,24 @@ impl GpuBackend {
         if splits == 1 {
             return run(gemm(m, n, 1), dw.ptr, chunk as i32, 1);
         }
-        let partial = self.splitk_scratch(splits * m * n)?;
-        run(gemm(m, n, splits), partial, chunk as i32, 0)?;
-        let sp = SplitParams { len: (m * n) as i32, splits: splits as i32 };
-        self.exec.gemm_splitk_reduce_f32(elementwise(m * n), sp, partial, dw.ptr)
+        self.split_k(m, n, splits, dw.ptr, |l, partial| run(l, partial, chunk as i32, 0))
     }
 
-    /// The split-K partial buffer, grown to at least `need` values.
-    fn splitk_scratch(&self, need: usize) -> Result<Ptr> {
-        let mut scratch = self.splitk.borrow_mut();
-        if scratch.as_ref().is_none_or(|s| s.len < need) {
-            *scratch = Some(self.alloc(need)?);
-        }
-        Ok(scratch.as_ref().map(|s| s.ptr).unwrap_or(0))
+    /// `dst += ` the sum of `splits` slices of an `m x n` GEMM: `run(launch, partial)` writes
+    /// slice z into partial buffer z (the scratch, grown once to the largest need), then
+    /// gemm_splitk_reduce_f32 adds them into `dst` in slice order.
+    fn split_k(&self, m: usize, n: usize, splits: usize, dst: Ptr, run: impl FnOnce(Launch, Ptr) -> Result<()>) -> Result<()> {
+        let need = splits * m * n;
+        let partial = {
+            let mut scratch = self.splitk.borrow_mut();
+            if scratch.as_ref().is_none_or(|s| s.len < need) {
+                *scratch = Some(self.alloc(need)?);
+            }
+            scratch.as_ref().map(|s| s.ptr).unwrap_or(0)
+        };
+        run(gemm(m, n, splits), partial)?;
+        let sp = SplitParams { len: (m * n) as i32, splits: splits as i32 };
+        self.exec.gemm_splitk_reduce_f32(elementwise(m * n), sp, partial, dst)
     }
 
     /// `db[c] += sum of dy over n and the grid`: the bias gradient of every layer type.
@@ -390,11 +395,8 @@ impl Backend for GpuBackend {
         if splits == 1 {
             return self.exec.conv2d_forward_f32(gemm(m, cols, 1), *p, x.ptr, w.ptr, opt_ptr(bias), y.ptr, chunk as i32);
         }
-        let partial = self.splitk_scratch(splits * m * cols)?;
-        self.exec.conv2d_forward_f32(gemm(m, cols, splits), *p, x.ptr, w.ptr, opt_ptr(bias), partial, chunk as i32)?;
         self.exec.fill_f32(elementwise(m * cols), FillParams { len: (m * cols) as i32, value: 0.0 }, y.ptr)?;
-        let sp = SplitParams { len: (m * cols) as i32, splits: splits as i32 };
-        self.exec.gemm_splitk_reduce_f32(elementwise(m * cols), sp, partial, y.ptr)
+        self.split_k(m, cols, splits, y.ptr, |l, partial| self.exec.conv2d_forward_f32(l, *p, x.ptr, w.ptr, opt_ptr(bias), partial, chunk as i32))
     }
     fn conv2d_backward_input(&self, p: &ConvParams, dy: &GpuBuf, w: &GpuBuf, dx: &mut GpuBuf) -> Result<()> {
         check_len("conv2d_backward_input dy", dy, p.out_len())?;
