@@ -333,6 +333,11 @@ fn cpu_convolutions_match_direct_loops_across_chunks() {
         (true, ConvParams::conv_transpose2d(3, 30, 1, 1, 16, 4, 1, 0)),
         (true, ConvParams::conv_transpose2d(3, 16, 4, 4, 8, 4, 2, 1)),
         (true, ConvParams::conv_transpose2d(3, 8, 32, 32, 3, 4, 2, 1)),
+        // Odd widths and stride 3: the column-phase split of strided windows.
+        (false, ConvParams::conv2d(2, 3, 7, 9, 4, 3, 3, 2)),
+        (false, ConvParams::conv2d(2, 2, 9, 7, 3, 4, 2, 1)),
+        (true, ConvParams::conv_transpose2d(2, 3, 3, 4, 2, 3, 3, 1)),
+        (true, ConvParams::conv_transpose2d(2, 2, 5, 3, 3, 4, 2, 1)),
     ];
     for (transposed, p) in shapes {
         let x = rand(p.in_len());
@@ -365,6 +370,12 @@ fn cpu_convolutions_match_direct_loops_across_chunks() {
         let (a, b) = (run(&CpuBackend::with_chunk_elems(1)), run(&Cpu64::new()));
         let close = |u: &[f64], v: &[f64]| u.iter().zip(v).all(|(p, q)| (p - q).abs() <= 1e-9 * q.abs().max(1.0));
         assert!(close(&a.0, &b.0) && close(&a.1, &b.1), "{p:?}: chunked backward differs");
+        // Both backward passes are adjoints of the (bilinear) forward:
+        // <y(x, w), dy> = <x, dx> = <w, dw>.
+        let dot = |u: &[f64], v: &[f64]| u.iter().zip(v).map(|(p, q)| p * q).sum::<f64>();
+        let (ydy, xdx, wdw) = (dot(&expect, &dy), dot(&x, &b.0), dot(&w, &b.1));
+        let tol = 1e-9 * ydy.abs().max(1.0);
+        assert!((ydy - xdx).abs() <= tol && (ydy - wdw).abs() <= tol, "{p:?}: <y,dy> {ydy} <x,dx> {xdx} <w,dw> {wdw}");
     }
 }
 

@@ -44,23 +44,6 @@ impl Geo {
     fn is_dense(&self) -> bool {
         self.ho == 1 && self.wo == 1 && self.pad == 0 && self.k == self.h && self.k == self.w
     }
-    /// Input coordinate of window position `o` at kernel offset `kk`, if inside the plane.
-    #[inline(always)]
-    fn src(&self, o: usize, kk: usize, size: usize) -> Option<usize> {
-        let v = (o * self.stride + kk) as isize - self.pad as isize;
-        (v >= 0 && (v as usize) < size).then_some(v as usize)
-    }
-    /// The window positions `lo..hi` (of `outs`) whose input coordinate at kernel offset
-    /// `kk` lies inside `0..size`, so the inner loops run without bounds branches.
-    #[inline(always)]
-    fn valid_range(&self, kk: usize, size: usize, outs: usize) -> (usize, usize) {
-        let (s, off) = (self.stride as isize, kk as isize - self.pad as isize);
-        // o * s + off >= 0  and  o * s + off <= size - 1
-        let lo = if off >= 0 { 0 } else { ((-off) + s - 1) / s };
-        let hi = if (size as isize - 1 - off) < 0 { 0 } else { (size as isize - 1 - off) / s + 1 };
-        let (lo, hi) = (lo.max(0) as usize, (hi.max(0) as usize).min(outs));
-        (lo.min(hi), hi)
-    }
 }
 
 /// Images per chunk so that a `rows x (nc * cols)` matrix stays under the bound.
@@ -74,75 +57,234 @@ fn grow<T: Elem>(v: &mut Vec<T>, len: usize) {
     }
 }
 
+/// A pointer that tasks writing disjoint parts of one buffer may share.
+#[derive(Clone, Copy)]
+struct SharedMut<T>(*mut T);
+// SAFETY: only used where each task writes its own disjoint elements (see the callers).
+unsafe impl<T: Send> Send for SharedMut<T> {}
+unsafe impl<T: Send> Sync for SharedMut<T> {}
+
+impl<T> SharedMut<T> {
+    /// The pointer itself (a method, so closures capture the `Sync` wrapper, not the field).
+    fn ptr(&self) -> *mut T {
+        self.0
+    }
+}
+
+/// One axis of the window view: kernel offset `kk` at window position `o` reads coordinate
+/// `stride * o + kk - pad`, which lies in phase `(kk - pad) mod stride` (coordinates
+/// grouped by their remainder) at position `o + d(kk)`, `d(kk) = floor((kk - pad) / stride)`.
+#[derive(Clone, Copy)]
+struct Axis {
+    size: usize,
+    outs: usize,
+    k: usize,
+    s: usize,
+    pad: usize,
+}
+
+impl Axis {
+    #[inline(always)]
+    fn phase(&self, kk: usize) -> (usize, isize) {
+        let (t, s) = (kk as isize - self.pad as isize, self.s as isize);
+        (t.rem_euclid(s) as usize, t.div_euclid(s))
+    }
+    /// The lowest position any window reads (0 or below: the halo before the plane).
+    fn dmin(&self) -> isize {
+        self.phase(0).1
+    }
+    /// Positions per phase that windows read, the halo on both sides included.
+    fn len(&self) -> usize {
+        (self.outs as isize + self.phase(self.k - 1).1 - self.dmin()) as usize
+    }
+    /// How many coordinates of phase `r` the phase buffer holds: those inside the plane
+    /// that some window reads.
+    fn held(&self, r: usize) -> usize {
+        if r >= self.size {
+            return 0;
+        }
+        (self.size - r).div_ceil(self.s).min((self.len() as isize + self.dmin()) as usize)
+    }
+}
+
+/// A plane split into `stride x stride` phases by the remainders of its coordinates, each
+/// phase surrounded by the zero halo that windows reach outside the plane. Every row of
+/// the column view (one kernel tap, one image) is then one `ho x wo` block of one phase,
+/// copied or added without a bounds branch; a stride-2 window no longer reads every other
+/// value.
+struct Phases {
+    y: Axis,
+    x: Axis,
+    rows: usize,
+    cols: usize,
+    /// `block(ky, kx)` at `ky * k + kx`.
+    blocks: Vec<usize>,
+    /// `(buffer offset, plane offset, count)` of each run of plane coordinates the buffer
+    /// holds: one row of one phase, whose plane coordinates step by `stride`.
+    runs: Vec<(usize, usize, usize)>,
+}
+
+impl Phases {
+    fn new(g: &Geo) -> Phases {
+        let y = Axis { size: g.h, outs: g.ho, k: g.k, s: g.stride, pad: g.pad };
+        let x = Axis { size: g.w, outs: g.wo, k: g.k, s: g.stride, pad: g.pad };
+        let mut ph = Phases { y, x, rows: y.len(), cols: x.len(), blocks: Vec::new(), runs: Vec::new() };
+        ph.blocks = (0..g.k * g.k).map(|t| ph.block(t / g.k, t % g.k)).collect();
+        let (s, oy, ox) = (g.stride, (-y.dmin()) as usize, (-x.dmin()) as usize);
+        for ry in 0..s {
+            for uy in 0..y.held(ry) {
+                for rx in 0..s {
+                    let n = x.held(rx);
+                    if n > 0 {
+                        ph.runs.push((ph.phase_base(ry, rx) + (uy + oy) * ph.cols + ox, (uy * s + ry) * g.w + rx, n));
+                    }
+                }
+            }
+        }
+        ph
+    }
+    fn len(&self) -> usize {
+        self.y.s * self.x.s * self.rows * self.cols
+    }
+    fn phase_base(&self, ry: usize, rx: usize) -> usize {
+        (ry * self.x.s + rx) * self.rows * self.cols
+    }
+    /// Offset of the `ho x wo` block (row stride `cols`) that kernel tap `(ky, kx)` reads.
+    fn block(&self, ky: usize, kx: usize) -> usize {
+        let ((ry, dy), (rx, dx)) = (self.y.phase(ky), self.x.phase(kx));
+        self.phase_base(ry, rx) + (dy - self.y.dmin()) as usize * self.cols + (dx - self.x.dmin()) as usize
+    }
+    /// `buf` = the plane's phases, with zero halos.
+    fn split<T: Elem>(&self, plane: &[T], buf: &mut Vec<T>) {
+        buf.clear();
+        buf.resize(self.len(), T::zero());
+        let s = self.x.s;
+        for &(b, p, n) in &self.runs {
+            for (d, v) in buf[b..b + n].iter_mut().zip(plane[p..].iter().step_by(s)) {
+                *d = *v;
+            }
+        }
+    }
+    /// `plane` = the values the phases hold; coordinates no window reads are zero.
+    fn merge<T: Elem>(&self, buf: &[T], plane: &mut [T]) {
+        plane.fill(T::zero());
+        let s = self.x.s;
+        for &(b, p, n) in &self.runs {
+            for (d, v) in plane[p..].iter_mut().step_by(s).zip(&buf[b..b + n]) {
+                *d = *v;
+            }
+        }
+    }
+}
+
+/// `dst[r * dld + i] (=|+=) src[r * sld + i]` for `r < rows`, `i < width`: the block
+/// moves of im2col and col2im, with the common widths unrolled at compile time.
+#[inline(always)]
+fn block_op<T: Elem>(rows: usize, width: usize, src: &[T], sld: usize, dst: &mut [T], dld: usize, add: bool) {
+    #[inline(always)]
+    fn fixed<T: Elem, const W: usize>(rows: usize, src: &[T], sld: usize, dst: &mut [T], dld: usize, add: bool) {
+        for r in 0..rows {
+            let s: &[T; W] = src[r * sld..r * sld + W].try_into().unwrap();
+            let d: &mut [T; W] = (&mut dst[r * dld..r * dld + W]).try_into().unwrap();
+            if add {
+                for i in 0..W {
+                    d[i] += s[i];
+                }
+            } else {
+                *d = *s;
+            }
+        }
+    }
+    match width {
+        4 => fixed::<T, 4>(rows, src, sld, dst, dld, add),
+        8 => fixed::<T, 8>(rows, src, sld, dst, dld, add),
+        16 => fixed::<T, 16>(rows, src, sld, dst, dld, add),
+        32 => fixed::<T, 32>(rows, src, sld, dst, dld, add),
+        _ => {
+            for r in 0..rows {
+                let (s, d) = (&src[r * sld..][..width], &mut dst[r * dld..][..width]);
+                if add {
+                    d.iter_mut().zip(s).for_each(|(d, s)| *d += *s);
+                } else {
+                    d.copy_from_slice(s);
+                }
+            }
+        }
+    }
+}
+
 /// `cols[row, j * P + o] = planes[n0 + j][c, window(o) + (ky, kx)]`, for `row = (c, ky, kx)`.
+/// One task per (channel, image) splits its plane into phases once; each of its `k * k`
+/// rows is then one block copy.
 fn im2col<T: Elem>(g: &Geo, planes: &[T], n0: usize, nc: usize, cols: &mut [T]) {
     let p = g.cols_per_image();
     let ld = nc * p;
     let img = g.c * g.plane();
-    cols[..g.rows() * ld].par_chunks_mut(ld).enumerate().for_each(|(row, out)| {
-        let c = row / (g.k * g.k);
-        let ky = (row / g.k) % g.k;
-        let kx = row % g.k;
-        for j in 0..nc {
-            let src = &planes[(n0 + j) * img + c * g.plane()..][..g.plane()];
-            let dst = &mut out[j * p..(j + 1) * p];
-            let (lo, hi) = g.valid_range(kx, g.w, g.wo);
-            let base = (lo * g.stride + kx) as isize - g.pad as isize;
-            for oy in 0..g.ho {
-                let line = &mut dst[oy * g.wo..(oy + 1) * g.wo];
-                match g.src(oy, ky, g.h) {
-                    None => line.fill(T::zero()),
-                    Some(iy) => {
-                        line[..lo].fill(T::zero());
-                        line[hi..].fill(T::zero());
-                        if hi > lo {
-                            let srow = &src[iy * g.w..(iy + 1) * g.w];
-                            let start = base as usize;
-                            if g.stride == 1 {
-                                line[lo..hi].copy_from_slice(&srow[start..start + (hi - lo)]);
-                            } else {
-                                for (v, s) in line[lo..hi].iter_mut().zip(srow[start..].iter().step_by(g.stride)) {
-                                    *v = *s;
-                                }
-                            }
-                        }
-                    }
-                }
+    let kk = g.k * g.k;
+    let ph = Phases::new(g);
+    assert!(cols.len() >= g.rows() * ld && planes.len() >= (n0 + nc) * img);
+    let out = SharedMut(cols.as_mut_ptr());
+    (0..g.c * nc).into_par_iter().for_each_init(Vec::new, |buf, task| {
+        let (c, j) = (task / nc, task % nc);
+        ph.split(&planes[(n0 + j) * img + c * g.plane()..][..g.plane()], buf);
+        for ky in 0..g.k {
+            for kx in 0..g.k {
+                let row = c * kk + ky * g.k + kx;
+                // SAFETY: task (c, j) alone writes rows c*kk..(c+1)*kk at columns
+                // j*p..(j+1)*p, inside `cols` as asserted above.
+                let dst = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(row * ld + j * p), p) };
+                block_op(g.ho, g.wo, &buf[ph.blocks[ky * g.k + kx]..], ph.cols, dst, g.wo, false);
             }
         }
     });
 }
 
+/// `xp[j, c] = planes[n0 + j, c]` inside a zero border of `pad`, so that every window
+/// lies inside its padded plane.
+fn pad_planes<T: Elem>(g: &Geo, planes: &[T], n0: usize, nc: usize, xp: &mut Vec<T>) -> (usize, usize) {
+    let (hp, wp) = (g.h + 2 * g.pad, g.w + 2 * g.pad);
+    grow(xp, nc * g.c * hp * wp);
+    xp[..nc * g.c * hp * wp].par_chunks_mut(hp * wp).enumerate().for_each(|(idx, out)| {
+        let src = &planes[(n0 * g.c + idx) * g.plane()..][..g.plane()];
+        out[..g.pad * wp].fill(T::zero());
+        out[(g.pad + g.h) * wp..].fill(T::zero());
+        for (y, row) in src.chunks_exact(g.w).enumerate() {
+            let o = &mut out[(g.pad + y) * wp..(g.pad + y + 1) * wp];
+            o[..g.pad].fill(T::zero());
+            o[g.pad + g.w..].fill(T::zero());
+            o[g.pad..g.pad + g.w].copy_from_slice(row);
+        }
+    });
+    (hp, wp)
+}
+
 /// The transpose of `im2col`: `rows[j * P + o, row] = cols[row, j * P + o]`, one
 /// contiguous `c * k * k` row per window position. The parameter-gradient GEMM reduces
 /// over window positions, and the GEMM runs about twice as fast with that operand
-/// row-major as with the column matrix read transposed.
-fn im2row<T: Elem>(g: &Geo, planes: &[T], n0: usize, nc: usize, rows: &mut [T]) {
+/// row-major as with the column matrix read transposed. Reads the padded planes, where
+/// each (channel, kernel row) of a window is `k` consecutive values.
+fn im2row<T: Elem>(g: &Geo, planes: &[T], n0: usize, nc: usize, xp: &mut Vec<T>, rows: &mut [T]) {
     let kd = g.rows();
-    let img = g.c * g.plane();
+    let (hp, wp) = pad_planes(g, planes, n0, nc, xp);
+    let xp = &xp[..];
     rows[..nc * g.cols_per_image() * kd].par_chunks_mut(g.wo * kd).enumerate().for_each(|(line, out)| {
         let (j, oy) = (line / g.ho, line % g.ho);
-        let src = &planes[(n0 + j) * img..][..img];
+        let src = &xp[j * g.c * hp * wp..][..g.c * hp * wp];
         for ox in 0..g.wo {
             let dst = &mut out[ox * kd..(ox + 1) * kd];
-            let ix0 = (ox * g.stride) as isize - g.pad as isize;
-            let inside = ix0 >= 0 && ix0 as usize + g.k <= g.w;
-            for ky in 0..g.k {
-                let iy = g.src(oy, ky, g.h);
-                for c in 0..g.c {
-                    let d = &mut dst[(c * g.k + ky) * g.k..][..g.k];
-                    match iy {
-                        None => d.fill(T::zero()),
-                        Some(iy) => {
-                            let srow = &src[c * g.plane() + iy * g.w..][..g.w];
-                            if inside {
-                                d.copy_from_slice(&srow[ix0 as usize..ix0 as usize + g.k]);
-                            } else {
-                                for (kx, v) in d.iter_mut().enumerate() {
-                                    *v = g.src(ox, kx, g.w).map_or(T::zero(), |ix| srow[ix]);
-                                }
-                            }
-                        }
+            let corner = oy * g.stride * wp + ox * g.stride;
+            for c in 0..g.c {
+                let base = c * hp * wp + corner;
+                let d = &mut dst[c * g.k * g.k..(c + 1) * g.k * g.k];
+                if g.k == 4 {
+                    for ky in 0..4 {
+                        let s: &[T; 4] = src[base + ky * wp..base + ky * wp + 4].try_into().unwrap();
+                        let t: &mut [T; 4] = (&mut d[ky * 4..ky * 4 + 4]).try_into().unwrap();
+                        *t = *s;
+                    }
+                } else {
+                    for ky in 0..g.k {
+                        d[ky * g.k..(ky + 1) * g.k].copy_from_slice(&src[base + ky * wp..][..g.k]);
                     }
                 }
             }
@@ -151,36 +293,25 @@ fn im2row<T: Elem>(g: &Geo, planes: &[T], n0: usize, nc: usize, rows: &mut [T]) 
 }
 
 /// The adjoint of `im2col`: `planes[n0 + j] = sum over windows of cols` (written, not
-/// accumulated, so each plane is zeroed first).
+/// accumulated). Each kernel tap's row adds as one block into the plane's phases, which
+/// are then interleaved back into the plane.
 fn col2im<T: Elem>(g: &Geo, cols: &[T], n0: usize, nc: usize, planes: &mut [T]) {
     let p = g.cols_per_image();
     let ld = nc * p;
     let img = g.c * g.plane();
     let kk2 = g.k * g.k;
-    planes[n0 * img..(n0 + nc) * img].par_chunks_mut(g.plane()).enumerate().for_each(|(idx, plane)| {
-        let j = idx / g.c;
-        let c = idx % g.c;
-        plane.iter_mut().for_each(|v| *v = T::zero());
+    let ph = Phases::new(g);
+    planes[n0 * img..(n0 + nc) * img].par_chunks_mut(g.plane()).enumerate().for_each_init(Vec::new, |buf, (idx, plane)| {
+        let (j, c) = (idx / g.c, idx % g.c);
+        buf.clear();
+        buf.resize(ph.len(), T::zero());
         for ky in 0..g.k {
             for kx in 0..g.k {
                 let row = &cols[(c * kk2 + ky * g.k + kx) * ld + j * p..][..p];
-                let (lo, hi) = g.valid_range(kx, g.w, g.wo);
-                if hi <= lo {
-                    continue;
-                }
-                let start = ((lo * g.stride + kx) as isize - g.pad as isize) as usize;
-                for oy in 0..g.ho {
-                    let Some(iy) = g.src(oy, ky, g.h) else { continue };
-                    let prow = &mut plane[iy * g.w + start..(iy + 1) * g.w];
-                    let crow = &row[oy * g.wo + lo..oy * g.wo + hi];
-                    if g.stride == 1 {
-                        prow.iter_mut().zip(crow).for_each(|(p, v)| *p += *v);
-                    } else {
-                        prow.iter_mut().step_by(g.stride).zip(crow).for_each(|(p, v)| *p += *v);
-                    }
-                }
+                block_op(g.ho, g.wo, row, g.wo, &mut buf[ph.blocks[ky * g.k + kx]..], ph.cols, true);
             }
         }
+        ph.merge(buf, plane);
     });
 }
 
@@ -216,10 +347,10 @@ fn add_bias<T: Elem>(t: &mut [T], channels: usize, hw: usize, n0: usize, nc: usi
     });
 }
 
-/// Runs `body(n0, nc, ld, cols, tmp)` over chunks of `nc` images starting at `n0`, with
+/// Runs `body(n0, nc, ld, cols, tmp, pad)` over chunks of `nc` images starting at `n0`, with
 /// the workspace's column matrix sized `g.rows() x ld` and a second matrix `other x ld`,
-/// where `ld = nc * columns per image`.
-fn for_each_chunk<T: Elem>(be: &CpuBackend<T>, g: &Geo, n: usize, other: usize, mut body: impl FnMut(usize, usize, usize, &mut [T], &mut [T])) {
+/// where `ld = nc * columns per image`, and the padded-plane scratch of `im2row`.
+fn for_each_chunk<T: Elem>(be: &CpuBackend<T>, g: &Geo, n: usize, other: usize, mut body: impl FnMut(usize, usize, usize, &mut [T], &mut [T], &mut Vec<T>)) {
     let (kdim, pp) = (g.rows(), g.cols_per_image());
     let nc_max = chunk_images(n, kdim.max(other), pp, be.chunk_elems);
     let mut ws = be.ws.lock().unwrap_or_else(|e| e.into_inner());
@@ -228,7 +359,7 @@ fn for_each_chunk<T: Elem>(be: &CpuBackend<T>, g: &Geo, n: usize, other: usize, 
     grow(&mut ws.tmp, other * nc_max * pp);
     for n0 in (0..n).step_by(nc_max) {
         let nc = nc_max.min(n - n0);
-        body(n0, nc, nc * pp, &mut ws.cols, &mut ws.tmp);
+        body(n0, nc, nc * pp, &mut ws.cols, &mut ws.tmp, &mut ws.pad);
     }
 }
 
@@ -244,7 +375,7 @@ pub fn conv2d_forward<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: &[T], w: &
         }
         return;
     }
-    for_each_chunk(be, &g, p.n as usize, co, |n0, nc, ld, cols, tmp| {
+    for_each_chunk(be, &g, p.n as usize, co, |n0, nc, ld, cols, tmp, _| {
         im2col(&g, x, n0, nc, cols);
         matmul(co, ld, kdim, tmp, ld, false, w, kdim as isize, 1, cols, ld as isize, 1);
         scatter(tmp, co, pp, n0, nc, bias, y);
@@ -259,7 +390,7 @@ pub fn conv2d_backward_input<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, dy: &[
         matmul(p.n as usize, kdim, co, dx, kdim, false, dy, co as isize, 1, w, kdim as isize, 1);
         return;
     }
-    for_each_chunk(be, &g, p.n as usize, co, |n0, nc, ld, cols, tmp| {
+    for_each_chunk(be, &g, p.n as usize, co, |n0, nc, ld, cols, tmp, _| {
         gather(dy, co, pp, n0, nc, tmp);
         // cols[kdim, ld] = w^T[kdim, co] . dy[co, ld]
         matmul(kdim, ld, co, cols, ld, false, w, 1, kdim as isize, tmp, ld as isize, 1);
@@ -275,8 +406,8 @@ pub fn conv2d_backward_params<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: &[
         matmul(co, kdim, p.n as usize, dw, kdim, true, dy, 1, co as isize, x, kdim as isize, 1);
         return;
     }
-    for_each_chunk(be, &g, p.n as usize, co, |n0, nc, ld, cols, tmp| {
-        im2row(&g, x, n0, nc, cols);
+    for_each_chunk(be, &g, p.n as usize, co, |n0, nc, ld, cols, tmp, pad| {
+        im2row(&g, x, n0, nc, pad, cols);
         gather(dy, co, pp, n0, nc, tmp);
         // dw[co, kdim] += dy[co, ld] . rows[ld, kdim]
         matmul(co, kdim, ld, dw, kdim, true, tmp, ld as isize, 1, cols, kdim as isize, 1);
@@ -295,7 +426,7 @@ pub fn conv_transpose2d_forward<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: 
         }
         return;
     }
-    for_each_chunk(be, &g, p.n as usize, ci, |n0, nc, ld, cols, tmp| {
+    for_each_chunk(be, &g, p.n as usize, ci, |n0, nc, ld, cols, tmp, _| {
         gather(x, ci, pp, n0, nc, tmp);
         // cols[kdim, ld] = w^T[kdim, ci] . x[ci, ld]   (w is [ci, kdim])
         matmul(kdim, ld, ci, cols, ld, false, w, 1, kdim as isize, tmp, ld as isize, 1);
@@ -314,7 +445,7 @@ pub fn conv_transpose2d_backward_input<T: Elem>(be: &CpuBackend<T>, p: &ConvPara
         matmul(p.n as usize, ci, kdim, dx, ci, false, dy, kdim as isize, 1, w, 1, kdim as isize);
         return;
     }
-    for_each_chunk(be, &g, p.n as usize, ci, |n0, nc, ld, cols, tmp| {
+    for_each_chunk(be, &g, p.n as usize, ci, |n0, nc, ld, cols, tmp, _| {
         im2col(&g, dy, n0, nc, cols);
         // dx[ci, ld] = w[ci, kdim] . cols[kdim, ld]
         matmul(ci, ld, kdim, tmp, ld, false, w, kdim as isize, 1, cols, ld as isize, 1);
@@ -330,9 +461,9 @@ pub fn conv_transpose2d_backward_params<T: Elem>(be: &CpuBackend<T>, p: &ConvPar
         matmul(ci, kdim, p.n as usize, dw, kdim, true, x, 1, ci as isize, dy, kdim as isize, 1);
         return;
     }
-    for_each_chunk(be, &g, p.n as usize, ci, |n0, nc, ld, cols, tmp| {
+    for_each_chunk(be, &g, p.n as usize, ci, |n0, nc, ld, cols, tmp, pad| {
         gather(x, ci, pp, n0, nc, tmp);
-        im2row(&g, dy, n0, nc, cols);
+        im2row(&g, dy, n0, nc, pad, cols);
         // dw[ci, kdim] += x[ci, ld] . rows[ld, kdim]
         matmul(ci, kdim, ld, dw, kdim, true, tmp, ld as isize, 1, cols, kdim as isize, 1);
     });

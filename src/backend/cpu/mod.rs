@@ -101,6 +101,8 @@ impl_elem!(f64, "f64");
 struct Workspace<T> {
     cols: Vec<T>,
     tmp: Vec<T>,
+    /// Zero-padded input planes for im2row.
+    pad: Vec<T>,
 }
 
 pub struct CpuBackend<T: Elem> {
@@ -120,7 +122,7 @@ impl<T: Elem> Default for CpuBackend<T> {
 
 impl<T: Elem> CpuBackend<T> {
     pub fn new() -> Self {
-        CpuBackend { ws: Mutex::new(Workspace { cols: Vec::new(), tmp: Vec::new() }), chunk_elems: 1 << 23, param_grad_calls: AtomicU64::new(0) }
+        CpuBackend { ws: Mutex::new(Workspace::default()), chunk_elems: 1 << 23, param_grad_calls: AtomicU64::new(0) }
     }
 
     /// A backend whose convolutions work on chunks of at most `elems` scratch values
