@@ -294,15 +294,22 @@ fn im2row<T: Elem>(g: &Geo, planes: &[T], n0: usize, nc: usize, xp: &mut Vec<T>,
 
 /// The adjoint of `im2col`: `planes[n0 + j] = sum over windows of cols` (written, not
 /// accumulated). Each kernel tap's row adds as one block into the plane's phases, which
-/// are then interleaved back into the plane.
+/// are then interleaved back into the plane. Tasks run image-fastest, so the `k * k` rows
+/// a task reads continue where the previous task's ended: sequential streams through the
+/// column matrix, not one short segment per row and page.
 fn col2im<T: Elem>(g: &Geo, cols: &[T], n0: usize, nc: usize, planes: &mut [T]) {
     let p = g.cols_per_image();
     let ld = nc * p;
     let img = g.c * g.plane();
     let kk2 = g.k * g.k;
     let ph = Phases::new(g);
-    planes[n0 * img..(n0 + nc) * img].par_chunks_mut(g.plane()).enumerate().for_each_init(Vec::new, |buf, (idx, plane)| {
-        let (j, c) = (idx / g.c, idx % g.c);
+    assert!(cols.len() >= g.rows() * ld && planes.len() >= (n0 + nc) * img);
+    let out = SharedMut(planes.as_mut_ptr());
+    (0..g.c * nc).into_par_iter().for_each_init(Vec::new, |buf, task| {
+        let (c, j) = (task / nc, task % nc);
+        // SAFETY: task (c, j) alone writes plane c of image n0 + j, inside `planes` as
+        // asserted above.
+        let plane = unsafe { std::slice::from_raw_parts_mut(out.ptr().add((n0 + j) * img + c * g.plane()), g.plane()) };
         buf.clear();
         buf.resize(ph.len(), T::zero());
         for ky in 0..g.k {
