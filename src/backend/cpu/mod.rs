@@ -8,6 +8,7 @@
 mod conv;
 mod gemm;
 mod ops;
+mod simd;
 
 use super::*;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -275,29 +276,29 @@ impl<T: Elem> Backend for CpuBackend<T> {
     }
 
     fn relu_forward(&self, p: &ActParams, x: &Vec<T>, y: &mut Vec<T>) -> Result<()> {
-        ops::map2(p.len as usize, x, y, |v| if v > T::zero() { v } else { T::zero() });
+        ops::map2(p.len as usize, x, y, #[inline(always)] |v| if v > T::zero() { v } else { T::zero() });
         Ok(())
     }
     fn relu_backward_input(&self, p: &ActParams, y: &Vec<T>, dy: &Vec<T>, dx: &mut Vec<T>) -> Result<()> {
-        ops::map3(p.len as usize, y, dy, dx, |y, g| if y > T::zero() { g } else { T::zero() });
+        ops::map3(p.len as usize, y, dy, dx, #[inline(always)] |y, g| if y > T::zero() { g } else { T::zero() });
         Ok(())
     }
     fn leaky_relu_forward(&self, p: &ActParams, x: &Vec<T>, y: &mut Vec<T>) -> Result<()> {
         let s = T::from_f32(p.slope);
-        ops::map2(p.len as usize, x, y, |v| if v > T::zero() { v } else { v * s });
+        ops::map2(p.len as usize, x, y, #[inline(always)] |v| if v > T::zero() { v } else { v * s });
         Ok(())
     }
     fn leaky_relu_backward_input(&self, p: &ActParams, y: &Vec<T>, dy: &Vec<T>, dx: &mut Vec<T>) -> Result<()> {
         let s = T::from_f32(p.slope);
-        ops::map3(p.len as usize, y, dy, dx, |y, g| if y > T::zero() { g } else { g * s });
+        ops::map3(p.len as usize, y, dy, dx, #[inline(always)] |y, g| if y > T::zero() { g } else { g * s });
         Ok(())
     }
     fn tanh_forward(&self, p: &ActParams, x: &Vec<T>, y: &mut Vec<T>) -> Result<()> {
-        ops::map2(p.len as usize, x, y, |v| v.tanh());
+        ops::map2(p.len as usize, x, y, #[inline(always)] |v| v.tanh());
         Ok(())
     }
     fn tanh_backward_input(&self, p: &ActParams, y: &Vec<T>, dy: &Vec<T>, dx: &mut Vec<T>) -> Result<()> {
-        ops::map3(p.len as usize, y, dy, dx, |y, g| g * (T::one() - y * y));
+        ops::map3(p.len as usize, y, dy, dx, #[inline(always)] |y, g| g * (T::one() - y * y));
         Ok(())
     }
 

@@ -1,6 +1,7 @@
 //! The CPU twins of the non-convolution ops.
 
 use super::gemm::matmul;
+use super::simd::wide;
 use super::Elem;
 use crate::backend::{AdamParams, BatchNormParams, BceParams, ConcatParams, BN_ACT_NONE};
 use rayon::prelude::*;
@@ -10,13 +11,13 @@ const BLOCK: usize = 1 << 14;
 
 pub fn map2<T: Elem>(len: usize, x: &[T], y: &mut [T], f: impl Fn(T) -> T + Sync) {
     y[..len].par_chunks_mut(BLOCK).zip(x[..len].par_chunks(BLOCK)).for_each(|(y, x)| {
-        y.iter_mut().zip(x).for_each(|(y, x)| *y = f(*x));
+        wide(#[inline(always)] || y.iter_mut().zip(x).for_each(|(y, x)| *y = f(*x)));
     });
 }
 
 pub fn map3<T: Elem>(len: usize, a: &[T], b: &[T], out: &mut [T], f: impl Fn(T, T) -> T + Sync) {
     out[..len].par_chunks_mut(BLOCK).zip(a[..len].par_chunks(BLOCK).zip(b[..len].par_chunks(BLOCK))).for_each(|(o, (a, b))| {
-        o.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (a, b))| *o = f(*a, *b));
+        wide(#[inline(always)] || o.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (a, b))| *o = f(*a, *b)));
     });
 }
 
@@ -31,49 +32,86 @@ pub fn bias_backward_params<T: Elem>(n: usize, c: usize, hw: usize, dy: &[T], db
     });
 }
 
-/// Lanes of independent f64 partial sums in the batchnorm reductions.
-const LANES: usize = 8;
+/// Lanes of independent partial sums in the batchnorm reductions.
+const LANES: usize = 16;
+/// Values per lane summed in the element type before the block's sums join the f64 total:
+/// in f32, 16 values per lane keep the rounding error near 16 ulps of a block sum, while
+/// the loop runs at the vector width.
+const SUM_BLOCK: usize = LANES * 16;
 
-/// Per channel, the sums over the batch and grid of `f(x, y, dy)` pairs, in f64, with
-/// channels in parallel. `y` and `dy` may be any buffers of the same length when `f`
-/// does not read them.
-fn channel_sums<T: Elem>(p: &BatchNormParams, x: &[T], y: &[T], dy: &[T], f: impl Fn(T, T, T) -> (T, T) + Sync) -> Vec<(f64, f64)> {
-    let (n, c, hw) = (p.n as usize, p.c as usize, p.hw as usize);
-    (0..c)
-        .into_par_iter()
-        .map(|ch| {
-            let (mut a, mut b) = ([0.0f64; LANES], [0.0f64; LANES]);
-            for i in 0..n {
-                let r = (i * c + ch) * hw..(i * c + ch + 1) * hw;
-                let (xs, ys, ds) = (&x[r.clone()], &y[r.clone()], &dy[r]);
-                let (xc, yc, dc) = (xs.chunks_exact(LANES), ys.chunks_exact(LANES), ds.chunks_exact(LANES));
-                let tail = xc.remainder().iter().zip(yc.remainder()).zip(dc.remainder());
-                for ((xl, yl), dl) in xc.zip(yc).zip(dc) {
-                    for l in 0..LANES {
-                        let (u, v) = f(xl[l], yl[l], dl[l]);
-                        a[l] += u.to_f64();
-                        b[l] += v.to_f64();
-                    }
-                }
-                for ((xv, yv), dv) in tail {
-                    let (u, v) = f(*xv, *yv, *dv);
-                    a[0] += u.to_f64();
-                    b[0] += v.to_f64();
-                }
+/// `(sum a, sum b)` over `(a, b) = f(x, y, dy)` of one plane, in blocks of `SUM_BLOCK`
+/// values summed in `T` lanes, the blocks in f64.
+#[inline(always)]
+fn plane_sums<T: Elem>(xs: &[T], ys: &[T], ds: &[T], f: impl Fn(T, T, T) -> (T, T)) -> (f64, f64) {
+    let (mut sa, mut sb) = (0.0f64, 0.0f64);
+    for ((xb, yb), db) in xs.chunks(SUM_BLOCK).zip(ys.chunks(SUM_BLOCK)).zip(ds.chunks(SUM_BLOCK)) {
+        let (mut a, mut b) = ([T::zero(); LANES], [T::zero(); LANES]);
+        let (xc, yc, dc) = (xb.chunks_exact(LANES), yb.chunks_exact(LANES), db.chunks_exact(LANES));
+        let tail = xc.remainder().iter().zip(yc.remainder()).zip(dc.remainder());
+        for ((xl, yl), dl) in xc.zip(yc).zip(dc) {
+            for l in 0..LANES {
+                let (u, v) = f(xl[l], yl[l], dl[l]);
+                a[l] += u;
+                b[l] += v;
             }
-            (a.iter().sum(), b.iter().sum())
-        })
-        .collect()
+        }
+        for (l, ((xv, yv), dv)) in tail.enumerate() {
+            let (u, v) = f(*xv, *yv, *dv);
+            a[l] += u;
+            b[l] += v;
+        }
+        sa += a.iter().map(|v| v.to_f64()).sum::<f64>();
+        sb += b.iter().map(|v| v.to_f64()).sum::<f64>();
+    }
+    (sa, sb)
 }
 
-/// Writes `out = f(x, y, dy, channel constants)` plane by plane, planes in parallel.
+/// Per channel, the sums over the batch and grid of `f(x - center, y, dy)` pairs, with
+/// channels in parallel. Centering each channel near its mean keeps the sums of products
+/// free of cancellation. `y` and `dy` may be any buffers of the same length when `f` does
+/// not read them.
+fn channel_sums<T: Elem>(p: &BatchNormParams, center: &[T], x: &[T], y: &[T], dy: &[T], f: impl Fn(T, T, T) -> (T, T) + Sync) -> Vec<(f64, f64)> {
+    let (n, c, hw) = (p.n as usize, p.c as usize, p.hw as usize);
+    // Images in parallel, each walking its channels in memory order (a channel's planes
+    // lie c * hw values apart, one cache line apart or less for the small planes); the
+    // per-image sums are then added in image order, the same order for any thread count.
+    let per_image: Vec<Vec<(f64, f64)>> = (0..n)
+        .into_par_iter()
+        .map(|i| {
+            (0..c)
+                .map(|ch| {
+                    let m = center[ch];
+                    let r = (i * c + ch) * hw..(i * c + ch + 1) * hw;
+                    wide(#[inline(always)] || plane_sums(&x[r.clone()], &y[r.clone()], &dy[r], #[inline(always)] |x, y, dy| f(x - m, y, dy)))
+                })
+                .collect()
+        })
+        .collect();
+    let mut sums = vec![(0.0f64, 0.0f64); c];
+    for img in &per_image {
+        for (s, v) in sums.iter_mut().zip(img) {
+            s.0 += v.0;
+            s.1 += v.1;
+        }
+    }
+    sums
+}
+
+/// Writes `out = f(x, y, dy, channel constants)` plane by plane, in parallel over groups of
+/// planes of at least a few thousand values.
 fn per_value<T: Elem, K: Copy + Sync>(p: &BatchNormParams, x: &[T], y: &[T], dy: &[T], k: &[K], out: &mut [T], f: impl Fn(T, T, T, K) -> T + Sync) {
     let (c, hw) = (p.c as usize, p.hw as usize);
-    out[..p.len()].par_chunks_mut(hw).enumerate().for_each(|(plane, o)| {
-        let kc = k[plane % c];
-        let r = plane * hw..(plane + 1) * hw;
-        for (((o, xv), yv), dv) in o.iter_mut().zip(&x[r.clone()]).zip(&y[r.clone()]).zip(&dy[r]) {
-            *o = f(*xv, *yv, *dv, kc);
+    let group = (4096 / hw.max(1)).max(1);
+    out[..p.len()].par_chunks_mut(hw * group).enumerate().for_each(|(gi, o)| {
+        for (q, o) in o.chunks_mut(hw).enumerate() {
+            let plane = gi * group + q;
+            let kc = k[plane % c];
+            let r = plane * hw..(plane + 1) * hw;
+            wide(#[inline(always)] || {
+                for (((o, xv), yv), dv) in o.iter_mut().zip(&x[r.clone()]).zip(&y[r.clone()]).zip(&dy[r]) {
+                    *o = f(*xv, *yv, *dv, kc);
+                }
+            });
         }
     });
 }
@@ -106,14 +144,17 @@ pub fn batchnorm2d_forward_train<T: Elem>(
     y: &mut [T],
 ) {
     let count = (p.n * p.hw) as f64;
-    // One pass for sum and sum of squares, in f64: the cancellation in E[x^2] - E[x]^2
-    // costs (mean / std)^2 ulps of f64, negligible at any activation scale.
-    let sums = channel_sums(p, x, x, x, |x, _, _| (x, x * x));
+    // One pass for the sum and the sum of squares of x - center, with each channel
+    // centered on its first plane's mean: the cancellation in E[d^2] - E[d]^2 then costs
+    // about ((mean - center) / std)^2 block-rounding errors, small for any real batch.
+    let (c, hw) = (p.c as usize, p.hw as usize);
+    let center: Vec<T> = (0..c).map(|ch| T::from_f64(x[ch * hw..(ch + 1) * hw].iter().map(|v| v.to_f64()).sum::<f64>() / hw as f64)).collect();
+    let sums = channel_sums(p, &center, x, x, x, #[inline(always)] |d, _, _| (d, d * d));
     let m = p.momentum as f64;
     let mut k = Vec::with_capacity(sums.len());
     for (ch, &(s, ss)) in sums.iter().enumerate() {
-        let mu = s / count;
-        let m2 = (ss - s * mu).max(0.0);
+        let mu = center[ch].to_f64() + s / count;
+        let m2 = (ss - s * s / count).max(0.0);
         let var = m2 / count;
         let unbiased = if count > 1.0 { m2 / (count - 1.0) } else { var };
         mean[ch] = T::from_f64(mu);
@@ -123,14 +164,14 @@ pub fn batchnorm2d_forward_train<T: Elem>(
         k.push((mean[ch], invstd[ch] * gamma[ch], beta[ch]));
     }
     let neg = negative_factor::<T>(p);
-    per_value(p, x, x, x, &k, y, |x, _, _, (mu, scale, shift)| act(neg, (x - mu) * scale + shift));
+    per_value(p, x, x, x, &k, y, #[inline(always)] |x, _, _, (mu, scale, shift)| act(neg, (x - mu) * scale + shift));
 }
 
 pub fn batchnorm2d_forward_infer<T: Elem>(p: &BatchNormParams, x: &[T], gamma: &[T], beta: &[T], running_mean: &[T], running_var: &[T], y: &mut [T]) {
     let eps = T::from_f32(p.eps);
     let k: Vec<(T, T, T)> = (0..p.c as usize).map(|ch| (running_mean[ch], gamma[ch] / (running_var[ch] + eps).sqrt(), beta[ch])).collect();
     let neg = negative_factor::<T>(p);
-    per_value(p, x, x, x, &k, y, |x, _, _, (mu, scale, shift)| act(neg, (x - mu) * scale + shift));
+    per_value(p, x, x, x, &k, y, #[inline(always)] |x, _, _, (mu, scale, shift)| act(neg, (x - mu) * scale + shift));
 }
 
 /// `y` when an activation is fused, else `dy` (a same-length stand-in that is not read).
@@ -145,12 +186,12 @@ fn act_output<'a, T: Elem>(p: &BatchNormParams, y: &'a [T], dy: &'a [T]) -> &'a 
 /// Per channel: `(sum g, sum g * xhat)` with `g = dy * act'(y)`.
 fn grad_sums<T: Elem>(p: &BatchNormParams, x: &[T], y: &[T], dy: &[T], mean: &[T], invstd: &[T]) -> Vec<(f64, f64)> {
     let neg = negative_factor::<T>(p);
-    // sum g * xhat = invstd * (sum g * x - mean * sum g)
-    let raw = channel_sums(p, x, act_output(p, y, dy), dy, |x, y, dy| {
+    // sum g * xhat = invstd * sum g * (x - mean)
+    let raw = channel_sums(p, mean, x, act_output(p, y, dy), dy, #[inline(always)] |xc, y, dy| {
         let g = if y > T::zero() { dy } else { dy * neg };
-        (g, g * x)
+        (g, g * xc)
     });
-    raw.iter().enumerate().map(|(ch, &(sg, sgx))| (sg, invstd[ch].to_f64() * (sgx - mean[ch].to_f64() * sg))).collect()
+    raw.iter().enumerate().map(|(ch, &(sg, sgxc))| (sg, invstd[ch].to_f64() * sgxc)).collect()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -169,7 +210,7 @@ pub fn batchnorm2d_backward_input<T: Elem>(p: &BatchNormParams, x: &[T], y: &[T]
         .map(|(ch, s)| (gamma[ch] * invstd[ch], T::from_f64(s.0 / count), T::from_f64(s.1 / count), mean[ch], invstd[ch]))
         .collect();
     let neg = negative_factor::<T>(p);
-    per_value(p, x, act_output(p, y, dy), dy, &k, dx, |x, y, dy, (k, mg, mgx, mu, is)| {
+    per_value(p, x, act_output(p, y, dy), dy, &k, dx, #[inline(always)] |x, y, dy, (k, mg, mgx, mu, is)| {
         let g = if y > T::zero() { dy } else { dy * neg };
         k * (g - mg - (x - mu) * is * mgx)
     });
