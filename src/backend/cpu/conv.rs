@@ -3,7 +3,7 @@
 //! GEMM wide operands even for the 4x4 layers (where one image has only 16 columns).
 
 use super::gemm::matmul;
-use super::{CpuBackend, Elem};
+use super::{CpuBackend, Elem, SharedMut};
 use crate::backend::ConvParams;
 use rayon::prelude::*;
 
@@ -54,20 +54,6 @@ fn chunk_images(n: usize, rows: usize, cols: usize, bound: usize) -> usize {
 fn grow<T: Elem>(v: &mut Vec<T>, len: usize) {
     if v.len() < len {
         v.resize(len, T::zero());
-    }
-}
-
-/// A pointer that tasks writing disjoint parts of one buffer may share.
-#[derive(Clone, Copy)]
-struct SharedMut<T>(*mut T);
-// SAFETY: only used where each task writes its own disjoint elements (see the callers).
-unsafe impl<T: Send> Send for SharedMut<T> {}
-unsafe impl<T: Send> Sync for SharedMut<T> {}
-
-impl<T> SharedMut<T> {
-    /// The pointer itself (a method, so closures capture the `Sync` wrapper, not the field).
-    fn ptr(&self) -> *mut T {
-        self.0
     }
 }
 

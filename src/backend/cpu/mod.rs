@@ -14,6 +14,20 @@ use super::*;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+/// A pointer that tasks writing disjoint parts of one buffer may share.
+#[derive(Clone, Copy)]
+struct SharedMut<T>(*mut T);
+// SAFETY: only used where each task writes its own disjoint elements (see the callers).
+unsafe impl<T: Send> Send for SharedMut<T> {}
+unsafe impl<T: Send> Sync for SharedMut<T> {}
+
+impl<T> SharedMut<T> {
+    /// The pointer itself (a method, so closures capture the `Sync` wrapper, not the field).
+    fn ptr(&self) -> *mut T {
+        self.0
+    }
+}
+
 /// The element types the CPU backend runs in.
 pub trait Elem:
     Copy

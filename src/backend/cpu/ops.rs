@@ -2,7 +2,7 @@
 
 use super::gemm::matmul;
 use super::simd::wide;
-use super::Elem;
+use super::{Elem, SharedMut};
 use crate::backend::{AdamParams, BatchNormParams, BceParams, ConcatParams, BN_ACT_NONE};
 use rayon::prelude::*;
 
@@ -66,37 +66,6 @@ fn plane_sums<T: Elem>(xs: &[T], ys: &[T], ds: &[T], f: impl Fn(T, T, T) -> (T, 
     (sa, sb)
 }
 
-/// Per channel, the sums over the batch and grid of `f(x - center, y, dy)` pairs, with
-/// channels in parallel. Centering each channel near its mean keeps the sums of products
-/// free of cancellation. `y` and `dy` may be any buffers of the same length when `f` does
-/// not read them.
-fn channel_sums<T: Elem>(p: &BatchNormParams, center: &[T], x: &[T], y: &[T], dy: &[T], f: impl Fn(T, T, T) -> (T, T) + Sync) -> Vec<(f64, f64)> {
-    let (n, c, hw) = (p.n as usize, p.c as usize, p.hw as usize);
-    // Images in parallel, each walking its channels in memory order (a channel's planes
-    // lie c * hw values apart, one cache line apart or less for the small planes); the
-    // per-image sums are then added in image order, the same order for any thread count.
-    let per_image: Vec<Vec<(f64, f64)>> = (0..n)
-        .into_par_iter()
-        .map(|i| {
-            (0..c)
-                .map(|ch| {
-                    let m = center[ch];
-                    let r = (i * c + ch) * hw..(i * c + ch + 1) * hw;
-                    wide(#[inline(always)] || plane_sums(&x[r.clone()], &y[r.clone()], &dy[r], #[inline(always)] |x, y, dy| f(x - m, y, dy)))
-                })
-                .collect()
-        })
-        .collect();
-    let mut sums = vec![(0.0f64, 0.0f64); c];
-    for img in &per_image {
-        for (s, v) in sums.iter_mut().zip(img) {
-            s.0 += v.0;
-            s.1 += v.1;
-        }
-    }
-    sums
-}
-
 /// Writes `out = f(x, y, dy, channel constants)` plane by plane, in parallel over groups of
 /// planes of at least a few thousand values.
 fn per_value<T: Elem, K: Copy + Sync>(p: &BatchNormParams, x: &[T], y: &[T], dy: &[T], k: &[K], out: &mut [T], f: impl Fn(T, T, T, K) -> T + Sync) {
@@ -114,6 +83,65 @@ fn per_value<T: Elem, K: Copy + Sync>(p: &BatchNormParams, x: &[T], y: &[T], dy:
             });
         }
     });
+}
+
+/// Batchnorm's two passes over one block of channels at a time, channel blocks in
+/// parallel: first the per-channel sums of `f(x - center, y, dy)` (images in order), then
+/// `out = g(x, y, dy, konst(channel, sums))` over the same planes, which are then still in
+/// this core's cache, so each input is read from memory once. A block holds enough
+/// channels that each image's part of it is at least a kilobyte of contiguous values.
+/// Returns the sums.
+#[allow(clippy::too_many_arguments)]
+fn two_pass<T: Elem, K: Copy>(
+    p: &BatchNormParams,
+    center: &[T],
+    x: &[T],
+    y: &[T],
+    dy: &[T],
+    out: &mut [T],
+    f: impl Fn(T, T, T) -> (T, T) + Sync,
+    konst: impl Fn(usize, (f64, f64)) -> K + Sync,
+    g: impl Fn(T, T, T, K) -> T + Sync,
+) -> Vec<(f64, f64)> {
+    let (n, c, hw) = (p.n as usize, p.c as usize, p.hw as usize);
+    let len = p.len();
+    assert!(x.len() >= len && y.len() >= len && dy.len() >= len && out.len() >= len && center.len() >= c);
+    let cb = (256 / hw.max(1)).clamp(1, c.div_ceil(2 * rayon::current_num_threads()).max(1));
+    let dst = SharedMut(out.as_mut_ptr());
+    let blocks: Vec<Vec<(f64, f64)>> = (0..c.div_ceil(cb))
+        .into_par_iter()
+        .map(|b| {
+            let chans = b * cb..((b + 1) * cb).min(c);
+            let mut sums = vec![(0.0f64, 0.0f64); chans.len()];
+            for i in 0..n {
+                for (s, ch) in sums.iter_mut().zip(chans.clone()) {
+                    let m = center[ch];
+                    let r = (i * c + ch) * hw..(i * c + ch + 1) * hw;
+                    let (u, v) = wide(#[inline(always)] || plane_sums(&x[r.clone()], &y[r.clone()], &dy[r], #[inline(always)] |x, y, dy| f(x - m, y, dy)));
+                    s.0 += u;
+                    s.1 += v;
+                }
+            }
+            let ks: Vec<K> = chans.clone().zip(&sums).map(|(ch, s)| konst(ch, *s)).collect();
+            for i in 0..n {
+                for (kc, ch) in ks.iter().zip(chans.clone()) {
+                    let at = (i * c + ch) * hw;
+                    // SAFETY: this block alone writes its channels' planes, inside `out`
+                    // as asserted above.
+                    let o = unsafe { std::slice::from_raw_parts_mut(dst.ptr().add(at), hw) };
+                    let r = at..at + hw;
+                    let kc = *kc;
+                    wide(#[inline(always)] || {
+                        for (((o, xv), yv), dv) in o.iter_mut().zip(&x[r.clone()]).zip(&y[r.clone()]).zip(&dy[r]) {
+                            *o = g(*xv, *yv, *dv, kc);
+                        }
+                    });
+                }
+            }
+            sums
+        })
+        .collect();
+    blocks.concat()
 }
 
 /// The factor the fused activation applies to non-positive values: 1 without one.
@@ -149,22 +177,32 @@ pub fn batchnorm2d_forward_train<T: Elem>(
     // about ((mean - center) / std)^2 block-rounding errors, small for any real batch.
     let (c, hw) = (p.c as usize, p.hw as usize);
     let center: Vec<T> = (0..c).map(|ch| T::from_f64(x[ch * hw..(ch + 1) * hw].iter().map(|v| v.to_f64()).sum::<f64>() / hw as f64)).collect();
-    let sums = channel_sums(p, &center, x, x, x, #[inline(always)] |d, _, _| (d, d * d));
     let m = p.momentum as f64;
-    let mut k = Vec::with_capacity(sums.len());
-    for (ch, &(s, ss)) in sums.iter().enumerate() {
+    let eps = p.eps as f64;
+    // (mean, biased variance, unbiased variance) from a channel's centered sums.
+    let stats = |ch: usize, (s, ss): (f64, f64)| {
         let mu = center[ch].to_f64() + s / count;
         let m2 = (ss - s * s / count).max(0.0);
         let var = m2 / count;
-        let unbiased = if count > 1.0 { m2 / (count - 1.0) } else { var };
-        mean[ch] = T::from_f64(mu);
-        invstd[ch] = T::from_f64(1.0 / (var + p.eps as f64).sqrt());
+        (mu, var, if count > 1.0 { m2 / (count - 1.0) } else { var })
+    };
+    let consts = |ch: usize, s: (f64, f64)| {
+        let (mu, var, _) = stats(ch, s);
+        let (mu, is) = (T::from_f64(mu), T::from_f64(1.0 / (var + eps).sqrt()));
+        (mu, is * gamma[ch], beta[ch], is)
+    };
+    let neg = negative_factor::<T>(p);
+    let sums = two_pass(p, &center, x, x, x, y, #[inline(always)] |d, _, _| (d, d * d), consts, #[inline(always)] |x, _, _, (mu, scale, shift, _)| {
+        act(neg, (x - mu) * scale + shift)
+    });
+    for (ch, &s) in sums.iter().enumerate() {
+        let (mu, _, unbiased) = stats(ch, s);
+        let (mu_t, _, _, is) = consts(ch, s);
+        mean[ch] = mu_t;
+        invstd[ch] = is;
         running_mean[ch] = T::from_f64((1.0 - m) * running_mean[ch].to_f64() + m * mu);
         running_var[ch] = T::from_f64((1.0 - m) * running_var[ch].to_f64() + m * unbiased);
-        k.push((mean[ch], invstd[ch] * gamma[ch], beta[ch]));
     }
-    let neg = negative_factor::<T>(p);
-    per_value(p, x, x, x, &k, y, #[inline(always)] |x, _, _, (mu, scale, shift)| act(neg, (x - mu) * scale + shift));
 }
 
 pub fn batchnorm2d_forward_infer<T: Elem>(p: &BatchNormParams, x: &[T], gamma: &[T], beta: &[T], running_mean: &[T], running_var: &[T], y: &mut [T]) {
@@ -172,6 +210,16 @@ pub fn batchnorm2d_forward_infer<T: Elem>(p: &BatchNormParams, x: &[T], gamma: &
     let k: Vec<(T, T, T)> = (0..p.c as usize).map(|ch| (running_mean[ch], gamma[ch] / (running_var[ch] + eps).sqrt(), beta[ch])).collect();
     let neg = negative_factor::<T>(p);
     per_value(p, x, x, x, &k, y, #[inline(always)] |x, _, _, (mu, scale, shift)| act(neg, (x - mu) * scale + shift));
+}
+
+/// `dy * act'(y)`: the gradient through the fused activation (`neg` = 1 without one).
+#[inline(always)]
+fn through_act<T: Elem>(neg: T, y: T, dy: T) -> T {
+    if y > T::zero() {
+        dy
+    } else {
+        dy * neg
+    }
 }
 
 /// `y` when an activation is fused, else `dy` (a same-length stand-in that is not read).
@@ -183,37 +231,36 @@ fn act_output<'a, T: Elem>(p: &BatchNormParams, y: &'a [T], dy: &'a [T]) -> &'a 
     }
 }
 
-/// Per channel: `(sum g, sum g * xhat)` with `g = dy * act'(y)`.
-fn grad_sums<T: Elem>(p: &BatchNormParams, x: &[T], y: &[T], dy: &[T], mean: &[T], invstd: &[T]) -> Vec<(f64, f64)> {
-    let neg = negative_factor::<T>(p);
-    // sum g * xhat = invstd * sum g * (x - mean)
-    let raw = channel_sums(p, mean, x, act_output(p, y, dy), dy, #[inline(always)] |xc, y, dy| {
-        let g = if y > T::zero() { dy } else { dy * neg };
-        (g, g * xc)
-    });
-    raw.iter().enumerate().map(|(ch, &(sg, sgxc))| (sg, invstd[ch].to_f64() * sgxc)).collect()
-}
-
 #[allow(clippy::too_many_arguments)]
 pub fn batchnorm2d_backward_input<T: Elem>(p: &BatchNormParams, x: &[T], y: &[T], dy: &[T], gamma: &[T], mean: &[T], invstd: &[T], out_sums: &mut [T], dx: &mut [T]) {
     let count = (p.n * p.hw) as f64;
-    let sums = grad_sums(p, x, y, dy, mean, invstd);
-    let c = p.c as usize;
-    for (ch, s) in sums.iter().enumerate() {
-        out_sums[ch] = T::from_f64(s.0);
-        out_sums[c + ch] = T::from_f64(s.1);
-    }
-    // dx = gamma * invstd * (g - mean(g) - xhat * mean(g * xhat))
-    let k: Vec<(T, T, T, T, T)> = sums
-        .iter()
-        .enumerate()
-        .map(|(ch, s)| (gamma[ch] * invstd[ch], T::from_f64(s.0 / count), T::from_f64(s.1 / count), mean[ch], invstd[ch]))
-        .collect();
     let neg = negative_factor::<T>(p);
-    per_value(p, x, act_output(p, y, dy), dy, &k, dx, #[inline(always)] |x, y, dy, (k, mg, mgx, mu, is)| {
-        let g = if y > T::zero() { dy } else { dy * neg };
-        k * (g - mg - (x - mu) * is * mgx)
-    });
+    // Sums of g = dy * act'(y) and of g * (x - mean); sum g * xhat = invstd * the latter.
+    // dx = gamma * invstd * (g - mean(g) - xhat * mean(g * xhat)).
+    let consts = |ch: usize, (sg, sgxc): (f64, f64)| {
+        (gamma[ch] * invstd[ch], T::from_f64(sg / count), T::from_f64(invstd[ch].to_f64() * sgxc / count), mean[ch], invstd[ch])
+    };
+    let sums = two_pass(
+        p,
+        mean,
+        x,
+        act_output(p, y, dy),
+        dy,
+        dx,
+        #[inline(always)]
+        |xc, y, dy| {
+            let g = through_act(neg, y, dy);
+            (g, g * xc)
+        },
+        consts,
+        #[inline(always)]
+        |x, y, dy, (k, mg, mgx, mu, is)| k * (through_act(neg, y, dy) - mg - (x - mu) * is * mgx),
+    );
+    let c = p.c as usize;
+    for (ch, &(sg, sgxc)) in sums.iter().enumerate() {
+        out_sums[ch] = T::from_f64(sg);
+        out_sums[c + ch] = T::from_f64(invstd[ch].to_f64() * sgxc);
+    }
 }
 
 pub fn batchnorm2d_backward_params<T: Elem>(p: &BatchNormParams, sums: &[T], dgamma: &mut [T], dbeta: &mut [T]) {
