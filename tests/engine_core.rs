@@ -407,7 +407,7 @@ fn batchnorm_f32_matches_f64() {
         let dx_scale = dx64.iter().map(|v| v.abs()).fold(0.0, f64::max);
         // The f32 mean itself is off by up to half an ulp of the offset, which moves every
         // output by gamma * that / std: no f32 batchnorm does better.
-        let mean_rounding = 1.5 * (offset as f64).abs() * f32::EPSILON as f64 / std;
+        let mean_rounding = 1.5 * f64::abs(offset) * f32::EPSILON as f64 / std;
         assert!(ey < 1e-5 + mean_rounding, "std {std} offset {offset}: forward max error {ey}");
         assert!(edx < (1e-5 + mean_rounding) * dx_scale.max(1.0), "std {std} offset {offset}: backward max error {edx} (max |dx| {dx_scale})");
     }
