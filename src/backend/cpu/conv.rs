@@ -199,28 +199,55 @@ fn block_op<T: Elem>(rows: usize, width: usize, src: &[T], sld: usize, dst: &mut
     }
 }
 
+/// Where im2col and col2im find things: image `j` of the chunk starting at `n0`, channel
+/// `c`, kernel tap `t = ky * k + kx`. Both run one task per (channel, image), numbered
+/// image-fastest (`task = c * nc + j`), so consecutive tasks touch adjacent column segments.
+struct ColumnLayout {
+    /// Window positions per image: the length of one segment.
+    p: usize,
+    ld: usize,
+    img: usize,
+    plane: usize,
+    taps: usize,
+    n0: usize,
+    nc: usize,
+}
+
+impl ColumnLayout {
+    /// Checks that a `cols` and a `planes` buffer of these lengths hold the chunk.
+    fn new(g: &Geo, n0: usize, nc: usize, cols_len: usize, planes_len: usize) -> ColumnLayout {
+        let l = ColumnLayout { p: g.cols_per_image(), ld: nc * g.cols_per_image(), img: g.c * g.plane(), plane: g.plane(), taps: g.k * g.k, n0, nc };
+        assert!(cols_len >= g.rows() * l.ld && planes_len >= (n0 + nc) * l.img);
+        l
+    }
+    /// `(c, j)` of a task.
+    fn task(&self, task: usize) -> (usize, usize) {
+        (task / self.nc, task % self.nc)
+    }
+    /// Offset of plane `c` of image `j` in the planes buffer.
+    fn plane_at(&self, c: usize, j: usize) -> usize {
+        (self.n0 + j) * self.img + c * self.plane
+    }
+    /// Offset of image `j`'s segment of column-matrix row `(c, t)`.
+    fn segment_at(&self, c: usize, t: usize, j: usize) -> usize {
+        (c * self.taps + t) * self.ld + j * self.p
+    }
+}
+
 /// `cols[row, j * P + o] = planes[n0 + j][c, window(o) + (ky, kx)]`, for `row = (c, ky, kx)`.
 /// One task per (channel, image) splits its plane into phases once; each of its `k * k`
 /// rows is then one block copy.
 fn im2col<T: Elem>(g: &Geo, planes: &[T], n0: usize, nc: usize, cols: &mut [T]) {
-    let p = g.cols_per_image();
-    let ld = nc * p;
-    let img = g.c * g.plane();
-    let kk = g.k * g.k;
-    let ph = Phases::new(g);
-    assert!(cols.len() >= g.rows() * ld && planes.len() >= (n0 + nc) * img);
+    let (l, ph) = (ColumnLayout::new(g, n0, nc, cols.len(), planes.len()), Phases::new(g));
     let out = SharedMut(cols.as_mut_ptr());
     (0..g.c * nc).into_par_iter().for_each_init(Vec::new, |buf, task| {
-        let (c, j) = (task / nc, task % nc);
-        ph.split(&planes[(n0 + j) * img + c * g.plane()..][..g.plane()], buf);
-        for ky in 0..g.k {
-            for kx in 0..g.k {
-                let row = c * kk + ky * g.k + kx;
-                // SAFETY: task (c, j) alone writes rows c*kk..(c+1)*kk at columns
-                // j*p..(j+1)*p, inside `cols` as asserted above.
-                let dst = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(row * ld + j * p), p) };
-                block_op(g.ho, g.wo, &buf[ph.blocks[ky * g.k + kx]..], ph.cols, dst, g.wo, false);
-            }
+        let (c, j) = l.task(task);
+        ph.split(&planes[l.plane_at(c, j)..][..l.plane], buf);
+        for (t, &block) in ph.blocks.iter().enumerate() {
+            // SAFETY: task (c, j) alone writes image j's segments of rows (c, *), inside
+            // `cols` as ColumnLayout::new checked.
+            let dst = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(l.segment_at(c, t, j)), l.p) };
+            block_op(g.ho, g.wo, &buf[block..], ph.cols, dst, g.wo, false);
         }
     });
 }
@@ -284,25 +311,17 @@ fn im2row<T: Elem>(g: &Geo, planes: &[T], n0: usize, nc: usize, xp: &mut Vec<T>,
 /// a task reads continue where the previous task's ended: sequential streams through the
 /// column matrix, not one short segment per row and page.
 fn col2im<T: Elem>(g: &Geo, cols: &[T], n0: usize, nc: usize, planes: &mut [T]) {
-    let p = g.cols_per_image();
-    let ld = nc * p;
-    let img = g.c * g.plane();
-    let kk2 = g.k * g.k;
-    let ph = Phases::new(g);
-    assert!(cols.len() >= g.rows() * ld && planes.len() >= (n0 + nc) * img);
+    let (l, ph) = (ColumnLayout::new(g, n0, nc, cols.len(), planes.len()), Phases::new(g));
     let out = SharedMut(planes.as_mut_ptr());
     (0..g.c * nc).into_par_iter().for_each_init(Vec::new, |buf, task| {
-        let (c, j) = (task / nc, task % nc);
+        let (c, j) = l.task(task);
         // SAFETY: task (c, j) alone writes plane c of image n0 + j, inside `planes` as
-        // asserted above.
-        let plane = unsafe { std::slice::from_raw_parts_mut(out.ptr().add((n0 + j) * img + c * g.plane()), g.plane()) };
+        // ColumnLayout::new checked.
+        let plane = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(l.plane_at(c, j)), l.plane) };
         buf.clear();
         buf.resize(ph.len(), T::zero());
-        for ky in 0..g.k {
-            for kx in 0..g.k {
-                let row = &cols[(c * kk2 + ky * g.k + kx) * ld + j * p..][..p];
-                block_op(g.ho, g.wo, row, g.wo, &mut buf[ph.blocks[ky * g.k + kx]..], ph.cols, true);
-            }
+        for (t, &block) in ph.blocks.iter().enumerate() {
+            block_op(g.ho, g.wo, &cols[l.segment_at(c, t, j)..][..l.p], g.wo, &mut buf[block..], ph.cols, true);
         }
         ph.merge(buf, plane);
     });
