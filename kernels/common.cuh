@@ -123,16 +123,18 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
     return t;
 }
 
-// Calls f(i) for the values of channel c this thread owns in a per-channel block reduction: e = tid, tid + blockDim, ... over
-// the channel's n * hw values, i their index in NCHW. e is kept as digits (n, q) and
-// stepped with a carry, so the loop does no integer division; the order, and so every
-// sum, is that of the flat loop over e.
+// Calls f(i) for the values e in [e0, e1) of channel c this thread owns in a block
+// reduction over that range: e = e0 + tid, e0 + tid + blockDim, ... over the channel's
+// n * hw values, i their index in NCHW. e is kept as digits (n, q) and stepped with a
+// carry, so the loop does no integer division; the order, and so every sum, is that of the
+// flat loop over e.
 template <class F>
-__device__ __forceinline__ void channel_for_each(const BatchNormParams& p, int c, F f) {
+__device__ __forceinline__ void channel_range_for_each(const BatchNormParams& p, int c, int e0, int e1, F f) {
     const int step_n = blockDim.x / p.hw, step_q = blockDim.x % p.hw;
     const long long plane = (long long)p.c * p.hw, base = (long long)c * p.hw;
-    int n = threadIdx.x / p.hw, q = threadIdx.x % p.hw;
-    while (n < p.n) {
+    const int first = e0 + (int)threadIdx.x;
+    int n = first / p.hw, q = first % p.hw;
+    for (int e = first; e < e1; e += blockDim.x) {
         f(n * plane + base + q);
         q += step_q;
         n += step_n;
@@ -141,6 +143,12 @@ __device__ __forceinline__ void channel_for_each(const BatchNormParams& p, int c
             ++n;
         }
     }
+}
+
+// The same over all of channel c: one block per channel.
+template <class F>
+__device__ __forceinline__ void channel_for_each(const BatchNormParams& p, int c, F f) {
+    channel_range_for_each(p, c, 0, p.n * p.hw, f);
 }
 
 // Numerically safe logistic function for any finite x.

@@ -631,6 +631,10 @@ pub fn awkward_shapes(c: &mut Checker) -> Result<()> {
     c.batchnorm(BatchNormParams::new(3, 5, 1, 1e-5, 0.1).with_act(BN_ACT_RELU, 0.0))?;
     c.batchnorm(BatchNormParams::new(2, 3, 300, 1e-5, 0.1).with_act(BN_ACT_LEAKY_RELU, 0.2))?;
     c.batchnorm(BatchNormParams::new(2, 4, 37, 1e-5, 0.1).with_act(BN_ACT_RELU, 0.0))?;
+    // Channels cut into slices (kernels/batchnorm.cu): three, the last one shorter; and
+    // more slices than a warp has lanes, so lanes combine several before the shuffles.
+    c.batchnorm(BatchNormParams::new(2, 2, 2050, 1e-5, 0.1).with_act(BN_ACT_LEAKY_RELU, 0.2))?;
+    c.batchnorm(BatchNormParams::new(1, 1, 70001, 1e-5, 0.1))?;
     c.activations(1000)?;
     c.linear(1, 7, 65)?;
     c.linear(3, 70, 5)?;

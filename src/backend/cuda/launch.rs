@@ -101,9 +101,13 @@ kernels! {
     fn conv_transpose2d_backward_params_f32(p: ConvParams, x: Ptr, dy: Ptr, out: Ptr, k_chunk: i32, accumulate: i32);
     fn gemm_splitk_reduce_f32(p: SplitParams, partial: Ptr, grad: Ptr);
     fn bias_backward_params_f32(p: BatchNormParams, dy: Ptr, db: Ptr);
-    fn batchnorm2d_forward_train_f32(p: BatchNormParams, x: Ptr, gamma: Ptr, beta: Ptr, running_mean: Ptr, running_var: Ptr, mean: Ptr, invstd: Ptr, y: Ptr);
+    fn batchnorm2d_stats_f32(p: BatchNormParams, slice_len: i32, x: Ptr, part: Ptr);
+    fn batchnorm2d_forward_train_f32(p: BatchNormParams, slice_len: i32, slices: i32, part: Ptr, running_mean: Ptr, running_var: Ptr, mean: Ptr, invstd: Ptr);
+    fn batchnorm2d_normalize_f32(p: BatchNormParams, slice_len: i32, x: Ptr, gamma: Ptr, beta: Ptr, mean: Ptr, invstd: Ptr, y: Ptr);
     fn batchnorm2d_forward_infer_f32(p: BatchNormParams, x: Ptr, gamma: Ptr, beta: Ptr, running_mean: Ptr, running_var: Ptr, y: Ptr);
-    fn batchnorm2d_backward_input_f32(p: BatchNormParams, x: Ptr, y: Ptr, dy: Ptr, gamma: Ptr, mean: Ptr, invstd: Ptr, sums: Ptr, dx: Ptr);
+    fn batchnorm2d_grad_sums_f32(p: BatchNormParams, slice_len: i32, x: Ptr, y: Ptr, dy: Ptr, mean: Ptr, invstd: Ptr, part: Ptr);
+    fn batchnorm2d_backward_input_f32(p: BatchNormParams, slices: i32, part: Ptr, sums: Ptr);
+    fn batchnorm2d_backward_apply_f32(p: BatchNormParams, slice_len: i32, x: Ptr, y: Ptr, dy: Ptr, gamma: Ptr, mean: Ptr, invstd: Ptr, sums: Ptr, dx: Ptr);
     fn batchnorm2d_backward_params_f32(p: BatchNormParams, sums: Ptr, dgamma: Ptr, dbeta: Ptr);
     fn relu_forward_f32(p: ActParams, x: Ptr, y: Ptr);
     fn relu_backward_input_f32(p: ActParams, y: Ptr, dy: Ptr, dx: Ptr);

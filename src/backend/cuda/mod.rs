@@ -156,6 +156,8 @@ pub struct GpuBackend {
     exec: Exec,
     /// Split-K partial sums of the weight gradients: grows to the largest need, then stays.
     splitk: RefCell<Option<GpuBuf>>,
+    /// Batchnorm's per-slice partial statistics: grows the same way.
+    bn_part: RefCell<Option<GpuBuf>>,
 }
 
 fn check_len(what: &str, buf: &GpuBuf, need: usize) -> Result<()> {
@@ -173,6 +175,22 @@ fn elementwise(len: usize) -> Launch {
 
 fn per_channel(c: usize) -> Launch {
     Launch { grid: (c.max(1) as u32, 1, 1), block: REDUCE_THREADS, shared_bytes: REDUCE_SHARED }
+}
+
+/// One warp per channel, REDUCE_THREADS / 32 channels per block.
+fn warp_per_channel(c: usize) -> Launch {
+    Launch { grid: (blocks(c, REDUCE_THREADS as usize / 32), 1, 1), block: REDUCE_THREADS, shared_bytes: 0 }
+}
+
+/// How batchnorm cuts each channel's `n * hw` values (kernels/batchnorm.cu): equal slices
+/// of 1025 to 2048 values (4 to 8 per thread), or 64 longer ones for channels of more than
+/// 131,072 values, so that even a layer of 64 wide channels fills a large GPU. Returns the slice length, the slice count and the (slice, channel)
+/// grid of the per-slice kernels.
+fn bn_slices(p: &BatchNormParams) -> (usize, usize, Launch) {
+    let count = (p.n as usize * p.hw as usize).max(1);
+    let len = count.div_ceil(count.div_ceil(2048).clamp(1, 64));
+    let slices = count.div_ceil(len);
+    (len, slices, Launch { grid: (slices as u32, p.c.max(1) as u32, 1), block: REDUCE_THREADS, shared_bytes: REDUCE_SHARED })
 }
 
 fn gemm(m: usize, n: usize, z: usize) -> Launch {
@@ -212,7 +230,7 @@ impl GpuBackend {
     pub fn cuda() -> Result<GpuBackend> {
         let cuda = driver::Cuda::open(GemmMode::from_env()?)?;
         let mode = cuda.mode;
-        Ok(GpuBackend { exec: Exec::new(ExecKind::Cuda(cuda), mode), splitk: RefCell::new(None) })
+        Ok(GpuBackend { exec: Exec::new(ExecKind::Cuda(cuda), mode), splitk: RefCell::new(None), bn_part: RefCell::new(None) })
     }
 
     /// The kernels run on the CPU through kernels/sim.h (slow; for verification), in the
@@ -225,7 +243,7 @@ impl GpuBackend {
     pub fn sim_with(mode: GemmMode) -> Result<GpuBackend> {
         #[cfg(feature = "sim")]
         {
-            Ok(GpuBackend { exec: Exec::new(ExecKind::Sim, mode), splitk: RefCell::new(None) })
+            Ok(GpuBackend { exec: Exec::new(ExecKind::Sim, mode), splitk: RefCell::new(None), bn_part: RefCell::new(None) })
         }
         #[cfg(not(feature = "sim"))]
         {
@@ -262,18 +280,21 @@ impl GpuBackend {
         self.split_k(m, n, splits, dw.ptr, |l, partial| run(l, partial, chunk as i32, 0))
     }
 
+    /// The address of `slot`'s buffer after growing it to at least `need` values. It is
+    /// only ever used by the op that asked, so its old contents do not matter.
+    fn scratch(&self, slot: &RefCell<Option<GpuBuf>>, need: usize) -> Result<Ptr> {
+        let mut scratch = slot.borrow_mut();
+        if scratch.as_ref().is_none_or(|s| s.len < need) {
+            *scratch = Some(self.alloc(need)?);
+        }
+        Ok(scratch.as_ref().map(|s| s.ptr).unwrap_or(0))
+    }
+
     /// `dst += ` the sum of `splits` slices of an `m x n` GEMM: `run(launch, partial)` writes
     /// slice z into partial buffer z (the scratch, grown once to the largest need), then
     /// gemm_splitk_reduce_f32 adds them into `dst` in slice order.
     fn split_k(&self, m: usize, n: usize, splits: usize, dst: Ptr, run: impl FnOnce(Launch, Ptr) -> Result<()>) -> Result<()> {
-        let need = splits * m * n;
-        let partial = {
-            let mut scratch = self.splitk.borrow_mut();
-            if scratch.as_ref().is_none_or(|s| s.len < need) {
-                *scratch = Some(self.alloc(need)?);
-            }
-            scratch.as_ref().map(|s| s.ptr).unwrap_or(0)
-        };
+        let partial = self.scratch(&self.splitk, splits * m * n)?;
         run(gemm(m, n, splits), partial)?;
         let sp = SplitParams { len: (m * n) as i32, splits: splits as i32 };
         self.exec.gemm_splitk_reduce_f32(elementwise(m * n), sp, partial, dst)
@@ -466,7 +487,11 @@ impl Backend for GpuBackend {
         for (what, b) in [("gamma", gamma), ("beta", beta), ("running_mean", &*running_mean), ("running_var", running_var), ("mean", mean), ("invstd", invstd)] {
             check_len(what, b, p.c as usize)?;
         }
-        self.exec.batchnorm2d_forward_train_f32(per_channel(p.c as usize), *p, x.ptr, gamma.ptr, beta.ptr, running_mean.ptr, running_var.ptr, mean.ptr, invstd.ptr, y.ptr)
+        let (len, slices, grid) = bn_slices(p);
+        let part = self.scratch(&self.bn_part, 2 * p.c as usize * slices)?;
+        self.exec.batchnorm2d_stats_f32(grid, *p, len as i32, x.ptr, part)?;
+        self.exec.batchnorm2d_forward_train_f32(warp_per_channel(p.c as usize), *p, len as i32, slices as i32, part, running_mean.ptr, running_var.ptr, mean.ptr, invstd.ptr)?;
+        self.exec.batchnorm2d_normalize_f32(Launch { shared_bytes: 0, ..grid }, *p, len as i32, x.ptr, gamma.ptr, beta.ptr, mean.ptr, invstd.ptr, y.ptr)
     }
     fn batchnorm2d_forward_infer(&self, p: &BatchNormParams, x: &GpuBuf, gamma: &GpuBuf, beta: &GpuBuf, running_mean: &GpuBuf, running_var: &GpuBuf, y: &mut GpuBuf) -> Result<()> {
         p.check_act(y.len)?;
@@ -486,7 +511,11 @@ impl Backend for GpuBackend {
         for (what, b) in [("gamma", gamma), ("mean", mean), ("invstd", invstd)] {
             check_len(what, b, p.c as usize)?;
         }
-        self.exec.batchnorm2d_backward_input_f32(per_channel(p.c as usize), *p, x.ptr, y.ptr, dy.ptr, gamma.ptr, mean.ptr, invstd.ptr, sums.ptr, dx.ptr)
+        let (len, slices, grid) = bn_slices(p);
+        let part = self.scratch(&self.bn_part, 2 * p.c as usize * slices)?;
+        self.exec.batchnorm2d_grad_sums_f32(grid, *p, len as i32, x.ptr, y.ptr, dy.ptr, mean.ptr, invstd.ptr, part)?;
+        self.exec.batchnorm2d_backward_input_f32(warp_per_channel(p.c as usize), *p, slices as i32, part, sums.ptr)?;
+        self.exec.batchnorm2d_backward_apply_f32(Launch { shared_bytes: 0, ..grid }, *p, len as i32, x.ptr, y.ptr, dy.ptr, gamma.ptr, mean.ptr, invstd.ptr, sums.ptr, dx.ptr)
     }
     fn batchnorm2d_backward_params(&self, p: &BatchNormParams, sums: &GpuBuf, dgamma: &mut GpuBuf, dbeta: &mut GpuBuf) -> Result<()> {
         check_len("batchnorm2d sums", sums, 2 * p.c as usize)?;
@@ -623,6 +652,18 @@ mod tests {
         assert!(splits > 1 && chunk * splits >= 16_384, "{chunk} x {splits}");
         // D's 512 -> 1024 conv at batch 64: 16 x 16 tiles, no split.
         assert_eq!(forward_slices(1024, 1024, 8192), (8192, 1));
+    }
+
+    #[test]
+    fn batchnorm_slices_cover_each_channel() {
+        for &(n, hw) in &[(1, 1), (1, 35), (2, 2050), (1, 70_001), (64, 16), (64, 4096), (64, 16_384)] {
+            let p = BatchNormParams::new(n, 3, hw, 1e-5, 0.1);
+            let (len, slices, launch) = bn_slices(&p);
+            let count = n * hw;
+            assert!(len * slices >= count && len * (slices - 1) < count, "n{n} hw{hw}: {slices} slices of {len}");
+            assert!((1..=64).contains(&slices) && (slices == 1 || len > 1024) && (slices == 64 || len <= 2048), "n{n} hw{hw}: {slices} slices of {len}");
+            assert_eq!(launch.grid, (slices as u32, 3, 1));
+        }
     }
 
     #[test]
