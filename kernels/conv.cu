@@ -64,6 +64,23 @@ conv2d_backward_input_f32(ConvParams p, const float* __restrict__ dy, const floa
     gemm_store(m0, n0, M, N, acc, [&](int m, int col, float v) { dx[(pc.image(col) * M + m) * P + pc.offset(col, p.w_in)] = v; });
 }
 
+// The same with at most THIN_M input channels (gemm_thin_column): one thread per column.
+extern "C" __global__ void __launch_bounds__(THIN_THREADS)
+conv2d_backward_input_thin_f32(ConvParams p, const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx) {
+    const ParityClass pc(blockIdx.z, p.stride, p.pad, p.k, p.h_in, p.w_in);
+    const int M = p.c_in, N = p.n * pc.qh * pc.qw, K = p.c_out * pc.taps * pc.taps;
+    const ParityWeights load_a{w, p.c_in, p.k, p.stride, pc};
+    const ParityColumns load_b{dy, p.c_out, p.h_out, p.w_out, p.k, p.stride, p.pad, pc};
+    const int col = blockIdx.x * blockDim.x + threadIdx.x;
+    float acc[THIN_M];
+    if (!gemm_thin_column(col, M, N, K, load_a, load_b, acc)) return;
+    const int P = p.h_in * p.w_in;
+    float* out = dx + (long long)pc.image(col) * M * P + pc.offset(col, p.w_in);
+#pragma unroll
+    for (int m = 0; m < THIN_M; ++m)
+        if (m < M) out[m * P] = acc[m];
+}
+
 // dw[co, (ci, ky, kx)] (+)= sum over (n, oy, ox) in this slice of dy[n, co, oy, ox] x[n, ci, oy s - p + ky, ox s - p + kx]
 // grid.z = split-K slice; out is the gradient itself (accumulate = 1) or partial buffer z.
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
@@ -98,6 +115,24 @@ conv_transpose2d_forward_f32(ConvParams p, const float* __restrict__ x, const fl
     gemm_store(m0, n0, M, N, acc, [&](int m, int col, float v) {
         y[(pc.image(col) * M + m) * P + pc.offset(col, p.w_out)] = v + (bias ? bias[m] : 0.0f);
     });
+}
+
+// The same with at most THIN_M output channels (gemm_thin_column): one thread per column.
+extern "C" __global__ void __launch_bounds__(THIN_THREADS)
+conv_transpose2d_forward_thin_f32(ConvParams p, const float* __restrict__ x, const float* __restrict__ w,
+                                  const float* __restrict__ bias, float* __restrict__ y) {
+    const ParityClass pc(blockIdx.z, p.stride, p.pad, p.k, p.h_out, p.w_out);
+    const int M = p.c_out, N = p.n * pc.qh * pc.qw, K = p.c_in * pc.taps * pc.taps;
+    const ParityWeights load_a{w, p.c_out, p.k, p.stride, pc};
+    const ParityColumns load_b{x, p.c_in, p.h_in, p.w_in, p.k, p.stride, p.pad, pc};
+    const int col = blockIdx.x * blockDim.x + threadIdx.x;
+    float acc[THIN_M];
+    if (!gemm_thin_column(col, M, N, K, load_a, load_b, acc)) return;
+    const int P = p.h_out * p.w_out;
+    float* out = y + (long long)pc.image(col) * M * P + pc.offset(col, p.w_out);
+#pragma unroll
+    for (int m = 0; m < THIN_M; ++m)
+        if (m < M) out[m * P] = acc[m] + (bias ? bias[m] : 0.0f);
 }
 
 // dx[n, ci, iy, ix] = sum_{co, ky, kx} w[ci, co, ky, kx] dy[n, co, iy s - p + ky, ix s - p + kx]

@@ -46,6 +46,14 @@ struct Radix3 {
         const int t = k / r_lo;
         return Digits{t / r_mid, t % r_mid, k % r_lo};
     }
+    // k += 1.
+    __device__ __forceinline__ void next(Digits& d) const {
+        if (++d.lo < r_lo) return;
+        d.lo = 0;
+        if (++d.mid < r_mid) return;
+        d.mid = 0;
+        ++d.hi;
+    }
     // k += GEMM_BK: each digit of the step is below its radix, so one carry per digit.
     __device__ __forceinline__ void advance(Digits& d) const {
         d.lo += step.lo;
@@ -269,6 +277,46 @@ __device__ __forceinline__ void gemm_block_tile(int m0, int n0, int M, int N, in
         }
         __syncthreads();
     }
+}
+
+// ---- thin GEMMs ---------------------------------------------------------------------------
+// C = A . B with at most THIN_M rows: the 3-channel layers (the generator's image, the
+// input gradient of the discriminator's first layer). A GEMM_BM-row tile would leave all
+// but three of its rows idle and still gather every B value once per block; here each of
+// THIN_THREADS threads owns one column of C and all M rows, A (M x K, at most THIN_A
+// values) sits in shared memory, and B is gathered along k, neighbouring threads reading
+// neighbouring columns. fp32 FMAs in every GEMM mode: the math is a small part of these
+// layers; the loads are the rest.
+#define THIN_M 4
+#define THIN_A 4096
+#define THIN_THREADS 256
+
+// Fills acc with column `col` of C over k in [0, K). Every thread of the block must call
+// it (A is loaded together); false when col >= N, so the thread has nothing to store.
+template <class LoadA, class LoadB>
+__device__ __forceinline__ bool gemm_thin_column(int col, int M, int N, int K, const LoadA& load_a, const LoadB& load_b,
+                                                 float (&acc)[THIN_M]) {
+    __shared__ float As[THIN_A];  // As[k THIN_M + m], zero for m >= M
+    const Radix3 a_radix = load_a.radix();
+    for (int i = threadIdx.x; i < K * THIN_M; i += blockDim.x) {
+        const int k = i / THIN_M, m = i % THIN_M;
+        As[i] = m < M ? load_a.at(load_a.line(m), a_radix.split(k)) : 0.0f;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int m = 0; m < THIN_M; ++m) acc[m] = 0.0f;
+    if (col >= N) return false;
+    const typename LoadB::Line line = load_b.line(col);
+    const Radix3 b_radix = load_b.radix();
+    Digits d = b_radix.split(0);
+#pragma unroll 4
+    for (int k = 0; k < K; ++k) {
+        const float b = load_b.at(line, d);
+        b_radix.next(d);
+#pragma unroll
+        for (int m = 0; m < THIN_M; ++m) acc[m] = fmaf(As[k * THIN_M + m], b, acc[m]);
+    }
+    return true;
 }
 
 // Row and column of C owned by accumulator (i, j) of this thread.

@@ -95,8 +95,10 @@ macro_rules! kernels {
 kernels! {
     fn conv2d_forward_f32(p: ConvParams, x: Ptr, w: Ptr, bias: Ptr, out: Ptr, k_chunk: i32);
     fn conv2d_backward_input_f32(p: ConvParams, dy: Ptr, w: Ptr, dx: Ptr);
+    fn conv2d_backward_input_thin_f32(p: ConvParams, dy: Ptr, w: Ptr, dx: Ptr);
     fn conv2d_backward_params_f32(p: ConvParams, x: Ptr, dy: Ptr, out: Ptr, k_chunk: i32, accumulate: i32);
     fn conv_transpose2d_forward_f32(p: ConvParams, x: Ptr, w: Ptr, bias: Ptr, y: Ptr);
+    fn conv_transpose2d_forward_thin_f32(p: ConvParams, x: Ptr, w: Ptr, bias: Ptr, y: Ptr);
     fn conv_transpose2d_backward_input_f32(p: ConvParams, dy: Ptr, w: Ptr, dx: Ptr);
     fn conv_transpose2d_backward_params_f32(p: ConvParams, x: Ptr, dy: Ptr, out: Ptr, k_chunk: i32, accumulate: i32);
     fn gemm_splitk_reduce_f32(p: SplitParams, partial: Ptr, grad: Ptr);

@@ -32,6 +32,10 @@ const GEMM_BM: usize = 64;
 const GEMM_BN: usize = 64;
 const GEMM_BK: usize = 16;
 const GEMM_THREADS: u32 = 256;
+/// The thin GEMMs (kernels/gemm.cuh): at most THIN_M rows and THIN_A values of A.
+const THIN_M: usize = 4;
+const THIN_A: usize = 4096;
+const THIN_THREADS: u32 = 256;
 const REDUCE_THREADS: u32 = 256;
 const ELEM_THREADS: u32 = 256;
 /// Dynamic shared memory of the block reductions: one float per warp.
@@ -191,6 +195,19 @@ fn bn_slices(p: &BatchNormParams) -> (usize, usize, Launch) {
     let len = count.div_ceil(count.div_ceil(2048).clamp(1, 64));
     let slices = count.div_ceil(len);
     (len, slices, Launch { grid: (slices as u32, p.c.max(1) as u32, 1), block: REDUCE_THREADS, shared_bytes: REDUCE_SHARED })
+}
+
+/// Whether a parity-split pass with `rows` GEMM rows, reducing over `channels` times the
+/// taps of a parity class, takes the thin kernels (kernels/gemm.cuh, gemm_thin_column):
+/// at most THIN_M rows, and A small enough for their shared memory.
+fn thin(rows: i32, channels: i32, p: &ConvParams) -> bool {
+    let taps = (p.k.max(0) as usize).div_ceil(p.stride.max(1) as usize);
+    (rows.max(0) as usize) <= THIN_M && channels.max(0) as usize * taps * taps * THIN_M <= THIN_A
+}
+
+/// One thread per column of a thin GEMM, grid.z over the parity classes.
+fn thin_launch(cols: usize, classes: usize) -> Launch {
+    Launch { grid: (blocks(cols, THIN_THREADS as usize), 1, classes as u32), block: THIN_THREADS, shared_bytes: 0 }
 }
 
 fn gemm(m: usize, n: usize, z: usize) -> Launch {
@@ -425,6 +442,9 @@ impl Backend for GpuBackend {
         check_len("conv2d_backward_input dx", dx, p.in_len())?;
         let s = p.stride as usize;
         let cols = p.n as usize * (p.h_in as usize).div_ceil(s) * (p.w_in as usize).div_ceil(s);
+        if thin(p.c_in, p.c_out, p) {
+            return self.exec.conv2d_backward_input_thin_f32(thin_launch(cols, s * s), *p, dy.ptr, w.ptr, dx.ptr);
+        }
         self.exec.conv2d_backward_input_f32(gemm(p.c_in as usize, cols, s * s), *p, dy.ptr, w.ptr, dx.ptr)
     }
     fn conv2d_backward_params(&self, p: &ConvParams, x: &GpuBuf, dy: &GpuBuf, dw: &mut GpuBuf, dbias: Option<&mut GpuBuf>) -> Result<()> {
@@ -448,6 +468,9 @@ impl Backend for GpuBackend {
         }
         let s = p.stride as usize;
         let cols = p.n as usize * (p.h_out as usize).div_ceil(s) * (p.w_out as usize).div_ceil(s);
+        if thin(p.c_out, p.c_in, p) {
+            return self.exec.conv_transpose2d_forward_thin_f32(thin_launch(cols, s * s), *p, x.ptr, w.ptr, opt_ptr(bias), y.ptr);
+        }
         self.exec.conv_transpose2d_forward_f32(gemm(p.c_out as usize, cols, s * s), *p, x.ptr, w.ptr, opt_ptr(bias), y.ptr)
     }
     fn conv_transpose2d_backward_input(&self, p: &ConvParams, dy: &GpuBuf, w: &GpuBuf, dx: &mut GpuBuf) -> Result<()> {
