@@ -76,19 +76,25 @@ struct SplitParams {
 //      what cuDNN does for fp32 convolutions by default), sm_80 and newer.
 // NVRTC gets the mode as -DGAN_GEMM_MODE; below sm_80 it is always 0. The simulation runs
 // every mode (a per-launch setting), so the tensor-core path is checked without a GPU.
+// Codes 3 and 4 are modes 1 and 2 with the tiles fed by asynchronous copies (cp.async,
+// sm_80 and newer) through a GEMM_STAGES-deep ring of shared buffers instead of through
+// registers (gemm.cuh, gemm_block_tile_async): GEMM_ASYNC.
 #define GEMM_FMA 0
 #define GEMM_TF32X3 1
 #define GEMM_TF32 2
 #if defined(GAN_SIM)
-#define GEMM_MODE (sim::gemm_mode)
+#define GEMM_CODE (sim::gemm_mode)
 #define GEMM_HAS_MMA 1
 #elif defined(GAN_GEMM_MODE) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-#define GEMM_MODE GAN_GEMM_MODE
+#define GEMM_CODE GAN_GEMM_MODE
 #define GEMM_HAS_MMA 1
 #else
-#define GEMM_MODE GEMM_FMA
+#define GEMM_CODE GEMM_FMA
 #define GEMM_HAS_MMA 0
 #endif
+#define GEMM_MODE (GEMM_CODE > 2 ? GEMM_CODE - 2 : GEMM_CODE)
+#define GEMM_ASYNC (GEMM_CODE > 2)
+#define GEMM_STAGES 3
 // Reductions (batchnorm statistics, losses) and elementwise kernels.
 #define REDUCE_THREADS 256
 #define ELEM_THREADS 256

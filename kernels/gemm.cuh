@@ -8,11 +8,12 @@
 //
 // A loader has `Line line(int i)`, the part of the address that depends only on the row
 // of A (or the column of B); `Radix3 radix()`, how its reduction index k splits into
-// digits (channel, kernel row, kernel column, say); and `float at(const Line&, const
-// Digits&)`. Each thread loads the same rows of A and the same column of B at every step,
-// and the same k offsets within a step, so the lines and the digits of each k are computed
-// once per block (with divisions) and then only moved forward by GEMM_BK (without): the
-// loop does no integer division.
+// digits (channel, kernel row, kernel column, say); and `const float* addr(const Line&,
+// const Digits&)`, where the element is, or null where it is zero (outside the plane, a tap
+// the parity class skips). Each thread loads the same rows of A and the same column of B at
+// every step, and the same k offsets within a step, so the lines and the digits of each k
+// are computed once per block (with divisions) and then only moved forward by GEMM_BK
+// (without): the loop does no integer division.
 //
 // Block: GEMM_THREADS threads computing a GEMM_BM x GEMM_BN tile of C. How the tile is
 // multiplied depends on GEMM_MODE (common.cuh):
@@ -69,6 +70,13 @@ struct Radix3 {
         }
     }
 };
+
+// The element a loader points at, zero where it points nowhere.
+template <class Loader>
+__device__ __forceinline__ float gemm_load(const Loader& l, const typename Loader::Line& line, const Digits& d) {
+    const float* p = l.addr(line, d);
+    return p ? *p : 0.0f;
+}
 
 #if GEMM_HAS_MMA
 __device__ __forceinline__ float tf32_bits_to_float(unsigned u) {
@@ -197,10 +205,143 @@ __device__ __forceinline__ void gemm_mma_step(const float (*As)[LDA], const floa
 }
 #endif
 
+// Where this thread's elements of each BK-deep step come from: GEMM_A_LOADS rows of A at
+// one k offset (k fastest: weights and NCHW activations are contiguous along k for most
+// callers) and one column of B (columns fastest: output pixels are contiguous) at
+// GEMM_B_LOADS k offsets. step() hands out their addresses (null for zero) and moves the
+// digits one step on.
+template <class LoadA, class LoadB>
+struct TileFeed {
+    const LoadA& load_a;
+    const LoadB& load_b;
+    int k_end, a_k, a_m, b_c, b_k;
+    typename LoadA::Line a_line[GEMM_A_LOADS];
+    bool a_ok[GEMM_A_LOADS];
+    typename LoadB::Line b_line;
+    bool b_ok;
+    Radix3 a_radix, b_radix;
+    Digits a_at, b_at[GEMM_B_LOADS];
+
+    __device__ __forceinline__ TileFeed(int m0, int n0, int M, int N, int k_begin, int k_end_, const LoadA& la,
+                                        const LoadB& lb)
+        : load_a(la), load_b(lb), k_end(k_end_), a_radix(la.radix()), b_radix(lb.radix()) {
+        const int tid = threadIdx.x;
+        a_k = tid % GEMM_BK;
+        a_m = tid / GEMM_BK;
+#pragma unroll
+        for (int r = 0; r < GEMM_A_LOADS; ++r) {
+            const int m = m0 + a_m + r * (GEMM_THREADS / GEMM_BK);
+            a_ok[r] = m < M;
+            a_line[r] = load_a.line(a_ok[r] ? m : m0);
+        }
+        b_c = tid % GEMM_BN;
+        b_k = tid / GEMM_BN;
+        b_ok = n0 + b_c < N;
+        b_line = load_b.line(b_ok ? n0 + b_c : n0);
+        a_at = a_radix.split(k_begin + a_k);
+#pragma unroll
+        for (int r = 0; r < GEMM_B_LOADS; ++r) b_at[r] = b_radix.split(k_begin + b_k + r * (GEMM_THREADS / GEMM_BN));
+    }
+    // Shared-memory coordinates of element r: As[a_k][a_row(r)], Bs[b_row(r)][b_c].
+    __device__ __forceinline__ int a_row(int r) const { return a_m + r * (GEMM_THREADS / GEMM_BK); }
+    __device__ __forceinline__ int b_row(int r) const { return b_k + r * (GEMM_THREADS / GEMM_BN); }
+    // put_a(r, address) for each A element of the step at k0, put_b(r, address) for each B one.
+    template <class PutA, class PutB>
+    __device__ __forceinline__ void step(int k0, const PutA& put_a, const PutB& put_b) {
+        const bool a_in = k0 + a_k < k_end;
+#pragma unroll
+        for (int r = 0; r < GEMM_A_LOADS; ++r) put_a(r, (a_ok[r] && a_in) ? load_a.addr(a_line[r], a_at) : nullptr);
+        a_radix.advance(a_at);
+#pragma unroll
+        for (int r = 0; r < GEMM_B_LOADS; ++r) {
+            put_b(r, (b_ok && k0 + b_row(r) < k_end) ? load_b.addr(b_line, b_at[r]) : nullptr);
+            b_radix.advance(b_at[r]);
+        }
+    }
+};
+
+#if GEMM_HAS_MMA
+// 4 bytes from global `src` into shared `dst` without passing through registers
+// (cp.async.ca, sm_80 and newer), landing by the cp_async_wait that covers its group; a
+// null src stores a zero at once.
+__device__ __forceinline__ void cp_async_f32(float* dst, const float* src) {
+    if (!src) {
+        *dst = 0.0f;
+        return;
+    }
+#ifdef GAN_SIM
+    sim::cp_async(dst, src);
+#else
+    unsigned d;
+    asm volatile("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(d) : "l"(dst));
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(d), "l"(src) : "memory");
+#endif
+}
+// Closes the group of copies issued since the last commit.
+__device__ __forceinline__ void cp_async_commit() {
+#ifdef GAN_SIM
+    sim::cp_async_commit();
+#else
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
+// Waits until at most `Pending` of this thread's most recent groups are still in flight.
+template <int Pending>
+__device__ __forceinline__ void cp_async_wait() {
+#ifdef GAN_SIM
+    sim::cp_async_wait(Pending);
+#else
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(Pending) : "memory");
+#endif
+}
+
+// The tensor-core tile fed by asynchronous copies: GEMM_STAGES shared buffers in a ring,
+// the copies for step s + GEMM_STAGES - 1 in flight while step s multiplies, and one
+// barrier per step (GEMM_ASYNC, the -async GEMM modes).
+template <class LoadA, class LoadB>
+__device__ __forceinline__ void gemm_block_tile_async(int m0, int n0, int M, int N, int k_begin, int k_end,
+                                                      const LoadA& load_a, const LoadB& load_b,
+                                                      float (&acc)[GEMM_TM][GEMM_TN]) {
+    __shared__ float As[GEMM_STAGES][GEMM_BK][GEMM_BM + GEMM_PAD];
+    __shared__ float Bs[GEMM_STAGES][GEMM_BK][GEMM_BN + GEMM_PAD];
+#pragma unroll
+    for (int i = 0; i < GEMM_TM; ++i)
+#pragma unroll
+        for (int j = 0; j < GEMM_TN; ++j) acc[i][j] = 0.0f;
+    TileFeed<LoadA, LoadB> feed(m0, n0, M, N, k_begin, k_end, load_a, load_b);
+    const int steps = k_begin < k_end ? (k_end - k_begin + GEMM_BK - 1) / GEMM_BK : 0;
+    // Every step commits one group, empty past the end, so the wait count stays the same.
+    auto issue = [&](int s) {
+        if (s < steps) {
+            const int b = s % GEMM_STAGES;
+            feed.step(
+                k_begin + s * GEMM_BK, [&](int r, const float* src) { cp_async_f32(&As[b][feed.a_k][feed.a_row(r)], src); },
+                [&](int r, const float* src) { cp_async_f32(&Bs[b][feed.b_row(r)][feed.b_c], src); });
+        }
+        cp_async_commit();
+    };
+#pragma unroll
+    for (int s = 0; s < GEMM_STAGES - 1; ++s) issue(s);
+    for (int s = 0; s < steps; ++s) {
+        cp_async_wait<GEMM_STAGES - 2>();  // this thread's copies for step s have landed
+        __syncthreads();                   // everyone's have, and everyone is done with step s - 1
+        issue(s + GEMM_STAGES - 1);        // into the buffer step s - 1 used
+        gemm_mma_step(As[s % GEMM_STAGES], Bs[s % GEMM_STAGES], acc);
+    }
+    cp_async_wait<0>();
+}
+#endif
+
 template <class LoadA, class LoadB>
 __device__ __forceinline__ void gemm_block_tile(int m0, int n0, int M, int N, int k_begin, int k_end, const LoadA& load_a,
                                                 const LoadB& load_b, float (&acc)[GEMM_TM][GEMM_TN]) {
     static_assert(GEMM_THREADS % GEMM_BK == 0 && GEMM_THREADS % GEMM_BN == 0, "loader layout");
+#if GEMM_HAS_MMA
+    if (GEMM_ASYNC) {
+        gemm_block_tile_async(m0, n0, M, N, k_begin, k_end, load_a, load_b, acc);
+        return;
+    }
+#endif
     __shared__ float As[GEMM_BK][GEMM_BM + GEMM_PAD];
     __shared__ float Bs[GEMM_BK][GEMM_BN + GEMM_PAD];
     const int tid = threadIdx.x;
@@ -209,41 +350,15 @@ __device__ __forceinline__ void gemm_block_tile(int m0, int n0, int M, int N, in
     for (int i = 0; i < GEMM_TM; ++i)
 #pragma unroll
         for (int j = 0; j < GEMM_TN; ++j) acc[i][j] = 0.0f;
-
-    // This thread's A rows (k fastest: weights and NCHW activations are contiguous along
-    // k for most callers) at one k offset, and B column (columns fastest: output pixels are
-    // contiguous) at GEMM_B_LOADS k offsets.
-    const int a_k = tid % GEMM_BK, a_m = tid / GEMM_BK;
-    typename LoadA::Line a_line[GEMM_A_LOADS];
-    bool a_ok[GEMM_A_LOADS];
-#pragma unroll
-    for (int r = 0; r < GEMM_A_LOADS; ++r) {
-        const int m = m0 + a_m + r * (GEMM_THREADS / GEMM_BK);
-        a_ok[r] = m < M;
-        a_line[r] = load_a.line(a_ok[r] ? m : m0);
-    }
-    const int b_c = tid % GEMM_BN, b_k = tid / GEMM_BN;
-    const bool b_ok = n0 + b_c < N;
-    const typename LoadB::Line b_line = load_b.line(b_ok ? n0 + b_c : n0);
-    const Radix3 a_radix = load_a.radix(), b_radix = load_b.radix();
-    Digits a_at = a_radix.split(k_begin + a_k), b_at[GEMM_B_LOADS];
-#pragma unroll
-    for (int r = 0; r < GEMM_B_LOADS; ++r) b_at[r] = b_radix.split(k_begin + b_k + r * (GEMM_THREADS / GEMM_BN));
+    TileFeed<LoadA, LoadB> feed(m0, n0, M, N, k_begin, k_end, load_a, load_b);
 
     // The next step's values wait in registers while this step multiplies, so the global
     // loads are in flight during the math.
     float a_next[GEMM_A_LOADS], b_next[GEMM_B_LOADS];
     auto fetch = [&](int k0) {
-        const bool a_in = k0 + a_k < k_end;
-#pragma unroll
-        for (int r = 0; r < GEMM_A_LOADS; ++r) a_next[r] = (a_ok[r] && a_in) ? load_a.at(a_line[r], a_at) : 0.0f;
-        a_radix.advance(a_at);
-#pragma unroll
-        for (int r = 0; r < GEMM_B_LOADS; ++r) {
-            const bool b_in = k0 + b_k + r * (GEMM_THREADS / GEMM_BN) < k_end;
-            b_next[r] = (b_ok && b_in) ? load_b.at(b_line, b_at[r]) : 0.0f;
-            b_radix.advance(b_at[r]);
-        }
+        feed.step(
+            k0, [&](int r, const float* src) { a_next[r] = src ? *src : 0.0f; },
+            [&](int r, const float* src) { b_next[r] = src ? *src : 0.0f; });
     };
     // (Measured on an H200: a second shared buffer, to drop one barrier per step, was
     // slower than this at 64 x 64 tiles.)
@@ -251,9 +366,9 @@ __device__ __forceinline__ void gemm_block_tile(int m0, int n0, int M, int N, in
 
     for (int k0 = k_begin; k0 < k_end; k0 += GEMM_BK) {
 #pragma unroll
-        for (int r = 0; r < GEMM_A_LOADS; ++r) As[a_k][a_m + r * (GEMM_THREADS / GEMM_BK)] = a_next[r];
+        for (int r = 0; r < GEMM_A_LOADS; ++r) As[feed.a_k][feed.a_row(r)] = a_next[r];
 #pragma unroll
-        for (int r = 0; r < GEMM_B_LOADS; ++r) Bs[b_k + r * (GEMM_THREADS / GEMM_BN)][b_c] = b_next[r];
+        for (int r = 0; r < GEMM_B_LOADS; ++r) Bs[feed.b_row(r)][feed.b_c] = b_next[r];
         __syncthreads();
         if (k0 + GEMM_BK < k_end) fetch(k0 + GEMM_BK);
 #if GEMM_HAS_MMA
@@ -300,7 +415,7 @@ __device__ __forceinline__ bool gemm_thin_column(int col, int M, int N, int K, c
     const Radix3 a_radix = load_a.radix();
     for (int i = threadIdx.x; i < K * THIN_M; i += blockDim.x) {
         const int k = i / THIN_M, m = i % THIN_M;
-        As[i] = m < M ? load_a.at(load_a.line(m), a_radix.split(k)) : 0.0f;
+        As[i] = m < M ? gemm_load(load_a, load_a.line(m), a_radix.split(k)) : 0.0f;
     }
     __syncthreads();
 #pragma unroll
@@ -311,7 +426,7 @@ __device__ __forceinline__ bool gemm_thin_column(int col, int M, int N, int K, c
     Digits d = b_radix.split(0);
 #pragma unroll 4
     for (int k = 0; k < K; ++k) {
-        const float b = load_b.at(line, d);
+        const float b = gemm_load(load_b, line, d);
         b_radix.next(d);
 #pragma unroll
         for (int m = 0; m < THIN_M; ++m) acc[m] = fmaf(As[k * THIN_M + m], b, acc[m]);
@@ -357,7 +472,7 @@ struct AlongRows {
     typedef const float* Line;
     __device__ __forceinline__ Line line(int i) const { return p + (long long)i * ld; }
     __device__ __forceinline__ Radix3 radix() const { return Radix3(1, 1); }  // k = hi
-    __device__ __forceinline__ float at(const Line& l, const Digits& k) const { return l[k.hi]; }
+    __device__ __forceinline__ const float* addr(const Line& l, const Digits& k) const { return l + k.hi; }
 };
 
 // Element (i, k) at p[k * ld + i]: a row-major matrix read down its columns.
@@ -367,7 +482,7 @@ struct DownColumns {
     typedef const float* Line;
     __device__ __forceinline__ Line line(int i) const { return p + i; }
     __device__ __forceinline__ Radix3 radix() const { return Radix3(1, 1); }
-    __device__ __forceinline__ float at(const Line& l, const Digits& k) const { return l[(long long)k.hi * ld]; }
+    __device__ __forceinline__ const float* addr(const Line& l, const Digits& k) const { return l + (long long)k.hi * ld; }
 };
 
 // Element (channel i, k = (n, q)) of an NCHW tensor with `c` channels and `plane` values
@@ -378,8 +493,8 @@ struct ChannelOverBatch {
     typedef const float* Line;
     __device__ __forceinline__ Line line(int i) const { return p + (long long)i * plane; }
     __device__ __forceinline__ Radix3 radix() const { return Radix3(plane, 1); }  // (n, q, 0)
-    __device__ __forceinline__ float at(const Line& l, const Digits& k) const {
-        return l[(long long)k.hi * c * plane + k.mid];
+    __device__ __forceinline__ const float* addr(const Line& l, const Digits& k) const {
+        return l + (long long)k.hi * c * plane + k.mid;
     }
 };
 
@@ -399,10 +514,10 @@ struct WindowColumns {
         return Line{src + (long long)n * c * h * w, oy * stride - pad, ox * stride - pad};
     }
     __device__ __forceinline__ Radix3 radix() const { return Radix3(k, k); }  // (ch, ky, kx)
-    __device__ __forceinline__ float at(const Line& l, const Digits& r) const {
+    __device__ __forceinline__ const float* addr(const Line& l, const Digits& r) const {
         const int iy = l.iy0 + r.mid, ix = l.ix0 + r.lo;
-        if (iy < 0 || iy >= h || ix < 0 || ix >= w) return 0.0f;
-        return l.img[((long long)r.hi * h + iy) * w + ix];
+        if (iy < 0 || iy >= h || ix < 0 || ix >= w) return nullptr;
+        return l.img + ((long long)r.hi * h + iy) * w + ix;
     }
 };
 
@@ -420,10 +535,10 @@ struct WindowRows {
         return Line{src + (long long)ch * h * w, ky - pad, kx - pad};
     }
     __device__ __forceinline__ Radix3 radix() const { return Radix3(grid_h, grid_w); }  // (n, oy, ox)
-    __device__ __forceinline__ float at(const Line& l, const Digits& q) const {
+    __device__ __forceinline__ const float* addr(const Line& l, const Digits& q) const {
         const int iy = q.mid * stride + l.dy, ix = q.lo * stride + l.dx;
-        if (iy < 0 || iy >= h || ix < 0 || ix >= w) return 0.0f;
-        return l.plane[(long long)q.hi * c * h * w + iy * w + ix];
+        if (iy < 0 || iy >= h || ix < 0 || ix >= w) return nullptr;
+        return l.plane + (long long)q.hi * c * h * w + iy * w + ix;
     }
 };
 
@@ -469,11 +584,11 @@ struct ParityColumns {
         return Line{src + (long long)n * c * h * w, (pc.py + pad - pc.ry) / stride + qy, (pc.px + pad - pc.rx) / stride + qx};
     }
     __device__ __forceinline__ Radix3 radix() const { return Radix3(pc.taps, pc.taps); }  // (ch, jy, jx)
-    __device__ __forceinline__ float at(const Line& l, const Digits& r) const {
-        if (pc.ry + stride * r.mid >= k || pc.rx + stride * r.lo >= k) return 0.0f;
+    __device__ __forceinline__ const float* addr(const Line& l, const Digits& r) const {
+        if (pc.ry + stride * r.mid >= k || pc.rx + stride * r.lo >= k) return nullptr;
         const int iy = l.qy0 - r.mid, ix = l.qx0 - r.lo;
-        if (iy < 0 || ix < 0 || iy >= h || ix >= w) return 0.0f;
-        return l.img[((long long)r.hi * h + iy) * w + ix];
+        if (iy < 0 || ix < 0 || iy >= h || ix >= w) return nullptr;
+        return l.img + ((long long)r.hi * h + iy) * w + ix;
     }
 };
 
@@ -486,9 +601,9 @@ struct ParityWeights {
     typedef int Line;
     __device__ __forceinline__ Line line(int m) const { return m; }
     __device__ __forceinline__ Radix3 radix() const { return Radix3(pc.taps, pc.taps); }  // (outer, jy, jx)
-    __device__ __forceinline__ float at(const Line& m, const Digits& r) const {
+    __device__ __forceinline__ const float* addr(const Line& m, const Digits& r) const {
         const int ky = pc.ry + stride * r.mid, kx = pc.rx + stride * r.lo;
-        if (ky >= k || kx >= k) return 0.0f;
-        return w[(((long long)r.hi * inner + m) * k + ky) * k + kx];
+        if (ky >= k || kx >= k) return nullptr;
+        return w + (((long long)r.hi * inner + m) * k + ky) * k + kx;
     }
 };

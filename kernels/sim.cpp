@@ -40,6 +40,14 @@ std::vector<uint64_t> g_shfl;  // one slot per thread of the block
 constexpr int FRAG_REGS = 8;   // registers a lane may publish for a tensor-core step
 std::vector<uint32_t> g_frag;  // FRAG_REGS per thread of the block
 unsigned g_threads = 0;
+// Asynchronous copies not yet landed, and the groups committed so far, per thread.
+struct PendingCopy {
+    float* dst;
+    float value;
+    int group;
+};
+std::vector<std::vector<PendingCopy>> g_copies;
+std::vector<int> g_groups;
 
 void yield_as(State s) {
     Fiber& f = g_fibers[g_current];
@@ -51,6 +59,8 @@ void fiber_main() {
     g_entry(g_arg);
     yield_as(DONE);  // never resumed
 }
+
+unsigned current_tid() { return g_fibers[g_current].tid; }
 
 void set_thread_idx(unsigned tid) {
     sim::thread_idx.x = tid % sim::block_dim.x;
@@ -71,6 +81,8 @@ std::string run_block() {
         f.tid = t;
         makecontext(&f.ctx, fiber_main, 0);
     }
+    g_copies.assign(g_threads, {});
+    g_groups.assign(g_threads, 0);
     const unsigned warps = (g_threads + 31) / 32;
     for (;;) {
         for (unsigned t = 0; t < g_threads; ++t) {
@@ -106,7 +118,13 @@ std::string run_block() {
             done += g_fibers[t].state == DONE;
             at_block += g_fibers[t].state == AT_BLOCK_BARRIER;
         }
-        if (done == g_threads) return "";
+        if (done == g_threads) {
+            for (unsigned t = 0; t < g_threads; ++t)
+                if (!g_copies[t].empty())
+                    return "thread " + std::to_string(t) + " exited with " + std::to_string(g_copies[t].size()) +
+                           " asynchronous copies never waited for";
+            return "";
+        }
         if (at_block + done == g_threads) {
             if (done > 0)
                 return "__syncthreads reached by " + std::to_string(at_block) + " threads but skipped by " +
@@ -144,6 +162,27 @@ void sim::frag_put(const uint32_t* v, int n) {
 const uint32_t* sim::frag_get(int lane) {
     const unsigned base = g_fibers[g_current].tid / 32 * 32;
     return &g_frag[(size_t)(base + (unsigned)lane) * FRAG_REGS];
+}
+
+void sim::cp_async(float* dst, const float* src) {
+    const unsigned t = current_tid();
+    g_copies[t].push_back(PendingCopy{dst, *src, g_groups[t]});
+}
+void sim::cp_async_commit() { ++g_groups[current_tid()]; }
+void sim::cp_async_wait(int pending) {
+    const unsigned t = current_tid();
+    std::vector<PendingCopy>& q = g_copies[t];
+    // Groups older than the `pending` most recent ones land now, in issue order; copies
+    // issued after the last commit belong to no group yet and stay.
+    const int landed_below = g_groups[t] - pending;
+    std::vector<PendingCopy> keep;
+    for (const PendingCopy& c : q) {
+        if (c.group < landed_below)
+            *c.dst = c.value;
+        else
+            keep.push_back(c);
+    }
+    q.swap(keep);
 }
 
 extern "C" void* sim_dynamic_shared() { return g_dynamic_shared.data(); }

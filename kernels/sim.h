@@ -11,6 +11,7 @@
 //   errors instead of silently passing.
 // - Dynamic shared memory is a per-launch buffer filled with NaN, so reading it before
 //   writing shows up in the results.
+// - Asynchronous copies land as late as the hardware may let them (see cp_async below).
 #pragma once
 
 #include <math.h>  // expf, tanhf, log1pf, ... in the global namespace, as in CUDA
@@ -34,6 +35,13 @@ extern int gemm_mode;
 // Tensor-core fragments: each lane publishes its registers, then reads any lane's.
 void frag_put(const uint32_t* v, int n);
 const uint32_t* frag_get(int lane);
+// Asynchronous copies (cp.async): the value is read at issue and lands in `dst` only at
+// the latest moment the hardware allows, the cp_async_wait that covers its group, so a
+// read of the buffer before that wait (or a missing wait) sees the old contents. Copies
+// still pending when the thread exits are a launch error.
+void cp_async(float* dst, const float* src);
+void cp_async_commit();
+void cp_async_wait(int pending);
 }  // namespace sim
 
 extern "C" void* sim_dynamic_shared();

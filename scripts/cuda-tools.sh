@@ -65,9 +65,11 @@ kernels_with() { # expected NVRTC major, then the command; fails unless that NVR
 # from sm_80 (A100, the first with TF32).
 step "NVRTC 12: sm_61 (GTX 1070 Ti), sm_75, sm_80"
 kernels_with 12 env GAN_ENGINE_NVRTC="$lib12/libnvrtc.so.12" "$bin" kernels --arch sm_61,sm_75,sm_80 --out "$ptx"
+step "NVRTC 12: sm_80, GEMM tf32x3-async (cp.async, the oldest architecture that has it)"
+kernels_with 12 env GAN_ENGINE_NVRTC="$lib12/libnvrtc.so.12" "$bin" kernels --arch sm_80 --gemm tf32x3-async --out "$ptx/sm_80-async"
 # NVRTC 13 as users install it: its folder on LD_LIBRARY_PATH, nothing renamed or linked.
 # sm_90 in every GEMM mode (GAN_ENGINE_GEMM), each into its own folder for ptxas below.
-for mode in tf32x3 tf32 fp32; do
+for mode in tf32x3 tf32 fp32 tf32x3-async tf32-async; do
     step "NVRTC 13: sm_90, GEMM $mode"
     kernels_with 13 env LD_LIBRARY_PATH="$lib13" "$bin" kernels --arch sm_90 --gemm "$mode" --out "$ptx/$mode"
 done

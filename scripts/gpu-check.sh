@@ -11,9 +11,10 @@
 #      the binary searches most of these places itself, this makes the choice explicit);
 #   2. runs `gan-engine selftest --device cuda` (every kernel against its CPU twin, whole
 #      training iterations including 128 px at batch 64, one iteration against the PyTorch
-#      reference);
-#   3. runs the benchmarks and the PyTorch peer (64 and 128 px, batch 64, 10 timed
-#      iterations) when this build and checkout have them;
+#      reference), then again in GEMM mode tf32x3-async (summary only);
+#   3. runs the benchmarks in four GEMM modes (default, tf32, tf32x3-async, tf32-async), a
+#      by-op profile of the 128 px iteration in two, and the PyTorch peer (64 and 128 px,
+#      batch 64, 10 timed iterations) when this build and checkout have them;
 #   4. writes one markdown table (stdout and REPORT.md, default gpu-check.md).
 # Exit status: 0 when everything ran and passed, 1 on a failed check, 2 when the machine
 # lacks what the checks need (driver, GPU, NVRTC).
@@ -106,16 +107,50 @@ else
     row "selftest --device cuda" "$([[ $rc -eq 0 ]] && echo PASS || echo FAIL)" "${summary:-no summary line; see output above}"
 fi
 
-if "$bin" --help 2>/dev/null | grep -qE '^\s+bench\b'; then
+# The tiles fed by asynchronous copies (GEMM modes *-async, sm_80 and newer): the same
+# checks in that mode, summary only (its failing rows when there are any).
+if [[ $status -ne 2 ]]; then
+    echo "== GAN_ENGINE_GEMM=tf32x3-async gan-engine selftest --device cuda"
+    GAN_ENGINE_GEMM=tf32x3-async "$bin" selftest --device cuda > "$work/selftest-async.txt" 2>&1
+    rc=$?
+    summary=$(grep -E '^[0-9]+ rows:' "$work/selftest-async.txt" | tail -n1)
+    if [[ $rc -eq 0 ]]; then
+        row "selftest --device cuda, GEMM tf32x3-async" "PASS" "$summary"
+    else
+        status=1
+        row "selftest --device cuda, GEMM tf32x3-async" "FAIL" "${summary:-$(tail -n1 "$work/selftest-async.txt" | tr '|' '/')}"
+        grep -E ' FAIL$' "$work/selftest-async.txt" | head -n 20 > "$work/async-fails.txt"
+        while IFS= read -r l; do row "tf32x3-async row" "FAIL" "$(echo "$l" | tr -s ' ' | tr '|' '/')"; done < "$work/async-fails.txt"
+    fi
+fi
+
+if [[ $status -eq 2 ]]; then
+    row "benchmarks" "not run" "no usable GPU (see the selftest row)"
+elif "$bin" --help 2>/dev/null | grep -qE '^\s+bench\b'; then
     echo "== gan-engine bench --device cuda"
     # The default GEMM mode (tf32x3 from sm_80: fp32 accuracy on the tensor cores), then
-    # tf32, the precision of PyTorch's default for fp32 convolutions.
-    if "$bin" bench --device cuda --size 64,128 --batch 64 --iters 10 --warmup 3 > "$work/bench.txt" 2>&1 &&
-        GAN_ENGINE_GEMM=tf32 "$bin" bench --device cuda --size 64,128 --batch 64 --iters 10 --warmup 3 >> "$work/bench.txt" 2>&1; then
+    # tf32, the precision of PyTorch's default for fp32 convolutions, then both fed by
+    # asynchronous copies.
+    : > "$work/bench.txt"
+    ok=1
+    for mode in "" tf32 tf32x3-async tf32-async; do
+        GAN_ENGINE_GEMM="$mode" "$bin" bench --device cuda --size 64,128 --batch 64 --iters 10 --warmup 3 >> "$work/bench.txt" 2>&1 || { ok=0; break; }
+    done
+    if [[ $ok -eq 1 ]]; then
         while IFS= read -r l; do row "bench" "ran" "$(echo "$l" | tr '|' '/')"; done < "$work/bench.txt"
     else
         row "bench --device cuda" "FAIL" "$(tail -n1 "$work/bench.txt" | tr '|' '/')"; status=1
     fi
+    # Where the 128 px iteration's time goes, by op and pass (each op synchronised on its
+    # own), in the default mode and fed by asynchronous copies.
+    for mode in "" tf32x3-async; do
+        if GAN_ENGINE_GEMM="$mode" "$bin" bench --device cuda --size 128 --batch 64 --iters 3 --warmup 2 --profile > "$work/profile.txt" 2>&1; then
+            awk '/^by op and pass:/ {on=1; next} on && /^  / {print}' "$work/profile.txt" | head -n 12 > "$work/profile-rows.txt"
+            while IFS= read -r l; do row "profile 128 px, GEMM ${mode:-default}" "ran" "$(echo "$l" | tr -s ' ' | tr '|' '/')"; done < "$work/profile-rows.txt"
+        else
+            row "bench --profile, GEMM ${mode:-default}" "FAIL" "$(tail -n1 "$work/profile.txt" | tr '|' '/')"; status=1
+        fi
+    done
 else
     row "benchmarks" "not run" "this binary has no bench command yet"
 fi

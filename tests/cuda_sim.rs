@@ -30,13 +30,22 @@ fn every_kernel_matches_its_cpu_twin_at_awkward_shapes_tf32x3() {
 }
 
 #[test]
+fn every_kernel_matches_its_cpu_twin_at_awkward_shapes_tf32x3_async() {
+    // The tiles fed by asynchronous copies, which the simulation lands only at the wait
+    // that covers them: a read before its wait sees the previous step's values.
+    awkward_rows(GemmMode::Tf32x3Async);
+}
+
+#[test]
 fn tf32_tensor_cores_round_and_stay_within_their_bounds() {
     // Within TOL_GEMM_TF32 (checked by awkward_rows), and visibly coarser than fp32 on
     // the GEMM rows: the simulated tensor cores drop the low 13 mantissa bits, so a
     // kernel that skipped the TF32 path would show fp32-sized errors here.
-    let tf32 = awkward_rows(GemmMode::Tf32);
-    let worst = tf32.iter().filter(|r| r.kernels[0].starts_with("conv")).map(|r| r.max_rel).fold(0.0f64, f64::max);
-    assert!(worst > 10.0 * TOL_GEMM.rel, "TF32 GEMM rows as accurate as fp32 (worst rel err {worst:e}): is the tensor-core path running?");
+    for mode in [GemmMode::Tf32, GemmMode::Tf32Async] {
+        let tf32 = awkward_rows(mode);
+        let worst = tf32.iter().filter(|r| r.kernels[0].starts_with("conv")).map(|r| r.max_rel).fold(0.0f64, f64::max);
+        assert!(worst > 10.0 * TOL_GEMM.rel, "{}: GEMM rows as accurate as fp32 (worst rel err {worst:e}): is the tensor-core path running?", mode.label());
+    }
 }
 
 #[test]

@@ -63,6 +63,33 @@ static void divergent_kernel(void* p) {
     }
 }
 
+// Asynchronous copies: two groups in flight; out[0..3] records what the destination held
+// before any wait, after the wait that leaves one group pending, and after waiting for all.
+static void cp_async_kernel(void* p) {
+    Args* a = static_cast<Args*>(p);
+    __shared__ float dst[2];
+    static const float src[2] = {7.0f, 9.0f};
+    dst[0] = dst[1] = -1.0f;
+    sim::cp_async(&dst[0], &src[0]);
+    sim::cp_async_commit();
+    sim::cp_async(&dst[1], &src[1]);
+    sim::cp_async_commit();
+    a->out[0] = dst[0];
+    sim::cp_async_wait(1);
+    a->out[1] = dst[0];
+    a->out[2] = dst[1];
+    sim::cp_async_wait(0);
+    a->out[3] = dst[1];
+}
+
+// A copy never waited for.
+static void cp_async_unwaited_kernel(void* p) {
+    Args* a = static_cast<Args*>(p);
+    __shared__ float dst[1];
+    sim::cp_async(&dst[0], &a->out[0]);
+    sim::cp_async_commit();
+}
+
 extern "C" int sim_launch(unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, int, void (*)(void*), void*, char*, unsigned);
 
 static std::string launch(void (*k)(void*), Args& a, unsigned grid, unsigned block, unsigned shared) {
@@ -110,6 +137,19 @@ int main() {
         Args a{out.data(), 0};
         const std::string e = launch(sum_kernel, a, 1, 2048, 0);
         expect(!e.empty(), "a block of more than 1024 threads is refused");
+    }
+    {
+        std::vector<float> out(4);
+        Args a{out.data(), 0};
+        const std::string e = launch(cp_async_kernel, a, 1, 1, 0);
+        expect(e.empty() && out[0] == -1.0f && out[1] == 7.0f && out[2] == -1.0f && out[3] == 9.0f,
+               "cp.async lands only at the wait that covers its group");
+    }
+    {
+        std::vector<float> out(1);
+        Args a{out.data(), 0};
+        const std::string e = launch(cp_async_unwaited_kernel, a, 1, 32, 0);
+        expect(e.find("never waited for") != std::string::npos, "cp.async copies never waited for are reported");
     }
     std::printf("%s\n", failures ? "simulation checks FAILED" : "simulation checks passed");
     return failures ? 1 : 0;

@@ -110,7 +110,7 @@ impl<'a> Checker<'a> {
 
     /// The tolerance of GEMM-shaped results in the GPU backend's GEMM mode.
     pub fn gemm_tol(&self) -> Tol {
-        if self.gpu.gemm_mode() == super::GemmMode::Tf32 {
+        if self.gpu.gemm_mode().precision() == super::GemmMode::Tf32 {
             TOL_GEMM_TF32
         } else {
             TOL_GEMM

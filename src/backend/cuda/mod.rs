@@ -42,8 +42,9 @@ const ELEM_THREADS: u32 = 256;
 const REDUCE_SHARED: u32 = REDUCE_THREADS / 32 * 4;
 
 /// How the GEMM tiles of the convolutions and linear layers multiply (`GEMM_MODE` in
-/// kernels/common.cuh). Chosen with `GAN_ENGINE_GEMM=fp32|tf32x3|tf32`; by default
-/// `tf32x3` on GPUs with TF32 tensor cores (compute capability 8.0 and newer), `fp32` below.
+/// kernels/common.cuh). Chosen with `GAN_ENGINE_GEMM=fp32|tf32x3|tf32|tf32x3-async|tf32-async`;
+/// by default `tf32x3` on GPUs with TF32 tensor cores (compute capability 8.0 and newer),
+/// `fp32` below.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GemmMode {
     /// fp32 FMAs on the CUDA cores: every GPU.
@@ -54,10 +55,15 @@ pub enum GemmMode {
     /// TF32 tensor cores, one product of the rounded operands: about three decimal
     /// digits, as cuDNN's default for fp32 convolutions.
     Tf32,
+    /// `Tf32x3` with the tiles fed by asynchronous copies (cp.async) through a ring of
+    /// shared buffers instead of through registers: the same results.
+    Tf32x3Async,
+    /// `Tf32` fed the same way.
+    Tf32Async,
 }
 
 impl GemmMode {
-    pub const ALL: [GemmMode; 3] = [GemmMode::Fp32, GemmMode::Tf32x3, GemmMode::Tf32];
+    pub const ALL: [GemmMode; 5] = [GemmMode::Fp32, GemmMode::Tf32x3, GemmMode::Tf32, GemmMode::Tf32x3Async, GemmMode::Tf32Async];
     /// The environment variable that picks the mode.
     pub const ENV: &'static str = "GAN_ENGINE_GEMM";
 
@@ -67,6 +73,8 @@ impl GemmMode {
             GemmMode::Fp32 => 0,
             GemmMode::Tf32x3 => 1,
             GemmMode::Tf32 => 2,
+            GemmMode::Tf32x3Async => 3,
+            GemmMode::Tf32Async => 4,
         }
     }
 
@@ -75,6 +83,17 @@ impl GemmMode {
             GemmMode::Fp32 => "fp32",
             GemmMode::Tf32x3 => "tf32x3",
             GemmMode::Tf32 => "tf32",
+            GemmMode::Tf32x3Async => "tf32x3-async",
+            GemmMode::Tf32Async => "tf32-async",
+        }
+    }
+
+    /// The precision alone: the mode without the way its tiles are fed.
+    pub fn precision(self) -> GemmMode {
+        match self {
+            GemmMode::Tf32x3Async => GemmMode::Tf32x3,
+            GemmMode::Tf32Async => GemmMode::Tf32,
+            m => m,
         }
     }
 
@@ -83,7 +102,7 @@ impl GemmMode {
     }
 
     pub fn parse(s: &str) -> Result<GemmMode> {
-        GemmMode::ALL.into_iter().find(|m| m.label() == s.trim()).ok_or_else(|| anyhow!("{}={s:?}: expected fp32, tf32x3 or tf32", GemmMode::ENV))
+        GemmMode::ALL.into_iter().find(|m| m.label() == s.trim()).ok_or_else(|| anyhow!("{}={s:?}: expected fp32, tf32x3, tf32, tf32x3-async or tf32-async", GemmMode::ENV))
     }
 
     /// The mode named by `GAN_ENGINE_GEMM`, if it is set.
@@ -665,7 +684,14 @@ mod tests {
             assert_eq!(GemmMode::parse(m.label()).unwrap(), m);
         }
         let e = GemmMode::parse("bf16").unwrap_err().to_string();
-        assert!(e.contains("fp32, tf32x3 or tf32"), "{e}");
+        assert!(e.contains("fp32, tf32x3, tf32, tf32x3-async or tf32-async"), "{e}");
+        // The asynchronous copies need sm_80 as the tensor cores do; the precision is that
+        // of the mode they feed.
+        assert!(GemmMode::for_device(Some(GemmMode::Tf32Async), 75).is_err());
+        assert_eq!(GemmMode::for_device(Some(GemmMode::Tf32x3Async), 80).unwrap(), GemmMode::Tf32x3Async);
+        assert_eq!(GemmMode::Tf32x3Async.precision(), GemmMode::Tf32x3);
+        assert_eq!(GemmMode::Tf32Async.precision(), GemmMode::Tf32);
+        assert_eq!(GemmMode::Fp32.precision(), GemmMode::Fp32);
     }
 
     #[test]
