@@ -39,6 +39,9 @@ fn bench_device<B: Backend>(c: &mut Criterion, device: &str, be: &B) {
         let mut gan = Gan::new(be, &cfg, &Hyper::default(), 1).expect("model");
         let (images, texts, noise) = synthetic_batch(&cfg, BATCH, 2);
         let inputs = StepInputs { images: &images, texts: &texts, noise: &noise, mismatched: None };
+        // One batch on the device for every iteration, as `gan-engine bench` and the
+        // PyTorch peer time it.
+        gan.load_batch(be, BATCH, &inputs).expect("batch");
         let gflop = iteration_flops(&gan.g, &gan.d, BATCH) / 1e9;
         let mut times = Vec::new();
         group.bench_function(format!("{size}px_batch{BATCH}"), |b| {
@@ -47,7 +50,7 @@ fn bench_device<B: Backend>(c: &mut Criterion, device: &str, be: &B) {
                 for _ in 0..iters {
                     be.synchronize().expect("synchronize");
                     let t0 = Instant::now();
-                    let stats = gan.iteration(be, BATCH, &inputs).expect("iteration");
+                    let stats = gan.iteration_loaded(be).expect("iteration");
                     be.synchronize().expect("synchronize");
                     let dt = t0.elapsed();
                     assert!(stats.is_finite(), "non-finite loss: {stats:?}");

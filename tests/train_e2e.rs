@@ -262,3 +262,27 @@ fn learning_red_captions_give_redder_garments_than_blue() {
     assert!(red > blue + 0.1, "red captions {red:.3} vs blue captions {blue:.3}");
     let _ = std::fs::remove_dir_all(out);
 }
+
+#[test]
+fn a_loaded_batch_trains_exactly_as_uploading_it_every_iteration() {
+    use gan_engine::model::ModelConfig;
+    use gan_engine::train::{synthetic_batch, StepInputs};
+    let be = Cpu::new();
+    let cfg = ModelConfig::new(32, 8).unwrap();
+    let n = 4;
+    let (images, texts, noise) = synthetic_batch(&cfg, n, 5);
+    let inputs = StepInputs { images: &images, texts: &texts, noise: &noise, mismatched: None };
+    let mut each = Gan::new(&be, &cfg, &Hyper::default(), 3).unwrap();
+    let mut loaded = Gan::new(&be, &cfg, &Hyper::default(), 3).unwrap();
+    assert!(loaded.iteration_loaded(&be).is_err(), "an iteration before any batch is loaded is an error, not a panic");
+    loaded.load_batch(&be, n, &inputs).unwrap();
+    for _ in 0..3 {
+        assert_eq!(each.iteration(&be, n, &inputs).unwrap(), loaded.iteration_loaded(&be).unwrap());
+    }
+    let (a, b) = (each.export(&be).unwrap(), loaded.export(&be).unwrap());
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x.name, y.name);
+        assert_eq!(x.data, y.data, "{}", x.name);
+    }
+}

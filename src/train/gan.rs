@@ -10,7 +10,7 @@ use crate::backend::{AdamParams, Backend, BceParams};
 use crate::model::{Discriminator, Generator, ModelConfig, Module};
 use crate::nn::{Mode, Param, Shape, Tensor};
 use crate::rng::Rng;
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
 /// Optimiser and loss settings; saved with every checkpoint.
@@ -147,8 +147,14 @@ impl<B: Backend> Gan<B> {
     /// batch for the G step. Does not update weights.
     pub fn d_step_grads(&mut self, be: &B, n: usize, inp: &StepInputs) -> Result<Tensor<B>> {
         self.upload(be, n, inp)?;
+        self.d_step_grads_loaded(be)
+    }
+
+    /// `d_step_grads` on the batch already on the device.
+    fn d_step_grads_loaded(&mut self, be: &B) -> Result<Tensor<B>> {
         let w = self.hp.matching_aware;
-        let io = self.io.as_mut().expect("uploaded");
+        let io = self.io.as_mut().context("no batch on the device: load_batch or iteration first")?;
+        let n = io.n;
         self.d.zero_grad(be)?;
         self.d.set_frozen(false);
         let fake = self.g.forward(be, &io.noise, &io.texts, Mode::Train)?;
@@ -179,7 +185,20 @@ impl<B: Backend> Gan<B> {
 
     /// One full iteration: D step, Adam on D, G step, Adam on G. Reads the losses back.
     pub fn iteration(&mut self, be: &B, n: usize, inp: &StepInputs) -> Result<StepStats> {
-        let fake = self.d_step_grads(be, n, inp)?;
+        self.upload(be, n, inp)?;
+        self.iteration_loaded(be)
+    }
+
+    /// Puts a batch on the device for `iteration_loaded`.
+    pub fn load_batch(&mut self, be: &B, n: usize, inp: &StepInputs) -> Result<()> {
+        self.upload(be, n, inp)
+    }
+
+    /// One full iteration on the batch already on the device (the last one loaded), as the
+    /// PyTorch peer runs its benchmark on one batch made on the device: what the benchmarks
+    /// time. Training uploads a new batch every iteration (`iteration`).
+    pub fn iteration_loaded(&mut self, be: &B) -> Result<StepStats> {
+        let fake = self.d_step_grads_loaded(be)?;
         self.step += 1;
         let adam = self.adam_params();
         adam_update(be, &adam, self.d.params_mut())?;
