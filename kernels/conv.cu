@@ -23,6 +23,28 @@ __device__ __forceinline__ void store_weight_grad(int m0, int n0, int M, int N, 
     });
 }
 
+// A parity-split pass with at most THIN_M rows (gemm_thin_column), one thread per column:
+// out[n, m, o] (+ bias[m]) over the `rows` channels of `out` (out_h x out_w planes), reducing
+// over the `src_c` channels of `src` (src_h x src_w planes) and the taps of o's parity
+// class, with the weight read as ParityWeights. conv2d's input gradient and
+// conv_transpose2d's forward pass.
+__device__ __forceinline__ void thin_parity_pass(const ConvParams& p, int rows, int src_c, int src_h, int src_w, int out_h,
+                                                 int out_w, const float* __restrict__ src, const float* __restrict__ w,
+                                                 const float* __restrict__ bias, float* __restrict__ out) {
+    const ParityClass pc(blockIdx.z, p.stride, p.pad, p.k, out_h, out_w);
+    const int N = p.n * pc.qh * pc.qw, K = src_c * pc.taps * pc.taps;
+    const ParityWeights load_a{w, rows, p.k, p.stride, pc};
+    const ParityColumns load_b{src, src_c, src_h, src_w, p.k, p.stride, p.pad, pc};
+    const int col = blockIdx.x * blockDim.x + threadIdx.x;
+    float acc[THIN_M];
+    if (!gemm_thin_column(col, rows, N, K, load_a, load_b, acc)) return;
+    const int P = out_h * out_w;
+    float* o = out + (long long)pc.image(col) * rows * P + pc.offset(col, out_w);
+#pragma unroll
+    for (int m = 0; m < THIN_M; ++m)
+        if (m < rows) o[m * P] = acc[m] + (bias ? bias[m] : 0.0f);
+}
+
 // ---- conv2d -----------------------------------------------------------------------------
 
 // y[n, co, oy, ox] = sum_{ci, ky, kx} w[co, ci, ky, kx] x[n, ci, oy s - p + ky, ox s - p + kx] + bias[co]
@@ -64,21 +86,10 @@ conv2d_backward_input_f32(ConvParams p, const float* __restrict__ dy, const floa
     gemm_store(m0, n0, M, N, acc, [&](int m, int col, float v) { dx[(pc.image(col) * M + m) * P + pc.offset(col, p.w_in)] = v; });
 }
 
-// The same with at most THIN_M input channels (gemm_thin_column): one thread per column.
+// The same with at most THIN_M input channels: one thread per column (thin_parity_pass).
 extern "C" __global__ void __launch_bounds__(THIN_THREADS)
 conv2d_backward_input_thin_f32(ConvParams p, const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx) {
-    const ParityClass pc(blockIdx.z, p.stride, p.pad, p.k, p.h_in, p.w_in);
-    const int M = p.c_in, N = p.n * pc.qh * pc.qw, K = p.c_out * pc.taps * pc.taps;
-    const ParityWeights load_a{w, p.c_in, p.k, p.stride, pc};
-    const ParityColumns load_b{dy, p.c_out, p.h_out, p.w_out, p.k, p.stride, p.pad, pc};
-    const int col = blockIdx.x * blockDim.x + threadIdx.x;
-    float acc[THIN_M];
-    if (!gemm_thin_column(col, M, N, K, load_a, load_b, acc)) return;
-    const int P = p.h_in * p.w_in;
-    float* out = dx + (long long)pc.image(col) * M * P + pc.offset(col, p.w_in);
-#pragma unroll
-    for (int m = 0; m < THIN_M; ++m)
-        if (m < M) out[m * P] = acc[m];
+    thin_parity_pass(p, p.c_in, p.c_out, p.h_out, p.w_out, p.h_in, p.w_in, dy, w, nullptr, dx);
 }
 
 // dw[co, (ci, ky, kx)] (+)= sum over (n, oy, ox) in this slice of dy[n, co, oy, ox] x[n, ci, oy s - p + ky, ox s - p + kx]
@@ -117,22 +128,11 @@ conv_transpose2d_forward_f32(ConvParams p, const float* __restrict__ x, const fl
     });
 }
 
-// The same with at most THIN_M output channels (gemm_thin_column): one thread per column.
+// The same with at most THIN_M output channels: one thread per column (thin_parity_pass).
 extern "C" __global__ void __launch_bounds__(THIN_THREADS)
 conv_transpose2d_forward_thin_f32(ConvParams p, const float* __restrict__ x, const float* __restrict__ w,
                                   const float* __restrict__ bias, float* __restrict__ y) {
-    const ParityClass pc(blockIdx.z, p.stride, p.pad, p.k, p.h_out, p.w_out);
-    const int M = p.c_out, N = p.n * pc.qh * pc.qw, K = p.c_in * pc.taps * pc.taps;
-    const ParityWeights load_a{w, p.c_out, p.k, p.stride, pc};
-    const ParityColumns load_b{x, p.c_in, p.h_in, p.w_in, p.k, p.stride, p.pad, pc};
-    const int col = blockIdx.x * blockDim.x + threadIdx.x;
-    float acc[THIN_M];
-    if (!gemm_thin_column(col, M, N, K, load_a, load_b, acc)) return;
-    const int P = p.h_out * p.w_out;
-    float* out = y + (long long)pc.image(col) * M * P + pc.offset(col, p.w_out);
-#pragma unroll
-    for (int m = 0; m < THIN_M; ++m)
-        if (m < M) out[m * P] = acc[m] + (bias ? bias[m] : 0.0f);
+    thin_parity_pass(p, p.c_out, p.c_in, p.h_in, p.w_in, p.h_out, p.w_out, x, w, bias, y);
 }
 
 // dx[n, ci, iy, ix] = sum_{co, ky, kx} w[ci, co, ky, kx] dy[n, co, iy s - p + ky, ix s - p + kx]

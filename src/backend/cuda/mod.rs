@@ -207,8 +207,8 @@ fn warp_per_channel(c: usize) -> Launch {
 
 /// How batchnorm cuts each channel's `n * hw` values (kernels/batchnorm.cu): equal slices
 /// of 1025 to 2048 values (4 to 8 per thread), or 64 longer ones for channels of more than
-/// 131,072 values, so that even a layer of 64 wide channels fills a large GPU. Returns the slice length, the slice count and the (slice, channel)
-/// grid of the per-slice kernels.
+/// 131,072 values, so that even a layer of 64 wide channels fills a large GPU. Returns the
+/// slice length, the slice count and the (slice, channel) grid of the per-slice kernels.
 fn bn_slices(p: &BatchNormParams) -> (usize, usize, Launch) {
     let count = (p.n as usize * p.hw as usize).max(1);
     let len = count.div_ceil(count.div_ceil(2048).clamp(1, 64));
