@@ -3,15 +3,16 @@
 #
 #   1. installs NVRTC 12, NVRTC 13 and ptxas from PyPI into .tools/cuda/ (once; cached);
 #   2. builds the binary with the `sim` feature;
-#   3. compiles every kernel module with NVRTC 12 for sm_61 and sm_75 and with NVRTC 13 for
-#      sm_90, through the binary's own run-time compile path;
+#   3. compiles every kernel module with NVRTC 12 for sm_61, sm_75 and sm_80 (and sm_80 in
+#      GEMM mode tf32x3-async) and with NVRTC 13 for sm_90 in every GEMM mode, through the
+#      binary's own run-time compile path;
 #   4. runs `ptxas -v` on the sm_90 PTX, prints registers / shared memory / spills per
 #      kernel, and fails on any spill;
-#   5. checks the simulation itself (barriers, shuffles, reported misuse), then runs
-#      `gan-engine selftest --device sim` (every kernel against its CPU twin on the CPU
-#      simulation, plus a whole training iteration and one against the PyTorch reference)
-#      and checks that every `extern "C"`
-#      kernel in kernels/ has a passing row.
+#   5. checks the simulation itself (barriers, shuffles, asynchronous copies, reported
+#      misuse), then runs `gan-engine selftest --device sim` (every kernel against its CPU
+#      twin on the CPU simulation, plus a whole training iteration and one against the
+#      PyTorch reference), checks that every `extern "C"` kernel in kernels/ has a passing
+#      row, and runs the selftest again in GEMM mode tf32x3-async.
 #
 # Exits non-zero on any failure. Versions can be overridden with NVRTC12_PKG, NVRTC13_PKG
 # and NVCC_PKG (pip requirement strings).
@@ -137,4 +138,8 @@ if missing:
     sys.exit("error: kernels without a passing sim selftest row: " + ", ".join(missing))
 print(f"coverage: all {len(names)} extern \"C\" kernels in kernels/ have passing sim rows")
 PY
+step "gan-engine selftest --device sim, GEMM tf32x3-async (the tiles fed by cp.async)"
+GAN_ENGINE_GEMM=tf32x3-async "$bin" selftest --device sim > "$TOOLS/selftest-sim-async.txt" || { grep -E ' FAIL$' "$TOOLS/selftest-sim-async.txt"; tail -n 3 "$TOOLS/selftest-sim-async.txt"; exit 1; }
+tail -n 1 "$TOOLS/selftest-sim-async.txt"
+
 step "CUDA kernel checks passed"
