@@ -46,16 +46,17 @@ fn plane_sums<T: Elem>(xs: &[T], ys: &[T], ds: &[T], f: impl Fn(T, T, T) -> (T, 
     let (mut sa, mut sb) = (0.0f64, 0.0f64);
     for ((xb, yb), db) in xs.chunks(SUM_BLOCK).zip(ys.chunks(SUM_BLOCK)).zip(ds.chunks(SUM_BLOCK)) {
         let (mut a, mut b) = ([T::zero(); LANES], [T::zero(); LANES]);
-        let (xc, yc, dc) = (xb.chunks_exact(LANES), yb.chunks_exact(LANES), db.chunks_exact(LANES));
-        let tail = xc.remainder().iter().zip(yc.remainder()).zip(dc.remainder());
-        for ((xl, yl), dl) in xc.zip(yc).zip(dc) {
+        // Whole lanes as fixed-size arrays (no bounds checks: the lanes become one vector),
+        // then the tail.
+        let ((xc, xt), (yc, yt), (dc, dt)) = (xb.as_chunks::<LANES>(), yb.as_chunks::<LANES>(), db.as_chunks::<LANES>());
+        for ((xl, yl), dl) in xc.iter().zip(yc).zip(dc) {
             for l in 0..LANES {
                 let (u, v) = f(xl[l], yl[l], dl[l]);
                 a[l] += u;
                 b[l] += v;
             }
         }
-        for (l, ((xv, yv), dv)) in tail.enumerate() {
+        for (l, ((xv, yv), dv)) in xt.iter().zip(yt).zip(dt).enumerate() {
             let (u, v) = f(*xv, *yv, *dv);
             a[l] += u;
             b[l] += v;
@@ -94,9 +95,9 @@ fn two_pass<T: Elem, K: Copy>(
     y: &[T],
     dy: &[T],
     out: &mut [T],
-    f: impl Fn(T, T, T) -> (T, T) + Sync,
+    f: impl Fn(T, T, T) -> (T, T) + Sync + Copy,
     konst: impl Fn(usize, (f64, f64)) -> K + Sync,
-    g: impl Fn(T, T, T, K) -> T + Sync,
+    g: impl Fn(T, T, T, K) -> T + Sync + Copy,
 ) -> Vec<(f64, f64)> {
     let (n, c, hw) = (p.n as usize, p.c as usize, p.hw as usize);
     let len = p.len();
@@ -112,7 +113,10 @@ fn two_pass<T: Elem, K: Copy>(
                 for (s, ch) in sums.iter_mut().zip(chans.clone()) {
                     let m = center[ch];
                     let r = (i * c + ch) * hw..(i * c + ch + 1) * hw;
-                    let (u, v) = wide(#[inline(always)] || plane_sums(&x[r.clone()], &y[r.clone()], &dy[r], #[inline(always)] |x, y, dy| f(x - m, y, dy)));
+                    // `move`: f and m are copied into the loop's own closure, so the
+                    // compiler keeps them in registers and vectorises the loop (reached
+                    // through references, they were reloaded per value, in scalar code).
+                    let (u, v) = wide(#[inline(always)] move || plane_sums(&x[r.clone()], &y[r.clone()], &dy[r], #[inline(always)] move |x, y, dy| f(x - m, y, dy)));
                     s.0 += u;
                     s.1 += v;
                 }
@@ -126,7 +130,7 @@ fn two_pass<T: Elem, K: Copy>(
                     let o = unsafe { std::slice::from_raw_parts_mut(dst.ptr().add(at), hw) };
                     let r = at..at + hw;
                     let kc = *kc;
-                    wide(#[inline(always)] || {
+                    wide(#[inline(always)] move || {
                         for (((o, xv), yv), dv) in o.iter_mut().zip(&x[r.clone()]).zip(&y[r.clone()]).zip(&dy[r]) {
                             *o = g(*xv, *yv, *dv, kc);
                         }
@@ -187,7 +191,7 @@ pub fn batchnorm2d_forward_train<T: Elem>(
         (mu, is * gamma[ch], beta[ch], is)
     };
     let neg = negative_factor::<T>(p);
-    let sums = two_pass(p, &center, x, x, x, y, #[inline(always)] |d, _, _| (d, d * d), consts, #[inline(always)] |x, _, _, (mu, scale, shift, _)| {
+    let sums = two_pass(p, &center, x, x, x, y, #[inline(always)] |d, _, _| (d, d * d), consts, #[inline(always)] move |x, _, _, (mu, scale, shift, _)| {
         act(neg, (x - mu) * scale + shift)
     });
     for (ch, &s) in sums.iter().enumerate() {
@@ -243,13 +247,13 @@ pub fn batchnorm2d_backward_input<T: Elem>(p: &BatchNormParams, x: &[T], y: &[T]
         dy,
         dx,
         #[inline(always)]
-        |xc, y, dy| {
+        move |xc, y, dy| {
             let g = through_act(neg, y, dy);
             (g, g * xc)
         },
         consts,
         #[inline(always)]
-        |x, y, dy, (k, mg, mgx, mu, is)| k * (through_act(neg, y, dy) - mg - (x - mu) * is * mgx),
+        move |x, y, dy, (k, mg, mgx, mu, is)| k * (through_act(neg, y, dy) - mg - (x - mu) * is * mgx),
     );
     let c = p.c as usize;
     for (ch, &(sg, sgxc)) in sums.iter().enumerate() {
