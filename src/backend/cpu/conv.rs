@@ -3,6 +3,7 @@
 //! GEMM wide operands even for the 4x4 layers (where one image has only 16 columns).
 
 use super::gemm::matmul;
+use super::simd::wide;
 use super::{CpuBackend, Elem, SharedMut};
 use crate::backend::ConvParams;
 use rayon::prelude::*;
@@ -242,13 +243,15 @@ fn im2col<T: Elem>(g: &Geo, planes: &[T], n0: usize, nc: usize, cols: &mut [T]) 
     let out = SharedMut(cols.as_mut_ptr());
     (0..g.c * nc).into_par_iter().for_each_init(Vec::new, |buf, task| {
         let (c, j) = l.task(task);
-        ph.split(&planes[l.plane_at(c, j)..][..l.plane], buf);
-        for (t, &block) in ph.blocks.iter().enumerate() {
-            // SAFETY: task (c, j) alone writes image j's segments of rows (c, *), inside
-            // `cols` as ColumnLayout::new checked.
-            let dst = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(l.segment_at(c, t, j)), l.p) };
-            block_op(g.ho, g.wo, &buf[block..], ph.cols, dst, g.wo, false);
-        }
+        wide(#[inline(always)] || {
+            ph.split(&planes[l.plane_at(c, j)..][..l.plane], buf);
+            for (t, &block) in ph.blocks.iter().enumerate() {
+                // SAFETY: task (c, j) alone writes image j's segments of rows (c, *), inside
+                // `cols` as ColumnLayout::new checked.
+                let dst = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(l.segment_at(c, t, j)), l.p) };
+                block_op(g.ho, g.wo, &buf[block..], ph.cols, dst, g.wo, false);
+            }
+        });
     });
 }
 
@@ -318,12 +321,14 @@ fn col2im<T: Elem>(g: &Geo, cols: &[T], n0: usize, nc: usize, planes: &mut [T]) 
         // SAFETY: task (c, j) alone writes plane c of image n0 + j, inside `planes` as
         // ColumnLayout::new checked.
         let plane = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(l.plane_at(c, j)), l.plane) };
-        buf.clear();
-        buf.resize(ph.len(), T::zero());
-        for (t, &block) in ph.blocks.iter().enumerate() {
-            block_op(g.ho, g.wo, &cols[l.segment_at(c, t, j)..][..l.p], g.wo, &mut buf[block..], ph.cols, true);
-        }
-        ph.merge(buf, plane);
+        wide(#[inline(always)] || {
+            buf.clear();
+            buf.resize(ph.len(), T::zero());
+            for (t, &block) in ph.blocks.iter().enumerate() {
+                block_op(g.ho, g.wo, &cols[l.segment_at(c, t, j)..][..l.p], g.wo, &mut buf[block..], ph.cols, true);
+            }
+            ph.merge(buf, plane);
+        });
     });
 }
 
