@@ -290,19 +290,8 @@ fn im2row<T: Elem>(g: &Geo, planes: &[T], n0: usize, nc: usize, xp: &mut Vec<T>,
             let dst = &mut out[ox * kd..(ox + 1) * kd];
             let corner = oy * g.stride * wp + ox * g.stride;
             for c in 0..g.c {
-                let base = c * hp * wp + corner;
-                let d = &mut dst[c * g.k * g.k..(c + 1) * g.k * g.k];
-                if g.k == 4 {
-                    for ky in 0..4 {
-                        let s: &[T; 4] = src[base + ky * wp..base + ky * wp + 4].try_into().unwrap();
-                        let t: &mut [T; 4] = (&mut d[ky * 4..ky * 4 + 4]).try_into().unwrap();
-                        *t = *s;
-                    }
-                } else {
-                    for ky in 0..g.k {
-                        d[ky * g.k..(ky + 1) * g.k].copy_from_slice(&src[base + ky * wp..][..g.k]);
-                    }
-                }
+                // The window's k rows of channel c: k x k values, row stride wp.
+                block_op(g.k, g.k, &src[c * hp * wp + corner..], wp, &mut dst[c * g.k * g.k..], g.k, false);
             }
         }
     });

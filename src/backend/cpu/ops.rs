@@ -69,14 +69,14 @@ fn plane_sums<T: Elem>(xs: &[T], ys: &[T], ds: &[T], f: impl Fn(T, T, T) -> (T, 
 
 /// `out = f(x, constants of x's channel)`, in parallel over groups of planes of at least a
 /// few thousand values.
-fn per_channel_map<T: Elem, K: Copy + Sync>(p: &BatchNormParams, x: &[T], k: &[K], out: &mut [T], f: impl Fn(T, K) -> T + Sync) {
+fn per_channel_map<T: Elem, K: Copy + Sync>(p: &BatchNormParams, x: &[T], k: &[K], out: &mut [T], f: impl Fn(T, K) -> T + Sync + Copy) {
     let (c, hw) = (p.c as usize, p.hw as usize);
     let group = (4096 / hw.max(1)).max(1);
     out[..p.len()].par_chunks_mut(hw * group).enumerate().for_each(|(gi, o)| {
         for (q, o) in o.chunks_mut(hw).enumerate() {
             let plane = gi * group + q;
             let kc = k[plane % c];
-            wide(#[inline(always)] || o.iter_mut().zip(&x[plane * hw..(plane + 1) * hw]).for_each(|(o, x)| *o = f(*x, kc)));
+            wide(#[inline(always)] move || o.iter_mut().zip(&x[plane * hw..(plane + 1) * hw]).for_each(|(o, x)| *o = f(*x, kc)));
         }
     });
 }
@@ -208,7 +208,7 @@ pub fn batchnorm2d_forward_infer<T: Elem>(p: &BatchNormParams, x: &[T], gamma: &
     let eps = T::from_f32(p.eps);
     let k: Vec<(T, T, T)> = (0..p.c as usize).map(|ch| (running_mean[ch], gamma[ch] / (running_var[ch] + eps).sqrt(), beta[ch])).collect();
     let neg = negative_factor::<T>(p);
-    per_channel_map(p, x, &k, y, #[inline(always)] |x, (mu, scale, shift)| act(neg, (x - mu) * scale + shift));
+    per_channel_map(p, x, &k, y, #[inline(always)] move |x, (mu, scale, shift)| act(neg, (x - mu) * scale + shift));
 }
 
 /// `dy * act'(y)`: the gradient through the fused activation (`neg` = 1 without one).
