@@ -71,11 +71,11 @@ struct Radix3 {
     }
 };
 
-// The element a loader points at, zero where it points nowhere.
+// The value at a loader's address, zero where it points nowhere.
+__device__ __forceinline__ float value_or_zero(const float* p) { return p ? *p : 0.0f; }
 template <class Loader>
 __device__ __forceinline__ float gemm_load(const Loader& l, const typename Loader::Line& line, const Digits& d) {
-    const float* p = l.addr(line, d);
-    return p ? *p : 0.0f;
+    return value_or_zero(l.addr(line, d));
 }
 
 #if GEMM_HAS_MMA
@@ -357,8 +357,8 @@ __device__ __forceinline__ void gemm_block_tile(int m0, int n0, int M, int N, in
     float a_next[GEMM_A_LOADS], b_next[GEMM_B_LOADS];
     auto fetch = [&](int k0) {
         feed.step(
-            k0, [&](int r, const float* src) { a_next[r] = src ? *src : 0.0f; },
-            [&](int r, const float* src) { b_next[r] = src ? *src : 0.0f; });
+            k0, [&](int r, const float* src) { a_next[r] = value_or_zero(src); },
+            [&](int r, const float* src) { b_next[r] = value_or_zero(src); });
     };
     // (Measured on an H200: a second shared buffer, to drop one barrier per step, was
     // slower than this at 64 x 64 tiles.)
