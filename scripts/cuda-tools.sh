@@ -7,15 +7,16 @@
 #      GEMM mode tf32x3-async) and with NVRTC 13 for sm_90 in every GEMM mode, through the
 #      binary's own run-time compile path;
 #   4. runs `ptxas -v` on the sm_90 PTX, prints registers / shared memory / spills per
-#      kernel, and fails on any spill;
+#      kernel, and fails on any spill; then prints the instruction mix of every GEMM
+#      kernel's main loop in SASS (scripts/sass-loops.py; cuobjdump and nvdisasm from PyPI);
 #   5. checks the simulation itself (barriers, shuffles, asynchronous copies, reported
 #      misuse), then runs `gan-engine selftest --device sim` (every kernel against its CPU
 #      twin on the CPU simulation, plus a whole training iteration and one against the
 #      PyTorch reference), checks that every `extern "C"` kernel in kernels/ has a passing
 #      row, and runs the selftest again in GEMM mode tf32x3-async.
 #
-# Exits non-zero on any failure. Versions can be overridden with NVRTC12_PKG, NVRTC13_PKG
-# and NVCC_PKG (pip requirement strings).
+# Exits non-zero on any failure. Versions can be overridden with NVRTC12_PKG, NVRTC13_PKG,
+# NVCC_PKG, CUOBJDUMP_PKG and NVDISASM_PKG (pip requirement strings).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -24,6 +25,8 @@ TOOLS=.tools/cuda
 NVRTC12_PKG=${NVRTC12_PKG:-nvidia-cuda-nvrtc-cu12==12.9.86}
 NVRTC13_PKG=${NVRTC13_PKG:-nvidia-cuda-nvrtc==13.5.37}
 NVCC_PKG=${NVCC_PKG:-nvidia-cuda-nvcc==13.5.37}
+CUOBJDUMP_PKG=${CUOBJDUMP_PKG:-nvidia-cuda-cuobjdump==13.5.37}
+NVDISASM_PKG=${NVDISASM_PKG:-nvidia-cuda-nvdisasm==13.5.37}
 PYTHON=${PYTHON:-python3}
 
 step() { printf '\n== %s\n' "$*"; }
@@ -42,6 +45,8 @@ step "NVRTC and ptxas from PyPI into $TOOLS"
 install nvrtc12 "$NVRTC12_PKG"
 install nvrtc13 "$NVRTC13_PKG"
 install nvcc "$NVCC_PKG"
+install cuobjdump "$CUOBJDUMP_PKG"
+install nvdisasm "$NVDISASM_PKG"
 lib12=$(dirname "$(find "$TOOLS/nvrtc12" -name 'libnvrtc.so.12' | head -n1)")
 lib13=$(dirname "$(find "$TOOLS/nvrtc13" -name 'libnvrtc.so.13' | head -n1)")
 ptxas=$(find "$TOOLS/nvcc" -type f -name ptxas | head -n1)
@@ -116,6 +121,15 @@ print(f"{len(rows)} kernels, no spills")
 PY
 
 # ---- 5. the simulation itself, then every kernel on it -----------------------------------------
+step "SASS at sm_90: the instruction mix of each GEMM kernel's main loop, every GEMM mode"
+cuobjdump=$(find "$TOOLS/cuobjdump" -type f -name cuobjdump | head -n1)
+nvdisasm=$(find "$TOOLS/nvdisasm" -type f -name nvdisasm | head -n1)
+[[ -x "$cuobjdump" && -x "$nvdisasm" ]] || { echo "error: cuobjdump or nvdisasm missing under $TOOLS" >&2; exit 1; }
+for f in "$ptx"/*/conv.sm_90.ptx "$ptx"/*/linear.sm_90.ptx; do
+    "$ptxas" -arch=sm_90 "$f" -o "${f%.ptx}.cubin"
+done
+PATH="$(dirname "$nvdisasm"):$PATH" "$PYTHON" scripts/sass-loops.py --cuobjdump "$cuobjdump" "$ptx"/*/conv.sm_90.cubin "$ptx"/*/linear.sm_90.cubin | tee "$TOOLS/sass-loops.txt"
+
 step "simulation semantics (tests/sim/sim_semantics.cpp)"
 "${CXX:-g++}" -std=c++17 -O1 -Wno-unknown-pragmas -Ikernels tests/sim/sim_semantics.cpp kernels/sim.cpp -o "$TOOLS/sim_semantics"
 "$TOOLS/sim_semantics"
