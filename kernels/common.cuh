@@ -78,7 +78,7 @@ struct SplitParams {
 // every mode (a per-launch setting), so the tensor-core path is checked without a GPU.
 // Codes 3 and 4 are modes 1 and 2 with the tiles fed by asynchronous copies (cp.async,
 // sm_80 and newer) through a GEMM_STAGES-deep ring of shared buffers instead of through
-// registers (gemm.cuh, gemm_block_tile_async): GEMM_ASYNC.
+// registers (gemm.cuh, gemm_steps_async): GEMM_ASYNC.
 #define GEMM_FMA 0
 #define GEMM_TF32X3 1
 #define GEMM_TF32 2
@@ -95,6 +95,13 @@ struct SplitParams {
 #define GEMM_MODE (GEMM_CODE > 2 ? GEMM_CODE - 2 : GEMM_CODE)
 #define GEMM_ASYNC (GEMM_CODE > 2)
 #define GEMM_STAGES 3
+// Shared buffers per operand tile: the async ring, or one. The simulation sets the mode per
+// launch, so it always has the ring.
+#if defined(GAN_SIM)
+#define GEMM_RING GEMM_STAGES
+#else
+#define GEMM_RING (GEMM_ASYNC ? GEMM_STAGES : 1)
+#endif
 // Reductions (batchnorm statistics, losses) and elementwise kernels.
 #define REDUCE_THREADS 256
 #define ELEM_THREADS 256

@@ -8,12 +8,15 @@
 //
 // A loader has `Line line(int i)`, the part of the address that depends only on the row
 // of A (or the column of B); `Radix3 radix()`, how its reduction index k splits into
-// digits (channel, kernel row, kernel column, say); and `const float* addr(const Line&,
-// const Digits&)`, where the element is, or null where it is zero (outside the plane, a tap
-// the parity class skips). Each thread loads the same rows of A and the same column of B at
-// every step, and the same k offsets within a step, so the lines and the digits of each k
-// are computed once per block (with divisions) and then only moved forward by GEMM_BK
-// (without): the loop does no integer division.
+// digits (channel, kernel row, kernel column, say); `bool has(const Line&, const Digits&)`,
+// false where the element is zero (outside the plane, a tap the parity class skips), which
+// never depends on the top digit hi; `const float* at(const Line&, const Digits&)`, where
+// it is (read only where it has one); and `long long hi_stride()`, how far `at` moves per
+// unit of hi. Each thread loads the same rows of A and the same column of B at every
+// step, and the same k offsets within a step, so the lines and the digits of each k are
+// computed once per block (with divisions) and then only moved forward by GEMM_BK
+// (without): the loop does no integer division. Where a step leaves every digit but hi
+// alone, the addresses themselves just move (FixedFeed).
 //
 // Block: GEMM_THREADS threads computing a GEMM_BM x GEMM_BN tile of C. How the tile is
 // multiplied depends on GEMM_MODE (common.cuh):
@@ -71,11 +74,14 @@ struct Radix3 {
     }
 };
 
-// The value at a loader's address, zero where it points nowhere.
-__device__ __forceinline__ float value_or_zero(const float* p) { return p ? *p : 0.0f; }
+// An element of a tile: the value at `p` where `live`, zero elsewhere (p is then never
+// read). Through the read-only path (ld.global.nc): a GEMM never writes what it reads,
+// and FixedFeed's addresses are computed as bytes, from which the compiler could not
+// tell global memory from any other.
+__device__ __forceinline__ float value_or_zero(bool live, const float* p) { return live ? __ldg(p) : 0.0f; }
 template <class Loader>
 __device__ __forceinline__ float gemm_load(const Loader& l, const typename Loader::Line& line, const Digits& d) {
-    return value_or_zero(l.addr(line, d));
+    return value_or_zero(l.has(line, d), l.at(line, d));
 }
 
 #if GEMM_HAS_MMA
@@ -208,13 +214,31 @@ __device__ __forceinline__ void gemm_mma_step(const float (*As)[LDA], const floa
 // Where this thread's elements of each BK-deep step come from: GEMM_A_LOADS rows of A at
 // one k offset (k fastest: weights and NCHW activations are contiguous along k for most
 // callers) and one column of B (columns fastest: output pixels are contiguous) at
-// GEMM_B_LOADS k offsets. step() hands out their addresses (null for zero) and moves the
-// digits one step on.
+// GEMM_B_LOADS k offsets. A feed's step() hands out their addresses (and whether each is
+// live: not a zero) and moves on by GEMM_BK. Two feeds share this layout:
+// - DigitFeed, for any loader: it keeps the digits of each k and asks the loader for the
+//   address at every step;
+// - FixedFeed, when both loaders' digits below hi are the same at every step
+//   (fixed_digits): it asks once and then only moves each address on by a constant.
+struct FeedLayout {
+    int a_k, a_m, b_c, b_k;
+    __device__ __forceinline__ FeedLayout() {
+        const int tid = threadIdx.x;
+        a_k = tid % GEMM_BK;
+        a_m = tid / GEMM_BK;
+        b_c = tid % GEMM_BN;
+        b_k = tid / GEMM_BN;
+    }
+    // Shared-memory coordinates of element r: As[a_k][a_row(r)], Bs[b_row(r)][b_c].
+    __device__ __forceinline__ int a_row(int r) const { return a_m + r * (GEMM_THREADS / GEMM_BK); }
+    __device__ __forceinline__ int b_row(int r) const { return b_k + r * (GEMM_THREADS / GEMM_BN); }
+};
+
 template <class LoadA, class LoadB>
-struct TileFeed {
+struct DigitFeed : FeedLayout {
     const LoadA& load_a;
     const LoadB& load_b;
-    int k_end, a_k, a_m, b_c, b_k;
+    int k_end;
     typename LoadA::Line a_line[GEMM_A_LOADS];
     bool a_ok[GEMM_A_LOADS];
     typename LoadB::Line b_line;
@@ -222,40 +246,105 @@ struct TileFeed {
     Radix3 a_radix, b_radix;
     Digits a_at, b_at[GEMM_B_LOADS];
 
-    __device__ __forceinline__ TileFeed(int m0, int n0, int M, int N, int k_begin, int k_end_, const LoadA& la,
-                                        const LoadB& lb)
-        : load_a(la), load_b(lb), k_end(k_end_), a_radix(la.radix()), b_radix(lb.radix()) {
-        const int tid = threadIdx.x;
-        a_k = tid % GEMM_BK;
-        a_m = tid / GEMM_BK;
+    __device__ __forceinline__ DigitFeed(int m0, int n0, int M, int N, int k_begin, int k_end_, const LoadA& la,
+                                         const LoadB& lb, const Radix3& ra, const Radix3& rb)
+        : load_a(la), load_b(lb), k_end(k_end_), a_radix(ra), b_radix(rb) {
 #pragma unroll
         for (int r = 0; r < GEMM_A_LOADS; ++r) {
-            const int m = m0 + a_m + r * (GEMM_THREADS / GEMM_BK);
+            const int m = m0 + a_row(r);
             a_ok[r] = m < M;
             a_line[r] = load_a.line(a_ok[r] ? m : m0);
         }
-        b_c = tid % GEMM_BN;
-        b_k = tid / GEMM_BN;
         b_ok = n0 + b_c < N;
         b_line = load_b.line(b_ok ? n0 + b_c : n0);
         a_at = a_radix.split(k_begin + a_k);
 #pragma unroll
-        for (int r = 0; r < GEMM_B_LOADS; ++r) b_at[r] = b_radix.split(k_begin + b_k + r * (GEMM_THREADS / GEMM_BN));
+        for (int r = 0; r < GEMM_B_LOADS; ++r) b_at[r] = b_radix.split(k_begin + b_row(r));
     }
-    // Shared-memory coordinates of element r: As[a_k][a_row(r)], Bs[b_row(r)][b_c].
-    __device__ __forceinline__ int a_row(int r) const { return a_m + r * (GEMM_THREADS / GEMM_BK); }
-    __device__ __forceinline__ int b_row(int r) const { return b_k + r * (GEMM_THREADS / GEMM_BN); }
-    // put_a(r, address) for each A element of the step at k0, put_b(r, address) for each B one.
+    // put_a(r, live, address) for each A element of the step at k0, put_b(r, live, address)
+    // for each B one; an element that is not live is zero.
     template <class PutA, class PutB>
     __device__ __forceinline__ void step(int k0, const PutA& put_a, const PutB& put_b) {
         const bool a_in = k0 + a_k < k_end;
 #pragma unroll
-        for (int r = 0; r < GEMM_A_LOADS; ++r) put_a(r, (a_ok[r] && a_in) ? load_a.addr(a_line[r], a_at) : nullptr);
+        for (int r = 0; r < GEMM_A_LOADS; ++r)
+            put_a(r, a_ok[r] && a_in && load_a.has(a_line[r], a_at), load_a.at(a_line[r], a_at));
         a_radix.advance(a_at);
 #pragma unroll
         for (int r = 0; r < GEMM_B_LOADS; ++r) {
-            put_b(r, (b_ok && k0 + b_row(r) < k_end) ? load_b.addr(b_line, b_at[r]) : nullptr);
+            put_b(r, b_ok && k0 + b_row(r) < k_end && load_b.has(b_line, b_at[r]), load_b.at(b_line, b_at[r]));
             b_radix.advance(b_at[r]);
+        }
+    }
+};
+
+// A step of GEMM_BK moves k = (hi, mid, lo) to (hi + step.hi, mid, lo) when r_mid r_lo
+// divides GEMM_BK: a 4x4 or 1x1 window (16 or 1 taps per channel), the 2x2 taps of a
+// stride-2 parity class, a plain matrix. Every loader's address is then a fixed
+// hi_stride() further on at each step, and whether it is zero (outside the plane, a tap
+// the class skips) depends only on mid and lo, so it never changes.
+__device__ __forceinline__ bool fixed_digits(const Radix3& r) { return r.step.mid == 0 && r.step.lo == 0; }
+
+// What a FixedFeed's zero elements read: one zero in global memory, so that every element
+// is a plain load with no test in the loop.
+static __device__ const float gemm_zero = 0.0f;
+
+// Bytes a loader's addresses move per step, or -1 where that does not fit an int.
+template <class Loader>
+__device__ __forceinline__ int fixed_move(const Loader& l, const Radix3& r) {
+    const long long bytes = (long long)r.step.hi * l.hi_stride() * (long long)sizeof(float);
+    return bytes <= 0x7fffffffLL ? (int)bytes : -1;
+}
+
+// The feed when both loaders have fixed digits and every step is whole ((k_end - k_begin)
+// a multiple of GEMM_BK, so no k is past the end): each element keeps its address and the
+// distance it moves per step, zero for an element that is zero at every step (then
+// pointing at gemm_zero). The loop only adds and loads.
+template <class LoadA, class LoadB>
+struct FixedFeed : FeedLayout {
+    const float* a_at[GEMM_A_LOADS];
+    const float* b_at[GEMM_B_LOADS];
+    int a_move[GEMM_A_LOADS], b_move[GEMM_B_LOADS];
+
+    // Whether this block can use it: the same answer for every thread of the block.
+    __device__ __forceinline__ static bool fits(int k_begin, int k_end, const LoadA& la, const LoadB& lb, const Radix3& ra,
+                                                const Radix3& rb) {
+        return fixed_digits(ra) && fixed_digits(rb) && (k_end - k_begin) % GEMM_BK == 0 && fixed_move(la, ra) >= 0 &&
+               fixed_move(lb, rb) >= 0;
+    }
+    __device__ __forceinline__ FixedFeed(int m0, int n0, int M, int N, int k_begin, const LoadA& la, const LoadB& lb,
+                                         const Radix3& ra, const Radix3& rb) {
+        const int am = fixed_move(la, ra), bm = fixed_move(lb, rb);
+        const Digits ad = ra.split(k_begin + a_k);
+#pragma unroll
+        for (int r = 0; r < GEMM_A_LOADS; ++r) {
+            const int m = m0 + a_row(r);
+            const typename LoadA::Line line = la.line(m < M ? m : m0);
+            const bool live = m < M && la.has(line, ad);
+            a_at[r] = live ? la.at(line, ad) : &gemm_zero;
+            a_move[r] = live ? am : 0;
+        }
+        const bool b_ok = n0 + b_c < N;
+        const typename LoadB::Line line = lb.line(b_ok ? n0 + b_c : n0);
+#pragma unroll
+        for (int r = 0; r < GEMM_B_LOADS; ++r) {
+            const Digits d = rb.split(k_begin + b_row(r));
+            const bool live = b_ok && lb.has(line, d);
+            b_at[r] = live ? lb.at(line, d) : &gemm_zero;
+            b_move[r] = live ? bm : 0;
+        }
+    }
+    template <class PutA, class PutB>
+    __device__ __forceinline__ void step(int, const PutA& put_a, const PutB& put_b) {
+#pragma unroll
+        for (int r = 0; r < GEMM_A_LOADS; ++r) {
+            put_a(r, true, a_at[r]);
+            a_at[r] = (const float*)((const char*)a_at[r] + a_move[r]);
+        }
+#pragma unroll
+        for (int r = 0; r < GEMM_B_LOADS; ++r) {
+            put_b(r, true, b_at[r]);
+            b_at[r] = (const float*)((const char*)b_at[r] + b_move[r]);
         }
     }
 };
@@ -263,9 +352,9 @@ struct TileFeed {
 #if GEMM_HAS_MMA
 // 4 bytes from global `src` into shared `dst` without passing through registers
 // (cp.async.ca, sm_80 and newer), landing by the cp_async_wait that covers its group; a
-// null src stores a zero at once.
-__device__ __forceinline__ void cp_async_f32(float* dst, const float* src) {
-    if (!src) {
+// zero stores at once where the element is not live.
+__device__ __forceinline__ void cp_async_f32(float* dst, bool live, const float* src) {
+    if (!live) {
         *dst = 0.0f;
         return;
     }
@@ -294,29 +383,27 @@ __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(Pending) : "memory");
 #endif
 }
+#endif
 
+// The block's shared tiles: GEMM_RING buffers of each (common.cuh).
+typedef float GemmTileA[GEMM_BK][GEMM_BM + GEMM_PAD];
+typedef float GemmTileB[GEMM_BK][GEMM_BN + GEMM_PAD];
+
+#if GEMM_HAS_MMA
 // The tensor-core tile fed by asynchronous copies: GEMM_STAGES shared buffers in a ring,
 // the copies for step s + GEMM_STAGES - 1 in flight while step s multiplies, and one
 // barrier per step (GEMM_ASYNC, the -async GEMM modes).
-template <class LoadA, class LoadB>
-__device__ __forceinline__ void gemm_block_tile_async(int m0, int n0, int M, int N, int k_begin, int k_end,
-                                                      const LoadA& load_a, const LoadB& load_b,
-                                                      float (&acc)[GEMM_TM][GEMM_TN]) {
-    __shared__ float As[GEMM_STAGES][GEMM_BK][GEMM_BM + GEMM_PAD];
-    __shared__ float Bs[GEMM_STAGES][GEMM_BK][GEMM_BN + GEMM_PAD];
-#pragma unroll
-    for (int i = 0; i < GEMM_TM; ++i)
-#pragma unroll
-        for (int j = 0; j < GEMM_TN; ++j) acc[i][j] = 0.0f;
-    TileFeed<LoadA, LoadB> feed(m0, n0, M, N, k_begin, k_end, load_a, load_b);
+template <class Feed>
+__device__ __forceinline__ void gemm_steps_async(Feed& feed, int k_begin, int k_end, GemmTileA* As, GemmTileB* Bs,
+                                                 float (&acc)[GEMM_TM][GEMM_TN]) {
     const int steps = k_begin < k_end ? (k_end - k_begin + GEMM_BK - 1) / GEMM_BK : 0;
     // Every step commits one group, empty past the end, so the wait count stays the same.
     auto issue = [&](int s) {
         if (s < steps) {
             const int b = s % GEMM_STAGES;
             feed.step(
-                k_begin + s * GEMM_BK, [&](int r, const float* src) { cp_async_f32(&As[b][feed.a_k][feed.a_row(r)], src); },
-                [&](int r, const float* src) { cp_async_f32(&Bs[b][feed.b_row(r)][feed.b_c], src); });
+                k_begin + s * GEMM_BK, [&](int r, bool live, const float* src) { cp_async_f32(&As[b][feed.a_k][feed.a_row(r)], live, src); },
+                [&](int r, bool live, const float* src) { cp_async_f32(&Bs[b][feed.b_row(r)][feed.b_c], live, src); });
         }
         cp_async_commit();
     };
@@ -332,33 +419,19 @@ __device__ __forceinline__ void gemm_block_tile_async(int m0, int n0, int M, int
 }
 #endif
 
-template <class LoadA, class LoadB>
-__device__ __forceinline__ void gemm_block_tile(int m0, int n0, int M, int N, int k_begin, int k_end, const LoadA& load_a,
-                                                const LoadB& load_b, float (&acc)[GEMM_TM][GEMM_TN]) {
-    static_assert(GEMM_THREADS % GEMM_BK == 0 && GEMM_THREADS % GEMM_BN == 0, "loader layout");
-#if GEMM_HAS_MMA
-    if (GEMM_ASYNC) {
-        gemm_block_tile_async(m0, n0, M, N, k_begin, k_end, load_a, load_b, acc);
-        return;
-    }
-#endif
-    __shared__ float As[GEMM_BK][GEMM_BM + GEMM_PAD];
-    __shared__ float Bs[GEMM_BK][GEMM_BN + GEMM_PAD];
+// The tile fed through registers: the next step's values wait in registers while this
+// step multiplies, so the global loads are in flight during the math. One shared buffer,
+// two barriers per step.
+template <class Feed>
+__device__ __forceinline__ void gemm_steps(Feed& feed, int k_begin, int k_end, GemmTileA& As, GemmTileB& Bs,
+                                           float (&acc)[GEMM_TM][GEMM_TN]) {
     const int tid = threadIdx.x;
     const int tx = tid % 16, ty = tid / 16;
-#pragma unroll
-    for (int i = 0; i < GEMM_TM; ++i)
-#pragma unroll
-        for (int j = 0; j < GEMM_TN; ++j) acc[i][j] = 0.0f;
-    TileFeed<LoadA, LoadB> feed(m0, n0, M, N, k_begin, k_end, load_a, load_b);
-
-    // The next step's values wait in registers while this step multiplies, so the global
-    // loads are in flight during the math.
     float a_next[GEMM_A_LOADS], b_next[GEMM_B_LOADS];
     auto fetch = [&](int k0) {
         feed.step(
-            k0, [&](int r, const float* src) { a_next[r] = value_or_zero(src); },
-            [&](int r, const float* src) { b_next[r] = value_or_zero(src); });
+            k0, [&](int r, bool live, const float* src) { a_next[r] = value_or_zero(live, src); },
+            [&](int r, bool live, const float* src) { b_next[r] = value_or_zero(live, src); });
     };
     // (Measured on an H200: a second shared buffer, to drop one barrier per step, was
     // slower than this at 64 x 64 tiles.)
@@ -391,6 +464,41 @@ __device__ __forceinline__ void gemm_block_tile(int m0, int n0, int M, int N, in
             }
         }
         __syncthreads();
+    }
+}
+
+template <class Feed>
+__device__ __forceinline__ void gemm_feed_steps(Feed& feed, int k_begin, int k_end, GemmTileA* As, GemmTileB* Bs,
+                                                float (&acc)[GEMM_TM][GEMM_TN]) {
+#if GEMM_HAS_MMA
+    if (GEMM_ASYNC) {
+        gemm_steps_async(feed, k_begin, k_end, As, Bs, acc);
+        return;
+    }
+#endif
+    gemm_steps(feed, k_begin, k_end, As[0], Bs[0], acc);
+}
+
+// acc = this thread's part of the GEMM_BM x GEMM_BN tile of C at (m0, n0), over k in
+// [k_begin, k_end). Every thread of the block must call it.
+template <class LoadA, class LoadB>
+__device__ __forceinline__ void gemm_block_tile(int m0, int n0, int M, int N, int k_begin, int k_end, const LoadA& load_a,
+                                                const LoadB& load_b, float (&acc)[GEMM_TM][GEMM_TN]) {
+    static_assert(GEMM_THREADS % GEMM_BK == 0 && GEMM_THREADS % GEMM_BN == 0, "loader layout");
+    __shared__ GemmTileA As[GEMM_RING];
+    __shared__ GemmTileB Bs[GEMM_RING];
+#pragma unroll
+    for (int i = 0; i < GEMM_TM; ++i)
+#pragma unroll
+        for (int j = 0; j < GEMM_TN; ++j) acc[i][j] = 0.0f;
+    const Radix3 ra = load_a.radix(), rb = load_b.radix();
+    // The same for every thread of the block: no divergence.
+    if (FixedFeed<LoadA, LoadB>::fits(k_begin, k_end, load_a, load_b, ra, rb)) {
+        FixedFeed<LoadA, LoadB> feed(m0, n0, M, N, k_begin, load_a, load_b, ra, rb);
+        gemm_feed_steps(feed, k_begin, k_end, As, Bs, acc);
+    } else {
+        DigitFeed<LoadA, LoadB> feed(m0, n0, M, N, k_begin, k_end, load_a, load_b, ra, rb);
+        gemm_feed_steps(feed, k_begin, k_end, As, Bs, acc);
     }
 }
 
@@ -472,7 +580,9 @@ struct AlongRows {
     typedef const float* Line;
     __device__ __forceinline__ Line line(int i) const { return p + (long long)i * ld; }
     __device__ __forceinline__ Radix3 radix() const { return Radix3(1, 1); }  // k = hi
-    __device__ __forceinline__ const float* addr(const Line& l, const Digits& k) const { return l + k.hi; }
+    __device__ __forceinline__ bool has(const Line&, const Digits&) const { return true; }
+    __device__ __forceinline__ const float* at(const Line& l, const Digits& k) const { return l + k.hi; }
+    __device__ __forceinline__ long long hi_stride() const { return 1; }
 };
 
 // Element (i, k) at p[k * ld + i]: a row-major matrix read down its columns.
@@ -482,7 +592,9 @@ struct DownColumns {
     typedef const float* Line;
     __device__ __forceinline__ Line line(int i) const { return p + i; }
     __device__ __forceinline__ Radix3 radix() const { return Radix3(1, 1); }
-    __device__ __forceinline__ const float* addr(const Line& l, const Digits& k) const { return l + (long long)k.hi * ld; }
+    __device__ __forceinline__ bool has(const Line&, const Digits&) const { return true; }
+    __device__ __forceinline__ const float* at(const Line& l, const Digits& k) const { return l + (long long)k.hi * ld; }
+    __device__ __forceinline__ long long hi_stride() const { return ld; }
 };
 
 // Element (channel i, k = (n, q)) of an NCHW tensor with `c` channels and `plane` values
@@ -493,9 +605,11 @@ struct ChannelOverBatch {
     typedef const float* Line;
     __device__ __forceinline__ Line line(int i) const { return p + (long long)i * plane; }
     __device__ __forceinline__ Radix3 radix() const { return Radix3(plane, 1); }  // (n, q, 0)
-    __device__ __forceinline__ const float* addr(const Line& l, const Digits& k) const {
+    __device__ __forceinline__ bool has(const Line&, const Digits&) const { return true; }
+    __device__ __forceinline__ const float* at(const Line& l, const Digits& k) const {
         return l + (long long)k.hi * c * plane + k.mid;
     }
+    __device__ __forceinline__ long long hi_stride() const { return (long long)c * plane; }
 };
 
 // The convolution window of a forward-direction pass: row r = (ch, ky, kx), column =
@@ -514,11 +628,14 @@ struct WindowColumns {
         return Line{src + (long long)n * c * h * w, oy * stride - pad, ox * stride - pad};
     }
     __device__ __forceinline__ Radix3 radix() const { return Radix3(k, k); }  // (ch, ky, kx)
-    __device__ __forceinline__ const float* addr(const Line& l, const Digits& r) const {
+    __device__ __forceinline__ bool has(const Line& l, const Digits& r) const {
         const int iy = l.iy0 + r.mid, ix = l.ix0 + r.lo;
-        if (iy < 0 || iy >= h || ix < 0 || ix >= w) return nullptr;
-        return l.img + ((long long)r.hi * h + iy) * w + ix;
+        return iy >= 0 && iy < h && ix >= 0 && ix < w;
     }
+    __device__ __forceinline__ const float* at(const Line& l, const Digits& r) const {
+        return l.img + ((long long)r.hi * h + l.iy0 + r.mid) * w + l.ix0 + r.lo;
+    }
+    __device__ __forceinline__ long long hi_stride() const { return (long long)h * w; }
 };
 
 // The same window seen from the other side, for the weight gradients: the line is the
@@ -535,11 +652,14 @@ struct WindowRows {
         return Line{src + (long long)ch * h * w, ky - pad, kx - pad};
     }
     __device__ __forceinline__ Radix3 radix() const { return Radix3(grid_h, grid_w); }  // (n, oy, ox)
-    __device__ __forceinline__ const float* addr(const Line& l, const Digits& q) const {
+    __device__ __forceinline__ bool has(const Line& l, const Digits& q) const {
         const int iy = q.mid * stride + l.dy, ix = q.lo * stride + l.dx;
-        if (iy < 0 || iy >= h || ix < 0 || ix >= w) return nullptr;
-        return l.plane + (long long)q.hi * c * h * w + iy * w + ix;
+        return iy >= 0 && iy < h && ix >= 0 && ix < w;
     }
+    __device__ __forceinline__ const float* at(const Line& l, const Digits& q) const {
+        return l.plane + (long long)q.hi * c * h * w + (q.mid * stride + l.dy) * w + q.lo * stride + l.dx;
+    }
+    __device__ __forceinline__ long long hi_stride() const { return (long long)c * h * w; }
 };
 
 // The transposed direction, split by output parity so no zero is ever multiplied: for an
@@ -584,12 +704,14 @@ struct ParityColumns {
         return Line{src + (long long)n * c * h * w, (pc.py + pad - pc.ry) / stride + qy, (pc.px + pad - pc.rx) / stride + qx};
     }
     __device__ __forceinline__ Radix3 radix() const { return Radix3(pc.taps, pc.taps); }  // (ch, jy, jx)
-    __device__ __forceinline__ const float* addr(const Line& l, const Digits& r) const {
-        if (pc.ry + stride * r.mid >= k || pc.rx + stride * r.lo >= k) return nullptr;
+    __device__ __forceinline__ bool has(const Line& l, const Digits& r) const {
         const int iy = l.qy0 - r.mid, ix = l.qx0 - r.lo;
-        if (iy < 0 || ix < 0 || iy >= h || ix >= w) return nullptr;
-        return l.img + ((long long)r.hi * h + iy) * w + ix;
+        return pc.ry + stride * r.mid < k && pc.rx + stride * r.lo < k && iy >= 0 && ix >= 0 && iy < h && ix < w;
     }
+    __device__ __forceinline__ const float* at(const Line& l, const Digits& r) const {
+        return l.img + ((long long)r.hi * h + l.qy0 - r.mid) * w + l.qx0 - r.lo;
+    }
+    __device__ __forceinline__ long long hi_stride() const { return (long long)h * w; }
 };
 
 // A of the parity-split passes: the weight taps of this class, `w` laid out as
@@ -601,9 +723,11 @@ struct ParityWeights {
     typedef int Line;
     __device__ __forceinline__ Line line(int m) const { return m; }
     __device__ __forceinline__ Radix3 radix() const { return Radix3(pc.taps, pc.taps); }  // (outer, jy, jx)
-    __device__ __forceinline__ const float* addr(const Line& m, const Digits& r) const {
-        const int ky = pc.ry + stride * r.mid, kx = pc.rx + stride * r.lo;
-        if (ky >= k || kx >= k) return nullptr;
-        return w + (((long long)r.hi * inner + m) * k + ky) * k + kx;
+    __device__ __forceinline__ bool has(const Line&, const Digits& r) const {
+        return pc.ry + stride * r.mid < k && pc.rx + stride * r.lo < k;
     }
+    __device__ __forceinline__ const float* at(const Line& m, const Digits& r) const {
+        return w + (((long long)r.hi * inner + m) * k + pc.ry + stride * r.mid) * k + pc.rx + stride * r.lo;
+    }
+    __device__ __forceinline__ long long hi_stride() const { return (long long)inner * k * k; }
 };
