@@ -95,20 +95,24 @@ __device__ __forceinline__ float tf32_bits_to_float(unsigned u) {
 #endif
 }
 
-// x rounded to TF32 (8 exponent and 10 mantissa bits), to nearest with ties away from
-// zero: cvt.rna.tf32.f32.
-__device__ __forceinline__ unsigned to_tf32(float x) {
+__device__ __forceinline__ unsigned float_bits(float x) {
 #ifdef GAN_SIM
     unsigned u;
     std::memcpy(&u, &x, 4);
-    if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0x1000u) & 0xffffe000u;
     return u;
 #else
-    unsigned r;
-    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
-    return r;
+    return __float_as_uint(x);
 #endif
 }
+
+// x rounded to TF32 (8 exponent and 10 mantissa bits), to nearest with ties away from
+// zero, as an mma operand: half a TF32 unit added to the magnitude, and the 13 low bits
+// left for the tensor core, which ignores them. One integer add, where cvt.rna.tf32.f32
+// costs a compare and an add on sm_90 (it keeps infinities; here one becomes a NaN, and
+// a GEMM that sees an infinity has no finite result anyway).
+__device__ __forceinline__ unsigned tf32_operand(float x) { return float_bits(x) + 0x1000u; }
+// The same with the low bits cleared: the TF32 value itself, for the hi/lo split.
+__device__ __forceinline__ unsigned to_tf32(float x) { return tf32_operand(x) & 0xffffe000u; }
 
 // c += a . b on one warp: mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32. With g =
 // lane / 4 and t = lane % 4 the fragments are (PTX ISA, "Matrix fragments for mma.m16n8k8"):
@@ -149,8 +153,10 @@ __device__ __forceinline__ void mma_tf32(float& c0, float& c1, float& c2, float&
 }
 
 // One BK-deep step of the tensor-core tile: this warp's MMA_WM x MMA_WN block of C from the shared
-// tiles, in the precision of GEMM_MODE.
-template <int LDA, int LDB>
+// tiles, in the precision of GEMM_MODE. With `Rounded` the tiles already hold TF32
+// operands (tf32_operand, stored as floats): GEMM_TF32 fed through registers rounds each
+// value once as it stores it, not once per warp that reads it.
+template <bool Rounded, int LDA, int LDB>
 __device__ __forceinline__ void gemm_mma_step(const float (*As)[LDA], const float (*Bs)[LDB], float (&acc)[GEMM_TM][GEMM_TN]) {
     static_assert(GEMM_THREADS == 256 && GEMM_BK % 8 == 0 && MMA_WM % 16 == 0 && MMA_WN % 8 == 0 && GEMM_TM == 2 * MMA_MT &&
                       GEMM_TN == 2 * MMA_NT,
@@ -175,8 +181,8 @@ __device__ __forceinline__ void gemm_mma_step(const float (*As)[LDA], const floa
             const float v[4] = {As[k8 + t][r], As[k8 + t][r + 8], As[k8 + t + 4][r], As[k8 + t + 4][r + 8]};
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
-                ah[mt][e] = to_tf32(v[e]);
-                al[mt][e] = split ? to_tf32(v[e] - tf32_bits_to_float(ah[mt][e])) : 0u;
+                ah[mt][e] = split ? to_tf32(v[e]) : Rounded ? float_bits(v[e]) : tf32_operand(v[e]);
+                al[mt][e] = split ? tf32_operand(v[e] - tf32_bits_to_float(ah[mt][e])) : 0u;
             }
         }
 #pragma unroll
@@ -185,8 +191,8 @@ __device__ __forceinline__ void gemm_mma_step(const float (*As)[LDA], const floa
             const float v[2] = {Bs[k8 + t][c], Bs[k8 + t + 4][c]};
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
-                bh[nt][e] = to_tf32(v[e]);
-                bl[nt][e] = split ? to_tf32(v[e] - tf32_bits_to_float(bh[nt][e])) : 0u;
+                bh[nt][e] = split ? to_tf32(v[e]) : Rounded ? float_bits(v[e]) : tf32_operand(v[e]);
+                bl[nt][e] = split ? tf32_operand(v[e] - tf32_bits_to_float(bh[nt][e])) : 0u;
             }
         }
 #pragma unroll
@@ -413,11 +419,20 @@ __device__ __forceinline__ void gemm_steps_async(Feed& feed, int k_begin, int k_
         cp_async_wait<GEMM_STAGES - 2>();  // this thread's copies for step s have landed
         __syncthreads();                   // everyone's have, and everyone is done with step s - 1
         issue(s + GEMM_STAGES - 1);        // into the buffer step s - 1 used
-        gemm_mma_step(As[s % GEMM_STAGES], Bs[s % GEMM_STAGES], acc);
+        gemm_mma_step<false>(As[s % GEMM_STAGES], Bs[s % GEMM_STAGES], acc);
     }
     cp_async_wait<0>();
 }
 #endif
+
+// What the register-fed tile stores for a value: in GEMM_TF32 its TF32 operand
+// (gemm_mma_step<true>), otherwise the value.
+__device__ __forceinline__ float tile_value(float v) {
+#if GEMM_HAS_MMA
+    if (GEMM_MODE == GEMM_TF32) return tf32_bits_to_float(tf32_operand(v));
+#endif
+    return v;
+}
 
 // The tile fed through registers: the next step's values wait in registers while this
 // step multiplies, so the global loads are in flight during the math. One shared buffer,
@@ -439,14 +454,16 @@ __device__ __forceinline__ void gemm_steps(Feed& feed, int k_begin, int k_end, G
 
     for (int k0 = k_begin; k0 < k_end; k0 += GEMM_BK) {
 #pragma unroll
-        for (int r = 0; r < GEMM_A_LOADS; ++r) As[feed.a_k][feed.a_row(r)] = a_next[r];
+        for (int r = 0; r < GEMM_A_LOADS; ++r) As[feed.a_k][feed.a_row(r)] = tile_value(a_next[r]);
 #pragma unroll
-        for (int r = 0; r < GEMM_B_LOADS; ++r) Bs[feed.b_row(r)][feed.b_c] = b_next[r];
+        for (int r = 0; r < GEMM_B_LOADS; ++r) Bs[feed.b_row(r)][feed.b_c] = tile_value(b_next[r]);
         __syncthreads();
         if (k0 + GEMM_BK < k_end) fetch(k0 + GEMM_BK);
 #if GEMM_HAS_MMA
-        if (GEMM_MODE != GEMM_FMA) {
-            gemm_mma_step(As, Bs, acc);
+        if (GEMM_MODE == GEMM_TF32) {
+            gemm_mma_step<true>(As, Bs, acc);
+        } else if (GEMM_MODE != GEMM_FMA) {
+            gemm_mma_step<false>(As, Bs, acc);
         } else
 #endif
         {

@@ -1,9 +1,12 @@
 // Checks of the simulation header itself (kernels/sim.h, kernels/sim.cpp), built and run
 // by scripts/cuda-tools.sh with g++: barriers, shuffles and shared memory behave as on a
-// GPU, and misuse that a GPU would turn into silent corruption or a hang is reported.
+// GPU, and misuse that a GPU would turn into silent corruption or a hang is reported. Also
+// the TF32 rounding of gemm.cuh, which the GPU and the simulation share.
 #define GAN_SIM
 #include "common.cuh"
+#include "gemm.cuh"
 
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -150,6 +153,19 @@ int main() {
         Args a{out.data(), 0};
         const std::string e = launch(cp_async_unwaited_kernel, a, 1, 32, 0);
         expect(e.find("never waited for") != std::string::npos, "cp.async copies never waited for are reported");
+    }
+    {
+        // To nearest, ties away from zero, as cvt.rna.tf32.f32: TF32 keeps 10 of the 23
+        // mantissa bits, so around 1 its unit is 2^-10.
+        const float u = std::ldexp(1.0f, -10), e = std::ldexp(1.0f, -23);
+        const float x[] = {1.0f + u / 2, 1.0f + u / 2 - e, -(1.0f + u / 2), 1.0f + 1.5f * u, 1.0f + u / 4, 0.0f, -0.0f};
+        const float want[] = {1.0f + u, 1.0f, -(1.0f + u), 1.0f + 2 * u, 1.0f, 0.0f, -0.0f};
+        bool ok = true;
+        for (int i = 0; i < 7; ++i) {
+            const float got = tf32_bits_to_float(to_tf32(x[i]));
+            ok &= std::memcmp(&got, &want[i], 4) == 0 && (tf32_operand(x[i]) & 0xffffe000u) == to_tf32(x[i]);
+        }
+        expect(ok, "TF32 operands round to nearest, ties away from zero");
     }
     std::printf("%s\n", failures ? "simulation checks FAILED" : "simulation checks passed");
     return failures ? 1 : 0;
