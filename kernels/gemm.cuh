@@ -530,6 +530,9 @@ __device__ __forceinline__ void gemm_block_tile(int m0, int n0, int M, int N, in
 #define THIN_M 4
 #define THIN_A 4096
 #define THIN_THREADS 256
+// Taps per channel of the window that gets its own loop: the 2 x 2 of a stride-2 4x4 parity
+// class, the layers these kernels serve.
+#define THIN_TAPS 4
 
 // Fills acc with column `col` of C over k in [0, K). Every thread of the block must call
 // it (A is loaded together); false when col >= N, so the thread has nothing to store.
@@ -548,6 +551,30 @@ __device__ __forceinline__ bool gemm_thin_column(int col, int M, int N, int K, c
     if (col >= N) return false;
     const typename LoadB::Line line = load_b.line(col);
     const Radix3 b_radix = load_b.radix();
+    if (b_radix.r_mid * b_radix.r_lo == THIN_TAPS && K % THIN_TAPS == 0) {
+        // The THIN_TAPS taps of each channel (hi) are at the same places in every channel,
+        // hi_stride() apart: their addresses and which are zero are found once, and the
+        // loop only moves them on.
+        const float* at[THIN_TAPS];
+        bool live[THIN_TAPS];
+#pragma unroll
+        for (int t = 0; t < THIN_TAPS; ++t) {
+            const Digits d = b_radix.split(t);
+            live[t] = load_b.has(line, d);
+            at[t] = load_b.at(line, d);
+        }
+        const long long stride = load_b.hi_stride();
+        for (int k = 0; k < K; k += THIN_TAPS) {
+#pragma unroll
+            for (int t = 0; t < THIN_TAPS; ++t) {
+                const float b = value_or_zero(live[t], at[t]);
+                at[t] += stride;
+#pragma unroll
+                for (int m = 0; m < THIN_M; ++m) acc[m] = fmaf(As[(k + t) * THIN_M + m], b, acc[m]);
+            }
+        }
+        return true;
+    }
     Digits d = b_radix.split(0);
 #pragma unroll 4
     for (int k = 0; k < K; ++k) {
