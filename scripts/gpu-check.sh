@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # One command for a GPU machine that has no Rust toolchain (design.md, ladder step 4).
 #
-#   scripts/gpu-check.sh [BINARY] [-o REPORT.md]
+#   scripts/gpu-check.sh [BINARY] [-o REPORT.md] [--base OLDER_BINARY]
 #
 # BINARY is a gan-engine built elsewhere (default: ./gan-engine, then
-# ./target/release/gan-engine). The script
+# ./target/release/gan-engine); OLDER_BINARY, an earlier build to time beside it in the
+# same run (benchmarks in the default GEMM mode and tf32). The script
 #   1. finds NVRTC on this machine (already loadable, $CUDA_HOME, /usr/local/cuda*, or a
 #      pip-installed nvidia-cuda-nvrtc[-cu12] in any python on PATH), preferring the
 #      major version of the driver's CUDA, and names it to the binary (GAN_ENGINE_NVRTC;
@@ -20,10 +21,11 @@
 # lacks what the checks need (driver, GPU, NVRTC).
 set -uo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
-bin="" report="gpu-check.md"
+bin="" report="gpu-check.md" base=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
         -o|--out) report="$2"; shift 2 ;;
+        --base) base="$2"; shift 2 ;;
         -h|--help) awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         *) bin="$1"; shift ;;
     esac
@@ -32,6 +34,7 @@ if [[ -z "$bin" ]]; then
     for c in ./gan-engine "$here/target/release/gan-engine"; do [[ -x "$c" ]] && bin="$c" && break; done
 fi
 [[ -n "$bin" && -x "$bin" ]] || { echo "error: no gan-engine binary: pass its path as the first argument" >&2; exit 2; }
+[[ -z "$base" || -x "$base" ]] || { echo "error: --base $base is not an executable gan-engine binary" >&2; exit 2; }
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -140,6 +143,19 @@ elif "$bin" --help 2>/dev/null | grep -qE '^\s+bench\b'; then
         while IFS= read -r l; do row "bench" "ran" "$(echo "$l" | tr '|' '/')"; done < "$work/bench.txt"
     else
         row "bench --device cuda" "FAIL" "$(tail -n1 "$work/bench.txt" | tr '|' '/')"; status=1
+    fi
+    # The earlier build, right after, in the two modes that matter most.
+    if [[ -n "$base" ]]; then
+        : > "$work/base.txt"
+        ok=1
+        for mode in "" tf32; do
+            GAN_ENGINE_GEMM="$mode" "$base" bench --device cuda --size 64,128 --batch 64 --iters 10 --warmup 3 >> "$work/base.txt" 2>&1 || { ok=0; break; }
+        done
+        if [[ $ok -eq 1 ]]; then
+            while IFS= read -r l; do row "bench, base build $base" "ran" "$(echo "$l" | tr '|' '/')"; done < "$work/base.txt"
+        else
+            row "bench, base build $base" "FAIL" "$(tail -n1 "$work/base.txt" | tr '|' '/')"; status=1
+        fi
     fi
     # Where the 128 px iteration's time goes, by op and pass (each op synchronised on its
     # own), in the default mode and fed by asynchronous copies.
