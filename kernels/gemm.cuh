@@ -245,10 +245,10 @@ struct FeedLayout {
     }
     // Shared-memory coordinates of element r: As[a_k][a_row(r)], Bs[b_row(r)][b_c].
     __device__ __forceinline__ int a_row(int r) const { return a_m + r * (GEMM_THREADS / GEMM_BK); }
-    __device__ __forceinline__ int b_row(int r) const { return b_k + r * (GEMM_THREADS / GEMM_BN); }
+    __device__ __forceinline__ int b_row(int r) const { return b_k * GEMM_B_LOADS + r; }
 };
 
-template <class LoadA, class LoadB>
+template <class LoadA, class LoadB, bool Run>
 struct DigitFeed : FeedLayout {
     const LoadA& load_a;
     const LoadB& load_b;
@@ -258,7 +258,7 @@ struct DigitFeed : FeedLayout {
     typename LoadB::Line b_line;
     bool b_ok;
     Radix3 a_radix, b_radix;
-    Digits a_at, b_at[GEMM_B_LOADS];
+    Digits a_at, b_at[Run ? 1 : GEMM_B_LOADS];
 
     __device__ __forceinline__ DigitFeed(int m0, int n0, int M, int N, int k_begin, int k_end_, const LoadA& la,
                                          const LoadB& lb, const Radix3& ra, const Radix3& rb)
@@ -273,7 +273,12 @@ struct DigitFeed : FeedLayout {
         b_line = load_b.line(b_ok ? n0 + b_c : n0);
         a_at = a_radix.split(k_begin + a_k);
 #pragma unroll
-        for (int r = 0; r < GEMM_B_LOADS; ++r) b_at[r] = b_radix.split(k_begin + b_row(r));
+        for (int r = 0; r < (Run ? 1 : GEMM_B_LOADS); ++r) b_at[r] = b_radix.split(k_begin + b_row(r));
+    }
+    // With Run, a thread's B elements are GEMM_B_LOADS consecutive k that differ in the
+    // last digit only (runs): one set of digits serves them all.
+    __device__ __forceinline__ static bool runs(int k_begin, const Radix3& rb) {
+        return rb.r_lo % GEMM_B_LOADS == 0 && k_begin % GEMM_B_LOADS == 0;
     }
     // put_a(r, live, address) for each A element of the step at k0, put_b(r, live, address)
     // for each B one; an element that is not live is zero.
@@ -286,9 +291,11 @@ struct DigitFeed : FeedLayout {
         a_radix.advance(a_at);
 #pragma unroll
         for (int r = 0; r < GEMM_B_LOADS; ++r) {
-            put_b(r, b_ok && k0 + b_row(r) < k_end && load_b.has(b_line, b_at[r]), load_b.at(b_line, b_at[r]));
-            b_radix.advance(b_at[r]);
+            const Digits d = Run ? Digits{b_at[0].hi, b_at[0].mid, b_at[0].lo + r} : b_at[Run ? 0 : r];
+            put_b(r, b_ok && k0 + b_row(r) < k_end && load_b.has(b_line, d), load_b.at(b_line, d));
+            if (!Run) b_radix.advance(b_at[Run ? 0 : r]);
         }
+        if (Run) b_radix.advance(b_at[0]);
     }
 };
 
@@ -521,8 +528,11 @@ __device__ __forceinline__ void gemm_block_tile(int m0, int n0, int M, int N, in
     if (FixedFeed<LoadA, LoadB>::fits(k_begin, k_end, load_a, load_b, ra, rb)) {
         FixedFeed<LoadA, LoadB> feed(m0, n0, M, N, k_begin, load_a, load_b, ra, rb);
         gemm_feed_steps(feed, k_begin, k_end, As, Bs, acc);
+    } else if (DigitFeed<LoadA, LoadB, true>::runs(k_begin, rb)) {
+        DigitFeed<LoadA, LoadB, true> feed(m0, n0, M, N, k_begin, k_end, load_a, load_b, ra, rb);
+        gemm_feed_steps(feed, k_begin, k_end, As, Bs, acc);
     } else {
-        DigitFeed<LoadA, LoadB> feed(m0, n0, M, N, k_begin, k_end, load_a, load_b, ra, rb);
+        DigitFeed<LoadA, LoadB, false> feed(m0, n0, M, N, k_begin, k_end, load_a, load_b, ra, rb);
         gemm_feed_steps(feed, k_begin, k_end, As, Bs, acc);
     }
 }
