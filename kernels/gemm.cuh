@@ -228,10 +228,11 @@ __device__ __forceinline__ void gemm_mma_step(const float (*As)[LDA], const floa
 // Where this thread's elements of each BK-deep step come from: GEMM_A_LOADS rows of A at
 // one k offset (k fastest: weights and NCHW activations are contiguous along k for most
 // callers) and one column of B (columns fastest: output pixels are contiguous) at
-// GEMM_B_LOADS k offsets. A feed's step() hands out their addresses (and whether each is
-// live: not a zero) and moves on by GEMM_BK. Two feeds share this layout:
+// GEMM_B_LOADS consecutive k offsets. A feed's step() hands out their addresses (and
+// whether each is live: not a zero) and moves on by GEMM_BK. Two feeds share this layout:
 // - DigitFeed, for any loader: it keeps the digits of each k and asks the loader for the
-//   address at every step;
+//   address at every step (one set of digits for the B run where the run never crosses
+//   the last digit's radix, `Run`; one per element otherwise);
 // - FixedFeed, when both loaders' digits below hi are the same at every step
 //   (fixed_digits): it asks once and then only moves each address on by a constant.
 struct FeedLayout {
