@@ -127,6 +127,21 @@ if [[ $status -ne 2 ]]; then
     fi
 fi
 
+# Rows labelled $2 for binary $1's benchmarks in each GEMM mode after it ("" = its default).
+bench_rows() {
+    local b="$1" label="$2" out="$work/bench-rows.txt" mode
+    shift 2
+    : > "$out"
+    for mode in "$@"; do
+        if ! GAN_ENGINE_GEMM="$mode" "$b" bench --device cuda --size 64,128 --batch 64 --iters 10 --warmup 3 >> "$out" 2>&1; then
+            row "$label" "FAIL" "$(tail -n1 "$out" | tr '|' '/')"
+            status=1
+            return
+        fi
+    done
+    while IFS= read -r l; do row "$label" "ran" "$(echo "$l" | tr '|' '/')"; done < "$out"
+}
+
 if [[ $status -eq 2 ]]; then
     row "benchmarks" "not run" "no usable GPU (see the selftest row)"
 elif "$bin" --help 2>/dev/null | grep -qE '^\s+bench\b'; then
@@ -134,29 +149,9 @@ elif "$bin" --help 2>/dev/null | grep -qE '^\s+bench\b'; then
     # The default GEMM mode (tf32x3 from sm_80: fp32 accuracy on the tensor cores), then
     # tf32, the precision of PyTorch's default for fp32 convolutions, then both fed by
     # asynchronous copies.
-    : > "$work/bench.txt"
-    ok=1
-    for mode in "" tf32 tf32x3-async tf32-async; do
-        GAN_ENGINE_GEMM="$mode" "$bin" bench --device cuda --size 64,128 --batch 64 --iters 10 --warmup 3 >> "$work/bench.txt" 2>&1 || { ok=0; break; }
-    done
-    if [[ $ok -eq 1 ]]; then
-        while IFS= read -r l; do row "bench" "ran" "$(echo "$l" | tr '|' '/')"; done < "$work/bench.txt"
-    else
-        row "bench --device cuda" "FAIL" "$(tail -n1 "$work/bench.txt" | tr '|' '/')"; status=1
-    fi
+    bench_rows "$bin" "bench" "" tf32 tf32x3-async tf32-async
     # The earlier build, right after, in the two modes that matter most.
-    if [[ -n "$base" ]]; then
-        : > "$work/base.txt"
-        ok=1
-        for mode in "" tf32; do
-            GAN_ENGINE_GEMM="$mode" "$base" bench --device cuda --size 64,128 --batch 64 --iters 10 --warmup 3 >> "$work/base.txt" 2>&1 || { ok=0; break; }
-        done
-        if [[ $ok -eq 1 ]]; then
-            while IFS= read -r l; do row "bench, base build $base" "ran" "$(echo "$l" | tr '|' '/')"; done < "$work/base.txt"
-        else
-            row "bench, base build $base" "FAIL" "$(tail -n1 "$work/base.txt" | tr '|' '/')"; status=1
-        fi
-    fi
+    [[ -z "$base" ]] || bench_rows "$base" "bench, base build $base" "" tf32
     # Where the 128 px iteration's time goes, by op and pass (each op synchronised on its
     # own), in the default mode and fed by asynchronous copies.
     for mode in "" tf32x3-async; do
