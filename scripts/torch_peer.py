@@ -18,6 +18,7 @@ standard-normal noise), so the timing measures the model and loop only, like
 
     python3 scripts/torch_peer.py --size 64 --batch 64 --threads 2
     python3 scripts/torch_peer.py --size 128 --amp bf16
+    python3 scripts/torch_peer.py --size 64 --threads 2 --profile
 
 Prints the parameter counts and one `torch ...` line with the median seconds per
 iteration (scripts/compare.sh parses it).
@@ -214,6 +215,12 @@ def main():
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--amp", choices=["bf16"], default=None, help="bf16 autocast for the forward passes")
     ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="after the timing, run --iters more iterations under torch.profiler and print the ops by input "
+        "shape (self time per iteration), to set beside `gan-engine bench --profile`",
+    )
+    ap.add_argument(
         "--tf32",
         choices=["default", "on", "off"],
         default="default",
@@ -270,6 +277,21 @@ def main():
         f"threads={torch.get_num_threads()} iters={a.iters} median_s={med:.4f} min_s={min(times):.4f} "
         f"it_per_s={1 / med:.3f} vs_1070ti={BASELINE_S / med:.3f}"
     )
+    if a.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+        with profile(activities=activities, record_shapes=True) as prof:
+            for _ in range(a.iters):
+                iteration(g, d, opt_d, opt_g, images, texts, noise, amp)
+            sync()
+        key = "self_cuda_time_total" if dev.type == "cuda" else "self_cpu_time_total"
+        rows = sorted(prof.key_averages(group_by_input_shape=True), key=lambda e: getattr(e, key), reverse=True)
+        print(f"profile of {a.iters} iterations, by op and input shapes (self time per iteration):")
+        for e in rows[:40]:
+            ms = getattr(e, key) / 1e3 / a.iters
+            if ms >= 0.05:
+                print(f"  {e.key:<36} {ms:9.2f} ms  {e.count / a.iters:5.1f} calls  {str(e.input_shapes)[:90]}")
 
 
 if __name__ == "__main__":
