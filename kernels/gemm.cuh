@@ -318,6 +318,16 @@ __device__ __forceinline__ int fixed_move(const Loader& l, const Radix3& r) {
     return bytes <= 0x7fffffffLL ? (int)bytes : -1;
 }
 
+// A FixedFeed element: where it starts and how far it moves per step, or, when it is zero
+// at every step (not `ok`, or no element there), gemm_zero and no move.
+template <class Loader>
+__device__ __forceinline__ void fixed_place(const Loader& l, const typename Loader::Line& line, const Digits& d, bool ok,
+                                            int move, const float*& at, int& at_move) {
+    const bool live = ok && l.has(line, d);
+    at = live ? l.at(line, d) : &gemm_zero;
+    at_move = live ? move : 0;
+}
+
 // The feed when both loaders have fixed digits and every step is whole ((k_end - k_begin)
 // a multiple of GEMM_BK, so no k is past the end): each element keeps its address and the
 // distance it moves per step, zero for an element that is zero at every step (then
@@ -341,20 +351,12 @@ struct FixedFeed : FeedLayout {
 #pragma unroll
         for (int r = 0; r < GEMM_A_LOADS; ++r) {
             const int m = m0 + a_row(r);
-            const typename LoadA::Line line = la.line(m < M ? m : m0);
-            const bool live = m < M && la.has(line, ad);
-            a_at[r] = live ? la.at(line, ad) : &gemm_zero;
-            a_move[r] = live ? am : 0;
+            fixed_place(la, la.line(m < M ? m : m0), ad, m < M, am, a_at[r], a_move[r]);
         }
         const bool b_ok = n0 + b_c < N;
         const typename LoadB::Line line = lb.line(b_ok ? n0 + b_c : n0);
 #pragma unroll
-        for (int r = 0; r < GEMM_B_LOADS; ++r) {
-            const Digits d = rb.split(k_begin + b_row(r));
-            const bool live = b_ok && lb.has(line, d);
-            b_at[r] = live ? lb.at(line, d) : &gemm_zero;
-            b_move[r] = live ? bm : 0;
-        }
+        for (int r = 0; r < GEMM_B_LOADS; ++r) fixed_place(lb, line, rb.split(k_begin + b_row(r)), b_ok, bm, b_at[r], b_move[r]);
     }
     template <class PutA, class PutB>
     __device__ __forceinline__ void step(int, const PutA& put_a, const PutB& put_b) {

@@ -4,12 +4,14 @@
     python3 scripts/sass-loops.py --cuobjdump PATH CUBIN [CUBIN ...]
 
 (cuobjdump needs nvdisasm on PATH.)
+
 Each CUBIN is one module compiled by ptxas (scripts/cuda-tools.sh builds them at sm_90 for
-every GEMM mode, named <mode>/<module>.sm_90.cubin). For every kernel whose code has a
-loop with tensor-core (HMMA) or fp32 (FFMA) math, the largest such loop is the GEMM's
-BK-deep step; this prints how many instructions one warp issues per step, how many of them
-are the math, shared and global memory, and integer work (address arithmetic, compares and
-selects), and the instructions issued per math instruction.
+every GEMM mode, named <mode>/<module>.sm_90.cubin). Every outermost loop with tensor-core
+(HMMA) or fp32 (FFMA) math in it is a GEMM's BK-deep step; a kernel with several (the
+GEMM tiles pick one of three feeds per block, gemm.cuh) gets rows #1, #2, ... in address
+order. For each, this prints how many instructions one warp issues per step, how many of
+them are the math, shared and global memory, and integer work (address arithmetic,
+compares and selects), and the instructions issued per math instruction.
 
 A static count, not a timing: it says how much work each step asks of the SM's issue
 slots, which is what limits a tile that is not waiting on memory, and it changes with the
@@ -29,6 +31,7 @@ MATH = ("HMMA", "FFMA")
 
 
 def loops(sass_text):
+    """{kernel: [opcodes of each outermost loop that holds math]} from `cuobjdump -sass`."""
     kernels = {}
     cur, code, targets = None, None, None
     for line in sass_text.splitlines():
