@@ -319,8 +319,9 @@ fn conv_transpose2d_direct(p: &ConvParams, x: &[f64], w: &[f64]) -> Vec<f64> {
     y
 }
 
-/// The GEMM path, with chunk boundaries falling inside the batch, matches direct loops
-/// at the model's real layer shapes (channel counts cut down to keep the loops quick).
+/// The GEMM path, split into chunks of images (with chunk boundaries falling inside the
+/// batch) or into one range of images per thread, matches direct loops at the model's
+/// real layer shapes (channel counts cut down to keep the loops quick).
 #[test]
 fn cpu_convolutions_match_direct_loops_across_chunks() {
     let mut rng = Rng::new(12);
@@ -343,8 +344,8 @@ fn cpu_convolutions_match_direct_loops_across_chunks() {
         let x = rand(p.in_len());
         let w = rand(p.weight_len());
         let expect = if transposed { conv_transpose2d_direct(&p, &x, &w) } else { conv2d_direct(&p, &x, &w) };
-        // One image per chunk, and the default (whole batch in one chunk).
-        for be in [CpuBackend::<f64>::with_chunk_elems(1), Cpu64::new()] {
+        // One image per chunk, the default, and every shape image by image.
+        for be in [CpuBackend::<f64>::with_chunk_elems(1), Cpu64::new(), CpuBackend::with_image_tasks()] {
             let mut y = be.alloc(p.out_len()).unwrap();
             if transposed {
                 be.conv_transpose2d_forward(&p, &x, &w, None, &mut y).unwrap();
@@ -367,9 +368,10 @@ fn cpu_convolutions_match_direct_loops_across_chunks() {
             }
             (dx, dw)
         };
-        let (a, b) = (run(&CpuBackend::with_chunk_elems(1)), run(&Cpu64::new()));
+        let (a, b, c) = (run(&CpuBackend::with_chunk_elems(1)), run(&Cpu64::new()), run(&CpuBackend::with_image_tasks()));
         let close = |u: &[f64], v: &[f64]| u.iter().zip(v).all(|(p, q)| (p - q).abs() <= 1e-9 * q.abs().max(1.0));
         assert!(close(&a.0, &b.0) && close(&a.1, &b.1), "{p:?}: chunked backward differs");
+        assert!(close(&c.0, &b.0) && close(&c.1, &b.1), "{p:?}: image-by-image backward differs");
         // Both backward passes are adjoints of the (bilinear) forward:
         // <y(x, w), dy> = <x, dx> = <w, dw>.
         let dot = |u: &[f64], v: &[f64]| u.iter().zip(v).map(|(p, q)| p * q).sum::<f64>();

@@ -1,8 +1,12 @@
-//! conv2d and conv_transpose2d on the CPU: im2col / col2im around one GEMM per chunk of
-//! images. Chunking keeps the column matrix under the workspace bound while giving the
-//! GEMM wide operands even for the 4x4 layers (where one image has only 16 columns).
+//! conv2d and conv_transpose2d on the CPU: im2col / col2im around a GEMM, split between
+//! the threads in one of two ways (`Split`). Planes of 8x8 windows and more give each
+//! thread its own range of images, and each image (or few) its own single-threaded GEMM,
+//! so the column matrix never leaves the core's cache. Smaller planes run in chunks of
+//! images around one GEMM that all threads share: one image has too few columns (16 for a
+//! 4x4 layer) for a GEMM of its own. Chunking keeps the column matrix under the workspace
+//! bound.
 
-use super::gemm::matmul;
+use super::gemm::{matmul, matmul_on};
 use super::simd::wide;
 use super::{CpuBackend, Elem, SharedMut};
 use crate::backend::ConvParams;
@@ -55,6 +59,26 @@ fn chunk_images(n: usize, rows: usize, cols: usize, bound: usize) -> usize {
 fn grow<T: Elem>(v: &mut Vec<T>, len: usize) {
     if v.len() < len {
         v.resize(len, T::zero());
+    }
+}
+
+/// Runs `f(task, scratch)` for `task < n`: spread over the pool, or in order on this
+/// thread when the caller has already given each thread its own work.
+fn tasks<T: Elem>(par: bool, n: usize, f: impl Fn(usize, &mut Vec<T>) + Sync + Send) {
+    if par {
+        (0..n).into_par_iter().for_each_init(Vec::new, |buf, task| f(task, buf));
+    } else {
+        let mut buf = Vec::new();
+        (0..n).for_each(|task| f(task, &mut buf));
+    }
+}
+
+/// Runs `f(index, chunk)` for the `size`-long chunks of `s`, like `tasks`.
+fn chunks<T: Elem>(par: bool, s: &mut [T], size: usize, f: impl Fn(usize, &mut [T]) + Sync + Send) {
+    if par {
+        s.par_chunks_mut(size).enumerate().for_each(|(i, c)| f(i, c));
+    } else {
+        s.chunks_mut(size).enumerate().for_each(|(i, c)| f(i, c));
     }
 }
 
@@ -238,10 +262,10 @@ impl ColumnLayout {
 /// `cols[row, j * P + o] = planes[n0 + j][c, window(o) + (ky, kx)]`, for `row = (c, ky, kx)`.
 /// One task per (channel, image) splits its plane into phases once; each of its `k * k`
 /// rows is then one block copy.
-fn im2col<T: Elem>(g: &Geo, planes: &[T], n0: usize, nc: usize, cols: &mut [T]) {
+fn im2col<T: Elem>(g: &Geo, planes: &[T], n0: usize, nc: usize, cols: &mut [T], par: bool) {
     let (l, ph) = (ColumnLayout::new(g, n0, nc, cols.len(), planes.len()), Phases::new(g));
     let out = SharedMut(cols.as_mut_ptr());
-    (0..g.c * nc).into_par_iter().for_each_init(Vec::new, |buf, task| {
+    tasks(par, g.c * nc, |task, buf| {
         let (c, j) = l.task(task);
         wide(#[inline(always)] || {
             ph.split(&planes[l.plane_at(c, j)..][..l.plane], buf);
@@ -257,10 +281,10 @@ fn im2col<T: Elem>(g: &Geo, planes: &[T], n0: usize, nc: usize, cols: &mut [T]) 
 
 /// `xp[j, c] = planes[n0 + j, c]` inside a zero border of `pad`, so that every window
 /// lies inside its padded plane.
-fn pad_planes<T: Elem>(g: &Geo, planes: &[T], n0: usize, nc: usize, xp: &mut Vec<T>) -> (usize, usize) {
+fn pad_planes<T: Elem>(g: &Geo, planes: &[T], n0: usize, nc: usize, xp: &mut Vec<T>, par: bool) -> (usize, usize) {
     let (hp, wp) = (g.h + 2 * g.pad, g.w + 2 * g.pad);
     grow(xp, nc * g.c * hp * wp);
-    xp[..nc * g.c * hp * wp].par_chunks_mut(hp * wp).enumerate().for_each(|(idx, out)| {
+    chunks(par, &mut xp[..nc * g.c * hp * wp], hp * wp, |idx, out| {
         let src = &planes[(n0 * g.c + idx) * g.plane()..][..g.plane()];
         out[..g.pad * wp].fill(T::zero());
         out[(g.pad + g.h) * wp..].fill(T::zero());
@@ -279,11 +303,11 @@ fn pad_planes<T: Elem>(g: &Geo, planes: &[T], n0: usize, nc: usize, xp: &mut Vec
 /// over window positions, and the GEMM runs about twice as fast with that operand
 /// row-major as with the column matrix read transposed. Reads the padded planes, where
 /// each (channel, kernel row) of a window is `k` consecutive values.
-fn im2row<T: Elem>(g: &Geo, planes: &[T], n0: usize, nc: usize, xp: &mut Vec<T>, rows: &mut [T]) {
+fn im2row<T: Elem>(g: &Geo, planes: &[T], n0: usize, nc: usize, xp: &mut Vec<T>, rows: &mut [T], par: bool) {
     let kd = g.rows();
-    let (hp, wp) = pad_planes(g, planes, n0, nc, xp);
+    let (hp, wp) = pad_planes(g, planes, n0, nc, xp, par);
     let xp = &xp[..];
-    rows[..nc * g.cols_per_image() * kd].par_chunks_mut(g.wo * kd).enumerate().for_each(|(line, out)| {
+    chunks(par, &mut rows[..nc * g.cols_per_image() * kd], g.wo * kd, |line, out| {
         let (j, oy) = (line / g.ho, line % g.ho);
         let src = &xp[j * g.c * hp * wp..][..g.c * hp * wp];
         for ox in 0..g.wo {
@@ -302,10 +326,10 @@ fn im2row<T: Elem>(g: &Geo, planes: &[T], n0: usize, nc: usize, xp: &mut Vec<T>,
 /// are then interleaved back into the plane. Tasks run image-fastest, so the `k * k` rows
 /// a task reads continue where the previous task's ended: sequential streams through the
 /// column matrix, not one short segment per row and page.
-fn col2im<T: Elem>(g: &Geo, cols: &[T], n0: usize, nc: usize, planes: &mut [T]) {
+fn col2im<T: Elem>(g: &Geo, cols: &[T], n0: usize, nc: usize, planes: &mut [T], par: bool) {
     let (l, ph) = (ColumnLayout::new(g, n0, nc, cols.len(), planes.len()), Phases::new(g));
     let out = SharedMut(planes.as_mut_ptr());
-    (0..g.c * nc).into_par_iter().for_each_init(Vec::new, |buf, task| {
+    tasks(par, g.c * nc, |task, buf| {
         let (c, j) = l.task(task);
         // SAFETY: task (c, j) alone writes plane c of image n0 + j, inside `planes` as
         // ColumnLayout::new checked.
@@ -322,19 +346,31 @@ fn col2im<T: Elem>(g: &Geo, cols: &[T], n0: usize, nc: usize, planes: &mut [T]) 
 }
 
 /// `m[c, j * hw + q] = t[n0 + j, c, q]`: NCHW images to one channel-major matrix.
-fn gather<T: Elem>(t: &[T], channels: usize, hw: usize, n0: usize, nc: usize, m: &mut [T]) {
+fn gather<T: Elem>(t: &[T], channels: usize, hw: usize, n0: usize, nc: usize, m: &mut [T], par: bool) {
     let ld = nc * hw;
-    m[..channels * ld].par_chunks_mut(ld).enumerate().for_each(|(c, row)| {
+    chunks(par, &mut m[..channels * ld], ld, |c, row| {
         for j in 0..nc {
             row[j * hw..(j + 1) * hw].copy_from_slice(&t[((n0 + j) * channels + c) * hw..][..hw]);
         }
     });
 }
 
+/// Images `n0..n0 + nc` of `t` as one channel-major `channels x (nc * hw)` matrix: one
+/// image already is one, more are gathered into `tmp`.
+fn matrix<'a, T: Elem>(t: &'a [T], channels: usize, hw: usize, n0: usize, nc: usize, tmp: &'a mut [T], par: bool) -> &'a [T] {
+    if nc == 1 {
+        &t[n0 * channels * hw..][..channels * hw]
+    } else {
+        gather(t, channels, hw, n0, nc, tmp, par);
+        tmp
+    }
+}
+
 /// The inverse of `gather`, adding `bias[c]` when given.
-fn scatter<T: Elem>(m: &[T], channels: usize, hw: usize, n0: usize, nc: usize, bias: Option<&[T]>, t: &mut [T]) {
+#[allow(clippy::too_many_arguments)]
+fn scatter<T: Elem>(m: &[T], channels: usize, hw: usize, n0: usize, nc: usize, bias: Option<&[T]>, t: &mut [T], par: bool) {
     let ld = nc * hw;
-    t[n0 * channels * hw..(n0 + nc) * channels * hw].par_chunks_mut(hw).enumerate().for_each(|(idx, out)| {
+    chunks(par, &mut t[n0 * channels * hw..(n0 + nc) * channels * hw], hw, |idx, out| {
         let j = idx / channels;
         let c = idx % channels;
         let src = &m[c * ld + j * hw..][..hw];
@@ -345,27 +381,164 @@ fn scatter<T: Elem>(m: &[T], channels: usize, hw: usize, n0: usize, nc: usize, b
     });
 }
 
-/// Adds `bias[c]` to every value of channel `c`.
-fn add_bias<T: Elem>(t: &mut [T], channels: usize, hw: usize, n0: usize, nc: usize, bias: &[T]) {
-    t[n0 * channels * hw..(n0 + nc) * channels * hw].par_chunks_mut(hw).enumerate().for_each(|(idx, out)| {
+/// Adds `bias[c]` to every value of channel `c` of images `n0..n0 + nc`.
+fn add_bias<T: Elem>(t: &mut [T], channels: usize, hw: usize, n0: usize, nc: usize, bias: &[T], par: bool) {
+    chunks(par, &mut t[n0 * channels * hw..(n0 + nc) * channels * hw], hw, |idx, out| {
         let b = bias[idx % channels];
         out.iter_mut().for_each(|o| *o += b);
     });
 }
 
-/// Runs `body(n0, nc, ld, cols, tmp, pad)` over chunks of `nc` images starting at `n0`, with
-/// the workspace's column matrix sized `g.rows() x ld` and a second matrix `other x ld`,
-/// where `ld = nc * columns per image`, and the padded-plane scratch of `im2row`.
-fn for_each_chunk<T: Elem>(be: &CpuBackend<T>, g: &Geo, n: usize, other: usize, mut body: impl FnMut(usize, usize, usize, &mut [T], &mut [T], &mut Vec<T>)) {
+/// How the convolution passes divide their work between the threads.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Split {
+    /// By the shape (`MIN_IMAGE_COLS`).
+    Auto,
+    /// Chunks of images, one after the other, around a GEMM that all threads share.
+    Chunks,
+    /// One range of images per thread, each thread running its own single-threaded GEMMs
+    /// on pieces of a few images.
+    Images,
+}
+
+/// The three data flows of the six convolution passes.
+#[derive(Clone, Copy)]
+enum Flow {
+    /// im2col, then the GEMM: conv2d forward, conv_transpose2d backward_input.
+    Gather,
+    /// The GEMM, then col2im: conv2d backward_input, conv_transpose2d forward.
+    Spread,
+    /// im2row, then the GEMM into the weight gradient: both backward_params.
+    Params,
+}
+
+/// Window positions per image from which `Split::Images` beats `Split::Chunks`.
+///
+/// In `Images`, each thread's column matrix is written and read in its own core's cache, a
+/// piece of one image needs no gather or scatter, and the GEMMs run without a barrier
+/// between the threads; in `Chunks`, the column matrix of many images goes to memory and
+/// back, read by both cores. But a thread's GEMM packs the weights again for every piece,
+/// so small planes, which give a piece few columns for its weights, stay in `Chunks`.
+/// Measured per pass at the 64 px models' shapes (batch 64, 2 threads): from 8x8 windows
+/// on, every flow gains or breaks even; at 4x4, all lose.
+const MIN_IMAGE_COLS: usize = 64;
+
+/// Window positions a piece of `Split::Images` aims for: small planes are grouped a few
+/// images to a piece, so the GEMM gets wide enough operands.
+const PIECE_COLS: usize = 256;
+/// The most column-matrix values a piece of `Split::Images` holds (1 MiB of f32, half
+/// this machine's per-core L2), which caps the grouping.
+const PIECE_ELEMS: usize = 1 << 18;
+
+/// `dst[c * rows + r] = src[r * cols + c]`: a row-major `rows x cols` matrix transposed.
+fn transpose<T: Elem>(src: &[T], rows: usize, cols: usize, dst: &mut [T], par: bool) {
+    const B: usize = 32;
+    chunks(par, &mut dst[..rows * cols], B * rows, |cb, out| {
+        let c0 = cb * B;
+        for r0 in (0..rows).step_by(B) {
+            for c in c0..(c0 + B).min(cols) {
+                for r in r0..(r0 + B).min(rows) {
+                    out[(c - c0) * rows + r] = src[r * cols + c];
+                }
+            }
+        }
+    });
+}
+
+/// One thread's scratch for `Split::Images`.
+#[derive(Default)]
+pub(super) struct Local<T> {
+    cols: Vec<T>,
+    tmp: Vec<T>,
+    pad: Vec<T>,
+    /// This thread's sum of weight gradients.
+    dw: Vec<T>,
+}
+
+/// One piece of a pass: `nc` images from image `n0` of the inputs, written from image
+/// `at` of the output the body is given; `ld = nc` times the window positions per image;
+/// scratch for the column matrix (`kdim x ld`), the other GEMM operand (`other x ld`) and
+/// the padded planes; `par`: whether the piece's own steps spread over the pool.
+struct Piece<'a, T> {
+    n0: usize,
+    at: usize,
+    nc: usize,
+    ld: usize,
+    cols: &'a mut [T],
+    tmp: &'a mut [T],
+    pad: &'a mut Vec<T>,
+    par: bool,
+}
+
+/// Runs `body(piece, out, dw)` over the `n` images of a pass, split as `be` and `flow`
+/// say. `out` is the pass's output (`per_image` values per image), `dw` its weight
+/// gradient, into which the pass adds. In `Split::Chunks`, the body sees the whole `out`
+/// and `dw`; in `Split::Images`, its thread's range of `out` and a zeroed sum of its own,
+/// and the threads' sums are added into `dw` at the end in thread order, so the result
+/// does not depend on scheduling.
+#[allow(clippy::too_many_arguments)]
+fn run_pieces<T: Elem>(be: &CpuBackend<T>, g: &Geo, flow: Flow, n: usize, other: usize, w: &[T], out: &mut [T], per_image: usize, dw: Option<&mut [T]>, body: impl Fn(Piece<'_, T>, &[T], &mut [T], &mut [T]) + Sync + Send) {
     let (kdim, pp) = (g.rows(), g.cols_per_image());
-    let nc_max = chunk_images(n, kdim.max(other), pp, be.chunk_elems);
+    let rows = kdim.max(other);
+    let images = match be.split {
+        Split::Auto => pp >= MIN_IMAGE_COLS,
+        Split::Chunks => false,
+        Split::Images => true,
+    };
     let mut ws = be.ws.lock().unwrap_or_else(|e| e.into_inner());
     let ws = &mut *ws;
-    grow(&mut ws.cols, kdim * nc_max * pp);
-    grow(&mut ws.tmp, other * nc_max * pp);
-    for n0 in (0..n).step_by(nc_max) {
-        let nc = nc_max.min(n - n0);
-        body(n0, nc, nc * pp, &mut ws.cols, &mut ws.tmp, &mut ws.pad);
+    // Spread's GEMM reads the weights transposed, which the GEMM's packing does about 20%
+    // slower (one thread, `kdim x other` at these shapes), and packs them again for every
+    // piece: they are transposed once here, `kdim x other` row-major.
+    let w = match flow {
+        Flow::Spread => {
+            grow(&mut ws.wt, w.len());
+            transpose(&w[..other * kdim], other, kdim, &mut ws.wt, true);
+            &ws.wt[..other * kdim]
+        }
+        _ => w,
+    };
+    if !images {
+        let nc_max = chunk_images(n, rows, pp, be.chunk_elems);
+        grow(&mut ws.cols, kdim * nc_max * pp);
+        grow(&mut ws.tmp, other * nc_max * pp);
+        let dw = dw.unwrap_or_default();
+        for n0 in (0..n).step_by(nc_max) {
+            let nc = nc_max.min(n - n0);
+            body(Piece { n0, at: n0, nc, ld: nc * pp, cols: &mut ws.cols, tmp: &mut ws.tmp, pad: &mut ws.pad, par: true }, w, out, dw);
+        }
+        return;
+    }
+    let nb = (PIECE_COLS / pp.max(1)).min(PIECE_ELEMS / (rows * pp).max(1)).max(1);
+    let threads = rayon::current_num_threads().clamp(1, n.max(1));
+    let locals = &mut ws.local;
+    locals.resize_with(locals.len().max(threads), Local::default);
+    let dw_len = dw.as_ref().map_or(0, |d| d.len());
+    let mut parts = Vec::with_capacity(threads);
+    let mut rest = &mut out[..n * per_image];
+    for t in 0..threads {
+        let range = n * t / threads..n * (t + 1) / threads;
+        let (part, tail) = std::mem::take(&mut rest).split_at_mut(range.len() * per_image);
+        rest = tail;
+        parts.push((range, part));
+    }
+    locals[..threads].par_iter_mut().zip(parts).for_each(|(l, (range, part))| {
+        grow(&mut l.cols, kdim * nb * pp);
+        grow(&mut l.tmp, other * nb * pp);
+        grow(&mut l.dw, dw_len);
+        l.dw[..dw_len].fill(T::zero());
+        for n0 in range.clone().step_by(nb) {
+            let nc = nb.min(range.end - n0);
+            body(Piece { n0, at: n0 - range.start, nc, ld: nc * pp, cols: &mut l.cols, tmp: &mut l.tmp, pad: &mut l.pad, par: false }, w, part, &mut l.dw[..dw_len]);
+        }
+    });
+    if let Some(dw) = dw {
+        let locals = &locals[..threads];
+        dw.par_chunks_mut(1 << 12).enumerate().for_each(|(i, d)| {
+            for l in locals {
+                d.iter_mut().zip(&l.dw[i << 12..]).for_each(|(d, s)| *d += *s);
+            }
+        });
     }
 }
 
@@ -377,14 +550,24 @@ pub fn conv2d_forward<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: &[T], w: &
         let n = p.n as usize;
         matmul(n, co, kdim, y, co, false, x, kdim as isize, 1, w, 1, kdim as isize);
         if let Some(b) = bias {
-            add_bias(y, co, 1, 0, n, b);
+            add_bias(y, co, 1, 0, n, b, true);
         }
         return;
     }
-    for_each_chunk(be, &g, p.n as usize, co, |n0, nc, ld, cols, tmp, _| {
-        im2col(&g, x, n0, nc, cols);
-        matmul(co, ld, kdim, tmp, ld, false, w, kdim as isize, 1, cols, ld as isize, 1);
-        scatter(tmp, co, pp, n0, nc, bias, y);
+    run_pieces(be, &g, Flow::Gather, p.n as usize, co, w, y, co * pp, None, |pc, w, y, _| {
+        let Piece { n0, at, nc, ld, cols, tmp, par, .. } = pc;
+        im2col(&g, x, n0, nc, cols, par);
+        if nc == 1 {
+            // y[co, pp] = w[co, kdim] . cols[kdim, pp] is already the image's planes.
+            let yj = &mut y[at * co * pp..][..co * pp];
+            matmul_on(par, co, pp, kdim, yj, pp, false, w, kdim as isize, 1, cols, pp as isize, 1);
+            if let Some(b) = bias {
+                add_bias(y, co, pp, at, 1, b, par);
+            }
+        } else {
+            matmul_on(par, co, ld, kdim, tmp, ld, false, w, kdim as isize, 1, cols, ld as isize, 1);
+            scatter(tmp, co, pp, at, nc, bias, y, par);
+        }
     });
 }
 
@@ -396,11 +579,12 @@ pub fn conv2d_backward_input<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, dy: &[
         matmul(p.n as usize, kdim, co, dx, kdim, false, dy, co as isize, 1, w, kdim as isize, 1);
         return;
     }
-    for_each_chunk(be, &g, p.n as usize, co, |n0, nc, ld, cols, tmp, _| {
-        gather(dy, co, pp, n0, nc, tmp);
+    run_pieces(be, &g, Flow::Spread, p.n as usize, co, w, dx, g.c * g.plane(), None, |pc, w, dx, _| {
+        let Piece { n0, at, nc, ld, cols, tmp, par, .. } = pc;
+        let dym = matrix(dy, co, pp, n0, nc, tmp, par);
         // cols[kdim, ld] = w^T[kdim, co] . dy[co, ld]
-        matmul(kdim, ld, co, cols, ld, false, w, 1, kdim as isize, tmp, ld as isize, 1);
-        col2im(&g, cols, n0, nc, dx);
+        matmul_on(par, kdim, ld, co, cols, ld, false, w, co as isize, 1, dym, ld as isize, 1);
+        col2im(&g, cols, at, nc, dx, par);
     });
 }
 
@@ -412,11 +596,12 @@ pub fn conv2d_backward_params<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: &[
         matmul(co, kdim, p.n as usize, dw, kdim, true, dy, 1, co as isize, x, kdim as isize, 1);
         return;
     }
-    for_each_chunk(be, &g, p.n as usize, co, |n0, nc, ld, cols, tmp, pad| {
-        im2row(&g, x, n0, nc, pad, cols);
-        gather(dy, co, pp, n0, nc, tmp);
+    run_pieces(be, &g, Flow::Params, p.n as usize, co, &[], &mut [], 0, Some(dw), |pc, _, _, dw| {
+        let Piece { n0, nc, ld, cols, tmp, pad, par, .. } = pc;
+        im2row(&g, x, n0, nc, pad, cols, par);
+        let dym = matrix(dy, co, pp, n0, nc, tmp, par);
         // dw[co, kdim] += dy[co, ld] . rows[ld, kdim]
-        matmul(co, kdim, ld, dw, kdim, true, tmp, ld as isize, 1, cols, kdim as isize, 1);
+        matmul_on(par, co, kdim, ld, dw, kdim, true, dym, ld as isize, 1, cols, kdim as isize, 1);
     });
 }
 
@@ -428,17 +613,18 @@ pub fn conv_transpose2d_forward<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: 
         let n = p.n as usize;
         matmul(n, kdim, ci, y, kdim, false, x, ci as isize, 1, w, kdim as isize, 1);
         if let Some(b) = bias {
-            add_bias(y, g.c, g.plane(), 0, n, b);
+            add_bias(y, g.c, g.plane(), 0, n, b, true);
         }
         return;
     }
-    for_each_chunk(be, &g, p.n as usize, ci, |n0, nc, ld, cols, tmp, _| {
-        gather(x, ci, pp, n0, nc, tmp);
+    run_pieces(be, &g, Flow::Spread, p.n as usize, ci, w, y, g.c * g.plane(), None, |pc, w, y, _| {
+        let Piece { n0, at, nc, ld, cols, tmp, par, .. } = pc;
+        let xm = matrix(x, ci, pp, n0, nc, tmp, par);
         // cols[kdim, ld] = w^T[kdim, ci] . x[ci, ld]   (w is [ci, kdim])
-        matmul(kdim, ld, ci, cols, ld, false, w, 1, kdim as isize, tmp, ld as isize, 1);
-        col2im(&g, cols, n0, nc, y);
+        matmul_on(par, kdim, ld, ci, cols, ld, false, w, ci as isize, 1, xm, ld as isize, 1);
+        col2im(&g, cols, at, nc, y, par);
         if let Some(b) = bias {
-            add_bias(y, g.c, g.plane(), n0, nc, b);
+            add_bias(y, g.c, g.plane(), at, nc, b, par);
         }
     });
 }
@@ -451,11 +637,17 @@ pub fn conv_transpose2d_backward_input<T: Elem>(be: &CpuBackend<T>, p: &ConvPara
         matmul(p.n as usize, ci, kdim, dx, ci, false, dy, kdim as isize, 1, w, 1, kdim as isize);
         return;
     }
-    for_each_chunk(be, &g, p.n as usize, ci, |n0, nc, ld, cols, tmp, _| {
-        im2col(&g, dy, n0, nc, cols);
+    run_pieces(be, &g, Flow::Gather, p.n as usize, ci, w, dx, ci * pp, None, |pc, w, dx, _| {
+        let Piece { n0, at, nc, ld, cols, tmp, par, .. } = pc;
+        im2col(&g, dy, n0, nc, cols, par);
         // dx[ci, ld] = w[ci, kdim] . cols[kdim, ld]
-        matmul(ci, ld, kdim, tmp, ld, false, w, kdim as isize, 1, cols, ld as isize, 1);
-        scatter(tmp, ci, pp, n0, nc, None, dx);
+        if nc == 1 {
+            let dxj = &mut dx[at * ci * pp..][..ci * pp];
+            matmul_on(par, ci, pp, kdim, dxj, pp, false, w, kdim as isize, 1, cols, pp as isize, 1);
+        } else {
+            matmul_on(par, ci, ld, kdim, tmp, ld, false, w, kdim as isize, 1, cols, ld as isize, 1);
+            scatter(tmp, ci, pp, at, nc, None, dx, par);
+        }
     });
 }
 
@@ -467,10 +659,11 @@ pub fn conv_transpose2d_backward_params<T: Elem>(be: &CpuBackend<T>, p: &ConvPar
         matmul(ci, kdim, p.n as usize, dw, kdim, true, x, 1, ci as isize, dy, kdim as isize, 1);
         return;
     }
-    for_each_chunk(be, &g, p.n as usize, ci, |n0, nc, ld, cols, tmp, pad| {
-        gather(x, ci, pp, n0, nc, tmp);
-        im2row(&g, dy, n0, nc, pad, cols);
+    run_pieces(be, &g, Flow::Params, p.n as usize, ci, &[], &mut [], 0, Some(dw), |pc, _, _, dw| {
+        let Piece { n0, nc, ld, cols, tmp, pad, par, .. } = pc;
+        im2row(&g, dy, n0, nc, pad, cols, par);
+        let xm = matrix(x, ci, pp, n0, nc, tmp, par);
         // dw[ci, kdim] += x[ci, ld] . rows[ld, kdim]
-        matmul(ci, kdim, ld, dw, kdim, true, tmp, ld as isize, 1, cols, kdim as isize, 1);
+        matmul_on(par, ci, kdim, ld, dw, kdim, true, xm, ld as isize, 1, cols, kdim as isize, 1);
     });
 }

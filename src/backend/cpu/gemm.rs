@@ -4,8 +4,17 @@ use super::Elem;
 
 /// `c[m x n] (=|+=) a[m x k] . b[k x n]`, where `c` is row-major with row stride `ldc`,
 /// and `a`, `b` are addressed through (row, column) strides, so transposes are free.
+/// Large products use every thread of the pool.
 #[allow(clippy::too_many_arguments)]
-pub fn matmul<T: Elem>(
+pub fn matmul<T: Elem>(m: usize, n: usize, k: usize, c: &mut [T], ldc: usize, accumulate: bool, a: &[T], a_rs: isize, a_cs: isize, b: &[T], b_rs: isize, b_cs: isize) {
+    matmul_on(true, m, n, k, c, ldc, accumulate, a, a_rs, a_cs, b, b_rs, b_cs)
+}
+
+/// `matmul` with `threads` false runs on the calling thread alone, for callers that have
+/// already given each thread its own work.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_on<T: Elem>(
+    threads: bool,
     m: usize,
     n: usize,
     k: usize,
@@ -36,7 +45,7 @@ pub fn matmul<T: Elem>(
     assert!((last(k, n, b_rs, b_cs) as usize) < b.len(), "matmul: rhs out of bounds");
     assert!((m - 1) * ldc + n <= c.len(), "matmul: dst out of bounds");
     let work = m * n * k;
-    let parallelism = if work < (1 << 18) || rayon::current_num_threads() == 1 {
+    let parallelism = if !threads || work < (1 << 18) || rayon::current_num_threads() == 1 {
         gemm::Parallelism::None
     } else {
         gemm::Parallelism::Rayon(rayon::current_num_threads())

@@ -1,9 +1,10 @@
 //! The CPU backend: the reference for every op, and the way to train without a GPU.
 //!
 //! Generic over the element type so the same code runs in f32 (training) and f64
-//! (gradient checks). Convolutions go through im2col + a maintained GEMM (`gemm` crate)
-//! over chunks of images; the im2col scratch lives in a workspace that grows once and is
-//! reused, so the hot path does not allocate. Work is spread over all cores with rayon.
+//! (gradient checks). Convolutions go through im2col + a maintained GEMM (`gemm` crate),
+//! image by image on each thread or over chunks of images (see `conv`); the im2col scratch
+//! lives in a workspace that grows once and is reused, so the hot path does not allocate.
+//! Work is spread over all cores with rayon.
 
 mod conv;
 mod gemm;
@@ -118,12 +119,18 @@ struct Workspace<T> {
     tmp: Vec<T>,
     /// Zero-padded input planes for im2row.
     pad: Vec<T>,
+    /// The weights transposed, for the convolutions that run image by image.
+    wt: Vec<T>,
+    /// One scratch set per thread for the convolutions that run image by image.
+    local: Vec<conv::Local<T>>,
 }
 
 pub struct CpuBackend<T: Elem> {
     ws: Mutex<Workspace<T>>,
     /// Upper bound on im2col scratch elements per chunk of images.
     chunk_elems: usize,
+    /// How the convolutions divide their work between the threads.
+    split: conv::Split,
     /// Calls of any `*_backward_params` op, so tests can prove a frozen layer never
     /// launches one.
     param_grad_calls: AtomicU64,
@@ -137,13 +144,19 @@ impl<T: Elem> Default for CpuBackend<T> {
 
 impl<T: Elem> CpuBackend<T> {
     pub fn new() -> Self {
-        CpuBackend { ws: Mutex::new(Workspace::default()), chunk_elems: 1 << 23, param_grad_calls: AtomicU64::new(0) }
+        CpuBackend { ws: Mutex::new(Workspace::default()), chunk_elems: 1 << 23, split: conv::Split::Auto, param_grad_calls: AtomicU64::new(0) }
     }
 
-    /// A backend whose convolutions work on chunks of at most `elems` scratch values
+    /// A backend whose convolutions all work on chunks of at most `elems` scratch values
     /// (tests use a tiny bound to exercise chunk boundaries).
     pub fn with_chunk_elems(elems: usize) -> Self {
-        CpuBackend { chunk_elems: elems.max(1), ..Self::new() }
+        CpuBackend { chunk_elems: elems.max(1), split: conv::Split::Chunks, ..Self::new() }
+    }
+
+    /// A backend whose convolutions all give each thread its own range of images, whatever
+    /// their shape (tests compare it with the chunked path).
+    pub fn with_image_tasks() -> Self {
+        CpuBackend { split: conv::Split::Images, ..Self::new() }
     }
 
     /// How many parameter-gradient ops have run on this backend.
