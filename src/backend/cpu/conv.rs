@@ -46,6 +46,11 @@ impl Geo {
     /// The window covers the whole plane exactly once (one position, no padding): the
     /// column matrix of image `j` is then its plane stack as one column, so
     /// `cols = planes^T` and the convolution is a plain matrix product.
+    /// A 1x1 window with stride 1 and no padding: the column view of an image is its
+    /// plane stack itself.
+    fn is_pointwise(&self) -> bool {
+        self.k == 1 && self.stride == 1 && self.pad == 0
+    }
     fn is_dense(&self) -> bool {
         self.ho == 1 && self.wo == 1 && self.pad == 0 && self.k == self.h && self.k == self.w
     }
@@ -263,6 +268,9 @@ impl ColumnLayout {
 /// One task per (channel, image) splits its plane into phases once; each of its `k * k`
 /// rows is then one block copy.
 fn im2col<T: Elem>(g: &Geo, planes: &[T], n0: usize, nc: usize, cols: &mut [T], par: bool) {
+    if g.is_pointwise() {
+        return gather(planes, g.c, g.plane(), n0, nc, cols, par);
+    }
     let (l, ph) = (ColumnLayout::new(g, n0, nc, cols.len(), planes.len()), Phases::new(g));
     let out = SharedMut(cols.as_mut_ptr());
     tasks(par, g.c * nc, |task, buf| {
@@ -305,6 +313,12 @@ fn pad_planes<T: Elem>(g: &Geo, planes: &[T], n0: usize, nc: usize, xp: &mut Vec
 /// each (channel, kernel row) of a window is `k` consecutive values.
 fn im2row<T: Elem>(g: &Geo, planes: &[T], n0: usize, nc: usize, xp: &mut Vec<T>, rows: &mut [T], par: bool) {
     let kd = g.rows();
+    if g.is_pointwise() {
+        // Each image's `c x plane` stack, transposed.
+        let img = g.c * g.plane();
+        chunks(par, &mut rows[..nc * img], img, |j, out| transpose(&planes[(n0 + j) * img..][..img], g.c, g.plane(), out, false));
+        return;
+    }
     let (hp, wp) = pad_planes(g, planes, n0, nc, xp, par);
     let xp = &xp[..];
     chunks(par, &mut rows[..nc * g.cols_per_image() * kd], g.wo * kd, |line, out| {
@@ -327,6 +341,9 @@ fn im2row<T: Elem>(g: &Geo, planes: &[T], n0: usize, nc: usize, xp: &mut Vec<T>,
 /// a task reads continue where the previous task's ended: sequential streams through the
 /// column matrix, not one short segment per row and page.
 fn col2im<T: Elem>(g: &Geo, cols: &[T], n0: usize, nc: usize, planes: &mut [T], par: bool) {
+    if g.is_pointwise() {
+        return scatter(cols, g.c, g.plane(), n0, nc, None, planes, par);
+    }
     let (l, ph) = (ColumnLayout::new(g, n0, nc, cols.len(), planes.len()), Phases::new(g));
     let out = SharedMut(planes.as_mut_ptr());
     tasks(par, g.c * nc, |task, buf| {
