@@ -440,6 +440,9 @@ enum Flow {
 /// on, every flow gains or breaks even; at 4x4, all lose.
 const MIN_IMAGE_COLS: usize = 64;
 
+/// The fewest images per thread for `Split::Images` in `Split::Auto`.
+const IMAGES_PER_THREAD: usize = 4;
+
 /// Window positions a piece of `Split::Images` aims for: small planes are grouped a few
 /// images to a piece, so the GEMM gets wide enough operands.
 const PIECE_COLS: usize = 256;
@@ -497,8 +500,11 @@ struct Piece<'a, T> {
 fn run_pieces<T: Elem>(be: &CpuBackend<T>, g: &Geo, flow: Flow, n: usize, other: usize, w: &[T], out: &mut [T], per_image: usize, dw: Option<&mut [T]>, body: impl Fn(Piece<'_, T>, &[T], &mut [T], &mut [T]) + Sync + Send) {
     let (kdim, pp) = (g.rows(), g.cols_per_image());
     let rows = kdim.max(other);
+    let threads = rayon::current_num_threads().clamp(1, n.max(1));
     let images = match be.split {
-        Split::Auto => pp >= MIN_IMAGE_COLS,
+        // Ranges differ by up to one image, and a thread that finishes early waits: a
+        // batch of fewer than 4 images per thread keeps the shared GEMM.
+        Split::Auto => pp >= MIN_IMAGE_COLS && n >= IMAGES_PER_THREAD * rayon::current_num_threads(),
         Split::Chunks => false,
         Split::Images => true,
     };
@@ -527,7 +533,6 @@ fn run_pieces<T: Elem>(be: &CpuBackend<T>, g: &Geo, flow: Flow, n: usize, other:
         return;
     }
     let nb = (PIECE_COLS / pp.max(1)).min(PIECE_ELEMS / (rows * pp).max(1)).max(1);
-    let threads = rayon::current_num_threads().clamp(1, n.max(1));
     let locals = &mut ws.local;
     locals.resize_with(locals.len().max(threads), Local::default);
     let dw_len = dw.as_ref().map_or(0, |d| d.len());
