@@ -564,6 +564,48 @@ fn run_pieces<T: Elem>(be: &CpuBackend<T>, g: &Geo, flow: Flow, n: usize, other:
     }
 }
 
+/// `Flow::Gather` on one piece: `out[m, ld] = w[m, kdim] . cols[kdim, ld]` with
+/// `cols = im2col(src)`, written to the piece's images of `out` (`m` planes each), plus
+/// `bias[c]` on plane `c` when given.
+fn gather_piece<T: Elem>(g: &Geo, pc: Piece<'_, T>, src: &[T], w: &[T], m: usize, out: &mut [T], bias: Option<&[T]>) {
+    let Piece { n0, at, nc, ld, cols, tmp, par, .. } = pc;
+    let (kdim, pp) = (g.rows(), g.cols_per_image());
+    im2col(g, src, n0, nc, cols, par);
+    if nc == 1 {
+        // One image's product is already its planes.
+        matmul_on(par, m, pp, kdim, &mut out[at * m * pp..][..m * pp], pp, false, w, kdim as isize, 1, cols, pp as isize, 1);
+        if let Some(b) = bias {
+            add_bias(out, m, pp, at, 1, b, par);
+        }
+    } else {
+        matmul_on(par, m, ld, kdim, tmp, ld, false, w, kdim as isize, 1, cols, ld as isize, 1);
+        scatter(tmp, m, pp, at, nc, bias, out, par);
+    }
+}
+
+/// `Flow::Spread` on one piece: `cols[kdim, ld] = wt[kdim, m] . src[m, ld]` (`wt` the
+/// weights transposed by `run_pieces`, `src` the piece's images), then `col2im` into the
+/// piece's images of `out`, plus `bias[c]` on plane `c` when given.
+fn spread_piece<T: Elem>(g: &Geo, pc: Piece<'_, T>, src: &[T], wt: &[T], m: usize, out: &mut [T], bias: Option<&[T]>) {
+    let Piece { n0, at, nc, ld, cols, tmp, par, .. } = pc;
+    let srcm = matrix(src, m, g.cols_per_image(), n0, nc, tmp, par);
+    matmul_on(par, g.rows(), ld, m, cols, ld, false, wt, m as isize, 1, srcm, ld as isize, 1);
+    col2im(g, cols, at, nc, out, par);
+    if let Some(b) = bias {
+        add_bias(out, g.c, g.plane(), at, nc, b, par);
+    }
+}
+
+/// `Flow::Params` on one piece: `dw[m, kdim] += other[m, ld] . rows[ld, kdim]` with
+/// `rows = im2row(planes)` and `other` the piece's images of an `m`-channel tensor.
+fn params_piece<T: Elem>(g: &Geo, pc: Piece<'_, T>, planes: &[T], other: &[T], m: usize, dw: &mut [T]) {
+    let Piece { n0, nc, ld, cols, tmp, pad, par, .. } = pc;
+    let kdim = g.rows();
+    im2row(g, planes, n0, nc, pad, cols, par);
+    let om = matrix(other, m, g.cols_per_image(), n0, nc, tmp, par);
+    matmul_on(par, m, kdim, ld, dw, kdim, true, om, ld as isize, 1, cols, kdim as isize, 1);
+}
+
 pub fn conv2d_forward<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T]) {
     let g = Geo::conv2d(p);
     let (co, kdim, pp) = (p.c_out as usize, g.rows(), g.cols_per_image());
@@ -576,60 +618,37 @@ pub fn conv2d_forward<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: &[T], w: &
         }
         return;
     }
-    run_pieces(be, &g, Flow::Gather, p.n as usize, co, w, y, co * pp, None, |pc, w, y, _| {
-        let Piece { n0, at, nc, ld, cols, tmp, par, .. } = pc;
-        im2col(&g, x, n0, nc, cols, par);
-        if nc == 1 {
-            // y[co, pp] = w[co, kdim] . cols[kdim, pp] is already the image's planes.
-            let yj = &mut y[at * co * pp..][..co * pp];
-            matmul_on(par, co, pp, kdim, yj, pp, false, w, kdim as isize, 1, cols, pp as isize, 1);
-            if let Some(b) = bias {
-                add_bias(y, co, pp, at, 1, b, par);
-            }
-        } else {
-            matmul_on(par, co, ld, kdim, tmp, ld, false, w, kdim as isize, 1, cols, ld as isize, 1);
-            scatter(tmp, co, pp, at, nc, bias, y, par);
-        }
-    });
+    // y[co, ld] = w[co, kdim] . cols[kdim, ld]
+    run_pieces(be, &g, Flow::Gather, p.n as usize, co, w, y, co * pp, None, |pc, w, y, _| gather_piece(&g, pc, x, w, co, y, bias));
 }
 
 pub fn conv2d_backward_input<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, dy: &[T], w: &[T], dx: &mut [T]) {
     let g = Geo::conv2d(p);
-    let (co, kdim, pp) = (p.c_out as usize, g.rows(), g.cols_per_image());
+    let (co, kdim) = (p.c_out as usize, g.rows());
     if g.is_dense() {
         // dx[n, kdim] = dy[n, co] . w[co, kdim]
         matmul(p.n as usize, kdim, co, dx, kdim, false, dy, co as isize, 1, w, kdim as isize, 1);
         return;
     }
-    run_pieces(be, &g, Flow::Spread, p.n as usize, co, w, dx, g.c * g.plane(), None, |pc, w, dx, _| {
-        let Piece { n0, at, nc, ld, cols, tmp, par, .. } = pc;
-        let dym = matrix(dy, co, pp, n0, nc, tmp, par);
-        // cols[kdim, ld] = w^T[kdim, co] . dy[co, ld]
-        matmul_on(par, kdim, ld, co, cols, ld, false, w, co as isize, 1, dym, ld as isize, 1);
-        col2im(&g, cols, at, nc, dx, par);
-    });
+    // cols[kdim, ld] = w^T[kdim, co] . dy[co, ld]
+    run_pieces(be, &g, Flow::Spread, p.n as usize, co, w, dx, g.c * g.plane(), None, |pc, wt, dx, _| spread_piece(&g, pc, dy, wt, co, dx, None));
 }
 
 pub fn conv2d_backward_params<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: &[T], dy: &[T], dw: &mut [T]) {
     let g = Geo::conv2d(p);
-    let (co, kdim, pp) = (p.c_out as usize, g.rows(), g.cols_per_image());
+    let (co, kdim) = (p.c_out as usize, g.rows());
     if g.is_dense() {
         // dw[co, kdim] += dy^T[co, n] . x[n, kdim]
         matmul(co, kdim, p.n as usize, dw, kdim, true, dy, 1, co as isize, x, kdim as isize, 1);
         return;
     }
-    run_pieces(be, &g, Flow::Params, p.n as usize, co, &[], &mut [], 0, Some(dw), |pc, _, _, dw| {
-        let Piece { n0, nc, ld, cols, tmp, pad, par, .. } = pc;
-        im2row(&g, x, n0, nc, pad, cols, par);
-        let dym = matrix(dy, co, pp, n0, nc, tmp, par);
-        // dw[co, kdim] += dy[co, ld] . rows[ld, kdim]
-        matmul_on(par, co, kdim, ld, dw, kdim, true, dym, ld as isize, 1, cols, kdim as isize, 1);
-    });
+    // dw[co, kdim] += dy[co, ld] . rows[ld, kdim]
+    run_pieces(be, &g, Flow::Params, p.n as usize, co, &[], &mut [], 0, Some(dw), |pc, _, _, dw| params_piece(&g, pc, x, dy, co, dw));
 }
 
 pub fn conv_transpose2d_forward<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T]) {
     let g = Geo::conv_transpose2d(p);
-    let (ci, kdim, pp) = (p.c_in as usize, g.rows(), g.cols_per_image());
+    let (ci, kdim) = (p.c_in as usize, g.rows());
     if g.is_dense() {
         // y[n, kdim] = x[n, ci] . w[ci, kdim]
         let n = p.n as usize;
@@ -639,16 +658,8 @@ pub fn conv_transpose2d_forward<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: 
         }
         return;
     }
-    run_pieces(be, &g, Flow::Spread, p.n as usize, ci, w, y, g.c * g.plane(), None, |pc, w, y, _| {
-        let Piece { n0, at, nc, ld, cols, tmp, par, .. } = pc;
-        let xm = matrix(x, ci, pp, n0, nc, tmp, par);
-        // cols[kdim, ld] = w^T[kdim, ci] . x[ci, ld]   (w is [ci, kdim])
-        matmul_on(par, kdim, ld, ci, cols, ld, false, w, ci as isize, 1, xm, ld as isize, 1);
-        col2im(&g, cols, at, nc, y, par);
-        if let Some(b) = bias {
-            add_bias(y, g.c, g.plane(), at, nc, b, par);
-        }
-    });
+    // cols[kdim, ld] = w^T[kdim, ci] . x[ci, ld]   (w is [ci, kdim])
+    run_pieces(be, &g, Flow::Spread, p.n as usize, ci, w, y, g.c * g.plane(), None, |pc, wt, y, _| spread_piece(&g, pc, x, wt, ci, y, bias));
 }
 
 pub fn conv_transpose2d_backward_input<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, dy: &[T], w: &[T], dx: &mut [T]) {
@@ -659,33 +670,18 @@ pub fn conv_transpose2d_backward_input<T: Elem>(be: &CpuBackend<T>, p: &ConvPara
         matmul(p.n as usize, ci, kdim, dx, ci, false, dy, kdim as isize, 1, w, 1, kdim as isize);
         return;
     }
-    run_pieces(be, &g, Flow::Gather, p.n as usize, ci, w, dx, ci * pp, None, |pc, w, dx, _| {
-        let Piece { n0, at, nc, ld, cols, tmp, par, .. } = pc;
-        im2col(&g, dy, n0, nc, cols, par);
-        // dx[ci, ld] = w[ci, kdim] . cols[kdim, ld]
-        if nc == 1 {
-            let dxj = &mut dx[at * ci * pp..][..ci * pp];
-            matmul_on(par, ci, pp, kdim, dxj, pp, false, w, kdim as isize, 1, cols, pp as isize, 1);
-        } else {
-            matmul_on(par, ci, ld, kdim, tmp, ld, false, w, kdim as isize, 1, cols, ld as isize, 1);
-            scatter(tmp, ci, pp, at, nc, None, dx, par);
-        }
-    });
+    // dx[ci, ld] = w[ci, kdim] . cols[kdim, ld]
+    run_pieces(be, &g, Flow::Gather, p.n as usize, ci, w, dx, ci * pp, None, |pc, w, dx, _| gather_piece(&g, pc, dy, w, ci, dx, None));
 }
 
 pub fn conv_transpose2d_backward_params<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: &[T], dy: &[T], dw: &mut [T]) {
     let g = Geo::conv_transpose2d(p);
-    let (ci, kdim, pp) = (p.c_in as usize, g.rows(), g.cols_per_image());
+    let (ci, kdim) = (p.c_in as usize, g.rows());
     if g.is_dense() {
         // dw[ci, kdim] += x^T[ci, n] . dy[n, kdim]
         matmul(ci, kdim, p.n as usize, dw, kdim, true, x, 1, ci as isize, dy, kdim as isize, 1);
         return;
     }
-    run_pieces(be, &g, Flow::Params, p.n as usize, ci, &[], &mut [], 0, Some(dw), |pc, _, _, dw| {
-        let Piece { n0, nc, ld, cols, tmp, pad, par, .. } = pc;
-        im2row(&g, dy, n0, nc, pad, cols, par);
-        let xm = matrix(x, ci, pp, n0, nc, tmp, par);
-        // dw[ci, kdim] += x[ci, ld] . rows[ld, kdim]
-        matmul_on(par, ci, kdim, ld, dw, kdim, true, xm, ld as isize, 1, cols, kdim as isize, 1);
-    });
+    // dw[ci, kdim] += x[ci, ld] . rows[ld, kdim]
+    run_pieces(be, &g, Flow::Params, p.n as usize, ci, &[], &mut [], 0, Some(dw), |pc, _, _, dw| params_piece(&g, pc, dy, x, ci, dw));
 }
