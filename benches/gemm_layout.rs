@@ -4,7 +4,10 @@
 //!   gradient `dw[co, kd] += dy[co, ld] . cols^T` at a 64 px D layer's shape (128 x 1024,
 //!   reduced over 8192) with the column matrix read transposed, against the same product
 //!   with a row-major `[ld, kd]` operand (what `im2row` writes);
-//! - memory bandwidth: one copy of 64 MiB between two buffers (read + write counted).
+//! - memory bandwidth: one copy of 64 MiB between two buffers (read + write counted);
+//! - on one thread, the left operand's layout too: one image's column product of the CPU
+//!   convolutions' image split with the weights read transposed, against the same product
+//!   with the weights transposed beforehand (what the split does).
 //!
 //!     cargo bench --bench gemm_layout
 
@@ -13,10 +16,15 @@ use std::time::Duration;
 
 #[allow(clippy::too_many_arguments)]
 fn product(m: usize, n: usize, k: usize, c: &mut [f32], a: &[f32], a_rs: isize, a_cs: isize, b: &[f32], b_rs: isize, b_cs: isize) {
+    product_on(gemm::Parallelism::Rayon(rayon::current_num_threads()), m, n, k, c, a, a_rs, a_cs, b, b_rs, b_cs)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn product_on(par: gemm::Parallelism, m: usize, n: usize, k: usize, c: &mut [f32], a: &[f32], a_rs: isize, a_cs: isize, b: &[f32], b_rs: isize, b_cs: isize) {
     assert!(c.len() >= m * n && a.len() >= m * k && b.len() >= k * n);
     // SAFETY: the asserted lengths cover every index the strides reach; c aliases nothing.
     unsafe {
-        gemm::gemm(m, n, k, c.as_mut_ptr(), 1, n as isize, true, a.as_ptr(), a_cs, a_rs, b.as_ptr(), b_cs, b_rs, 1.0, 1.0, false, false, false, gemm::Parallelism::Rayon(rayon::current_num_threads()));
+        gemm::gemm(m, n, k, c.as_mut_ptr(), 1, n as isize, true, a.as_ptr(), a_cs, a_rs, b.as_ptr(), b_cs, b_rs, 1.0, 1.0, false, false, false, par);
     }
 }
 
@@ -32,6 +40,20 @@ fn layout(c: &mut Criterion) {
     group.bench_function("weight_grad/cols_transposed", |b| b.iter(|| product(co, kd, ld, &mut dw, &dy, ld as isize, 1, &cols, 1, ld as isize)));
     // The same values laid out as rows[ld, kd]: row stride kd, column stride 1.
     group.bench_function("weight_grad/rows_row_major", |b| b.iter(|| product(co, kd, ld, &mut dw, &dy, ld as isize, 1, &cols, kd as isize, 1)));
+    group.finish();
+
+    // One image's GEMM-then-col2im product on one thread, as the image split of the CPU
+    // convolutions runs it: cols[kd, p] = w^T[kd, co] . dy[co, p] for D's 64 -> 128 layer
+    // at 64 px, with the weights w[co, kd] read transposed or transposed beforehand.
+    let p = 256;
+    let w = vec![0.5f32; co * kd];
+    let dyi = vec![0.25f32; co * p];
+    let mut ci = vec![0.0f32; kd * p];
+    let mut group = c.benchmark_group("gemm_layout_one_thread");
+    group.sample_size(20).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    group.throughput(Throughput::Elements((2 * co * kd * p) as u64));
+    group.bench_function("col_product/weights_transposed", |b| b.iter(|| product_on(gemm::Parallelism::None, kd, p, co, &mut ci, &w, 1, kd as isize, &dyi, p as isize, 1)));
+    group.bench_function("col_product/weights_row_major", |b| b.iter(|| product_on(gemm::Parallelism::None, kd, p, co, &mut ci, &w, co as isize, 1, &dyi, p as isize, 1)));
     group.finish();
 
     let len = 16 << 20;
