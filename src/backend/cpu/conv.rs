@@ -510,9 +510,10 @@ fn run_pieces<T: Elem>(be: &CpuBackend<T>, g: &Geo, flow: Flow, n: usize, other:
     };
     let mut ws = be.ws.lock().unwrap_or_else(|e| e.into_inner());
     let ws = &mut *ws;
-    // Spread's GEMM reads the weights transposed, which the GEMM's packing does about 20%
-    // slower (one thread, `kdim x other` at these shapes), and packs them again for every
-    // piece: they are transposed once here, `kdim x other` row-major.
+    // Spread's GEMM reads the weights transposed, which the GEMM's packing does more
+    // slowly (5 to 20% on one thread at these shapes: `cargo bench --bench gemm_layout`),
+    // and packs them again for every piece: they are transposed once here, `kdim x other`
+    // row-major.
     let w = match flow {
         Flow::Spread => {
             grow(&mut ws.wt, w.len());
