@@ -43,14 +43,14 @@ impl Geo {
     fn plane(&self) -> usize {
         self.h * self.w
     }
-    /// The window covers the whole plane exactly once (one position, no padding): the
-    /// column matrix of image `j` is then its plane stack as one column, so
-    /// `cols = planes^T` and the convolution is a plain matrix product.
     /// A 1x1 window with stride 1 and no padding: the column view of an image is its
     /// plane stack itself.
     fn is_pointwise(&self) -> bool {
         self.k == 1 && self.stride == 1 && self.pad == 0
     }
+    /// The window covers the whole plane exactly once (one position, no padding): the
+    /// column matrix of image `j` is then its plane stack as one column, so
+    /// `cols = planes^T` and the convolution is a plain matrix product.
     fn is_dense(&self) -> bool {
         self.ho == 1 && self.wo == 1 && self.pad == 0 && self.k == self.h && self.k == self.w
     }
@@ -418,17 +418,6 @@ pub(super) enum Split {
     Images,
 }
 
-/// The three data flows of the six convolution passes.
-#[derive(Clone, Copy)]
-enum Flow {
-    /// im2col, then the GEMM: conv2d forward, conv_transpose2d backward_input.
-    Gather,
-    /// The GEMM, then col2im: conv2d backward_input, conv_transpose2d forward.
-    Spread,
-    /// im2row, then the GEMM into the weight gradient: both backward_params.
-    Params,
-}
-
 /// Window positions per image from which `Split::Images` beats `Split::Chunks`.
 ///
 /// In `Images`, each thread's column matrix is written and read in its own core's cache, a
@@ -437,7 +426,7 @@ enum Flow {
 /// back, read by both cores. But a thread's GEMM packs the weights again for every piece,
 /// so small planes, which give a piece few columns for its weights, stay in `Chunks`.
 /// Measured per pass at the 64 px models' shapes (batch 64, 2 threads): from 8x8 windows
-/// on, every flow gains or breaks even; at 4x4, all lose.
+/// on, every pass gains or breaks even; at 4x4, all lose.
 const MIN_IMAGE_COLS: usize = 64;
 
 /// The fewest images per thread for `Split::Images` in `Split::Auto`.
@@ -490,14 +479,15 @@ struct Piece<'a, T> {
     par: bool,
 }
 
-/// Runs `body(piece, out, dw)` over the `n` images of a pass, split as `be` and `flow`
-/// say. `out` is the pass's output (`per_image` values per image), `dw` its weight
-/// gradient, into which the pass adds. In `Split::Chunks`, the body sees the whole `out`
+/// Runs `body(piece, wt, out, dw)` over the `n` images of a pass, split as `be` says.
+/// `wt` is `transpose_w` (weights `other x kdim`) transposed, or empty without one; `out`
+/// is the pass's output (`per_image` values per image), `dw` its weight gradient, into
+/// which the pass adds. In `Split::Chunks`, the body sees the whole `out`
 /// and `dw`; in `Split::Images`, its thread's range of `out` and a zeroed sum of its own,
 /// and the threads' sums are added into `dw` at the end in thread order, so the result
 /// does not depend on scheduling.
 #[allow(clippy::too_many_arguments)]
-fn run_pieces<T: Elem>(be: &CpuBackend<T>, g: &Geo, flow: Flow, n: usize, other: usize, w: &[T], out: &mut [T], per_image: usize, dw: Option<&mut [T]>, body: impl Fn(Piece<'_, T>, &[T], &mut [T], &mut [T]) + Sync + Send) {
+fn run_pieces<T: Elem>(be: &CpuBackend<T>, g: &Geo, n: usize, other: usize, transpose_w: Option<&[T]>, out: &mut [T], per_image: usize, dw: Option<&mut [T]>, body: impl Fn(Piece<'_, T>, &[T], &mut [T], &mut [T]) + Sync + Send) {
     let (kdim, pp) = (g.rows(), g.cols_per_image());
     let rows = kdim.max(other);
     let threads = rayon::current_num_threads().clamp(1, n.max(1));
@@ -510,17 +500,17 @@ fn run_pieces<T: Elem>(be: &CpuBackend<T>, g: &Geo, flow: Flow, n: usize, other:
     };
     let mut ws = be.ws.lock().unwrap_or_else(|e| e.into_inner());
     let ws = &mut *ws;
-    // Spread's GEMM reads the weights transposed, which the GEMM's packing does more
-    // slowly (5 to 20% on one thread at these shapes: `cargo bench --bench gemm_layout`),
-    // and packs them again for every piece: they are transposed once here, `kdim x other`
-    // row-major.
-    let w = match flow {
-        Flow::Spread => {
-            grow(&mut ws.wt, w.len());
+    // The GEMM-then-col2im passes read the weights transposed, which the GEMM's packing
+    // does more slowly (5 to 20% on one thread at these shapes: `cargo bench --bench
+    // gemm_layout`), and packs them again for every piece: they are transposed once here,
+    // `kdim x other` row-major.
+    let wt: &[T] = match transpose_w {
+        Some(w) => {
+            grow(&mut ws.wt, other * kdim);
             transpose(&w[..other * kdim], other, kdim, &mut ws.wt, true);
             &ws.wt[..other * kdim]
         }
-        _ => w,
+        None => &[],
     };
     if !images {
         let nc_max = chunk_images(n, rows, pp, be.chunk_elems);
@@ -529,7 +519,7 @@ fn run_pieces<T: Elem>(be: &CpuBackend<T>, g: &Geo, flow: Flow, n: usize, other:
         let dw = dw.unwrap_or_default();
         for n0 in (0..n).step_by(nc_max) {
             let nc = nc_max.min(n - n0);
-            body(Piece { n0, at: n0, nc, ld: nc * pp, cols: &mut ws.cols, tmp: &mut ws.tmp, pad: &mut ws.pad, par: true }, w, out, dw);
+            body(Piece { n0, at: n0, nc, ld: nc * pp, cols: &mut ws.cols, tmp: &mut ws.tmp, pad: &mut ws.pad, par: true }, wt, out, dw);
         }
         return;
     }
@@ -552,7 +542,7 @@ fn run_pieces<T: Elem>(be: &CpuBackend<T>, g: &Geo, flow: Flow, n: usize, other:
         l.dw[..dw_len].fill(T::zero());
         for n0 in range.clone().step_by(nb) {
             let nc = nb.min(range.end - n0);
-            body(Piece { n0, at: n0 - range.start, nc, ld: nc * pp, cols: &mut l.cols, tmp: &mut l.tmp, pad: &mut l.pad, par: false }, w, part, &mut l.dw[..dw_len]);
+            body(Piece { n0, at: n0 - range.start, nc, ld: nc * pp, cols: &mut l.cols, tmp: &mut l.tmp, pad: &mut l.pad, par: false }, wt, part, &mut l.dw[..dw_len]);
         }
     });
     if let Some(dw) = dw {
@@ -565,7 +555,7 @@ fn run_pieces<T: Elem>(be: &CpuBackend<T>, g: &Geo, flow: Flow, n: usize, other:
     }
 }
 
-/// `Flow::Gather` on one piece: `out[m, ld] = w[m, kdim] . cols[kdim, ld]` with
+/// im2col, then the GEMM, on one piece (conv2d forward, conv_transpose2d backward_input): `out[m, ld] = w[m, kdim] . cols[kdim, ld]` with
 /// `cols = im2col(src)`, written to the piece's images of `out` (`m` planes each), plus
 /// `bias[c]` on plane `c` when given.
 fn gather_piece<T: Elem>(g: &Geo, pc: Piece<'_, T>, src: &[T], w: &[T], m: usize, out: &mut [T], bias: Option<&[T]>) {
@@ -584,7 +574,7 @@ fn gather_piece<T: Elem>(g: &Geo, pc: Piece<'_, T>, src: &[T], w: &[T], m: usize
     }
 }
 
-/// `Flow::Spread` on one piece: `cols[kdim, ld] = wt[kdim, m] . src[m, ld]` (`wt` the
+/// The GEMM, then col2im, on one piece (conv2d backward_input, conv_transpose2d forward): `cols[kdim, ld] = wt[kdim, m] . src[m, ld]` (`wt` the
 /// weights transposed by `run_pieces`, `src` the piece's images), then `col2im` into the
 /// piece's images of `out`, plus `bias[c]` on plane `c` when given.
 fn spread_piece<T: Elem>(g: &Geo, pc: Piece<'_, T>, src: &[T], wt: &[T], m: usize, out: &mut [T], bias: Option<&[T]>) {
@@ -597,7 +587,7 @@ fn spread_piece<T: Elem>(g: &Geo, pc: Piece<'_, T>, src: &[T], wt: &[T], m: usiz
     }
 }
 
-/// `Flow::Params` on one piece: `dw[m, kdim] += other[m, ld] . rows[ld, kdim]` with
+/// im2row, then the GEMM into the weight gradient, on one piece (both backward_params): `dw[m, kdim] += other[m, ld] . rows[ld, kdim]` with
 /// `rows = im2row(planes)` and `other` the piece's images of an `m`-channel tensor.
 fn params_piece<T: Elem>(g: &Geo, pc: Piece<'_, T>, planes: &[T], other: &[T], m: usize, dw: &mut [T]) {
     let Piece { n0, nc, ld, cols, tmp, pad, par, .. } = pc;
@@ -620,7 +610,7 @@ pub fn conv2d_forward<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: &[T], w: &
         return;
     }
     // y[co, ld] = w[co, kdim] . cols[kdim, ld]
-    run_pieces(be, &g, Flow::Gather, p.n as usize, co, w, y, co * pp, None, |pc, w, y, _| gather_piece(&g, pc, x, w, co, y, bias));
+    run_pieces(be, &g, p.n as usize, co, None, y, co * pp, None, |pc, _, y, _| gather_piece(&g, pc, x, w, co, y, bias));
 }
 
 pub fn conv2d_backward_input<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, dy: &[T], w: &[T], dx: &mut [T]) {
@@ -632,7 +622,7 @@ pub fn conv2d_backward_input<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, dy: &[
         return;
     }
     // cols[kdim, ld] = w^T[kdim, co] . dy[co, ld]
-    run_pieces(be, &g, Flow::Spread, p.n as usize, co, w, dx, g.c * g.plane(), None, |pc, wt, dx, _| spread_piece(&g, pc, dy, wt, co, dx, None));
+    run_pieces(be, &g, p.n as usize, co, Some(w), dx, g.c * g.plane(), None, |pc, wt, dx, _| spread_piece(&g, pc, dy, wt, co, dx, None));
 }
 
 pub fn conv2d_backward_params<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: &[T], dy: &[T], dw: &mut [T]) {
@@ -644,7 +634,7 @@ pub fn conv2d_backward_params<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: &[
         return;
     }
     // dw[co, kdim] += dy[co, ld] . rows[ld, kdim]
-    run_pieces(be, &g, Flow::Params, p.n as usize, co, &[], &mut [], 0, Some(dw), |pc, _, _, dw| params_piece(&g, pc, x, dy, co, dw));
+    run_pieces(be, &g, p.n as usize, co, None, &mut [], 0, Some(dw), |pc, _, _, dw| params_piece(&g, pc, x, dy, co, dw));
 }
 
 pub fn conv_transpose2d_forward<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T]) {
@@ -660,7 +650,7 @@ pub fn conv_transpose2d_forward<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: 
         return;
     }
     // cols[kdim, ld] = w^T[kdim, ci] . x[ci, ld]   (w is [ci, kdim])
-    run_pieces(be, &g, Flow::Spread, p.n as usize, ci, w, y, g.c * g.plane(), None, |pc, wt, y, _| spread_piece(&g, pc, x, wt, ci, y, bias));
+    run_pieces(be, &g, p.n as usize, ci, Some(w), y, g.c * g.plane(), None, |pc, wt, y, _| spread_piece(&g, pc, x, wt, ci, y, bias));
 }
 
 pub fn conv_transpose2d_backward_input<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, dy: &[T], w: &[T], dx: &mut [T]) {
@@ -672,7 +662,7 @@ pub fn conv_transpose2d_backward_input<T: Elem>(be: &CpuBackend<T>, p: &ConvPara
         return;
     }
     // dx[ci, ld] = w[ci, kdim] . cols[kdim, ld]
-    run_pieces(be, &g, Flow::Gather, p.n as usize, ci, w, dx, ci * pp, None, |pc, w, dx, _| gather_piece(&g, pc, dy, w, ci, dx, None));
+    run_pieces(be, &g, p.n as usize, ci, None, dx, ci * pp, None, |pc, _, dx, _| gather_piece(&g, pc, dy, w, ci, dx, None));
 }
 
 pub fn conv_transpose2d_backward_params<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: &[T], dy: &[T], dw: &mut [T]) {
@@ -684,5 +674,5 @@ pub fn conv_transpose2d_backward_params<T: Elem>(be: &CpuBackend<T>, p: &ConvPar
         return;
     }
     // dw[ci, kdim] += x[ci, ld] . rows[ld, kdim]
-    run_pieces(be, &g, Flow::Params, p.n as usize, ci, &[], &mut [], 0, Some(dw), |pc, _, _, dw| params_piece(&g, pc, dy, x, ci, dw));
+    run_pieces(be, &g, p.n as usize, ci, None, &mut [], 0, Some(dw), |pc, _, _, dw| params_piece(&g, pc, dy, x, ci, dw));
 }

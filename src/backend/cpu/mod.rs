@@ -119,7 +119,7 @@ struct Workspace<T> {
     tmp: Vec<T>,
     /// Zero-padded input planes for im2row.
     pad: Vec<T>,
-    /// The weights transposed, for the convolutions that run image by image.
+    /// The weights transposed, for the convolution passes that run the GEMM before col2im.
     wt: Vec<T>,
     /// One scratch set per thread for the convolutions that run image by image.
     local: Vec<conv::Local<T>>,
