@@ -382,23 +382,26 @@ fn cpu_convolutions_match_direct_loops_across_chunks() {
 }
 
 /// f32 training and f64 reference agree on a batchnorm of real size (f64 accumulation
-/// in the statistics keeps f32 close).
+/// in the statistics keeps f32 close), for planes of 8x8 and 4x4 values and for planes
+/// whose length is no multiple of the 16 lanes the sums run in (35, 1), where a channel's
+/// lanes carry partial rows from one image's plane to the next.
 #[test]
 fn batchnorm_f32_matches_f64() {
     // Channels far from zero mean (offset / std up to 1000) must not lose the variance to
     // cancellation in f32: forward and backward against f64 on the same f32-exact inputs.
-    let p = BatchNormParams::new(8, 16, 64, 1e-5, 0.1);
     let mut rng = Rng::new(21);
-    for (std, offset) in [(4.0, 10.0), (1.0, 1000.0), (0.01, -3.0)] {
+    for ((std, offset), (n, c, hw)) in [(4.0, 10.0), (1.0, 1000.0), (0.01, -3.0)].into_iter().flat_map(|d| [(8, 16, 64), (64, 16, 16), (5, 3, 35), (300, 4, 1)].map(|s| (d, s))) {
+        let p = BatchNormParams::new(n, c, hw, 1e-5, 0.1);
         let x: Vec<f64> = (0..p.len()).map(|_| (rng.normal() * std + offset) as f32 as f64).collect();
         let dy: Vec<f64> = (0..p.len()).map(|_| rng.normal() as f32 as f64).collect();
         fn run<T: gan_engine::backend::cpu::Elem>(p: &BatchNormParams, x: &[f64], dy: &[f64]) -> (Vec<f64>, Vec<f64>) {
             let be = CpuBackend::<T>::new();
+            let c = p.c as usize;
             let v = |a: &[f64]| a.iter().map(|v| T::from_f64(*v)).collect::<Vec<T>>();
-            let (x, dy, g, b) = (v(x), v(dy), v(&[1.5; 16]), v(&[0.1; 16]));
-            let (mut rm, mut rv, mut m, mut s, mut y) = (v(&[0.0; 16]), v(&[1.0; 16]), v(&[0.0; 16]), v(&[0.0; 16]), v(&vec![0.0; p.len()]));
+            let (x, dy, g, b) = (v(x), v(dy), v(&vec![1.5; c]), v(&vec![0.1; c]));
+            let (mut rm, mut rv, mut m, mut s, mut y) = (v(&vec![0.0; c]), v(&vec![1.0; c]), v(&vec![0.0; c]), v(&vec![0.0; c]), v(&vec![0.0; p.len()]));
             be.batchnorm2d_forward_train(p, &x, &g, &b, &mut rm, &mut rv, &mut m, &mut s, &mut y).unwrap();
-            let (mut sums, mut dx) = (v(&[0.0; 32]), v(&vec![0.0; p.len()]));
+            let (mut sums, mut dx) = (v(&vec![0.0; 2 * c]), v(&vec![0.0; p.len()]));
             be.batchnorm2d_backward_input(p, &x, &y, &dy, &g, &m, &s, &mut sums, &mut dx).unwrap();
             (y.iter().map(|v| v.to_f64()).collect(), dx.iter().map(|v| v.to_f64()).collect())
         }
@@ -410,7 +413,7 @@ fn batchnorm_f32_matches_f64() {
         // The f32 mean itself is off by up to half an ulp of the offset, which moves every
         // output by gamma * that / std: no f32 batchnorm does better.
         let mean_rounding = 1.5 * f64::abs(offset) * f32::EPSILON as f64 / std;
-        assert!(ey < 1e-5 + mean_rounding, "std {std} offset {offset}: forward max error {ey}");
-        assert!(edx < (1e-5 + mean_rounding) * dx_scale.max(1.0), "std {std} offset {offset}: backward max error {edx} (max |dx| {dx_scale})");
+        assert!(ey < 1e-5 + mean_rounding, "{n}x{c}x{hw}, std {std} offset {offset}: forward max error {ey}");
+        assert!(edx < (1e-5 + mean_rounding) * dx_scale.max(1.0), "{n}x{c}x{hw}, std {std} offset {offset}: backward max error {edx} (max |dx| {dx_scale})");
     }
 }

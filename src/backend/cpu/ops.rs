@@ -34,37 +34,85 @@ pub fn bias_backward_params<T: Elem>(n: usize, c: usize, hw: usize, dy: &[T], db
 
 /// Lanes of independent partial sums in the batchnorm reductions.
 const LANES: usize = 16;
-/// Values per lane summed in the element type before the block's sums join the f64 total:
-/// in f32, 16 values per lane keep the rounding error near 16 ulps of a block sum, while
-/// the loop runs at the vector width.
-const SUM_BLOCK: usize = LANES * 16;
+/// Values per lane summed in the element type before the lanes join the f64 total: in
+/// f32, 16 values per lane keep the rounding error near 16 ulps of a lane's sum, while the
+/// loop runs at the vector width.
+const LANE_ROWS: usize = 16;
 
-/// `(sum a, sum b)` over `(a, b) = f(x, y, dy)` of one plane, in blocks of `SUM_BLOCK`
-/// values summed in `T` lanes, the blocks in f64.
-#[inline(always)]
-fn plane_sums<T: Elem>(xs: &[T], ys: &[T], ds: &[T], f: impl Fn(T, T, T) -> (T, T)) -> (f64, f64) {
-    let (mut sa, mut sb) = (0.0f64, 0.0f64);
-    for ((xb, yb), db) in xs.chunks(SUM_BLOCK).zip(ys.chunks(SUM_BLOCK)).zip(ds.chunks(SUM_BLOCK)) {
-        let (mut a, mut b) = ([T::zero(); LANES], [T::zero(); LANES]);
-        // Whole lanes as fixed-size arrays (no bounds checks: the lanes become one vector),
-        // then the tail.
-        let ((xc, xt), (yc, yt), (dc, dt)) = (xb.as_chunks::<LANES>(), yb.as_chunks::<LANES>(), db.as_chunks::<LANES>());
-        for ((xl, yl), dl) in xc.iter().zip(yc).zip(dc) {
-            for l in 0..LANES {
-                let (u, v) = f(xl[l], yl[l], dl[l]);
+/// A channel's running `(sum a, sum b)` over `(a, b) = f(x, y, dy)`, fed one plane at a
+/// time: `LANES` sums in `T`, joined to the f64 totals every `LANE_ROWS` values per lane.
+/// The lanes carry over from one plane to the next, so small planes (16 values at 4x4)
+/// do not pay an f64 flush each.
+#[derive(Clone, Copy)]
+struct LaneSums<T> {
+    a: [T; LANES],
+    b: [T; LANES],
+    /// Values added to each lane since the last flush (at most; a tail adds to some).
+    rows: usize,
+    total: (f64, f64),
+}
+
+impl<T: Elem> LaneSums<T> {
+    fn new() -> Self {
+        LaneSums { a: [T::zero(); LANES], b: [T::zero(); LANES], rows: 0, total: (0.0, 0.0) }
+    }
+
+    #[inline(always)]
+    fn flush(a: &mut [T; LANES], b: &mut [T; LANES], total: &mut (f64, f64)) {
+        total.0 += a.iter().map(|v| v.to_f64()).sum::<f64>();
+        total.1 += b.iter().map(|v| v.to_f64()).sum::<f64>();
+        *a = [T::zero(); LANES];
+        *b = [T::zero(); LANES];
+    }
+
+    /// Adds one plane.
+    #[inline(always)]
+    fn add(&mut self, xs: &[T], ys: &[T], ds: &[T], f: impl Fn(T, T, T) -> (T, T) + Copy) {
+        // Locals, so the lanes stay in registers through the loop.
+        let (mut a, mut b, mut rows, mut total) = (self.a, self.b, self.rows, self.total);
+        // Whole rows as fixed-size arrays (no bounds checks: a row becomes one vector),
+        // then the tail. The rows go in runs up to the next flush, so the loop that
+        // sums them has no branch.
+        let ((mut xc, xt), (mut yc, yt), (mut dc, dt)) = (xs.as_chunks::<LANES>(), ys.as_chunks::<LANES>(), ds.as_chunks::<LANES>());
+        while !xc.is_empty() {
+            let take = (LANE_ROWS - rows).min(xc.len());
+            for ((xl, yl), dl) in xc[..take].iter().zip(&yc[..take]).zip(&dc[..take]) {
+                // One loop per sum: in one loop the compiler paired a[l] with b[l] in
+                // two-wide vectors instead of running each across the lanes.
+                for l in 0..LANES {
+                    a[l] += f(xl[l], yl[l], dl[l]).0;
+                }
+                for l in 0..LANES {
+                    b[l] += f(xl[l], yl[l], dl[l]).1;
+                }
+            }
+            (xc, yc, dc) = (&xc[take..], &yc[take..], &dc[take..]);
+            rows += take;
+            if rows == LANE_ROWS {
+                Self::flush(&mut a, &mut b, &mut total);
+                rows = 0;
+            }
+        }
+        if !xt.is_empty() {
+            for (l, ((xv, yv), dv)) in xt.iter().zip(yt).zip(dt).enumerate() {
+                let (u, v) = f(*xv, *yv, *dv);
                 a[l] += u;
                 b[l] += v;
             }
+            rows += 1;
+            if rows == LANE_ROWS {
+                Self::flush(&mut a, &mut b, &mut total);
+                rows = 0;
+            }
         }
-        for (l, ((xv, yv), dv)) in xt.iter().zip(yt).zip(dt).enumerate() {
-            let (u, v) = f(*xv, *yv, *dv);
-            a[l] += u;
-            b[l] += v;
-        }
-        sa += a.iter().map(|v| v.to_f64()).sum::<f64>();
-        sb += b.iter().map(|v| v.to_f64()).sum::<f64>();
+        (self.a, self.b, self.rows, self.total) = (a, b, rows, total);
     }
-    (sa, sb)
+
+    /// The totals, lanes included.
+    fn sums(mut self) -> (f64, f64) {
+        Self::flush(&mut self.a, &mut self.b, &mut self.total);
+        self.total
+    }
 }
 
 /// `out = f(x, constants of x's channel)`, in parallel over groups of planes of at least a
@@ -108,35 +156,39 @@ fn two_pass<T: Elem, K: Copy>(
         .into_par_iter()
         .map(|b| {
             let chans = b * cb..((b + 1) * cb).min(c);
-            let mut sums = vec![(0.0f64, 0.0f64); chans.len()];
-            for i in 0..n {
-                for (s, ch) in sums.iter_mut().zip(chans.clone()) {
-                    let m = center[ch];
-                    let r = (i * c + ch) * hw..(i * c + ch + 1) * hw;
-                    // `move`: f and m are copied into the loop's own closure, so the
-                    // compiler keeps them in registers and vectorises the loop (reached
-                    // through references, they were reloaded per value, in scalar code).
-                    let (u, v) = wide(#[inline(always)] move || plane_sums(&x[r.clone()], &y[r.clone()], &dy[r], #[inline(always)] move |x, y, dy| f(x - m, y, dy)));
-                    s.0 += u;
-                    s.1 += v;
+            // One `wide` around each pass over the block, not one per plane: a 4x4 plane
+            // is 16 values, and a call per plane cost more than its arithmetic. The
+            // closures are `move`: f, g and each channel's constants are copied in, so the
+            // compiler keeps them in registers and vectorises the loops (reached through
+            // references, they were reloaded per value, in scalar code).
+            let mut lanes = vec![LaneSums::<T>::new(); chans.len()];
+            let (sums_of, block) = (&mut lanes[..], chans.clone());
+            wide(#[inline(always)] move || {
+                for i in 0..n {
+                    for (s, ch) in sums_of.iter_mut().zip(block.clone()) {
+                        let m = center[ch];
+                        let r = (i * c + ch) * hw..(i * c + ch + 1) * hw;
+                        s.add(&x[r.clone()], &y[r.clone()], &dy[r], #[inline(always)] move |x, y, dy| f(x - m, y, dy));
+                    }
                 }
-            }
+            });
+            let sums: Vec<(f64, f64)> = lanes.into_iter().map(LaneSums::sums).collect();
             let ks: Vec<K> = chans.clone().zip(&sums).map(|(ch, s)| konst(ch, *s)).collect();
-            for i in 0..n {
-                for (kc, ch) in ks.iter().zip(chans.clone()) {
-                    let at = (i * c + ch) * hw;
-                    // SAFETY: this block alone writes its channels' planes, inside `out`
-                    // as asserted above.
-                    let o = unsafe { std::slice::from_raw_parts_mut(dst.ptr().add(at), hw) };
-                    let r = at..at + hw;
-                    let kc = *kc;
-                    wide(#[inline(always)] move || {
+            let (ks, block) = (&ks[..], chans.clone());
+            wide(#[inline(always)] move || {
+                for i in 0..n {
+                    for (&kc, ch) in ks.iter().zip(block.clone()) {
+                        let at = (i * c + ch) * hw;
+                        // SAFETY: this block alone writes its channels' planes, inside
+                        // `out` as asserted above.
+                        let o = unsafe { std::slice::from_raw_parts_mut(dst.ptr().add(at), hw) };
+                        let r = at..at + hw;
                         for (((o, xv), yv), dv) in o.iter_mut().zip(&x[r.clone()]).zip(&y[r.clone()]).zip(&dy[r]) {
                             *o = g(*xv, *yv, *dv, kc);
                         }
-                    });
+                    }
                 }
-            }
+            });
             sums
         })
         .collect();
