@@ -8,6 +8,7 @@
 
 mod conv;
 mod gemm;
+mod math;
 mod ops;
 mod simd;
 
@@ -66,7 +67,7 @@ pub trait Elem:
 }
 
 macro_rules! impl_elem {
-    ($t:ty, $name:expr) => {
+    ($t:ty, $name:expr, $tanh:path) => {
         impl Elem for $t {
             const NAME: &'static str = $name;
             #[inline(always)]
@@ -95,7 +96,7 @@ macro_rules! impl_elem {
             }
             #[inline(always)]
             fn tanh(self) -> Self {
-                <$t>::tanh(self)
+                $tanh(self)
             }
             #[inline(always)]
             fn sqrt(self) -> Self {
@@ -108,8 +109,10 @@ macro_rules! impl_elem {
         }
     };
 }
-impl_elem!(f32, "f32");
-impl_elem!(f64, "f64");
+// f32's tanh is the vectorising one (the generator's output layer); f64, the reference of
+// the gradient checks, keeps libm's.
+impl_elem!(f32, "f32", math::tanh_f32);
+impl_elem!(f64, "f64", f64::tanh);
 
 /// Scratch memory for im2col columns and gathered GEMM operands. Grows to the largest
 /// request and stays; a model's layers are called in sequence, so one is enough.
