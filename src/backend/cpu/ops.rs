@@ -134,7 +134,10 @@ fn per_channel_map<T: Elem, K: Copy + Sync>(p: &BatchNormParams, x: &[T], k: &[K
 /// `out = g(x, y, dy, konst(channel, sums))` over the same planes, which are then still in
 /// this core's cache, so each input is read from memory once. A block holds enough
 /// channels that each image's part of it is at least a kilobyte of contiguous values.
-/// Returns the sums.
+/// With `pre`, the sums are of `f(x - center, w, w)` with `w = pre(y, dy)`, computed first
+/// for each image's part of the block in a plain loop: a choice (an activation's
+/// gradient) vectorises there, but not in the sums' loop across lanes, where it ran
+/// partly in scalar code. Returns the sums.
 #[allow(clippy::too_many_arguments)]
 fn two_pass<T: Elem, K: Copy>(
     p: &BatchNormParams,
@@ -143,6 +146,7 @@ fn two_pass<T: Elem, K: Copy>(
     y: &[T],
     dy: &[T],
     out: &mut [T],
+    pre: Option<impl Fn(T, T) -> T + Sync + Copy>,
     f: impl Fn(T, T, T) -> (T, T) + Sync + Copy,
     konst: impl Fn(usize, (f64, f64)) -> K + Sync,
     g: impl Fn(T, T, T, K) -> T + Sync + Copy,
@@ -162,13 +166,25 @@ fn two_pass<T: Elem, K: Copy>(
             // compiler keeps them in registers and vectorises the loops (reached through
             // references, they were reloaded per value, in scalar code).
             let mut lanes = vec![LaneSums::<T>::new(); chans.len()];
-            let (sums_of, block) = (&mut lanes[..], chans.clone());
+            let mut w = vec![T::zero(); if pre.is_some() { chans.len() * hw } else { 0 }];
+            let (sums_of, block, w) = (&mut lanes[..], chans.clone(), &mut w[..]);
             wide(#[inline(always)] move || {
                 for i in 0..n {
-                    for (s, ch) in sums_of.iter_mut().zip(block.clone()) {
+                    let run = (i * c + block.start) * hw..(i * c + block.end) * hw;
+                    if let Some(pre) = pre {
+                        for ((w, yv), dv) in w.iter_mut().zip(&y[run.clone()]).zip(&dy[run.clone()]) {
+                            *w = pre(*yv, *dv);
+                        }
+                    }
+                    for (j, (s, ch)) in sums_of.iter_mut().zip(block.clone()).enumerate() {
                         let m = center[ch];
-                        let r = (i * c + ch) * hw..(i * c + ch + 1) * hw;
-                        s.add(&x[r.clone()], &y[r.clone()], &dy[r], #[inline(always)] move |x, y, dy| f(x - m, y, dy));
+                        let r = run.start + j * hw..run.start + (j + 1) * hw;
+                        if pre.is_some() {
+                            let w = &w[j * hw..(j + 1) * hw];
+                            s.add(&x[r], w, w, #[inline(always)] move |x, w, _| f(x - m, w, w));
+                        } else {
+                            s.add(&x[r.clone()], &y[r.clone()], &dy[r], #[inline(always)] move |x, y, dy| f(x - m, y, dy));
+                        }
                     }
                 }
             });
@@ -243,7 +259,7 @@ pub fn batchnorm2d_forward_train<T: Elem>(
         (mu, is * gamma[ch], beta[ch], is)
     };
     let neg = negative_factor::<T>(p);
-    let sums = two_pass(p, &center, x, x, x, y, #[inline(always)] |d, _, _| (d, d * d), consts, #[inline(always)] move |x, _, _, (mu, scale, shift, _)| {
+    let sums = two_pass(p, &center, x, x, x, y, None::<fn(T, T) -> T>, #[inline(always)] |d, _, _| (d, d * d), consts, #[inline(always)] move |x, _, _, (mu, scale, shift, _)| {
         act(neg, (x - mu) * scale + shift)
     });
     for (ch, &s) in sums.iter().enumerate() {
@@ -298,11 +314,9 @@ pub fn batchnorm2d_backward_input<T: Elem>(p: &BatchNormParams, x: &[T], y: &[T]
         act_output(p, y, dy),
         dy,
         dx,
+        Some(#[inline(always)] move |y, dy| through_act(neg, y, dy)),
         #[inline(always)]
-        move |xc, y, dy| {
-            let g = through_act(neg, y, dy);
-            (g, g * xc)
-        },
+        |xc, g, _| (g, g * xc),
         consts,
         #[inline(always)]
         move |x, y, dy, (k, mg, mgx, mu, is)| k * (through_act(neg, y, dy) - mg - (x - mu) * is * mgx),
