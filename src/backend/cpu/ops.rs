@@ -121,11 +121,14 @@ fn per_channel_map<T: Elem, K: Copy + Sync>(p: &BatchNormParams, x: &[T], k: &[K
     let (c, hw) = (p.c as usize, p.hw as usize);
     let group = (4096 / hw.max(1)).max(1);
     out[..p.len()].par_chunks_mut(hw * group).enumerate().for_each(|(gi, o)| {
-        for (q, o) in o.chunks_mut(hw).enumerate() {
-            let plane = gi * group + q;
-            let kc = k[plane % c];
-            wide(#[inline(always)] move || o.iter_mut().zip(&x[plane * hw..(plane + 1) * hw]).for_each(|(o, x)| *o = f(*x, kc)));
-        }
+        // One `wide` per group, not per plane (a 4x4 plane is 16 values).
+        wide(#[inline(always)] move || {
+            for (q, o) in o.chunks_mut(hw).enumerate() {
+                let plane = gi * group + q;
+                let kc = k[plane % c];
+                o.iter_mut().zip(&x[plane * hw..(plane + 1) * hw]).for_each(|(o, x)| *o = f(*x, kc));
+            }
+        });
     });
 }
 
