@@ -214,8 +214,16 @@ impl<T: Elem> Backend for CpuBackend<T> {
         Ok(())
     }
     fn fill(&self, buf: &mut Vec<T>, value: f32) -> Result<()> {
+        // Large buffers (zero_grad of the big convolutions' weights, 2M values) on every
+        // core; one core alone wrote them at about 7 GB/s.
+        const PAR_CHUNK: usize = 1 << 16;
         let v = T::from_f32(value);
-        buf.iter_mut().for_each(|d| *d = v);
+        if buf.len() > PAR_CHUNK {
+            use rayon::prelude::*;
+            buf.par_chunks_mut(PAR_CHUNK).for_each(|c| c.fill(v));
+        } else {
+            buf.fill(v);
+        }
         Ok(())
     }
 
