@@ -173,6 +173,10 @@ fn bench_case<B: Backend>(be: &B, group: &mut criterion::BenchmarkGroup<'_, crit
             // The parameter gradients add the per-channel sums backward_input wrote.
             group.throughput(Throughput::BytesDecimal(4 * F32 * c as u64));
             group.bench_function(id("backward_params"), |b| b.iter_custom(|it| timed(be, it, || be.batchnorm2d_backward_params(p, &sums, &mut dg, &mut db).unwrap())));
+            // Sampling's pass, from the running statistics: one read and one write. Last,
+            // as it overwrites the y the backward passes read.
+            group.throughput(Throughput::BytesDecimal(2 * bytes));
+            group.bench_function(id("forward_infer"), |b| b.iter_custom(|it| timed(be, it, || be.batchnorm2d_forward_infer(p, &x, &gamma, &beta, &rm, &rv, &mut y).unwrap())));
         }
         Op::Act { kind, p } => {
             let len = p.len as usize;
