@@ -11,8 +11,18 @@
 //!
 //!     cargo bench --bench gemm_layout
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use std::time::Duration;
+
+/// A group of `samples` samples after half a second of warm-up, `secs` seconds of
+/// measurement, and `throughput` per iteration.
+fn timed_group<'a>(c: &'a mut Criterion, name: &str, samples: usize, secs: u64, throughput: Throughput) -> BenchmarkGroup<'a, WallTime> {
+    let mut g = c.benchmark_group(name);
+    g.sample_size(samples).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(secs));
+    g.throughput(throughput);
+    g
+}
 
 #[allow(clippy::too_many_arguments)]
 fn product(m: usize, n: usize, k: usize, c: &mut [f32], a: &[f32], a_rs: isize, a_cs: isize, b: &[f32], b_rs: isize, b_cs: isize) {
@@ -33,9 +43,7 @@ fn layout(c: &mut Criterion) {
     let dy = vec![0.5f32; co * ld];
     let cols = vec![0.25f32; kd * ld];
     let mut dw = vec![0.0f32; co * kd];
-    let mut group = c.benchmark_group("gemm_layout");
-    group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
-    group.throughput(Throughput::Elements((2 * co * kd * ld) as u64));
+    let mut group = timed_group(c, "gemm_layout", 10, 3, Throughput::Elements((2 * co * kd * ld) as u64));
     // cols is [kd, ld]: read as cols^T[ld, kd] it has row stride 1 and column stride ld.
     group.bench_function("weight_grad/cols_transposed", |b| b.iter(|| product(co, kd, ld, &mut dw, &dy, ld as isize, 1, &cols, 1, ld as isize)));
     // The same values laid out as rows[ld, kd]: row stride kd, column stride 1.
@@ -49,9 +57,7 @@ fn layout(c: &mut Criterion) {
     let w = vec![0.5f32; co * kd];
     let dyi = vec![0.25f32; co * p];
     let mut ci = vec![0.0f32; kd * p];
-    let mut group = c.benchmark_group("gemm_layout_one_thread");
-    group.sample_size(20).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
-    group.throughput(Throughput::Elements((2 * co * kd * p) as u64));
+    let mut group = timed_group(c, "gemm_layout_one_thread", 20, 2, Throughput::Elements((2 * co * kd * p) as u64));
     group.bench_function("col_product/weights_transposed", |b| b.iter(|| product_on(gemm::Parallelism::None, kd, p, co, &mut ci, &w, 1, kd as isize, &dyi, p as isize, 1)));
     group.bench_function("col_product/weights_row_major", |b| b.iter(|| product_on(gemm::Parallelism::None, kd, p, co, &mut ci, &w, co as isize, 1, &dyi, p as isize, 1)));
     group.finish();
@@ -59,9 +65,7 @@ fn layout(c: &mut Criterion) {
     let len = 16 << 20;
     let src = vec![1.0f32; len];
     let mut dst = vec![0.0f32; len];
-    let mut group = c.benchmark_group("memory");
-    group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
-    group.throughput(Throughput::Bytes((2 * 4 * len) as u64));
+    let mut group = timed_group(c, "memory", 10, 2, Throughput::Bytes((2 * 4 * len) as u64));
     group.bench_function("copy_64MiB", |b| {
         b.iter(|| {
             use rayon::prelude::*;
