@@ -501,9 +501,9 @@ fn run_pieces<T: Elem>(be: &CpuBackend<T>, g: &Geo, n: usize, other: usize, tran
     let mut ws = be.ws.lock().unwrap_or_else(|e| e.into_inner());
     let ws = &mut *ws;
     // The GEMM-then-col2im passes read the weights transposed, which the GEMM's packing
-    // does more slowly (5 to 20% on one thread at these shapes: `cargo bench --bench
-    // gemm_layout`), and packs them again for every piece: they are transposed once here,
-    // `kdim x other` row-major.
+    // does more slowly (5 to 9% on one thread for one image of D's 64 -> 128 layer at
+    // 64 px: `cargo bench --bench gemm_layout -- gemm_layout_one_thread`), and packs them
+    // again for every piece: they are transposed once here, `kdim x other` row-major.
     let wt: &[T] = match transpose_w {
         Some(w) => {
             grow(&mut ws.wt, other * kdim);
