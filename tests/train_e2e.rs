@@ -174,6 +174,11 @@ fn user_errors_are_one_line_with_exit_code_2() {
     fails_with(&["train", "--data", &d("empty"), "--cache-dir", &cache, "--out", &d("o2")], "empty");
     fails_with(&["train", "--size", "48"], "--size 48");
     fails_with(&["train", "--batch", "0"], "--batch");
+    fails_with(&["train", "--lr", "nan"], "--lr NaN");
+    fails_with(&["train", "--lr", "0"], "--lr 0");
+    fails_with(&["train", "--beta1", "1"], "--beta1 1");
+    fails_with(&["train", "--beta2", "-0.5"], "--beta2 -0.5");
+    fails_with(&["train", "--matching-aware", "1.5"], "--matching-aware 1.5");
     std::fs::write(dir.join("afile"), b"x").unwrap();
     fails_with(&["train", "--size", "32", "--width", "4", "--iters", "1", "--cache-dir", &cache, "--out", &d("afile/run")], "--out");
     fails_with(&["train", "--device", "cuda", "--out", &d("o3")], "--device cuda");

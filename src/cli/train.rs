@@ -29,16 +29,16 @@ pub struct Args {
     #[arg(long)]
     epochs: Option<u64>,
     /// Adam learning rate [default: 2e-4].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     lr: Option<f32>,
     /// Adam beta1 [default: 0.5].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     beta1: Option<f32>,
     /// Adam beta2 [default: 0.999].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     beta2: Option<f32>,
     /// Weight W of the mismatched-caption term (GAN-CLS); 0 is the article's loss [default: 0].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     matching_aware: Option<f32>,
     /// cpu, cuda, or auto (cuda when a GPU is usable, else cpu).
     #[arg(long, default_value = "auto")]

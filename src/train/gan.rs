@@ -30,6 +30,22 @@ impl Default for Hyper {
     }
 }
 
+impl Hyper {
+    /// Refuses settings that cannot train: a learning rate that is not a positive number,
+    /// Adam betas outside [0, 1) (a beta of 1 divides by zero in the bias correction), and
+    /// a mismatched-caption weight outside [0, 1] (above 1 the fake term's weight 1 - W
+    /// turns negative). Each message names the flag.
+    pub fn check(&self) -> Result<()> {
+        ensure!(self.lr.is_finite() && self.lr > 0.0, "--lr {} must be a positive number (the article uses 2e-4)", self.lr);
+        for (flag, b) in [("--beta1", self.beta1), ("--beta2", self.beta2)] {
+            ensure!((0.0..1.0).contains(&b), "{flag} {b} must be at least 0 and below 1");
+        }
+        ensure!(self.eps.is_finite() && self.eps > 0.0, "Adam's epsilon {} must be a positive number", self.eps);
+        ensure!((0.0..=1.0).contains(&self.matching_aware), "--matching-aware {} must be between 0 and 1", self.matching_aware);
+        Ok(())
+    }
+}
+
 /// Host-side inputs of one iteration, NCHW f32.
 pub struct StepInputs<'a> {
     /// `n * 3 * size * size`, in [-1, 1].

@@ -131,6 +131,7 @@ pub fn train<B: Backend>(be: &B, opts: &TrainOptions, out: &Path, resume: Option
     ensure!(opts.batch > 0, "--batch must be at least 1");
     ensure!(opts.save_every > 0 && opts.sample_every > 0, "--save-every and --sample-every must be at least 1");
     ensure!(opts.keep > 0, "--keep must be at least 1");
+    opts.hyper.check()?;
     ModelConfig::new(opts.size, opts.width)?;
     ensure_writable(out)?;
     let paths = RunPaths { dir: out.to_path_buf() };
