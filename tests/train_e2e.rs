@@ -5,7 +5,7 @@ use gan_engine::nn::Mode;
 use gan_engine::rng::Rng;
 use gan_engine::train::checkpoint::{self, Checkpoint};
 use gan_engine::train::run::{train, RunState, TrainOptions};
-use gan_engine::train::{Gan, Hyper};
+use gan_engine::train::{report, Gan, Hyper};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -212,6 +212,30 @@ fn user_errors_are_one_line_with_exit_code_2() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(std::fs::read_dir(&walk).unwrap().count(), 8);
     assert_eq!(image::open(walk.join("row01-col03.png")).unwrap().width(), 32);
+
+    // Many images: the generator runs on at most 64 at a time, which must change no pixel
+    // against one call for all of them with the same noise stream.
+    let many = dir.join("many");
+    let out = bin().args(["sample", "--checkpoint", &run.display().to_string(), "--text", "Women Red Solid Dress", "-n", "70", "--seed", "3", "--out-dir", &many.display().to_string(), "--device", "cpu"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_dir(&many).unwrap().count(), 70);
+    let ck = checkpoint::load(&good).unwrap();
+    let state = RunState::from_checkpoint(&ck).unwrap();
+    let (size, noise_dim) = (state.config.size, state.config.noise_dim);
+    let mut gan = Gan::new(&be, &state.config, &state.options.hyper, 0).unwrap();
+    gan.import(&be, &ck.tensors).unwrap();
+    let mut noise = vec![0.0f32; 70 * noise_dim];
+    Rng::derive(3, "sample").fill_normal(&mut noise, 0.0, 1.0);
+    let texts: Vec<f32> = (0..70).flat_map(|_| state.tfidf.encode("Women Red Solid Dress")).collect();
+    let images = gan.generate(&be, &noise, &texts, Mode::Eval).unwrap();
+    let per = 3 * size * size;
+    for k in [0, 1, 63, 64, 69] {
+        let want = report::single_image(&images[k * per..(k + 1) * per], size);
+        assert_eq!(image::open(many.join(format!("row00-col{k:02}.png"))).unwrap().to_rgb8(), want, "image {k}");
+    }
+    // A grid too large for one PNG is refused before anything is drawn.
+    fails_with(&["sample", "--checkpoint", &run.display().to_string(), "--text", "Red Dress", "-n", "200", "--out", &d("huge.png")], "--out-dir");
+    assert!(!dir.join("huge.png").exists());
     let _ = std::fs::remove_dir_all(dir);
 }
 

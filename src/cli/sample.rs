@@ -59,58 +59,94 @@ fn sample<B: Backend>(be: &B, a: &Args, state: &RunState, tensors: &[checkpoint:
         state.tfidf.encode(t)
     };
     let mut rng = Rng::derive(a.seed, "sample");
-    // (rows, cols, texts per image, noise per image)
-    let (rows, cols, texts, noise) = match &a.interpolate {
+    // The grid: rows x cols images, image k at row k / cols, column k % cols. A row is a
+    // caption (with fresh noise in every column) or, for a walk, one noise vector (with the
+    // caption moving from A to B along the columns). `inputs` fills the noise and text
+    // vectors of the next images in that order; the noise stream is the same however the
+    // images are split into calls.
+    let (rows, cols, ends) = match &a.interpolate {
         Some(ab) => {
             ensure!(a.steps >= 2, "--steps must be at least 2");
-            let (va, vb) = (encode(&ab[0]), encode(&ab[1]));
-            let mut texts = Vec::new();
-            let mut noise = Vec::new();
-            for _ in 0..a.n {
-                let mut z = vec![0.0f32; cfg.noise_dim];
-                rng.fill_normal(&mut z, 0.0, 1.0);
-                for s in 0..a.steps {
-                    let w = s as f32 / (a.steps - 1) as f32;
-                    texts.extend(va.iter().zip(&vb).map(|(x, y)| (1.0 - w) * x + w * y));
-                    noise.extend_from_slice(&z);
-                }
-            }
-            (a.n, a.steps, texts, noise)
+            (a.n, a.steps, Some((encode(&ab[0]), encode(&ab[1]))))
         }
-        None => {
-            let mut texts = Vec::new();
-            for t in &a.texts {
-                let v = encode(t);
-                for _ in 0..a.n {
-                    texts.extend_from_slice(&v);
-                }
-            }
-            let mut noise = vec![0.0f32; a.texts.len() * a.n * cfg.noise_dim];
-            rng.fill_normal(&mut noise, 0.0, 1.0);
-            (a.texts.len(), a.n, texts, noise)
-        }
+        None => (a.texts.len(), a.n, None),
     };
-    let images = gan.generate(be, &noise, &texts, Mode::Eval)?;
+    let captions: Vec<Vec<f32>> = if ends.is_none() { a.texts.iter().map(|t| encode(t)).collect() } else { Vec::new() };
+    let total = rows.checked_mul(cols).filter(|&t| t <= MAX_IMAGES).with_context(|| format!("{rows} rows of {cols} images: sample draws at most {MAX_IMAGES} images per call; ask for fewer with -n"))?;
+    let mut z = vec![0.0f32; cfg.noise_dim];
+    let mut inputs = |k0: usize, k1: usize| -> (Vec<f32>, Vec<f32>) {
+        let (mut noise, mut texts) = (Vec::with_capacity((k1 - k0) * cfg.noise_dim), Vec::with_capacity((k1 - k0) * cfg.text_dim));
+        for k in k0..k1 {
+            let (r, c) = (k / cols, k % cols);
+            match &ends {
+                Some((va, vb)) => {
+                    if c == 0 {
+                        rng.fill_normal(&mut z, 0.0, 1.0);
+                    }
+                    let w = c as f32 / (cols - 1) as f32;
+                    texts.extend(va.iter().zip(vb).map(|(x, y)| (1.0 - w) * x + w * y));
+                }
+                None => {
+                    rng.fill_normal(&mut z, 0.0, 1.0);
+                    texts.extend_from_slice(&captions[r]);
+                }
+            }
+            noise.extend_from_slice(&z);
+        }
+        (noise, texts)
+    };
+    // The generator runs on at most SAMPLE_CHUNK images at a time (in Eval mode every
+    // image is computed on its own, so the chunking changes no pixel): memory stays that
+    // of one small batch however many images are asked for.
+    let mut generate = |k0: usize| -> Result<Vec<f32>> {
+        let (noise, texts) = inputs(k0, (k0 + SAMPLE_CHUNK).min(total));
+        gan.generate(be, &noise, &texts, Mode::Eval)
+    };
     let per = 3 * cfg.size * cfg.size;
     match &a.out_dir {
         Some(dir) => {
             std::fs::create_dir_all(dir).with_context(|| format!("--out-dir {}: cannot create the folder", dir.display()))?;
-            for (k, img) in images.chunks(per).enumerate() {
-                let p = dir.join(format!("row{:02}-col{:02}.png", k / cols, k % cols));
-                report::save_png(&p, &report::single_image(img, cfg.size)).with_context(|| format!("--out-dir {}", dir.display()))?;
+            let (row_digits, col_digits) = (digits(rows - 1).max(2), digits(cols - 1).max(2));
+            for k0 in (0..total).step_by(SAMPLE_CHUNK) {
+                for (i, img) in generate(k0)?.chunks(per).enumerate() {
+                    let k = k0 + i;
+                    let p = dir.join(format!("row{:0row_digits$}-col{:0col_digits$}.png", k / cols, k % cols));
+                    report::save_png(&p, &report::single_image(img, cfg.size)).with_context(|| format!("--out-dir {}", dir.display()))?;
+                }
             }
-            eprintln!("wrote {} images of {} px to {}", rows * cols, cfg.size, dir.display());
+            eprintln!("wrote {total} images of {} px to {}", cfg.size, dir.display());
         }
         None => {
             if a.out.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()) != Some("png".into()) {
                 bail!("--out {} must name a .png file", a.out.display());
             }
+            let zoom = zoom_for(cfg.size);
+            let (w, h) = report::grid_pixels(cfg.size, rows, cols, zoom);
+            if w.max(h) > MAX_GRID_SIDE {
+                bail!("--out {}: a {rows}x{cols} grid of {} px cells would be {w}x{h} pixels, over {MAX_GRID_SIDE} on a side; ask for fewer images (-n, --text, --steps), or write one PNG per image with --out-dir", a.out.display(), cfg.size * zoom);
+            }
             if let Some(parent) = a.out.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent).with_context(|| format!("--out {}: cannot create its folder", a.out.display()))?;
             }
-            report::save_png(&a.out, &report::grid_image(&images, cfg.size, rows, cols, zoom_for(cfg.size))).with_context(|| format!("--out {}", a.out.display()))?;
+            let mut images = Vec::with_capacity(total * per);
+            for k0 in (0..total).step_by(SAMPLE_CHUNK) {
+                images.extend(generate(k0)?);
+            }
+            report::save_png(&a.out, &report::grid_image(&images, cfg.size, rows, cols, zoom)).with_context(|| format!("--out {}", a.out.display()))?;
             eprintln!("wrote a {rows}x{cols} grid of {} px images to {}", cfg.size, a.out.display());
         }
     }
     Ok(())
+}
+
+/// Images per generator call.
+const SAMPLE_CHUNK: usize = 64;
+/// The most images one `sample` call draws.
+const MAX_IMAGES: usize = 1_000_000;
+/// The largest grid side, in pixels, `sample` writes as one PNG.
+const MAX_GRID_SIDE: usize = 16384;
+
+/// Decimal digits of `v`.
+fn digits(v: usize) -> usize {
+    v.checked_ilog10().map_or(1, |d| d as usize + 1)
 }

@@ -102,15 +102,14 @@ fn to_rgb(img: &[f32], size: usize) -> Vec<u8> {
 /// A `rows x cols` grid of images (`rows * cols` images, NCHW in [-1, 1]), with a white
 /// gap of 2 px, scaled up by an integer `zoom` so small images stay visible.
 pub fn grid_image(images: &[f32], size: usize, rows: usize, cols: usize, zoom: usize) -> image::RgbImage {
-    let gap = 2;
     let cell = size * zoom;
-    let (w, h) = (cols * cell + (cols + 1) * gap, rows * cell + (rows + 1) * gap);
+    let (w, h) = grid_pixels(size, rows, cols, zoom);
     let mut out = image::RgbImage::from_pixel(w as u32, h as u32, image::Rgb([255, 255, 255]));
     let per = 3 * size * size;
     for (k, img) in images.chunks(per).take(rows * cols).enumerate() {
         let rgb = to_rgb(img, size);
         let (r, c) = (k / cols, k % cols);
-        let (x0, y0) = (gap + c * (cell + gap), gap + r * (cell + gap));
+        let (x0, y0) = (GRID_GAP + c * (cell + GRID_GAP), GRID_GAP + r * (cell + GRID_GAP));
         for y in 0..cell {
             for x in 0..cell {
                 let q = (y / zoom) * size + x / zoom;
@@ -120,6 +119,14 @@ pub fn grid_image(images: &[f32], size: usize, rows: usize, cols: usize, zoom: u
     }
     out
 }
+
+/// Width and height in pixels of `grid_image`'s picture: cells `size * zoom` wide, with
+/// GRID_GAP pixels of white around each.
+pub fn grid_pixels(size: usize, rows: usize, cols: usize, zoom: usize) -> (usize, usize) {
+    let cell = size * zoom;
+    (cols * cell + (cols + 1) * GRID_GAP, rows * cell + (rows + 1) * GRID_GAP)
+}
+const GRID_GAP: usize = 2;
 
 /// One image as an RGB picture.
 pub fn single_image(img: &[f32], size: usize) -> image::RgbImage {
