@@ -51,6 +51,34 @@ fn model_output_shapes() {
     }
 }
 
+/// A batch too large for the ops' 32-bit sizes is refused with a message, before any
+/// memory is taken, instead of wrapping around.
+#[test]
+fn tensors_over_the_32_bit_limit_are_refused() {
+    let be = Cpu::new();
+    let err = Tensor::zeros(&be, Shape::new(8192, 64, 64, 64)).err().expect("2^31 values").to_string();
+    assert!(err.contains("batch of 8192") && err.contains("smaller batch"), "{err}");
+    assert!(Tensor::zeros(&be, Shape::new(usize::MAX, 2, 1, 1)).is_err(), "overflowing shape");
+}
+
+/// The batch limit is found from the configuration alone; it must be the largest tensor
+/// of the layer table (every layer's input and output), at every size and some widths.
+#[test]
+fn the_batch_limit_follows_the_largest_layer() {
+    let be = Cpu::new();
+    for (size, width) in [(32, 8), (64, 4), (64, 64), (128, 16), (128, 64)] {
+        let cfg = ModelConfig::new(size, width).unwrap();
+        let mut rng = Rng::new(4);
+        let (g, d) = (Generator::new(&be, &cfg, &mut rng).unwrap(), Discriminator::new(&be, &cfg, &mut rng).unwrap());
+        let largest = g.layers().into_iter().chain(d.layers()).flat_map(|(_, l, input)| [input.per_image(), l.out_shape(input).per_image()]).max().unwrap();
+        assert_eq!(cfg.largest_tensor_per_image(), largest, "{size} px, width {width}");
+    }
+    let cfg = ModelConfig::new(128, 64).unwrap();
+    assert!(cfg.check_batch(8191).is_ok());
+    let err = cfg.check_batch(8192).unwrap_err().to_string();
+    assert!(err.contains("--batch 8192") && err.contains("at most 8191"), "{err}");
+}
+
 /// A frozen network computes its input gradient only: no parameter-gradient op runs and
 /// every gradient keeps its value. Unfrozen, the same backward launches them.
 #[test]

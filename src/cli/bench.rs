@@ -114,7 +114,9 @@ fn run_on<B: Backend>(be: B, a: &Args, timer: Timer) -> Result<()> {
     let mut configs = Vec::new();
     for &size in &a.size {
         for &batch in &a.batch {
-            configs.push((ModelConfig::new(size, a.width)?, batch));
+            let cfg = ModelConfig::new(size, a.width)?;
+            cfg.check_batch(batch)?;
+            configs.push((cfg, batch));
         }
     }
     for (cfg, batch) in &configs {

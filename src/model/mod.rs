@@ -52,6 +52,23 @@ impl ModelConfig {
     pub fn top_channels(&self) -> usize {
         self.width << (self.blocks() - 1)
     }
+    /// Values per image of the largest tensor either network makes: the image itself, the
+    /// widest hidden layer (`width` channels at half the image side, in both networks), or
+    /// the discriminator's joined 4x4 features.
+    pub fn largest_tensor_per_image(&self) -> usize {
+        let half = self.size / 2;
+        [3 * self.size * self.size, self.width * half * half, (self.top_channels() + self.text_proj) * 16, self.text_dim, self.noise_dim].into_iter().max().unwrap_or(0)
+    }
+    /// Refuses a batch whose largest tensor would pass the `i32::MAX` values the ops and
+    /// kernels can index, before anything is allocated.
+    pub fn check_batch(&self, batch: usize) -> Result<()> {
+        let per = self.largest_tensor_per_image();
+        let max = i32::MAX as usize / per;
+        if batch > max {
+            bail!("--batch {batch} is too large for {} px at width {}: its largest tensor has {per} values per image, so a batch holds at most {max} images (the kernels index with 32-bit integers)", self.size, self.width);
+        }
+        Ok(())
+    }
 }
 
 pub struct Generator<B: Backend> {

@@ -67,8 +67,14 @@ impl<B: Backend> Clone for Tensor<B> {
 }
 
 impl<B: Backend> Tensor<B> {
+    /// A new tensor of zeros. Refuses shapes of more than `i32::MAX` values: the ops'
+    /// parameters and the kernels' indices are 32-bit.
     pub fn zeros(be: &B, shape: Shape) -> Result<Tensor<B>> {
-        Ok(Tensor { shape, buf: Rc::new(RefCell::new(be.alloc(shape.len())?)) })
+        let len = [shape.c, shape.h, shape.w].iter().try_fold(shape.n, |a, &b| a.checked_mul(b)).filter(|&l| l <= i32::MAX as usize);
+        let len = len.ok_or_else(|| {
+            anyhow::anyhow!("a batch of {} tensors of {shape} is more than the {} values one tensor may hold (the kernels index with 32-bit integers); use a smaller batch", shape.n, i32::MAX)
+        })?;
+        Ok(Tensor { shape, buf: Rc::new(RefCell::new(be.alloc(len)?)) })
     }
     pub fn from_f32(be: &B, shape: Shape, data: &[f32]) -> Result<Tensor<B>> {
         anyhow::ensure!(data.len() == shape.len(), "tensor of shape {shape:?} needs {} values, got {}", shape.len(), data.len());

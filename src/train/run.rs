@@ -132,7 +132,7 @@ pub fn train<B: Backend>(be: &B, opts: &TrainOptions, out: &Path, resume: Option
     ensure!(opts.save_every > 0 && opts.sample_every > 0, "--save-every and --sample-every must be at least 1");
     ensure!(opts.keep > 0, "--keep must be at least 1");
     opts.hyper.check()?;
-    ModelConfig::new(opts.size, opts.width)?;
+    ModelConfig::new(opts.size, opts.width)?.check_batch(opts.batch)?;
     ensure_writable(out)?;
     let paths = RunPaths { dir: out.to_path_buf() };
     if resume.is_none() && !checkpoint::list(out)?.is_empty() {
@@ -161,6 +161,7 @@ pub fn train<B: Backend>(be: &B, opts: &TrainOptions, out: &Path, resume: Option
         source.describe()
     );
     let cfg = ModelConfig { text_dim: data.tfidf.dim(), ..ModelConfig::new(opts.size, opts.width)? };
+    cfg.check_batch(opts.batch)?;
     ensure!(cfg.text_dim > 0, "the captions of {} give an empty vocabulary: no word of two or more letters", source.describe());
 
     let mut gan = Gan::new(be, &cfg, &opts.hyper, opts.seed)?;
