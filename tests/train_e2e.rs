@@ -4,7 +4,7 @@ use gan_engine::backend::cpu::Cpu;
 use gan_engine::nn::Mode;
 use gan_engine::rng::Rng;
 use gan_engine::train::checkpoint::{self, Checkpoint};
-use gan_engine::train::run::{train, RunState, TrainOptions};
+use gan_engine::train::run::{train, train_until, RunState, TrainOptions};
 use gan_engine::train::{report, Gan, Hyper};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -93,8 +93,60 @@ fn synthetic_run_writes_outputs_and_resumes_exactly() {
     assert_eq!((sa.step, sa.loader, sa.noise_rng), (sb.step, sb.loader, sb.noise_rng));
     let rows = |d: &Path| std::fs::read_to_string(d.join("metrics.csv")).unwrap().lines().map(|l| l.rsplit_once(',').unwrap().0.to_string()).collect::<Vec<_>>();
     assert_eq!(rows(&straight), rows(&split), "metrics.csv of the resumed run continues the same rows");
-    let _ = std::fs::remove_dir_all(straight);
-    let _ = std::fs::remove_dir_all(split);
+
+    // Stopped (Ctrl-C) after iteration 4, between the saves at 3 and 6: a checkpoint of 4
+    // is written, and resuming it gives the same 6 iterations.
+    let stopped = tmp("stopped");
+    let mut asked = Vec::new();
+    let s = train_until(&be, &opts(6), &stopped, None, false, &mut |it| {
+        asked.push(it);
+        it == 4
+    })
+    .unwrap();
+    assert!(s.interrupted);
+    assert_eq!((s.iterations, asked), (4, vec![1, 2, 3, 4]));
+    assert_eq!(s.last_checkpoint, checkpoint::path_for(&stopped, 4));
+    assert!(stopped.join("samples/step-00000004.png").is_file());
+    let loaded = checkpoint::load(&s.last_checkpoint).unwrap();
+    let r = train(&be, &opts(6), &stopped, Some((s.last_checkpoint.clone(), loaded)), false).unwrap();
+    assert!(!r.interrupted);
+    assert_eq!(tensors(&checkpoint::path_for(&stopped, 6)), a, "4 + 2 resumed equals 6 straight");
+    assert_eq!(rows(&straight), rows(&stopped));
+    for d in [straight, split, stopped] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+/// Ctrl-C (SIGINT) during `gan-engine train` ends the run with a checkpoint of the last
+/// finished iteration, says how to resume, and exits with 130.
+#[cfg(unix)]
+#[test]
+fn interrupting_train_writes_a_checkpoint() {
+    let dir = tmp("sigint");
+    let run = dir.join("run");
+    let cache = dir.join("cache").display().to_string();
+    let child = bin()
+        .args(["train", "--size", "32", "--width", "4", "--batch", "4", "--iters", "1000000", "--save-every", "1000000", "--sample-every", "1000000", "--quiet", "--device", "cpu", "--cache-dir", &cache, "--out", &run.display().to_string()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until iterations are being written (metrics.csv every 50), then interrupt.
+    let started = std::time::Instant::now();
+    while !run.join("metrics.csv").is_file() {
+        assert!(started.elapsed().as_secs() < 120, "no metrics.csv after 120 s");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("continue with: gan-engine train --resume"), "{stderr}");
+    let kept = checkpoint::list(&run).unwrap();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let state = RunState::from_checkpoint(&checkpoint::load(&kept[0]).unwrap()).unwrap();
+    assert!(state.iteration >= 50, "{}", state.iteration);
+    assert!(stderr.contains(&format!("interrupted at iteration {} of 1000000", state.iteration)), "{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]

@@ -3,9 +3,11 @@ use gan_engine::backend::device::{self, Opened};
 use gan_engine::backend::Backend;
 use gan_engine::text::DEFAULT_MAX_FEATURES;
 use gan_engine::train::checkpoint;
-use gan_engine::train::run::{iters_for_epochs, train, RunState, TrainOptions};
+use gan_engine::train::run::{iters_for_epochs, train_until, RunState, TrainOptions};
 use gan_engine::train::Hyper;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -169,10 +171,34 @@ pub fn run(a: Args) -> Result<()> {
         Opened::Gpu(be) => be.name(),
     };
     eprintln!("training {} px, width {}, batch {}, {} iterations on {name} -> {}", opts.size, opts.width, opts.batch, opts.iters, out.display());
+    // Ctrl-C (or SIGTERM, SIGHUP) ends the run after the iteration in progress, with a
+    // checkpoint of it; a second one quits at once (checkpoints are written atomically, so
+    // that loses at most the iterations since the last one).
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    if let Err(e) = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupted: finishing this iteration and writing a checkpoint (Ctrl-C again quits at once)");
+    }) {
+        eprintln!("warning: Ctrl-C will stop training without a checkpoint ({e})");
+    }
+    let mut asked = |_| stop.load(Ordering::SeqCst);
     let summary = match backend {
-        Opened::Cpu(be) => train(&be, &opts, &out, resume, !a.quiet)?,
-        Opened::Gpu(be) => train(&be, &opts, &out, resume, !a.quiet)?,
+        Opened::Cpu(be) => train_until(&be, &opts, &out, resume, !a.quiet, &mut asked)?,
+        Opened::Gpu(be) => train_until(&be, &opts, &out, resume, !a.quiet, &mut asked)?,
     };
+    if summary.interrupted {
+        eprintln!(
+            "interrupted at iteration {} of {}: checkpoint {}; continue with: gan-engine train --resume {}",
+            summary.iterations,
+            opts.iters,
+            summary.last_checkpoint.display(),
+            out.display()
+        );
+        std::process::exit(130);
+    }
     eprintln!(
         "done: {} iterations in {:.1} s; last checkpoint {}; samples in {}",
         summary.iterations,

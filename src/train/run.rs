@@ -73,6 +73,9 @@ pub struct RunSummary {
     pub last_checkpoint: PathBuf,
     pub seconds: f64,
     pub final_stats: super::StepStats,
+    /// Stopped before --iters because `stop` asked; the last checkpoint is of the last
+    /// finished iteration, so `--resume` continues exactly.
+    pub interrupted: bool,
 }
 
 /// Output files of a run folder.
@@ -128,6 +131,13 @@ pub const GRID_COLUMNS: usize = 8;
 
 /// Trains on `be`. `resume` is the checkpoint to continue (already chosen by the caller).
 pub fn train<B: Backend>(be: &B, opts: &TrainOptions, out: &Path, resume: Option<(PathBuf, Checkpoint)>, progress: bool) -> Result<RunSummary> {
+    train_until(be, opts, out, resume, progress, &mut |_| false)
+}
+
+/// `train`, asking `stop(iteration)` after every iteration whether to end the run there
+/// (Ctrl-C in the CLI). Stopping writes what a --save-every iteration writes (metrics, a
+/// sample grid, a checkpoint of that iteration), so no finished iteration is lost.
+pub fn train_until<B: Backend>(be: &B, opts: &TrainOptions, out: &Path, resume: Option<(PathBuf, Checkpoint)>, progress: bool, stop: &mut dyn FnMut(u64) -> bool) -> Result<RunSummary> {
     ensure!(opts.batch > 0, "--batch must be at least 1");
     ensure!(opts.save_every > 0 && opts.sample_every > 0, "--save-every and --sample-every must be at least 1");
     ensure!(opts.keep > 0, "--keep must be at least 1");
@@ -195,6 +205,7 @@ pub fn train<B: Backend>(be: &B, opts: &TrainOptions, out: &Path, resume: Option
     let mut pending: Vec<MetricsRow> = Vec::new();
     let mut last_checkpoint = resume.as_ref().map(|(p, _)| p.clone());
     let mut stats = super::StepStats::default();
+    let mut interrupted = false;
 
     let save = |gan: &Gan<B>, iteration: u64, noise_rng: &Rng, loader: &LoaderState, elapsed: f64| -> Result<PathBuf> {
         let meta = RunState {
@@ -235,7 +246,8 @@ pub fn train<B: Backend>(be: &B, opts: &TrainOptions, out: &Path, resume: Option
         bar.set_position(iteration);
         bar.set_message(format!("loss_D {:.3}  loss_G {:.3}  D(x) {:.2}  D(G(z)) {:.2}", stats.loss_d, stats.loss_g, stats.d_real, stats.d_fake));
 
-        let last = iteration == opts.iters;
+        interrupted = iteration < opts.iters && stop(iteration);
+        let last = iteration == opts.iters || interrupted;
         if iteration % opts.sample_every == 0 || last {
             let imgs = gan.generate(be, &sample_noise, &sample_texts, Mode::Eval)?;
             report::save_png(&paths.sample(iteration), &report::grid_image(&imgs, cfg.size, sample_captions.len(), GRID_COLUMNS, zoom_for(cfg.size)))?;
@@ -259,9 +271,15 @@ pub fn train<B: Backend>(be: &B, opts: &TrainOptions, out: &Path, resume: Option
                 );
             }
         }
+        if interrupted {
+            bar.abandon();
+            break;
+        }
     }
-    bar.finish();
-    Ok(RunSummary { iterations: iteration, last_checkpoint: last_checkpoint.context("no checkpoint written")?, seconds: started.elapsed().as_secs_f64(), final_stats: stats })
+    if !interrupted {
+        bar.finish();
+    }
+    Ok(RunSummary { iterations: iteration, last_checkpoint: last_checkpoint.context("no checkpoint written")?, seconds: started.elapsed().as_secs_f64(), final_stats: stats, interrupted })
 }
 
 /// Small images are scaled up in grids so they stay visible.
