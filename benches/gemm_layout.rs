@@ -7,7 +7,10 @@
 //! - memory bandwidth: one copy of 64 MiB between two buffers (read + write counted);
 //! - on one thread, the left operand's layout too: one image's column product of the CPU
 //!   convolutions' image split with the weights read transposed, against the same product
-//!   with the weights transposed beforehand (what the split does).
+//!   with the weights transposed beforehand (what the split does);
+//! - on one thread, the `gemm` crate against `matrixmultiply` at one image's three products
+//!   of D's 64 -> 128 layer (forward, input gradient, weight gradient), the calls the image
+//!   split makes: which CPU GEMM the backend should use at its own shapes.
 //!
 //!     cargo bench --bench gemm_layout
 
@@ -61,6 +64,20 @@ fn layout(c: &mut Criterion) {
     group.bench_function("col_product/weights_transposed", |b| b.iter(|| product_on(gemm::Parallelism::None, kd, p, co, &mut ci, &w, 1, kd as isize, &dyi, p as isize, 1)));
     group.bench_function("col_product/weights_row_major", |b| b.iter(|| product_on(gemm::Parallelism::None, kd, p, co, &mut ci, &w, co as isize, 1, &dyi, p as isize, 1)));
     group.finish();
+
+    // (name, M, N, K) of one image's products in D's 64 -> 128 layer at 64 px: the
+    // forward (weights . columns), the input gradient's GEMM before col2im (weights^T . dy)
+    // and the weight gradient (dy . columns^T), all operands row-major.
+    for (name, m, n, k) in [("forward", 128, 256, 1024), ("input_grad", 1024, 256, 128), ("weight_grad", 128, 1024, 256)] {
+        let a = vec![0.5f32; m * k];
+        let bm = vec![0.25f32; k * n];
+        let mut cm = vec![0.0f32; m * n];
+        let mut group = timed_group(c, &format!("gemm_crates_one_thread/{name}_{m}x{n}x{k}"), 20, 2, Throughput::Elements((2 * m * n * k) as u64));
+        group.bench_function("gemm", |b| b.iter(|| product_on(gemm::Parallelism::None, m, n, k, &mut cm, &a, k as isize, 1, &bm, n as isize, 1)));
+        // SAFETY: a is m x k, bm k x n and cm m x n, row-major, as the strides say.
+        group.bench_function("matrixmultiply", |b| b.iter(|| unsafe { matrixmultiply::sgemm(m, k, n, 1.0, a.as_ptr(), k as isize, 1, bm.as_ptr(), n as isize, 1, 1.0, cm.as_mut_ptr(), n as isize, 1) }));
+        group.finish();
+    }
 
     let len = 16 << 20;
     let src = vec![1.0f32; len];
