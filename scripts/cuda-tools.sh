@@ -13,7 +13,8 @@
 #      misuse), then runs `gan-engine selftest --device sim` (every kernel against its CPU
 #      twin on the CPU simulation, plus a whole training iteration and one against the
 #      PyTorch reference), checks that every `extern "C"` kernel in kernels/ has a passing
-#      row, and runs the selftest again in GEMM mode tf32x3-async.
+#      row, and runs the selftest again in GEMM modes tf32x3-async and fp32 (the FMA
+#      tiles of GPUs before sm_80).
 #
 # Exits non-zero on any failure. Versions can be overridden with NVRTC12_PKG, NVRTC13_PKG,
 # NVCC_PKG, CUOBJDUMP_PKG and NVDISASM_PKG (pip requirement strings).
@@ -152,8 +153,14 @@ if missing:
     sys.exit("error: kernels without a passing sim selftest row: " + ", ".join(missing))
 print(f"coverage: all {len(names)} extern \"C\" kernels in kernels/ have passing sim rows")
 PY
-step "gan-engine selftest --device sim, GEMM tf32x3-async (the tiles fed by cp.async)"
-GAN_ENGINE_GEMM=tf32x3-async "$bin" selftest --device sim > "$TOOLS/selftest-sim-async.txt" || { grep -E ' FAIL$' "$TOOLS/selftest-sim-async.txt"; tail -n 3 "$TOOLS/selftest-sim-async.txt"; exit 1; }
-tail -n 1 "$TOOLS/selftest-sim-async.txt"
+# The selftest again in two more GEMM modes, summary only (failing rows when any): the
+# tiles fed by cp.async, and the fp32 FMA tiles that GPUs before sm_80 run (Pascal, such
+# as the article's GTX 1070 Ti, and Turing).
+for mode in tf32x3-async fp32; do
+    step "gan-engine selftest --device sim, GEMM $mode"
+    out="$TOOLS/selftest-sim-$mode.txt"
+    GAN_ENGINE_GEMM=$mode "$bin" selftest --device sim > "$out" || { grep -E ' FAIL$' "$out"; tail -n 3 "$out"; exit 1; }
+    tail -n 1 "$out"
+done
 
 step "CUDA kernel checks passed"
