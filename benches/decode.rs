@@ -28,7 +28,9 @@ fn bench_decode(c: &mut Criterion) {
     g.sample_size(10);
     g.bench_function("decode_only", |b| b.iter(|| files.iter().map(|f| decode_rgb(f).unwrap().width()).sum::<u32>()));
     for size in [32, 64, 128] {
-        g.bench_function(format!("{size}px_1_thread"), |b| b.iter(|| files.iter().map(|f| prepare_rgb(decode_rgb(f).unwrap(), size, Fit::Pad).len()).sum::<usize>()));
+        g.bench_function(format!("{size}px_1_thread"), |b| {
+            b.iter(|| files.iter().map(|f| prepare_rgb(decode_rgb(f).unwrap(), size, Fit::Pad).len()).sum::<usize>())
+        });
         g.bench_function(format!("{size}px_{}_threads", rayon::current_num_threads()), |b| {
             b.iter(|| files.par_iter().map(|f| prepare_rgb(decode_rgb(f).unwrap(), size, Fit::Pad).len()).sum::<usize>())
         });

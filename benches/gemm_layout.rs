@@ -61,8 +61,12 @@ fn layout(c: &mut Criterion) {
     let dyi = vec![0.25f32; co * p];
     let mut ci = vec![0.0f32; kd * p];
     let mut group = timed_group(c, "gemm_layout_one_thread", 20, 2, Throughput::Elements((2 * co * kd * p) as u64));
-    group.bench_function("col_product/weights_transposed", |b| b.iter(|| product_on(gemm::Parallelism::None, kd, p, co, &mut ci, &w, 1, kd as isize, &dyi, p as isize, 1)));
-    group.bench_function("col_product/weights_row_major", |b| b.iter(|| product_on(gemm::Parallelism::None, kd, p, co, &mut ci, &w, co as isize, 1, &dyi, p as isize, 1)));
+    group.bench_function("col_product/weights_transposed", |b| {
+        b.iter(|| product_on(gemm::Parallelism::None, kd, p, co, &mut ci, &w, 1, kd as isize, &dyi, p as isize, 1))
+    });
+    group.bench_function("col_product/weights_row_major", |b| {
+        b.iter(|| product_on(gemm::Parallelism::None, kd, p, co, &mut ci, &w, co as isize, 1, &dyi, p as isize, 1))
+    });
     group.finish();
 
     // (name, M, N, K) of one image's products in D's 64 -> 128 layer at 64 px: the
@@ -75,7 +79,11 @@ fn layout(c: &mut Criterion) {
         let mut group = timed_group(c, &format!("gemm_crates_one_thread/{name}_{m}x{n}x{k}"), 20, 2, Throughput::Elements((2 * m * n * k) as u64));
         group.bench_function("gemm", |b| b.iter(|| product_on(gemm::Parallelism::None, m, n, k, &mut cm, &a, k as isize, 1, &bm, n as isize, 1)));
         // SAFETY: a is m x k, bm k x n and cm m x n, row-major, as the strides say.
-        group.bench_function("matrixmultiply", |b| b.iter(|| unsafe { matrixmultiply::sgemm(m, k, n, 1.0, a.as_ptr(), k as isize, 1, bm.as_ptr(), n as isize, 1, 1.0, cm.as_mut_ptr(), n as isize, 1) }));
+        group.bench_function("matrixmultiply", |b| {
+            b.iter(|| unsafe {
+                matrixmultiply::sgemm(m, k, n, 1.0, a.as_ptr(), k as isize, 1, bm.as_ptr(), n as isize, 1, 1.0, cm.as_mut_ptr(), n as isize, 1)
+            })
+        });
         group.finish();
     }
 

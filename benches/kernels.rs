@@ -80,7 +80,8 @@ fn cases<B: Backend>(be: &B, cfg: &ModelConfig, n: usize) -> Vec<Case> {
             let transposed = describe.starts_with("ConvTranspose2d");
             let (k, s, p) = parse_kernel(&describe);
             let c_out = layer.out_shape(x).c;
-            let p = if transposed { ConvParams::conv_transpose2d(n, x.c, x.h, x.w, c_out, k, s, p) } else { ConvParams::conv2d(n, x.c, x.h, x.w, c_out, k, s, p) };
+            let p =
+                if transposed { ConvParams::conv_transpose2d(n, x.c, x.h, x.w, c_out, k, s, p) } else { ConvParams::conv2d(n, x.c, x.h, x.w, c_out, k, s, p) };
             Op::Conv { transposed, p }
         } else if let Some(p) = layer.batchnorm_params(x.with_batch(n)) {
             Op::BatchNorm(p)
@@ -141,12 +142,18 @@ fn bench_case<B: Backend>(be: &B, group: &mut criterion::BenchmarkGroup<'_, crit
             let mut dw = be.alloc(p.weight_len()).unwrap();
             if *transposed {
                 group.bench_function(id("forward"), |b| b.iter_custom(|it| timed(be, it, || be.conv_transpose2d_forward(p, &x, &w, None, &mut y).unwrap())));
-                group.bench_function(id("backward_input"), |b| b.iter_custom(|it| timed(be, it, || be.conv_transpose2d_backward_input(p, &dy, &w, &mut dx).unwrap())));
-                group.bench_function(id("backward_params"), |b| b.iter_custom(|it| timed(be, it, || be.conv_transpose2d_backward_params(p, &x, &dy, &mut dw, None).unwrap())));
+                group.bench_function(id("backward_input"), |b| {
+                    b.iter_custom(|it| timed(be, it, || be.conv_transpose2d_backward_input(p, &dy, &w, &mut dx).unwrap()))
+                });
+                group.bench_function(id("backward_params"), |b| {
+                    b.iter_custom(|it| timed(be, it, || be.conv_transpose2d_backward_params(p, &x, &dy, &mut dw, None).unwrap()))
+                });
             } else {
                 group.bench_function(id("forward"), |b| b.iter_custom(|it| timed(be, it, || be.conv2d_forward(p, &x, &w, None, &mut y).unwrap())));
                 group.bench_function(id("backward_input"), |b| b.iter_custom(|it| timed(be, it, || be.conv2d_backward_input(p, &dy, &w, &mut dx).unwrap())));
-                group.bench_function(id("backward_params"), |b| b.iter_custom(|it| timed(be, it, || be.conv2d_backward_params(p, &x, &dy, &mut dw, None).unwrap())));
+                group.bench_function(id("backward_params"), |b| {
+                    b.iter_custom(|it| timed(be, it, || be.conv2d_backward_params(p, &x, &dy, &mut dw, None).unwrap()))
+                });
             }
         }
         Op::BatchNorm(p) => {
@@ -164,19 +171,27 @@ fn bench_case<B: Backend>(be: &B, group: &mut criterion::BenchmarkGroup<'_, crit
             let bytes = F32 * len as u64;
             group.throughput(Throughput::BytesDecimal(2 * bytes));
             group.bench_function(id("forward_train"), |b| {
-                b.iter_custom(|it| timed(be, it, || be.batchnorm2d_forward_train(p, &x, &gamma, &beta, &mut rm, &mut rv, &mut mean, &mut invstd, &mut y).unwrap()))
+                b.iter_custom(|it| {
+                    timed(be, it, || be.batchnorm2d_forward_train(p, &x, &gamma, &beta, &mut rm, &mut rv, &mut mean, &mut invstd, &mut y).unwrap())
+                })
             });
             // A fused activation adds its output y to what the backward passes read.
             let fused = u64::from(p.act != BN_ACT_NONE);
             group.throughput(Throughput::BytesDecimal((3 + fused) * bytes));
-            group.bench_function(id("backward_input"), |b| b.iter_custom(|it| timed(be, it, || be.batchnorm2d_backward_input(p, &x, &y, &dy, &gamma, &mean, &invstd, &mut sums, &mut dx).unwrap())));
+            group.bench_function(id("backward_input"), |b| {
+                b.iter_custom(|it| timed(be, it, || be.batchnorm2d_backward_input(p, &x, &y, &dy, &gamma, &mean, &invstd, &mut sums, &mut dx).unwrap()))
+            });
             // The parameter gradients add the per-channel sums backward_input wrote.
             group.throughput(Throughput::BytesDecimal(4 * F32 * c as u64));
-            group.bench_function(id("backward_params"), |b| b.iter_custom(|it| timed(be, it, || be.batchnorm2d_backward_params(p, &sums, &mut dg, &mut db).unwrap())));
+            group.bench_function(id("backward_params"), |b| {
+                b.iter_custom(|it| timed(be, it, || be.batchnorm2d_backward_params(p, &sums, &mut dg, &mut db).unwrap()))
+            });
             // Sampling's pass, from the running statistics: one read and one write. Last,
             // as it overwrites the y the backward passes read.
             group.throughput(Throughput::BytesDecimal(2 * bytes));
-            group.bench_function(id("forward_infer"), |b| b.iter_custom(|it| timed(be, it, || be.batchnorm2d_forward_infer(p, &x, &gamma, &beta, &rm, &rv, &mut y).unwrap())));
+            group.bench_function(id("forward_infer"), |b| {
+                b.iter_custom(|it| timed(be, it, || be.batchnorm2d_forward_infer(p, &x, &gamma, &beta, &rm, &rv, &mut y).unwrap()))
+            });
         }
         Op::Act { kind, p } => {
             let len = p.len as usize;
@@ -216,7 +231,9 @@ fn bench_case<B: Backend>(be: &B, group: &mut criterion::BenchmarkGroup<'_, crit
             let (mut y, mut dx, mut dw, mut db) = (be.alloc(n * o).unwrap(), be.alloc(n * i).unwrap(), be.alloc(o * i).unwrap(), be.alloc(o).unwrap());
             group.bench_function(id("forward"), |b| b.iter_custom(|it| timed(be, it, || be.linear_forward(p, &x, &w, Some(&bias), &mut y).unwrap())));
             group.bench_function(id("backward_input"), |b| b.iter_custom(|it| timed(be, it, || be.linear_backward_input(p, &dy, &w, &mut dx).unwrap())));
-            group.bench_function(id("backward_params"), |b| b.iter_custom(|it| timed(be, it, || be.linear_backward_params(p, &x, &dy, &mut dw, Some(&mut db)).unwrap())));
+            group.bench_function(id("backward_params"), |b| {
+                b.iter_custom(|it| timed(be, it, || be.linear_backward_params(p, &x, &dy, &mut dw, Some(&mut db)).unwrap()))
+            });
         }
         Op::Concat(p) => {
             let (n, ca, cb, hw) = (p.n as usize, p.c_a as usize, p.c_b as usize, p.hw as usize);
@@ -226,7 +243,9 @@ fn bench_case<B: Backend>(be: &B, group: &mut criterion::BenchmarkGroup<'_, crit
             let (mut y, mut da, mut db) = (be.alloc(p.out_len()).unwrap(), be.alloc(n * ca * hw).unwrap(), be.alloc(n * cb).unwrap());
             group.throughput(Throughput::BytesDecimal(F32 * (p.out_len() + n * ca * hw + n * cb) as u64));
             group.bench_function(id("forward"), |b| b.iter_custom(|it| timed(be, it, || be.concat_tile_forward(p, &a, &bv, &mut y).unwrap())));
-            group.bench_function(id("backward_input"), |b| b.iter_custom(|it| timed(be, it, || be.concat_tile_backward_input(p, &dy, &mut da, &mut db).unwrap())));
+            group.bench_function(id("backward_input"), |b| {
+                b.iter_custom(|it| timed(be, it, || be.concat_tile_backward_input(p, &dy, &mut da, &mut db).unwrap()))
+            });
         }
         Op::Bce(p) => {
             let n = p.n as usize;
@@ -235,7 +254,9 @@ fn bench_case<B: Backend>(be: &B, group: &mut criterion::BenchmarkGroup<'_, crit
             group.throughput(Throughput::BytesDecimal(F32 * n as u64));
             group.bench_function(id("forward"), |b| b.iter_custom(|it| timed(be, it, || be.bce_with_logits_forward(p, &logits, &mut out).unwrap())));
             group.throughput(Throughput::BytesDecimal(2 * F32 * n as u64));
-            group.bench_function(id("backward_input"), |b| b.iter_custom(|it| timed(be, it, || be.bce_with_logits_backward_input(p, &logits, &mut dl).unwrap())));
+            group.bench_function(id("backward_input"), |b| {
+                b.iter_custom(|it| timed(be, it, || be.bce_with_logits_backward_input(p, &logits, &mut dl).unwrap()))
+            });
         }
         Op::Adam(len) => {
             let mut param = random(be, *len, &mut rng);

@@ -99,7 +99,8 @@ fn batch_contents_match_the_data() {
         }
     }
     assert!((20..=60).contains(&flips), "about half of 80 images mirrored, got {flips}");
-    let no_extras = Loader::new(data, LoaderOptions { batch: 4, seed: 0, flip: false, mismatched: false }, LoaderState::default()).unwrap().next_batch().unwrap();
+    let no_extras =
+        Loader::new(data, LoaderOptions { batch: 4, seed: 0, flip: false, mismatched: false }, LoaderState::default()).unwrap().next_batch().unwrap();
     assert!(no_extras.mismatched_texts.is_none());
     assert!(no_extras.flipped.iter().all(|f| !f));
 }

@@ -418,7 +418,9 @@ fn batchnorm_f32_matches_f64() {
     // Channels far from zero mean (offset / std up to 1000) must not lose the variance to
     // cancellation in f32: forward and backward against f64 on the same f32-exact inputs.
     let mut rng = Rng::new(21);
-    for ((std, offset), (n, c, hw)) in [(4.0, 10.0), (1.0, 1000.0), (0.01, -3.0)].into_iter().flat_map(|d| [(8, 16, 64), (64, 16, 16), (5, 3, 35), (300, 4, 1)].map(|s| (d, s))) {
+    for ((std, offset), (n, c, hw)) in
+        [(4.0, 10.0), (1.0, 1000.0), (0.01, -3.0)].into_iter().flat_map(|d| [(8, 16, 64), (64, 16, 16), (5, 3, 35), (300, 4, 1)].map(|s| (d, s)))
+    {
         let p = BatchNormParams::new(n, c, hw, 1e-5, 0.1);
         let x: Vec<f64> = (0..p.len()).map(|_| (rng.normal() * std + offset) as f32 as f64).collect();
         let dy: Vec<f64> = (0..p.len()).map(|_| rng.normal() as f32 as f64).collect();

@@ -27,7 +27,13 @@ fn shared_products_match_scikit_learn() {
         assert!((idf(w) - want).abs() < 1e-6, "idf({w}) = {} want {want}", idf(w));
     }
     let v = t.encode("Men Navy Blue Casual Shirt");
-    let want = [("blue", 0.4499823925015858), ("casual", 0.2068404018662431), ("men", 0.24676949786906918), ("navy", 0.6544648768902344), ("shirt", 0.515279957336648)];
+    let want = [
+        ("blue", 0.4499823925015858),
+        ("casual", 0.2068404018662431),
+        ("men", 0.24676949786906918),
+        ("navy", 0.6544648768902344),
+        ("shirt", 0.515279957336648),
+    ];
     for (w, x) in want {
         assert!((v[t.index_of(w).unwrap()] as f64 - x).abs() < 1e-6, "{w}");
     }

@@ -91,7 +91,8 @@ fn synthetic_run_writes_outputs_and_resumes_exactly() {
     let sa = RunState::from_checkpoint(&checkpoint::load(&checkpoint::path_for(&straight, 6)).unwrap()).unwrap();
     let sb = RunState::from_checkpoint(&checkpoint::load(&checkpoint::path_for(&split, 6)).unwrap()).unwrap();
     assert_eq!((sa.step, sa.loader, sa.noise_rng), (sb.step, sb.loader, sb.noise_rng));
-    let rows = |d: &Path| std::fs::read_to_string(d.join("metrics.csv")).unwrap().lines().map(|l| l.rsplit_once(',').unwrap().0.to_string()).collect::<Vec<_>>();
+    let rows =
+        |d: &Path| std::fs::read_to_string(d.join("metrics.csv")).unwrap().lines().map(|l| l.rsplit_once(',').unwrap().0.to_string()).collect::<Vec<_>>();
     assert_eq!(rows(&straight), rows(&split), "metrics.csv of the resumed run continues the same rows");
 
     // Stopped (Ctrl-C) after iteration 4, between the saves at 3 and 6: a checkpoint of 4
@@ -126,7 +127,28 @@ fn interrupting_train_writes_a_checkpoint() {
     let run = dir.join("run");
     let cache = dir.join("cache").display().to_string();
     let child = bin()
-        .args(["train", "--size", "32", "--width", "4", "--batch", "4", "--iters", "1000000", "--save-every", "1000000", "--sample-every", "1000000", "--quiet", "--device", "cpu", "--cache-dir", &cache, "--out", &run.display().to_string()])
+        .args([
+            "train",
+            "--size",
+            "32",
+            "--width",
+            "4",
+            "--batch",
+            "4",
+            "--iters",
+            "1000000",
+            "--save-every",
+            "1000000",
+            "--sample-every",
+            "1000000",
+            "--quiet",
+            "--device",
+            "cpu",
+            "--cache-dir",
+            &cache,
+            "--out",
+            &run.display().to_string(),
+        ])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -235,7 +257,11 @@ fn user_errors_are_one_line_with_exit_code_2() {
     fails_with(&["train", "--size", "32", "--width", "4", "--iters", "1", "--cache-dir", &cache, "--out", &d("afile/run")], "--out");
     fails_with(&["train", "--device", "cuda", "--out", &d("o3")], "--device cuda");
     // A mistyped GEMM mode stops --device auto instead of sending it to the CPU.
-    fails_with_env(&[("GAN_ENGINE_GEMM", "bf16")], &["train", "--size", "32", "--width", "4", "--iters", "1", "--cache-dir", &cache, "--out", &d("o4")], "GAN_ENGINE_GEMM");
+    fails_with_env(
+        &[("GAN_ENGINE_GEMM", "bf16")],
+        &["train", "--size", "32", "--width", "4", "--iters", "1", "--cache-dir", &cache, "--out", &d("o4")],
+        "GAN_ENGINE_GEMM",
+    );
     fails_with(&["sample", "--checkpoint", &d("nothing"), "--text", "Red Dress"], "does not exist");
 
     // A real checkpoint, then a truncated copy, a foreign file, and a size mismatch.
@@ -255,12 +281,45 @@ fn user_errors_are_one_line_with_exit_code_2() {
 
     // sample works on the good checkpoint and writes a grid of the right size.
     let grid = dir.join("grid.png");
-    let out = bin().args(["sample", "--checkpoint", &run.display().to_string(), "--text", "Women Red Solid Dress", "--text", "Men Blue Striped Shirt", "-n", "3", "--out", &grid.display().to_string(), "--device", "cpu"]).output().unwrap();
+    let out = bin()
+        .args([
+            "sample",
+            "--checkpoint",
+            &run.display().to_string(),
+            "--text",
+            "Women Red Solid Dress",
+            "--text",
+            "Men Blue Striped Shirt",
+            "-n",
+            "3",
+            "--out",
+            &grid.display().to_string(),
+            "--device",
+            "cpu",
+        ])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let img = image::open(&grid).unwrap();
     assert_eq!((img.width(), img.height()), (3 * 128 + 4 * 2, 2 * 128 + 3 * 2));
     let walk = dir.join("walk");
-    let out = bin().args(["sample", "--checkpoint", &run.display().to_string(), "--interpolate", "Red Dress", "Blue Shirt", "--steps", "4", "-n", "2", "--out-dir", &walk.display().to_string()]).output().unwrap();
+    let out = bin()
+        .args([
+            "sample",
+            "--checkpoint",
+            &run.display().to_string(),
+            "--interpolate",
+            "Red Dress",
+            "Blue Shirt",
+            "--steps",
+            "4",
+            "-n",
+            "2",
+            "--out-dir",
+            &walk.display().to_string(),
+        ])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(std::fs::read_dir(&walk).unwrap().count(), 8);
     assert_eq!(image::open(walk.join("row01-col03.png")).unwrap().width(), 32);
@@ -268,7 +327,24 @@ fn user_errors_are_one_line_with_exit_code_2() {
     // Many images: the generator runs on at most 64 at a time, which must change no pixel
     // against one call for all of them with the same noise stream.
     let many = dir.join("many");
-    let out = bin().args(["sample", "--checkpoint", &run.display().to_string(), "--text", "Women Red Solid Dress", "-n", "70", "--seed", "3", "--out-dir", &many.display().to_string(), "--device", "cpu"]).output().unwrap();
+    let out = bin()
+        .args([
+            "sample",
+            "--checkpoint",
+            &run.display().to_string(),
+            "--text",
+            "Women Red Solid Dress",
+            "-n",
+            "70",
+            "--seed",
+            "3",
+            "--out-dir",
+            &many.display().to_string(),
+            "--device",
+            "cpu",
+        ])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(std::fs::read_dir(&many).unwrap().count(), 70);
     let ck = checkpoint::load(&good).unwrap();

@@ -53,7 +53,18 @@ impl ConvParams {
     #[allow(clippy::too_many_arguments)]
     fn raw(n: usize, c_in: usize, h_in: usize, w_in: usize, c_out: usize, h_out: usize, w_out: usize, k: usize, stride: usize, pad: usize) -> Self {
         let i = |v: usize| v as i32;
-        ConvParams { n: i(n), c_in: i(c_in), h_in: i(h_in), w_in: i(w_in), c_out: i(c_out), h_out: i(h_out), w_out: i(w_out), k: i(k), stride: i(stride), pad: i(pad) }
+        ConvParams {
+            n: i(n),
+            c_in: i(c_in),
+            h_in: i(h_in),
+            w_in: i(w_in),
+            c_out: i(c_out),
+            h_out: i(h_out),
+            w_out: i(w_out),
+            k: i(k),
+            stride: i(stride),
+            pad: i(pad),
+        }
     }
     pub fn with_batch(mut self, n: usize) -> Self {
         self.n = n as i32;

@@ -177,7 +177,15 @@ pub fn median(v: &[f64]) -> f64 {
 /// on a fixed batch. Each timed iteration starts on an idle device and its interval ends
 /// after all the work it queued (`Timer::time`); `iteration` also reads the losses back.
 /// `reset` (the profiler) is cleared after the warm-up.
-pub fn measure<B: Backend>(be: &B, cfg: &ModelConfig, batch: usize, warmup: usize, iters: usize, timer: &Timer, reset: Option<&dyn Reset>) -> Result<Measurement> {
+pub fn measure<B: Backend>(
+    be: &B,
+    cfg: &ModelConfig,
+    batch: usize,
+    warmup: usize,
+    iters: usize,
+    timer: &Timer,
+    reset: Option<&dyn Reset>,
+) -> Result<Measurement> {
     let mut gan = Gan::new(be, cfg, &Hyper::default(), 1)?;
     let (images, texts, noise) = synthetic_batch(cfg, batch, 2);
     let inputs = StepInputs { images: &images, texts: &texts, noise: &noise, mismatched: None };
@@ -261,7 +269,10 @@ impl<B: Backend> Profiled<B> {
         let mut rows: Vec<_> = e.iter().collect();
         rows.sort_by(|a, b| b.1.seconds.total_cmp(&a.1.seconds));
         let it = iters as f64;
-        println!("profile: {:.3} s of op time per iteration, by op and shape (calls per iteration; GFLOP/s for GEMM ops, GB/s of minimal traffic for the rest)", total / it);
+        println!(
+            "profile: {:.3} s of op time per iteration, by op and shape (calls per iteration; GFLOP/s for GEMM ops, GB/s of minimal traffic for the rest)",
+            total / it
+        );
         println!("{:<36} {:<40} {:>5} {:>9} {:>6} {:>10}", "op", "shape", "calls", "ms/iter", "share", "rate");
         for ((op, shape), v) in &rows {
             if v.seconds / total < 0.002 {
@@ -325,13 +336,19 @@ impl<B: Backend> Backend for Profiled<B> {
         self.time("conv2d_backward_params", conv_shape(p), 2.0 * p.conv2d_macs() as f64, 0.0, || self.inner.conv2d_backward_params(p, x, dy, dw, dbias))
     }
     fn conv_transpose2d_forward(&self, p: &ConvParams, x: &Self::Buf, w: &Self::Buf, bias: Option<&Self::Buf>, y: &mut Self::Buf) -> Result<()> {
-        self.time("conv_transpose2d_forward", conv_shape(p), 2.0 * p.conv_transpose2d_macs() as f64, 0.0, || self.inner.conv_transpose2d_forward(p, x, w, bias, y))
+        self.time("conv_transpose2d_forward", conv_shape(p), 2.0 * p.conv_transpose2d_macs() as f64, 0.0, || {
+            self.inner.conv_transpose2d_forward(p, x, w, bias, y)
+        })
     }
     fn conv_transpose2d_backward_input(&self, p: &ConvParams, dy: &Self::Buf, w: &Self::Buf, dx: &mut Self::Buf) -> Result<()> {
-        self.time("conv_transpose2d_backward_input", conv_shape(p), 2.0 * p.conv_transpose2d_macs() as f64, 0.0, || self.inner.conv_transpose2d_backward_input(p, dy, w, dx))
+        self.time("conv_transpose2d_backward_input", conv_shape(p), 2.0 * p.conv_transpose2d_macs() as f64, 0.0, || {
+            self.inner.conv_transpose2d_backward_input(p, dy, w, dx)
+        })
     }
     fn conv_transpose2d_backward_params(&self, p: &ConvParams, x: &Self::Buf, dy: &Self::Buf, dw: &mut Self::Buf, dbias: Option<&mut Self::Buf>) -> Result<()> {
-        self.time("conv_transpose2d_backward_params", conv_shape(p), 2.0 * p.conv_transpose2d_macs() as f64, 0.0, || self.inner.conv_transpose2d_backward_params(p, x, dy, dw, dbias))
+        self.time("conv_transpose2d_backward_params", conv_shape(p), 2.0 * p.conv_transpose2d_macs() as f64, 0.0, || {
+            self.inner.conv_transpose2d_backward_params(p, x, dy, dw, dbias)
+        })
     }
 
     fn batchnorm2d_forward_train(
@@ -350,12 +367,36 @@ impl<B: Backend> Backend for Profiled<B> {
             self.inner.batchnorm2d_forward_train(p, x, gamma, beta, running_mean, running_var, mean, invstd, y)
         })
     }
-    fn batchnorm2d_forward_infer(&self, p: &BatchNormParams, x: &Self::Buf, gamma: &Self::Buf, beta: &Self::Buf, running_mean: &Self::Buf, running_var: &Self::Buf, y: &mut Self::Buf) -> Result<()> {
-        self.time("batchnorm2d_forward_infer", bn_shape(p), 0.0, 2.0 * F32 * p.len() as f64, || self.inner.batchnorm2d_forward_infer(p, x, gamma, beta, running_mean, running_var, y))
+    fn batchnorm2d_forward_infer(
+        &self,
+        p: &BatchNormParams,
+        x: &Self::Buf,
+        gamma: &Self::Buf,
+        beta: &Self::Buf,
+        running_mean: &Self::Buf,
+        running_var: &Self::Buf,
+        y: &mut Self::Buf,
+    ) -> Result<()> {
+        self.time("batchnorm2d_forward_infer", bn_shape(p), 0.0, 2.0 * F32 * p.len() as f64, || {
+            self.inner.batchnorm2d_forward_infer(p, x, gamma, beta, running_mean, running_var, y)
+        })
     }
-    fn batchnorm2d_backward_input(&self, p: &BatchNormParams, x: &Self::Buf, y: &Self::Buf, dy: &Self::Buf, gamma: &Self::Buf, mean: &Self::Buf, invstd: &Self::Buf, sums: &mut Self::Buf, dx: &mut Self::Buf) -> Result<()> {
+    fn batchnorm2d_backward_input(
+        &self,
+        p: &BatchNormParams,
+        x: &Self::Buf,
+        y: &Self::Buf,
+        dy: &Self::Buf,
+        gamma: &Self::Buf,
+        mean: &Self::Buf,
+        invstd: &Self::Buf,
+        sums: &mut Self::Buf,
+        dx: &mut Self::Buf,
+    ) -> Result<()> {
         let tensors = if p.act == BN_ACT_NONE { 3.0 } else { 4.0 };
-        self.time("batchnorm2d_backward_input", bn_shape(p), 0.0, tensors * F32 * p.len() as f64, || self.inner.batchnorm2d_backward_input(p, x, y, dy, gamma, mean, invstd, sums, dx))
+        self.time("batchnorm2d_backward_input", bn_shape(p), 0.0, tensors * F32 * p.len() as f64, || {
+            self.inner.batchnorm2d_backward_input(p, x, y, dy, gamma, mean, invstd, sums, dx)
+        })
     }
     fn batchnorm2d_backward_params(&self, p: &BatchNormParams, sums: &Self::Buf, dgamma: &mut Self::Buf, dbeta: &mut Self::Buf) -> Result<()> {
         self.time("batchnorm2d_backward_params", bn_shape(p), 0.0, 4.0 * F32 * p.c as f64, || self.inner.batchnorm2d_backward_params(p, sums, dgamma, dbeta))
@@ -401,7 +442,9 @@ impl<B: Backend> Backend for Profiled<B> {
         self.time("bce_with_logits_forward", format!("n{}", p.n), 0.0, F32 * p.n as f64, || self.inner.bce_with_logits_forward(p, logits, out))
     }
     fn bce_with_logits_backward_input(&self, p: &BceParams, logits: &Self::Buf, dlogits: &mut Self::Buf) -> Result<()> {
-        self.time("bce_with_logits_backward_input", format!("n{}", p.n), 0.0, 2.0 * F32 * p.n as f64, || self.inner.bce_with_logits_backward_input(p, logits, dlogits))
+        self.time("bce_with_logits_backward_input", format!("n{}", p.n), 0.0, 2.0 * F32 * p.n as f64, || {
+            self.inner.bce_with_logits_backward_input(p, logits, dlogits)
+        })
     }
     fn adam_step(&self, p: &AdamParams, param: &mut Self::Buf, grad: &Self::Buf, m: &mut Self::Buf, v: &mut Self::Buf) -> Result<()> {
         // Every parameter tensor is one call; one row for all of them.

@@ -72,7 +72,10 @@ fn sample<B: Backend>(be: &B, a: &Args, state: &RunState, tensors: &[checkpoint:
         None => (a.texts.len(), a.n, None),
     };
     let captions: Vec<Vec<f32>> = if ends.is_none() { a.texts.iter().map(|t| encode(t)).collect() } else { Vec::new() };
-    let total = rows.checked_mul(cols).filter(|&t| t <= MAX_IMAGES).with_context(|| format!("{rows} rows of {cols} images: sample draws at most {MAX_IMAGES} images per call; ask for fewer with -n"))?;
+    let total = rows
+        .checked_mul(cols)
+        .filter(|&t| t <= MAX_IMAGES)
+        .with_context(|| format!("{rows} rows of {cols} images: sample draws at most {MAX_IMAGES} images per call; ask for fewer with -n"))?;
     let mut z = vec![0.0f32; cfg.noise_dim];
     let mut inputs = |k0: usize, k1: usize| -> (Vec<f32>, Vec<f32>) {
         let (mut noise, mut texts) = (Vec::with_capacity((k1 - k0) * cfg.noise_dim), Vec::with_capacity((k1 - k0) * cfg.text_dim));

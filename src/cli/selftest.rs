@@ -73,7 +73,8 @@ fn kernels(gpu: &GpuBackend) -> Result<()> {
     awkward_shapes(&mut c)?;
     // The models' real layer shapes at batch 2; narrower in the simulation, which runs
     // every GPU thread as a fiber and would take minutes at full width.
-    let (layers, train) = if gpu.is_sim() { (ModelConfig::new(32, 8)?, ModelConfig::new(32, 8)?) } else { (ModelConfig::new(128, 64)?, ModelConfig::new(64, 16)?) };
+    let (layers, train) =
+        if gpu.is_sim() { (ModelConfig::new(32, 8)?, ModelConfig::new(32, 8)?) } else { (ModelConfig::new(128, 64)?, ModelConfig::new(64, 16)?) };
     c.model_layers(&layers, 2)?;
     c.train_iteration(&train, 2, 11)?;
     if !gpu.is_sim() {

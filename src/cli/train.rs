@@ -90,7 +90,13 @@ fn fresh(a: &Args) -> TrainOptions {
         width: a.width.unwrap_or(64),
         batch: a.batch.unwrap_or(64),
         iters: a.iters.unwrap_or(5000),
-        hyper: Hyper { lr: a.lr.unwrap_or(d.lr), beta1: a.beta1.unwrap_or(d.beta1), beta2: a.beta2.unwrap_or(d.beta2), matching_aware: a.matching_aware.unwrap_or(0.0), ..d },
+        hyper: Hyper {
+            lr: a.lr.unwrap_or(d.lr),
+            beta1: a.beta1.unwrap_or(d.beta1),
+            beta2: a.beta2.unwrap_or(d.beta2),
+            matching_aware: a.matching_aware.unwrap_or(0.0),
+            ..d
+        },
         seed: a.seed.unwrap_or(1),
         save_every: a.save_every.unwrap_or(500),
         sample_every: a.sample_every.unwrap_or(250),
@@ -156,7 +162,8 @@ pub fn run(a: Args) -> Result<()> {
             let state = RunState::from_checkpoint(&ck).with_context(|| format!("--resume {}", path.display()))?;
             let opts = resumed(&a, &state.options)?;
             // The run folder is the one holding checkpoints/, unless --out says otherwise.
-            let run_dir = if dir.is_dir() { dir.clone() } else { path.parent().and_then(|p| p.parent()).map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".")) };
+            let run_dir =
+                if dir.is_dir() { dir.clone() } else { path.parent().and_then(|p| p.parent()).map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".")) };
             (opts, Some((path, ck)), a.out.clone().unwrap_or(run_dir))
         }
         None => (fresh(&a), None, a.out.clone().unwrap_or_else(|| PathBuf::from("runs/train"))),

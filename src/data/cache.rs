@@ -120,7 +120,8 @@ pub fn load_or_build(cat: &Catalogue, size: usize, fit: Fit, cache_dir: &Path, p
     if let Some(c) = open_valid(&path, &key, size, fit, cat.items.len()) {
         return Ok(c);
     }
-    std::fs::create_dir_all(cache_dir).with_context(|| format!("cannot create the cache folder {}: pass --cache-dir with a writable folder", cache_dir.display()))?;
+    std::fs::create_dir_all(cache_dir)
+        .with_context(|| format!("cannot create the cache folder {}: pass --cache-dir with a writable folder", cache_dir.display()))?;
     build(cat, size, fit, &path, &key, progress)?;
     let mut c = open_valid(&path, &key, size, fit, cat.items.len()).with_context(|| format!("the cache {} just written does not read back", path.display()))?;
     c.built = true;
@@ -161,9 +162,8 @@ fn temp_path(path: &Path) -> PathBuf {
 
 fn build(cat: &Catalogue, size: usize, fit: Fit, path: &Path, key: &str, progress: bool) -> Result<()> {
     let tmp = temp_path(path);
-    let result = write_cache(cat, size, fit, &tmp, key, progress).and_then(|()| {
-        std::fs::rename(&tmp, path).with_context(|| format!("cannot move the new cache into place at {}", path.display()))
-    });
+    let result = write_cache(cat, size, fit, &tmp, key, progress)
+        .and_then(|()| std::fs::rename(&tmp, path).with_context(|| format!("cannot move the new cache into place at {}", path.display())));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
@@ -181,7 +181,11 @@ fn write_cache(cat: &Catalogue, size: usize, fit: Fit, tmp: &Path, key: &str, pr
     out.write_all(&[0u8; PIXELS_OFFSET])?;
     let bar = if progress {
         let b = indicatif::ProgressBar::new(cat.items.len() as u64);
-        b.set_style(indicatif::ProgressStyle::with_template("preparing {pos}/{len} images at {msg} [{bar:30}] {per_sec} eta {eta}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()).progress_chars("=> "));
+        b.set_style(
+            indicatif::ProgressStyle::with_template("preparing {pos}/{len} images at {msg} [{bar:30}] {per_sec} eta {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
         b.set_message(format!("{size}px"));
         b
     } else {

@@ -74,11 +74,12 @@ impl ReadCounts {
         if self.images_without_row > 0 {
             let _ = write!(s, "; ignored: images without a row {}", self.images_without_row);
         }
-        let repaired: Vec<String> = [("names with commas", self.names_with_commas), ("trailing empty columns", self.trailing_empty_columns), ("NA values", self.na_values)]
-            .iter()
-            .filter(|(_, n)| *n > 0)
-            .map(|(what, n)| format!("{what} {n}"))
-            .collect();
+        let repaired: Vec<String> =
+            [("names with commas", self.names_with_commas), ("trailing empty columns", self.trailing_empty_columns), ("NA values", self.na_values)]
+                .iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(what, n)| format!("{what} {n}"))
+                .collect();
         if !repaired.is_empty() {
             let _ = write!(s, "; repaired: {}", repaired.join(", "));
         }
@@ -138,10 +139,18 @@ pub fn read_catalogue(dir: &Path) -> Result<Catalogue> {
     } else if dir.join("images").is_dir() {
         bail!("{}: missing styles.csv: the Kaggle layout needs styles.csv next to images/ (or give captions.csv or captions.jsonl)", dir.display());
     } else {
-        bail!("{}: no styles.csv, captions.csv or captions.jsonl found: expected the Kaggle layout (styles.csv + images/<id>.jpg) or a captions file", dir.display());
+        bail!(
+            "{}: no styles.csv, captions.csv or captions.jsonl found: expected the Kaggle layout (styles.csv + images/<id>.jpg) or a captions file",
+            dir.display()
+        );
     };
     if cat.items.is_empty() {
-        bail!("{}: empty data set: no usable product ({} via {}); check that the images exist and the captions are not empty", dir.display(), cat.counts.summary(0), cat.layout.name());
+        bail!(
+            "{}: empty data set: no usable product ({} via {}); check that the images exist and the captions are not empty",
+            dir.display(),
+            cat.counts.summary(0),
+            cat.layout.name()
+        );
     }
     Ok(cat)
 }

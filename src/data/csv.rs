@@ -127,14 +127,7 @@ mod tests {
         let got = fields("\u{feff}a,b\r\n\n\"x, \"\"y\"\"\",2\n\"multi\nline\",3\n5\" shorts,4,\n\"open,5\nlast,6");
         assert_eq!(
             got,
-            vec![
-                vec!["a", "b"],
-                vec!["x, \"y\"", "2"],
-                vec!["multi\nline", "3"],
-                vec!["5\" shorts", "4", ""],
-                vec!["MALFORMED \"open,5"],
-                vec!["last", "6"],
-            ]
+            vec![vec!["a", "b"], vec!["x, \"y\"", "2"], vec!["multi\nline", "3"], vec!["5\" shorts", "4", ""], vec!["MALFORMED \"open,5"], vec!["last", "6"],]
         );
     }
 }

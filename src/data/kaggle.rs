@@ -33,7 +33,8 @@ pub fn read(dir: &Path) -> Result<Catalogue> {
     let styles = dir.join("styles.csv");
     let images_dir = dir.join("images");
     let text = read_text(&styles)?;
-    let listing = std::fs::read_dir(&images_dir).with_context(|| format!("{}: cannot list the image folder (the Kaggle layout keeps images in images/<id>.jpg)", images_dir.display()))?;
+    let listing = std::fs::read_dir(&images_dir)
+        .with_context(|| format!("{}: cannot list the image folder (the Kaggle layout keeps images in images/<id>.jpg)", images_dir.display()))?;
     let mut images: HashMap<String, std::fs::Metadata> = HashMap::new();
     for entry in listing {
         let entry = entry.with_context(|| format!("cannot list {}", images_dir.display()))?;
@@ -48,11 +49,15 @@ pub fn read(dir: &Path) -> Result<Catalogue> {
     let mut recs = records(&text);
     let header = match recs.next() {
         Some(Record::Fields(h)) => h.into_iter().map(|c| c.trim().to_string()).collect::<Vec<_>>(),
-        _ => bail!("{}: no header line; expected id,gender,masterCategory,subCategory,articleType,baseColour,season,year,usage,productDisplayName", styles.display()),
+        _ => bail!(
+            "{}: no header line; expected id,gender,masterCategory,subCategory,articleType,baseColour,season,year,usage,productDisplayName",
+            styles.display()
+        ),
     };
     let col = |name: &str| header.iter().position(|h| h == name);
     let id_col = col("id").with_context(|| format!("{}: header has no `id` column (found: {})", styles.display(), header.join(",")))?;
-    let name_col = col("productDisplayName").with_context(|| format!("{}: header has no `productDisplayName` column (found: {})", styles.display(), header.join(",")))?;
+    let name_col =
+        col("productDisplayName").with_context(|| format!("{}: header has no `productDisplayName` column (found: {})", styles.display(), header.join(",")))?;
     let caption_cols: Vec<Option<usize>> = CAPTION_COLUMNS.iter().map(|c| col(c)).collect();
     let width = header.len();
 

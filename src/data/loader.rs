@@ -172,7 +172,10 @@ impl Loader {
         ensure!(opts.batch <= n, "--batch {} is larger than the data set ({n} products): use a batch of at most {n}", opts.batch);
         let groups = if opts.mismatched { text_groups(&data) } else { Vec::new() };
         if opts.mismatched {
-            ensure!(groups.iter().any(|&g| g != groups[0]), "every caption of the data set has the same text vector, so there is no mismatched text for the matching-aware loss");
+            ensure!(
+                groups.iter().any(|&g| g != groups[0]),
+                "every caption of the data set has the same text vector, so there is no mismatched text for the matching-aware loss"
+            );
         }
         let state = normalise(state, n, opts.batch);
         let batches_per_epoch = n / opts.batch;

@@ -41,7 +41,8 @@ pub enum Kind {
     Cap,
 }
 
-pub const KINDS: [Kind; 10] = [Kind::TShirt, Kind::Shirt, Kind::Top, Kind::Trousers, Kind::Shorts, Kind::Dress, Kind::Skirt, Kind::Shoes, Kind::Handbag, Kind::Cap];
+pub const KINDS: [Kind; 10] =
+    [Kind::TShirt, Kind::Shirt, Kind::Top, Kind::Trousers, Kind::Shorts, Kind::Dress, Kind::Skirt, Kind::Shoes, Kind::Handbag, Kind::Cap];
 
 impl Kind {
     /// (masterCategory, subCategory, articleType, name in the product name)
@@ -153,7 +154,18 @@ impl SynthProduct {
     /// would be caption words with no visible meaning.
     pub fn row(&self) -> [String; 10] {
         let (master, sub, article, _) = self.kind.kaggle();
-        [self.id.to_string(), self.gender.into(), master.into(), sub.into(), article.into(), self.colour_name().into(), String::new(), String::new(), String::new(), self.display_name()]
+        [
+            self.id.to_string(),
+            self.gender.into(),
+            master.into(),
+            sub.into(),
+            article.into(),
+            self.colour_name().into(),
+            String::new(),
+            String::new(),
+            String::new(),
+            self.display_name(),
+        ]
     }
 
     /// The Kaggle caption of `row()`.
@@ -278,7 +290,21 @@ fn shape_of(kind: Kind) -> Shape {
             d.extend(sym_seg((0.40, 0.07), (0.46, 0.2)));
             d.extend(sym_seg((0.46, 0.2), (0.5, 0.15)));
             d.extend([0.3, 0.45, 0.6, 0.75].map(|y| Dot((0.53, y), 0.012)));
-            (vec![Polygon(sym(&[(0.5, 0.14), (0.40, 0.07), (0.25, 0.11), (0.10, 0.45), (0.05, 0.86), (0.15, 0.88), (0.22, 0.52), (0.27, 0.40), (0.27, 0.94), (0.5, 0.94)]))], d)
+            (
+                vec![Polygon(sym(&[
+                    (0.5, 0.14),
+                    (0.40, 0.07),
+                    (0.25, 0.11),
+                    (0.10, 0.45),
+                    (0.05, 0.86),
+                    (0.15, 0.88),
+                    (0.22, 0.52),
+                    (0.27, 0.40),
+                    (0.27, 0.94),
+                    (0.5, 0.94),
+                ]))],
+                d,
+            )
         }
         Kind::Top => (
             vec![Polygon(sym(&[(0.5, 0.27), (0.41, 0.22), (0.39, 0.05), (0.33, 0.05), (0.30, 0.30), (0.24, 0.42), (0.26, 0.94), (0.5, 0.94)]))],
@@ -302,8 +328,25 @@ fn shape_of(kind: Kind) -> Shape {
             (vec![Polygon(sym(&[(0.5, 0.07), (0.32, 0.07), (0.08, 0.93), (0.5, 0.93)]))], d)
         }
         Kind::Shoes => (
-            vec![Polygon(vec![(0.04, 0.64), (0.07, 0.30), (0.21, 0.25), (0.35, 0.30), (0.50, 0.44), (0.78, 0.50), (0.94, 0.59), (0.96, 0.74), (0.92, 0.80), (0.06, 0.80), (0.04, 0.74)])],
-            vec![Segment((0.04, 0.71), (0.96, 0.71)), Segment((0.42, 0.40), (0.30, 0.50)), Segment((0.48, 0.45), (0.36, 0.55)), Segment((0.07, 0.32), (0.22, 0.36))],
+            vec![Polygon(vec![
+                (0.04, 0.64),
+                (0.07, 0.30),
+                (0.21, 0.25),
+                (0.35, 0.30),
+                (0.50, 0.44),
+                (0.78, 0.50),
+                (0.94, 0.59),
+                (0.96, 0.74),
+                (0.92, 0.80),
+                (0.06, 0.80),
+                (0.04, 0.74),
+            ])],
+            vec![
+                Segment((0.04, 0.71), (0.96, 0.71)),
+                Segment((0.42, 0.40), (0.30, 0.50)),
+                Segment((0.48, 0.45), (0.36, 0.55)),
+                Segment((0.07, 0.32), (0.22, 0.36)),
+            ],
         ),
         Kind::Handbag => (
             vec![Polygon(vec![(0.13, 0.40), (0.87, 0.40), (0.95, 0.93), (0.05, 0.93)]), Handle((0.5, 0.42), 0.25, 0.035)],
@@ -410,7 +453,9 @@ pub fn write_synthetic_sized(out: &Path, n: usize, seed: u64, size: usize) -> Re
         let path = images_dir.join(format!("{}.jpg", p.id));
         let file = std::fs::File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
         let mut w = std::io::BufWriter::new(file);
-        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut w, 92).encode_image(&p.draw(size)).with_context(|| format!("cannot write {}", path.display()))?;
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut w, 92)
+            .encode_image(&p.draw(size))
+            .with_context(|| format!("cannot write {}", path.display()))?;
         w.flush()?;
         Ok(())
     })?;

@@ -57,7 +57,10 @@ impl ModelConfig {
     /// the discriminator's joined 4x4 features.
     pub fn largest_tensor_per_image(&self) -> usize {
         let half = self.size / 2;
-        [3 * self.size * self.size, self.width * half * half, (self.top_channels() + self.text_proj) * 16, self.text_dim, self.noise_dim].into_iter().max().unwrap_or(0)
+        [3 * self.size * self.size, self.width * half * half, (self.top_channels() + self.text_proj) * 16, self.text_dim, self.noise_dim]
+            .into_iter()
+            .max()
+            .unwrap_or(0)
     }
     /// Refuses a batch whose largest tensor would pass the `i32::MAX` values the ops and
     /// kernels can index, before anything is allocated.

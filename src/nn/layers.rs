@@ -26,7 +26,18 @@ pub struct Conv<B: Backend> {
 impl<B: Backend> Conv<B> {
     /// DCGAN initialisation: weights N(0, 0.02), bias zero.
     #[allow(clippy::too_many_arguments)]
-    pub fn new(be: &B, name: &str, transposed: bool, c_in: usize, c_out: usize, k: usize, stride: usize, pad: usize, bias: bool, rng: &mut Rng) -> Result<Self> {
+    pub fn new(
+        be: &B,
+        name: &str,
+        transposed: bool,
+        c_in: usize,
+        c_out: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        bias: bool,
+        rng: &mut Rng,
+    ) -> Result<Self> {
         let shape = if transposed { [c_in, c_out, k, k] } else { [c_out, c_in, k, k] };
         let mut w = vec![0.0; shape.iter().product()];
         rng.fill_normal(&mut w, 0.0, 0.02);
@@ -55,7 +66,11 @@ impl<B: Backend> Layer<B> for Conv<B> {
     }
     fn forward_macs(&self, x: Shape) -> u64 {
         let p = self.params_for(x);
-        if self.transposed { p.conv_transpose2d_macs() } else { p.conv2d_macs() }
+        if self.transposed {
+            p.conv_transpose2d_macs()
+        } else {
+            p.conv2d_macs()
+        }
     }
     fn forward(&mut self, be: &B, x: &Tensor<B>, _mode: Mode) -> Result<Tensor<B>> {
         if x.shape.c != self.c_in {
@@ -218,7 +233,9 @@ impl<B: Backend> Layer<B> for BatchNorm2d<B> {
                 &mut self.invstd,
                 &mut yb,
             )?,
-            Mode::Eval => be.batchnorm2d_forward_infer(&p, &xb, &self.gamma.value, &self.beta.value, &self.running_mean.value, &self.running_var.value, &mut yb)?,
+            Mode::Eval => {
+                be.batchnorm2d_forward_infer(&p, &xb, &self.gamma.value, &self.beta.value, &self.running_mean.value, &self.running_var.value, &mut yb)?
+            }
         }
         drop((xb, yb));
         self.trained_forward = mode == Mode::Train;

@@ -72,7 +72,11 @@ impl<B: Backend> Tensor<B> {
     pub fn zeros(be: &B, shape: Shape) -> Result<Tensor<B>> {
         let len = [shape.c, shape.h, shape.w].iter().try_fold(shape.n, |a, &b| a.checked_mul(b)).filter(|&l| l <= i32::MAX as usize);
         let len = len.ok_or_else(|| {
-            anyhow::anyhow!("a batch of {} tensors of {shape} is more than the {} values one tensor may hold (the kernels index with 32-bit integers); use a smaller batch", shape.n, i32::MAX)
+            anyhow::anyhow!(
+                "a batch of {} tensors of {shape} is more than the {} values one tensor may hold (the kernels index with 32-bit integers); use a smaller batch",
+                shape.n,
+                i32::MAX
+            )
         })?;
         Ok(Tensor { shape, buf: Rc::new(RefCell::new(be.alloc(len)?)) })
     }

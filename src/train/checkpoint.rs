@@ -104,12 +104,8 @@ pub fn save(path: &Path, ck: &Checkpoint) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     fs::create_dir_all(dir).with_context(|| format!("cannot create the folder {}", dir.display()))?;
     let bytes: Vec<Vec<u8>> = ck.tensors.iter().map(|t| to_bytes(&t.data)).collect();
-    let views: Vec<(String, TensorView)> = ck
-        .tensors
-        .iter()
-        .zip(&bytes)
-        .map(|(t, b)| Ok((t.name.clone(), TensorView::new(Dtype::F32, t.shape.clone(), b)?)))
-        .collect::<Result<_>>()?;
+    let views: Vec<(String, TensorView)> =
+        ck.tensors.iter().zip(&bytes).map(|(t, b)| Ok((t.name.clone(), TensorView::new(Dtype::F32, t.shape.clone(), b)?))).collect::<Result<_>>()?;
     let meta = HashMap::from([(META_KEY.to_string(), serde_json::to_string(&ck.meta)?)]);
     let data = safetensors::serialize(views, Some(meta))?;
 
@@ -128,7 +124,7 @@ pub fn save(path: &Path, ck: &Checkpoint) -> Result<()> {
         .inspect_err(|_| {
             let _ = fs::remove_file(&tmp);
         })
-    .with_context(|| format!("cannot write the checkpoint {}", path.display()))
+        .with_context(|| format!("cannot write the checkpoint {}", path.display()))
 }
 
 /// Reads a checkpoint file; a truncated or foreign file is a clear error.

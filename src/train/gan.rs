@@ -193,7 +193,8 @@ impl<B: Backend> Gan<B> {
         self.g.zero_grad(be)?;
         self.d.set_frozen(true);
         let logits = self.d.forward(be, fake, &io.texts, Mode::Train)?;
-        let dimage = Self::bce(be, &io.dlogits, &logits, &BceParams { n, target: 1.0, scale: 1.0 }, &mut io.loss_g).and_then(|_| self.d.backward_image(be, &io.dlogits));
+        let dimage =
+            Self::bce(be, &io.dlogits, &logits, &BceParams { n, target: 1.0, scale: 1.0 }, &mut io.loss_g).and_then(|_| self.d.backward_image(be, &io.dlogits));
         self.d.set_frozen(false);
         self.g.backward_params(be, &dimage?)?;
         Ok(())

@@ -1,8 +1,8 @@
 //! Training: the GAN iteration, checkpoints, and (in the CLI) the loop around them.
 
 pub mod checkpoint;
-pub mod reference;
 pub mod gan;
+pub mod reference;
 
 pub use gan::{synthetic_batch, Gan, Hyper, StepInputs, StepStats};
 pub mod report;

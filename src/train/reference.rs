@@ -287,9 +287,17 @@ pub fn table(device: &str, r: &Reference, checks: &[Check]) -> (String, usize) {
         failed += usize::from(!c.passed());
         let verdict = if c.passed() { "ok" } else { "FAIL" };
         let loose = if c.loose > 0 { c.loose.to_string() } else { String::new() };
-        let _ = writeln!(s, "{:<48} {:>6} {:>10.2e} {:>8.0e} {:>11.3e} {:>9.3} {loose:>6}  {verdict}", c.name, c.len, c.tol.atol, c.tol.rtol, c.max_abs_err, c.worst_ratio);
+        let _ = writeln!(
+            s,
+            "{:<48} {:>6} {:>10.2e} {:>8.0e} {:>11.3e} {:>9.3} {loose:>6}  {verdict}",
+            c.name, c.len, c.tol.atol, c.tol.rtol, c.max_abs_err, c.worst_ratio
+        );
     }
-    let _ = writeln!(s, "{} tensors compared, {failed} failed (loose: entries whose reference gradient is zero within tolerance, allowed one Adam step of difference)", checks.len());
+    let _ = writeln!(
+        s,
+        "{} tensors compared, {failed} failed (loose: entries whose reference gradient is zero within tolerance, allowed one Adam step of difference)",
+        checks.len()
+    );
     (s, failed)
 }
 

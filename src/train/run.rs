@@ -137,7 +137,14 @@ pub fn train<B: Backend>(be: &B, opts: &TrainOptions, out: &Path, resume: Option
 /// `train`, asking `stop(iteration)` after every iteration whether to end the run there
 /// (Ctrl-C in the CLI). Stopping writes what a --save-every iteration writes (metrics, a
 /// sample grid, a checkpoint of that iteration), so no finished iteration is lost.
-pub fn train_until<B: Backend>(be: &B, opts: &TrainOptions, out: &Path, resume: Option<(PathBuf, Checkpoint)>, progress: bool, stop: &mut dyn FnMut(u64) -> bool) -> Result<RunSummary> {
+pub fn train_until<B: Backend>(
+    be: &B,
+    opts: &TrainOptions,
+    out: &Path,
+    resume: Option<(PathBuf, Checkpoint)>,
+    progress: bool,
+    stop: &mut dyn FnMut(u64) -> bool,
+) -> Result<RunSummary> {
     ensure!(opts.batch > 0, "--batch must be at least 1");
     ensure!(opts.save_every > 0 && opts.sample_every > 0, "--save-every and --sample-every must be at least 1");
     ensure!(opts.keep > 0, "--keep must be at least 1");
@@ -178,7 +185,16 @@ pub fn train_until<B: Backend>(be: &B, opts: &TrainOptions, out: &Path, resume: 
     let (mut iteration, mut noise_rng, loader_state, sample_captions, elapsed0) = match (&state, &resume) {
         (Some(s), Some((path, ck))) => {
             if s.config != cfg {
-                bail!("--resume {}: the checkpoint's model ({} px, width {}, text {}) does not match this run's ({} px, width {}, text {})", path.display(), s.config.size, s.config.width, s.config.text_dim, cfg.size, cfg.width, cfg.text_dim);
+                bail!(
+                    "--resume {}: the checkpoint's model ({} px, width {}, text {}) does not match this run's ({} px, width {}, text {})",
+                    path.display(),
+                    s.config.size,
+                    s.config.width,
+                    s.config.text_dim,
+                    cfg.size,
+                    cfg.width,
+                    cfg.text_dim
+                );
             }
             gan.import(be, &ck.tensors).with_context(|| format!("--resume {}", path.display()))?;
             gan.step = s.step;
@@ -198,7 +214,11 @@ pub fn train_until<B: Backend>(be: &B, opts: &TrainOptions, out: &Path, resume: 
     std::fs::create_dir_all(paths.samples_dir()).with_context(|| format!("cannot create {}", paths.samples_dir().display()))?;
     report::write_atomic(&paths.sample_captions(), (sample_captions.join("\n") + "\n").as_bytes())?;
 
-    let mut loader = data::Loader::new(data.clone(), LoaderOptions { batch: opts.batch, seed: opts.seed, flip: opts.flip, mismatched: opts.hyper.matching_aware > 0.0 }, loader_state)?;
+    let mut loader = data::Loader::new(
+        data.clone(),
+        LoaderOptions { batch: opts.batch, seed: opts.seed, flip: opts.flip, mismatched: opts.hyper.matching_aware > 0.0 },
+        loader_state,
+    )?;
     let mut noise = vec![0.0f32; opts.batch * cfg.noise_dim];
     let started = Instant::now();
     let bar = progress_bar(progress, iteration, opts.iters);
@@ -239,10 +259,22 @@ pub fn train_until<B: Backend>(be: &B, opts: &TrainOptions, out: &Path, resume: 
                 Some(p) => format!("the last good checkpoint is {}", p.display()),
                 None => "no checkpoint was written before it".to_string(),
             };
-            bail!("the loss became non-finite at iteration {iteration} (loss_D {}, loss_G {}); training stopped and {kept}; try a lower --lr", stats.loss_d, stats.loss_g);
+            bail!(
+                "the loss became non-finite at iteration {iteration} (loss_D {}, loss_G {}); training stopped and {kept}; try a lower --lr",
+                stats.loss_d,
+                stats.loss_g
+            );
         }
         let elapsed = elapsed0 + started.elapsed().as_secs_f64();
-        pending.push(MetricsRow { iteration, epoch: loader_after.epoch, loss_d: stats.loss_d, loss_g: stats.loss_g, d_real: stats.d_real, d_fake: stats.d_fake, seconds: elapsed });
+        pending.push(MetricsRow {
+            iteration,
+            epoch: loader_after.epoch,
+            loss_d: stats.loss_d,
+            loss_g: stats.loss_g,
+            d_real: stats.d_real,
+            d_fake: stats.d_fake,
+            seconds: elapsed,
+        });
         bar.set_position(iteration);
         bar.set_message(format!("loss_D {:.3}  loss_G {:.3}  D(x) {:.2}  D(G(z)) {:.2}", stats.loss_d, stats.loss_g, stats.d_real, stats.d_fake));
 
@@ -261,12 +293,12 @@ pub fn train_until<B: Backend>(be: &B, opts: &TrainOptions, out: &Path, resume: 
             report::plot_losses(&paths.loss_plot(), &report::read_metrics(&paths.metrics())?)?;
             if bar.is_hidden() && progress {
                 eprintln!(
-                "iteration {iteration}/{}: loss_D {:.4} loss_G {:.4} D(x) {:.3} D(G(z)) {:.3} ({:.2} it/s)",
-                opts.iters,
-                stats.loss_d,
-                stats.loss_g,
-                stats.d_real,
-                stats.d_fake,
+                    "iteration {iteration}/{}: loss_D {:.4} loss_G {:.4} D(x) {:.3} D(G(z)) {:.3} ({:.2} it/s)",
+                    opts.iters,
+                    stats.loss_d,
+                    stats.loss_g,
+                    stats.d_real,
+                    stats.d_fake,
                     (iteration as f64 - state.as_ref().map_or(0, |s| s.iteration) as f64) / started.elapsed().as_secs_f64()
                 );
             }
@@ -279,7 +311,13 @@ pub fn train_until<B: Backend>(be: &B, opts: &TrainOptions, out: &Path, resume: 
     if !interrupted {
         bar.finish();
     }
-    Ok(RunSummary { iterations: iteration, last_checkpoint: last_checkpoint.context("no checkpoint written")?, seconds: started.elapsed().as_secs_f64(), final_stats: stats, interrupted })
+    Ok(RunSummary {
+        iterations: iteration,
+        last_checkpoint: last_checkpoint.context("no checkpoint written")?,
+        seconds: started.elapsed().as_secs_f64(),
+        final_stats: stats,
+        interrupted,
+    })
 }
 
 /// Small images are scaled up in grids so they stay visible.

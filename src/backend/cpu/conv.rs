@@ -29,10 +29,28 @@ struct Geo {
 
 impl Geo {
     fn conv2d(p: &ConvParams) -> Geo {
-        Geo { c: p.c_in as usize, h: p.h_in as usize, w: p.w_in as usize, k: p.k as usize, stride: p.stride as usize, pad: p.pad as usize, ho: p.h_out as usize, wo: p.w_out as usize }
+        Geo {
+            c: p.c_in as usize,
+            h: p.h_in as usize,
+            w: p.w_in as usize,
+            k: p.k as usize,
+            stride: p.stride as usize,
+            pad: p.pad as usize,
+            ho: p.h_out as usize,
+            wo: p.w_out as usize,
+        }
     }
     fn conv_transpose2d(p: &ConvParams) -> Geo {
-        Geo { c: p.c_out as usize, h: p.h_out as usize, w: p.w_out as usize, k: p.k as usize, stride: p.stride as usize, pad: p.pad as usize, ho: p.h_in as usize, wo: p.w_in as usize }
+        Geo {
+            c: p.c_out as usize,
+            h: p.h_out as usize,
+            w: p.w_out as usize,
+            k: p.k as usize,
+            stride: p.stride as usize,
+            pad: p.pad as usize,
+            ho: p.h_in as usize,
+            wo: p.w_in as usize,
+        }
     }
     fn rows(&self) -> usize {
         self.c * self.k * self.k
@@ -275,15 +293,18 @@ fn im2col<T: Elem>(g: &Geo, planes: &[T], n0: usize, nc: usize, cols: &mut [T], 
     let out = SharedMut(cols.as_mut_ptr());
     tasks(par, g.c * nc, |task, buf| {
         let (c, j) = l.task(task);
-        wide(#[inline(always)] || {
-            ph.split(&planes[l.plane_at(c, j)..][..l.plane], buf);
-            for (t, &block) in ph.blocks.iter().enumerate() {
-                // SAFETY: task (c, j) alone writes image j's segments of rows (c, *), inside
-                // `cols` as ColumnLayout::new checked.
-                let dst = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(l.segment_at(c, t, j)), l.p) };
-                block_op(g.ho, g.wo, &buf[block..], ph.cols, dst, g.wo, false);
-            }
-        });
+        wide(
+            #[inline(always)]
+            || {
+                ph.split(&planes[l.plane_at(c, j)..][..l.plane], buf);
+                for (t, &block) in ph.blocks.iter().enumerate() {
+                    // SAFETY: task (c, j) alone writes image j's segments of rows (c, *), inside
+                    // `cols` as ColumnLayout::new checked.
+                    let dst = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(l.segment_at(c, t, j)), l.p) };
+                    block_op(g.ho, g.wo, &buf[block..], ph.cols, dst, g.wo, false);
+                }
+            },
+        );
     });
 }
 
@@ -351,14 +372,17 @@ fn col2im<T: Elem>(g: &Geo, cols: &[T], n0: usize, nc: usize, planes: &mut [T], 
         // SAFETY: task (c, j) alone writes plane c of image n0 + j, inside `planes` as
         // ColumnLayout::new checked.
         let plane = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(l.plane_at(c, j)), l.plane) };
-        wide(#[inline(always)] || {
-            buf.clear();
-            buf.resize(ph.len(), T::zero());
-            for (t, &block) in ph.blocks.iter().enumerate() {
-                block_op(g.ho, g.wo, &cols[l.segment_at(c, t, j)..][..l.p], g.wo, &mut buf[block..], ph.cols, true);
-            }
-            ph.merge(buf, plane);
-        });
+        wide(
+            #[inline(always)]
+            || {
+                buf.clear();
+                buf.resize(ph.len(), T::zero());
+                for (t, &block) in ph.blocks.iter().enumerate() {
+                    block_op(g.ho, g.wo, &cols[l.segment_at(c, t, j)..][..l.p], g.wo, &mut buf[block..], ph.cols, true);
+                }
+                ph.merge(buf, plane);
+            },
+        );
     });
 }
 
@@ -487,7 +511,17 @@ struct Piece<'a, T> {
 /// and the threads' sums are added into `dw` at the end in thread order, so the result
 /// does not depend on scheduling.
 #[allow(clippy::too_many_arguments)]
-fn run_pieces<T: Elem>(be: &CpuBackend<T>, g: &Geo, n: usize, other: usize, transpose_w: Option<&[T]>, out: &mut [T], per_image: usize, dw: Option<&mut [T]>, body: impl Fn(Piece<'_, T>, &[T], &mut [T], &mut [T]) + Sync + Send) {
+fn run_pieces<T: Elem>(
+    be: &CpuBackend<T>,
+    g: &Geo,
+    n: usize,
+    other: usize,
+    transpose_w: Option<&[T]>,
+    out: &mut [T],
+    per_image: usize,
+    dw: Option<&mut [T]>,
+    body: impl Fn(Piece<'_, T>, &[T], &mut [T], &mut [T]) + Sync + Send,
+) {
     let (kdim, pp) = (g.rows(), g.cols_per_image());
     let rows = kdim.max(other);
     let threads = rayon::current_num_threads().clamp(1, n.max(1));
@@ -542,7 +576,12 @@ fn run_pieces<T: Elem>(be: &CpuBackend<T>, g: &Geo, n: usize, other: usize, tran
         l.dw[..dw_len].fill(T::zero());
         for n0 in range.clone().step_by(nb) {
             let nc = nb.min(range.end - n0);
-            body(Piece { n0, at: n0 - range.start, nc, ld: nc * pp, cols: &mut l.cols, tmp: &mut l.tmp, pad: &mut l.pad, par: false }, wt, part, &mut l.dw[..dw_len]);
+            body(
+                Piece { n0, at: n0 - range.start, nc, ld: nc * pp, cols: &mut l.cols, tmp: &mut l.tmp, pad: &mut l.pad, par: false },
+                wt,
+                part,
+                &mut l.dw[..dw_len],
+            );
         }
     });
     if let Some(dw) = dw {

@@ -6,7 +6,20 @@ use super::Elem;
 /// and `a`, `b` are addressed through (row, column) strides, so transposes are free.
 /// Large products use every thread of the pool.
 #[allow(clippy::too_many_arguments)]
-pub fn matmul<T: Elem>(m: usize, n: usize, k: usize, c: &mut [T], ldc: usize, accumulate: bool, a: &[T], a_rs: isize, a_cs: isize, b: &[T], b_rs: isize, b_cs: isize) {
+pub fn matmul<T: Elem>(
+    m: usize,
+    n: usize,
+    k: usize,
+    c: &mut [T],
+    ldc: usize,
+    accumulate: bool,
+    a: &[T],
+    a_rs: isize,
+    a_cs: isize,
+    b: &[T],
+    b_rs: isize,
+    b_cs: isize,
+) {
     matmul_on(true, m, n, k, c, ldc, accumulate, a, a_rs, a_cs, b, b_rs, b_cs)
 }
 

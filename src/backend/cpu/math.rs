@@ -10,15 +10,7 @@ const LN2_HI: f32 = 0.693_145_75;
 const LN2_LO: f32 = 1.428_606_8e-6;
 /// tanh's odd Taylor coefficients from x^3 to x^15; the first left out (x^17, about 5.9e-4)
 /// weighs under 1e-8 of the value where the series is used.
-const TANH_SERIES: [f32; 7] = [
-    -1.0 / 3.0,
-    2.0 / 15.0,
-    -17.0 / 315.0,
-    62.0 / 2835.0,
-    -1382.0 / 155_925.0,
-    21844.0 / 6_081_075.0,
-    -929_569.0 / 638_512_875.0,
-];
+const TANH_SERIES: [f32; 7] = [-1.0 / 3.0, 2.0 / 15.0, -17.0 / 315.0, 62.0 / 2835.0, -1382.0 / 155_925.0, 21844.0 / 6_081_075.0, -929_569.0 / 638_512_875.0];
 /// Where the series hands over to the exponential form.
 const TANH_SERIES_BELOW: f32 = 0.5;
 /// Beyond this |x|, tanh rounds to 1 in f32 (from about 9.01); the exponential stays finite.

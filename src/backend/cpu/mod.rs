@@ -291,13 +291,33 @@ impl<T: Elem> Backend for CpuBackend<T> {
         ops::batchnorm2d_forward_train(p, x, gamma, beta, running_mean, running_var, mean, invstd, y);
         Ok(())
     }
-    fn batchnorm2d_forward_infer(&self, p: &BatchNormParams, x: &Vec<T>, gamma: &Vec<T>, beta: &Vec<T>, running_mean: &Vec<T>, running_var: &Vec<T>, y: &mut Vec<T>) -> Result<()> {
+    fn batchnorm2d_forward_infer(
+        &self,
+        p: &BatchNormParams,
+        x: &Vec<T>,
+        gamma: &Vec<T>,
+        beta: &Vec<T>,
+        running_mean: &Vec<T>,
+        running_var: &Vec<T>,
+        y: &mut Vec<T>,
+    ) -> Result<()> {
         check_len("batchnorm2d x", x, p.len())?;
         check_len("batchnorm2d y", y, p.len())?;
         ops::batchnorm2d_forward_infer(p, x, gamma, beta, running_mean, running_var, y);
         Ok(())
     }
-    fn batchnorm2d_backward_input(&self, p: &BatchNormParams, x: &Vec<T>, y: &Vec<T>, dy: &Vec<T>, gamma: &Vec<T>, mean: &Vec<T>, invstd: &Vec<T>, sums: &mut Vec<T>, dx: &mut Vec<T>) -> Result<()> {
+    fn batchnorm2d_backward_input(
+        &self,
+        p: &BatchNormParams,
+        x: &Vec<T>,
+        y: &Vec<T>,
+        dy: &Vec<T>,
+        gamma: &Vec<T>,
+        mean: &Vec<T>,
+        invstd: &Vec<T>,
+        sums: &mut Vec<T>,
+        dx: &mut Vec<T>,
+    ) -> Result<()> {
         check_len("batchnorm2d sums", sums, 2 * p.c as usize)?;
         p.check_act(y.len())?;
         check_len("batchnorm2d dx", dx, p.len())?;
@@ -314,29 +334,68 @@ impl<T: Elem> Backend for CpuBackend<T> {
     }
 
     fn relu_forward(&self, p: &ActParams, x: &Vec<T>, y: &mut Vec<T>) -> Result<()> {
-        ops::map2(p.len as usize, x, y, #[inline(always)] |v| if v > T::zero() { v } else { T::zero() });
+        ops::map2(
+            p.len as usize,
+            x,
+            y,
+            #[inline(always)]
+            |v| if v > T::zero() { v } else { T::zero() },
+        );
         Ok(())
     }
     fn relu_backward_input(&self, p: &ActParams, y: &Vec<T>, dy: &Vec<T>, dx: &mut Vec<T>) -> Result<()> {
-        ops::map3(p.len as usize, y, dy, dx, #[inline(always)] |y, g| if y > T::zero() { g } else { T::zero() });
+        ops::map3(
+            p.len as usize,
+            y,
+            dy,
+            dx,
+            #[inline(always)]
+            |y, g| if y > T::zero() { g } else { T::zero() },
+        );
         Ok(())
     }
     fn leaky_relu_forward(&self, p: &ActParams, x: &Vec<T>, y: &mut Vec<T>) -> Result<()> {
         let s = T::from_f32(p.slope);
-        ops::map2(p.len as usize, x, y, #[inline(always)] |v| if v > T::zero() { v } else { v * s });
+        ops::map2(
+            p.len as usize,
+            x,
+            y,
+            #[inline(always)]
+            |v| if v > T::zero() { v } else { v * s },
+        );
         Ok(())
     }
     fn leaky_relu_backward_input(&self, p: &ActParams, y: &Vec<T>, dy: &Vec<T>, dx: &mut Vec<T>) -> Result<()> {
         let s = T::from_f32(p.slope);
-        ops::map3(p.len as usize, y, dy, dx, #[inline(always)] |y, g| if y > T::zero() { g } else { g * s });
+        ops::map3(
+            p.len as usize,
+            y,
+            dy,
+            dx,
+            #[inline(always)]
+            |y, g| if y > T::zero() { g } else { g * s },
+        );
         Ok(())
     }
     fn tanh_forward(&self, p: &ActParams, x: &Vec<T>, y: &mut Vec<T>) -> Result<()> {
-        ops::map2(p.len as usize, x, y, #[inline(always)] |v| v.tanh());
+        ops::map2(
+            p.len as usize,
+            x,
+            y,
+            #[inline(always)]
+            |v| v.tanh(),
+        );
         Ok(())
     }
     fn tanh_backward_input(&self, p: &ActParams, y: &Vec<T>, dy: &Vec<T>, dx: &mut Vec<T>) -> Result<()> {
-        ops::map3(p.len as usize, y, dy, dx, #[inline(always)] |y, g| g * (T::one() - y * y));
+        ops::map3(
+            p.len as usize,
+            y,
+            dy,
+            dx,
+            #[inline(always)]
+            |y, g| g * (T::one() - y * y),
+        );
         Ok(())
     }
 

@@ -11,13 +11,19 @@ const BLOCK: usize = 1 << 14;
 
 pub fn map2<T: Elem>(len: usize, x: &[T], y: &mut [T], f: impl Fn(T) -> T + Sync) {
     y[..len].par_chunks_mut(BLOCK).zip(x[..len].par_chunks(BLOCK)).for_each(|(y, x)| {
-        wide(#[inline(always)] || y.iter_mut().zip(x).for_each(|(y, x)| *y = f(*x)));
+        wide(
+            #[inline(always)]
+            || y.iter_mut().zip(x).for_each(|(y, x)| *y = f(*x)),
+        );
     });
 }
 
 pub fn map3<T: Elem>(len: usize, a: &[T], b: &[T], out: &mut [T], f: impl Fn(T, T) -> T + Sync) {
     out[..len].par_chunks_mut(BLOCK).zip(a[..len].par_chunks(BLOCK).zip(b[..len].par_chunks(BLOCK))).for_each(|(o, (a, b))| {
-        wide(#[inline(always)] || o.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (a, b))| *o = f(*a, *b)));
+        wide(
+            #[inline(always)]
+            || o.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (a, b))| *o = f(*a, *b)),
+        );
     });
 }
 
@@ -122,13 +128,16 @@ fn per_channel_map<T: Elem, K: Copy + Sync>(p: &BatchNormParams, x: &[T], k: &[K
     let group = (4096 / hw.max(1)).max(1);
     out[..p.len()].par_chunks_mut(hw * group).enumerate().for_each(|(gi, o)| {
         // One `wide` per group, not per plane (a 4x4 plane is 16 values).
-        wide(#[inline(always)] move || {
-            for (q, o) in o.chunks_mut(hw).enumerate() {
-                let plane = gi * group + q;
-                let kc = k[plane % c];
-                o.iter_mut().zip(&x[plane * hw..(plane + 1) * hw]).for_each(|(o, x)| *o = f(*x, kc));
-            }
-        });
+        wide(
+            #[inline(always)]
+            move || {
+                for (q, o) in o.chunks_mut(hw).enumerate() {
+                    let plane = gi * group + q;
+                    let kc = k[plane % c];
+                    o.iter_mut().zip(&x[plane * hw..(plane + 1) * hw]).for_each(|(o, x)| *o = f(*x, kc));
+                }
+            },
+        );
     });
 }
 
@@ -171,43 +180,61 @@ fn two_pass<T: Elem, K: Copy>(
             let mut lanes = vec![LaneSums::<T>::new(); chans.len()];
             let mut w = vec![T::zero(); if pre.is_some() { chans.len() * hw } else { 0 }];
             let (sums_of, block, w) = (&mut lanes[..], chans.clone(), &mut w[..]);
-            wide(#[inline(always)] move || {
-                for i in 0..n {
-                    let run = (i * c + block.start) * hw..(i * c + block.end) * hw;
-                    if let Some(pre) = pre {
-                        for ((w, yv), dv) in w.iter_mut().zip(&y[run.clone()]).zip(&dy[run.clone()]) {
-                            *w = pre(*yv, *dv);
+            wide(
+                #[inline(always)]
+                move || {
+                    for i in 0..n {
+                        let run = (i * c + block.start) * hw..(i * c + block.end) * hw;
+                        if let Some(pre) = pre {
+                            for ((w, yv), dv) in w.iter_mut().zip(&y[run.clone()]).zip(&dy[run.clone()]) {
+                                *w = pre(*yv, *dv);
+                            }
+                        }
+                        for (j, (s, ch)) in sums_of.iter_mut().zip(block.clone()).enumerate() {
+                            let m = center[ch];
+                            let r = run.start + j * hw..run.start + (j + 1) * hw;
+                            if pre.is_some() {
+                                let w = &w[j * hw..(j + 1) * hw];
+                                s.add(
+                                    &x[r],
+                                    w,
+                                    w,
+                                    #[inline(always)]
+                                    move |x, w, _| f(x - m, w, w),
+                                );
+                            } else {
+                                s.add(
+                                    &x[r.clone()],
+                                    &y[r.clone()],
+                                    &dy[r],
+                                    #[inline(always)]
+                                    move |x, y, dy| f(x - m, y, dy),
+                                );
+                            }
                         }
                     }
-                    for (j, (s, ch)) in sums_of.iter_mut().zip(block.clone()).enumerate() {
-                        let m = center[ch];
-                        let r = run.start + j * hw..run.start + (j + 1) * hw;
-                        if pre.is_some() {
-                            let w = &w[j * hw..(j + 1) * hw];
-                            s.add(&x[r], w, w, #[inline(always)] move |x, w, _| f(x - m, w, w));
-                        } else {
-                            s.add(&x[r.clone()], &y[r.clone()], &dy[r], #[inline(always)] move |x, y, dy| f(x - m, y, dy));
-                        }
-                    }
-                }
-            });
+                },
+            );
             let sums: Vec<(f64, f64)> = lanes.into_iter().map(LaneSums::sums).collect();
             let ks: Vec<K> = chans.clone().zip(&sums).map(|(ch, s)| konst(ch, *s)).collect();
             let (ks, block) = (&ks[..], chans.clone());
-            wide(#[inline(always)] move || {
-                for i in 0..n {
-                    for (&kc, ch) in ks.iter().zip(block.clone()) {
-                        let at = (i * c + ch) * hw;
-                        // SAFETY: this block alone writes its channels' planes, inside
-                        // `out` as asserted above.
-                        let o = unsafe { std::slice::from_raw_parts_mut(dst.ptr().add(at), hw) };
-                        let r = at..at + hw;
-                        for (((o, xv), yv), dv) in o.iter_mut().zip(&x[r.clone()]).zip(&y[r.clone()]).zip(&dy[r]) {
-                            *o = g(*xv, *yv, *dv, kc);
+            wide(
+                #[inline(always)]
+                move || {
+                    for i in 0..n {
+                        for (&kc, ch) in ks.iter().zip(block.clone()) {
+                            let at = (i * c + ch) * hw;
+                            // SAFETY: this block alone writes its channels' planes, inside
+                            // `out` as asserted above.
+                            let o = unsafe { std::slice::from_raw_parts_mut(dst.ptr().add(at), hw) };
+                            let r = at..at + hw;
+                            for (((o, xv), yv), dv) in o.iter_mut().zip(&x[r.clone()]).zip(&y[r.clone()]).zip(&dy[r]) {
+                                *o = g(*xv, *yv, *dv, kc);
+                            }
                         }
                     }
-                }
-            });
+                },
+            );
             sums
         })
         .collect();
@@ -262,9 +289,20 @@ pub fn batchnorm2d_forward_train<T: Elem>(
         (mu, is * gamma[ch], beta[ch], is)
     };
     let neg = negative_factor::<T>(p);
-    let sums = two_pass(p, &center, x, x, x, y, None::<fn(T, T) -> T>, #[inline(always)] |d, _, _| (d, d * d), consts, #[inline(always)] move |x, _, _, (mu, scale, shift, _)| {
-        act(neg, (x - mu) * scale + shift)
-    });
+    let sums = two_pass(
+        p,
+        &center,
+        x,
+        x,
+        x,
+        y,
+        None::<fn(T, T) -> T>,
+        #[inline(always)]
+        |d, _, _| (d, d * d),
+        consts,
+        #[inline(always)]
+        move |x, _, _, (mu, scale, shift, _)| act(neg, (x - mu) * scale + shift),
+    );
     for (ch, &s) in sums.iter().enumerate() {
         let (mu, _, unbiased) = stats(ch, s);
         let (mu_t, _, _, is) = consts(ch, s);
@@ -279,7 +317,14 @@ pub fn batchnorm2d_forward_infer<T: Elem>(p: &BatchNormParams, x: &[T], gamma: &
     let eps = T::from_f32(p.eps);
     let k: Vec<(T, T, T)> = (0..p.c as usize).map(|ch| (running_mean[ch], gamma[ch] / (running_var[ch] + eps).sqrt(), beta[ch])).collect();
     let neg = negative_factor::<T>(p);
-    per_channel_map(p, x, &k, y, #[inline(always)] move |x, (mu, scale, shift)| act(neg, (x - mu) * scale + shift));
+    per_channel_map(
+        p,
+        x,
+        &k,
+        y,
+        #[inline(always)]
+        move |x, (mu, scale, shift)| act(neg, (x - mu) * scale + shift),
+    );
 }
 
 /// `dy * act'(y)`: the gradient through the fused activation (`neg` = 1 without one).
@@ -302,7 +347,17 @@ fn act_output<'a, T: Elem>(p: &BatchNormParams, y: &'a [T], dy: &'a [T]) -> &'a 
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn batchnorm2d_backward_input<T: Elem>(p: &BatchNormParams, x: &[T], y: &[T], dy: &[T], gamma: &[T], mean: &[T], invstd: &[T], out_sums: &mut [T], dx: &mut [T]) {
+pub fn batchnorm2d_backward_input<T: Elem>(
+    p: &BatchNormParams,
+    x: &[T],
+    y: &[T],
+    dy: &[T],
+    gamma: &[T],
+    mean: &[T],
+    invstd: &[T],
+    out_sums: &mut [T],
+    dx: &mut [T],
+) {
     let count = (p.n * p.hw) as f64;
     let neg = negative_factor::<T>(p);
     // Sums of g = dy * act'(y) and of g * (x - mean); sum g * xhat = invstd * the latter.
@@ -317,7 +372,10 @@ pub fn batchnorm2d_backward_input<T: Elem>(p: &BatchNormParams, x: &[T], y: &[T]
         act_output(p, y, dy),
         dy,
         dx,
-        Some(#[inline(always)] move |y, dy| through_act(neg, y, dy)),
+        Some(
+            #[inline(always)]
+            move |y, dy| through_act(neg, y, dy),
+        ),
         #[inline(always)]
         |xc, g, _| (g, g * xc),
         consts,

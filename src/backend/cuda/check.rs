@@ -13,9 +13,9 @@ use super::GpuBackend;
 use crate::backend::cpu::{Cpu, Cpu64};
 use crate::backend::{ActParams, AdamParams, Backend, BatchNormParams, BceParams, ConcatParams, ConvParams, LinearParams, BN_ACT_LEAKY_RELU, BN_ACT_RELU};
 use crate::model::{Discriminator, Generator, ModelConfig, Module};
-use crate::train::{Gan, Hyper, StepInputs};
 use crate::nn::{Layer, Shape};
 use crate::rng::Rng;
+use crate::train::{Gan, Hyper, StepInputs};
 use anyhow::{Context, Result};
 use std::collections::BTreeSet;
 
@@ -142,10 +142,7 @@ impl<'a> Checker<'a> {
     /// into a nonzero gradient, with a bias gradient) of one conv or transposed conv.
     pub fn conv(&mut self, p: ConvParams, transposed: bool) -> Result<()> {
         let op = if transposed { "conv_transpose2d" } else { "conv2d" };
-        let shape = format!(
-            "n{} {}x{}x{} -> {}x{}x{} k{} s{} p{}",
-            p.n, p.c_in, p.h_in, p.w_in, p.c_out, p.h_out, p.w_out, p.k, p.stride, p.pad
-        );
+        let shape = format!("n{} {}x{}x{} -> {}x{}x{} k{} s{} p{}", p.n, p.c_in, p.h_in, p.w_in, p.c_out, p.h_out, p.w_out, p.k, p.stride, p.pad);
         let fan_in = if transposed { p.c_in * p.k * p.k / (p.stride * p.stride) } else { p.c_in * p.k * p.k }.max(1);
         let x = normal(&mut self.rng, p.in_len(), 1.0);
         let w = normal(&mut self.rng, p.weight_len(), 1.0 / (fan_in as f64).sqrt());
@@ -192,7 +189,13 @@ impl<'a> Checker<'a> {
         let name = |pass: &str| format!("{op}_{pass}_f32");
         let (xr, wr, br) = (&x, &w, &bias);
         let tol = self.gemm_tol();
-        self.case(&name("forward"), format!("{shape} +bias"), tol, |g| forward(g, &p, transposed, xr, wr, Some(br)), |c| forward(c, &p, transposed, xr, wr, Some(br)))?;
+        self.case(
+            &name("forward"),
+            format!("{shape} +bias"),
+            tol,
+            |g| forward(g, &p, transposed, xr, wr, Some(br)),
+            |c| forward(c, &p, transposed, xr, wr, Some(br)),
+        )?;
         self.case(&name("forward"), shape.clone(), tol, |g| forward(g, &p, transposed, xr, wr, None), |c| forward(c, &p, transposed, xr, wr, None))?;
         self.case(&name("backward_input"), shape.clone(), tol, |g| backward_input(g, &p, transposed, &dy, wr), |c| backward_input(c, &p, transposed, &dy, wr))?;
         self.case(
@@ -252,7 +255,16 @@ impl<'a> Checker<'a> {
         }
         let (y, mean, invstd) = stats(&self.cpu, &p, &x, &gamma, &beta)?;
         #[allow(clippy::too_many_arguments)]
-        fn backward_input<B: Backend>(be: &B, p: &BatchNormParams, x: &[f32], y: &[f32], dy: &[f32], gamma: &[f32], mean: &[f32], invstd: &[f32]) -> Result<Vec<f32>> {
+        fn backward_input<B: Backend>(
+            be: &B,
+            p: &BatchNormParams,
+            x: &[f32],
+            y: &[f32],
+            dy: &[f32],
+            gamma: &[f32],
+            mean: &[f32],
+            invstd: &[f32],
+        ) -> Result<Vec<f32>> {
             let (x, y, dy, gamma, mean, invstd) = (up(be, x)?, up(be, y)?, up(be, dy)?, up(be, gamma)?, up(be, mean)?, up(be, invstd)?);
             let (mut dx, mut sums) = (be.alloc(p.len())?, be.alloc(2 * p.c as usize)?);
             be.batchnorm2d_backward_input(p, &x, &y, &dy, &gamma, &mean, &invstd, &mut sums, &mut dx)?;
@@ -269,12 +281,36 @@ impl<'a> Checker<'a> {
             Ok(out)
         }
         let (xr, gr, br) = (&x, &gamma, &beta);
-        self.case("batchnorm2d_forward_train_f32", format!("{shape} y,mean,invstd,running"), TOL_REDUCE, |g| train(g, &p, xr, gr, br, &rmean, &rvar), |c| train(c, &p, xr, gr, br, &rmean, &rvar))?;
-        self.case("batchnorm2d_forward_infer_f32", shape.clone(), TOL_ELEM, |g| infer(g, &p, xr, gr, br, &rmean, &rvar), |c| infer(c, &p, xr, gr, br, &rmean, &rvar))?;
+        self.case(
+            "batchnorm2d_forward_train_f32",
+            format!("{shape} y,mean,invstd,running"),
+            TOL_REDUCE,
+            |g| train(g, &p, xr, gr, br, &rmean, &rvar),
+            |c| train(c, &p, xr, gr, br, &rmean, &rvar),
+        )?;
+        self.case(
+            "batchnorm2d_forward_infer_f32",
+            shape.clone(),
+            TOL_ELEM,
+            |g| infer(g, &p, xr, gr, br, &rmean, &rvar),
+            |c| infer(c, &p, xr, gr, br, &rmean, &rvar),
+        )?;
         let (yr, mr, ir) = (&y, &mean, &invstd);
-        self.case("batchnorm2d_backward_input_f32", format!("{shape} dx,sums"), TOL_REDUCE, |g| backward_input(g, &p, xr, yr, &dy, gr, mr, ir), |c| backward_input(c, &p, xr, yr, &dy, gr, mr, ir))?;
+        self.case(
+            "batchnorm2d_backward_input_f32",
+            format!("{shape} dx,sums"),
+            TOL_REDUCE,
+            |g| backward_input(g, &p, xr, yr, &dy, gr, mr, ir),
+            |c| backward_input(c, &p, xr, yr, &dy, gr, mr, ir),
+        )?;
         let sums = normal(&mut self.rng, 2 * c, 10.0);
-        self.case("batchnorm2d_backward_params_f32", format!("c{c} dgamma,dbeta += sums"), TOL_ELEM, |g| backward_params(g, &p, &sums, &dg0, &db0), |c| backward_params(c, &p, &sums, &dg0, &db0))
+        self.case(
+            "batchnorm2d_backward_params_f32",
+            format!("c{c} dgamma,dbeta += sums"),
+            TOL_ELEM,
+            |g| backward_params(g, &p, &sums, &dg0, &db0),
+            |c| backward_params(c, &p, &sums, &dg0, &db0),
+        )
     }
 
     // ---- activations ---------------------------------------------------------------------
@@ -432,7 +468,13 @@ impl<'a> Checker<'a> {
             Ok(out)
         }
         let tol = Tol { abs_of_max: 1e-6, rel: 1e-5 };
-        self.case("adam_step_f32", format!("len {len} step {step} param,m,v"), tol, |g| run(g, &p, &param, &grad, &m, &v), |c| run(c, &p, &param, &grad, &m, &v))
+        self.case(
+            "adam_step_f32",
+            format!("len {len} step {step} param,m,v"),
+            tol,
+            |g| run(g, &p, &param, &grad, &m, &v),
+            |c| run(c, &p, &param, &grad, &m, &v),
+        )
     }
 
     pub fn fill(&mut self, len: usize) -> Result<()> {
@@ -494,7 +536,6 @@ impl<'a> Checker<'a> {
     }
 }
 
-
 /// `||got - want|| / ||want||` (Euclidean norms; NaN when anything is not finite).
 pub fn rel_l2(want: &[f32], got: &[f32]) -> f64 {
     let (mut d2, mut w2) = (0.0f64, 0.0f64);
@@ -540,7 +581,15 @@ pub fn iteration_rows(reference: &IterationOut, cpu32: &IterationOut, got: &Iter
         if what.starts_with("losses") {
             k.push(format!("({kernels} kernels)"));
         }
-        Row { kernels: k, shape: shape.to_string(), values: want.len(), max_abs, max_rel: err, tol: Tol { abs_of_max: f64::NAN, rel: limit }, passed: err <= limit }
+        Row {
+            kernels: k,
+            shape: shape.to_string(),
+            values: want.len(),
+            max_abs,
+            max_rel: err,
+            tol: Tol { abs_of_max: f64::NAN, rel: limit },
+            passed: err <= limit,
+        }
     };
     let update = |o: &IterationOut| o.params.iter().zip(&o.params_before).map(|(a, b)| a - b).collect::<Vec<f32>>();
     vec![
@@ -563,7 +612,11 @@ fn as_conv<B: Backend>(layer: &dyn Layer<B>, s: Shape) -> Option<(ConvParams, bo
     let parts: Vec<&str> = inner.split([',', ' ']).filter(|t| !t.is_empty()).collect();
     let num = |t: &str| t.trim_start_matches(['k', 's', 'p']).parse::<usize>().ok();
     let (c_in, c_out, k, st, pad) = (num(parts.first()?)?, num(parts.get(1)?)?, num(parts.get(2)?)?, num(parts.get(3)?)?, num(parts.get(4)?)?);
-    let p = if transposed { ConvParams::conv_transpose2d(s.n, c_in, s.h, s.w, c_out, k, st, pad) } else { ConvParams::conv2d(s.n, c_in, s.h, s.w, c_out, k, st, pad) };
+    let p = if transposed {
+        ConvParams::conv_transpose2d(s.n, c_in, s.h, s.w, c_out, k, st, pad)
+    } else {
+        ConvParams::conv2d(s.n, c_in, s.h, s.w, c_out, k, st, pad)
+    };
     Some((p, transposed))
 }
 
@@ -621,7 +674,7 @@ pub fn awkward_shapes(c: &mut Checker) -> Result<()> {
     c.conv(ConvParams::conv2d(1, 3, 13, 11, 5, 4, 2, 1), false)?;
     c.conv(ConvParams::conv2d(3, 4, 7, 9, 66, 3, 1, 1), false)?;
     c.conv(ConvParams::conv2d(2, 3, 32, 32, 8, 4, 2, 1), false)?; // split-K weight gradient
-    // One output tile and a long reduction (K = 8192): the forward pass is split-K.
+                                                                  // One output tile and a long reduction (K = 8192): the forward pass is split-K.
     c.conv(ConvParams::conv2d(1, 512, 8, 8, 16, 4, 2, 1), false)?;
     // conv_transpose2d: odd planes, a kernel the stride does not divide (k3 s2: uneven
     // parity classes), the generator's first layer on a 1x1 input.

@@ -49,7 +49,10 @@ pub fn compile_module(module: &str, arch: &str, mode: GemmMode) -> Result<String
     let nv = nvrtc::get(None)?;
     let (major, minor) = nv.version;
     let options = vec![format!("--gpu-architecture={arch}"), "--std=c++17".into(), "-lineinfo".into(), format!("-DGAN_GEMM_MODE={}", mode.code())];
-    match nv.compile(&src, &format!("{module}.cu"), &options).with_context(|| format!("NVRTC {major}.{minor} could not compile kernels/{module}.cu for {arch}"))? {
+    match nv
+        .compile(&src, &format!("{module}.cu"), &options)
+        .with_context(|| format!("NVRTC {major}.{minor} could not compile kernels/{module}.cu for {arch}"))?
+    {
         Ok(ptx) => Ok(ptx),
         Err(f) => Err(anyhow!("NVRTC {major}.{minor} failed to compile kernels/{module}.cu for {arch} ({}, options {options:?}):\n{}", f.status, f.log)),
     }
@@ -72,7 +75,8 @@ impl Cuda {
         if !unsafe { cudarc::driver::sys::is_culib_present() } {
             bail!("no NVIDIA driver found (libcuda.so could not be loaded): install the driver, or use --device cpu");
         }
-        let count = CudaContext::device_count().map_err(|e| anyhow!("the NVIDIA driver did not initialise ({e:?}): is a GPU visible to this process? Use --device cpu otherwise"))?;
+        let count = CudaContext::device_count()
+            .map_err(|e| anyhow!("the NVIDIA driver did not initialise ({e:?}): is a GPU visible to this process? Use --device cpu otherwise"))?;
         if count < 1 {
             bail!("the NVIDIA driver reports no GPU: use --device cpu");
         }
@@ -97,9 +101,12 @@ impl Cuda {
         // knows when the GPU is newer than NVRTC; the driver JIT-compiles it either way.
         let want = capability.0 * 10 + capability.1;
         let archs = nvrtc_archs()?;
-        let pick = archs.iter().copied().filter(|a| *a <= want).max().with_context(|| {
-            format!("NVRTC {}.{} cannot generate code for this GPU (sm_{want}); it supports {archs:?}", nvrtc.0, nvrtc.1)
-        })?;
+        let pick = archs
+            .iter()
+            .copied()
+            .filter(|a| *a <= want)
+            .max()
+            .with_context(|| format!("NVRTC {}.{} cannot generate code for this GPU (sm_{want}); it supports {archs:?}", nvrtc.0, nvrtc.1))?;
         let mode = GemmMode::for_device(mode, want).with_context(|| format!("{} (unset it for the GPU's default)", GemmMode::ENV))?;
         Ok(Cuda {
             mode,
@@ -119,7 +126,8 @@ impl Cuda {
         if let Some(f) = self.functions.borrow().get(name) {
             return Ok(f.clone());
         }
-        let module = source::kernels().into_iter().find(|(k, _)| *k == name).map(|(_, m)| m).with_context(|| format!("kernel {name} is in no module of kernels/"))?;
+        let module =
+            source::kernels().into_iter().find(|(k, _)| *k == name).map(|(_, m)| m).with_context(|| format!("kernel {name} is in no module of kernels/"))?;
         let loaded = self.module(module)?;
         let f = loaded.load_function(name).map_err(|e| anyhow!("kernel {name} not found in the PTX of kernels/{module}.cu: {e:?}"))?;
         self.functions.borrow_mut().insert(name, f.clone());

@@ -102,7 +102,10 @@ impl GemmMode {
     }
 
     pub fn parse(s: &str) -> Result<GemmMode> {
-        GemmMode::ALL.into_iter().find(|m| m.label() == s.trim()).ok_or_else(|| anyhow!("{}={s:?}: expected fp32, tf32x3, tf32, tf32x3-async or tf32-async", GemmMode::ENV))
+        GemmMode::ALL
+            .into_iter()
+            .find(|m| m.label() == s.trim())
+            .ok_or_else(|| anyhow!("{}={s:?}: expected fp32, tf32x3, tf32, tf32x3-async or tf32-async", GemmMode::ENV))
     }
 
     /// The mode named by `GAN_ENGINE_GEMM`, if it is set.
@@ -357,7 +360,16 @@ impl Backend for GpuBackend {
 
     fn name(&self) -> String {
         match &self.exec.kind {
-            ExecKind::Cuda(c) => format!("cuda ({}, sm_{}{}, PTX {} from NVRTC {}.{}, GEMM {})", c.device_name, c.capability.0, c.capability.1, c.arch, c.nvrtc.0, c.nvrtc.1, self.exec.mode.label()),
+            ExecKind::Cuda(c) => format!(
+                "cuda ({}, sm_{}{}, PTX {} from NVRTC {}.{}, GEMM {})",
+                c.device_name,
+                c.capability.0,
+                c.capability.1,
+                c.arch,
+                c.nvrtc.0,
+                c.nvrtc.1,
+                self.exec.mode.label()
+            ),
             #[cfg(feature = "sim")]
             ExecKind::Sim => format!("sim (kernels/*.cu on the CPU through kernels/sim.h, GEMM {})", self.exec.mode.label()),
         }
@@ -526,16 +538,36 @@ impl Backend for GpuBackend {
         p.check_act(y.len)?;
         check_len("batchnorm2d x", x, p.len())?;
         check_len("batchnorm2d y", y, p.len())?;
-        for (what, b) in [("gamma", gamma), ("beta", beta), ("running_mean", &*running_mean), ("running_var", running_var), ("mean", mean), ("invstd", invstd)] {
+        for (what, b) in [("gamma", gamma), ("beta", beta), ("running_mean", &*running_mean), ("running_var", running_var), ("mean", mean), ("invstd", invstd)]
+        {
             check_len(what, b, p.c as usize)?;
         }
         let (len, slices, grid) = bn_slices(p);
         let part = self.scratch(&self.bn_part, 2 * p.c as usize * slices)?;
         self.exec.batchnorm2d_stats_f32(grid, *p, len as i32, x.ptr, part)?;
-        self.exec.batchnorm2d_forward_train_f32(warp_per_channel(p.c as usize), *p, len as i32, slices as i32, part, running_mean.ptr, running_var.ptr, mean.ptr, invstd.ptr)?;
+        self.exec.batchnorm2d_forward_train_f32(
+            warp_per_channel(p.c as usize),
+            *p,
+            len as i32,
+            slices as i32,
+            part,
+            running_mean.ptr,
+            running_var.ptr,
+            mean.ptr,
+            invstd.ptr,
+        )?;
         self.exec.batchnorm2d_normalize_f32(Launch { shared_bytes: 0, ..grid }, *p, len as i32, x.ptr, gamma.ptr, beta.ptr, mean.ptr, invstd.ptr, y.ptr)
     }
-    fn batchnorm2d_forward_infer(&self, p: &BatchNormParams, x: &GpuBuf, gamma: &GpuBuf, beta: &GpuBuf, running_mean: &GpuBuf, running_var: &GpuBuf, y: &mut GpuBuf) -> Result<()> {
+    fn batchnorm2d_forward_infer(
+        &self,
+        p: &BatchNormParams,
+        x: &GpuBuf,
+        gamma: &GpuBuf,
+        beta: &GpuBuf,
+        running_mean: &GpuBuf,
+        running_var: &GpuBuf,
+        y: &mut GpuBuf,
+    ) -> Result<()> {
         p.check_act(y.len)?;
         check_len("batchnorm2d x", x, p.len())?;
         check_len("batchnorm2d y", y, p.len())?;
@@ -544,7 +576,18 @@ impl Backend for GpuBackend {
         }
         self.exec.batchnorm2d_forward_infer_f32(elementwise(p.len()), *p, x.ptr, gamma.ptr, beta.ptr, running_mean.ptr, running_var.ptr, y.ptr)
     }
-    fn batchnorm2d_backward_input(&self, p: &BatchNormParams, x: &GpuBuf, y: &GpuBuf, dy: &GpuBuf, gamma: &GpuBuf, mean: &GpuBuf, invstd: &GpuBuf, sums: &mut GpuBuf, dx: &mut GpuBuf) -> Result<()> {
+    fn batchnorm2d_backward_input(
+        &self,
+        p: &BatchNormParams,
+        x: &GpuBuf,
+        y: &GpuBuf,
+        dy: &GpuBuf,
+        gamma: &GpuBuf,
+        mean: &GpuBuf,
+        invstd: &GpuBuf,
+        sums: &mut GpuBuf,
+        dx: &mut GpuBuf,
+    ) -> Result<()> {
         p.check_act(y.len)?;
         check_len("batchnorm2d sums", sums, 2 * p.c as usize)?;
         check_len("batchnorm2d x", x, p.len())?;
@@ -557,7 +600,19 @@ impl Backend for GpuBackend {
         let part = self.scratch(&self.bn_part, 2 * p.c as usize * slices)?;
         self.exec.batchnorm2d_grad_sums_f32(grid, *p, len as i32, x.ptr, y.ptr, dy.ptr, mean.ptr, invstd.ptr, part)?;
         self.exec.batchnorm2d_backward_input_f32(warp_per_channel(p.c as usize), *p, slices as i32, part, sums.ptr)?;
-        self.exec.batchnorm2d_backward_apply_f32(Launch { shared_bytes: 0, ..grid }, *p, len as i32, x.ptr, y.ptr, dy.ptr, gamma.ptr, mean.ptr, invstd.ptr, sums.ptr, dx.ptr)
+        self.exec.batchnorm2d_backward_apply_f32(
+            Launch { shared_bytes: 0, ..grid },
+            *p,
+            len as i32,
+            x.ptr,
+            y.ptr,
+            dy.ptr,
+            gamma.ptr,
+            mean.ptr,
+            invstd.ptr,
+            sums.ptr,
+            dx.ptr,
+        )
     }
     fn batchnorm2d_backward_params(&self, p: &BatchNormParams, sums: &GpuBuf, dgamma: &mut GpuBuf, dbeta: &mut GpuBuf) -> Result<()> {
         check_len("batchnorm2d sums", sums, 2 * p.c as usize)?;

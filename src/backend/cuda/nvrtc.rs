@@ -155,7 +155,10 @@ fn subdirs(dir: &Path) -> Vec<PathBuf> {
 /// The file the dynamic linker mapped for a library whose name starts with `libnvrtc.so`.
 fn mapped_path() -> Option<String> {
     let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
-    maps.lines().filter_map(|l| l.split_whitespace().nth(5)).find(|p| Path::new(p).file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libnvrtc.so"))).map(str::to_string)
+    maps.lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|p| Path::new(p).file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libnvrtc.so")))
+        .map(str::to_string)
 }
 
 /// libloading's message with its cause ("dlopen failed: <what dlerror said>").
@@ -170,7 +173,8 @@ fn open(file: &Path) -> Result<Nvrtc> {
         ($name:literal) => {
             // SAFETY: the declared type matches NVRTC's C prototype (nvrtc.h, identical in
             // 12.x and 13.x); the pointer stays valid while `lib` (kept in `Nvrtc`) lives.
-            *unsafe { lib.get($name) }.map_err(|e| anyhow!("{} lacks {}: {}", file.display(), String::from_utf8_lossy(&$name[..$name.len() - 1]), describe(e)))?
+            *unsafe { lib.get($name) }
+                .map_err(|e| anyhow!("{} lacks {}: {}", file.display(), String::from_utf8_lossy(&$name[..$name.len() - 1]), describe(e)))?
         };
     }
     let version: unsafe extern "C" fn(*mut c_int, *mut c_int) -> Status = sym!(b"nvrtcVersion\0");
@@ -240,7 +244,11 @@ impl Nvrtc {
     pub fn compile(&self, src: &str, name: &str, options: &[String]) -> Result<std::result::Result<String, CompileFailure>> {
         let src = CString::new(src).map_err(|_| anyhow!("{name}: the source contains a NUL byte"))?;
         let cname = CString::new(name).map_err(|_| anyhow!("{name}: the name contains a NUL byte"))?;
-        let opts: Vec<CString> = options.iter().map(|o| CString::new(o.as_str())).collect::<std::result::Result<_, _>>().map_err(|_| anyhow!("an NVRTC option contains a NUL byte"))?;
+        let opts: Vec<CString> = options
+            .iter()
+            .map(|o| CString::new(o.as_str()))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|_| anyhow!("an NVRTC option contains a NUL byte"))?;
         let opt_ptrs: Vec<*const c_char> = opts.iter().map(|o| o.as_ptr()).collect();
         let mut prog: Program = std::ptr::null_mut();
         // SAFETY: every string is NUL-terminated and outlives the call; no headers are passed.
