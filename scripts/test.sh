@@ -9,4 +9,4 @@ cargo build --release --locked --benches
 cargo test --release --locked
 ./target/release/gan-engine selftest --device cpu
 # CUDA kernels without a GPU: NVRTC 12/13 compiles, ptxas spill check, sim selftest.
-bash scripts/cuda-tools.sh
+bash scripts/dev/cuda-tools.sh

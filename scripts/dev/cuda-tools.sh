@@ -8,7 +8,7 @@
 #      binary's own run-time compile path;
 #   4. runs `ptxas -v` on the sm_90 PTX, prints registers / shared memory / spills per
 #      kernel, and fails on any spill; then prints the instruction mix of every GEMM
-#      kernel's main loop in SASS (scripts/sass-loops.py; cuobjdump and nvdisasm from PyPI);
+#      kernel's main loop in SASS (scripts/dev/sass-loops.py; cuobjdump and nvdisasm from PyPI);
 #   5. checks the simulation itself (barriers, shuffles, asynchronous copies, reported
 #      misuse), then runs `gan-engine selftest --device sim` (every kernel against its CPU
 #      twin on the CPU simulation, plus a whole training iteration and one against the
@@ -19,7 +19,7 @@
 # Exits non-zero on any failure. Versions can be overridden with NVRTC12_PKG, NVRTC13_PKG,
 # NVCC_PKG, CUOBJDUMP_PKG and NVDISASM_PKG (pip requirement strings).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 export CARGO_TERM_COLOR=never
 
 TOOLS=.tools/cuda
@@ -129,7 +129,7 @@ nvdisasm=$(find "$TOOLS/nvdisasm" -type f -name nvdisasm | head -n1)
 for f in "$ptx"/*/conv.sm_90.ptx "$ptx"/*/linear.sm_90.ptx; do
     "$ptxas" -arch=sm_90 "$f" -o "${f%.ptx}.cubin"
 done
-PATH="$(dirname "$nvdisasm"):$PATH" "$PYTHON" scripts/sass-loops.py --cuobjdump "$cuobjdump" "$ptx"/*/conv.sm_90.cubin "$ptx"/*/linear.sm_90.cubin | tee "$TOOLS/sass-loops.txt"
+PATH="$(dirname "$nvdisasm"):$PATH" "$PYTHON" scripts/dev/sass-loops.py --cuobjdump "$cuobjdump" "$ptx"/*/conv.sm_90.cubin "$ptx"/*/linear.sm_90.cubin | tee "$TOOLS/sass-loops.txt"
 
 step "simulation semantics (tests/sim/sim_semantics.cpp)"
 "${CXX:-g++}" -std=c++17 -O1 -Wno-unknown-pragmas -Ikernels tests/sim/sim_semantics.cpp kernels/sim.cpp -o "$TOOLS/sim_semantics"

@@ -5,13 +5,13 @@
 # of the per-round time ratios. Taking the ratios within a round keeps a machine whose
 # speed drifts over minutes from deciding the comparison.
 #
-#   scripts/interleave.sh --base /tmp/old/gan-engine --ours target/release/gan-engine --size 64
+#   scripts/dev/interleave.sh --base /tmp/old/gan-engine --ours target/release/gan-engine --size 64
 #
 # Options: --base BIN (optional), --ours BIN (default target/release/gan-engine),
 # --size 64, --rounds 4, --iters 3, --warmup 1, --threads 2, --no-torch.
 # PYTHON picks the interpreter for scripts/torch_peer.py.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 base="" ours="target/release/gan-engine" size=64 rounds=4 iters=3 warmup=1 threads=2 torch=1
 while [[ $# -gt 0 ]]; do

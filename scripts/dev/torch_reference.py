@@ -20,8 +20,8 @@ Stored tensors (all F32):
                     after the iteration (D's batchnorms ran three times: real, fake, G step)
 The safetensors metadata holds `config` (ModelConfig JSON), `batch`, `torch`, `note`.
 
-    python3 scripts/torch_reference.py                       # tests/data/torch_reference.safetensors
-    python3 scripts/torch_reference.py --perturb bn_eps -o target/wrong.safetensors
+    python3 scripts/dev/torch_reference.py                   # tests/data/torch_reference.safetensors
+    python3 scripts/dev/torch_reference.py --perturb bn_eps -o target/wrong.safetensors
 
 `--perturb` writes a deliberately wrong reference (another convention) so one can see
 the Rust test fail: TORCH_REFERENCE=target/wrong.safetensors cargo test --release --test torch_reference
@@ -37,7 +37,8 @@ import torch
 import torch.nn as nn
 from safetensors.numpy import save_file
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# torch_peer.py stays in scripts/, one folder up.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import torch_peer as tp  # noqa: E402
 
 CONFIG = {"size": 32, "width": 8, "noise_dim": 8, "text_dim": 16, "text_proj": 8, "slope": 0.2}
@@ -59,7 +60,7 @@ def f32(t):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     here = os.path.dirname(os.path.abspath(__file__))
-    ap.add_argument("-o", "--out", default=os.path.join(here, "..", "tests", "data", "torch_reference.safetensors"))
+    ap.add_argument("-o", "--out", default=os.path.join(here, "..", "..", "tests", "data", "torch_reference.safetensors"))
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--perturb", choices=sorted(PERTURBATIONS), default=None, help="write a deliberately wrong reference")
     a = ap.parse_args()

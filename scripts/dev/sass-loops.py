@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """The instruction mix of each GEMM kernel's main loop, from its SASS.
 
-    python3 scripts/sass-loops.py --cuobjdump PATH CUBIN [CUBIN ...]
+    python3 scripts/dev/sass-loops.py --cuobjdump PATH CUBIN [CUBIN ...]
 
 (cuobjdump needs nvdisasm on PATH.)
 
-Each CUBIN is one module compiled by ptxas (scripts/cuda-tools.sh builds them at sm_90 for
+Each CUBIN is one module compiled by ptxas (scripts/dev/cuda-tools.sh builds them at sm_90 for
 every GEMM mode, named <mode>/<module>.sm_90.cubin). Every outermost loop with tensor-core
 (HMMA) or fp32 (FFMA) math in it is a GEMM's BK-deep step; a kernel with several (the
 GEMM tiles pick one of three feeds per block, gemm.cuh) gets rows #1, #2, ... in address
@@ -15,7 +15,8 @@ compares and selects), and the instructions issued per math instruction.
 
 A static count, not a timing: it says how much work each step asks of the SM's issue
 slots, which is what limits a tile that is not waiting on memory, and it changes with the
-code, not with the machine's mood. docs/benchmarks.md quotes it next to the GPU timings.
+code, not with the machine's mood. The benchmark log (docs/log/) quotes it next to the GPU
+timings.
 """
 
 import argparse
