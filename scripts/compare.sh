@@ -10,8 +10,8 @@
 # GAN_ENGINE=path/to/gan-engine uses that binary instead of building one; PYTHON picks
 # the interpreter (PyTorch, numpy, safetensors installed).
 #
-# Prints each program's own line, then a markdown table (the rows of
-# docs/benchmarks.md): ours, PyTorch, ours/PyTorch time ratio, and each against the
+# Prints each program's own line, then a markdown table (as in the CPU tables of
+# docs/log/): ours, PyTorch, ours/PyTorch time ratio, and each against the
 # article's 0.864 s/iteration on a GTX 1070 Ti. Numbers taken while other work runs on
 # the machine are noisy: the load average is printed before and after.
 set -euo pipefail
