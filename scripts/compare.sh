@@ -31,7 +31,7 @@ while [[ $# -gt 0 ]]; do
         --iters) iters=$2; shift 2 ;;
         --warmup) warmup=$2; shift 2 ;;
         --amp) amp=1; shift ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
         *) echo "compare.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
