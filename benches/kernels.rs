@@ -15,10 +15,10 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use gan_engine::backend::cpu::Cpu;
-use gan_engine::backend::cuda::GpuBackend;
+use gan_engine::backend::device;
 use gan_engine::backend::{ActParams, AdamParams, Backend, BatchNormParams, BceParams, ConcatParams, ConvParams, LinearParams, BN_ACT_NONE};
 use gan_engine::model::{Discriminator, Generator, ModelConfig, Module};
-use gan_engine::nn::Shape;
+use gan_engine::nn::{ActKind, LayerOp, Shape};
 use gan_engine::rng::Rng;
 use std::time::{Duration, Instant};
 
@@ -43,18 +43,6 @@ struct Case {
     op: Op,
 }
 
-/// `ConvTranspose2d(512, 256, k4 s2 p1)` -> (k, stride, pad). The describe string is the
-/// model's own; a format change fails here loudly instead of benchmarking a wrong shape.
-fn parse_kernel(describe: &str) -> (usize, usize, usize) {
-    let field = |tag: char| -> usize {
-        describe
-            .split([' ', ')', ','])
-            .find_map(|w| w.strip_prefix(tag).and_then(|v| v.parse().ok()))
-            .unwrap_or_else(|| panic!("cannot read `{tag}` from the layer description {describe:?}"))
-    };
-    (field('k'), field('s'), field('p'))
-}
-
 /// The ops of one model at batch `n`, in the order the models run them.
 fn cases<B: Backend>(be: &B, cfg: &ModelConfig, n: usize) -> Vec<Case> {
     let mut rng = Rng::new(0);
@@ -76,25 +64,18 @@ fn cases<B: Backend>(be: &B, cfg: &ModelConfig, n: usize) -> Vec<Case> {
                 op: Op::Concat(ConcatParams { n: n as i32, c_a: f.c as i32, c_b: cfg.text_proj as i32, hw: f.hw() as i32 }),
             });
         }
-        let op = if describe.starts_with("Conv") {
-            let transposed = describe.starts_with("ConvTranspose2d");
-            let (k, s, p) = parse_kernel(&describe);
-            let c_out = layer.out_shape(x).c;
-            let p =
-                if transposed { ConvParams::conv_transpose2d(n, x.c, x.h, x.w, c_out, k, s, p) } else { ConvParams::conv2d(n, x.c, x.h, x.w, c_out, k, s, p) };
-            Op::Conv { transposed, p }
-        } else if let Some(p) = layer.batchnorm_params(x.with_batch(n)) {
-            Op::BatchNorm(p)
-        } else if describe.starts_with("Linear") {
-            Op::Linear(LinearParams { n: n as i32, in_features: x.per_image() as i32, out_features: layer.out_shape(x).c as i32 })
-        } else {
-            let kind = match describe.as_str() {
-                "ReLU" => "relu",
-                "Tanh" => "tanh",
-                s if s.starts_with("LeakyReLU") => "leaky_relu",
-                other => panic!("kernels bench: no case for the layer {other:?}; add one"),
-            };
-            Op::Act { kind, p: ActParams { len: x.len() as i32, slope: cfg.slope } }
+        let op = match layer.op(x) {
+            LayerOp::Conv { p, transposed } => Op::Conv { transposed, p },
+            LayerOp::BatchNorm(p) => Op::BatchNorm(p),
+            LayerOp::Linear(p) => Op::Linear(p),
+            LayerOp::Activation { p, kind } => {
+                let kind = match kind {
+                    ActKind::Relu => "relu",
+                    ActKind::LeakyRelu(_) => "leaky_relu",
+                    ActKind::Tanh => "tanh",
+                };
+                Op::Act { kind, p }
+            }
         };
         if name.starts_with("discriminator.main.") {
             d_features = Some(layer.out_shape(x));
@@ -288,7 +269,7 @@ fn kernels(c: &mut Criterion) {
     let cpu = Cpu::new();
     bench_device(c, "cpu", &cpu);
     // No GPU, driver or NVRTC is a value, not a panic: say why and measure nothing.
-    match GpuBackend::cuda() {
+    match device::gpu(false) {
         Ok(gpu) => bench_device(c, "cuda", &gpu),
         Err(e) => println!("kernels/cuda: skipped: {e:#}"),
     }

@@ -10,7 +10,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use gan_engine::backend::cpu::Cpu;
-use gan_engine::backend::cuda::GpuBackend;
+use gan_engine::backend::device;
 use gan_engine::backend::Backend;
 use gan_engine::model::{iteration_flops, ModelConfig};
 use gan_engine::train::{synthetic_batch, Gan, Hyper, StepInputs};
@@ -81,7 +81,7 @@ fn train_step(c: &mut Criterion) {
     let cpu = Cpu::new();
     bench_device(c, "cpu", &cpu);
     // No GPU, driver or NVRTC is a value, not a panic: say why and measure nothing.
-    match GpuBackend::cuda() {
+    match device::gpu(false) {
         Ok(gpu) => bench_device(c, "cuda", &gpu),
         Err(e) => println!("train_step/cuda: skipped: {e:#}"),
     }

@@ -43,7 +43,7 @@ struct SliceRange {
 // than sum(x^2) - n mean^2, which loses everything to cancellation when |mean| >> std.
 // part[2 (c slices + s)] = mean, part[2 (c slices + s) + 1] = m2.
 extern "C" __global__ void __launch_bounds__(REDUCE_THREADS)
-batchnorm2d_stats_f32(BatchNormParams p, int slice_len, const float* __restrict__ x, float* __restrict__ part) {
+batchnorm2d_forward_train_partial_stats_f32(BatchNormParams p, int slice_len, const float* __restrict__ x, float* __restrict__ part) {
     DYNAMIC_SHARED(float, scratch);
     const SliceRange r(p, slice_len);
     float s = 0.0f;
@@ -84,7 +84,7 @@ __device__ __forceinline__ int warp_channel() {
 // so both lanes of a pair compute the same value and every lane ends with the total.
 // Writes the batch statistics and updates the running ones.
 extern "C" __global__ void __launch_bounds__(REDUCE_THREADS)
-batchnorm2d_forward_train_f32(BatchNormParams p, int slice_len, int slices, const float* __restrict__ part,
+batchnorm2d_forward_train_stats_f32(BatchNormParams p, int slice_len, int slices, const float* __restrict__ part,
                               float* __restrict__ running_mean, float* __restrict__ running_var,
                               float* __restrict__ mean, float* __restrict__ invstd) {
     const int c = warp_channel(), lane = threadIdx.x % WARP;
@@ -112,7 +112,7 @@ batchnorm2d_forward_train_f32(BatchNormParams p, int slice_len, int slices, cons
 
 // y = act(gamma (x - mean) invstd + beta) over one slice of one channel.
 extern "C" __global__ void __launch_bounds__(REDUCE_THREADS)
-batchnorm2d_normalize_f32(BatchNormParams p, int slice_len, const float* __restrict__ x, const float* __restrict__ gamma,
+batchnorm2d_forward_train_f32(BatchNormParams p, int slice_len, const float* __restrict__ x, const float* __restrict__ gamma,
                           const float* __restrict__ beta, const float* __restrict__ mean,
                           const float* __restrict__ invstd, float* __restrict__ y) {
     const SliceRange r(p, slice_len);
@@ -135,7 +135,7 @@ batchnorm2d_forward_infer_f32(BatchNormParams p, const float* __restrict__ x, co
 // Partial sums over one slice of g = dy act'(y) and of g xhat: part[2 (c slices + s)] and
 // part[2 (c slices + s) + 1].
 extern "C" __global__ void __launch_bounds__(REDUCE_THREADS)
-batchnorm2d_grad_sums_f32(BatchNormParams p, int slice_len, const float* __restrict__ x, const float* __restrict__ y,
+batchnorm2d_backward_partial_sums_f32(BatchNormParams p, int slice_len, const float* __restrict__ x, const float* __restrict__ y,
                           const float* __restrict__ dy, const float* __restrict__ mean,
                           const float* __restrict__ invstd, float* __restrict__ part) {
     DYNAMIC_SHARED(float, scratch);
@@ -160,7 +160,7 @@ batchnorm2d_grad_sums_f32(BatchNormParams p, int slice_len, const float* __restr
 // then a warp sum): sums[c] = sum g, sums[C + c] = sum g xhat. These are also the
 // parameter gradients, which batchnorm2d_backward_params adds.
 extern "C" __global__ void __launch_bounds__(REDUCE_THREADS)
-batchnorm2d_backward_input_f32(BatchNormParams p, int slices, const float* __restrict__ part, float* __restrict__ sums) {
+batchnorm2d_backward_sums_f32(BatchNormParams p, int slices, const float* __restrict__ part, float* __restrict__ sums) {
     const int c = warp_channel(), lane = threadIdx.x % WARP;
     if (c >= p.c) return;  // the whole warp
     float a = 0.0f, b = 0.0f;
@@ -179,7 +179,7 @@ batchnorm2d_backward_input_f32(BatchNormParams p, int slices, const float* __res
 
 // dx = gamma invstd (g - mean(g) - xhat mean(g xhat)) over one slice of one channel.
 extern "C" __global__ void __launch_bounds__(REDUCE_THREADS)
-batchnorm2d_backward_apply_f32(BatchNormParams p, int slice_len, const float* __restrict__ x, const float* __restrict__ y,
+batchnorm2d_backward_input_f32(BatchNormParams p, int slice_len, const float* __restrict__ x, const float* __restrict__ y,
                                const float* __restrict__ dy, const float* __restrict__ gamma,
                                const float* __restrict__ mean, const float* __restrict__ invstd,
                                const float* __restrict__ sums, float* __restrict__ dx) {

@@ -19,7 +19,7 @@
 // alone, the addresses themselves just move (FixedFeed).
 //
 // Block: GEMM_THREADS threads computing a GEMM_BM x GEMM_BN tile of C. How the tile is
-// multiplied depends on GEMM_MODE (common.cuh):
+// multiplied depends on GEMM_PRECISION (common.cuh):
 // - GEMM_FMA: each thread a TM x TN register tile at rows ty + 16 i and columns tx + 16 j
 //   (so a warp reads 16 consecutive B values per step and two broadcast A values: no bank
 //   conflicts), fp32 FMAs;
@@ -153,7 +153,7 @@ __device__ __forceinline__ void mma_tf32(float& c0, float& c1, float& c2, float&
 }
 
 // One BK-deep step of the tensor-core tile: this warp's MMA_WM x MMA_WN block of C from the shared
-// tiles, in the precision of GEMM_MODE. With `Rounded` the tiles already hold TF32
+// tiles, in the precision of GEMM_PRECISION. With `Rounded` the tiles already hold TF32
 // operands (tf32_operand, stored as floats): GEMM_TF32 fed through registers rounds each
 // value once as it stores it, not once per warp that reads it.
 template <bool Rounded, int LDA, int LDB>
@@ -163,7 +163,7 @@ __device__ __forceinline__ void gemm_mma_step(const float (*As)[LDA], const floa
                   "eight warps in a 2 x 4 grid, each thread holding its warp's C fragments");
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
     const int wm = (warp / 4) * MMA_WM, wn = (warp % 4) * MMA_WN;
-    const bool split = GEMM_MODE == GEMM_TF32X3;
+    const bool split = GEMM_PRECISION == GEMM_TF32X3;
     // The tensor cores do not round their sums to nearest the way an FMA does (their
     // accumulation truncates), and over a reduction of thousands that bias adds up: about
     // 2^-24 of the sum per mma, 1e-4 over K = 16384. tf32x3 promises fp32 accuracy, so each
@@ -447,7 +447,7 @@ __device__ __forceinline__ void gemm_steps_async(Feed& feed, int k_begin, int k_
 // (gemm_mma_step<true>), otherwise the value.
 __device__ __forceinline__ float tile_value(float v) {
 #if GEMM_HAS_MMA
-    if (GEMM_MODE == GEMM_TF32) return tf32_bits_to_float(tf32_operand(v));
+    if (GEMM_PRECISION == GEMM_TF32) return tf32_bits_to_float(tf32_operand(v));
 #endif
     return v;
 }
@@ -478,9 +478,9 @@ __device__ __forceinline__ void gemm_steps(Feed& feed, int k_begin, int k_end, G
         __syncthreads();
         if (k0 + GEMM_BK < k_end) fetch(k0 + GEMM_BK);
 #if GEMM_HAS_MMA
-        if (GEMM_MODE == GEMM_TF32) {
+        if (GEMM_PRECISION == GEMM_TF32) {
             gemm_mma_step<true>(As, Bs, acc);
-        } else if (GEMM_MODE != GEMM_FMA) {
+        } else if (GEMM_PRECISION != GEMM_FMA) {
             gemm_mma_step<false>(As, Bs, acc);
         } else
 #endif
@@ -548,9 +548,6 @@ __device__ __forceinline__ void gemm_block_tile(int m0, int n0, int M, int N, in
 // values) sits in shared memory, and B is gathered along k, neighbouring threads reading
 // neighbouring columns. fp32 FMAs in every GEMM mode: the math is a small part of these
 // layers; the loads are the rest.
-#define THIN_M 4
-#define THIN_A 4096
-#define THIN_THREADS 256
 // Taps per channel of the window that gets its own loop: the 2 x 2 of a stride-2 4x4 parity
 // class, the layers these kernels serve.
 #define THIN_TAPS 4
@@ -610,13 +607,13 @@ __device__ __forceinline__ bool gemm_thin_column(int col, int M, int N, int K, c
 // Row and column of C owned by accumulator (i, j) of this thread.
 __device__ __forceinline__ int gemm_row(int m0, int i) {
     const int tid = threadIdx.x;
-    if (GEMM_MODE == GEMM_FMA) return m0 + tid / 16 + 16 * i;
+    if (GEMM_PRECISION == GEMM_FMA) return m0 + tid / 16 + 16 * i;
     const int lane = tid % 32, warp = tid / 32;
     return m0 + (warp / 4) * MMA_WM + (i / 2) * 16 + (i % 2) * 8 + lane / 4;
 }
 __device__ __forceinline__ int gemm_col(int n0, int j) {
     const int tid = threadIdx.x;
-    if (GEMM_MODE == GEMM_FMA) return n0 + tid % 16 + 16 * j;
+    if (GEMM_PRECISION == GEMM_FMA) return n0 + tid % 16 + 16 * j;
     const int lane = tid % 32, warp = tid / 32;
     return n0 + (warp % 4) * MMA_WN + (j / 2) * 8 + (lane % 4) * 2 + j % 2;
 }

@@ -12,7 +12,7 @@
 
 namespace sim {
 sim_dim3 thread_idx, block_idx, block_dim, grid_dim;
-int gemm_mode = 0;
+int gemm_precision = 0, gemm_feed = 0;
 }
 
 namespace {
@@ -188,10 +188,10 @@ void sim::cp_async_wait(int pending) {
 extern "C" void* sim_dynamic_shared() { return g_dynamic_shared.data(); }
 
 // Runs `entry(arg)` as every thread of a grid x block launch, with the GEMM tiles in
-// `gemm_mode`. Writes a message into `err` and returns nonzero on a launch error (bad
+// `gemm_precision`, fed as `gemm_feed`. Writes a message into `err` and returns nonzero on a launch error (bad
 // shape, barrier misuse).
 extern "C" int sim_launch(unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz, unsigned shared_bytes,
-                          int gemm_mode, void (*entry)(void*), void* arg, char* err, unsigned err_len) {
+                          int gemm_precision, int gemm_feed, void (*entry)(void*), void* arg, char* err, unsigned err_len) {
     std::lock_guard<std::mutex> guard(g_launch_lock);
     auto fail = [&](const std::string& msg) {
         std::snprintf(err, err_len, "%s", msg.c_str());
@@ -212,7 +212,8 @@ extern "C" int sim_launch(unsigned gx, unsigned gy, unsigned gz, unsigned bx, un
     g_arg = arg;
     g_shfl.assign(threads, 0);
     g_frag.assign((size_t)threads * FRAG_REGS, 0);
-    sim::gemm_mode = gemm_mode;
+    sim::gemm_precision = gemm_precision;
+    sim::gemm_feed = gemm_feed;
     g_dynamic_shared.assign(shared_bytes + 16, (char)0xFF);  // all-ones bytes are NaN floats
     sim::block_dim = {bx, by, bz};
     sim::grid_dim = {gx, gy, gz};

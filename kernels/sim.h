@@ -30,8 +30,8 @@ int lane();
 int warp_width();
 void shfl_put(const void* v, unsigned bytes);
 const void* shfl_get(int lane);
-// The GEMM mode of the running launch (GEMM_MODE in common.cuh).
-extern int gemm_mode;
+// The GEMM mode of the running launch (GEMM_PRECISION and GEMM_ASYNC in common.cuh).
+extern int gemm_precision, gemm_feed;
 // Tensor-core fragments: each lane publishes its registers, then reads any lane's.
 void frag_put(const uint32_t* v, int n);
 const uint32_t* frag_get(int lane);

@@ -3,9 +3,9 @@
 
 pub mod backend;
 pub mod data;
-pub mod gradcheck;
 pub mod model;
 pub mod nn;
 pub mod rng;
 pub mod text;
 pub mod train;
+pub mod verify;

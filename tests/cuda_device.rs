@@ -8,7 +8,7 @@ use gan_engine::backend::device::{self, Opened};
 use std::process::Command;
 
 fn gpu_available() -> bool {
-    GpuBackend::cuda().is_ok()
+    GpuBackend::cuda(None).is_ok()
 }
 
 #[test]
@@ -45,7 +45,7 @@ fn unknown_device_names_the_choices() {
 
 #[test]
 fn sim_is_available_exactly_with_the_feature() {
-    let r = GpuBackend::sim();
+    let r = GpuBackend::sim(gan_engine::backend::cuda::GemmMode::TF32X3);
     if cfg!(feature = "sim") {
         assert!(r.is_ok());
     } else {

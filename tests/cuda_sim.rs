@@ -3,12 +3,12 @@
 //! same checks plus the models' layers and a training iteration, and prints the table.
 #![cfg(feature = "sim")]
 
-use gan_engine::backend::cuda::check::{awkward_shapes, Checker, Row, TOL_GEMM};
 use gan_engine::backend::cuda::{source, GemmMode, GpuBackend};
+use gan_engine::verify::{awkward_shapes, Checker, Row, TOL_GEMM};
 
 /// Every kernel at the awkward shapes in one GEMM mode; the rows.
 fn awkward_rows(mode: GemmMode) -> Vec<Row> {
-    let gpu = GpuBackend::sim_with(mode).expect("built with the sim feature");
+    let gpu = GpuBackend::sim(mode).expect("built with the sim feature");
     let mut c = Checker::new(&gpu, 3);
     awkward_shapes(&mut c).expect("checks ran");
     let failed: Vec<String> = c.rows.iter().filter(|r| !r.passed).map(|r| format!("{} {} (max abs {:e})", r.kernel_label(), r.shape, r.max_abs)).collect();
@@ -21,19 +21,19 @@ fn awkward_rows(mode: GemmMode) -> Vec<Row> {
 
 #[test]
 fn every_kernel_matches_its_cpu_twin_at_awkward_shapes_fp32() {
-    awkward_rows(GemmMode::Fp32);
+    awkward_rows(GemmMode::FP32);
 }
 
 #[test]
 fn every_kernel_matches_its_cpu_twin_at_awkward_shapes_tf32x3() {
-    awkward_rows(GemmMode::Tf32x3);
+    awkward_rows(GemmMode::TF32X3);
 }
 
 #[test]
 fn every_kernel_matches_its_cpu_twin_at_awkward_shapes_tf32x3_async() {
     // The tiles fed by asynchronous copies, which the simulation lands only at the wait
     // that covers them: a read before its wait sees the previous step's values.
-    awkward_rows(GemmMode::Tf32x3Async);
+    awkward_rows(GemmMode::TF32X3_ASYNC);
 }
 
 #[test]
@@ -41,7 +41,7 @@ fn tf32_tensor_cores_round_and_stay_within_their_bounds() {
     // Within TOL_GEMM_TF32 (checked by awkward_rows), and visibly coarser than fp32 on
     // the GEMM rows: the simulated tensor cores drop the low 13 mantissa bits, so a
     // kernel that skipped the TF32 path would show fp32-sized errors here.
-    for mode in [GemmMode::Tf32, GemmMode::Tf32Async] {
+    for mode in [GemmMode::TF32, GemmMode::TF32_ASYNC] {
         let tf32 = awkward_rows(mode);
         let worst = tf32.iter().filter(|r| r.kernels[0].starts_with("conv")).map(|r| r.max_rel).fold(0.0f64, f64::max);
         assert!(worst > 10.0 * TOL_GEMM.rel, "{}: GEMM rows as accurate as fp32 (worst rel err {worst:e}): is the tensor-core path running?", mode.label());
@@ -51,8 +51,8 @@ fn tf32_tensor_cores_round_and_stay_within_their_bounds() {
 #[test]
 fn a_wrong_result_fails_its_row() {
     // The comparison itself must be able to fail.
-    let row = gan_engine::backend::cuda::check::compare(vec!["k".into()], "s".into(), &[1.0, 2.0], &[1.0, 2.1], gan_engine::backend::cuda::check::TOL_GEMM);
+    let row = gan_engine::verify::compare(vec!["k".into()], "s".into(), &[1.0, 2.0], &[1.0, 2.1], gan_engine::verify::TOL_GEMM);
     assert!(!row.passed);
-    let nan = gan_engine::backend::cuda::check::compare(vec!["k".into()], "s".into(), &[1.0], &[f32::NAN], gan_engine::backend::cuda::check::TOL_ELEM);
+    let nan = gan_engine::verify::compare(vec!["k".into()], "s".into(), &[1.0], &[f32::NAN], gan_engine::verify::TOL_ELEM);
     assert!(!nan.passed);
 }

@@ -6,8 +6,9 @@
 //! `cargo test --release --test cuda_tolerance -- --include-ignored --nocapture`.
 
 use gan_engine::backend::cpu::{Cpu, Cpu64};
-use gan_engine::backend::cuda::check::{iteration_rows, rel_l2, train_iteration};
 use gan_engine::model::ModelConfig;
+use gan_engine::verify::iteration::{iteration_rows, train_iteration};
+use gan_engine::verify::rel_l2;
 
 fn check(size: usize, width: usize, batch: usize) {
     let cfg = ModelConfig::new(size, width).unwrap();

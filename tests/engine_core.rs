@@ -2,11 +2,13 @@
 //! and the CPU convolutions against a direct loop at real layer shapes.
 
 use gan_engine::backend::cpu::{Cpu, Cpu64, CpuBackend};
-use gan_engine::backend::{AdamParams, Backend, BatchNormParams, BceParams, ConvParams};
-use gan_engine::gradcheck;
-use gan_engine::model::{iteration_flops, Discriminator, Generator, ModelConfig, Module};
-use gan_engine::nn::{BatchNorm2d, Layer, Mode, Shape, Tensor};
+use gan_engine::backend::prelude::*;
+use gan_engine::backend::{AdamParams, BatchNormParams, BceParams, ConvParams};
+use gan_engine::model::{iteration_flops, DGrads, Discriminator, Generator, ModelConfig, Module};
+use gan_engine::nn::{BatchNorm2d, Grads, Layer, Mode, Shape, Tensor};
 use gan_engine::rng::Rng;
+use gan_engine::verify::conv::direct;
+use gan_engine::verify::{self, model::small_config};
 
 fn models(size: usize) -> (Generator<Cpu>, Discriminator<Cpu>) {
     let be = Cpu::new();
@@ -84,7 +86,7 @@ fn the_batch_limit_follows_the_largest_layer() {
 #[test]
 fn frozen_layers_compute_input_gradients_only() {
     let be = Cpu::new();
-    let cfg = gradcheck::small_config();
+    let cfg = small_config();
     let mut rng = Rng::new(3);
     let mut d = Discriminator::new(&be, &cfg, &mut rng).unwrap();
     let n = 2;
@@ -99,35 +101,35 @@ fn frozen_layers_compute_input_gradients_only() {
     for p in d.params_mut() {
         be.fill(&mut p.grad, 123.0).unwrap();
     }
-    d.set_frozen(true);
-    let before = be.param_grad_calls();
+    let frozen = DGrads { image: true, text: true, params: false };
+    let before = be.profiler().param_grad_calls();
     d.forward(&be, &img, &txt, Mode::Train).unwrap();
-    let (dimg, dtxt) = d.backward(&be, &dl).unwrap();
-    assert_eq!(be.param_grad_calls(), before, "a frozen network launched a parameter-gradient op");
+    let (dimg, dtxt) = d.backward(&be, &dl, frozen).unwrap();
+    assert_eq!(be.profiler().param_grad_calls(), before, "a frozen network launched a parameter-gradient op");
     for p in d.params() {
         assert!(p.grad.iter().all(|&g| g == 123.0), "{} gradient changed while frozen", p.name);
     }
-    let dimg = dimg.to_f32(&be).unwrap();
+    let dimg = dimg.expect("image gradient").to_f32(&be).unwrap();
     assert!(dimg.iter().any(|&v| v != 0.0), "input gradient must still flow through a frozen network");
-    assert!(dtxt.to_f32(&be).unwrap().iter().any(|&v| v != 0.0));
+    assert!(dtxt.expect("text gradient").to_f32(&be).unwrap().iter().any(|&v| v != 0.0));
 
-    d.set_frozen(false);
     d.forward(&be, &img, &txt, Mode::Train).unwrap();
-    let (dimg2, _) = d.backward(&be, &dl).unwrap();
-    assert_eq!(dimg2.to_f32(&be).unwrap(), dimg, "freezing must not change the input gradient");
+    let (dimg2, _) = d.backward(&be, &dl, DGrads::ALL).unwrap();
+    assert_eq!(dimg2.expect("image gradient").to_f32(&be).unwrap(), dimg, "freezing must not change the input gradient");
     let convs_bns_linears = 3 + 2 + 1 + 2; // main convs, main BNs, text linear, head convs + BN
-    assert_eq!(be.param_grad_calls() - before, convs_bns_linears + 1);
+    assert_eq!(be.profiler().param_grad_calls() - before, convs_bns_linears + 1);
     for p in d.params() {
         assert!(p.grad.iter().any(|&g| g != 123.0), "{} gradient did not accumulate", p.name);
     }
 }
 
-/// The training paths that skip input gradients of data (`backward_params`,
-/// `backward_image`) leave exactly the parameter and image gradients of the full backward.
+/// The training paths that skip input gradients of data (the D step's parameters only,
+/// the G step's image gradient) leave exactly the parameter and image gradients of the
+/// full backward.
 #[test]
 fn parameter_only_backward_matches_the_full_backward() {
     let be = Cpu64::new();
-    let cfg = gradcheck::small_config();
+    let cfg = small_config();
     let mut rng = Rng::new(5);
     let mut g = Generator::new(&be, &cfg, &mut rng).unwrap();
     let mut d = Discriminator::new(&be, &cfg, &mut rng).unwrap();
@@ -145,26 +147,27 @@ fn parameter_only_backward_matches_the_full_backward() {
     let img = g.forward(&be, &z, &t, Mode::Train).unwrap();
     d.zero_grad(&be).unwrap();
     d.forward(&be, &img, &t, Mode::Train).unwrap();
-    let (full_dimg, _) = d.backward(&be, &dl).unwrap();
-    let (full_dimg, full_d) = (full_dimg.to_f64(&be).unwrap(), grads(d.params()));
+    let (full_dimg, _) = d.backward(&be, &dl, DGrads::ALL).unwrap();
+    let (full_dimg, full_d) = (full_dimg.unwrap().to_f64(&be).unwrap(), grads(d.params()));
     d.zero_grad(&be).unwrap();
     d.forward(&be, &img, &t, Mode::Train).unwrap();
-    d.backward_params(&be, &dl).unwrap();
+    let (none_img, none_txt) = d.backward(&be, &dl, DGrads::D_STEP).unwrap();
+    assert!(none_img.is_none() && none_txt.is_none(), "the D step wants no input gradient");
     assert_eq!(grads(d.params()), full_d, "discriminator parameter gradients differ");
     d.zero_grad(&be).unwrap();
     d.forward(&be, &img, &t, Mode::Train).unwrap();
-    let dimg = d.backward_image(&be, &dl).unwrap();
+    let dimg = d.backward(&be, &dl, DGrads { image: true, text: false, params: true }).unwrap().0.unwrap();
     assert_eq!(dimg.to_f64(&be).unwrap(), full_dimg, "image gradient differs");
-    assert_eq!(grads(d.params()), full_d, "backward_image must still accumulate unfrozen gradients");
+    assert_eq!(grads(d.params()), full_d, "the image gradient with parameters wanted must still accumulate them");
 
     g.zero_grad(&be).unwrap();
     g.forward(&be, &z, &t, Mode::Train).unwrap();
-    g.backward(&be, &dimg).unwrap();
+    g.backward(&be, &dimg, Grads::ALL).unwrap();
     let full_g = grads(g.params());
     assert!(full_g.iter().all(|gr| gr.iter().any(|&x| x != 0.0)));
     g.zero_grad(&be).unwrap();
     g.forward(&be, &z, &t, Mode::Train).unwrap();
-    g.backward_params(&be, &dimg).unwrap();
+    assert!(g.backward(&be, &dimg, Grads::PARAMS).unwrap().is_none(), "training wants no input gradient");
     assert_eq!(grads(g.params()), full_g, "generator parameter gradients differ");
 }
 
@@ -172,7 +175,7 @@ fn parameter_only_backward_matches_the_full_backward() {
 #[test]
 fn parameter_gradients_accumulate_and_input_gradients_overwrite() {
     let be = Cpu64::new();
-    let cfg = gradcheck::small_config();
+    let cfg = small_config();
     let mut rng = Rng::new(4);
     let mut g = Generator::new(&be, &cfg, &mut rng).unwrap();
     let z = Tensor::from_f32(&be, Shape::new(2, cfg.noise_dim, 1, 1), &[0.1, -0.2, 0.3, 0.4, -0.5, 0.6, 0.7, -0.8, 0.9, 1.0]).unwrap();
@@ -182,11 +185,11 @@ fn parameter_gradients_accumulate_and_input_gradients_overwrite() {
     let dy = Tensor::from_f32(&be, Shape::new(2, 3, 32, 32), &r).unwrap();
     g.zero_grad(&be).unwrap();
     g.forward(&be, &z, &t, Mode::Train).unwrap();
-    let (dz1, _) = g.backward(&be, &dy).unwrap();
+    let (dz1, _) = g.backward(&be, &dy, Grads::ALL).unwrap().unwrap();
     let dz1 = dz1.to_f64(&be).unwrap();
     let once: Vec<Vec<f64>> = g.params().iter().map(|p| p.grad.clone()).collect();
     g.forward(&be, &z, &t, Mode::Train).unwrap();
-    let (dz2, _) = g.backward(&be, &dy).unwrap();
+    let (dz2, _) = g.backward(&be, &dy, Grads::ALL).unwrap().unwrap();
     assert_eq!(dz2.to_f64(&be).unwrap(), dz1);
     for (p, g1) in g.params().iter().zip(&once) {
         for (a, b) in p.grad.iter().zip(g1) {
@@ -195,9 +198,23 @@ fn parameter_gradients_accumulate_and_input_gradients_overwrite() {
     }
 }
 
+/// Every op's CPU twin (in f64) equals the op's direct loops (`verify::F::direct`).
+#[test]
+fn every_cpu_twin_matches_its_direct_loops() {
+    let checks = verify::direct_checks().unwrap();
+    for c in &checks {
+        println!("{:<70} {:>6} {:>10.3e} {}", c.name, c.entries, c.max_err, if c.passed() { "PASS" } else { "FAIL" });
+    }
+    let failed: Vec<_> = checks.iter().filter(|c| !c.passed()).map(|c| c.name.clone()).collect();
+    assert!(failed.is_empty(), "failed: {failed:?}");
+    for family in ["conv2d", "conv_transpose2d", "batchnorm2d", "relu", "leaky_relu", "tanh", "linear", "concat_tile", "bce_with_logits", "adam_step"] {
+        assert!(checks.iter().any(|c| c.name.starts_with(family)), "no direct check of {family}");
+    }
+}
+
 #[test]
 fn gradient_checks_pass() {
-    let results = gradcheck::all_checks(6).unwrap();
+    let results = verify::all_gradchecks(6).unwrap();
     for r in &results {
         println!("{:<60} {:>6} {:>10.3e} {}", r.name, r.entries, r.max_rel_err, if r.passed() { "PASS" } else { "FAIL" });
     }
@@ -291,60 +308,7 @@ fn batchnorm_running_statistics_update_and_inference_uses_them() {
     let rm = bn.running_mean.value.clone();
     bn.forward(&be, &xt, Mode::Eval).unwrap();
     assert_eq!(bn.running_mean.value, rm);
-    assert!(bn.backward(&be, &xt).is_err());
-}
-
-/// Direct-loop conv2d, for comparison at real layer shapes.
-fn conv2d_direct(p: &ConvParams, x: &[f64], w: &[f64]) -> Vec<f64> {
-    let mut y = vec![0.0; p.out_len()];
-    let (n, ci, hi, wi, co, ho, wo, k, s, pd) = (p.n, p.c_in, p.h_in, p.w_in, p.c_out, p.h_out, p.w_out, p.k, p.stride, p.pad);
-    for b in 0..n {
-        for o in 0..co {
-            for oy in 0..ho {
-                for ox in 0..wo {
-                    let mut acc = 0.0;
-                    for c in 0..ci {
-                        for ky in 0..k {
-                            for kx in 0..k {
-                                let (iy, ix) = (oy * s - pd + ky, ox * s - pd + kx);
-                                if iy >= 0 && iy < hi && ix >= 0 && ix < wi {
-                                    acc += x[(((b * ci + c) * hi + iy) * wi + ix) as usize] * w[(((o * ci + c) * k + ky) * k + kx) as usize];
-                                }
-                            }
-                        }
-                    }
-                    y[(((b * co + o) * ho + oy) * wo + ox) as usize] = acc;
-                }
-            }
-        }
-    }
-    y
-}
-
-/// Direct-loop transposed conv: every input pixel scatters its kernel.
-fn conv_transpose2d_direct(p: &ConvParams, x: &[f64], w: &[f64]) -> Vec<f64> {
-    let mut y = vec![0.0; p.out_len()];
-    let (n, ci, hi, wi, co, ho, wo, k, s, pd) = (p.n, p.c_in, p.h_in, p.w_in, p.c_out, p.h_out, p.w_out, p.k, p.stride, p.pad);
-    for b in 0..n {
-        for c in 0..ci {
-            for iy in 0..hi {
-                for ix in 0..wi {
-                    let v = x[(((b * ci + c) * hi + iy) * wi + ix) as usize];
-                    for o in 0..co {
-                        for ky in 0..k {
-                            for kx in 0..k {
-                                let (oy, ox) = (iy * s - pd + ky, ix * s - pd + kx);
-                                if oy >= 0 && oy < ho && ox >= 0 && ox < wo {
-                                    y[(((b * co + o) * ho + oy) * wo + ox) as usize] += v * w[(((c * co + o) * k + ky) * k + kx) as usize];
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-    y
+    assert!(bn.backward(&be, &xt, Grads::ALL).is_err());
 }
 
 /// The GEMM path, split into chunks of images (with chunk boundaries falling inside the
@@ -371,7 +335,7 @@ fn cpu_convolutions_match_direct_loops_across_chunks() {
     for (transposed, p) in shapes {
         let x = rand(p.in_len());
         let w = rand(p.weight_len());
-        let expect = if transposed { conv_transpose2d_direct(&p, &x, &w) } else { conv2d_direct(&p, &x, &w) };
+        let expect = if transposed { direct::conv_transpose2d(&p, &x, &w) } else { direct::conv2d(&p, &x, &w) };
         // One image per chunk, the default, and every shape image by image.
         for be in [CpuBackend::<f64>::with_chunk_elems(1), Cpu64::new(), CpuBackend::with_image_tasks()] {
             let mut y = be.alloc(p.out_len()).unwrap();

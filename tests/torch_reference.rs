@@ -1,19 +1,19 @@
 //! Same numbers as PyTorch: one training iteration of the small model (32 px, width 8,
-//! batch 4) on our engine against the reference state that `scripts/torch_reference.py`
+//! batch 4) on our engine against the reference state that `scripts/dev/torch_reference.py`
 //! wrote with PyTorch in float64. The comparison itself (what is compared, under which
-//! tolerances) is `gan_engine::train::reference`, shared with `gan-engine selftest --device
+//! tolerances) is `gan_engine::verify::torch`, shared with `gan-engine selftest --device
 //! sim|cuda`; this test runs it on the CPU backend (and, asked with `--include-ignored`, on
 //! the GPU).
 //!
 //! By default the reference is the committed file embedded in the library;
 //! `TORCH_REFERENCE=path` points the test at another one, e.g. a wrong reference written by
-//! `scripts/torch_reference.py --perturb NAME -o wrong.safetensors`, which must fail.
+//! `scripts/dev/torch_reference.py --perturb NAME -o wrong.safetensors`, which must fail.
 
 use anyhow::{bail, Context, Result};
 use gan_engine::backend::cpu::Cpu;
 use gan_engine::backend::cuda::GpuBackend;
 use gan_engine::backend::Backend;
-use gan_engine::train::reference::{self, Reference, Tolerances};
+use gan_engine::verify::torch::{self as reference, Reference, Tolerances};
 
 fn load() -> Result<Reference> {
     match std::env::var("TORCH_REFERENCE") {
@@ -48,7 +48,7 @@ fn cpu_matches_pytorch_reference() -> Result<()> {
 #[test]
 #[ignore = "needs an NVIDIA GPU: cargo test --release --test torch_reference -- --include-ignored"]
 fn cuda_matches_pytorch_reference() -> Result<()> {
-    let be = GpuBackend::cuda().context("no GPU to compare on")?;
+    let be = GpuBackend::cuda(None).context("no GPU to compare on")?;
     check(&be, &reference::GPU)
 }
 

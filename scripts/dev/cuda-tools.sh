@@ -132,7 +132,8 @@ done
 PATH="$(dirname "$nvdisasm"):$PATH" "$PYTHON" scripts/dev/sass-loops.py --cuobjdump "$cuobjdump" "$ptx"/*/conv.sm_90.cubin "$ptx"/*/linear.sm_90.cubin | tee "$TOOLS/sass-loops.txt"
 
 step "simulation semantics (tests/sim/sim_semantics.cpp)"
-"${CXX:-g++}" -std=c++17 -O1 -Wno-unknown-pragmas -Ikernels tests/sim/sim_semantics.cpp kernels/sim.cpp -o "$TOOLS/sim_semantics"
+# params.cuh (the structs and constants shared with Rust) is the one `kernels --out` wrote.
+"${CXX:-g++}" -std=c++17 -O1 -Wno-unknown-pragmas -Ikernels -I"$ptx" tests/sim/sim_semantics.cpp kernels/sim.cpp -o "$TOOLS/sim_semantics"
 "$TOOLS/sim_semantics"
 
 step "gan-engine selftest --device sim"

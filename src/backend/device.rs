@@ -8,7 +8,7 @@
 //! - `auto`: `cuda` when it opens, else `cpu`, saying so on stderr.
 
 use super::cpu::Cpu;
-use super::cuda::GpuBackend;
+use super::cuda::{GemmMode, GpuBackend};
 use anyhow::{bail, Context, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,16 +41,28 @@ pub enum Opened {
     Gpu(GpuBackend),
 }
 
+/// The first GPU, or the simulation of the kernels, in the GEMM mode of `GAN_ENGINE_GEMM`
+/// or by default the GPU's (the simulation's: tf32x3). This is where a GPU backend's GEMM
+/// mode is chosen, once.
+pub fn gpu(simulated: bool) -> Result<GpuBackend> {
+    let gemm = GemmMode::from_env()?;
+    if simulated {
+        GpuBackend::sim(gemm.unwrap_or(GemmMode::TF32X3))
+    } else {
+        GpuBackend::cuda(gemm)
+    }
+}
+
 /// Opens the backend named on the command line.
 pub fn open(name: &str) -> Result<Opened> {
     match name.parse::<Device>()? {
         Device::Cpu => Ok(Opened::Cpu(Cpu::new())),
-        Device::Cuda => Ok(Opened::Gpu(GpuBackend::cuda().context("--device cuda")?)),
-        Device::Sim => Ok(Opened::Gpu(GpuBackend::sim()?)),
+        Device::Cuda => Ok(Opened::Gpu(gpu(false).context("--device cuda")?)),
+        Device::Sim => Ok(Opened::Gpu(gpu(true).context("--device sim")?)),
         Device::Auto => {
             // A mistyped GEMM mode is the user's error to fix, not a reason to train on the CPU.
-            crate::backend::cuda::GemmMode::from_env().context("--device auto")?;
-            match GpuBackend::cuda() {
+            let gemm = GemmMode::from_env().context("--device auto")?;
+            match GpuBackend::cuda(gemm) {
                 Ok(gpu) => Ok(Opened::Gpu(gpu)),
                 Err(e) => {
                     eprintln!("--device auto: using cpu ({e:#})");

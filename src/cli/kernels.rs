@@ -8,11 +8,12 @@ pub struct Args {
     /// Target architectures, e.g. sm_61,sm_75 or compute_90.
     #[arg(long, value_delimiter = ',', required = true)]
     arch: Vec<String>,
-    /// Folder for `<module>.<arch>.ptx`.
+    /// Folder for `<module>.<arch>.ptx`, and for `params.cuh`, the header of what the
+    /// kernels share with Rust (generated from the Rust definitions).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// GEMM mode compiled in: fp32, tf32x3 or tf32 (the tensor-core modes need sm_80 or
-    /// newer). Default: what a GPU of that architecture runs.
+    /// GEMM mode compiled in: fp32, tf32x3, tf32, tf32x3-async or tf32-async (all but fp32
+    /// need sm_80 or newer). Default: what a GPU of that architecture runs.
     #[arg(long)]
     gemm: Option<String>,
 }
@@ -22,6 +23,9 @@ pub fn run(a: Args) -> Result<()> {
     println!("NVRTC {major}.{minor} ({}), architectures {:?}", nvrtc_path()?, nvrtc_archs()?);
     if let Some(out) = &a.out {
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        let header = source::HEADERS.iter().find(|(name, _)| *name == "params.cuh").map(|(_, text)| *text).context("no generated params.cuh in this build")?;
+        let path = out.join("params.cuh");
+        std::fs::write(&path, header).with_context(|| format!("writing {}", path.display()))?;
     }
     let asked = a.gemm.as_deref().map(GemmMode::parse).transpose().context("--gemm")?;
     for arch in &a.arch {

@@ -1,11 +1,9 @@
 use anyhow::{bail, Context, Result};
-use gan_engine::backend::cuda::check::{awkward_shapes, Checker, Row};
 use gan_engine::backend::cuda::{source, GpuBackend};
 use gan_engine::backend::device::{self, Opened};
-use gan_engine::backend::Backend;
-use gan_engine::gradcheck;
-use gan_engine::model::ModelConfig;
-use gan_engine::train::reference::{self, Check, Reference};
+use gan_engine::backend::Core;
+use gan_engine::verify::torch::{self as reference, Check, Reference};
+use gan_engine::verify::{self, gradcheck, Row};
 use std::time::Instant;
 
 #[derive(clap::Args)]
@@ -34,7 +32,7 @@ pub fn run(a: Args) -> Result<()> {
 fn cpu(per_param: usize) -> Result<()> {
     println!("gradient checks, central differences in f64, pass below {:e} max relative error", gradcheck::TOLERANCE);
     println!("{:<58} {:>8} {:>12}  result", "check", "entries", "max rel err");
-    let results = gradcheck::all_checks(per_param)?;
+    let results = verify::all_gradchecks(per_param)?;
     let mut failed = 0;
     for r in &results {
         let verdict = if r.passed() { "PASS" } else { "FAIL" };
@@ -69,27 +67,17 @@ fn kernels(gpu: &GpuBackend) -> Result<()> {
     let start = Instant::now();
     println!("kernel checks on {}", gpu.name());
     println!("each row: the kernels launched, compared with the CPU twin in f32; a value passes when |gpu - cpu| <= a*max|cpu| + r*|cpu| (tolerance a*max+r*ref), rel err the largest |gpu - cpu| / (|cpu| + a*max|cpu|); the training rows compare whole groups by relative L2 error (relL2)");
-    let mut c = Checker::new(gpu, 7);
-    awkward_shapes(&mut c)?;
-    // The models' real layer shapes at batch 2; narrower in the simulation, which runs
-    // every GPU thread as a fiber and would take minutes at full width.
-    let (layers, train) =
-        if gpu.is_sim() { (ModelConfig::new(32, 8)?, ModelConfig::new(32, 8)?) } else { (ModelConfig::new(128, 64)?, ModelConfig::new(64, 16)?) };
-    c.model_layers(&layers, 2)?;
-    c.train_iteration(&train, 2, 11)?;
-    if !gpu.is_sim() {
-        c.train_iteration(&ModelConfig::new(128, 64)?, 64, 13)?;
-    }
-    // The PyTorch reference (train::reference), embedded in the binary.
+    let rows = verify::kernel_checks(gpu)?;
+    // The PyTorch reference (verify::torch), embedded in the binary.
     let torch = Reference::embedded()?;
     let checks = reference::run(gpu, &torch, &reference::GPU).with_context(|| format!("the PyTorch reference iteration on {}", gpu.name()))?;
-    let width = c.rows.iter().map(|r| r.kernel_label().len()).max().unwrap_or(6).max(6);
+    let width = rows.iter().map(|r| r.kernel_label().len()).max().unwrap_or(6).max(6);
     println!("{:<width$}  {:<58} {:>8} {:>10} {:>10}  {:<18} result", "kernel", "shape", "values", "max abs", "rel err", "tolerance");
-    for r in &c.rows {
+    for r in &rows {
         print_row(r, width);
     }
     println!(
-        "PyTorch reference ({}): one training iteration from PyTorch's weights and batch, each tensor against PyTorch in float64; a value passes when |gpu - ref| <= atol + rtol*|ref| (tolerance atol+rtol*ref: the GPU bounds of train::reference, 4x the CPU's), err/tol the largest |gpu - ref| / (atol + rtol*|ref|); loose entries (reference gradient zero within rounding) get one Adam step (lr) more",
+        "PyTorch reference ({}): one training iteration from PyTorch's weights and batch, each tensor against PyTorch in float64; a value passes when |gpu - ref| <= atol + rtol*|ref| (tolerance atol+rtol*ref: the GPU bounds of verify::torch, 4x the CPU's), err/tol the largest |gpu - ref| / (atol + rtol*|ref|); loose entries (reference gradient zero within rounding) get one Adam step (lr) more",
         torch.note
     );
     let rwidth = checks.iter().map(|c| c.name.len() + 24).max().unwrap_or(16);
@@ -97,15 +85,15 @@ fn kernels(gpu: &GpuBackend) -> Result<()> {
     for ch in &checks {
         print_reference_row(ch, &torch.shape(), rwidth);
     }
-    let failed = c.rows.iter().filter(|r| !r.passed).count();
+    let failed = rows.iter().filter(|r| !r.passed).count();
     let ref_failed = checks.iter().filter(|c| !c.passed()).count();
     // Coverage: every extern "C" kernel in kernels/ must have been launched and compared.
     let launched = gpu.launched_kernels();
     let missing: Vec<&str> = source::kernels().into_iter().map(|(k, _)| k).filter(|k| !launched.contains(k)).collect();
     println!(
         "{} rows: {} passed, {} failed; PyTorch reference: {} of {} tensors passed; {} of {} kernels launched; {:.1} s",
-        c.rows.len(),
-        c.rows.len() - failed,
+        rows.len(),
+        rows.len() - failed,
         failed,
         checks.len() - ref_failed,
         checks.len(),

@@ -1,6 +1,6 @@
 use anyhow::{bail, Context, Result};
 use gan_engine::backend::device::{self, Opened};
-use gan_engine::backend::Backend;
+use gan_engine::backend::Core;
 use gan_engine::text::DEFAULT_MAX_FEATURES;
 use gan_engine::train::checkpoint;
 use gan_engine::train::run::{iters_for_epochs, train_until, RunState, TrainOptions};

@@ -6,9 +6,9 @@ mod table;
 pub use table::{iteration_flops, layer_table, LayerRow};
 
 use crate::backend::Backend;
-use crate::nn::{ActKind, Activation, BatchNorm2d, Buffer, ConcatTile, Conv, Layer, Linear, Mode, Param, Sequential, Shape, Tensor};
+use crate::nn::{ActKind, Activation, BatchNorm2d, Buffer, ConcatTile, Conv, Grads, Layer, Linear, Mode, Param, Sequential, Shape, Tensor};
 use crate::rng::Rng;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 pub const SIZES: [usize; 3] = [32, 64, 128];
@@ -111,16 +111,14 @@ impl<B: Backend> Generator<B> {
         self.main.forward(be, &z, mode)
     }
 
-    /// Gradients of the noise and text inputs; parameter gradients accumulate.
-    pub fn backward(&mut self, be: &B, dimage: &Tensor<B>) -> Result<(Tensor<B>, Tensor<B>)> {
-        let dz = self.main.backward(be, dimage)?;
-        self.input.backward(be, &dz)
-    }
-
-    /// Parameter gradients only (training): the noise and text need no gradient, so the
-    /// first layer skips its input-gradient op.
-    pub fn backward_params(&mut self, be: &B, dimage: &Tensor<B>) -> Result<()> {
-        self.main.backward_params(be, dimage)
+    /// The gradients `want` asks for: those of the noise and text inputs (`want.input`),
+    /// and the parameters' (`want.params`, accumulated). Training wants the parameters'
+    /// only, so the first layer skips its input-gradient op.
+    pub fn backward(&mut self, be: &B, dimage: &Tensor<B>, want: Grads) -> Result<Option<(Tensor<B>, Tensor<B>)>> {
+        match self.main.backward(be, dimage, want)? {
+            Some(dz) => Ok(Some(self.input.backward(be, &dz)?)),
+            None => Ok(None),
+        }
     }
 
     pub fn layers(&self) -> Vec<(String, &dyn Layer<B>, Shape)> {
@@ -128,6 +126,27 @@ impl<B: Backend> Generator<B> {
         named_rows(&mut rows, "generator.main", &self.main, self.input_shape(1));
         rows
     }
+}
+
+/// The gradients of the discriminator's inputs, `(image, text)`, each when wanted.
+pub type InputGrads<B> = (Option<Tensor<B>>, Option<Tensor<B>>);
+
+/// Which gradients `Discriminator::backward` computes: the image input's, the text
+/// input's, and the parameters' (`params: false` is the frozen D of the G step).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DGrads {
+    pub image: bool,
+    pub text: bool,
+    pub params: bool,
+}
+
+impl DGrads {
+    /// Every gradient: gradient checks.
+    pub const ALL: DGrads = DGrads { image: true, text: true, params: true };
+    /// The D step: parameter gradients only.
+    pub const D_STEP: DGrads = DGrads { image: false, text: false, params: true };
+    /// The G step through a frozen D: the image gradient only.
+    pub const G_STEP: DGrads = DGrads { image: true, text: false, params: false };
 }
 
 pub struct Discriminator<B: Backend> {
@@ -180,37 +199,16 @@ impl<B: Backend> Discriminator<B> {
         self.head.forward(be, &joined, mode)
     }
 
-    /// Gradients of the image and text inputs; parameter gradients accumulate unless
-    /// the discriminator is frozen.
-    pub fn backward(&mut self, be: &B, dlogits: &Tensor<B>) -> Result<(Tensor<B>, Tensor<B>)> {
-        let djoined = self.head.backward(be, dlogits)?;
+    /// The gradients `want` asks for, returned as `(image, text)`; parameter gradients
+    /// accumulate when `want.params`. The D step wants the parameters' only (images and text
+    /// are data); the G step wants the image's only (D is frozen).
+    pub fn backward(&mut self, be: &B, dlogits: &Tensor<B>, want: DGrads) -> Result<InputGrads<B>> {
+        let inner = Grads { input: true, params: want.params };
+        let djoined = self.head.backward(be, dlogits, inner)?.context("the head's input gradient")?;
         let (dfeatures, dt) = self.concat.backward(be, &djoined)?;
-        let dtext = self.text.backward(be, &dt)?;
-        let dimage = self.main.backward(be, &dfeatures)?;
+        let dtext = self.text.backward(be, &dt, Grads { input: want.text, params: want.params })?;
+        let dimage = self.main.backward(be, &dfeatures, Grads { input: want.image, params: want.params })?;
         Ok((dimage, dtext))
-    }
-
-    /// Parameter gradients only (the D step: images and text are data, so the first
-    /// layers skip their input-gradient ops).
-    pub fn backward_params(&mut self, be: &B, dlogits: &Tensor<B>) -> Result<()> {
-        let dfeatures = self.backward_head_and_text(be, dlogits)?;
-        self.main.backward_params(be, &dfeatures)
-    }
-
-    /// The image gradient (the G step), plus parameter gradients unless frozen; the text
-    /// input gets none.
-    pub fn backward_image(&mut self, be: &B, dlogits: &Tensor<B>) -> Result<Tensor<B>> {
-        let dfeatures = self.backward_head_and_text(be, dlogits)?;
-        self.main.backward(be, &dfeatures)
-    }
-
-    /// The head and the text branch (parameter gradients only, the text being data);
-    /// returns the gradient of the image features.
-    fn backward_head_and_text(&mut self, be: &B, dlogits: &Tensor<B>) -> Result<Tensor<B>> {
-        let djoined = self.head.backward(be, dlogits)?;
-        let (dfeatures, dt) = self.concat.backward(be, &djoined)?;
-        self.text.backward_params(be, &dt)?;
-        Ok(dfeatures)
     }
 
     pub fn layers(&self) -> Vec<(String, &dyn Layer<B>, Shape)> {
@@ -255,9 +253,6 @@ pub trait Module<B: Backend> {
     }
     fn buffers_mut(&mut self) -> Vec<&mut Buffer<B>> {
         self.parts_mut().into_iter().flat_map(|s| s.layers.iter_mut().flat_map(|l| l.buffers_mut())).collect()
-    }
-    fn set_frozen(&mut self, frozen: bool) {
-        self.parts_mut().into_iter().for_each(|s| s.set_frozen(frozen));
     }
     fn param_count(&self) -> usize {
         self.params().iter().map(|p| p.len()).sum()

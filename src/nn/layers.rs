@@ -1,4 +1,4 @@
-use super::{Buffer, Layer, Mode, Param, Shape, Slot, Tensor};
+use super::{Buffer, Grads, Layer, LayerOp, Mode, Param, Shape, Slot, Tensor};
 use crate::backend::{ActParams, Backend, BatchNormParams, ConcatParams, ConvParams, LinearParams, BN_ACT_LEAKY_RELU, BN_ACT_RELU};
 use crate::rng::Rng;
 use anyhow::{bail, Context, Result};
@@ -17,7 +17,6 @@ pub struct Conv<B: Backend> {
     pub pad: usize,
     pub weight: Param<B>,
     pub bias: Option<Param<B>>,
-    pub frozen: bool,
     x: Option<Tensor<B>>,
     out: Slot<B>,
     dx: Slot<B>,
@@ -43,7 +42,7 @@ impl<B: Backend> Conv<B> {
         rng.fill_normal(&mut w, 0.0, 0.02);
         let weight = Param::new(be, &format!("{name}.weight"), &shape, &w)?;
         let bias = if bias { Some(Param::new(be, &format!("{name}.bias"), &[c_out], &vec![0.0; c_out])?) } else { None };
-        Ok(Conv { transposed, c_in, c_out, k, stride, pad, weight, bias, frozen: false, x: None, out: Slot::default(), dx: Slot::default() })
+        Ok(Conv { transposed, c_in, c_out, k, stride, pad, weight, bias, x: None, out: Slot::default(), dx: Slot::default() })
     }
 
     pub fn params_for(&self, x: Shape) -> ConvParams {
@@ -63,6 +62,9 @@ impl<B: Backend> Layer<B> for Conv<B> {
     fn out_shape(&self, x: Shape) -> Shape {
         let p = self.params_for(x);
         Shape::new(x.n, self.c_out, p.h_out as usize, p.w_out as usize)
+    }
+    fn op(&self, x: Shape) -> LayerOp {
+        LayerOp::Conv { p: self.params_for(x), transposed: self.transposed }
     }
     fn forward_macs(&self, x: Shape) -> u64 {
         let p = self.params_for(x);
@@ -89,43 +91,38 @@ impl<B: Backend> Layer<B> for Conv<B> {
         self.x = Some(x.clone());
         Ok(y)
     }
-    fn backward(&mut self, be: &B, dy: &Tensor<B>) -> Result<Tensor<B>> {
+    fn backward(&mut self, be: &B, dy: &Tensor<B>, want: Grads) -> Result<Option<Tensor<B>>> {
         let x = saved(&self.x, "conv")?.clone();
         let p = self.params_for(x.shape);
-        let dx = self.dx.get(be, x.shape)?;
-        let dyb = dy.buf.borrow();
-        let mut dxb = dx.buf.borrow_mut();
-        if self.transposed {
-            be.conv_transpose2d_backward_input(&p, &dyb, &self.weight.value, &mut dxb)?;
+        let dx = if want.input {
+            let dx = self.dx.get(be, x.shape)?;
+            let (dyb, mut dxb) = (dy.buf.borrow(), dx.buf.borrow_mut());
+            if self.transposed {
+                be.conv_transpose2d_backward_input(&p, &dyb, &self.weight.value, &mut dxb)?;
+            } else {
+                be.conv2d_backward_input(&p, &dyb, &self.weight.value, &mut dxb)?;
+            }
+            drop((dyb, dxb));
+            Some(dx)
         } else {
-            be.conv2d_backward_input(&p, &dyb, &self.weight.value, &mut dxb)?;
+            None
+        };
+        if want.params {
+            let (xb, dyb) = (x.buf.borrow(), dy.buf.borrow());
+            let db = self.bias.as_mut().map(|b| &mut b.grad);
+            if self.transposed {
+                be.conv_transpose2d_backward_params(&p, &xb, &dyb, &mut self.weight.grad, db)?;
+            } else {
+                be.conv2d_backward_params(&p, &xb, &dyb, &mut self.weight.grad, db)?;
+            }
         }
-        drop((dyb, dxb));
-        self.backward_params_only(be, dy)?;
         Ok(dx)
-    }
-    fn backward_params_only(&mut self, be: &B, dy: &Tensor<B>) -> Result<()> {
-        if self.frozen {
-            return Ok(());
-        }
-        let x = saved(&self.x, "conv")?.clone();
-        let p = self.params_for(x.shape);
-        let (xb, dyb) = (x.buf.borrow(), dy.buf.borrow());
-        let db = self.bias.as_mut().map(|b| &mut b.grad);
-        if self.transposed {
-            be.conv_transpose2d_backward_params(&p, &xb, &dyb, &mut self.weight.grad, db)
-        } else {
-            be.conv2d_backward_params(&p, &xb, &dyb, &mut self.weight.grad, db)
-        }
     }
     fn params(&self) -> Vec<&Param<B>> {
         std::iter::once(&self.weight).chain(self.bias.as_ref()).collect()
     }
     fn params_mut(&mut self) -> Vec<&mut Param<B>> {
         std::iter::once(&mut self.weight).chain(self.bias.as_mut()).collect()
-    }
-    fn set_frozen(&mut self, frozen: bool) {
-        self.frozen = frozen;
     }
 }
 
@@ -141,7 +138,6 @@ pub struct BatchNorm2d<B: Backend> {
     pub beta: Param<B>,
     pub running_mean: Buffer<B>,
     pub running_var: Buffer<B>,
-    pub frozen: bool,
     mean: B::Buf,
     invstd: B::Buf,
     /// Per-channel gradient sums from the backward pass (`[sum g, sum g * xhat]`).
@@ -169,7 +165,6 @@ impl<B: Backend> BatchNorm2d<B> {
             beta: Param::new(be, &format!("{name}.bias"), &[c], &vec![0.0; c])?,
             running_mean: Buffer { name: format!("{name}.running_mean"), value: be.alloc(c)?, len: c },
             running_var: Buffer { name: format!("{name}.running_var"), value: running_var, len: c },
-            frozen: false,
             mean: be.alloc(c)?,
             invstd: be.alloc(c)?,
             sums: be.alloc(2 * c)?,
@@ -211,8 +206,8 @@ impl<B: Backend> Layer<B> for BatchNorm2d<B> {
     fn slots(&self) -> usize {
         1 + self.act.is_some() as usize
     }
-    fn batchnorm_params(&self, x: Shape) -> Option<BatchNormParams> {
-        Some(self.params_for(x))
+    fn op(&self, x: Shape) -> LayerOp {
+        LayerOp::BatchNorm(self.params_for(x))
     }
     fn forward(&mut self, be: &B, x: &Tensor<B>, mode: Mode) -> Result<Tensor<B>> {
         if x.shape.c != self.c {
@@ -243,7 +238,10 @@ impl<B: Backend> Layer<B> for BatchNorm2d<B> {
         self.y = Some(y.clone());
         Ok(y)
     }
-    fn backward(&mut self, be: &B, dy: &Tensor<B>) -> Result<Tensor<B>> {
+    /// The input gradient's op also writes the per-channel sums the parameter gradients
+    /// are, so it runs whatever `want` says; `want.input` only decides whether `dx` is
+    /// handed back.
+    fn backward(&mut self, be: &B, dy: &Tensor<B>, want: Grads) -> Result<Option<Tensor<B>>> {
         if !self.trained_forward {
             bail!("{}: backward needs a training-mode forward", self.describe());
         }
@@ -252,10 +250,10 @@ impl<B: Backend> Layer<B> for BatchNorm2d<B> {
         let dx = self.dx.get(be, x.shape)?;
         let (xb, yb, dyb) = (x.buf.borrow(), y.buf.borrow(), dy.buf.borrow());
         be.batchnorm2d_backward_input(&p, &xb, &yb, &dyb, &self.gamma.value, &self.mean, &self.invstd, &mut self.sums, &mut dx.buf.borrow_mut())?;
-        if !self.frozen {
+        if want.params {
             be.batchnorm2d_backward_params(&p, &self.sums, &mut self.gamma.grad, &mut self.beta.grad)?;
         }
-        Ok(dx)
+        Ok(want.input.then_some(dx))
     }
     fn params(&self) -> Vec<&Param<B>> {
         vec![&self.gamma, &self.beta]
@@ -268,9 +266,6 @@ impl<B: Backend> Layer<B> for BatchNorm2d<B> {
     }
     fn buffers_mut(&mut self) -> Vec<&mut Buffer<B>> {
         vec![&mut self.running_mean, &mut self.running_var]
-    }
-    fn set_frozen(&mut self, frozen: bool) {
-        self.frozen = frozen;
     }
 }
 
@@ -316,6 +311,9 @@ impl<B: Backend> Layer<B> for Activation<B> {
     fn out_shape(&self, x: Shape) -> Shape {
         x
     }
+    fn op(&self, x: Shape) -> LayerOp {
+        LayerOp::Activation { p: self.params_for(x), kind: self.kind }
+    }
     fn forward(&mut self, be: &B, x: &Tensor<B>, _mode: Mode) -> Result<Tensor<B>> {
         let p = self.params_for(x.shape);
         let y = self.out.get(be, x.shape)?;
@@ -329,7 +327,11 @@ impl<B: Backend> Layer<B> for Activation<B> {
         self.y = Some(y.clone());
         Ok(y)
     }
-    fn backward(&mut self, be: &B, dy: &Tensor<B>) -> Result<Tensor<B>> {
+    /// No parameters: only the input gradient, when wanted.
+    fn backward(&mut self, be: &B, dy: &Tensor<B>, want: Grads) -> Result<Option<Tensor<B>>> {
+        if !want.input {
+            return Ok(None);
+        }
         let y = saved(&self.y, "activation")?.clone();
         let p = self.params_for(y.shape);
         let dx = self.dx.get(be, y.shape)?;
@@ -340,7 +342,7 @@ impl<B: Backend> Layer<B> for Activation<B> {
             ActKind::Tanh => be.tanh_backward_input(&p, &yb, &dyb, &mut dxb)?,
         }
         drop(dxb);
-        Ok(dx)
+        Ok(Some(dx))
     }
 }
 
@@ -350,7 +352,6 @@ pub struct Linear<B: Backend> {
     pub out_features: usize,
     pub weight: Param<B>,
     pub bias: Option<Param<B>>,
-    pub frozen: bool,
     x: Option<Tensor<B>>,
     out: Slot<B>,
     dx: Slot<B>,
@@ -370,7 +371,7 @@ impl<B: Backend> Linear<B> {
         } else {
             None
         };
-        Ok(Linear { in_features, out_features, weight, bias, frozen: false, x: None, out: Slot::default(), dx: Slot::default() })
+        Ok(Linear { in_features, out_features, weight, bias, x: None, out: Slot::default(), dx: Slot::default() })
     }
     fn params_for(&self, x: Shape) -> LinearParams {
         LinearParams { n: x.n as i32, in_features: self.in_features as i32, out_features: self.out_features as i32 }
@@ -383,6 +384,9 @@ impl<B: Backend> Layer<B> for Linear<B> {
     }
     fn out_shape(&self, x: Shape) -> Shape {
         Shape::new(x.n, self.out_features, 1, 1)
+    }
+    fn op(&self, x: Shape) -> LayerOp {
+        LayerOp::Linear(self.params_for(x))
     }
     fn forward_macs(&self, x: Shape) -> u64 {
         (x.n * self.in_features * self.out_features) as u64
@@ -397,31 +401,27 @@ impl<B: Backend> Layer<B> for Linear<B> {
         self.x = Some(x.clone());
         Ok(y)
     }
-    fn backward(&mut self, be: &B, dy: &Tensor<B>) -> Result<Tensor<B>> {
+    fn backward(&mut self, be: &B, dy: &Tensor<B>, want: Grads) -> Result<Option<Tensor<B>>> {
         let x = saved(&self.x, "linear")?.clone();
         let p = self.params_for(x.shape);
-        let dx = self.dx.get(be, x.shape)?;
-        be.linear_backward_input(&p, &dy.buf.borrow(), &self.weight.value, &mut dx.buf.borrow_mut())?;
-        self.backward_params_only(be, dy)?;
-        Ok(dx)
-    }
-    fn backward_params_only(&mut self, be: &B, dy: &Tensor<B>) -> Result<()> {
-        if self.frozen {
-            return Ok(());
+        let dx = if want.input {
+            let dx = self.dx.get(be, x.shape)?;
+            be.linear_backward_input(&p, &dy.buf.borrow(), &self.weight.value, &mut dx.buf.borrow_mut())?;
+            Some(dx)
+        } else {
+            None
+        };
+        if want.params {
+            let (xb, dyb) = (x.buf.borrow(), dy.buf.borrow());
+            be.linear_backward_params(&p, &xb, &dyb, &mut self.weight.grad, self.bias.as_mut().map(|b| &mut b.grad))?;
         }
-        let x = saved(&self.x, "linear")?.clone();
-        let p = self.params_for(x.shape);
-        let (xb, dyb) = (x.buf.borrow(), dy.buf.borrow());
-        be.linear_backward_params(&p, &xb, &dyb, &mut self.weight.grad, self.bias.as_mut().map(|b| &mut b.grad))
+        Ok(dx)
     }
     fn params(&self) -> Vec<&Param<B>> {
         std::iter::once(&self.weight).chain(self.bias.as_ref()).collect()
     }
     fn params_mut(&mut self) -> Vec<&mut Param<B>> {
         std::iter::once(&mut self.weight).chain(self.bias.as_mut()).collect()
-    }
-    fn set_frozen(&mut self, frozen: bool) {
-        self.frozen = frozen;
     }
 }
 

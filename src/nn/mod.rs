@@ -2,8 +2,9 @@
 //!
 //! - `forward(x)` saves what `backward` needs (the input handle, batch statistics) and
 //!   returns the output;
-//! - `backward(dy)` returns `dx` and, unless the layer is frozen, accumulates (`+=`)
-//!   parameter gradients. A frozen layer never calls its `backward_params` op.
+//! - `backward(dy, want)` returns `dx` when `want.input` and accumulates (`+=`) parameter
+//!   gradients when `want.params`. Freezing is that argument: a network whose parameter
+//!   gradients are not wanted never calls a `backward_params` op.
 //!
 //! Activations live in buffers owned by the layer that produced them and are shared by
 //! handle (`Tensor`), so the next layer keeps its input without a copy. Buffers are
@@ -13,7 +14,7 @@ mod layers;
 
 pub use layers::*;
 
-use crate::backend::Backend;
+use crate::backend::{ActParams, Backend, BatchNormParams, ConvParams, LinearParams};
 use anyhow::Result;
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -169,31 +170,56 @@ pub enum Mode {
     Eval,
 }
 
+/// Which gradients a backward pass computes: the input's (`input`) and the parameters'
+/// (`params`, accumulated). `params: false` is how a network is frozen: its parameter
+/// gradients keep their values and no `*_backward_params` op runs. `input: false` is for
+/// a layer whose input is data (the first layer in training).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grads {
+    pub input: bool,
+    pub params: bool,
+}
+
+impl Grads {
+    /// Both: gradient checks.
+    pub const ALL: Grads = Grads { input: true, params: true };
+    /// Frozen: the input gradient flows through, no parameter gradient is touched.
+    pub const FROZEN: Grads = Grads { input: true, params: false };
+    /// Training on data: parameter gradients only.
+    pub const PARAMS: Grads = Grads { input: false, params: true };
+    /// Nothing: the backward pass has no work.
+    pub const NONE: Grads = Grads { input: false, params: false };
+}
+
+/// The op a layer runs on an input of a given shape, as values (tables, benchmarks and
+/// kernel checks read these, never the description string).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum LayerOp {
+    Conv { p: ConvParams, transposed: bool },
+    BatchNorm(BatchNormParams),
+    Linear(LinearParams),
+    Activation { p: ActParams, kind: ActKind },
+}
+
 pub trait Layer<B: Backend> {
     /// A short description for tables, e.g. `ConvTranspose2d(356, 512, k4 s1 p0)`.
     fn describe(&self) -> String;
     fn out_shape(&self, x: Shape) -> Shape;
+    /// The op the layer runs on an input of shape `x`, with its parameters.
+    fn op(&self, x: Shape) -> LayerOp;
     /// Multiply-adds of one forward pass over `x` (the convolutions and linears; the
     /// elementwise layers count zero).
     fn forward_macs(&self, _x: Shape) -> u64 {
         0
     }
     fn forward(&mut self, be: &B, x: &Tensor<B>, mode: Mode) -> Result<Tensor<B>>;
-    fn backward(&mut self, be: &B, dy: &Tensor<B>) -> Result<Tensor<B>>;
-    /// Backward when nothing needs `dx` (the layer's input is data): only the parameter
-    /// gradients, if any and unless frozen. Layers with parameters skip their
-    /// `backward_input` op here; the default runs the full backward.
-    fn backward_params_only(&mut self, be: &B, dy: &Tensor<B>) -> Result<()> {
-        self.backward(be, dy).map(|_| ())
-    }
+    /// The gradients `want` asks for: returns `dx` when `want.input`, accumulates the
+    /// parameter gradients when `want.params`.
+    fn backward(&mut self, be: &B, dy: &Tensor<B>, want: Grads) -> Result<Option<Tensor<B>>>;
     /// How many PyTorch `Sequential` indices the layer stands for (2 for a batchnorm
     /// with its activation fused), so parameter names keep PyTorch's numbering.
     fn slots(&self) -> usize {
         1
-    }
-    /// The op parameters of a batchnorm layer on input `x` (tables and kernel checks).
-    fn batchnorm_params(&self, _x: Shape) -> Option<crate::backend::BatchNormParams> {
-        None
     }
     fn params(&self) -> Vec<&Param<B>> {
         Vec::new()
@@ -207,7 +233,6 @@ pub trait Layer<B: Backend> {
     fn buffers_mut(&mut self) -> Vec<&mut Buffer<B>> {
         Vec::new()
     }
-    fn set_frozen(&mut self, _frozen: bool) {}
 }
 
 /// Layers applied in order.
@@ -226,25 +251,22 @@ impl<B: Backend> Sequential<B> {
         }
         Ok(h)
     }
-    pub fn backward(&mut self, be: &B, dy: &Tensor<B>) -> Result<Tensor<B>> {
-        let mut g = dy.clone();
-        for l in self.layers.iter_mut().rev() {
-            g = l.backward(be, &g)?;
+    /// Backward through every layer: `want.params` applies to all of them, `want.input`
+    /// to the first (the others must pass their input gradient on). Returns the input's
+    /// gradient when wanted; with nothing wanted, runs no op at all.
+    pub fn backward(&mut self, be: &B, dy: &Tensor<B>, want: Grads) -> Result<Option<Tensor<B>>> {
+        if want == Grads::NONE {
+            return Ok(None);
         }
-        Ok(g)
-    }
-    /// Backward when the input's gradient is not needed: the first layer skips its
-    /// input-gradient op.
-    pub fn backward_params(&mut self, be: &B, dy: &Tensor<B>) -> Result<()> {
-        let Some((first, rest)) = self.layers.split_first_mut() else { return Ok(()) };
         let mut g = dy.clone();
-        for l in rest.iter_mut().rev() {
-            g = l.backward(be, &g)?;
+        for (i, l) in self.layers.iter_mut().enumerate().rev() {
+            let w = if i == 0 { want } else { Grads { input: true, params: want.params } };
+            match l.backward(be, &g, w)? {
+                Some(dx) => g = dx,
+                None => return Ok(None),
+            }
         }
-        first.backward_params_only(be, &g)
-    }
-    pub fn set_frozen(&mut self, frozen: bool) {
-        self.layers.iter_mut().for_each(|l| l.set_frozen(frozen));
+        Ok(Some(g))
     }
     pub fn out_shape(&self, x: Shape) -> Shape {
         self.layers.iter().fold(x, |s, l| l.out_shape(s))

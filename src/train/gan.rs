@@ -2,13 +2,14 @@
 //!
 //! D step: `loss_D = (BCE(D(x, t), 1) + (1 - W) BCE(D(G(z, t), t), 0) + W BCE(D(x, t'), 0)) / 2`
 //! (W = `matching_aware`, 0 by default, which is the article's loss), then Adam on D.
-//! G step: D is frozen through the layers' freeze flag and G learns through it with
-//! flipped labels, `loss_G = BCE(D(G(z, t), t), 1)`, then Adam on G. The fake batch is
+//! G step: D is frozen (its backward asked for the image gradient only, `DGrads::G_STEP`)
+//! and G learns through it with flipped labels, `loss_G = BCE(D(G(z, t), t), 1)`, then
+//! Adam on G. The fake batch is
 //! computed once per iteration and reused by both steps.
 
 use crate::backend::{AdamParams, Backend, BceParams};
-use crate::model::{Discriminator, Generator, ModelConfig, Module};
-use crate::nn::{Mode, Param, Shape, Tensor};
+use crate::model::{DGrads, Discriminator, Generator, ModelConfig, Module};
+use crate::nn::{Grads, Mode, Param, Shape, Tensor};
 use crate::rng::Rng;
 use anyhow::{ensure, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -151,7 +152,7 @@ impl<B: Backend> Gan<B> {
     /// gradient into `io.dlogits`, and backpropagates it through D.
     fn d_term(be: &B, d: &mut Discriminator<B>, dlogits: &Tensor<B>, logits: &Tensor<B>, p: &BceParams, out: &mut B::Buf) -> Result<()> {
         Self::bce(be, dlogits, logits, p, out)?;
-        d.backward_params(be, dlogits)
+        d.backward(be, dlogits, DGrads::D_STEP).map(|_| ())
     }
 
     fn bce(be: &B, dlogits: &Tensor<B>, logits: &Tensor<B>, p: &BceParams, out: &mut B::Buf) -> Result<()> {
@@ -172,7 +173,6 @@ impl<B: Backend> Gan<B> {
         let io = self.io.as_mut().context("no batch on the device: load_batch or iteration first")?;
         let n = io.n;
         self.d.zero_grad(be)?;
-        self.d.set_frozen(false);
         let fake = self.g.forward(be, &io.noise, &io.texts, Mode::Train)?;
         let nn = n as i32;
         let logits = self.d.forward(be, &io.images, &io.texts, Mode::Train)?;
@@ -188,15 +188,13 @@ impl<B: Backend> Gan<B> {
 
     /// The G step's gradients through a frozen D (D's gradients stay untouched).
     pub fn g_step_grads(&mut self, be: &B, fake: &Tensor<B>) -> Result<()> {
-        let io = self.io.as_mut().expect("d_step_grads runs first");
+        let io = self.io.as_mut().context("d_step_grads runs first")?;
         let n = io.n as i32;
         self.g.zero_grad(be)?;
-        self.d.set_frozen(true);
         let logits = self.d.forward(be, fake, &io.texts, Mode::Train)?;
-        let dimage =
-            Self::bce(be, &io.dlogits, &logits, &BceParams { n, target: 1.0, scale: 1.0 }, &mut io.loss_g).and_then(|_| self.d.backward_image(be, &io.dlogits));
-        self.d.set_frozen(false);
-        self.g.backward_params(be, &dimage?)?;
+        Self::bce(be, &io.dlogits, &logits, &BceParams { n, target: 1.0, scale: 1.0 }, &mut io.loss_g)?;
+        let dimage = self.d.backward(be, &io.dlogits, DGrads::G_STEP)?.0.context("the frozen discriminator's image gradient")?;
+        self.g.backward(be, &dimage, Grads::PARAMS)?;
         Ok(())
     }
 

@@ -2,7 +2,6 @@
 
 pub mod checkpoint;
 pub mod gan;
-pub mod reference;
 
 pub use gan::{synthetic_batch, Gan, Hyper, StepInputs, StepStats};
 pub mod report;

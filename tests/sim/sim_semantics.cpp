@@ -1,5 +1,5 @@
 // Checks of the simulation header itself (kernels/sim.h, kernels/sim.cpp), built and run
-// by scripts/cuda-tools.sh with g++: barriers, shuffles and shared memory behave as on a
+// by scripts/dev/cuda-tools.sh with g++: barriers, shuffles and shared memory behave as on a
 // GPU, and misuse that a GPU would turn into silent corruption or a hang is reported. Also
 // the TF32 rounding of gemm.cuh, which the GPU and the simulation share.
 #define GAN_SIM
@@ -93,11 +93,11 @@ static void cp_async_unwaited_kernel(void* p) {
     sim::cp_async_commit();
 }
 
-extern "C" int sim_launch(unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, int, void (*)(void*), void*, char*, unsigned);
+extern "C" int sim_launch(unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, int, int, void (*)(void*), void*, char*, unsigned);
 
 static std::string launch(void (*k)(void*), Args& a, unsigned grid, unsigned block, unsigned shared) {
     char err[512] = {0};
-    const int rc = sim_launch(grid, 1, 1, block, 1, 1, shared, 0, k, &a, err, sizeof err);
+    const int rc = sim_launch(grid, 1, 1, block, 1, 1, shared, 0, 0, k, &a, err, sizeof err);
     return rc == 0 ? std::string() : std::string(err);
 }
 

@@ -8,9 +8,117 @@
 
 use super::gemm::{matmul, matmul_on};
 use super::simd::wide;
-use super::{CpuBackend, Elem, SharedMut};
-use crate::backend::ConvParams;
+use super::{check, CpuBackend, Elem, SharedMut};
+use crate::backend::{ConvOps, ConvParams, Core};
+use anyhow::Result;
 use rayon::prelude::*;
+
+impl<T: Elem> CpuBackend<T> {
+    /// The checks every pass makes of its image-sized and weight operands.
+    fn conv_check(op: &str, p: &ConvParams, x: (&str, &[T], usize), w: Option<&[T]>, y: (&str, &[T], usize)) -> Result<()> {
+        check(&format!("{op} {}", x.0), x.1, x.2)?;
+        if let Some(w) = w {
+            check(&format!("{op} w"), w, p.weight_len())?;
+        }
+        check(&format!("{op} {}", y.0), y.1, y.2)
+    }
+}
+
+impl<T: Elem> ConvOps for CpuBackend<T> {
+    fn conv2d_forward(&self, p: &ConvParams, x: &Vec<T>, w: &Vec<T>, bias: Option<&Vec<T>>, y: &mut Vec<T>) -> Result<()> {
+        self.timed(
+            "conv2d_forward",
+            || p.conv2d_work(),
+            || {
+                Self::conv_check("conv2d_forward", p, ("x", x, p.in_len()), Some(w), ("y", y, p.out_len()))?;
+                if let Some(b) = bias {
+                    check("conv2d_forward bias", b, p.c_out as usize)?;
+                }
+                conv2d_forward(self, p, x, w, bias.map(|b| b.as_slice()), y);
+                Ok(())
+            },
+        )
+    }
+    fn conv2d_backward_input(&self, p: &ConvParams, dy: &Vec<T>, w: &Vec<T>, dx: &mut Vec<T>) -> Result<()> {
+        self.timed(
+            "conv2d_backward_input",
+            || p.conv2d_work(),
+            || {
+                Self::conv_check("conv2d_backward_input", p, ("dy", dy, p.out_len()), Some(w), ("dx", dx, p.in_len()))?;
+                conv2d_backward_input(self, p, dy, w, dx);
+                Ok(())
+            },
+        )
+    }
+    fn conv2d_backward_params(&self, p: &ConvParams, x: &Vec<T>, dy: &Vec<T>, dw: &mut Vec<T>, dbias: Option<&mut Vec<T>>) -> Result<()> {
+        self.timed(
+            "conv2d_backward_params",
+            || p.conv2d_work(),
+            || {
+                Self::conv_check("conv2d_backward_params", p, ("x", x, p.in_len()), Some(dw), ("dy", dy, p.out_len()))?;
+                conv2d_backward_params(self, p, x, dy, dw);
+                if let Some(db) = dbias {
+                    check("conv2d_backward_params dbias", db, p.c_out as usize)?;
+                    bias_backward_params(p.n as usize, p.c_out as usize, (p.h_out * p.w_out) as usize, dy, db);
+                }
+                Ok(())
+            },
+        )
+    }
+
+    fn conv_transpose2d_forward(&self, p: &ConvParams, x: &Vec<T>, w: &Vec<T>, bias: Option<&Vec<T>>, y: &mut Vec<T>) -> Result<()> {
+        self.timed(
+            "conv_transpose2d_forward",
+            || p.conv_transpose2d_work(),
+            || {
+                Self::conv_check("conv_transpose2d_forward", p, ("x", x, p.in_len()), Some(w), ("y", y, p.out_len()))?;
+                if let Some(b) = bias {
+                    check("conv_transpose2d_forward bias", b, p.c_out as usize)?;
+                }
+                conv_transpose2d_forward(self, p, x, w, bias.map(|b| b.as_slice()), y);
+                Ok(())
+            },
+        )
+    }
+    fn conv_transpose2d_backward_input(&self, p: &ConvParams, dy: &Vec<T>, w: &Vec<T>, dx: &mut Vec<T>) -> Result<()> {
+        self.timed(
+            "conv_transpose2d_backward_input",
+            || p.conv_transpose2d_work(),
+            || {
+                Self::conv_check("conv_transpose2d_backward_input", p, ("dy", dy, p.out_len()), Some(w), ("dx", dx, p.in_len()))?;
+                conv_transpose2d_backward_input(self, p, dy, w, dx);
+                Ok(())
+            },
+        )
+    }
+    fn conv_transpose2d_backward_params(&self, p: &ConvParams, x: &Vec<T>, dy: &Vec<T>, dw: &mut Vec<T>, dbias: Option<&mut Vec<T>>) -> Result<()> {
+        self.timed(
+            "conv_transpose2d_backward_params",
+            || p.conv_transpose2d_work(),
+            || {
+                Self::conv_check("conv_transpose2d_backward_params", p, ("x", x, p.in_len()), Some(dw), ("dy", dy, p.out_len()))?;
+                conv_transpose2d_backward_params(self, p, x, dy, dw);
+                if let Some(db) = dbias {
+                    check("conv_transpose2d_backward_params dbias", db, p.c_out as usize)?;
+                    bias_backward_params(p.n as usize, p.c_out as usize, (p.h_out * p.w_out) as usize, dy, db);
+                }
+                Ok(())
+            },
+        )
+    }
+}
+
+/// `db[c] += sum over n and the grid of dy[n, c, q]`: the bias gradient of conv2d,
+/// conv_transpose2d and linear (`hw = 1`).
+pub(super) fn bias_backward_params<T: Elem>(n: usize, c: usize, hw: usize, dy: &[T], db: &mut [T]) {
+    db[..c].par_iter_mut().enumerate().for_each(|(ch, d)| {
+        let mut s = 0.0f64;
+        for i in 0..n {
+            s += dy[(i * c + ch) * hw..][..hw].iter().map(|v| v.to_f64()).sum::<f64>();
+        }
+        *d += T::from_f64(s);
+    });
+}
 
 /// The geometry of the "column" view: a `c x h x w` plane stack seen through a `k x k`
 /// window with `stride` and `pad`, giving `ho x wo` window positions. For conv2d the
@@ -636,7 +744,7 @@ fn params_piece<T: Elem>(g: &Geo, pc: Piece<'_, T>, planes: &[T], other: &[T], m
     matmul_on(par, m, kdim, ld, dw, kdim, true, om, ld as isize, 1, cols, kdim as isize, 1);
 }
 
-pub fn conv2d_forward<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T]) {
+fn conv2d_forward<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T]) {
     let g = Geo::conv2d(p);
     let (co, kdim, pp) = (p.c_out as usize, g.rows(), g.cols_per_image());
     if g.is_dense() {
@@ -652,7 +760,7 @@ pub fn conv2d_forward<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: &[T], w: &
     run_pieces(be, &g, p.n as usize, co, None, y, co * pp, None, |pc, _, y, _| gather_piece(&g, pc, x, w, co, y, bias));
 }
 
-pub fn conv2d_backward_input<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, dy: &[T], w: &[T], dx: &mut [T]) {
+fn conv2d_backward_input<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, dy: &[T], w: &[T], dx: &mut [T]) {
     let g = Geo::conv2d(p);
     let (co, kdim) = (p.c_out as usize, g.rows());
     if g.is_dense() {
@@ -664,7 +772,7 @@ pub fn conv2d_backward_input<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, dy: &[
     run_pieces(be, &g, p.n as usize, co, Some(w), dx, g.c * g.plane(), None, |pc, wt, dx, _| spread_piece(&g, pc, dy, wt, co, dx, None));
 }
 
-pub fn conv2d_backward_params<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: &[T], dy: &[T], dw: &mut [T]) {
+fn conv2d_backward_params<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: &[T], dy: &[T], dw: &mut [T]) {
     let g = Geo::conv2d(p);
     let (co, kdim) = (p.c_out as usize, g.rows());
     if g.is_dense() {
@@ -676,7 +784,7 @@ pub fn conv2d_backward_params<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: &[
     run_pieces(be, &g, p.n as usize, co, None, &mut [], 0, Some(dw), |pc, _, _, dw| params_piece(&g, pc, x, dy, co, dw));
 }
 
-pub fn conv_transpose2d_forward<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T]) {
+fn conv_transpose2d_forward<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T]) {
     let g = Geo::conv_transpose2d(p);
     let (ci, kdim) = (p.c_in as usize, g.rows());
     if g.is_dense() {
@@ -692,7 +800,7 @@ pub fn conv_transpose2d_forward<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: 
     run_pieces(be, &g, p.n as usize, ci, Some(w), y, g.c * g.plane(), None, |pc, wt, y, _| spread_piece(&g, pc, x, wt, ci, y, bias));
 }
 
-pub fn conv_transpose2d_backward_input<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, dy: &[T], w: &[T], dx: &mut [T]) {
+fn conv_transpose2d_backward_input<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, dy: &[T], w: &[T], dx: &mut [T]) {
     let g = Geo::conv_transpose2d(p);
     let (ci, kdim, pp) = (p.c_in as usize, g.rows(), g.cols_per_image());
     if g.is_dense() {
@@ -704,7 +812,7 @@ pub fn conv_transpose2d_backward_input<T: Elem>(be: &CpuBackend<T>, p: &ConvPara
     run_pieces(be, &g, p.n as usize, ci, None, dx, ci * pp, None, |pc, _, dx, _| gather_piece(&g, pc, dy, w, ci, dx, None));
 }
 
-pub fn conv_transpose2d_backward_params<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: &[T], dy: &[T], dw: &mut [T]) {
+fn conv_transpose2d_backward_params<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: &[T], dy: &[T], dw: &mut [T]) {
     let g = Geo::conv_transpose2d(p);
     let (ci, kdim) = (p.c_in as usize, g.rows());
     if g.is_dense() {

@@ -21,8 +21,6 @@ pub struct Cuda {
     /// The virtual architecture PTX is generated for, e.g. `compute_90`.
     pub arch: String,
     pub nvrtc: (i32, i32),
-    /// How the GEMM tiles multiply; compiled into the PTX.
-    pub mode: GemmMode,
     modules: RefCell<HashMap<&'static str, Arc<CudaModule>>>,
     functions: RefCell<HashMap<&'static str, CudaFunction>>,
 }
@@ -48,7 +46,8 @@ pub fn compile_module(module: &str, arch: &str, mode: GemmMode) -> Result<String
     let src = source::expanded(module).with_context(|| format!("no kernel module named {module}"))?;
     let nv = nvrtc::get(None)?;
     let (major, minor) = nv.version;
-    let options = vec![format!("--gpu-architecture={arch}"), "--std=c++17".into(), "-lineinfo".into(), format!("-DGAN_GEMM_MODE={}", mode.code())];
+    let mut options = vec![format!("--gpu-architecture={arch}"), "--std=c++17".into(), "-lineinfo".into()];
+    options.extend(mode.defines());
     match nv
         .compile(&src, &format!("{module}.cu"), &options)
         .with_context(|| format!("NVRTC {major}.{minor} could not compile kernels/{module}.cu for {arch}"))?
@@ -70,7 +69,7 @@ fn cache_dir() -> Option<PathBuf> {
 
 impl Cuda {
     /// Opens GPU 0. `Err` (never a panic) when the driver, a GPU or NVRTC is missing.
-    pub fn open(mode: Option<GemmMode>) -> Result<Cuda> {
+    pub fn open() -> Result<Cuda> {
         // SAFETY: only tries to dlopen the driver library by its candidate names.
         if !unsafe { cudarc::driver::sys::is_culib_present() } {
             bail!("no NVIDIA driver found (libcuda.so could not be loaded): install the driver, or use --device cpu");
@@ -107,9 +106,7 @@ impl Cuda {
             .filter(|a| *a <= want)
             .max()
             .with_context(|| format!("NVRTC {}.{} cannot generate code for this GPU (sm_{want}); it supports {archs:?}", nvrtc.0, nvrtc.1))?;
-        let mode = GemmMode::for_device(mode, want).with_context(|| format!("{} (unset it for the GPU's default)", GemmMode::ENV))?;
         Ok(Cuda {
-            mode,
             ctx,
             stream,
             device_name,
@@ -121,24 +118,25 @@ impl Cuda {
         })
     }
 
-    /// The kernel `name`, compiling and loading its module at first use.
-    pub fn function(&self, name: &'static str) -> Result<CudaFunction> {
+    /// The kernel `name`, compiling (with the GEMM tiles in `mode`) and loading its module
+    /// at first use.
+    pub fn function(&self, name: &'static str, mode: GemmMode) -> Result<CudaFunction> {
         if let Some(f) = self.functions.borrow().get(name) {
             return Ok(f.clone());
         }
         let module =
             source::kernels().into_iter().find(|(k, _)| *k == name).map(|(_, m)| m).with_context(|| format!("kernel {name} is in no module of kernels/"))?;
-        let loaded = self.module(module)?;
+        let loaded = self.module(module, mode)?;
         let f = loaded.load_function(name).map_err(|e| anyhow!("kernel {name} not found in the PTX of kernels/{module}.cu: {e:?}"))?;
         self.functions.borrow_mut().insert(name, f.clone());
         Ok(f)
     }
 
-    fn module(&self, module: &'static str) -> Result<Arc<CudaModule>> {
+    fn module(&self, module: &'static str, mode: GemmMode) -> Result<Arc<CudaModule>> {
         if let Some(m) = self.modules.borrow().get(module) {
             return Ok(m.clone());
         }
-        let ptx = self.ptx(module)?;
+        let ptx = self.ptx(module, mode)?;
         let m = self.ctx.load_module(Ptx::from_src(ptx)).map_err(|e| {
             anyhow!("the driver rejected the PTX of kernels/{module}.cu ({}, NVRTC {}.{}): {e:?}; a driver older than the NVRTC that made the PTX cannot load it, so use the NVRTC of the driver's CUDA version", self.arch, self.nvrtc.0, self.nvrtc.1)
         })?;
@@ -148,16 +146,16 @@ impl Cuda {
 
     /// PTX from the disk cache, keyed by source hash, architecture and NVRTC version, or
     /// freshly compiled (and then cached; a cache that cannot be written is skipped).
-    fn ptx(&self, module: &str) -> Result<String> {
+    fn ptx(&self, module: &str, mode: GemmMode) -> Result<String> {
         let src = source::expanded(module).with_context(|| format!("no kernel module named {module}"))?;
-        let key = format!("{module}-{:016x}-{}-{}-nvrtc{}.{}.ptx", source::fnv1a(src.as_bytes()), self.arch, self.mode.label(), self.nvrtc.0, self.nvrtc.1);
+        let key = format!("{module}-{:016x}-{}-{}-nvrtc{}.{}.ptx", source::fnv1a(src.as_bytes()), self.arch, mode.label(), self.nvrtc.0, self.nvrtc.1);
         let path = cache_dir().map(|d| d.join(key));
         if let Some(p) = &path {
             if let Ok(ptx) = std::fs::read_to_string(p) {
                 return Ok(ptx);
             }
         }
-        let ptx = compile_module(module, &self.arch, self.mode)?;
+        let ptx = compile_module(module, &self.arch, mode)?;
         if let Some(p) = &path {
             let tmp = p.with_extension(format!("tmp{}", std::process::id()));
             let written = p.parent().map(std::fs::create_dir_all).transpose().and_then(|_| std::fs::write(&tmp, &ptx)).and_then(|_| std::fs::rename(&tmp, p));

@@ -1,10 +1,10 @@
 //! Same numbers as PyTorch: one training iteration of the small model (32 px, width 8,
-//! batch 4) on any backend against the reference state that `scripts/torch_reference.py`
+//! batch 4) on any backend against the reference state that `scripts/dev/torch_reference.py`
 //! wrote with PyTorch in float64 (stored as f32, so the reference is exact to f32 rounding).
-//! The committed file `tests/data/torch_reference.safetensors` is embedded in the library
-//! ([`EMBEDDED`]), so `gan-engine selftest --device sim|cuda` compares without the source tree;
-//! `tests/torch_reference.rs` runs the same comparison on the CPU (and can be pointed at
-//! another file).
+//! The reference, `src/verify/torch_reference.safetensors`, is part of the verification
+//! suite and embedded in the library ([`EMBEDDED`]), so `gan-engine selftest --device
+//! sim|cuda` compares without the source tree; `tests/torch_reference.rs` runs the same
+//! comparison on the CPU (and can be pointed at another file).
 //!
 //! Loaded into our `Gan` through `Gan::import`: the weights and batchnorm running
 //! statistics. Compared, each with its own tolerance `|ours - ref| <= atol + rtol * |ref|`:
@@ -15,21 +15,21 @@
 //!
 //! A convention mismatch (transposed-conv padding, batchnorm eps or momentum, BCE
 //! reduction, concat order, the order of the D Adam step and the G step) moves some of
-//! these by far more than f32 rounding; `scripts/torch_reference.py --perturb ...`
+//! these by far more than f32 rounding; `scripts/dev/torch_reference.py --perturb ...`
 //! writes such a wrong reference.
 
-use super::checkpoint::NamedTensor;
-use super::{Gan, Hyper, StepInputs};
 use crate::backend::Backend;
 use crate::model::{ModelConfig, Module};
 use crate::nn::{Mode, Shape, Tensor};
+use crate::train::checkpoint::NamedTensor;
+use crate::train::{Gan, Hyper, StepInputs};
 use anyhow::{ensure, Context, Result};
 use safetensors::tensor::{Dtype, SafeTensors};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-/// The committed reference file, `tests/data/torch_reference.safetensors`.
-pub const EMBEDDED: &[u8] = include_bytes!("../../tests/data/torch_reference.safetensors");
+/// The committed reference file, `src/verify/torch_reference.safetensors`.
+pub const EMBEDDED: &[u8] = include_bytes!("torch_reference.safetensors");
 
 /// A reference state: model configuration, batch size, and every tensor by name.
 pub struct Reference {
@@ -43,7 +43,7 @@ pub struct Reference {
 impl Reference {
     pub fn parse(bytes: &[u8]) -> Result<Reference> {
         let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| anyhow::anyhow!("not a safetensors file: {e:?}"))?;
-        let meta = header.metadata().clone().context("the reference has no metadata: regenerate it with scripts/torch_reference.py")?;
+        let meta = header.metadata().clone().context("the reference has no metadata: regenerate it with scripts/dev/torch_reference.py")?;
         let get = |k: &str| meta.get(k).with_context(|| format!("the reference metadata has no `{k}`"));
         let cfg: ModelConfig = serde_json::from_str(get("config")?).context("reference metadata `config`")?;
         let batch: usize = get("batch")?.parse().context("reference metadata `batch`")?;
@@ -60,7 +60,7 @@ impl Reference {
 
     /// The reference embedded in the library.
     pub fn embedded() -> Result<Reference> {
-        Reference::parse(EMBEDDED).context("the embedded tests/data/torch_reference.safetensors")
+        Reference::parse(EMBEDDED).context("the embedded src/verify/torch_reference.safetensors")
     }
 
     pub fn get(&self, name: &str) -> Result<&[f32]> {

@@ -1,41 +1,110 @@
-//! The CPU twins of the non-convolution ops.
+//! The CPU twin of batchnorm2d: per-channel statistics in f64 totals fed by lanes of
+//! element-type partial sums, and each pass over the activations one block of channels at
+//! a time, so each input is read from memory once.
 
-use super::gemm::matmul;
 use super::simd::wide;
-use super::{Elem, SharedMut};
-use crate::backend::{AdamParams, BatchNormParams, BceParams, ConcatParams, BN_ACT_NONE};
+use super::{check, CpuBackend, Elem, SharedMut};
+use crate::backend::{check_len, BatchNormOps, BatchNormParams, Core, Work, BN_ACT_NONE};
+use anyhow::Result;
 use rayon::prelude::*;
 
-/// Elementwise work is split into blocks of this many values across threads.
-const BLOCK: usize = 1 << 14;
-
-pub fn map2<T: Elem>(len: usize, x: &[T], y: &mut [T], f: impl Fn(T) -> T + Sync) {
-    y[..len].par_chunks_mut(BLOCK).zip(x[..len].par_chunks(BLOCK)).for_each(|(y, x)| {
-        wide(
-            #[inline(always)]
-            || y.iter_mut().zip(x).for_each(|(y, x)| *y = f(*x)),
-        );
-    });
-}
-
-pub fn map3<T: Elem>(len: usize, a: &[T], b: &[T], out: &mut [T], f: impl Fn(T, T) -> T + Sync) {
-    out[..len].par_chunks_mut(BLOCK).zip(a[..len].par_chunks(BLOCK).zip(b[..len].par_chunks(BLOCK))).for_each(|(o, (a, b))| {
-        wide(
-            #[inline(always)]
-            || o.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (a, b))| *o = f(*a, *b)),
-        );
-    });
-}
-
-/// `db[c] += sum over n and the grid of dy[n, c, q]`.
-pub fn bias_backward_params<T: Elem>(n: usize, c: usize, hw: usize, dy: &[T], db: &mut [T]) {
-    db[..c].par_iter_mut().enumerate().for_each(|(ch, d)| {
-        let mut s = 0.0f64;
-        for i in 0..n {
-            s += dy[(i * c + ch) * hw..][..hw].iter().map(|v| v.to_f64()).sum::<f64>();
-        }
-        *d += T::from_f64(s);
-    });
+impl<T: Elem> BatchNormOps for CpuBackend<T> {
+    fn batchnorm2d_forward_train(
+        &self,
+        p: &BatchNormParams,
+        x: &Vec<T>,
+        gamma: &Vec<T>,
+        beta: &Vec<T>,
+        running_mean: &mut Vec<T>,
+        running_var: &mut Vec<T>,
+        mean: &mut Vec<T>,
+        invstd: &mut Vec<T>,
+        y: &mut Vec<T>,
+    ) -> Result<()> {
+        self.timed(
+            "batchnorm2d_forward_train",
+            || p.work(2.0),
+            || {
+                p.check_act(y.len())?;
+                check("batchnorm2d x", x, p.len())?;
+                check("batchnorm2d y", y, p.len())?;
+                for (what, b) in
+                    [("gamma", &**gamma), ("beta", beta), ("running_mean", running_mean), ("running_var", running_var), ("mean", mean), ("invstd", invstd)]
+                {
+                    check(what, b, p.c as usize)?;
+                }
+                batchnorm2d_forward_train(p, x, gamma, beta, running_mean, running_var, mean, invstd, y);
+                Ok(())
+            },
+        )
+    }
+    fn batchnorm2d_forward_infer(
+        &self,
+        p: &BatchNormParams,
+        x: &Vec<T>,
+        gamma: &Vec<T>,
+        beta: &Vec<T>,
+        running_mean: &Vec<T>,
+        running_var: &Vec<T>,
+        y: &mut Vec<T>,
+    ) -> Result<()> {
+        self.timed(
+            "batchnorm2d_forward_infer",
+            || p.work(2.0),
+            || {
+                check("batchnorm2d x", x, p.len())?;
+                check("batchnorm2d y", y, p.len())?;
+                for (what, b) in [("gamma", gamma), ("beta", beta), ("running_mean", running_mean), ("running_var", running_var)] {
+                    check(what, b, p.c as usize)?;
+                }
+                batchnorm2d_forward_infer(p, x, gamma, beta, running_mean, running_var, y);
+                Ok(())
+            },
+        )
+    }
+    fn batchnorm2d_backward_input(
+        &self,
+        p: &BatchNormParams,
+        x: &Vec<T>,
+        y: &Vec<T>,
+        dy: &Vec<T>,
+        gamma: &Vec<T>,
+        mean: &Vec<T>,
+        invstd: &Vec<T>,
+        sums: &mut Vec<T>,
+        dx: &mut Vec<T>,
+    ) -> Result<()> {
+        let tensors = if p.act == BN_ACT_NONE { 3.0 } else { 4.0 };
+        self.timed(
+            "batchnorm2d_backward_input",
+            || p.work(tensors),
+            || {
+                check("batchnorm2d sums", sums, 2 * p.c as usize)?;
+                p.check_act(y.len())?;
+                for (what, b) in [("batchnorm2d x", x), ("batchnorm2d dy", dy), ("batchnorm2d dx", &*dx)] {
+                    check(what, b, p.len())?;
+                }
+                for (what, b) in [("gamma", gamma), ("mean", mean), ("invstd", invstd)] {
+                    check(what, b, p.c as usize)?;
+                }
+                batchnorm2d_backward_input(p, x, y, dy, gamma, mean, invstd, sums, dx);
+                Ok(())
+            },
+        )
+    }
+    fn batchnorm2d_backward_params(&self, p: &BatchNormParams, sums: &Vec<T>, dgamma: &mut Vec<T>, dbeta: &mut Vec<T>) -> Result<()> {
+        self.timed(
+            "batchnorm2d_backward_params",
+            || Work::bytes(p.label(), 4.0 * 4.0 * p.c as f64),
+            || {
+                check_len("batchnorm2d sums", sums.len(), 2 * p.c as usize)?;
+                check("batchnorm2d dgamma", dgamma, p.c as usize)?;
+                check("batchnorm2d dbeta", dbeta, p.c as usize)?;
+                batchnorm2d_backward_params(p, sums, dgamma, dbeta);
+                Ok(())
+            },
+        )
+    }
 }
 
 /// Lanes of independent partial sums in the batchnorm reductions.
@@ -257,7 +326,7 @@ fn act<T: Elem>(neg: T, v: T) -> T {
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn batchnorm2d_forward_train<T: Elem>(
+fn batchnorm2d_forward_train<T: Elem>(
     p: &BatchNormParams,
     x: &[T],
     gamma: &[T],
@@ -313,7 +382,7 @@ pub fn batchnorm2d_forward_train<T: Elem>(
     }
 }
 
-pub fn batchnorm2d_forward_infer<T: Elem>(p: &BatchNormParams, x: &[T], gamma: &[T], beta: &[T], running_mean: &[T], running_var: &[T], y: &mut [T]) {
+fn batchnorm2d_forward_infer<T: Elem>(p: &BatchNormParams, x: &[T], gamma: &[T], beta: &[T], running_mean: &[T], running_var: &[T], y: &mut [T]) {
     let eps = T::from_f32(p.eps);
     let k: Vec<(T, T, T)> = (0..p.c as usize).map(|ch| (running_mean[ch], gamma[ch] / (running_var[ch] + eps).sqrt(), beta[ch])).collect();
     let neg = negative_factor::<T>(p);
@@ -347,7 +416,7 @@ fn act_output<'a, T: Elem>(p: &BatchNormParams, y: &'a [T], dy: &'a [T]) -> &'a 
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn batchnorm2d_backward_input<T: Elem>(
+fn batchnorm2d_backward_input<T: Elem>(
     p: &BatchNormParams,
     x: &[T],
     y: &[T],
@@ -389,90 +458,10 @@ pub fn batchnorm2d_backward_input<T: Elem>(
     }
 }
 
-pub fn batchnorm2d_backward_params<T: Elem>(p: &BatchNormParams, sums: &[T], dgamma: &mut [T], dbeta: &mut [T]) {
+fn batchnorm2d_backward_params<T: Elem>(p: &BatchNormParams, sums: &[T], dgamma: &mut [T], dbeta: &mut [T]) {
     let c = p.c as usize;
     for ch in 0..c {
         dbeta[ch] += sums[ch];
         dgamma[ch] += sums[c + ch];
     }
-}
-
-pub fn linear_forward<T: Elem>(n: usize, i: usize, o: usize, x: &[T], w: &[T], b: Option<&[T]>, y: &mut [T]) {
-    // y[n, o] = x[n, i] . w^T[i, o]
-    matmul(n, o, i, y, o, false, x, i as isize, 1, w, 1, i as isize);
-    if let Some(b) = b {
-        y[..n * o].par_chunks_mut(o).for_each(|row| row.iter_mut().zip(b).for_each(|(v, b)| *v += *b));
-    }
-}
-
-pub fn concat_tile_forward<T: Elem>(p: &ConcatParams, a: &[T], b: &[T], y: &mut [T]) {
-    let (ca, cb, hw) = (p.c_a as usize, p.c_b as usize, p.hw as usize);
-    let ct = ca + cb;
-    y[..p.out_len()].par_chunks_mut(ct * hw).enumerate().for_each(|(n, out)| {
-        out[..ca * hw].copy_from_slice(&a[n * ca * hw..(n + 1) * ca * hw]);
-        for c in 0..cb {
-            let v = b[n * cb + c];
-            out[(ca + c) * hw..(ca + c + 1) * hw].iter_mut().for_each(|o| *o = v);
-        }
-    });
-}
-
-pub fn concat_tile_backward_input<T: Elem>(p: &ConcatParams, dy: &[T], da: &mut [T], db: &mut [T]) {
-    let (n, ca, cb, hw) = (p.n as usize, p.c_a as usize, p.c_b as usize, p.hw as usize);
-    let ct = ca + cb;
-    for i in 0..n {
-        da[i * ca * hw..(i + 1) * ca * hw].copy_from_slice(&dy[i * ct * hw..][..ca * hw]);
-        for c in 0..cb {
-            let s: f64 = dy[(i * ct + ca + c) * hw..][..hw].iter().map(|v| v.to_f64()).sum();
-            db[i * cb + c] = T::from_f64(s);
-        }
-    }
-}
-
-/// `sigmoid(x)` without overflow for large `|x|`.
-fn sigmoid(x: f64) -> f64 {
-    if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (1.0 + e)
-    }
-}
-
-pub fn bce_with_logits_forward<T: Elem>(p: &BceParams, logits: &[T], out: &mut [T]) {
-    let n = p.n as usize;
-    let t = p.target as f64;
-    let (mut loss, mut prob) = (0.0f64, 0.0f64);
-    for v in &logits[..n] {
-        let x = v.to_f64();
-        // max(x, 0) - x t + ln(1 + e^-|x|): finite for any finite x.
-        loss += x.max(0.0) - x * t + (-x.abs()).exp().ln_1p();
-        prob += sigmoid(x);
-    }
-    out[0] = T::from_f64(p.scale as f64 * loss / n as f64);
-    out[1] = T::from_f64(prob / n as f64);
-}
-
-pub fn bce_with_logits_backward_input<T: Elem>(p: &BceParams, logits: &[T], dlogits: &mut [T]) {
-    let n = p.n as usize;
-    let k = p.scale as f64 / n as f64;
-    for (d, v) in dlogits[..n].iter_mut().zip(&logits[..n]) {
-        *d = T::from_f64(k * (sigmoid(v.to_f64()) - p.target as f64));
-    }
-}
-
-/// PyTorch's Adam: `p -= (lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps)`.
-pub fn adam_step<T: Elem>(p: &AdamParams, param: &mut [T], grad: &[T], m: &mut [T], v: &mut [T]) {
-    let (b1, b2) = (T::from_f32(p.beta1), T::from_f32(p.beta2));
-    let step = T::from_f32(p.lr) / T::from_f32(p.bc1);
-    let sqrt_bc2 = T::from_f32(p.bc2).sqrt();
-    let eps = T::from_f32(p.eps);
-    let one = T::one();
-    param.par_chunks_mut(BLOCK).zip(grad.par_chunks(BLOCK)).zip(m.par_chunks_mut(BLOCK).zip(v.par_chunks_mut(BLOCK))).for_each(|((p, g), (m, v))| {
-        for i in 0..p.len() {
-            m[i] = b1 * m[i] + (one - b1) * g[i];
-            v[i] = b2 * v[i] + (one - b2) * g[i] * g[i];
-            p[i] -= step * m[i] / (v[i].sqrt() / sqrt_bc2 + eps);
-        }
-    });
 }

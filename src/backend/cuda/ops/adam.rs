@@ -1,0 +1,27 @@
+//! Launch site of kernels/adam.cu: one thread per value.
+
+use super::{elementwise, kernel_arg, kernels, Ptr};
+use crate::backend::cuda::{check, GpuBackend, GpuBuf};
+use crate::backend::{AdamOps, AdamParams, Core};
+use anyhow::Result;
+
+kernel_arg!(AdamParams);
+
+kernels! {
+    fn adam_step_f32(p: AdamParams, param: Ptr, grad: Ptr, m: Ptr, v: Ptr);
+}
+
+impl AdamOps for GpuBackend {
+    fn adam_step(&self, p: &AdamParams, param: &mut GpuBuf, grad: &GpuBuf, m: &mut GpuBuf, v: &mut GpuBuf) -> Result<()> {
+        self.timed(
+            "adam_step",
+            || p.work(),
+            || {
+                for (what, b) in [("adam param", &*param), ("adam grad", grad), ("adam m", m), ("adam v", v)] {
+                    check(what, b, p.len as usize)?;
+                }
+                self.exec.adam_step_f32(elementwise(p.len as usize), *p, param.ptr, grad.ptr, m.ptr, v.ptr)
+            },
+        )
+    }
+}

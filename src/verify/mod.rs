@@ -1,0 +1,131 @@
+//! The one home of checking (the verification ladder of ../shared/docs/design.md). For
+//! each op family F, `verify/F.rs` holds its direct-loop reference (`direct`), its
+//! finite-difference checks (`gradchecks`) and its twin rows (`Checker::F`: the op on a
+//! GPU backend, real or simulated, against its CPU twin); then:
+//! - `gradcheck`: the finite-difference machinery and every op, layer and model check;
+//! - `model`: the models' own layer shapes as twin rows, and the layer and whole-model
+//!   finite differences;
+//! - `iteration`: one whole training iteration against the CPU in f64;
+//! - `torch`: one iteration against PyTorch's numbers.
+//!
+//! `gan-engine selftest` and the tests call these; nothing below `verify` knows them.
+//!
+//! A twin row passes when every value does, `|gpu - cpu| <= abs + rel * |cpu|`, where `abs`
+//! is a small multiple of the output's largest magnitude (the rounding of a long sum scales
+//! with its terms, not with the result) and `rel` bounds the rest, and no value is NaN.
+//! Shapes are deliberately awkward: batch 1 and 3, 3 channels, planes like 13x11 that match
+//! no tile, channel counts just past a tile (66), and the models' real layer shapes at small
+//! batch and width.
+
+pub mod activation;
+pub mod adam;
+pub mod batchnorm;
+pub mod bce;
+pub mod concat;
+pub mod conv;
+pub mod fill;
+pub mod gradcheck;
+pub mod iteration;
+pub mod linear;
+pub mod model;
+pub mod torch;
+pub mod twin;
+
+pub use twin::{compare, rel_l2, Checker, Row, Tol, TOL_ELEM, TOL_GEMM, TOL_GEMM_TF32, TOL_REDUCE};
+
+use crate::backend::cuda::GpuBackend;
+use crate::backend::{Backend, BatchNormParams, ConvParams, BN_ACT_LEAKY_RELU, BN_ACT_RELU};
+use crate::model::ModelConfig;
+use anyhow::Result;
+use gradcheck::{CheckResult, DirectCheck, OpHarness};
+
+/// Every kernel of `gpu` (a GPU or the simulation) against its CPU twin, the sequence
+/// `gan-engine selftest --device sim|cuda` prints: the awkward shapes, the models' real
+/// layer shapes at batch 2, and whole training iterations; narrower in the simulation,
+/// which runs every GPU thread as a fiber and would take minutes at full width.
+pub fn kernel_checks(gpu: &GpuBackend) -> Result<Vec<Row>> {
+    let mut c = Checker::new(gpu, 7);
+    awkward_shapes(&mut c)?;
+    let (layers, train) =
+        if gpu.is_sim() { (ModelConfig::new(32, 8)?, ModelConfig::new(32, 8)?) } else { (ModelConfig::new(128, 64)?, ModelConfig::new(64, 16)?) };
+    c.model_layers(&layers, 2)?;
+    c.train_iteration(&train, 2, 11)?;
+    if !gpu.is_sim() {
+        c.train_iteration(&ModelConfig::new(128, 64)?, 64, 13)?;
+    }
+    Ok(c.rows)
+}
+
+/// The awkward shapes every kernel is run at, beyond the models' own layers.
+pub fn awkward_shapes<B: Backend>(c: &mut Checker<B>) -> Result<()> {
+    // conv2d: batch 1, 3 channels, a plane matching no tile; channel counts past a tile.
+    c.conv(ConvParams::conv2d(1, 3, 13, 11, 5, 4, 2, 1), false)?;
+    c.conv(ConvParams::conv2d(3, 4, 7, 9, 66, 3, 1, 1), false)?;
+    c.conv(ConvParams::conv2d(2, 3, 32, 32, 8, 4, 2, 1), false)?; // split-K weight gradient
+                                                                  // One output tile and a long reduction (K = 8192): the forward pass is split-K.
+    c.conv(ConvParams::conv2d(1, 512, 8, 8, 16, 4, 2, 1), false)?;
+    // conv_transpose2d: odd planes, a kernel the stride does not divide (k3 s2: uneven
+    // parity classes), the generator's first layer on a 1x1 input.
+    c.conv(ConvParams::conv_transpose2d(1, 3, 5, 7, 5, 4, 2, 1), true)?;
+    c.conv(ConvParams::conv_transpose2d(1, 4, 6, 5, 3, 3, 2, 0), true)?;
+    c.conv(ConvParams::conv_transpose2d(3, 66, 1, 1, 5, 4, 1, 0), true)?;
+    c.conv(ConvParams::conv_transpose2d(2, 8, 16, 16, 3, 4, 2, 1), true)?; // split-K weight gradient
+    c.batchnorm(BatchNormParams::new(1, 3, 35, 1e-5, 0.1))?;
+    c.batchnorm(BatchNormParams::new(3, 5, 1, 1e-5, 0.1).with_act(BN_ACT_RELU, 0.0))?;
+    c.batchnorm(BatchNormParams::new(2, 3, 300, 1e-5, 0.1).with_act(BN_ACT_LEAKY_RELU, 0.2))?;
+    c.batchnorm(BatchNormParams::new(2, 4, 37, 1e-5, 0.1).with_act(BN_ACT_RELU, 0.0))?;
+    // Channels cut into slices (kernels/batchnorm.cu): three, the last one shorter; and
+    // more slices than a warp has lanes, so lanes combine several before the shuffles.
+    c.batchnorm(BatchNormParams::new(2, 2, 2050, 1e-5, 0.1).with_act(BN_ACT_LEAKY_RELU, 0.2))?;
+    c.batchnorm(BatchNormParams::new(1, 1, 70001, 1e-5, 0.1))?;
+    c.activations(1000)?;
+    c.linear(1, 7, 65)?;
+    c.linear(3, 70, 5)?;
+    // A long reduction in one chain (linear never splits): the rounding of the tensor
+    // cores' sums must not pile up.
+    c.linear(3, 8192, 70)?;
+    c.concat(1, 3, 5, 7)?;
+    c.bce(3, 1.0, 0.5, 2.0)?;
+    c.bce(300, 0.0, 1.0, 40.0)?; // more logits than threads; |logit| large
+    c.adam(1000, 1)?;
+    c.adam(999, 7)?;
+    c.fill(1001)?;
+    Ok(())
+}
+
+/// Finite differences of every op of the contract, every input and every parameter, at
+/// small awkward shapes.
+pub fn op_gradchecks() -> Result<Vec<CheckResult>> {
+    let h = OpHarness { be: crate::backend::cpu::Cpu64::new() };
+    let mut rng = crate::rng::Rng::new(11);
+    let mut out = Vec::new();
+    conv::gradchecks(&h, &mut rng, &mut out)?;
+    batchnorm::gradchecks(&h, &mut rng, &mut out)?;
+    activation::gradchecks(&h, &mut rng, &mut out)?;
+    linear::gradchecks(&h, &mut rng, &mut out)?;
+    concat::gradchecks(&h, &mut rng, &mut out)?;
+    bce::gradchecks(&h, &mut rng, &mut out)?;
+    Ok(out)
+}
+
+/// All finite-difference checks (ops, layers, whole models), in the order `selftest
+/// --device cpu` prints them.
+pub fn all_gradchecks(per_param: usize) -> Result<Vec<CheckResult>> {
+    let mut v = op_gradchecks()?;
+    v.extend(model::layer_checks()?);
+    v.extend(model::model_checks(per_param)?);
+    Ok(v)
+}
+
+/// Every op's CPU twin (f64) against its direct loops, family by family.
+pub fn direct_checks() -> Result<Vec<DirectCheck>> {
+    let mut rng = crate::rng::Rng::new(17);
+    let mut out = batchnorm::direct_checks(&mut rng)?;
+    out.extend(activation::direct_checks(&mut rng)?);
+    out.extend(linear::direct_checks(&mut rng)?);
+    out.extend(concat::direct_checks(&mut rng)?);
+    out.extend(bce::direct_checks(&mut rng)?);
+    out.extend(adam::direct_checks(&mut rng)?);
+    out.extend(conv::direct_checks(&mut rng)?);
+    Ok(out)
+}

@@ -1,0 +1,215 @@
+//! The models' own layers: their shapes as twin rows (`Checker::model_layers`), and finite
+//! differences through the `Layer` trait and through whole small generators and
+//! discriminators.
+
+use super::gradcheck::{check_all_h, compare, dot, numeric, rand_vec, CheckResult, H_MODEL_INPUT};
+use super::twin::Checker;
+use crate::backend::cpu::Cpu64;
+use crate::backend::prelude::*;
+use crate::backend::BceParams;
+use crate::model::{DGrads, Discriminator, Generator, ModelConfig, Module};
+use crate::nn::{ActKind, Activation, BatchNorm2d, Conv, Grads, Layer, LayerOp, Linear, Mode, Shape, Tensor};
+use crate::rng::Rng;
+use anyhow::{Context, Result};
+
+impl<B: Backend> Checker<'_, B> {
+    /// Every convolution, batchnorm, linear and concat shape of the generator and
+    /// discriminator for `cfg`, at batch `n`.
+    pub fn model_layers(&mut self, cfg: &ModelConfig, n: usize) -> Result<()> {
+        let mut rng = Rng::new(0);
+        let g = Generator::new(&self.cpu, cfg, &mut rng)?;
+        let d = Discriminator::new(&self.cpu, cfg, &mut rng)?;
+        let mut convs = Vec::new();
+        let mut norms = Vec::new();
+        for (_, layer, s) in g.layers().into_iter().chain(d.layers()) {
+            match layer.op(s.with_batch(n)) {
+                LayerOp::Conv { p, transposed } => convs.push((p, transposed)),
+                LayerOp::BatchNorm(p) => norms.push(p),
+                LayerOp::Linear(_) | LayerOp::Activation { .. } => {}
+            }
+        }
+        for (p, t) in convs {
+            self.conv(p, t)?;
+        }
+        for p in norms {
+            self.batchnorm(p)?;
+        }
+        self.linear(n, cfg.text_dim, cfg.text_proj)?;
+        self.concat(n, cfg.noise_dim, cfg.text_dim, 1)?;
+        self.concat(n, cfg.top_channels(), cfg.text_proj, 16)?;
+        Ok(())
+    }
+}
+
+/// Gradient check of one layer through the `Layer` trait (input and every parameter).
+fn layer_check(name: &str, layer: &mut dyn Layer<Cpu64>, input: Shape, rng: &mut Rng) -> Result<Vec<CheckResult>> {
+    let be = Cpu64::new();
+    let x = rand_vec(rng, input.len());
+    let xt = Tensor::zeros(&be, input)?;
+    xt.set_f64(&be, &x)?;
+    let out_shape = layer.out_shape(input);
+    let r = rand_vec(rng, out_shape.len());
+    let rt = Tensor::zeros(&be, out_shape)?;
+    rt.set_f64(&be, &r)?;
+    for p in layer.params_mut() {
+        let v = rand_vec(rng, p.len());
+        be.upload_f64(&mut p.value, &v)?;
+        be.fill(&mut p.grad, 0.0)?;
+    }
+    layer.forward(&be, &xt, Mode::Train)?;
+    let dx = layer.backward(&be, &rt, Grads::ALL)?.context("the layer's input gradient")?.to_f64(&be)?;
+    let mut results = Vec::new();
+    let loss = |layer: &mut dyn Layer<Cpu64>, x: &[f64]| -> Result<f64> {
+        let t = Tensor::zeros(&be, input)?;
+        t.set_f64(&be, x)?;
+        let y = layer.forward(&be, &t, Mode::Train)?.to_f64(&be)?;
+        Ok(dot(&y, &r))
+    };
+    let idx: Vec<usize> = (0..x.len()).collect();
+    let num = numeric(&x, &idx, |v| loss(layer, v))?;
+    results.push(compare(format!("layer {name} input"), &dx, &num));
+    let n_params = layer.params().len();
+    for pi in 0..n_params {
+        let (pname, value, grad) = {
+            let p = &layer.params()[pi];
+            (p.name.clone(), p.value.clone(), p.grad.clone())
+        };
+        let idx: Vec<usize> = (0..value.len()).collect();
+        let num = numeric(&value, &idx, |v| {
+            be.upload_f64(&mut layer.params_mut()[pi].value, v)?;
+            loss(layer, &x)
+        })?;
+        be.upload_f64(&mut layer.params_mut()[pi].value, &value)?;
+        results.push(compare(format!("layer {name} {}", pname.rsplit('.').next().unwrap_or(&pname)), &grad, &num));
+    }
+    Ok(results)
+}
+
+/// Every layer type through the `Layer` trait.
+pub fn layer_checks() -> Result<Vec<CheckResult>> {
+    let be = Cpu64::new();
+    let mut rng = Rng::new(23);
+    let mut out = Vec::new();
+    let mut conv = Conv::new(&be, "conv", false, 3, 4, 4, 2, 1, true, &mut rng)?;
+    out.extend(layer_check("Conv2d(3,4,k4s2p1)", &mut conv, Shape::new(2, 3, 6, 5), &mut rng)?);
+    let mut convt = Conv::new(&be, "convt", true, 4, 3, 4, 2, 1, true, &mut rng)?;
+    out.extend(layer_check("ConvTranspose2d(4,3,k4s2p1)", &mut convt, Shape::new(2, 4, 3, 3), &mut rng)?);
+    let mut bn = BatchNorm2d::new(&be, "bn", 3, &mut rng)?;
+    out.extend(layer_check("BatchNorm2d(3)", &mut bn, Shape::new(4, 3, 2, 3), &mut rng)?);
+    for kind in [ActKind::Relu, ActKind::LeakyRelu(0.2), ActKind::Tanh] {
+        let mut act = Activation::new(kind);
+        let label = act.describe();
+        out.extend(layer_check(&label, &mut act, Shape::new(2, 3, 2, 2), &mut rng)?);
+    }
+    let mut lin = Linear::new(&be, "linear", 6, 3, true, &mut rng)?;
+    out.extend(layer_check("Linear(6,3)", &mut lin, Shape::new(3, 6, 1, 1), &mut rng)?);
+    Ok(out)
+}
+
+/// A small model configuration for the whole-model checks: every block type, the
+/// batchnorm layers and the text paths, at a size finite differences can afford.
+pub fn small_config() -> ModelConfig {
+    ModelConfig { size: 32, width: 4, noise_dim: 5, text_dim: 6, text_proj: 3, slope: 0.2 }
+}
+
+/// Up to `k` indices of `0..len`, spread out (all of them when `len <= k`).
+fn sample_indices(len: usize, k: usize, rng: &mut Rng) -> Vec<usize> {
+    if len <= k {
+        return (0..len).collect();
+    }
+    (0..k).map(|_| rng.below(len)).collect()
+}
+
+/// Whole generator and whole discriminator at small width: the noise and text inputs in
+/// full, and up to `per_param` entries of every parameter tensor.
+pub fn model_checks(per_param: usize) -> Result<Vec<CheckResult>> {
+    let be = Cpu64::new();
+    let cfg = small_config();
+    let mut rng = Rng::new(5);
+    let n = 3;
+    let mut out = Vec::new();
+
+    // Generator, loss = sum(image * r).
+    let mut g = Generator::new(&be, &cfg, &mut rng)?;
+    let noise = rand_vec(&mut rng, n * cfg.noise_dim);
+    let text = rand_vec(&mut rng, n * cfg.text_dim);
+    let img_shape = Shape::new(n, 3, cfg.size, cfg.size);
+    let r = rand_vec(&mut rng, img_shape.len());
+    let g_loss = |g: &mut Generator<Cpu64>, noise: &[f64], text: &[f64]| -> Result<(f64, Tensor<Cpu64>, Tensor<Cpu64>)> {
+        let zt = Tensor::zeros(&be, Shape::new(n, cfg.noise_dim, 1, 1))?;
+        zt.set_f64(&be, noise)?;
+        let tt = Tensor::zeros(&be, Shape::new(n, cfg.text_dim, 1, 1))?;
+        tt.set_f64(&be, text)?;
+        let y = g.forward(&be, &zt, &tt, Mode::Train)?;
+        Ok((dot(&y.to_f64(&be)?, &r), zt, tt))
+    };
+    g.zero_grad(&be)?;
+    g_loss(&mut g, &noise, &text)?;
+    let rt = Tensor::zeros(&be, img_shape)?;
+    rt.set_f64(&be, &r)?;
+    let (dz, dt) = g.backward(&be, &rt, Grads::ALL)?.context("the generator's input gradients")?;
+    let (dz, dt) = (dz.to_f64(&be)?, dt.to_f64(&be)?);
+    out.push(check_all_h("generator (32px, width 4) noise", &noise, &dz, H_MODEL_INPUT, |v| Ok(g_loss(&mut g, v, &text)?.0))?);
+    out.push(check_all_h("generator (32px, width 4) text", &text, &dt, H_MODEL_INPUT, |v| Ok(g_loss(&mut g, &noise, v)?.0))?);
+    let count = g.params().len();
+    for pi in 0..count {
+        let (name, value, grad) = {
+            let p = &g.params()[pi];
+            (p.name.clone(), p.value.clone(), p.grad.clone())
+        };
+        let idx = sample_indices(value.len(), per_param, &mut rng);
+        let num = numeric(&value, &idx, |v| {
+            be.upload_f64(&mut g.params_mut()[pi].value, v)?;
+            Ok(g_loss(&mut g, &noise, &text)?.0)
+        })?;
+        be.upload_f64(&mut g.params_mut()[pi].value, &value)?;
+        let ana: Vec<f64> = idx.iter().map(|&i| grad[i]).collect();
+        out.push(compare(format!("generator {name}"), &ana, &num));
+    }
+
+    // Discriminator, loss = BCE(D(x, t), 1) / 2 as in the D step.
+    let mut d = Discriminator::new(&be, &cfg, &mut rng)?;
+    let image = rand_vec(&mut rng, img_shape.len());
+    let bce = BceParams { n: n as i32, target: 1.0, scale: 0.5 };
+    let d_loss = |d: &mut Discriminator<Cpu64>, image: &[f64], text: &[f64]| -> Result<(f64, Vec<f64>)> {
+        let it = Tensor::zeros(&be, img_shape)?;
+        it.set_f64(&be, image)?;
+        let tt = Tensor::zeros(&be, Shape::new(n, cfg.text_dim, 1, 1))?;
+        tt.set_f64(&be, text)?;
+        let logits = d.forward(&be, &it, &tt, Mode::Train)?;
+        let mut o = be.alloc(2)?;
+        be.bce_with_logits_forward(&bce, &logits.buf.borrow(), &mut o)?;
+        Ok((o[0], logits.to_f64(&be)?))
+    };
+    d.zero_grad(&be)?;
+    let (_, logits) = d_loss(&mut d, &image, &text)?;
+    let mut dl = be.alloc(n)?;
+    let lb = {
+        let mut b = be.alloc(n)?;
+        be.upload_f64(&mut b, &logits)?;
+        b
+    };
+    be.bce_with_logits_backward_input(&bce, &lb, &mut dl)?;
+    let dlt = Tensor::zeros(&be, Shape::new(n, 1, 1, 1))?;
+    dlt.set_f64(&be, &dl)?;
+    let (di, dtx) = d.backward(&be, &dlt, DGrads::ALL)?;
+    let (di, dtx) = (di.context("the image gradient")?.to_f64(&be)?, dtx.context("the text gradient")?.to_f64(&be)?);
+    out.push(check_all_h("discriminator (32px, width 4) image", &image, &di, H_MODEL_INPUT, |v| Ok(d_loss(&mut d, v, &text)?.0))?);
+    out.push(check_all_h("discriminator (32px, width 4) text", &text, &dtx, H_MODEL_INPUT, |v| Ok(d_loss(&mut d, &image, v)?.0))?);
+    let count = d.params().len();
+    for pi in 0..count {
+        let (name, value, grad) = {
+            let p = &d.params()[pi];
+            (p.name.clone(), p.value.clone(), p.grad.clone())
+        };
+        let idx = sample_indices(value.len(), per_param, &mut rng);
+        let num = numeric(&value, &idx, |v| {
+            be.upload_f64(&mut d.params_mut()[pi].value, v)?;
+            Ok(d_loss(&mut d, &image, &text)?.0)
+        })?;
+        be.upload_f64(&mut d.params_mut()[pi].value, &value)?;
+        let ana: Vec<f64> = idx.iter().map(|&i| grad[i]).collect();
+        out.push(compare(format!("discriminator {name}"), &ana, &num));
+    }
+    Ok(out)
+}
