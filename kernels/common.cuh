@@ -48,8 +48,19 @@
 #define GEMM_RING (GEMM_ASYNC ? GEMM_STAGES : 1)
 #endif
 
-// Dynamic shared memory: on the GPU an `extern __shared__` array, in the simulation a
-// per-launch buffer sized by the launch (one block is alive at a time).
+// Statically sized shared memory, `SHARED_ARRAY(float, tile, 256)` for `__shared__ float
+// tile[256]`: in the simulation a slot of the block's arena, poisoned for every block and
+// watched by the access checker (sim.h).
+#ifdef GAN_SIM
+#define SHARED_ARRAY(type, name, count) \
+    static char name##_slot_tag;        \
+    type* name = static_cast<type*>(sim_shared_slot(&name##_slot_tag, (unsigned)(sizeof(type) * (count))))
+#else
+#define SHARED_ARRAY(type, name, count) __shared__ type name[count]
+#endif
+
+// Dynamic shared memory: on the GPU an `extern __shared__` array, in the simulation the
+// start of the block's arena, sized by the launch.
 #ifdef GAN_SIM
 #define DYNAMIC_SHARED(type, name) type* name = reinterpret_cast<type*>(sim_dynamic_shared())
 #else

@@ -520,8 +520,8 @@ template <class LoadA, class LoadB>
 __device__ __forceinline__ void gemm_block_tile(int m0, int n0, int M, int N, int k_begin, int k_end, const LoadA& load_a,
                                                 const LoadB& load_b, float (&acc)[GEMM_TM][GEMM_TN]) {
     static_assert(GEMM_THREADS % GEMM_BK == 0 && GEMM_THREADS % GEMM_BN == 0, "loader layout");
-    __shared__ GemmTileA As[GEMM_RING];
-    __shared__ GemmTileB Bs[GEMM_RING];
+    SHARED_ARRAY(GemmTileA, As, GEMM_RING);
+    SHARED_ARRAY(GemmTileB, Bs, GEMM_RING);
 #pragma unroll
     for (int i = 0; i < GEMM_TM; ++i)
 #pragma unroll
@@ -557,7 +557,7 @@ __device__ __forceinline__ void gemm_block_tile(int m0, int n0, int M, int N, in
 template <class LoadA, class LoadB>
 __device__ __forceinline__ bool gemm_thin_column(int col, int M, int N, int K, const LoadA& load_a, const LoadB& load_b,
                                                  float (&acc)[THIN_M]) {
-    __shared__ float As[THIN_A];  // As[k THIN_M + m], zero for m >= M
+    SHARED_ARRAY(float, As, THIN_A);  // As[k THIN_M + m], zero for m >= M
     const Radix3 a_radix = load_a.radix();
     for (int i = threadIdx.x; i < K * THIN_M; i += blockDim.x) {
         const int k = i / THIN_M, m = i % THIN_M;

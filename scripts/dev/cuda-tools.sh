@@ -10,11 +10,13 @@
 #      kernel, and fails on any spill; then prints the instruction mix of every GEMM
 #      kernel's main loop in SASS (scripts/dev/sass-loops.py; cuobjdump and nvdisasm from PyPI);
 #   5. checks the simulation itself (barriers, shuffles, asynchronous copies, reported
-#      misuse), then runs `gan-engine selftest --device sim` (every kernel against its CPU
-#      twin on the CPU simulation, plus a whole training iteration and one against the
-#      PyTorch reference), checks that every `extern "C"` kernel in kernels/ has a passing
-#      row, and runs the selftest again in GEMM modes tf32x3-async and fp32 (the FMA
-#      tiles of GPUs before sm_80).
+#      misuse, and each detector of its access checker against a kernel with that bug),
+#      then runs `gan-engine selftest --device sim` (every kernel against its CPU twin on
+#      the CPU simulation, every access checked for races, uninitialised reads and
+#      out-of-bounds accesses, every launch in three thread orders compared bit for bit;
+#      plus a whole training iteration and one against the PyTorch reference), checks that
+#      every `extern "C"` kernel in kernels/ has a passing row, and runs the selftest again
+#      in GEMM modes tf32x3-async and fp32 (the FMA tiles of GPUs before sm_80).
 #
 # Exits non-zero on any failure. Versions can be overridden with NVRTC12_PKG, NVRTC13_PKG,
 # NVCC_PKG, CUOBJDUMP_PKG and NVDISASM_PKG (pip requirement strings).
@@ -133,7 +135,11 @@ PATH="$(dirname "$nvdisasm"):$PATH" "$PYTHON" scripts/dev/sass-loops.py --cuobjd
 
 step "simulation semantics (tests/sim/sim_semantics.cpp)"
 # params.cuh (the structs and constants shared with Rust) is the one `kernels --out` wrote.
-"${CXX:-g++}" -std=c++17 -O1 -Wno-unknown-pragmas -Ikernels -I"$ptx" tests/sim/sim_semantics.cpp kernels/sim.cpp -o "$TOOLS/sim_semantics"
+# The test kernels are instrumented as the real ones are (build.rs); sim.cpp, which holds
+# the hooks the instrumentation calls, is not.
+"${CXX:-g++}" -std=c++17 -O1 -Wno-unknown-pragmas -Ikernels -I"$ptx" -c kernels/sim.cpp -o "$TOOLS/sim_runtime.o"
+"${CXX:-g++}" -std=c++17 -O1 -Wno-unknown-pragmas -fsanitize=thread -Ikernels -I"$ptx" -c tests/sim/sim_semantics.cpp -o "$TOOLS/sim_semantics.o"
+"${CXX:-g++}" "$TOOLS/sim_semantics.o" "$TOOLS/sim_runtime.o" -o "$TOOLS/sim_semantics"
 "$TOOLS/sim_semantics"
 
 step "gan-engine selftest --device sim"
@@ -155,12 +161,15 @@ if missing:
 print(f"coverage: all {len(names)} extern \"C\" kernels in kernels/ have passing sim rows")
 PY
 # The selftest again in two more GEMM modes, summary only (failing rows when any): the
-# tiles fed by cp.async, and the fp32 FMA tiles that GPUs before sm_80 run (Pascal, such
-# as the article's GTX 1070 Ti, and Turing).
-for mode in tf32x3-async fp32; do
-    step "gan-engine selftest --device sim, GEMM $mode"
+# tiles fed by cp.async, whose ring of shared buffers is where a missing wait or barrier
+# would hide (every launch in three thread orders, as above), and the fp32 FMA tiles that
+# GPUs before sm_80 run (Pascal, such as the article's GTX 1070 Ti, and Turing), in one
+# order (the access checker is on in every run).
+for run in "tf32x3-async 3" "fp32 1"; do
+    read -r mode orders <<< "$run"
+    step "gan-engine selftest --device sim, GEMM $mode, $orders thread order(s)"
     out="$TOOLS/selftest-sim-$mode.txt"
-    GAN_ENGINE_GEMM=$mode "$bin" selftest --device sim > "$out" || { grep -E ' FAIL$' "$out"; tail -n 3 "$out"; exit 1; }
+    GAN_ENGINE_GEMM=$mode GAN_ENGINE_SIM_ORDERS=$orders "$bin" selftest --device sim > "$out" || { grep -E ' FAIL$' "$out"; tail -n 3 "$out"; exit 1; }
     tail -n 1 "$out"
 done
 

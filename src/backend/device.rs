@@ -43,14 +43,25 @@ pub enum Opened {
 
 /// The first GPU, or the simulation of the kernels, in the GEMM mode of `GAN_ENGINE_GEMM`
 /// or by default the GPU's (the simulation's: tf32x3). This is where a GPU backend's GEMM
-/// mode is chosen, once.
+/// mode is chosen, once; and the simulation's checks: `GAN_ENGINE_SIM_ORDERS=1` runs each
+/// launch in one order of threads instead of three (the access checker stays on).
 pub fn gpu(simulated: bool) -> Result<GpuBackend> {
     let gemm = GemmMode::from_env()?;
-    if simulated {
-        GpuBackend::sim(gemm.unwrap_or(GemmMode::TF32X3))
-    } else {
-        GpuBackend::cuda(gemm)
+    if !simulated {
+        return GpuBackend::cuda(gemm);
     }
+    let mode = gemm.unwrap_or(GemmMode::TF32X3);
+    #[cfg(feature = "sim")]
+    {
+        let all_orders = match std::env::var("GAN_ENGINE_SIM_ORDERS").as_deref().map(str::trim) {
+            Err(_) | Ok("") | Ok("3") => true,
+            Ok("1") => false,
+            Ok(other) => bail!("GAN_ENGINE_SIM_ORDERS={other:?}: expected 1 (forward only) or 3 (forward, reverse and shuffled, the default)"),
+        };
+        Ok(GpuBackend::sim_with(mode, crate::backend::cuda::SimChecks { all_orders }))
+    }
+    #[cfg(not(feature = "sim"))]
+    GpuBackend::sim(mode)
 }
 
 /// Opens the backend named on the command line.

@@ -17,6 +17,10 @@ pub struct Args {
     /// Entries checked per parameter tensor in the whole-model checks.
     #[arg(long, default_value_t = 6)]
     per_param: usize,
+    /// On a GPU, the simulation's sizes (the 32 px, width 8 model; no 128 px iteration):
+    /// for slow checkers such as compute-sanitizer.
+    #[arg(long)]
+    small: bool,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -24,7 +28,7 @@ pub fn run(a: Args) -> Result<()> {
         return cpu(a.per_param);
     }
     match device::open(&a.device)? {
-        Opened::Gpu(gpu) => kernels(&gpu),
+        Opened::Gpu(gpu) => kernels(&gpu, a.small),
         Opened::Cpu(_) => cpu(a.per_param),
     }
 }
@@ -63,11 +67,11 @@ fn print_reference_row(c: &Check, shape: &str, width: usize) {
 
 /// Every kernel against its CPU twin, the models' layers, whole training iterations, and
 /// one iteration against the PyTorch reference.
-fn kernels(gpu: &GpuBackend) -> Result<()> {
+fn kernels(gpu: &GpuBackend, small: bool) -> Result<()> {
     let start = Instant::now();
     println!("kernel checks on {}", gpu.name());
     println!("each row: the kernels launched, compared with the CPU twin in f32; a value passes when |gpu - cpu| <= a*max|cpu| + r*|cpu| (tolerance a*max+r*ref), rel err the largest |gpu - cpu| / (|cpu| + a*max|cpu|); the training rows compare whole groups by relative L2 error (relL2)");
-    let rows = verify::kernel_checks(gpu)?;
+    let rows = verify::kernel_checks(gpu, small)?;
     // The PyTorch reference (verify::torch), embedded in the binary.
     let torch = Reference::embedded()?;
     let checks = reference::run(gpu, &torch, &reference::GPU).with_context(|| format!("the PyTorch reference iteration on {}", gpu.name()))?;

@@ -33,6 +33,21 @@ pub struct Launch {
 /// Device (or simulated) address of a buffer's first value.
 pub type Ptr = u64;
 
+/// What a kernel argument is to the simulation's checker: a buffer (its address) or a value.
+pub trait KernelArg {
+    fn device_ptr(&self) -> Option<Ptr> {
+        None
+    }
+}
+
+impl KernelArg for Ptr {
+    fn device_ptr(&self) -> Option<Ptr> {
+        Some(*self)
+    }
+}
+
+impl KernelArg for i32 {}
+
 /// Every kernel with a launch site, family by family.
 pub fn launched_kernels() -> Vec<&'static str> {
     [activation::KERNELS, adam::KERNELS, batchnorm::KERNELS, bce::KERNELS, concat::KERNELS, conv::KERNELS, fill::KERNELS, linear::KERNELS].concat()
@@ -70,7 +85,7 @@ macro_rules! kernels {
                             Ok(())
                         }
                         #[cfg(feature = "sim")]
-                        $crate::backend::cuda::ExecKind::Sim => {
+                        $crate::backend::cuda::ExecKind::Sim(checks) => {
                             extern "C" {
                                 fn $name( $( $arg: $ty ),* );
                             }
@@ -84,8 +99,10 @@ macro_rules! kernels {
                                 // pointers are host buffers sized by the caller.
                                 unsafe { $name( $( a.$arg ),* ) }
                             }
+                            let ptrs: Vec<$crate::backend::cuda::ops::Ptr> =
+                                [$( $crate::backend::cuda::ops::KernelArg::device_ptr(&$arg) ),*].into_iter().flatten().collect();
                             let args = Args { $( $arg ),* };
-                            $crate::backend::cuda::sim::launch(stringify!($name), launch, self.mode, trampoline, &args as *const Args as *mut std::ffi::c_void)
+                            $crate::backend::cuda::sim::launch(stringify!($name), launch, self.mode, *checks, &ptrs, trampoline, &args as *const Args as *mut std::ffi::c_void)
                         }
                     }
                 }
@@ -107,6 +124,7 @@ macro_rules! kernel_arg {
             // SAFETY: `$t` is `Pod` (checked just above): a `#[repr(C)]` struct of plain
             // numbers with no padding, laid out as build.rs declares it to the kernels.
             unsafe impl cudarc::driver::DeviceRepr for $t {}
+            impl $crate::backend::cuda::ops::KernelArg for $t {}
         )*
     };
 }
