@@ -2,6 +2,7 @@
 //! checkpoint can store the exact generator state and a resumed run continues the same
 //! stream of noise and shuffles.
 
+use crate::hash::{Fnv64, FNV64_OFFSET_BASIS};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,11 +26,7 @@ impl Rng {
 
     /// An independent stream derived from this seed and a label (e.g. per purpose).
     pub fn derive(seed: u64, label: &str) -> Rng {
-        let mut h = seed ^ 0xcbf2_9ce4_8422_2325;
-        for b in label.bytes() {
-            h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
-        }
-        Rng::new(h)
+        Rng::new(Fnv64::with_state(seed ^ FNV64_OFFSET_BASIS).bytes(label.as_bytes()).finish())
     }
 
     pub fn next_u64(&mut self) -> u64 {

@@ -14,8 +14,9 @@
 //! is rebuilt. The key covers the catalogue fingerprint (captions file bytes, image paths,
 //! sizes and mtimes), size, fit mode and the preparation recipe.
 
-use super::catalogue::{Catalogue, Fnv64, SkipReason};
+use super::catalogue::{Catalogue, SkipReason};
 use super::image::{load_planar, Fit, RESIZE_FILTER};
+use crate::hash::Fnv64;
 use anyhow::{bail, Context, Result};
 use memmap2::Mmap;
 use rayon::prelude::*;
