@@ -1,27 +1,22 @@
-//! A small, seedable, serialisable RNG (xoshiro256** seeded by splitmix64), so a
-//! checkpoint can store the exact generator state and a resumed run continues the same
-//! stream of noise and shuffles.
+//! A seedable, serialisable RNG: xoshiro256** from `rand_xoshiro`, seeded through splitmix64,
+//! so a checkpoint can store the exact generator state and a resumed run continues the same
+//! stream of noise and shuffles. `scripts/torch_sample.py` replays the same stream in Python.
 
 use crate::hash::{Fnv64, FNV64_OFFSET_BASIS};
+use rand_xoshiro::rand_core::{Rng as _, SeedableRng};
+use rand_xoshiro::Xoshiro256StarStar;
 use serde::{Deserialize, Serialize};
 
+/// Serialised as the generator's own state, `{"s":[u64; 4]}`: the form checkpoints have
+/// always held (a test pins it, should `rand_xoshiro` ever change its serde form).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Rng {
-    s: [u64; 4],
-}
-
-fn splitmix64(x: &mut u64) -> u64 {
-    *x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *x;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
+#[serde(transparent)]
+pub struct Rng(Xoshiro256StarStar);
 
 impl Rng {
+    /// The state is four splitmix64 outputs of `seed`.
     pub fn new(seed: u64) -> Rng {
-        let mut x = seed;
-        Rng { s: [splitmix64(&mut x), splitmix64(&mut x), splitmix64(&mut x), splitmix64(&mut x)] }
+        Rng(Xoshiro256StarStar::seed_from_u64(seed))
     }
 
     /// An independent stream derived from this seed and a label (e.g. per purpose).
@@ -30,16 +25,7 @@ impl Rng {
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        let s = &mut self.s;
-        let result = s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
-        let t = s[1] << 17;
-        s[2] ^= s[0];
-        s[3] ^= s[1];
-        s[1] ^= s[2];
-        s[0] ^= s[3];
-        s[2] ^= t;
-        s[3] = s[3].rotate_left(45);
-        result
+        self.0.next_u64()
     }
 
     /// Uniform in [0, 1) with 53 random bits.
