@@ -3,7 +3,7 @@
 //! `images/` prefix may be left out).
 
 use super::catalogue::{hash_image, read_text, Catalogue, Item, Layout, ReadCounts, SkipReason};
-use super::csv::{records, Record};
+use super::records::{records, Record};
 use crate::hash::Fnv64;
 use anyhow::{bail, Result};
 use std::path::Path;

@@ -9,7 +9,7 @@
 //! a row (ignored). Unreadable images are found later, when the cache is built.
 
 use super::catalogue::{hash_image, read_text, Catalogue, Item, Layout, ReadCounts, SkipReason};
-use super::csv::{records, Record};
+use super::records::{records, Record};
 use crate::hash::Fnv64;
 use anyhow::{bail, Context, Result};
 use std::collections::{HashMap, HashSet};
