@@ -2,8 +2,9 @@
 //! `{"image": ..., "text": ...}` per line). Image paths are relative to the data folder (an
 //! `images/` prefix may be left out).
 
-use super::catalogue::{hash_image, read_text, Catalogue, Fnv64, Item, Layout, ReadCounts, SkipReason};
-use super::csv::{records, Record};
+use super::catalogue::{hash_image, read_text, Catalogue, Item, Layout, ReadCounts, SkipReason};
+use super::records::{records, Record};
+use crate::hash::Fnv64;
 use anyhow::{bail, Result};
 use std::path::Path;
 

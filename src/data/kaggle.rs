@@ -8,8 +8,9 @@
 //! `NA` (treated as empty), rows without an image and duplicate ids (skipped), images without
 //! a row (ignored). Unreadable images are found later, when the cache is built.
 
-use super::catalogue::{hash_image, read_text, Catalogue, Fnv64, Item, Layout, ReadCounts, SkipReason};
-use super::csv::{records, Record};
+use super::catalogue::{hash_image, read_text, Catalogue, Item, Layout, ReadCounts, SkipReason};
+use super::records::{records, Record};
+use crate::hash::Fnv64;
 use anyhow::{bail, Context, Result};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;

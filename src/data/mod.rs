@@ -14,10 +14,10 @@
 pub mod cache;
 pub mod captions;
 pub mod catalogue;
-pub mod csv;
 pub mod image;
 pub mod kaggle;
 pub mod loader;
+pub mod records;
 pub mod synth;
 
 pub use catalogue::{read_catalogue, Catalogue, Item, Layout, ReadCounts, SkipReason};
