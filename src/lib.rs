@@ -7,5 +7,6 @@ pub mod gradcheck;
 pub mod model;
 pub mod nn;
 pub mod rng;
+pub mod sample;
 pub mod text;
 pub mod train;
