@@ -8,5 +8,6 @@ pub mod model;
 pub mod nn;
 pub mod rng;
 pub mod sample;
+pub mod serve;
 pub mod text;
 pub mod train;
