@@ -71,6 +71,8 @@ pub struct Drawer<B: Backend> {
 }
 
 impl<B: Backend> Drawer<B> {
+    /// The generator users see. This is the one place `sample` and `serve` choose its
+    /// weights: when checkpoints carry an EMA generator, it is picked here.
     pub fn new(be: &B, loaded: &Loaded) -> Result<Drawer<B>> {
         let cfg = &loaded.state.config;
         let mut gan = Gan::new(be, cfg, &loaded.state.options.hyper, 0)?;

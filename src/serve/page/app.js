@@ -143,6 +143,8 @@ function markKept() {
 
 function keep(s, index) {
   state.kept = { seed: s, index };
+  // Ready for the next words: the same garment, another description.
+  $("text").focus({ preventScroll: true });
   markKept();
   drawKept();
   drawWalk();
