@@ -287,6 +287,13 @@ async fn the_studio_in_headless_chromium() {
         println!("screenshot copied to {}", Path::new(&p).display());
     }
 
+    // N past the limit draws the limit, and the box says so.
+    let n = c.find(Locator::Css("#n")).await.unwrap();
+    n.clear().await.unwrap();
+    n.send_keys(&format!("100{}", char::from(Key::Tab))).await.unwrap();
+    wait_for(&c, "64 designs", &grid_ready(text, 64, size)).await;
+    assert_eq!(js(&c, "return document.getElementById('n').value").await, json!("64"));
+
     c.close().await.unwrap();
     drop(driver);
     let _ = stop.send(());

@@ -69,7 +69,9 @@ function renderWords() {
 // ---- inputs ----------------------------------------------------------------------------
 
 function readInt(id, lo, hi, fallback) {
-  const v = Math.floor(Number($(id).value));
+  const text = $(id).value.trim();
+  if (text === "") return fallback;
+  const v = Math.floor(Number(text));
   if (!Number.isFinite(v)) return fallback;
   return Math.min(hi, Math.max(lo, v));
 }
@@ -87,6 +89,11 @@ function setWarning(msg) {
   const w = $("warning");
   w.hidden = !msg;
   w.textContent = msg || "";
+}
+
+// Shows what is used in place of an out-of-range number (an empty box stays empty).
+function settle(id, read) {
+  if ($(id).value.trim() !== "") $(id).value = String(read());
 }
 
 // ---- the grid ----------------------------------------------------------------------------
@@ -309,10 +316,12 @@ async function start() {
     redrawAllSoon();
   });
   $("n").addEventListener("change", () => {
+    settle("n", count); // what is drawn: 1 to the server's limit
     drawGrid();
     updateLink();
   });
   $("seed").addEventListener("change", () => {
+    settle("seed", seed);
     drawGrid();
     if (!state.kept) drawWalk();
     updateLink();
@@ -324,7 +333,10 @@ async function start() {
     updateLink();
   });
   $("text-b").addEventListener("input", redrawWalkSoon);
-  $("steps").addEventListener("change", redrawWalkSoon);
+  $("steps").addEventListener("change", () => {
+    settle("steps", steps);
+    redrawWalkSoon();
+  });
   $("walk-slider").addEventListener("input", showWalkFrame);
   $("run-grid-step").addEventListener("change", (e) => {
     $("run-grid").src = e.target.value;
