@@ -4,6 +4,7 @@
 use base64::Engine;
 use gan_engine::serve::{Options, Server};
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -99,16 +100,20 @@ fn pngs(answer: &Value) -> Vec<Vec<u8>> {
     answer["images"].as_array().unwrap().iter().map(|s| base64::engine::general_purpose::STANDARD.decode(s.as_str().unwrap()).unwrap()).collect()
 }
 
-/// `gan-engine sample ... --out-dir DIR`: the files it writes, by name.
-fn sample_cli(args: &[&str]) -> PathBuf {
+/// `gan-engine sample ... --out-dir DIR`: the files it writes, by name (the folder is
+/// removed).
+fn sample_cli(args: &[&str]) -> HashMap<String, Vec<u8>> {
     let dir = tmp(&format!("cli-{}", args.join("-").replace(|c: char| !c.is_ascii_alphanumeric(), "_")));
     let out = bin().arg("sample").arg("--checkpoint").arg(run_folder()).args(args).arg("--out-dir").arg(&dir).args(["--device", "cpu"]).output().unwrap();
     assert!(out.status.success(), "sample {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    dir
+    let files =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap()).map(|e| (e.file_name().into_string().unwrap(), std::fs::read(e.path()).unwrap())).collect();
+    std::fs::remove_dir_all(&dir).unwrap();
+    files
 }
 
-fn read(p: PathBuf) -> Vec<u8> {
-    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+fn file<'a>(files: &'a HashMap<String, Vec<u8>>, name: &str) -> &'a [u8] {
+    files.get(name).unwrap_or_else(|| panic!("sample wrote no {name}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,7 +155,7 @@ async fn the_page_the_model_and_the_run() {
         image::load_from_memory(&r.bytes().await.unwrap()).unwrap();
     }
     let grid = c.get(s.url(samples[1]["url"].as_str().unwrap())).send().await.unwrap().bytes().await.unwrap();
-    assert_eq!(grid.as_ref(), read(run.join("samples/step-00000002.png")), "the grid file as it is");
+    assert_eq!(grid.as_ref(), std::fs::read(run.join("samples/step-00000002.png")).unwrap(), "the grid file as it is");
 
     // The vocabulary is the checkpoint's.
     let (status, vocab) = get_json(&c, &s.url("/api/vocabulary")).await;
@@ -171,6 +176,7 @@ async fn the_page_the_model_and_the_run() {
     assert_eq!(status, 404);
     assert!(e["error"].as_str().unwrap().contains("run folder"), "{e}");
     s.stop().await;
+    let _ = std::fs::remove_dir_all(lone);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,9 +191,9 @@ async fn images_are_the_bytes_of_gan_engine_sample() {
     assert_eq!((a["size"].as_u64(), a["seed"].as_u64(), a["n"].as_u64(), a["first"].as_u64()), (Some(32), Some(5), Some(6), Some(0)));
     let got = pngs(&a);
     assert_eq!(got.len(), 6);
-    let dir = sample_cli(&["--text", text, "--seed", "5", "-n", "6"]);
+    let files = sample_cli(&["--text", text, "--seed", "5", "-n", "6"]);
     for (i, png) in got.iter().enumerate() {
-        assert_eq!(png, &read(dir.join(format!("row00-col{i:02}.png"))), "image {i}");
+        assert_eq!(png, file(&files, &format!("row00-col{i:02}.png")), "image {i}");
         let img = image::load_from_memory(png).unwrap();
         assert_eq!((img.width(), img.height()), (32, 32));
     }
@@ -200,9 +206,9 @@ async fn images_are_the_bytes_of_gan_engine_sample() {
     // Images 60..68 of a seed are images 60..68 of `sample -n 70`, across its 64-image chunk.
     let (status, b) = post(&c, &s.url("/api/sample"), json!({"text": "Men Blue Shirt", "seed": 11, "n": 8, "first": 60})).await;
     assert_eq!(status, 200, "{b}");
-    let dir = sample_cli(&["--text", "Men Blue Shirt", "--seed", "11", "-n", "70"]);
+    let files = sample_cli(&["--text", "Men Blue Shirt", "--seed", "11", "-n", "70"]);
     for (i, png) in pngs(&b).iter().enumerate() {
-        assert_eq!(png, &read(dir.join(format!("row00-col{:02}.png", 60 + i))), "image {}", 60 + i);
+        assert_eq!(png, file(&files, &format!("row00-col{:02}.png", 60 + i)), "image {}", 60 + i);
     }
 
     // One image as a PNG file.
@@ -210,15 +216,15 @@ async fn images_are_the_bytes_of_gan_engine_sample() {
     assert_eq!(r.status().as_u16(), 200);
     assert_eq!(r.headers()["content-type"], "image/png");
     assert!(r.headers()["content-disposition"].to_str().unwrap().contains("design-11-63.png"));
-    assert_eq!(r.bytes().await.unwrap().as_ref(), read(dir.join("row00-col63.png")));
+    assert_eq!(r.bytes().await.unwrap().as_ref(), file(&files, "row00-col63.png"));
 
     // A text without a known word still draws, with a warning, as `sample` does.
     let (status, w) = post(&c, &s.url("/api/sample"), json!({"text": "zzqx qqzy", "seed": 2, "n": 2})).await;
     assert_eq!(status, 200, "{w}");
     assert!(w["warning"].as_str().unwrap().contains("no word"), "{w}");
     assert!(w["words"].as_array().unwrap().iter().all(|w| w["known"] == false));
-    let dir = sample_cli(&["--text", "zzqx qqzy", "--seed", "2", "-n", "2"]);
-    assert_eq!(pngs(&w)[1], read(dir.join("row00-col01.png")));
+    let files = sample_cli(&["--text", "zzqx qqzy", "--seed", "2", "-n", "2"]);
+    assert_eq!(pngs(&w)[1], file(&files, "row00-col01.png"));
     let (_, ok) = post(&c, &s.url("/api/sample"), json!({"text": text})).await;
     assert_eq!((ok["warning"].clone(), ok["n"].as_u64(), ok["seed"].as_u64()), (Value::Null, Some(8), Some(0)), "defaults: n 8, seed 0");
 
@@ -228,9 +234,9 @@ async fn images_are_the_bytes_of_gan_engine_sample() {
     assert_eq!((walk["steps"].as_u64(), walk["index"].as_u64()), (Some(5), Some(2)));
     let frames = pngs(&walk);
     assert_eq!(frames.len(), 5);
-    let dir = sample_cli(&["--interpolate", "Women Red Dress", "Men Blue Shirt", "--steps", "5", "-n", "3", "--seed", "7"]);
+    let files = sample_cli(&["--interpolate", "Women Red Dress", "Men Blue Shirt", "--steps", "5", "-n", "3", "--seed", "7"]);
     for (c, png) in frames.iter().enumerate() {
-        assert_eq!(png, &read(dir.join(format!("row02-col{c:02}.png"))), "walk step {c}");
+        assert_eq!(png, file(&files, &format!("row02-col{c:02}.png")), "walk step {c}");
     }
     // Its ends are the caption images with the same noise: index 2 of seed 7.
     let (_, end) = post(&c, &s.url("/api/sample"), json!({"text": "Men Blue Shirt", "seed": 7, "n": 1, "first": 2})).await;
