@@ -299,4 +299,7 @@ async fn the_studio_in_headless_chromium() {
     let _ = stop.send(());
     serving.await.unwrap().unwrap();
     let _ = std::fs::remove_dir_all(profile);
+    if std::env::var_os("GAN_ENGINE_STUDIO_CHECKPOINT").is_none() {
+        let _ = std::fs::remove_dir_all(opts.checkpoint);
+    }
 }
