@@ -58,16 +58,22 @@ fn checkpoint() -> PathBuf {
     run
 }
 
-/// chromedriver on a free loopback port; killed (this child only) when dropped.
+/// chromedriver on a free loopback port, in a process group of its own that the browsers
+/// it starts join; the group is killed when dropped, so a failing test leaves no browser.
 struct Driver {
     child: Child,
     url: String,
+    /// The browser's profile folder, removed with it.
+    profile: PathBuf,
 }
 
 impl Driver {
-    fn start(exe: &Path) -> Driver {
+    fn start(exe: &Path, profile: PathBuf) -> Driver {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new(exe)
+        let mut cmd = Command::new(exe);
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let child = cmd
             .arg(format!("--port={port}"))
             .arg("--allowed-ips=127.0.0.1")
             .stdout(Stdio::null())
@@ -79,14 +85,17 @@ impl Driver {
             assert!(Instant::now() < deadline, "chromedriver did not listen on port {port} within 20 s");
             std::thread::sleep(Duration::from_millis(100));
         }
-        Driver { child, url: format!("http://127.0.0.1:{port}") }
+        Driver { child, url: format!("http://127.0.0.1:{port}"), profile }
     }
 }
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        #[cfg(unix)]
+        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", self.child.id())]).status();
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.profile);
     }
 }
 
@@ -146,8 +155,8 @@ async fn the_studio_in_headless_chromium() {
     let vocab: Value = http.get(format!("{base}/api/vocabulary")).send().await.unwrap().json().await.unwrap();
     let vocab: Vec<&str> = vocab["words"].as_array().unwrap().iter().map(|w| w.as_str().unwrap()).collect();
 
-    let driver = Driver::start(&chromedriver);
     let profile = tmp("profile");
+    let driver = Driver::start(&chromedriver, profile.clone());
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),
@@ -298,7 +307,6 @@ async fn the_studio_in_headless_chromium() {
     drop(driver);
     let _ = stop.send(());
     serving.await.unwrap().unwrap();
-    let _ = std::fs::remove_dir_all(profile);
     if std::env::var_os("GAN_ENGINE_STUDIO_CHECKPOINT").is_none() {
         let _ = std::fs::remove_dir_all(opts.checkpoint);
     }
