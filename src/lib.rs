@@ -7,6 +7,8 @@ pub mod hash;
 pub mod model;
 pub mod nn;
 pub mod rng;
+pub mod sample;
+pub mod serve;
 pub mod text;
 pub mod train;
 pub mod verify;

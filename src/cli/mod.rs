@@ -6,6 +6,7 @@ mod model;
 mod prepare;
 mod sample;
 mod selftest;
+mod serve;
 mod synth;
 mod text;
 mod train;
@@ -26,6 +27,8 @@ pub enum Command {
     Train(train::Args),
     /// Draw images for product descriptions from a trained checkpoint.
     Sample(sample::Args),
+    /// Serve the design studio: a local web page that draws products from descriptions.
+    Serve(serve::Args),
     /// Print the generator and discriminator layer tables: shapes, parameters, FLOP.
     Model(model::Args),
     /// Time full training iterations (D step + G step) and, with --profile, every op.
@@ -46,6 +49,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(a) => train::run(a),
         Command::Sample(a) => sample::run(a),
+        Command::Serve(a) => serve::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Model(a) => model::run(a),
         Command::Selftest(a) => selftest::run(a),
