@@ -35,6 +35,9 @@ pub struct Args {
     /// cpu, cuda, or auto.
     #[arg(long, default_value = "auto")]
     device: String,
+    /// GEMM precision, f32 or bf16 (see `train --help`) [default: the run's].
+    #[arg(long)]
+    precision: Option<String>,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -42,7 +45,8 @@ pub fn run(a: Args) -> Result<()> {
     let path = checkpoint::resolve(&a.checkpoint).with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;
     let ck = checkpoint::load(&path)?;
     let state = RunState::from_checkpoint(&ck).with_context(|| format!("--checkpoint {}", path.display()))?;
-    match device::open(&a.device)? {
+    let precision = device::parse_precision(a.precision.as_deref())?.unwrap_or(state.options.precision);
+    match device::open(&a.device, Some(precision))? {
         Opened::Cpu(be) => sample(&be, &a, &state, &ck.tensors),
         Opened::Gpu(be) => sample(&be, &a, &state, &ck.tensors),
     }

@@ -23,7 +23,7 @@ pub fn run(a: Args) -> Result<()> {
     if a.device == "cpu" {
         return cpu(a.per_param);
     }
-    match device::open(&a.device)? {
+    match device::open(&a.device, None)? {
         Opened::Gpu(gpu) => kernels(&gpu),
         Opened::Cpu(_) => cpu(a.per_param),
     }
