@@ -32,6 +32,7 @@ pub mod cpu;
 pub mod cuda;
 pub mod device;
 pub mod linear;
+pub mod precision;
 pub mod profile;
 
 pub use activation::{ActParams, ActivationOps};
@@ -41,6 +42,7 @@ pub use bce::{BceOps, BceParams};
 pub use concat::{ConcatOps, ConcatParams};
 pub use conv::{ConvOps, ConvParams};
 pub use linear::{LinearOps, LinearParams};
+pub use precision::Precision;
 pub use profile::{Profiler, Work};
 
 use anyhow::Result;
@@ -82,6 +84,11 @@ pub trait Core: 'static {
         Self: Sized,
     {
         self.profiler().run(op, || self.synchronize(), work, f)
+    }
+
+    /// What the convolution and linear GEMMs multiply with (`--precision`).
+    fn precision(&self) -> Precision {
+        Precision::F32
     }
 
     /// Kernels launched since the last call, by name (a backend without kernels has none).

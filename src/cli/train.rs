@@ -1,6 +1,6 @@
 use anyhow::{bail, Context, Result};
 use gan_engine::backend::device::{self, Opened};
-use gan_engine::backend::Core;
+use gan_engine::backend::{Core, Precision};
 use gan_engine::text::DEFAULT_MAX_FEATURES;
 use gan_engine::train::checkpoint;
 use gan_engine::train::run::{iters_for_epochs, train_until, RunState, TrainOptions};
@@ -76,13 +76,18 @@ pub struct Args {
     /// Folder for decoded-image caches (default: the user cache folder).
     #[arg(long)]
     cache_dir: Option<PathBuf>,
+    /// GEMM precision of the convolutions and linear layers: f32, or bf16 (operands rounded
+    /// to bf16, products summed in f32, as PyTorch's autocast; weights, Adam and batchnorm
+    /// stay f32) [default: f32].
+    #[arg(long)]
+    precision: Option<String>,
     /// No progress bar (one line per checkpoint instead).
     #[arg(long)]
     quiet: bool,
 }
 
 /// Options of a new run from the flags and defaults.
-fn fresh(a: &Args) -> TrainOptions {
+fn fresh(a: &Args, precision: Option<Precision>) -> TrainOptions {
     let d = Hyper::default();
     TrainOptions {
         data: a.data.clone(),
@@ -105,14 +110,16 @@ fn fresh(a: &Args) -> TrainOptions {
         crop: a.crop,
         max_features: a.max_features.unwrap_or(DEFAULT_MAX_FEATURES),
         cache_dir: a.cache_dir.clone(),
+        precision: precision.unwrap_or_default(),
     }
 }
 
 /// A resumed run keeps its stored options; flags that would change the model, the data
 /// or the random streams are refused, while the schedule (iterations, saving) may change.
-fn resumed(a: &Args, stored: &TrainOptions) -> Result<TrainOptions> {
+fn resumed(a: &Args, precision: Option<Precision>, stored: &TrainOptions) -> Result<TrainOptions> {
     let mut o = stored.clone();
-    let fixed: [(&str, bool); 11] = [
+    let fixed: [(&str, bool); 12] = [
+        ("--precision", precision.is_some_and(|p| p != stored.precision)),
         ("--data", a.data.as_ref().is_some_and(|d| Some(d) != stored.data.as_ref())),
         ("--size", a.size.is_some_and(|v| v != stored.size)),
         ("--width", a.width.is_some_and(|v| v != stored.width)),
@@ -155,24 +162,25 @@ pub fn run(a: Args) -> Result<()> {
             bail!("--size {s} is not supported: use 32, 64 or 128");
         }
     }
+    let precision = device::parse_precision(a.precision.as_deref())?;
     let (mut opts, resume, out) = match &a.resume {
         Some(dir) => {
             let path = checkpoint::resolve(dir).with_context(|| format!("--resume {}", dir.display()))?;
             let ck = checkpoint::load(&path)?;
             let state = RunState::from_checkpoint(&ck).with_context(|| format!("--resume {}", path.display()))?;
-            let opts = resumed(&a, &state.options)?;
+            let opts = resumed(&a, precision, &state.options)?;
             // The run folder is the one holding checkpoints/, unless --out says otherwise.
             let run_dir =
                 if dir.is_dir() { dir.clone() } else { path.parent().and_then(|p| p.parent()).map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".")) };
             (opts, Some((path, ck)), a.out.clone().unwrap_or(run_dir))
         }
-        None => (fresh(&a), None, a.out.clone().unwrap_or_else(|| PathBuf::from("runs/train"))),
+        None => (fresh(&a, precision), None, a.out.clone().unwrap_or_else(|| PathBuf::from("runs/train"))),
     };
     if let Some(e) = a.epochs {
         let (captions, _) = gan_engine::data::read_captions(&gan_engine::data::DataSource::from_arg(opts.data.clone()))?;
         opts.iters = iters_for_epochs(e, captions.len(), opts.batch);
     }
-    let backend = device::open(&a.device)?;
+    let backend = device::open(&a.device, Some(opts.precision))?;
     let name = match &backend {
         Opened::Cpu(be) => be.name(),
         Opened::Gpu(be) => be.name(),

@@ -3,7 +3,7 @@
 use super::checkpoint::{self, Checkpoint};
 use super::report::{self, MetricsRow};
 use super::{Gan, Hyper, StepInputs};
-use crate::backend::Backend;
+use crate::backend::{Backend, Precision};
 use crate::data::{self, DataSource, LoaderOptions, LoaderState, PrepareOptions, PreparedData};
 use crate::model::ModelConfig;
 use crate::nn::Mode;
@@ -36,6 +36,9 @@ pub struct TrainOptions {
     pub crop: bool,
     pub max_features: usize,
     pub cache_dir: Option<PathBuf>,
+    /// `--precision` of the GEMMs (checkpoints from before it trained in f32).
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 /// How many iterations `--epochs E` means for a data set of `len` items.
@@ -148,6 +151,13 @@ pub fn train_until<B: Backend>(
     ensure!(opts.batch > 0, "--batch must be at least 1");
     ensure!(opts.save_every > 0 && opts.sample_every > 0, "--save-every and --sample-every must be at least 1");
     ensure!(opts.keep > 0, "--keep must be at least 1");
+    ensure!(
+        be.precision() == opts.precision,
+        "the run trains in --precision {} but the backend {} multiplies in {}",
+        opts.precision,
+        be.name(),
+        be.precision()
+    );
     opts.hyper.check()?;
     ModelConfig::new(opts.size, opts.width)?.check_batch(opts.batch)?;
     ensure_writable(out)?;

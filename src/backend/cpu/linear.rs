@@ -1,5 +1,6 @@
 //! The CPU twin of linear: one GEMM per pass (`gemm::matmul`), the bias added per row.
 
+use super::bf16::Bf16Kernel;
 use super::gemm::matmul;
 use super::{check, CpuBackend, Elem};
 use crate::backend::{Core, LinearOps, LinearParams};
@@ -19,7 +20,7 @@ impl<T: Elem> LinearOps for CpuBackend<T> {
                 if let Some(b) = b {
                     check("linear bias", b, o)?;
                 }
-                linear_forward(n, i, o, x, w, b.map(|b| b.as_slice()), y);
+                linear_forward(self.bf16, n, i, o, x, w, b.map(|b| b.as_slice()), y);
                 Ok(())
             },
         )
@@ -34,7 +35,7 @@ impl<T: Elem> LinearOps for CpuBackend<T> {
                 check("linear w", w, o * i)?;
                 check("linear dx", dx, n * i)?;
                 // dx[n, i] = dy[n, o] . w[o, i]
-                matmul(n, i, o, dx, i, false, dy, o as isize, 1, w, i as isize, 1);
+                matmul(self.bf16, n, i, o, dx, i, false, dy, o as isize, 1, w, i as isize, 1);
                 Ok(())
             },
         )
@@ -49,7 +50,7 @@ impl<T: Elem> LinearOps for CpuBackend<T> {
                 check("linear dy", dy, n * o)?;
                 check("linear dw", dw, o * i)?;
                 // dw[o, i] += dy^T[o, n] . x[n, i]
-                matmul(o, i, n, dw, i, true, dy, 1, o as isize, x, i as isize, 1);
+                matmul(self.bf16, o, i, n, dw, i, true, dy, 1, o as isize, x, i as isize, 1);
                 if let Some(db) = db {
                     check("linear db", db, o)?;
                     super::conv::bias_backward_params(n, o, 1, dy, db);
@@ -60,9 +61,10 @@ impl<T: Elem> LinearOps for CpuBackend<T> {
     }
 }
 
-fn linear_forward<T: Elem>(n: usize, i: usize, o: usize, x: &[T], w: &[T], b: Option<&[T]>, y: &mut [T]) {
+#[allow(clippy::too_many_arguments)]
+fn linear_forward<T: Elem>(bf16: Option<Bf16Kernel>, n: usize, i: usize, o: usize, x: &[T], w: &[T], b: Option<&[T]>, y: &mut [T]) {
     // y[n, o] = x[n, i] . w^T[i, o]
-    matmul(n, o, i, y, o, false, x, i as isize, 1, w, 1, i as isize);
+    matmul(bf16, n, o, i, y, o, false, x, i as isize, 1, w, 1, i as isize);
     if let Some(b) = b {
         y[..n * o].par_chunks_mut(o).for_each(|row| row.iter_mut().zip(b).for_each(|(v, b)| *v += *b));
     }
