@@ -160,28 +160,3 @@ fn a_forced_kernel_this_cpu_lacks_is_an_error_naming_the_variable() {
     assert!(Bf16Kernel::F32.available());
     assert!(Bf16Kernel::best().available());
 }
-
-/// Not a test: `cargo test --release --test cpu_bf16 -- --ignored --nocapture gemm_rates`
-/// prints each kernel's rate at one of the model's GEMM shapes, one thread.
-#[test]
-#[ignore]
-fn gemm_rates() {
-    let (m, n, k) = (512, 1024, 4096);
-    let mut rng = Rng::new(1);
-    let mut a = vec![0.0f32; m * k];
-    let mut b = vec![0.0f32; k * n];
-    rng.fill_normal(&mut a, 0.0, 1.0);
-    rng.fill_normal(&mut b, 0.0, 1.0);
-    let mut c = vec![0.0f32; m * n];
-    for kernel in Bf16Kernel::ALL.into_iter().filter(|k| k.available()) {
-        for threads in [false, true] {
-            let mut best = f64::INFINITY;
-            for _ in 0..3 {
-                let t = std::time::Instant::now();
-                matmul(kernel, threads, m, n, k, &mut c, n, false, &a, k as isize, 1, &b, n as isize, 1);
-                best = best.min(t.elapsed().as_secs_f64());
-            }
-            println!("{} threads {threads}: {:.1} GFLOP/s ({best:.4} s)", kernel.label(), 2.0 * (m * n * k) as f64 / best / 1e9);
-        }
-    }
-}
