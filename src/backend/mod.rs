@@ -112,3 +112,15 @@ pub fn check_len(what: &str, have: usize, need: usize) -> Result<()> {
     anyhow::ensure!(have >= need, "{what}: buffer holds {have} values, op needs {need}");
     Ok(())
 }
+
+/// Every operand of `op` holds what the op needs: `(name, buffer, values needed)`, `None`
+/// for an absent optional operand. Each family's parameter struct lists its operands per
+/// pass with this, once for every backend.
+pub fn check_operands<B: Core>(be: &B, op: &str, operands: &[(&str, Option<&B::Buf>, usize)]) -> Result<()> {
+    for &(name, buf, need) in operands {
+        if let Some(buf) = buf {
+            check_len(&format!("{op} {name}"), be.len(buf), need)?;
+        }
+    }
+    Ok(())
+}

@@ -509,5 +509,5 @@ fn matmul_rounded_f32(
         out
     };
     let (ar, br) = (round(m, k, a, a_rs, a_cs), round(k, n, b, b_rs, b_cs));
-    super::gemm::matmul_f32_exact(threads, m, n, k, c, ldc, accumulate, &ar, k as isize, 1, &br, n as isize, 1);
+    super::gemm::matmul_exact(threads, m, n, k, c, ldc, accumulate, &ar, k as isize, 1, &br, n as isize, 1);
 }

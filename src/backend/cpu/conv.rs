@@ -9,21 +9,10 @@
 use super::bf16::Bf16Kernel;
 use super::gemm::{matmul, matmul_on};
 use super::simd::wide;
-use super::{check, CpuBackend, Elem, SharedMut};
+use super::{CpuBackend, Elem, SharedMut};
 use crate::backend::{ConvOps, ConvParams, Core};
 use anyhow::Result;
 use rayon::prelude::*;
-
-impl<T: Elem> CpuBackend<T> {
-    /// The checks every pass makes of its image-sized and weight operands.
-    fn conv_check(op: &str, p: &ConvParams, x: (&str, &[T], usize), w: Option<&[T]>, y: (&str, &[T], usize)) -> Result<()> {
-        check(&format!("{op} {}", x.0), x.1, x.2)?;
-        if let Some(w) = w {
-            check(&format!("{op} w"), w, p.weight_len())?;
-        }
-        check(&format!("{op} {}", y.0), y.1, y.2)
-    }
-}
 
 impl<T: Elem> ConvOps for CpuBackend<T> {
     fn conv2d_forward(&self, p: &ConvParams, x: &Vec<T>, w: &Vec<T>, bias: Option<&Vec<T>>, y: &mut Vec<T>) -> Result<()> {
@@ -31,10 +20,7 @@ impl<T: Elem> ConvOps for CpuBackend<T> {
             "conv2d_forward",
             || p.conv2d_work(),
             || {
-                Self::conv_check("conv2d_forward", p, ("x", x, p.in_len()), Some(w), ("y", y, p.out_len()))?;
-                if let Some(b) = bias {
-                    check("conv2d_forward bias", b, p.c_out as usize)?;
-                }
+                p.check_forward(self, "conv2d_forward", x, w, bias, y)?;
                 conv2d_forward(self, p, x, w, bias.map(|b| b.as_slice()), y);
                 Ok(())
             },
@@ -45,7 +31,7 @@ impl<T: Elem> ConvOps for CpuBackend<T> {
             "conv2d_backward_input",
             || p.conv2d_work(),
             || {
-                Self::conv_check("conv2d_backward_input", p, ("dy", dy, p.out_len()), Some(w), ("dx", dx, p.in_len()))?;
+                p.check_backward_input(self, "conv2d_backward_input", dy, w, dx)?;
                 conv2d_backward_input(self, p, dy, w, dx);
                 Ok(())
             },
@@ -56,10 +42,9 @@ impl<T: Elem> ConvOps for CpuBackend<T> {
             "conv2d_backward_params",
             || p.conv2d_work(),
             || {
-                Self::conv_check("conv2d_backward_params", p, ("x", x, p.in_len()), Some(dw), ("dy", dy, p.out_len()))?;
+                p.check_backward_params(self, "conv2d_backward_params", x, dy, dw, dbias.as_deref())?;
                 conv2d_backward_params(self, p, x, dy, dw);
                 if let Some(db) = dbias {
-                    check("conv2d_backward_params dbias", db, p.c_out as usize)?;
                     bias_backward_params(p.n as usize, p.c_out as usize, (p.h_out * p.w_out) as usize, dy, db);
                 }
                 Ok(())
@@ -72,10 +57,7 @@ impl<T: Elem> ConvOps for CpuBackend<T> {
             "conv_transpose2d_forward",
             || p.conv_transpose2d_work(),
             || {
-                Self::conv_check("conv_transpose2d_forward", p, ("x", x, p.in_len()), Some(w), ("y", y, p.out_len()))?;
-                if let Some(b) = bias {
-                    check("conv_transpose2d_forward bias", b, p.c_out as usize)?;
-                }
+                p.check_forward(self, "conv_transpose2d_forward", x, w, bias, y)?;
                 conv_transpose2d_forward(self, p, x, w, bias.map(|b| b.as_slice()), y);
                 Ok(())
             },
@@ -86,7 +68,7 @@ impl<T: Elem> ConvOps for CpuBackend<T> {
             "conv_transpose2d_backward_input",
             || p.conv_transpose2d_work(),
             || {
-                Self::conv_check("conv_transpose2d_backward_input", p, ("dy", dy, p.out_len()), Some(w), ("dx", dx, p.in_len()))?;
+                p.check_backward_input(self, "conv_transpose2d_backward_input", dy, w, dx)?;
                 conv_transpose2d_backward_input(self, p, dy, w, dx);
                 Ok(())
             },
@@ -97,10 +79,9 @@ impl<T: Elem> ConvOps for CpuBackend<T> {
             "conv_transpose2d_backward_params",
             || p.conv_transpose2d_work(),
             || {
-                Self::conv_check("conv_transpose2d_backward_params", p, ("x", x, p.in_len()), Some(dw), ("dy", dy, p.out_len()))?;
+                p.check_backward_params(self, "conv_transpose2d_backward_params", x, dy, dw, dbias.as_deref())?;
                 conv_transpose2d_backward_params(self, p, x, dy, dw);
                 if let Some(db) = dbias {
-                    check("conv_transpose2d_backward_params dbias", db, p.c_out as usize)?;
                     bias_backward_params(p.n as usize, p.c_out as usize, (p.h_out * p.w_out) as usize, dy, db);
                 }
                 Ok(())

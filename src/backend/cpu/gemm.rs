@@ -60,27 +60,6 @@ pub fn matmul_on<T: Elem>(
     matmul_exact(threads, m, n, k, c, ldc, accumulate, a, a_rs, a_cs, b, b_rs, b_cs)
 }
 
-/// f32 `matmul_on` without the bf16 dispatch: the f32 kernel of `bf16.rs` multiplies its
-/// rounded operands with it.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn matmul_f32_exact(
-    threads: bool,
-    m: usize,
-    n: usize,
-    k: usize,
-    c: &mut [f32],
-    ldc: usize,
-    accumulate: bool,
-    a: &[f32],
-    a_rs: isize,
-    a_cs: isize,
-    b: &[f32],
-    b_rs: isize,
-    b_cs: isize,
-) {
-    matmul_exact(threads, m, n, k, c, ldc, accumulate, a, a_rs, a_cs, b, b_rs, b_cs)
-}
-
 fn f32s<T: Elem>(s: &[T]) -> Option<&[f32]> {
     // SAFETY: T is f32 itself, so the cast is the identity.
     (TypeId::of::<T>() == TypeId::of::<f32>()).then(|| unsafe { &*(s as *const [T] as *const [f32]) })
@@ -112,8 +91,10 @@ fn check_bounds(m: usize, n: usize, k: usize, c_len: usize, ldc: usize, a_len: u
     assert!((m - 1) * ldc + n <= c_len, "matmul: dst out of bounds");
 }
 
+/// `matmul_on` without the bf16 dispatch (the f32 kernel of `bf16.rs` multiplies its
+/// rounded operands with it).
 #[allow(clippy::too_many_arguments)]
-fn matmul_exact<T: Elem>(
+pub(super) fn matmul_exact<T: Elem>(
     threads: bool,
     m: usize,
     n: usize,

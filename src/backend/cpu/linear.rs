@@ -2,7 +2,7 @@
 
 use super::bf16::Bf16Kernel;
 use super::gemm::matmul;
-use super::{check, CpuBackend, Elem};
+use super::{CpuBackend, Elem};
 use crate::backend::{Core, LinearOps, LinearParams};
 use anyhow::Result;
 use rayon::prelude::*;
@@ -13,13 +13,8 @@ impl<T: Elem> LinearOps for CpuBackend<T> {
             "linear_forward",
             || p.work(),
             || {
+                p.check_forward(self, x, w, b, y)?;
                 let (n, i, o) = (p.n as usize, p.in_features as usize, p.out_features as usize);
-                check("linear x", x, n * i)?;
-                check("linear w", w, o * i)?;
-                check("linear y", y, n * o)?;
-                if let Some(b) = b {
-                    check("linear bias", b, o)?;
-                }
                 linear_forward(self.bf16, n, i, o, x, w, b.map(|b| b.as_slice()), y);
                 Ok(())
             },
@@ -30,10 +25,8 @@ impl<T: Elem> LinearOps for CpuBackend<T> {
             "linear_backward_input",
             || p.work(),
             || {
+                p.check_backward_input(self, dy, w, dx)?;
                 let (n, i, o) = (p.n as usize, p.in_features as usize, p.out_features as usize);
-                check("linear dy", dy, n * o)?;
-                check("linear w", w, o * i)?;
-                check("linear dx", dx, n * i)?;
                 // dx[n, i] = dy[n, o] . w[o, i]
                 matmul(self.bf16, n, i, o, dx, i, false, dy, o as isize, 1, w, i as isize, 1);
                 Ok(())
@@ -45,14 +38,11 @@ impl<T: Elem> LinearOps for CpuBackend<T> {
             "linear_backward_params",
             || p.work(),
             || {
+                p.check_backward_params(self, x, dy, dw, db.as_deref())?;
                 let (n, i, o) = (p.n as usize, p.in_features as usize, p.out_features as usize);
-                check("linear x", x, n * i)?;
-                check("linear dy", dy, n * o)?;
-                check("linear dw", dw, o * i)?;
                 // dw[o, i] += dy^T[o, n] . x[n, i]
                 matmul(self.bf16, o, i, n, dw, i, true, dy, 1, o as isize, x, i as isize, 1);
                 if let Some(db) = db {
-                    check("linear db", db, o)?;
                     super::conv::bias_backward_params(n, o, 1, dy, db);
                 }
                 Ok(())
