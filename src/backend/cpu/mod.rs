@@ -12,10 +12,12 @@ mod batchnorm;
 mod bce;
 mod concat;
 mod conv;
+mod cross_entropy;
 mod fill;
-mod gemm;
+pub(crate) mod gemm;
 mod linear;
 mod math;
+mod pool;
 mod simd;
 
 use super::{check_len, Core, Profiler, Work};
