@@ -112,49 +112,37 @@ pub fn laplacian_pyramid(image: &[u8], size: usize, levels: usize) -> Vec<Vec<f3
     out
 }
 
-/// Descriptors (3 x 7 x 7 values each) of every image at every level: `out[level]` is
-/// `[count, 147]`, normalised per channel over the whole set (ProGAN's `finalize_descriptors`).
-pub fn swd_descriptors(images: &[u8], size: usize, seed: u64) -> Vec<Vec<f32>> {
+/// Descriptors (3 x 7 x 7 values each) of every image at pyramid level `level`:
+/// `[count, 147]`, normalised per channel over the whole set (ProGAN's
+/// `finalize_descriptors`). One level at a time, so only one level's descriptors of each set
+/// are held (the pyramids are recomputed per level: cheap next to the projections).
+pub fn swd_descriptors(images: &[u8], size: usize, seed: u64, level: usize) -> Vec<f32> {
     let per = 3 * size * size;
     let n = images.len() / per;
     let levels = swd_levels(size);
     let per_image = (SWD_MAX_DESCRIPTORS / n.max(1)).clamp(1, SWD_PER_IMAGE);
     let d = 3 * SWD_PATCH * SWD_PATCH;
+    let side = levels[level];
+    let span = side - SWD_PATCH + 1;
+    let mut all = vec![0.0f32; n * per_image * d];
     // Each image's own random places, so the descriptors do not depend on the thread count.
-    let per_image_desc: Vec<Vec<Vec<f32>>> = (0..n)
-        .into_par_iter()
-        .map(|i| {
-            let pyr = laplacian_pyramid(&images[i * per..(i + 1) * per], size, levels.len());
-            let mut rng = Rng::new(seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-            pyr.iter()
-                .zip(&levels)
-                .map(|(level, &side)| {
-                    let mut out = Vec::with_capacity(per_image * d);
-                    let span = side - SWD_PATCH + 1;
-                    for _ in 0..per_image {
-                        let (y0, x0) = (rng.below(span), rng.below(span));
-                        for c in 0..3 {
-                            for y in 0..SWD_PATCH {
-                                let row = c * side * side + (y0 + y) * side + x0;
-                                out.extend_from_slice(&level[row..row + SWD_PATCH]);
-                            }
-                        }
-                    }
-                    out
-                })
-                .collect()
-        })
-        .collect();
-    (0..levels.len())
-        .map(|l| {
-            let mut all: Vec<f32> = Vec::with_capacity(n * per_image * d);
-            for img in &per_image_desc {
-                all.extend_from_slice(&img[l]);
+    all.par_chunks_mut(per_image * d).enumerate().for_each(|(i, out)| {
+        let pyr = laplacian_pyramid(&images[i * per..(i + 1) * per], size, level + 1 + (level + 1 < levels.len()) as usize);
+        let plane = &pyr[level];
+        let mut rng = Rng::new(seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (level as u64).wrapping_mul(0xc2b2_ae3d_27d4_eb4f));
+        for desc in out.chunks_exact_mut(d) {
+            let (y0, x0) = (rng.below(span), rng.below(span));
+            for c in 0..3 {
+                for y in 0..SWD_PATCH {
+                    let row = c * side * side + (y0 + y) * side + x0;
+                    let at = (c * SWD_PATCH + y) * SWD_PATCH;
+                    desc[at..at + SWD_PATCH].copy_from_slice(&plane[row..row + SWD_PATCH]);
+                }
             }
-            normalise_channels(&mut all, d);
-            all
-        })
-        .collect()
+        }
+    });
+    normalise_channels(&mut all, d);
+    all
 }
 
 /// Subtracts each channel's mean and divides by its standard deviation over all descriptors.
@@ -232,9 +220,13 @@ pub fn sliced_wasserstein(a: &[f32], b: &[f32], d: usize, rng: &mut Rng) -> f64 
 /// times 1e3, levels from `size` down to 16 px.
 pub fn swd(a: &[u8], b: &[u8], size: usize, seed: u64) -> (Vec<f64>, f64) {
     let d = 3 * SWD_PATCH * SWD_PATCH;
-    let (da, db) = (swd_descriptors(a, size, seed ^ 0xa), swd_descriptors(b, size, seed ^ 0xb));
     let mut rng = Rng::derive(seed, "swd-directions");
-    let per: Vec<f64> = da.iter().zip(&db).map(|(x, y)| 1e3 * sliced_wasserstein(x, y, d, &mut rng)).collect();
+    let per: Vec<f64> = (0..swd_levels(size).len())
+        .map(|l| {
+            let (da, db) = (swd_descriptors(a, size, seed ^ 0xa, l), swd_descriptors(b, size, seed ^ 0xb, l));
+            1e3 * sliced_wasserstein(&da, &db, d, &mut rng)
+        })
+        .collect();
     let mean = per.iter().sum::<f64>() / per.len() as f64;
     (per, mean)
 }
