@@ -20,17 +20,27 @@ pub struct MetricsRow {
     pub eval: Option<[f64; 3]>,
 }
 
-/// The eval columns are written empty when not measured; files from before them (seven
-/// columns) still read.
-pub const METRICS_HEADER: &str = "iteration,epoch,loss_d,loss_g,d_real,d_fake,seconds,swd,fd,cond";
+pub const METRICS_HEADER: &str = "iteration,epoch,loss_d,loss_g,d_real,d_fake,seconds";
+/// The header of a run with `--eval-every`: three more columns, empty where not measured.
+pub const METRICS_HEADER_EVAL: &str = "iteration,epoch,loss_d,loss_g,d_real,d_fake,seconds,swd,fd,cond";
+
+fn header(with_eval: bool) -> &'static str {
+    if with_eval {
+        METRICS_HEADER_EVAL
+    } else {
+        METRICS_HEADER
+    }
+}
 
 impl MetricsRow {
-    pub fn to_csv(&self) -> String {
-        let eval = match self.eval {
-            Some([swd, fd, cond]) => format!("{swd:.4},{fd:.4},{cond:.4}"),
-            None => ",,".to_string(),
-        };
-        format!("{},{},{},{},{},{},{:.3},{eval}", self.iteration, self.epoch, self.loss_d, self.loss_g, self.d_real, self.d_fake, self.seconds)
+    /// The row's line: seven columns, or ten `with_eval`.
+    pub fn to_csv(&self, with_eval: bool) -> String {
+        let base = format!("{},{},{},{},{},{},{:.3}", self.iteration, self.epoch, self.loss_d, self.loss_g, self.d_real, self.d_fake, self.seconds);
+        match (with_eval, self.eval) {
+            (false, _) => base,
+            (true, Some([swd, fd, cond])) => format!("{base},{swd:.4},{fd:.4},{cond:.4}"),
+            (true, None) => format!("{base},,,"),
+        }
     }
     fn parse(line: &str) -> Option<MetricsRow> {
         let f: Vec<&str> = line.split(',').collect();
@@ -62,27 +72,28 @@ pub fn read_metrics(path: &Path) -> Result<Vec<MetricsRow>> {
 
 /// Rewrites `metrics.csv` with the rows up to `iteration` (a resumed run continues from
 /// its checkpoint, so rows written after it by the interrupted run are dropped).
-pub fn truncate_metrics(path: &Path, iteration: u64) -> Result<()> {
+pub fn truncate_metrics(path: &Path, iteration: u64, with_eval: bool) -> Result<()> {
     let rows: Vec<MetricsRow> = read_metrics(path)?.into_iter().filter(|r| r.iteration <= iteration).collect();
-    let mut text = format!("{METRICS_HEADER}\n");
+    let mut text = format!("{}\n", header(with_eval));
     for r in &rows {
-        text.push_str(&r.to_csv());
+        text.push_str(&r.to_csv(with_eval));
         text.push('\n');
     }
     write_atomic(path, text.as_bytes())
 }
 
 /// Appends rows to `metrics.csv`, writing the header first for a new file.
-pub fn append_metrics(path: &Path, rows: &[MetricsRow]) -> Result<()> {
+/// `with_eval`: the run measures itself (`--eval-every`), so the file has the eval columns.
+pub fn append_metrics(path: &Path, rows: &[MetricsRow], with_eval: bool) -> Result<()> {
     let new = !path.exists();
     let mut f = fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("cannot write {}", path.display()))?;
     let mut text = String::new();
     if new {
-        text.push_str(METRICS_HEADER);
+        text.push_str(header(with_eval));
         text.push('\n');
     }
     for r in rows {
-        text.push_str(&r.to_csv());
+        text.push_str(&r.to_csv(with_eval));
         text.push('\n');
     }
     f.write_all(text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))

@@ -226,7 +226,7 @@ pub fn train_until<B: Backend>(
             }
             gan.import(be, &ck.tensors).with_context(|| format!("--resume {}", path.display()))?;
             gan.step = s.step;
-            report::truncate_metrics(&paths.metrics(), s.iteration)?;
+            report::truncate_metrics(&paths.metrics(), s.iteration, opts.eval_every > 0)?;
             (s.iteration, s.noise_rng.clone(), s.loader.clone(), s.sample_captions.clone(), s.elapsed_seconds)
         }
         _ => (0, Rng::derive(opts.seed, "noise"), LoaderState::default(), pick_sample_captions(&data.captions, 8), 0.0),
@@ -322,7 +322,7 @@ pub fn train_until<B: Backend>(
             report::save_png(&paths.sample(iteration), &report::grid_image(&imgs, cfg.size, sample_captions.len(), GRID_COLUMNS, zoom_for(cfg.size)))?;
         }
         if pending.len() >= 50 || iteration % opts.save_every == 0 || last {
-            report::append_metrics(&paths.metrics(), &pending)?;
+            report::append_metrics(&paths.metrics(), &pending, opts.eval_every > 0)?;
             pending.clear();
         }
         if iteration % opts.save_every == 0 || last {
