@@ -33,6 +33,10 @@ fn opts(iters: u64) -> TrainOptions {
         max_features: 256,
         cache_dir: Some(std::env::temp_dir().join("gan-engine-test-cache")),
         precision: Precision::F32,
+        // Every product trained on, as before the held-out split: these tests count and
+        // compare what a run trains on.
+        eval_split: 0.0,
+        eval_every: 0,
     }
 }
 
@@ -494,4 +498,53 @@ fn a_loaded_batch_trains_exactly_as_uploading_it_every_iteration() {
         assert_eq!(x.name, y.name);
         assert_eq!(x.data, y.data, "{}", x.name);
     }
+}
+
+/// `--eval-every` measures with its own random stream and the generator in inference mode:
+/// a run with it ends with the same weights as one without, and its figures land in
+/// metrics.csv at the asked iterations.
+#[test]
+fn eval_every_leaves_the_weights_as_they_were() {
+    let be = Cpu::new();
+    let with_split = |eval_every| TrainOptions { eval_split: 0.1, eval_every, ..opts(6) };
+    let (plain, measured) = (tmp("eval-plain"), tmp("eval-measured"));
+    let a = train(&be, &with_split(0), &plain, None, false).unwrap();
+    let b = train(&be, &with_split(4), &measured, None, false).unwrap();
+    assert_eq!(tensors(&a.last_checkpoint), tensors(&b.last_checkpoint), "--eval-every changed the weights");
+    let rows = report::read_metrics(&measured.join("metrics.csv")).unwrap();
+    let evaluated: Vec<u64> = rows.iter().filter(|r| r.eval.is_some()).map(|r| r.iteration).collect();
+    assert_eq!(evaluated, vec![4, 6], "every 4 iterations and at the last");
+    let e = rows[3].eval.unwrap();
+    assert!(e.iter().all(|v| v.is_finite()) && e[0] > 0.0 && e[1] > 0.0 && (0.0..=1.0).contains(&e[2]), "{e:?}");
+    assert!(report::read_metrics(&plain.join("metrics.csv")).unwrap().iter().all(|r| r.eval.is_none()));
+}
+
+/// The split changes what a run trains on, is saved with it, and a checkpoint from before
+/// it (no `eval_split` in its options) reads as 0: training on every product, as it did.
+#[test]
+fn the_held_out_split_is_saved_and_old_checkpoints_train_on_everything() {
+    use gan_engine::data::{prepare, DataSource, PrepareOptions};
+    use gan_engine::eval::split;
+    let be = Cpu::new();
+    let dir = tmp("split");
+    let s = train(&be, &TrainOptions { eval_split: 0.1, ..opts(3) }, &dir, None, false).unwrap();
+    let ck = checkpoint::load(&s.last_checkpoint).unwrap();
+    assert_eq!(RunState::from_checkpoint(&ck).unwrap().options.eval_split, 0.1);
+    let mut meta = ck.meta.clone();
+    meta["options"].as_object_mut().unwrap().remove("eval_split");
+    meta["options"].as_object_mut().unwrap().remove("eval_every");
+    let old: RunState = serde_json::from_value(meta).unwrap();
+    assert_eq!((old.options.eval_split, old.options.eval_every), (0.0, 0));
+    // What train keeps: the training rows only, none of the held-out products.
+    let mut data = prepare(&DataSource::from_arg(None), &PrepareOptions { size: 32, progress: false, ..Default::default() }).unwrap();
+    let sp = split::split(&data.ids, 0.1);
+    let held: Vec<String> = sp.held_out.iter().map(|&i| data.ids[i].clone()).collect();
+    assert!(held.len() > 150 && held.len() < 250, "about 10% of 2,000: {}", held.len());
+    data.keep_rows(&sp.train);
+    assert_eq!(data.len(), 2000 - held.len());
+    assert!(data.ids.iter().all(|id| !held.contains(id)));
+    assert_eq!(data.text(0), {
+        let full = prepare(&DataSource::from_arg(None), &PrepareOptions { size: 32, progress: false, ..Default::default() }).unwrap();
+        full.text(sp.train[0]).to_vec()
+    });
 }

@@ -29,9 +29,11 @@ pub mod bce;
 pub mod concat;
 pub mod conv;
 pub mod cpu;
+pub mod cross_entropy;
 pub mod cuda;
 pub mod device;
 pub mod linear;
+pub mod pool;
 pub mod precision;
 pub mod profile;
 
@@ -41,7 +43,9 @@ pub use batchnorm::{BatchNormOps, BatchNormParams, BN_ACT_LEAKY_RELU, BN_ACT_NON
 pub use bce::{BceOps, BceParams};
 pub use concat::{ConcatOps, ConcatParams};
 pub use conv::{ConvOps, ConvParams};
+pub use cross_entropy::{CrossEntropyOps, CrossEntropyParams};
 pub use linear::{LinearOps, LinearParams};
+pub use pool::{PoolOps, PoolParams};
 pub use precision::Precision;
 pub use profile::{Profiler, Work};
 
@@ -98,13 +102,14 @@ pub trait Core: 'static {
 }
 
 /// The whole op contract: memory and every op family.
-pub trait Backend: Core + ConvOps + BatchNormOps + ActivationOps + LinearOps + ConcatOps + BceOps + AdamOps {}
+pub trait Backend: Core + ConvOps + BatchNormOps + ActivationOps + LinearOps + ConcatOps + BceOps + AdamOps + PoolOps + CrossEntropyOps {}
 
-impl<T: Core + ConvOps + BatchNormOps + ActivationOps + LinearOps + ConcatOps + BceOps + AdamOps> Backend for T {}
+impl<T: Core + ConvOps + BatchNormOps + ActivationOps + LinearOps + ConcatOps + BceOps + AdamOps + PoolOps + CrossEntropyOps> Backend for T {}
 
 /// Every trait of the contract, for code that calls ops on a concrete backend.
 pub mod prelude {
     pub use super::{ActivationOps, AdamOps, Backend, BatchNormOps, BceOps, ConcatOps, ConvOps, Core, LinearOps};
+    pub use super::{CrossEntropyOps, PoolOps};
 }
 
 /// `buf` holds at least `need` values, or an error naming the op's operand.

@@ -1,6 +1,7 @@
 use anyhow::{bail, Context, Result};
 use gan_engine::backend::device::{self, Opened};
 use gan_engine::backend::{Core, Precision};
+use gan_engine::eval::split::DEFAULT_EVAL_SPLIT;
 use gan_engine::text::DEFAULT_MAX_FEATURES;
 use gan_engine::train::checkpoint;
 use gan_engine::train::run::{iters_for_epochs, train_until, RunState, TrainOptions};
@@ -81,6 +82,14 @@ pub struct Args {
     /// stay f32) [default: f32].
     #[arg(long)]
     precision: Option<String>,
+    /// Fraction of the products held out for evaluation (by a hash of each product id) and
+    /// never trained on; 0 trains on every product [default: 0.1].
+    #[arg(long)]
+    eval_split: Option<f64>,
+    /// Measure SWD, FD and conditioning on up to 256 held-out products every N iterations
+    /// (`--eval-every` alone: every 500) into metrics.csv and loss.png [default: off].
+    #[arg(long, num_args = 0..=1, default_missing_value = "500")]
+    eval_every: Option<u64>,
     /// No progress bar (one line per checkpoint instead).
     #[arg(long)]
     quiet: bool,
@@ -111,6 +120,8 @@ fn fresh(a: &Args, precision: Option<Precision>) -> TrainOptions {
         max_features: a.max_features.unwrap_or(DEFAULT_MAX_FEATURES),
         cache_dir: a.cache_dir.clone(),
         precision: precision.unwrap_or_default(),
+        eval_split: a.eval_split.unwrap_or(DEFAULT_EVAL_SPLIT),
+        eval_every: a.eval_every.unwrap_or(0),
     }
 }
 
@@ -118,7 +129,7 @@ fn fresh(a: &Args, precision: Option<Precision>) -> TrainOptions {
 /// or the random streams are refused, while the schedule (iterations, saving) may change.
 fn resumed(a: &Args, precision: Option<Precision>, stored: &TrainOptions) -> Result<TrainOptions> {
     let mut o = stored.clone();
-    let fixed: [(&str, bool); 12] = [
+    let fixed: [(&str, bool); 13] = [
         ("--precision", precision.is_some_and(|p| p != stored.precision)),
         ("--data", a.data.as_ref().is_some_and(|d| Some(d) != stored.data.as_ref())),
         ("--size", a.size.is_some_and(|v| v != stored.size)),
@@ -131,6 +142,7 @@ fn resumed(a: &Args, precision: Option<Precision>, stored: &TrainOptions) -> Res
         ("--matching-aware", a.matching_aware.is_some_and(|v| v != stored.hyper.matching_aware)),
         ("--max-features", a.max_features.is_some_and(|v| v != stored.max_features)),
         ("--crop/--no-flip", a.crop != stored.crop || a.no_flip == stored.flip),
+        ("--eval-split", a.eval_split.is_some_and(|v| v != stored.eval_split)),
     ];
     if let Some((flag, _)) = fixed.iter().find(|f| f.1) {
         bail!("{flag} differs from the run being resumed; a resumed run keeps its settings (drop the flag, or start a new run with another --out)");
@@ -146,6 +158,9 @@ fn resumed(a: &Args, precision: Option<Precision>, stored: &TrainOptions) -> Res
     }
     if let Some(v) = a.keep {
         o.keep = v;
+    }
+    if let Some(v) = a.eval_every {
+        o.eval_every = v;
     }
     if a.cache_dir.is_some() {
         o.cache_dir = a.cache_dir.clone();
@@ -177,8 +192,10 @@ pub fn run(a: Args) -> Result<()> {
         None => (fresh(&a, precision), None, a.out.clone().unwrap_or_else(|| PathBuf::from("runs/train"))),
     };
     if let Some(e) = a.epochs {
-        let (captions, _) = gan_engine::data::read_captions(&gan_engine::data::DataSource::from_arg(opts.data.clone()))?;
-        opts.iters = iters_for_epochs(e, captions.len(), opts.batch);
+        // An epoch is a pass over the training split: the products not held out.
+        let ids = gan_engine::data::read_ids(&gan_engine::data::DataSource::from_arg(opts.data.clone()))?;
+        let trained = gan_engine::eval::split::split(&ids, opts.eval_split).train.len();
+        opts.iters = iters_for_epochs(e, trained, opts.batch);
     }
     let backend = device::open(&a.device, Some(opts.precision))?;
     let name = match &backend {

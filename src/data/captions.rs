@@ -28,8 +28,9 @@ fn push_item(dir: &Path, image: &str, text: &str, items: &mut Vec<Item>, counts:
         counts.skip(SkipReason::EmptyCaption);
         return;
     }
-    hash_image(fp, &path.strip_prefix(dir).unwrap_or(&path).to_string_lossy(), &meta);
-    items.push(Item { image: path, caption });
+    let id = path.strip_prefix(dir).unwrap_or(&path).to_string_lossy().into_owned();
+    hash_image(fp, &id, &meta);
+    items.push(Item { image: path, caption, id, labels: Vec::new() });
 }
 
 pub fn read_csv(dir: &Path) -> Result<Catalogue> {
@@ -54,7 +55,7 @@ pub fn read_csv(dir: &Path) -> Result<Catalogue> {
             _ => counts.skip(SkipReason::MalformedRow),
         }
     }
-    Ok(Catalogue { root: dir.to_path_buf(), layout: Layout::CaptionsCsv, items, counts, fingerprint: fp.finish() })
+    Ok(Catalogue { root: dir.to_path_buf(), layout: Layout::CaptionsCsv, items, counts, fingerprint: fp.finish(), label_heads: Vec::new() })
 }
 
 #[derive(serde::Deserialize)]
@@ -77,5 +78,5 @@ pub fn read_jsonl(dir: &Path) -> Result<Catalogue> {
             Err(_) => counts.skip(SkipReason::MalformedRow),
         }
     }
-    Ok(Catalogue { root: dir.to_path_buf(), layout: Layout::CaptionsJsonl, items, counts, fingerprint: fp.finish() })
+    Ok(Catalogue { root: dir.to_path_buf(), layout: Layout::CaptionsJsonl, items, counts, fingerprint: fp.finish(), label_heads: Vec::new() })
 }

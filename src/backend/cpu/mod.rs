@@ -16,10 +16,12 @@ mod bce;
 pub mod bf16;
 mod concat;
 mod conv;
+mod cross_entropy;
 mod fill;
-mod gemm;
+pub(crate) mod gemm;
 mod linear;
 mod math;
+mod pool;
 mod simd;
 
 pub use bf16::Bf16Kernel;
