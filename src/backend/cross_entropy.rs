@@ -9,7 +9,7 @@
 //! matrix, so several heads share one linear layer's output; each head's backward writes its
 //! own columns only, and together the heads write every column once.
 
-use super::{Core, Work};
+use super::{check_operands, Core, Work};
 use anyhow::{ensure, Result};
 use bytemuck::{Pod, Zeroable};
 
@@ -41,6 +41,36 @@ impl CrossEntropyParams {
     }
     pub fn logits_len(&self) -> usize {
         (self.n * self.stride) as usize
+    }
+    /// Targets of the softmax head (one class per row) or the sigmoid head (one per element).
+    pub fn targets_len(&self, softmax: bool) -> usize {
+        if softmax {
+            self.n as usize
+        } else {
+            (self.n * self.classes) as usize
+        }
+    }
+    /// The operands of a forward pass (`out`: the loss and the accuracy).
+    pub fn check_forward<B: Core>(&self, be: &B, softmax: bool, logits: &B::Buf, targets: &B::Buf, out: &B::Buf) -> Result<()> {
+        self.check()?;
+        check_operands(
+            be,
+            "cross-entropy",
+            &[("logits", Some(logits), self.logits_len()), ("targets", Some(targets), self.targets_len(softmax)), ("out", Some(out), 2)],
+        )
+    }
+    /// The operands of a backward pass.
+    pub fn check_backward_input<B: Core>(&self, be: &B, softmax: bool, logits: &B::Buf, targets: &B::Buf, dlogits: &B::Buf) -> Result<()> {
+        self.check()?;
+        check_operands(
+            be,
+            "cross-entropy",
+            &[
+                ("logits", Some(logits), self.logits_len()),
+                ("targets", Some(targets), self.targets_len(softmax)),
+                ("dlogits", Some(dlogits), self.logits_len()),
+            ],
+        )
     }
     /// Minimal traffic of a pass over `tensors` head-sized tensors.
     pub fn work(&self, tensors: f64) -> Work {

@@ -4,7 +4,7 @@
 //! `cpu/pool.rs`, launch sites `cuda/ops/pool.rs`, kernels `kernels/pool.cu`, checks
 //! `verify/pool.rs`.
 
-use super::{Core, Work};
+use super::{check_operands, Core, Work};
 use anyhow::{ensure, Result};
 use bytemuck::{Pod, Zeroable};
 
@@ -52,6 +52,16 @@ impl PoolParams {
             self.w_in
         );
         Ok(())
+    }
+    /// The operands of the forward pass.
+    pub fn check_forward<B: Core>(&self, be: &B, x: &B::Buf, y: &B::Buf) -> Result<()> {
+        self.check()?;
+        check_operands(be, "avg_pool2d", &[("x", Some(x), self.in_len()), ("y", Some(y), self.out_len())])
+    }
+    /// The operands of the backward pass.
+    pub fn check_backward_input<B: Core>(&self, be: &B, dy: &B::Buf, dx: &B::Buf) -> Result<()> {
+        self.check()?;
+        check_operands(be, "avg_pool2d", &[("dy", Some(dy), self.out_len()), ("dx", Some(dx), self.in_len())])
     }
     /// Minimal traffic of a pass: the input and the output, each read or written once.
     pub fn work(&self) -> Work {

@@ -1,18 +1,8 @@
 //! The CPU twins of softmax_cross_entropy and sigmoid_cross_entropy, summed in f64.
 
-use super::{check, CpuBackend, Elem};
+use super::{CpuBackend, Elem};
 use crate::backend::{Core, CrossEntropyOps, CrossEntropyParams};
 use anyhow::Result;
-
-impl<T: Elem> CpuBackend<T> {
-    /// Checks the head and the buffers of a pass whose targets hold `targets` values.
-    fn xent_check(p: &CrossEntropyParams, logits: &[T], targets: &[T], targets_len: usize, out: (&str, &[T], usize)) -> Result<()> {
-        p.check()?;
-        check("cross-entropy logits", logits, p.logits_len())?;
-        check("cross-entropy targets", targets, targets_len)?;
-        check(out.0, out.1, out.2)
-    }
-}
 
 impl<T: Elem> CrossEntropyOps for CpuBackend<T> {
     fn softmax_cross_entropy_forward(&self, p: &CrossEntropyParams, logits: &Vec<T>, targets: &Vec<T>, out: &mut Vec<T>) -> Result<()> {
@@ -20,7 +10,7 @@ impl<T: Elem> CrossEntropyOps for CpuBackend<T> {
             "softmax_cross_entropy_forward",
             || p.work(1.0),
             || {
-                Self::xent_check(p, logits, targets, p.n as usize, ("cross-entropy out", out, 2))?;
+                p.check_forward(self, true, logits, targets, out)?;
                 softmax_cross_entropy_forward(p, logits, targets, out);
                 Ok(())
             },
@@ -31,7 +21,7 @@ impl<T: Elem> CrossEntropyOps for CpuBackend<T> {
             "softmax_cross_entropy_backward_input",
             || p.work(2.0),
             || {
-                Self::xent_check(p, logits, targets, p.n as usize, ("cross-entropy dlogits", dlogits, p.logits_len()))?;
+                p.check_backward_input(self, true, logits, targets, dlogits)?;
                 softmax_cross_entropy_backward_input(p, logits, targets, dlogits);
                 Ok(())
             },
@@ -42,7 +32,7 @@ impl<T: Elem> CrossEntropyOps for CpuBackend<T> {
             "sigmoid_cross_entropy_forward",
             || p.work(2.0),
             || {
-                Self::xent_check(p, logits, targets, (p.n * p.classes) as usize, ("cross-entropy out", out, 2))?;
+                p.check_forward(self, false, logits, targets, out)?;
                 sigmoid_cross_entropy_forward(p, logits, targets, out);
                 Ok(())
             },
@@ -53,7 +43,7 @@ impl<T: Elem> CrossEntropyOps for CpuBackend<T> {
             "sigmoid_cross_entropy_backward_input",
             || p.work(3.0),
             || {
-                Self::xent_check(p, logits, targets, (p.n * p.classes) as usize, ("cross-entropy dlogits", dlogits, p.logits_len()))?;
+                p.check_backward_input(self, false, logits, targets, dlogits)?;
                 sigmoid_cross_entropy_backward_input(p, logits, targets, dlogits);
                 Ok(())
             },

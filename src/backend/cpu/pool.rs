@@ -1,6 +1,6 @@
 //! The CPU twin of avg_pool2d: one output plane per task.
 
-use super::{check, CpuBackend, Elem};
+use super::{CpuBackend, Elem};
 use crate::backend::{Core, PoolOps, PoolParams};
 use anyhow::Result;
 use rayon::prelude::*;
@@ -11,9 +11,7 @@ impl<T: Elem> PoolOps for CpuBackend<T> {
             "avg_pool2d_forward",
             || p.work(),
             || {
-                p.check()?;
-                check("avg_pool2d x", x, p.in_len())?;
-                check("avg_pool2d y", y, p.out_len())?;
+                p.check_forward(self, x, y)?;
                 avg_pool2d_forward(p, x, y);
                 Ok(())
             },
@@ -24,9 +22,7 @@ impl<T: Elem> PoolOps for CpuBackend<T> {
             "avg_pool2d_backward_input",
             || p.work(),
             || {
-                p.check()?;
-                check("avg_pool2d dy", dy, p.out_len())?;
-                check("avg_pool2d dx", dx, p.in_len())?;
+                p.check_backward_input(self, dy, dx)?;
                 avg_pool2d_backward_input(p, dy, dx);
                 Ok(())
             },

@@ -3,7 +3,7 @@
 
 use super::{elementwise, kernel_arg, kernels, Launch, Ptr, REDUCE_SHARED};
 use crate::backend::cuda::tiles::REDUCE_THREADS;
-use crate::backend::cuda::{check, GpuBackend, GpuBuf};
+use crate::backend::cuda::{GpuBackend, GpuBuf};
 use crate::backend::{Core, CrossEntropyOps, CrossEntropyParams};
 use anyhow::Result;
 
@@ -18,21 +18,13 @@ kernels! {
 
 const ONE_BLOCK: Launch = Launch { grid: (1, 1, 1), block: REDUCE_THREADS, shared_bytes: REDUCE_SHARED };
 
-/// Checks the head and the buffers of a pass whose targets hold `targets_len` values.
-fn checks(p: &CrossEntropyParams, logits: &GpuBuf, targets: &GpuBuf, targets_len: usize, out: (&str, &GpuBuf, usize)) -> Result<()> {
-    p.check()?;
-    check("cross-entropy logits", logits, p.logits_len())?;
-    check("cross-entropy targets", targets, targets_len)?;
-    check(out.0, out.1, out.2)
-}
-
 impl CrossEntropyOps for GpuBackend {
     fn softmax_cross_entropy_forward(&self, p: &CrossEntropyParams, logits: &GpuBuf, targets: &GpuBuf, out: &mut GpuBuf) -> Result<()> {
         self.timed(
             "softmax_cross_entropy_forward",
             || p.work(1.0),
             || {
-                checks(p, logits, targets, p.n as usize, ("cross-entropy out", out, 2))?;
+                p.check_forward(self, true, logits, targets, out)?;
                 self.exec.softmax_cross_entropy_forward_f32(ONE_BLOCK, *p, logits.ptr, targets.ptr, out.ptr)
             },
         )
@@ -42,7 +34,7 @@ impl CrossEntropyOps for GpuBackend {
             "softmax_cross_entropy_backward_input",
             || p.work(2.0),
             || {
-                checks(p, logits, targets, p.n as usize, ("cross-entropy dlogits", dlogits, p.logits_len()))?;
+                p.check_backward_input(self, true, logits, targets, dlogits)?;
                 self.exec.softmax_cross_entropy_backward_input_f32(elementwise(p.n as usize), *p, logits.ptr, targets.ptr, dlogits.ptr)
             },
         )
@@ -52,7 +44,7 @@ impl CrossEntropyOps for GpuBackend {
             "sigmoid_cross_entropy_forward",
             || p.work(2.0),
             || {
-                checks(p, logits, targets, (p.n * p.classes) as usize, ("cross-entropy out", out, 2))?;
+                p.check_forward(self, false, logits, targets, out)?;
                 self.exec.sigmoid_cross_entropy_forward_f32(ONE_BLOCK, *p, logits.ptr, targets.ptr, out.ptr)
             },
         )
@@ -63,7 +55,7 @@ impl CrossEntropyOps for GpuBackend {
             || p.work(3.0),
             || {
                 let count = (p.n * p.classes) as usize;
-                checks(p, logits, targets, count, ("cross-entropy dlogits", dlogits, p.logits_len()))?;
+                p.check_backward_input(self, false, logits, targets, dlogits)?;
                 self.exec.sigmoid_cross_entropy_backward_input_f32(elementwise(count), *p, logits.ptr, targets.ptr, dlogits.ptr)
             },
         )

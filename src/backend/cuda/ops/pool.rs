@@ -1,7 +1,7 @@
 //! Launch sites of kernels/pool.cu: one thread per value written.
 
 use super::{elementwise, kernel_arg, kernels, Ptr};
-use crate::backend::cuda::{check, GpuBackend, GpuBuf};
+use crate::backend::cuda::{GpuBackend, GpuBuf};
 use crate::backend::{Core, PoolOps, PoolParams};
 use anyhow::Result;
 
@@ -18,9 +18,7 @@ impl PoolOps for GpuBackend {
             "avg_pool2d_forward",
             || p.work(),
             || {
-                p.check()?;
-                check("avg_pool2d x", x, p.in_len())?;
-                check("avg_pool2d y", y, p.out_len())?;
+                p.check_forward(self, x, y)?;
                 self.exec.avg_pool2d_forward_f32(elementwise(p.out_len()), *p, x.ptr, y.ptr)
             },
         )
@@ -30,9 +28,7 @@ impl PoolOps for GpuBackend {
             "avg_pool2d_backward_input",
             || p.work(),
             || {
-                p.check()?;
-                check("avg_pool2d dy", dy, p.out_len())?;
-                check("avg_pool2d dx", dx, p.in_len())?;
+                p.check_backward_input(self, dy, dx)?;
                 self.exec.avg_pool2d_backward_input_f32(elementwise(p.in_len()), *p, dy.ptr, dx.ptr)
             },
         )
