@@ -10,7 +10,8 @@
 //! backend runs.
 //!
 //! One op family, one name on every face. For a family F (`conv`, `batchnorm`,
-//! `activation`, `linear`, `concat`, `bce`, `adam`):
+//! `activation`, `linear`, `concat`, `bce`, `adam`, `pool`, `cross_entropy`,
+//! `minibatch_std`):
 //! - `backend/F.rs`: its `#[repr(C)]` parameter struct and its trait (`ConvOps`, ...);
 //! - `backend/cpu/F.rs`: the CPU twin of every pass;
 //! - `backend/cuda/ops/F.rs`: the launch sites and launch shapes of its kernels;
@@ -33,6 +34,7 @@ pub mod cross_entropy;
 pub mod cuda;
 pub mod device;
 pub mod linear;
+pub mod minibatch_std;
 pub mod pool;
 pub mod precision;
 pub mod profile;
@@ -45,6 +47,7 @@ pub use concat::{ConcatOps, ConcatParams};
 pub use conv::{ConvOps, ConvParams};
 pub use cross_entropy::{CrossEntropyOps, CrossEntropyParams};
 pub use linear::{LinearOps, LinearParams};
+pub use minibatch_std::{MinibatchStdOps, MinibatchStdParams};
 pub use pool::{PoolOps, PoolParams};
 pub use precision::Precision;
 pub use profile::{Profiler, Work};
@@ -102,14 +105,17 @@ pub trait Core: 'static {
 }
 
 /// The whole op contract: memory and every op family.
-pub trait Backend: Core + ConvOps + BatchNormOps + ActivationOps + LinearOps + ConcatOps + BceOps + AdamOps + PoolOps + CrossEntropyOps {}
+pub trait Backend:
+    Core + ConvOps + BatchNormOps + ActivationOps + LinearOps + ConcatOps + BceOps + AdamOps + PoolOps + CrossEntropyOps + MinibatchStdOps
+{
+}
 
-impl<T: Core + ConvOps + BatchNormOps + ActivationOps + LinearOps + ConcatOps + BceOps + AdamOps + PoolOps + CrossEntropyOps> Backend for T {}
+impl<T: Core + ConvOps + BatchNormOps + ActivationOps + LinearOps + ConcatOps + BceOps + AdamOps + PoolOps + CrossEntropyOps + MinibatchStdOps> Backend for T {}
 
 /// Every trait of the contract, for code that calls ops on a concrete backend.
 pub mod prelude {
     pub use super::{ActivationOps, AdamOps, Backend, BatchNormOps, BceOps, ConcatOps, ConvOps, Core, LinearOps};
-    pub use super::{CrossEntropyOps, PoolOps};
+    pub use super::{CrossEntropyOps, MinibatchStdOps, PoolOps};
 }
 
 /// `buf` holds at least `need` values, or an error naming the op's operand.

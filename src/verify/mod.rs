@@ -28,6 +28,7 @@ pub mod fill;
 pub mod gradcheck;
 pub mod iteration;
 pub mod linear;
+pub mod minibatch_std;
 pub mod model;
 pub mod pool;
 pub mod torch;
@@ -98,6 +99,12 @@ pub fn awkward_shapes<B: Backend>(c: &mut Checker<B>) -> Result<()> {
     c.pool(crate::backend::PoolParams::global(1, 3, 33))?;
     c.cross_entropy(3, 5, 9, 2, 2.0)?;
     c.cross_entropy(300, 11, 11, 0, 20.0)?; // more rows than threads; |logit| large
+                                            // minibatch_std: one column of 3 (a batch not divisible by the requested 4); more values
+                                            // per sample than threads; groups of 1; more extra-channel values than threads.
+    c.minibatch_std(3, 5, 7, 4)?;
+    c.minibatch_std(8, 66, 16, 4)?;
+    c.minibatch_std(5, 3, 1, 2)?;
+    c.minibatch_std(4, 2, 100, 4)?;
     Ok(())
 }
 
@@ -115,6 +122,7 @@ pub fn op_gradchecks() -> Result<Vec<CheckResult>> {
     bce::gradchecks(&h, &mut rng, &mut out)?;
     pool::gradchecks(&h, &mut rng, &mut out)?;
     cross_entropy::gradchecks(&h, &mut rng, &mut out)?;
+    minibatch_std::gradchecks(&h, &mut rng, &mut out)?;
     Ok(out)
 }
 
@@ -139,5 +147,6 @@ pub fn direct_checks() -> Result<Vec<DirectCheck>> {
     out.extend(conv::direct_checks(&mut rng)?);
     out.extend(pool::direct_checks(&mut rng)?);
     out.extend(cross_entropy::direct_checks(&mut rng)?);
+    out.extend(minibatch_std::direct_checks(&mut rng)?);
     Ok(out)
 }

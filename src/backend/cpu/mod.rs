@@ -21,6 +21,7 @@ mod fill;
 pub(crate) mod gemm;
 mod linear;
 mod math;
+mod minibatch_std;
 mod pool;
 mod simd;
 

@@ -18,6 +18,7 @@ pub(crate) mod conv;
 pub(crate) mod cross_entropy;
 pub(crate) mod fill;
 pub(crate) mod linear;
+pub(crate) mod minibatch_std;
 pub(crate) mod pool;
 
 pub(super) use fill::FillParams;
@@ -63,6 +64,7 @@ pub fn launched_kernels() -> Vec<&'static str> {
         linear::KERNELS,
         pool::KERNELS,
         cross_entropy::KERNELS,
+        minibatch_std::KERNELS,
     ]
     .concat()
 }
@@ -197,6 +199,7 @@ mod tests {
             ("linear", linear::KERNELS),
             ("pool", pool::KERNELS),
             ("cross_entropy", cross_entropy::KERNELS),
+            ("minibatch_std", minibatch_std::KERNELS),
         ] {
             let mut in_file: Vec<&str> = source::kernels().into_iter().filter(|(_, m)| *m == family).map(|(k, _)| k).collect();
             let mut declared = declared.to_vec();
