@@ -16,7 +16,9 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use gan_engine::backend::cpu::Cpu;
 use gan_engine::backend::device;
-use gan_engine::backend::{ActParams, AdamParams, Backend, BatchNormParams, BceParams, ConcatParams, ConvParams, LinearParams, BN_ACT_NONE};
+use gan_engine::backend::{
+    ActParams, AdamParams, Backend, BatchNormParams, BceParams, ConcatParams, ConvParams, LinearParams, MinibatchStdParams, BN_ACT_NONE,
+};
 use gan_engine::model::{Discriminator, Generator, ModelConfig, Module};
 use gan_engine::nn::{ActKind, LayerOp, Shape};
 use gan_engine::rng::Rng;
@@ -33,6 +35,7 @@ enum Op {
     Act { kind: &'static str, p: ActParams },
     Linear(LinearParams),
     Concat(ConcatParams),
+    MinibatchStd(MinibatchStdParams),
     Bce(BceParams),
     Adam(usize),
 }
@@ -68,6 +71,7 @@ fn cases<B: Backend>(be: &B, cfg: &ModelConfig, n: usize) -> Vec<Case> {
             LayerOp::Conv { p, transposed } => Op::Conv { transposed, p },
             LayerOp::BatchNorm(p) => Op::BatchNorm(p),
             LayerOp::Linear(p) => Op::Linear(p),
+            LayerOp::MinibatchStd(p) => Op::MinibatchStd(p),
             LayerOp::Activation { p, kind } => {
                 let kind = match kind {
                     ActKind::Relu => "relu",
@@ -81,6 +85,13 @@ fn cases<B: Backend>(be: &B, cfg: &ModelConfig, n: usize) -> Vec<Case> {
             d_features = Some(layer.out_shape(x));
         }
         out.push(Case { name: format!("{name} {describe}"), op });
+    }
+    if cfg.minibatch_std == 0 {
+        // `train --minibatch-std 4` adds this op to the head (on the joined features).
+        out.push(Case {
+            name: "discriminator minibatch std (group 4, off by default)".into(),
+            op: Op::MinibatchStd(MinibatchStdParams::new(n, cfg.top_channels() + cfg.text_proj, 16, 4)),
+        });
     }
     out.push(Case { name: "loss".into(), op: Op::Bce(BceParams { n: n as i32, target: 1.0, scale: 0.5 }) });
     out.push(Case { name: "generator parameters".into(), op: Op::Adam(g.param_count()) });
@@ -227,6 +238,14 @@ fn bench_case<B: Backend>(be: &B, group: &mut criterion::BenchmarkGroup<'_, crit
             group.bench_function(id("backward_input"), |b| {
                 b.iter_custom(|it| timed(be, it, || be.concat_tile_backward_input(p, &dy, &mut da, &mut db).unwrap()))
             });
+        }
+        Op::MinibatchStd(p) => {
+            let x = random(be, p.in_len(), &mut rng);
+            let dy = random(be, p.out_len(), &mut rng);
+            let (mut y, mut dx) = (be.alloc(p.out_len()).unwrap(), be.alloc(p.in_len()).unwrap());
+            group.throughput(Throughput::BytesDecimal(F32 * (p.in_len() + p.out_len()) as u64));
+            group.bench_function(id("forward"), |b| b.iter_custom(|it| timed(be, it, || be.minibatch_std_forward(p, &x, &mut y).unwrap())));
+            group.bench_function(id("backward_input"), |b| b.iter_custom(|it| timed(be, it, || be.minibatch_std_backward_input(p, &x, &dy, &mut dx).unwrap())));
         }
         Op::Bce(p) => {
             let n = p.n as usize;

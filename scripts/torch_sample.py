@@ -11,6 +11,9 @@ configuration and the TF-IDF vocabulary with its idf. This script reproduces the
   `Rng::derive(seed, "sample")`, Box-Muller; src/rng.rs);
 - the grid: one row per text, N images per row, 2 px white gaps, small images zoomed.
 
+Only the generator is loaded: the discriminator's options (`train --minibatch-std`, which
+adds a layer to its head) do not matter here, and checkpoints with them draw the same way.
+
 So the PNG it writes should match ours pixel for pixel, up to rounding: the two programs
 compute in fp32 in different orders. `--compare-with PNG` prints how far apart they are.
 

@@ -6,7 +6,7 @@ mod table;
 pub use table::{iteration_flops, layer_table, LayerRow};
 
 use crate::backend::Backend;
-use crate::nn::{ActKind, Activation, BatchNorm2d, Buffer, ConcatTile, Conv, Grads, Layer, Linear, Mode, Param, Sequential, Shape, Tensor};
+use crate::nn::{ActKind, Activation, BatchNorm2d, Buffer, ConcatTile, Conv, Grads, Layer, Linear, MinibatchStd, Mode, Param, Sequential, Shape, Tensor};
 use crate::rng::Rng;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -27,11 +27,16 @@ pub struct ModelConfig {
     pub text_proj: usize,
     /// Negative slope of the discriminator's LeakyReLU.
     pub slope: f32,
+    /// Group size of the minibatch standard deviation channel at the head of the
+    /// discriminator (ProGAN; `train --minibatch-std`); 0 is off, which is also what a
+    /// checkpoint from before it means. 1 is refused: a group of one has no spread.
+    #[serde(default)]
+    pub minibatch_std: usize,
 }
 
 impl ModelConfig {
     pub fn new(size: usize, width: usize) -> Result<ModelConfig> {
-        let cfg = ModelConfig { size, width, noise_dim: 100, text_dim: 256, text_proj: 128, slope: 0.2 };
+        let cfg = ModelConfig { size, width, noise_dim: 100, text_dim: 256, text_proj: 128, slope: 0.2, minibatch_std: 0 };
         cfg.validate()?;
         Ok(cfg)
     }
@@ -41,6 +46,9 @@ impl ModelConfig {
         }
         if self.width == 0 || self.noise_dim == 0 || self.text_dim == 0 || self.text_proj == 0 {
             bail!("model widths must be positive (width {}, noise {}, text {}, text projection {})", self.width, self.noise_dim, self.text_dim, self.text_proj);
+        }
+        if self.minibatch_std == 1 {
+            bail!("a minibatch standard deviation over groups of 1 is a constant channel: use groups of 2 or more (ProGAN uses 4), or 0 for none");
         }
         Ok(())
     }
@@ -52,15 +60,18 @@ impl ModelConfig {
     pub fn top_channels(&self) -> usize {
         self.width << (self.blocks() - 1)
     }
+    /// Channels of the discriminator's joined 4x4 features, the input of its head's first
+    /// convolution: image features, the text projection, and the minibatch standard
+    /// deviation channel when there is one.
+    pub fn head_channels(&self) -> usize {
+        self.top_channels() + self.text_proj + (self.minibatch_std > 0) as usize
+    }
     /// Values per image of the largest tensor either network makes: the image itself, the
     /// widest hidden layer (`width` channels at half the image side, in both networks), or
     /// the discriminator's joined 4x4 features.
     pub fn largest_tensor_per_image(&self) -> usize {
         let half = self.size / 2;
-        [3 * self.size * self.size, self.width * half * half, (self.top_channels() + self.text_proj) * 16, self.text_dim, self.noise_dim]
-            .into_iter()
-            .max()
-            .unwrap_or(0)
+        [3 * self.size * self.size, self.width * half * half, self.head_channels() * 16, self.text_dim, self.noise_dim].into_iter().max().unwrap_or(0)
     }
     /// Refuses a batch whose largest tensor would pass the `i32::MAX` values the ops and
     /// kernels can index, before anything is allocated.
@@ -181,7 +192,12 @@ impl<B: Backend> Discriminator<B> {
         let top = cfg.top_channels();
         let text: Vec<Box<dyn Layer<B>>> = vec![Box::new(Linear::new(be, "discriminator.text.0", cfg.text_dim, cfg.text_proj, true, rng)?), lrelu()];
         let mut head: Vec<Box<dyn Layer<B>>> = Vec::new();
-        head.push(Box::new(Conv::new(be, &name("head", &head), false, top + cfg.text_proj, top, 1, 1, 0, false, rng)?));
+        // With the minibatch standard deviation on, it is the head's first module (so the
+        // head's PyTorch indices move up by one); off, the head is the article's.
+        if cfg.minibatch_std > 0 {
+            head.push(Box::new(MinibatchStd::new(cfg.minibatch_std)));
+        }
+        head.push(Box::new(Conv::new(be, &name("head", &head), false, cfg.head_channels(), top, 1, 1, 0, false, rng)?));
         head.push(Box::new(BatchNorm2d::new(be, &name("head", &head), top, rng)?.with_act(leaky)?));
         head.push(Box::new(Conv::new(be, &name("head", &head), false, top, 1, 4, 1, 0, false, rng)?));
         Ok(Discriminator { cfg: cfg.clone(), main: Sequential::new(main), text: Sequential::new(text), concat: ConcatTile::new(), head: Sequential::new(head) })

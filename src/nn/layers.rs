@@ -1,5 +1,5 @@
 use super::{Buffer, Grads, Layer, LayerOp, Mode, Param, Shape, Slot, Tensor};
-use crate::backend::{ActParams, Backend, BatchNormParams, ConcatParams, ConvParams, LinearParams, BN_ACT_LEAKY_RELU, BN_ACT_RELU};
+use crate::backend::{ActParams, Backend, BatchNormParams, ConcatParams, ConvParams, LinearParams, MinibatchStdParams, BN_ACT_LEAKY_RELU, BN_ACT_RELU};
 use crate::rng::Rng;
 use anyhow::{bail, Context, Result};
 
@@ -422,6 +422,57 @@ impl<B: Backend> Layer<B> for Linear<B> {
     }
     fn params_mut(&mut self) -> Vec<&mut Param<B>> {
         std::iter::once(&mut self.weight).chain(self.bias.as_mut()).collect()
+    }
+}
+
+/// ProGAN's minibatch standard deviation (Karras et al. 2018): one more channel holding
+/// how much the samples of the input's group column differ, so the discriminator sees the
+/// spread of a batch and can tell a collapsed generator by it. Groups of `group` samples, or
+/// of the largest divisor of the batch below it (`MinibatchStdParams`). No parameters.
+pub struct MinibatchStd<B: Backend> {
+    /// The requested group size (at least 1).
+    pub group: usize,
+    x: Option<Tensor<B>>,
+    out: Slot<B>,
+    dx: Slot<B>,
+}
+
+impl<B: Backend> MinibatchStd<B> {
+    pub fn new(group: usize) -> Self {
+        MinibatchStd { group: group.max(1), x: None, out: Slot::default(), dx: Slot::default() }
+    }
+    fn params_for(&self, x: Shape) -> MinibatchStdParams {
+        MinibatchStdParams::new(x.n, x.c, x.hw(), self.group)
+    }
+}
+
+impl<B: Backend> Layer<B> for MinibatchStd<B> {
+    fn describe(&self) -> String {
+        format!("MinibatchStd(group {})", self.group)
+    }
+    fn out_shape(&self, x: Shape) -> Shape {
+        Shape { c: x.c + 1, ..x }
+    }
+    fn op(&self, x: Shape) -> LayerOp {
+        LayerOp::MinibatchStd(self.params_for(x))
+    }
+    fn forward(&mut self, be: &B, x: &Tensor<B>, _mode: Mode) -> Result<Tensor<B>> {
+        let p = self.params_for(x.shape);
+        let y = self.out.get(be, self.out_shape(x.shape))?;
+        be.minibatch_std_forward(&p, &x.buf.borrow(), &mut y.buf.borrow_mut())?;
+        self.x = Some(x.clone());
+        Ok(y)
+    }
+    /// No parameters: only the input gradient, when wanted.
+    fn backward(&mut self, be: &B, dy: &Tensor<B>, want: Grads) -> Result<Option<Tensor<B>>> {
+        if !want.input {
+            return Ok(None);
+        }
+        let x = saved(&self.x, "minibatch_std")?.clone();
+        let p = self.params_for(x.shape);
+        let dx = self.dx.get(be, x.shape)?;
+        be.minibatch_std_backward_input(&p, &x.buf.borrow(), &dy.buf.borrow(), &mut dx.buf.borrow_mut())?;
+        Ok(Some(dx))
     }
 }
 

@@ -14,7 +14,7 @@ mod layers;
 
 pub use layers::*;
 
-use crate::backend::{ActParams, Backend, BatchNormParams, ConvParams, LinearParams};
+use crate::backend::{ActParams, Backend, BatchNormParams, ConvParams, LinearParams, MinibatchStdParams};
 use anyhow::Result;
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -199,6 +199,7 @@ pub enum LayerOp {
     BatchNorm(BatchNormParams),
     Linear(LinearParams),
     Activation { p: ActParams, kind: ActKind },
+    MinibatchStd(MinibatchStdParams),
 }
 
 pub trait Layer<B: Backend> {

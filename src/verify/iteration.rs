@@ -19,7 +19,10 @@ impl<B: Backend> Checker<'_, B> {
         let launched = self.gpu.take_recent_launches();
         let cpu32 = train_iteration(&self.cpu, cfg, n, seed).context("training iteration on the CPU")?;
         let reference = train_iteration(&Cpu64::new(), cfg, n, seed).context("training iteration on the CPU in f64")?;
-        let shape = format!("{} px, width {}, batch {n}", cfg.size, cfg.width);
+        let mut shape = format!("{} px, width {}, batch {n}", cfg.size, cfg.width);
+        if cfg.minibatch_std > 0 {
+            shape += &format!(", minibatch std {}", cfg.minibatch_std);
+        }
         self.rows.extend(iteration_rows(&reference, &cpu32, &got, &shape, launched.len()));
         Ok(())
     }

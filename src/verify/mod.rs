@@ -54,6 +54,8 @@ pub fn kernel_checks(gpu: &GpuBackend, small: bool) -> Result<Vec<Row>> {
     let (layers, train) = if small { (ModelConfig::new(32, 8)?, ModelConfig::new(32, 8)?) } else { (ModelConfig::new(128, 64)?, ModelConfig::new(64, 16)?) };
     c.model_layers(&layers, 2)?;
     c.train_iteration(&train, 2, 11)?;
+    // The discriminator with the minibatch standard deviation channel: two group columns of 2.
+    c.train_iteration(&ModelConfig { minibatch_std: 2, ..train.clone() }, 4, 12)?;
     if !small {
         c.train_iteration(&ModelConfig::new(128, 64)?, 64, 13)?;
     }

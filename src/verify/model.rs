@@ -8,7 +8,7 @@ use crate::backend::cpu::Cpu64;
 use crate::backend::prelude::*;
 use crate::backend::BceParams;
 use crate::model::{DGrads, Discriminator, Generator, ModelConfig, Module};
-use crate::nn::{ActKind, Activation, BatchNorm2d, Conv, Grads, Layer, LayerOp, Linear, Mode, Shape, Tensor};
+use crate::nn::{ActKind, Activation, BatchNorm2d, Conv, Grads, Layer, LayerOp, Linear, MinibatchStd, Mode, Shape, Tensor};
 use crate::rng::Rng;
 use anyhow::{Context, Result};
 
@@ -21,10 +21,12 @@ impl<B: Backend> Checker<'_, B> {
         let d = Discriminator::new(&self.cpu, cfg, &mut rng)?;
         let mut convs = Vec::new();
         let mut norms = Vec::new();
+        let mut spreads = Vec::new();
         for (_, layer, s) in g.layers().into_iter().chain(d.layers()) {
             match layer.op(s.with_batch(n)) {
                 LayerOp::Conv { p, transposed } => convs.push((p, transposed)),
                 LayerOp::BatchNorm(p) => norms.push(p),
+                LayerOp::MinibatchStd(p) => spreads.push(p),
                 LayerOp::Linear(_) | LayerOp::Activation { .. } => {}
             }
         }
@@ -33,6 +35,9 @@ impl<B: Backend> Checker<'_, B> {
         }
         for p in norms {
             self.batchnorm(p)?;
+        }
+        for p in spreads {
+            self.minibatch_std(p.n as usize, p.c as usize, p.hw as usize, p.group as usize)?;
         }
         self.linear(n, cfg.text_dim, cfg.text_proj)?;
         self.concat(n, cfg.noise_dim, cfg.text_dim, 1)?;
@@ -103,13 +108,15 @@ pub fn layer_checks() -> Result<Vec<CheckResult>> {
     }
     let mut lin = Linear::new(&be, "linear", 6, 3, true, &mut rng)?;
     out.extend(layer_check("Linear(6,3)", &mut lin, Shape::new(3, 6, 1, 1), &mut rng)?);
+    let mut spread = MinibatchStd::new(2);
+    out.extend(layer_check("MinibatchStd(group 2)", &mut spread, Shape::new(4, 3, 2, 2), &mut rng)?);
     Ok(out)
 }
 
 /// A small model configuration for the whole-model checks: every block type, the
 /// batchnorm layers and the text paths, at a size finite differences can afford.
 pub fn small_config() -> ModelConfig {
-    ModelConfig { size: 32, width: 4, noise_dim: 5, text_dim: 6, text_proj: 3, slope: 0.2 }
+    ModelConfig { size: 32, width: 4, noise_dim: 5, text_dim: 6, text_proj: 3, slope: 0.2, minibatch_std: 0 }
 }
 
 /// Up to `k` indices of `0..len`, spread out (all of them when `len <= k`).
@@ -167,9 +174,26 @@ pub fn model_checks(per_param: usize) -> Result<Vec<CheckResult>> {
         out.push(compare(format!("generator {name}"), &ana, &num));
     }
 
-    // Discriminator, loss = BCE(D(x, t), 1) / 2 as in the D step.
-    let mut d = Discriminator::new(&be, &cfg, &mut rng)?;
-    let image = rand_vec(&mut rng, img_shape.len());
+    discriminator_checks(&cfg, n, &text, per_param, &mut rng, &mut out)?;
+    // The same with the minibatch standard deviation channel at the head: a batch of 4 in
+    // two group columns of 2, so the gradient flows between the samples of each column.
+    let spread = ModelConfig { minibatch_std: 2, ..cfg };
+    let text4 = rand_vec(&mut rng, 4 * spread.text_dim);
+    discriminator_checks(&spread, 4, &text4, per_param, &mut rng, &mut out)?;
+    Ok(out)
+}
+
+/// Whole discriminator of `cfg` at batch `n`, loss = BCE(D(x, t), 1) / 2 as in the D step:
+/// the image and the text `text` in full, and up to `per_param` entries of every parameter.
+fn discriminator_checks(cfg: &ModelConfig, n: usize, text: &[f64], per_param: usize, rng: &mut Rng, out: &mut Vec<CheckResult>) -> Result<()> {
+    let be = Cpu64::new();
+    let img_shape = Shape::new(n, 3, cfg.size, cfg.size);
+    let label = match cfg.minibatch_std {
+        0 => format!("discriminator ({}px, width {})", cfg.size, cfg.width),
+        g => format!("discriminator ({}px, width {}, minibatch std {g} of batch {n})", cfg.size, cfg.width),
+    };
+    let mut d = Discriminator::new(&be, cfg, rng)?;
+    let image = rand_vec(rng, img_shape.len());
     let bce = BceParams { n: n as i32, target: 1.0, scale: 0.5 };
     let d_loss = |d: &mut Discriminator<Cpu64>, image: &[f64], text: &[f64]| -> Result<(f64, Vec<f64>)> {
         let it = Tensor::zeros(&be, img_shape)?;
@@ -182,7 +206,7 @@ pub fn model_checks(per_param: usize) -> Result<Vec<CheckResult>> {
         Ok((o[0], logits.to_f64(&be)?))
     };
     d.zero_grad(&be)?;
-    let (_, logits) = d_loss(&mut d, &image, &text)?;
+    let (_, logits) = d_loss(&mut d, &image, text)?;
     let mut dl = be.alloc(n)?;
     let lb = {
         let mut b = be.alloc(n)?;
@@ -194,22 +218,22 @@ pub fn model_checks(per_param: usize) -> Result<Vec<CheckResult>> {
     dlt.set_f64(&be, &dl)?;
     let (di, dtx) = d.backward(&be, &dlt, DGrads::ALL)?;
     let (di, dtx) = (di.context("the image gradient")?.to_f64(&be)?, dtx.context("the text gradient")?.to_f64(&be)?);
-    out.push(check_all_h("discriminator (32px, width 4) image", &image, &di, H_MODEL_INPUT, |v| Ok(d_loss(&mut d, v, &text)?.0))?);
-    out.push(check_all_h("discriminator (32px, width 4) text", &text, &dtx, H_MODEL_INPUT, |v| Ok(d_loss(&mut d, &image, v)?.0))?);
+    out.push(check_all_h(&format!("{label} image"), &image, &di, H_MODEL_INPUT, |v| Ok(d_loss(&mut d, v, text)?.0))?);
+    out.push(check_all_h(&format!("{label} text"), text, &dtx, H_MODEL_INPUT, |v| Ok(d_loss(&mut d, &image, v)?.0))?);
     let count = d.params().len();
     for pi in 0..count {
         let (name, value, grad) = {
             let p = &d.params()[pi];
             (p.name.clone(), p.value.clone(), p.grad.clone())
         };
-        let idx = sample_indices(value.len(), per_param, &mut rng);
+        let idx = sample_indices(value.len(), per_param, rng);
         let num = numeric(&value, &idx, |v| {
             be.upload_f64(&mut d.params_mut()[pi].value, v)?;
-            Ok(d_loss(&mut d, &image, &text)?.0)
+            Ok(d_loss(&mut d, &image, text)?.0)
         })?;
         be.upload_f64(&mut d.params_mut()[pi].value, &value)?;
         let ana: Vec<f64> = idx.iter().map(|&i| grad[i]).collect();
-        out.push(compare(format!("discriminator {name}"), &ana, &num));
+        out.push(compare(format!("{label} {name}"), &ana, &num));
     }
-    Ok(out)
+    Ok(())
 }
