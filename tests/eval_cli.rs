@@ -44,6 +44,7 @@ fn tiny_run(dir: &Path) {
         precision: Default::default(),
         eval_split: 0.1,
         eval_every: 0,
+        minibatch_std: 0,
     };
     train(&Cpu::new(), &opts, dir, None, false).unwrap();
 }

@@ -37,6 +37,7 @@ fn opts(iters: u64) -> TrainOptions {
         // compare what a run trains on.
         eval_split: 0.0,
         eval_every: 0,
+        minibatch_std: 0,
     }
 }
 
@@ -89,6 +90,56 @@ fn bf16_runs_resume_exactly() {
     let e = train(&Cpu::new(), &o, &tmp("bf16-mismatch"), None, false).unwrap_err().to_string();
     assert!(e.contains("--precision bf16"), "{e}");
     for d in [straight, split, f32run] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+/// With the minibatch standard deviation channel (`--minibatch-std 4`, batch 16: four groups
+/// of four), 2 + 2 iterations resumed equal 4 straight, bit for bit; the group is saved in
+/// the checkpoint's model and options, and checkpoints from before it load as without it.
+#[test]
+fn minibatch_std_runs_resume_exactly() {
+    let be = Cpu::new();
+    let mut o = opts(4);
+    o.minibatch_std = 4;
+    let straight = tmp("mbstd-straight");
+    train(&be, &o, &straight, None, false).unwrap();
+    let split = tmp("mbstd-split");
+    train(&be, &TrainOptions { iters: 2, ..o.clone() }, &split, None, false).unwrap();
+    let ck = checkpoint::resolve(&split).unwrap();
+    let loaded = checkpoint::load(&ck).unwrap();
+    let state = RunState::from_checkpoint(&loaded).unwrap();
+    assert_eq!((state.iteration, state.config.minibatch_std, state.options.minibatch_std), (2, 4, 4));
+    train(&be, &o, &split, Some((ck, loaded)), false).unwrap();
+    let a = tensors(&checkpoint::path_for(&straight, 4));
+    let b = tensors(&checkpoint::path_for(&split, 4));
+    assert_eq!(a.len(), b.len());
+    for ((na, va), (nb, vb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        assert!(va.iter().zip(vb).all(|(x, y)| x.to_bits() == y.to_bits()), "{na} differs after resume");
+    }
+    // The channel is the head's first module: its 1x1 convolution (now head.1) takes one
+    // more input channel than the top features and the text projection (32 + 128).
+    let head = a.iter().find(|(n, _)| n == "discriminator.head.1.weight").expect("the head's 1x1 convolution");
+    assert_eq!(head.1.len(), 32 * (32 + 128 + 1));
+    assert!(!a.iter().any(|(n, _)| n == "discriminator.head.0.weight"), "the minibatch std layer has no parameters");
+    // Without it the same run keeps the article's names and trains differently.
+    let plain = tmp("mbstd-plain");
+    train(&be, &opts(4), &plain, None, false).unwrap();
+    let p = tensors(&checkpoint::path_for(&plain, 4));
+    assert!(p.iter().any(|(n, v)| n == "discriminator.head.0.weight" && v.len() == 32 * (32 + 128)));
+    let g = |t: &[(String, Vec<f32>)]| t.iter().filter(|(n, _)| n.starts_with("generator.")).cloned().collect::<Vec<_>>();
+    assert_ne!(g(&a), g(&p), "the generator trained the same against a discriminator with and without the channel");
+    // A checkpoint from before the option: neither the model nor the options name it.
+    let mut old = checkpoint::load(&checkpoint::path_for(&plain, 4)).unwrap();
+    old.meta["config"].as_object_mut().unwrap().remove("minibatch_std");
+    old.meta["options"].as_object_mut().unwrap().remove("minibatch_std");
+    let s = RunState::from_checkpoint(&old).unwrap();
+    assert_eq!((s.config.minibatch_std, s.options.minibatch_std), (0, 0));
+    // The library refuses what the flag refuses.
+    let e = train(&be, &TrainOptions { minibatch_std: 3, ..opts(1) }, &tmp("mbstd-bad"), None, false).unwrap_err().to_string();
+    assert!(e.contains("--minibatch-std 3 does not divide --batch 16"), "{e}");
+    for d in [straight, split, plain] {
         let _ = std::fs::remove_dir_all(d);
     }
 }
@@ -312,6 +363,9 @@ fn user_errors_are_one_line_with_exit_code_2() {
         "--precision is f32",
     );
     fails_with(&["train", "--precision", "fp16", "--out", &d("o5")], "--precision fp16");
+    fails_with(&["train", "--minibatch-std", "1", "--out", &d("o7")], "--minibatch-std 1");
+    fails_with(&["train", "--batch", "4", "--minibatch-std", "8", "--out", &d("o7")], "--minibatch-std 8 is larger than --batch 4");
+    fails_with(&["train", "--batch", "6", "--minibatch-std", "--out", &d("o7")], "--minibatch-std 4 does not divide --batch 6");
     fails_with_env(
         &[("GAN_ENGINE_CPU_BF16", "mmx")],
         &["train", "--device", "cpu", "--precision", "bf16", "--size", "32", "--width", "4", "--iters", "1", "--cache-dir", &cache, "--out", &d("o6")],
@@ -333,6 +387,7 @@ fn user_errors_are_one_line_with_exit_code_2() {
     fails_with(&["sample", "--checkpoint", &d("foreign.safetensors"), "--text", "Red Dress"], "not a readable gan-engine checkpoint");
     fails_with(&["train", "--resume", &run.display().to_string(), "--size", "64", "--iters", "3"], "--size differs");
     fails_with(&["train", "--resume", &run.display().to_string(), "--precision", "bf16", "--iters", "3"], "--precision differs");
+    fails_with(&["train", "--resume", &run.display().to_string(), "--minibatch-std", "4", "--iters", "3"], "--minibatch-std differs");
     fails_with(&["train", "--size", "32", "--width", "8", "--iters", "2", "--cache-dir", &cache, "--out", &run.display().to_string()], "already holds a run");
 
     // sample works on the good checkpoint and writes a grid of the right size.

@@ -27,6 +27,9 @@ pub struct Args {
     /// cpu, cuda, sim or auto (see `train --help`).
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// The discriminator with `train --minibatch-std G` (0: without).
+    #[arg(long, value_name = "G", num_args = 0..=1, default_value_t = 0, default_missing_value = "4")]
+    minibatch_std: usize,
     /// Image sizes, comma-separated (32, 64, 128).
     #[arg(long, value_delimiter = ',', default_value = "64")]
     size: Vec<usize>,
@@ -119,7 +122,8 @@ fn run_on<B: Backend>(be: B, a: &Args, precision: Precision, timer: Timer) -> Re
     let mut configs = Vec::new();
     for &size in &a.size {
         for &batch in &a.batch {
-            let cfg = ModelConfig::new(size, a.width)?;
+            gan_engine::train::run::check_minibatch_std(a.minibatch_std, batch)?;
+            let cfg = ModelConfig { minibatch_std: a.minibatch_std, ..ModelConfig::new(size, a.width)? };
             cfg.check_batch(batch)?;
             configs.push((cfg, batch));
         }
@@ -153,8 +157,9 @@ impl Measurement {
     fn line<B: Backend>(&self, be: &B, cfg: &ModelConfig, batch: usize, iters: usize, precision: Precision, timer: &str) -> String {
         let med = self.median();
         let min = self.times.iter().cloned().fold(f64::INFINITY, f64::min);
+        let spread = if cfg.minibatch_std > 0 { format!(" minibatch_std={}", cfg.minibatch_std) } else { String::new() };
         format!(
-            "ours gan-engine {} backend=\"{}\" size={} width={} batch={batch} precision={precision} threads={} iters={iters} timer={timer} median_s={med:.4} min_s={min:.4} it_per_s={:.3} gflop_per_s={:.1} vs_1070ti={:.3}",
+            "ours gan-engine {} backend=\"{}\" size={} width={} batch={batch}{spread} precision={precision} threads={} iters={iters} timer={timer} median_s={med:.4} min_s={min:.4} it_per_s={:.3} gflop_per_s={:.1} vs_1070ti={:.3}",
             env!("CARGO_PKG_VERSION"),
             be.name(),
             cfg.size,

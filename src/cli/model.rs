@@ -14,11 +14,15 @@ pub struct Args {
     /// Batch size for the per-iteration FLOP total.
     #[arg(long, default_value_t = 64)]
     batch: usize,
+    /// The discriminator with `train --minibatch-std G` (0: without).
+    #[arg(long, value_name = "G", num_args = 0..=1, default_value_t = 0, default_missing_value = "4")]
+    minibatch_std: usize,
 }
 
 pub fn run(a: Args) -> Result<()> {
     anyhow::ensure!(a.batch > 0, "--batch must be at least 1");
-    let cfg = ModelConfig::new(a.size, a.width)?;
+    gan_engine::train::run::check_minibatch_std(a.minibatch_std, a.batch)?;
+    let cfg = ModelConfig { minibatch_std: a.minibatch_std, ..ModelConfig::new(a.size, a.width)? };
     let be = Cpu::new();
     let mut rng = Rng::new(0);
     let g = Generator::new(&be, &cfg, &mut rng)?;

@@ -4,7 +4,7 @@ use gan_engine::backend::{Core, Precision};
 use gan_engine::eval::split::DEFAULT_EVAL_SPLIT;
 use gan_engine::text::DEFAULT_MAX_FEATURES;
 use gan_engine::train::checkpoint;
-use gan_engine::train::run::{iters_for_epochs, train_until, RunState, TrainOptions};
+use gan_engine::train::run::{check_minibatch_std, iters_for_epochs, train_until, RunState, TrainOptions};
 use gan_engine::train::Hyper;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -90,6 +90,11 @@ pub struct Args {
     /// (`--eval-every` alone: every 500) into metrics.csv and loss.png [default: off].
     #[arg(long, num_args = 0..=1, default_missing_value = "500")]
     eval_every: Option<u64>,
+    /// Minibatch standard deviation (ProGAN) at the head of the discriminator, over groups
+    /// of G images of a batch (`--minibatch-std` alone: 4); G divides --batch; 0 is off
+    /// [default: 0].
+    #[arg(long, value_name = "G", num_args = 0..=1, default_missing_value = "4")]
+    minibatch_std: Option<usize>,
     /// No progress bar (one line per checkpoint instead).
     #[arg(long)]
     quiet: bool,
@@ -122,6 +127,7 @@ fn fresh(a: &Args, precision: Option<Precision>) -> TrainOptions {
         precision: precision.unwrap_or_default(),
         eval_split: a.eval_split.unwrap_or(DEFAULT_EVAL_SPLIT),
         eval_every: a.eval_every.unwrap_or(0),
+        minibatch_std: a.minibatch_std.unwrap_or(0),
     }
 }
 
@@ -129,7 +135,7 @@ fn fresh(a: &Args, precision: Option<Precision>) -> TrainOptions {
 /// or the random streams are refused, while the schedule (iterations, saving) may change.
 fn resumed(a: &Args, precision: Option<Precision>, stored: &TrainOptions) -> Result<TrainOptions> {
     let mut o = stored.clone();
-    let fixed: [(&str, bool); 13] = [
+    let fixed: [(&str, bool); 14] = [
         ("--precision", precision.is_some_and(|p| p != stored.precision)),
         ("--data", a.data.as_ref().is_some_and(|d| Some(d) != stored.data.as_ref())),
         ("--size", a.size.is_some_and(|v| v != stored.size)),
@@ -143,6 +149,7 @@ fn resumed(a: &Args, precision: Option<Precision>, stored: &TrainOptions) -> Res
         ("--max-features", a.max_features.is_some_and(|v| v != stored.max_features)),
         ("--crop/--no-flip", a.crop != stored.crop || a.no_flip == stored.flip),
         ("--eval-split", a.eval_split.is_some_and(|v| v != stored.eval_split)),
+        ("--minibatch-std", a.minibatch_std.is_some_and(|v| v != stored.minibatch_std)),
     ];
     if let Some((flag, _)) = fixed.iter().find(|f| f.1) {
         bail!("{flag} differs from the run being resumed; a resumed run keeps its settings (drop the flag, or start a new run with another --out)");
@@ -197,12 +204,14 @@ pub fn run(a: Args) -> Result<()> {
         let trained = gan_engine::eval::split::split(&ids, opts.eval_split).train.len();
         opts.iters = iters_for_epochs(e, trained, opts.batch);
     }
+    check_minibatch_std(opts.minibatch_std, opts.batch)?;
     let backend = device::open(&a.device, Some(opts.precision))?;
     let name = match &backend {
         Opened::Cpu(be) => be.name(),
         Opened::Gpu(be) => be.name(),
     };
-    eprintln!("training {} px, width {}, batch {}, {} iterations on {name} -> {}", opts.size, opts.width, opts.batch, opts.iters, out.display());
+    let spread = if opts.minibatch_std > 0 { format!(", minibatch std over groups of {}", opts.minibatch_std) } else { String::new() };
+    eprintln!("training {} px, width {}, batch {}{spread}, {} iterations on {name} -> {}", opts.size, opts.width, opts.batch, opts.iters, out.display());
     // Ctrl-C (or SIGTERM, SIGHUP) ends the run after the iteration in progress, with a
     // checkpoint of it; a second one quits at once (checkpoints are written atomically, so
     // that loses at most the iterations since the last one).

@@ -47,6 +47,28 @@ pub struct TrainOptions {
     /// Measure SWD, FD and conditioning every N iterations into metrics.csv (0: never).
     #[serde(default)]
     pub eval_every: u64,
+    /// Group size of the discriminator's minibatch standard deviation channel
+    /// (`--minibatch-std`, `ModelConfig::minibatch_std`); 0, also for checkpoints from
+    /// before it: none.
+    #[serde(default)]
+    pub minibatch_std: usize,
+}
+
+/// `--minibatch-std group` for batches of `batch`: 0 (off), or a group of 2 or more that
+/// divides the batch. A group is drawn from one batch, so a group larger than the batch,
+/// or one that leaves a remainder, is refused rather than quietly shrunk to a divisor.
+pub fn check_minibatch_std(group: usize, batch: usize) -> Result<()> {
+    if group == 0 {
+        return Ok(());
+    }
+    ensure!(group >= 2, "--minibatch-std 1 would add a constant channel (a group of one sample has no spread); use 2 or more (ProGAN uses 4), or 0 for none");
+    ensure!(group <= batch, "--minibatch-std {group} is larger than --batch {batch}: each group is taken from one batch; use at most {batch}");
+    ensure!(
+        batch.is_multiple_of(group),
+        "--minibatch-std {group} does not divide --batch {batch}: the batch is cut into groups of equal size; use a divisor of {batch} such as {}",
+        crate::backend::minibatch_std::effective_group(batch, group)
+    );
+    Ok(())
 }
 
 /// How many iterations `--epochs E` means for a data set of `len` items.
@@ -167,7 +189,8 @@ pub fn train_until<B: Backend>(
         be.precision()
     );
     opts.hyper.check()?;
-    ModelConfig::new(opts.size, opts.width)?.check_batch(opts.batch)?;
+    check_minibatch_std(opts.minibatch_std, opts.batch)?;
+    ModelConfig { minibatch_std: opts.minibatch_std, ..ModelConfig::new(opts.size, opts.width)? }.check_batch(opts.batch)?;
     ensure_writable(out)?;
     let paths = RunPaths { dir: out.to_path_buf() };
     if resume.is_none() && !checkpoint::list(out)?.is_empty() {
@@ -215,7 +238,7 @@ pub fn train_until<B: Backend>(
         data.len(),
         source.describe()
     );
-    let cfg = ModelConfig { text_dim: data.tfidf.dim(), ..ModelConfig::new(opts.size, opts.width)? };
+    let cfg = ModelConfig { text_dim: data.tfidf.dim(), minibatch_std: opts.minibatch_std, ..ModelConfig::new(opts.size, opts.width)? };
     cfg.check_batch(opts.batch)?;
     ensure!(cfg.text_dim > 0, "the captions of {} give an empty vocabulary: no word of two or more letters", source.describe());
 
@@ -224,14 +247,16 @@ pub fn train_until<B: Backend>(
         (Some(s), Some((path, ck))) => {
             if s.config != cfg {
                 bail!(
-                    "--resume {}: the checkpoint's model ({} px, width {}, text {}) does not match this run's ({} px, width {}, text {})",
+                    "--resume {}: the checkpoint's model ({} px, width {}, text {}, minibatch std {}) does not match this run's ({} px, width {}, text {}, minibatch std {})",
                     path.display(),
                     s.config.size,
                     s.config.width,
                     s.config.text_dim,
+                    s.config.minibatch_std,
                     cfg.size,
                     cfg.width,
-                    cfg.text_dim
+                    cfg.text_dim,
+                    cfg.minibatch_std
                 );
             }
             gan.import(be, &ck.tensors).with_context(|| format!("--resume {}", path.display()))?;
