@@ -78,7 +78,7 @@ impl MinibatchStdParams {
 /// The largest divisor of `n` that is at most `requested` (1 when `requested` is 0 or `n`
 /// is 0).
 pub fn effective_group(n: usize, requested: usize) -> usize {
-    (1..=requested.min(n)).rev().find(|g| n % g == 0).unwrap_or(1)
+    (1..=requested.min(n)).rev().find(|g| n.is_multiple_of(*g)).unwrap_or(1)
 }
 
 /// The minibatch_std family's ops. No parameters: the backward pass is the input gradient.

@@ -43,13 +43,13 @@ pub mod direct {
         let s: Vec<f64> = std.iter().map(|v| v.iter().sum::<f64>() / (c * hw) as f64).collect();
         let mut y = vec![0.0; p.out_len()];
         for j in 0..g {
-            for col in 0..m {
+            for (col, &spread) in s.iter().enumerate() {
                 let i = j * m + col;
                 for k in 0..c * hw {
                     y[i * (c + 1) * hw + k] = x[i * c * hw + k];
                 }
                 for q in 0..hw {
-                    y[(i * (c + 1) + c) * hw + q] = s[col];
+                    y[(i * (c + 1) + c) * hw + q] = spread;
                 }
             }
         }
