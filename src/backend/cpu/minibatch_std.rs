@@ -32,20 +32,29 @@ impl<T: Elem> MinibatchStdOps for CpuBackend<T> {
     }
 }
 
-/// `(mean, std)` over the `group` samples of column `col` at value `k` of a sample
-/// (`k` in `0..c hw`), in f64.
-fn column_stats<T: Elem>(p: &MinibatchStdParams, x: &[T], col: usize, k: usize) -> (f64, f64) {
+/// The mean and the standard deviation `sqrt(var + eps)` over the `group` samples of
+/// column `col` at every value of a sample (`c hw` each), in f64; each pass walks the
+/// samples' rows in order.
+fn column_stats<T: Elem>(p: &MinibatchStdParams, x: &[T], col: usize) -> (Vec<f64>, Vec<f64>) {
     let (m, g, per) = (p.columns(), p.group as usize, (p.c * p.hw) as usize);
-    let at = |j: usize| x[(j * m + col) * per + k].to_f64();
-    let mean = (0..g).map(at).sum::<f64>() / g as f64;
-    let var = (0..g).map(|j| (at(j) - mean).powi(2)).sum::<f64>() / g as f64;
-    (mean, (var + MINIBATCH_STD_EPS as f64).sqrt())
+    let row = |j: usize| &x[(j * m + col) * per..][..per];
+    let mut mean = vec![0.0f64; per];
+    for j in 0..g {
+        mean.iter_mut().zip(row(j)).for_each(|(s, v)| *s += v.to_f64());
+    }
+    mean.iter_mut().for_each(|s| *s /= g as f64);
+    let mut var = vec![0.0f64; per];
+    for j in 0..g {
+        var.iter_mut().zip(row(j)).zip(&mean).for_each(|((s, v), mu)| *s += (v.to_f64() - mu).powi(2));
+    }
+    let std = var.into_iter().map(|v| (v / g as f64 + MINIBATCH_STD_EPS as f64).sqrt()).collect();
+    (mean, std)
 }
 
 fn minibatch_std_forward<T: Elem>(p: &MinibatchStdParams, x: &[T], y: &mut [T]) {
     let (c, hw, per) = (p.c as usize, p.hw as usize, (p.c * p.hw) as usize);
     let m = p.columns();
-    let s: Vec<f64> = (0..m).into_par_iter().map(|col| (0..per).map(|k| column_stats(p, x, col, k).1).sum::<f64>() / per as f64).collect();
+    let s: Vec<f64> = (0..m).into_par_iter().map(|col| column_stats(p, x, col).1.iter().sum::<f64>() / per as f64).collect();
     y[..p.out_len()].par_chunks_mut((c + 1) * hw).enumerate().for_each(|(i, out)| {
         out[..per].copy_from_slice(&x[i * per..(i + 1) * per]);
         let v = T::from_f64(s[i % m]);
@@ -62,12 +71,15 @@ fn minibatch_std_backward_input<T: Elem>(p: &MinibatchStdParams, x: &[T], dy: &[
     for i in 0..p.n as usize {
         ds[i % m] += dy[(i * (c + 1) + c) * hw..][..hw].iter().map(|v| v.to_f64()).sum::<f64>();
     }
+    // Each column's statistics once (not once per sample).
+    let stats: Vec<(Vec<f64>, Vec<f64>)> = (0..m).into_par_iter().map(|col| column_stats(p, x, col)).collect();
     dx[..p.in_len()].par_chunks_mut(per).enumerate().for_each(|(i, out)| {
         let col = i % m;
         let scale = ds[col] / per as f64 / g as f64;
+        let (mean, std) = &stats[col];
+        let (dyi, xi) = (&dy[i * (c + 1) * hw..][..per], &x[i * per..][..per]);
         for (k, o) in out.iter_mut().enumerate() {
-            let (mean, std) = column_stats(p, x, col, k);
-            *o = T::from_f64(dy[i * (c + 1) * hw + k].to_f64() + scale * (x[i * per + k].to_f64() - mean) / std);
+            *o = T::from_f64(dyi[k].to_f64() + scale * (xi[k].to_f64() - mean[k]) / std[k]);
         }
     });
 }
