@@ -21,7 +21,9 @@
 //   GEMM_TF32X3: TF32 tensor cores with each operand split into a TF32 high and low part
 //     and three products (hi*hi + hi*lo + lo*hi): fp32 accuracy, sm_80 and newer;
 //   GEMM_TF32: TF32 tensor cores, one product of the rounded operands (about 3 decimal
-//     digits, what cuDNN does for fp32 convolutions by default), sm_80 and newer.
+//     digits, what cuDNN does for fp32 convolutions by default), sm_80 and newer;
+//   GEMM_BF16: bf16 tensor cores (mma.m16n8k16, f32 accumulators), each operand rounded to
+//     bf16: `--precision bf16`, PyTorch's autocast, sm_80 and newer.
 // and how they are fed (GemmFeed): through registers, or GEMM_FEED_ASYNC, by asynchronous
 // copies (cp.async, sm_80 and newer) through a GEMM_STAGES-deep ring of shared buffers
 // (gemm.cuh, gemm_steps_async). NVRTC gets both as -DGAN_GEMM_PRECISION and

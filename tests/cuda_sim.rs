@@ -56,3 +56,19 @@ fn a_wrong_result_fails_its_row() {
     let nan = gan_engine::verify::compare(vec!["k".into()], "s".into(), &[1.0], &[f32::NAN], gan_engine::verify::TOL_ELEM);
     assert!(!nan.passed);
 }
+
+#[test]
+fn bf16_tensor_cores_match_the_bf16_twin_and_really_round() {
+    // Against the bf16 CPU twin (the f32 GEMM of the rounded operands) within f32
+    // summation order (checked by awkward_rows), both feeds; and, as a control, the same
+    // kernels against the f32 CPU backend are off by about the bf16 rounding, so a tile
+    // that skipped the bf16 path could not pass the first check by accident.
+    for mode in [GemmMode::BF16, GemmMode::BF16_ASYNC] {
+        awkward_rows(mode);
+        let gpu = GpuBackend::sim(mode).expect("built with the sim feature");
+        let mut c = Checker::with_gemm_tol(&gpu, 3, TOL_GEMM);
+        awkward_shapes(&mut c).expect("checks ran");
+        let worst = c.rows.iter().filter(|r| r.kernels[0].starts_with("conv")).map(|r| r.max_rel).fold(0.0f64, f64::max);
+        assert!(worst > 1e-3, "{}: GEMM rows within {worst:e} of the f32 twin: is the bf16 path running?", mode.label());
+    }
+}

@@ -85,6 +85,9 @@ fn write_fuzz_seeds() {
         crop: false,
         max_features: 2,
         cache_dir: None,
+        precision: Default::default(),
+        eval_split: 0.1,
+        eval_every: 0,
     };
     let state = RunState {
         format: checkpoint::FORMAT.into(),

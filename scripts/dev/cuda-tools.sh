@@ -4,8 +4,8 @@
 #   1. installs NVRTC 12, NVRTC 13 and ptxas from PyPI into .tools/cuda/ (once; cached);
 #   2. builds the binary with the `sim` feature;
 #   3. compiles every kernel module with NVRTC 12 for sm_61, sm_75 and sm_80 (and sm_80 in
-#      GEMM mode tf32x3-async) and with NVRTC 13 for sm_90 in every GEMM mode, through the
-#      binary's own run-time compile path;
+#      GEMM modes tf32x3-async and bf16) and with NVRTC 13 for sm_90 in every GEMM mode,
+#      through the binary's own run-time compile path;
 #   4. runs `ptxas -v` on the sm_90 PTX, prints registers / shared memory / spills per
 #      kernel, and fails on any spill; then prints the instruction mix of every GEMM
 #      kernel's main loop in SASS (scripts/dev/sass-loops.py; cuobjdump and nvdisasm from PyPI);
@@ -16,7 +16,9 @@
 #      out-of-bounds accesses, every launch in three thread orders compared bit for bit;
 #      plus a whole training iteration and one against the PyTorch reference), checks that
 #      every `extern "C"` kernel in kernels/ has a passing row, and runs the selftest again
-#      in GEMM modes tf32x3-async and fp32 (the FMA tiles of GPUs before sm_80).
+#      in GEMM modes tf32x3-async and fp32 (the FMA tiles of GPUs before sm_80). The bf16
+#      tiles are checked by `cargo test --features sim --test cuda_sim` (their rows against
+#      the bf16 CPU twin).
 #
 # Exits non-zero on any failure. Versions can be overridden with NVRTC12_PKG, NVRTC13_PKG,
 # NVCC_PKG, CUOBJDUMP_PKG and NVDISASM_PKG (pip requirement strings).
@@ -76,9 +78,11 @@ step "NVRTC 12: sm_61 (GTX 1070 Ti), sm_75, sm_80"
 kernels_with 12 env GAN_ENGINE_NVRTC="$lib12/libnvrtc.so.12" "$bin" kernels --arch sm_61,sm_75,sm_80 --out "$ptx"
 step "NVRTC 12: sm_80, GEMM tf32x3-async (cp.async, the oldest architecture that has it)"
 kernels_with 12 env GAN_ENGINE_NVRTC="$lib12/libnvrtc.so.12" "$bin" kernels --arch sm_80 --gemm tf32x3-async --out "$ptx/sm_80-async"
+step "NVRTC 12: sm_80, GEMM bf16 (mma.m16n8k16 bf16, the oldest architecture that has it)"
+kernels_with 12 env GAN_ENGINE_NVRTC="$lib12/libnvrtc.so.12" "$bin" kernels --arch sm_80 --gemm bf16 --out "$ptx/sm_80-bf16"
 # NVRTC 13 as users install it: its folder on LD_LIBRARY_PATH, nothing renamed or linked.
 # sm_90 in every GEMM mode (GAN_ENGINE_GEMM), each into its own folder for ptxas below.
-for mode in tf32x3 tf32 fp32 tf32x3-async tf32-async; do
+for mode in tf32x3 tf32 fp32 tf32x3-async tf32-async bf16 bf16-async; do
     step "NVRTC 13: sm_90, GEMM $mode"
     kernels_with 13 env LD_LIBRARY_PATH="$lib13" "$bin" kernels --arch sm_90 --gemm "$mode" --out "$ptx/$mode"
 done

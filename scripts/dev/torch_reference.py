@@ -18,9 +18,12 @@ Stored tensors (all F32):
                     the G step (before Adam)
 - `after.<name>`    parameters after one Adam step each, and the running statistics
                     after the iteration (D's batchnorms ran three times: real, fake, G step)
+- `bf16.<key>`      the same iteration from the same f32 weights under PyTorch's bf16
+                    autocast, for every `outputs.`, `grads.` and `after.` key: the peer that
+                    `--precision bf16` is held against (verify::torch::run_bf16)
 The safetensors metadata holds `config` (ModelConfig JSON), `batch`, `torch`, `note`.
 
-    python3 scripts/dev/torch_reference.py                   # tests/data/torch_reference.safetensors
+    python3 scripts/dev/torch_reference.py                   # src/verify/torch_reference.safetensors
     python3 scripts/dev/torch_reference.py --perturb bn_eps -o target/wrong.safetensors
 
 `--perturb` writes a deliberately wrong reference (another convention) so one can see
@@ -28,6 +31,7 @@ the Rust test fail: TORCH_REFERENCE=target/wrong.safetensors cargo test --releas
 """
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -60,7 +64,7 @@ def f32(t):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     here = os.path.dirname(os.path.abspath(__file__))
-    ap.add_argument("-o", "--out", default=os.path.join(here, "..", "..", "tests", "data", "torch_reference.safetensors"))
+    ap.add_argument("-o", "--out", default=os.path.join(here, "..", "..", "src", "verify", "torch_reference.safetensors"))
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--perturb", choices=sorted(PERTURBATIONS), default=None, help="write a deliberately wrong reference")
     a = ap.parse_args()
@@ -69,8 +73,10 @@ def main():
     c = CONFIG
     # Built in f32 (so every weight is an f32 value), then widened to f64 exactly.
     g, d = tp.build(c["size"], c["width"], c["noise_dim"], c["text_dim"], c["text_proj"], seed=a.seed)
+    g16, d16 = copy.deepcopy(g), copy.deepcopy(d)
     g, d = g.double(), d.double()
-    images, texts, noise = (t.double() for t in tp.make_batch(BATCH, c["size"], c["noise_dim"], c["text_dim"], seed=a.seed + 1))
+    batch32 = tp.make_batch(BATCH, c["size"], c["noise_dim"], c["text_dim"], seed=a.seed + 1)
+    images, texts, noise = (t.double() for t in batch32)
 
     p = a.perturb
     if p in ("bn_eps", "bn_momentum"):
@@ -100,6 +106,13 @@ def main():
         step()
     after = tp.named_state(g, d)
 
+    # The peer of --precision bf16: the same iteration from the same f32 weights and batch
+    # under bf16 autocast (autocast lowers f32 operations only, so this run is in f32).
+    rec16 = {}
+    opt_d16, opt_g16 = tp.make_optimizers(g16, d16)
+    tp.iteration(g16, d16, opt_d16, opt_g16, *batch32, amp=torch.bfloat16, record=rec16)
+    after16 = tp.named_state(g16, d16)
+
     out = {}
     for k, v in before.items():
         out[f"weights.{k}"] = f32(v)
@@ -116,8 +129,19 @@ def main():
         out[f"grads.generator.{k}"] = f32(v)
     for k, v in after.items():
         out[f"after.{k}"] = f32(v)
+    if not p:
+        for k in ("fake", "logits_real", "logits_fake", "logits_g"):
+            out[f"bf16.outputs.{k}"] = f32(rec16[k])
+        for k in ("loss_d", "loss_g", "d_real", "d_fake"):
+            out[f"bf16.outputs.{k}"] = f32(rec16[k].reshape(1))
+        for k, v in rec16["grads_d"].items():
+            out[f"bf16.grads.discriminator.{k}"] = f32(v)
+        for k, v in rec16["grads_g"].items():
+            out[f"bf16.grads.generator.{k}"] = f32(v)
+        for k, v in after16.items():
+            out[f"bf16.after.{k}"] = f32(v)
 
-    note = "PyTorch float64 from f32-exact weights and inputs, stored as f32"
+    note = "PyTorch float64 from f32-exact weights and inputs, stored as f32; bf16.*: PyTorch bf16 autocast from the same f32 weights"
     if p:
         note += f"; DELIBERATELY WRONG: {PERTURBATIONS[p]}"
     meta = {"config": json.dumps(c), "batch": str(BATCH), "torch": torch.__version__, "note": note, "seed": str(a.seed)}

@@ -1,6 +1,7 @@
 //! Subcommands, one file each.
 
 mod bench;
+mod eval;
 mod kernels;
 mod model;
 mod prepare;
@@ -29,6 +30,9 @@ pub enum Command {
     Sample(sample::Args),
     /// Serve the design studio: a local web page that draws products from descriptions.
     Serve(serve::Args),
+    /// Measure a trained model: SWD, FD, KID, precision and recall, conditioning and
+    /// diversity on held-out products, next to the same figures for real images.
+    Eval(eval::Args),
     /// Print the generator and discriminator layer tables: shapes, parameters, FLOP.
     Model(model::Args),
     /// Time full training iterations (D step + G step) and, with --profile, every op.
@@ -66,6 +70,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(a) => train::run(a),
         Command::Sample(a) => sample::run(a),
         Command::Serve(a) => serve::run(a),
+        Command::Eval(a) => eval::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Model(a) => model::run(a),
         Command::Selftest(a) => selftest::run(a),

@@ -34,12 +34,16 @@ pub struct Args {
     /// cpu, cuda, or auto.
     #[arg(long, default_value = "auto")]
     device: String,
+    /// GEMM precision, f32 or bf16 (see `train --help`) [default: the run's].
+    #[arg(long)]
+    precision: Option<String>,
 }
 
 pub fn run(a: Args) -> Result<()> {
     ensure!(a.n > 0, "-n must be at least 1");
     let loaded = gan_engine::sample::load(&a.checkpoint)?;
-    match device::open(&a.device)? {
+    let precision = device::parse_precision(a.precision.as_deref())?.unwrap_or(loaded.state.options.precision);
+    match device::open(&a.device, Some(precision))? {
         Opened::Cpu(be) => sample(&be, &a, &loaded),
         Opened::Gpu(be) => sample(&be, &a, &loaded),
     }

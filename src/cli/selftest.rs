@@ -1,7 +1,7 @@
 use anyhow::{bail, Context, Result};
 use gan_engine::backend::cuda::{source, GpuBackend};
 use gan_engine::backend::device::{self, Opened};
-use gan_engine::backend::Core;
+use gan_engine::backend::{Core, Precision};
 use gan_engine::verify::torch::{self as reference, Check, Reference};
 use gan_engine::verify::{self, gradcheck, Row};
 use std::time::Instant;
@@ -27,7 +27,7 @@ pub fn run(a: Args) -> Result<()> {
     if a.device == "cpu" {
         return cpu(a.per_param);
     }
-    match device::open(&a.device)? {
+    match device::open(&a.device, None)? {
         Opened::Gpu(gpu) => kernels(&gpu, a.small),
         Opened::Cpu(_) => cpu(a.per_param),
     }
@@ -74,11 +74,22 @@ fn kernels(gpu: &GpuBackend, small: bool) -> Result<()> {
     let rows = verify::kernel_checks(gpu, small)?;
     // The PyTorch reference (verify::torch), embedded in the binary.
     let torch = Reference::embedded()?;
-    let checks = reference::run(gpu, &torch, &reference::GPU).with_context(|| format!("the PyTorch reference iteration on {}", gpu.name()))?;
+    // Under --precision bf16 against the float64 reference with the bf16 model, anchored on
+    // PyTorch's bf16 autocast run (verify::torch::run_bf16).
+    let bf16 = gpu.precision() == Precision::Bf16;
+    let checks = if bf16 { reference::run_bf16(gpu, &torch) } else { reference::run(gpu, &torch, &reference::GPU) }
+        .with_context(|| format!("the PyTorch reference iteration on {}", gpu.name()))?;
     let width = rows.iter().map(|r| r.kernel_label().len()).max().unwrap_or(6).max(6);
     println!("{:<width$}  {:<58} {:>8} {:>10} {:>10}  {:<18} result", "kernel", "shape", "values", "max abs", "rel err", "tolerance");
     for r in &rows {
         print_row(r, width);
+    }
+    if bf16 {
+        println!(
+            "bf16: each tensor's relative L2 error against float64 must stay under {} x PyTorch bf16 autocast's own + {:.3} (verify::torch::run_bf16); the tolerance column is that bound",
+            reference::BF16_PEER_FACTOR,
+            reference::bf16_floor()
+        );
     }
     println!(
         "PyTorch reference ({}): one training iteration from PyTorch's weights and batch, each tensor against PyTorch in float64; a value passes when |gpu - ref| <= atol + rtol*|ref| (tolerance atol+rtol*ref: the GPU bounds of verify::torch, 4x the CPU's), err/tol the largest |gpu - ref| / (atol + rtol*|ref|); loose entries (reference gradient zero within rounding) get one Adam step (lr) more",

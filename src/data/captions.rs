@@ -33,8 +33,9 @@ fn push_item(dir: &Path, image: &str, text: &str, stat: Stat, items: &mut Vec<It
         counts.skip(SkipReason::EmptyCaption);
         return;
     }
-    hash_image(fp, &path.strip_prefix(dir).unwrap_or(&path).to_string_lossy(), stamp);
-    items.push(Item { image: path, caption });
+    let id = path.strip_prefix(dir).unwrap_or(&path).to_string_lossy().into_owned();
+    hash_image(fp, &id, stamp);
+    items.push(Item { image: path, caption, id, labels: Vec::new() });
 }
 
 pub fn read_csv(dir: &Path) -> Result<Catalogue> {
@@ -63,7 +64,7 @@ pub fn parse_csv(dir: &Path, text: &str, stat: Stat) -> Result<Catalogue> {
             _ => counts.skip(SkipReason::MalformedRow),
         }
     }
-    Ok(Catalogue { root: dir.to_path_buf(), layout: Layout::CaptionsCsv, items, counts, fingerprint: fp.finish() })
+    Ok(Catalogue { root: dir.to_path_buf(), layout: Layout::CaptionsCsv, items, counts, fingerprint: fp.finish(), label_heads: Vec::new() })
 }
 
 #[derive(serde::Deserialize)]
@@ -90,5 +91,5 @@ pub fn parse_jsonl(dir: &Path, text: &str, stat: Stat) -> Result<Catalogue> {
             Err(_) => counts.skip(SkipReason::MalformedRow),
         }
     }
-    Ok(Catalogue { root: dir.to_path_buf(), layout: Layout::CaptionsJsonl, items, counts, fingerprint: fp.finish() })
+    Ok(Catalogue { root: dir.to_path_buf(), layout: Layout::CaptionsJsonl, items, counts, fingerprint: fp.finish(), label_heads: Vec::new() })
 }

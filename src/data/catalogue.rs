@@ -12,6 +12,12 @@ use std::time::UNIX_EPOCH;
 pub struct Item {
     pub image: PathBuf,
     pub caption: String,
+    /// The product's id: the Kaggle `id`, else the image path relative to the data folder.
+    /// The held-out evaluation split is a hash of it (`eval::split`).
+    pub id: String,
+    /// The catalogue's own labels of the product, one per `Catalogue::label_heads` (empty
+    /// string: not given). The feature network of `gan-engine eval` learns them.
+    pub labels: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -117,6 +123,9 @@ pub struct Catalogue {
     pub counts: ReadCounts,
     /// Changes whenever the captions file's bytes or any used image's path, size or mtime do.
     pub fingerprint: u64,
+    /// Names of the label columns every item carries (`Item::labels`); empty for layouts
+    /// without labels (captions files).
+    pub label_heads: Vec<String>,
 }
 
 impl Catalogue {

@@ -92,7 +92,16 @@ pub struct PreparedData {
     pub summary: String,
     /// The cache file behind the images (`None` for the synthetic catalogue).
     pub cache_path: Option<PathBuf>,
+    /// Each row's product id (`Item::id`; the synthetic product's number).
+    pub ids: Vec<String>,
+    /// Names of the label heads (`Catalogue::label_heads`; kind, colour and pattern for the
+    /// synthetic catalogue); empty when the data set has no labels.
+    pub label_heads: Vec<String>,
+    /// Each row's labels, one per head (empty string: not given).
+    pub labels: Vec<Vec<String>>,
     images: ImageStore,
+    /// The stored image of each row (rows may be a subset of the store: `keep_rows`).
+    stored: Vec<usize>,
     /// `len() * tfidf.dim()` values.
     texts: Vec<f32>,
 }
@@ -114,7 +123,17 @@ pub fn read_captions(source: &DataSource) -> Result<(Vec<String>, String)> {
     }
 }
 
-/// The products a run trains on: how many, and a hash of each one's image name and caption,
+/// Product ids of a source without preparing any image (the rows `read_captions` gives):
+/// what the held-out split is a function of.
+pub fn read_ids(source: &DataSource) -> Result<Vec<String>> {
+    match source {
+        DataSource::Synthetic { n, seed } => Ok(synth::products(*n, *seed).iter().map(|p| p.id.to_string()).collect()),
+        DataSource::Folder(dir) => Ok(read_catalogue(dir)?.items.into_iter().map(|i| i.id).collect()),
+    }
+}
+
+/// The products of a run's data set (all of them, before any held-out split): how many,
+/// and a hash of each one's image name and caption,
 /// in order. Saved with every checkpoint, so a resumed run notices a changed data set.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DataStamp {
@@ -158,16 +177,19 @@ fn fit_or_reuse(captions: &[String], opts: &PrepareOptions, what: &str) -> Resul
 pub fn prepare(source: &DataSource, opts: &PrepareOptions) -> Result<PreparedData> {
     check_size(opts.size)?;
     let size = opts.size;
-    let (captions, tfidf, images, summary, cache_path, stamp) = match source {
+    let (captions, tfidf, images, summary, cache_path, ids, label_heads, labels, stamp) = match source {
         DataSource::Synthetic { n, seed } => {
             ensure!(*n > 0, "the synthetic catalogue needs at least one product");
             let products = synth::products(*n, *seed);
             let captions: Vec<String> = products.iter().map(|p| p.caption()).collect();
+            let ids = products.iter().map(|p| p.id.to_string()).collect();
+            let labels = products.iter().map(|p| p.labels()).collect();
+            let heads = synth::LABEL_HEADS.iter().map(|h| h.to_string()).collect();
             let tfidf = fit_or_reuse(&captions, opts, "synthetic catalogue")?;
             let pixels = synth::draw_planar(&products, size);
             let summary = format!("data: {}: {n} products drawn at {size} px", source.describe());
             let stamp = DataStamp::of(captions.iter().enumerate().map(|(i, c)| (format!("synthetic-{seed}-{i}"), c.as_str())));
-            (captions, tfidf, ImageStore::Memory(pixels), summary, None, stamp)
+            (captions, tfidf, ImageStore::Memory(pixels), summary, None, ids, heads, labels, stamp)
         }
         DataSource::Folder(dir) => {
             let cat = read_catalogue(dir)?;
@@ -184,6 +206,8 @@ pub fn prepare(source: &DataSource, opts: &PrepareOptions) -> Result<PreparedDat
             let mut counts = cat.counts.clone();
             c.count_unreadable(&mut counts);
             let captions: Vec<String> = c.trailer.items.iter().map(|&i| cat.items[i as usize].caption.clone()).collect();
+            let ids = c.trailer.items.iter().map(|&i| cat.items[i as usize].id.clone()).collect();
+            let labels = c.trailer.items.iter().map(|&i| cat.items[i as usize].labels.clone()).collect();
             let summary = format!("data: {} ({}, {size} px, {}): {}", dir.display(), cat.layout.name(), fit.name(), counts.summary(captions.len()));
             if captions.is_empty() {
                 bail!("{}: empty data set: no image could be decoded ({summary})", dir.display());
@@ -193,7 +217,7 @@ pub fn prepare(source: &DataSource, opts: &PrepareOptions) -> Result<PreparedDat
                 let item = &cat.items[i as usize];
                 (item.image.strip_prefix(dir).unwrap_or(&item.image).to_string_lossy().into_owned(), item.caption.as_str())
             }));
-            (captions, tfidf, ImageStore::Cached(c), summary, Some(path), stamp)
+            (captions, tfidf, ImageStore::Cached(c), summary, Some(path), ids, cat.label_heads.clone(), labels, stamp)
         }
     };
     eprintln!("{summary}");
@@ -206,7 +230,8 @@ pub fn prepare(source: &DataSource, opts: &PrepareOptions) -> Result<PreparedDat
     if zero > 0 {
         eprintln!("warning: {zero} of {} captions have no word in the vocabulary; their text vectors are all zeros", captions.len());
     }
-    Ok(PreparedData { size, captions, stamp, tfidf, summary, cache_path, images, texts })
+    let stored = (0..captions.len()).collect();
+    Ok(PreparedData { size, captions, stamp, tfidf, summary, cache_path, ids, label_heads, labels, images, stored, texts })
 }
 
 impl PreparedData {
@@ -225,10 +250,22 @@ impl PreparedData {
 
     /// Planar CHW bytes of image `i`.
     pub fn image_bytes(&self, i: usize) -> &[u8] {
+        let s = self.stored[i];
         match &self.images {
-            ImageStore::Cached(c) => c.image(i),
-            ImageStore::Memory(v) => &v[i * self.image_len()..(i + 1) * self.image_len()],
+            ImageStore::Cached(c) => c.image(s),
+            ImageStore::Memory(v) => &v[s * self.image_len()..(s + 1) * self.image_len()],
         }
+    }
+
+    /// Keeps only `rows` (indices of the current rows, in the order given): what `train`
+    /// does with the held-out evaluation split.
+    pub fn keep_rows(&mut self, rows: &[usize]) {
+        let d = self.tfidf.dim();
+        self.captions = rows.iter().map(|&i| self.captions[i].clone()).collect();
+        self.ids = rows.iter().map(|&i| self.ids[i].clone()).collect();
+        self.labels = rows.iter().map(|&i| self.labels[i].clone()).collect();
+        self.stored = rows.iter().map(|&i| self.stored[i]).collect();
+        self.texts = rows.iter().flat_map(|&i| self.texts[i * d..(i + 1) * d].iter().copied()).collect();
     }
 
     /// Image `i` as 3*S*S NCHW floats in [-1, 1].

@@ -58,7 +58,8 @@ impl Worker {
         std::thread::Builder::new()
             .name("generator".into())
             .spawn(move || {
-                let opened = match device::open(&device) {
+                // The run's precision: the same images `gan-engine sample` draws.
+                let opened = match device::open(&device, Some(loaded.state.options.precision)) {
                     Ok(o) => o,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));

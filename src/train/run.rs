@@ -4,7 +4,7 @@ use super::checkpoint::{self, Checkpoint, NamedTensor};
 use super::lock::RunLock;
 use super::report::{self, MetricsRow};
 use super::{Gan, Hyper, StepInputs};
-use crate::backend::Backend;
+use crate::backend::{Backend, Precision};
 use crate::data::{self, DataSource, DataStamp, LoaderOptions, LoaderState, PrepareOptions, PreparedData};
 use crate::model::{ModelConfig, Usage};
 use crate::nn::Mode;
@@ -37,6 +37,17 @@ pub struct TrainOptions {
     pub crop: bool,
     pub max_features: usize,
     pub cache_dir: Option<PathBuf>,
+    /// `--precision` of the GEMMs (checkpoints from before it trained in f32).
+    #[serde(default)]
+    pub precision: Precision,
+    /// Fraction of the catalogue held out for evaluation, by a hash of each product's id
+    /// (`eval::split`); never trained on. 0 trains on every product, which is also what a
+    /// checkpoint from before this option means.
+    #[serde(default)]
+    pub eval_split: f64,
+    /// Measure SWD, FD and conditioning every N iterations into metrics.csv (0: never).
+    #[serde(default)]
+    pub eval_every: u64,
 }
 
 /// How many iterations `--epochs E` means for a data set of `len` items.
@@ -115,6 +126,7 @@ impl RunState {
             field(name, v > 0, "is 0; it must be at least 1".into())?;
         }
         o.hyper.check().map_err(|e| anyhow!("metadata field `options.hyper`: {e}"))?;
+        crate::eval::split::check_fraction(o.eval_split).map_err(|e| anyhow!("metadata field `options.eval_split`: {e}"))?;
         field(
             "options.max_features",
             o.max_features >= self.tfidf.dim(),
@@ -201,6 +213,13 @@ pub fn train_until<B: Backend>(
     ensure!(opts.batch > 0, "--batch must be at least 1");
     ensure!(opts.save_every > 0 && opts.sample_every > 0, "--save-every and --sample-every must be at least 1");
     ensure!(opts.keep > 0, "--keep must be at least 1");
+    ensure!(
+        be.precision() == opts.precision,
+        "the run trains in --precision {} but the backend {} multiplies in {}",
+        opts.precision,
+        be.name(),
+        be.precision()
+    );
     opts.hyper.check()?;
     let model = ModelConfig::new(opts.size, opts.width)?;
     model.check_batch(opts.batch)?;
@@ -263,7 +282,27 @@ fn train_locked<B: Backend>(
         progress,
         tfidf: state.as_ref().map(|s| s.tfidf.clone()),
     };
-    let data: Arc<PreparedData> = Arc::new(data::prepare(&source, &prep)?);
+    crate::eval::split::check_fraction(opts.eval_split)?;
+    let mut data = data::prepare(&source, &prep)?;
+    let split = crate::eval::split::split(&data.ids, opts.eval_split);
+    let mut evaluator = if opts.eval_every > 0 {
+        let cache_dir = crate::eval::cache_dir(opts.cache_dir.as_ref())?;
+        Some(crate::eval::TrainEval::new(&data, &split, opts.eval_split, &crate::eval::source_name(&source), &cache_dir, opts.seed, progress)?)
+    } else {
+        None
+    };
+    if opts.eval_split > 0.0 {
+        ensure!(!split.train.is_empty(), "--eval-split {} holds out every product of {}; use a smaller fraction", opts.eval_split, source.describe());
+        eprintln!(
+            "eval split: {} of {} products held out for evaluation (--eval-split {}), training on {}",
+            split.held_out.len(),
+            data.len(),
+            opts.eval_split,
+            split.train.len()
+        );
+        data.keep_rows(&split.train);
+    }
+    let data: Arc<PreparedData> = Arc::new(data);
     ensure!(
         data.len() >= opts.batch,
         "--batch {} is larger than the data set ({} usable products in {}); use a smaller --batch",
@@ -335,7 +374,7 @@ fn train_locked<B: Backend>(
     let sample_texts: Vec<f32> = sample_captions.iter().flat_map(|c| std::iter::repeat_n(data.tfidf.encode(c), GRID_COLUMNS).flatten()).collect();
     *started = true;
     if resume.is_some() {
-        report::truncate_metrics(&paths.metrics(), iteration)?;
+        report::truncate_metrics(&paths.metrics(), iteration, opts.eval_every > 0)?;
         set_aside_newer_checkpoints(out, iteration)?;
     }
     std::fs::create_dir_all(paths.samples_dir()).with_context(|| format!("cannot create {}", paths.samples_dir().display()))?;
@@ -413,6 +452,7 @@ fn train_locked<B: Backend>(
             d_real: stats.d_real,
             d_fake: stats.d_fake,
             seconds: elapsed,
+            eval: None,
         });
         bar.set_position(iteration);
         bar.set_message(format!("loss_D {:.3}  loss_G {:.3}  D(x) {:.2}  D(G(z)) {:.2}", stats.loss_d, stats.loss_g, stats.d_real, stats.d_fake));
@@ -421,23 +461,32 @@ fn train_locked<B: Backend>(
         let last = iteration == opts.iters || interrupted;
         let grid = iteration.is_multiple_of(opts.sample_every) || last;
         let save_now = iteration.is_multiple_of(opts.save_every) || last;
+        let eval_now = evaluator.is_some() && (iteration.is_multiple_of(opts.eval_every) || last);
         let flush = pending.len() >= 50 || save_now;
-        if flush {
-            report::append_metrics(&paths.metrics(), &pending)?;
-            pending.clear();
-        }
         // The whole state (weights, batchnorm statistics, Adam moments) is checked before
-        // anything is drawn or saved from it, and at least every 50 iterations: a diverged
-        // run stops there, and no grid or checkpoint of it is written.
-        if flush || grid {
+        // anything is measured, drawn or saved from it, and at least every 50 iterations: a
+        // diverged run stops there, and no grid or checkpoint of it is written (its metrics
+        // rows are, to show how it diverged).
+        if flush || grid || eval_now {
             if let Some(bad) = gan.first_non_finite(be)? {
                 bar.abandon();
+                report::append_metrics(&paths.metrics(), &pending, opts.eval_every > 0)?;
                 bail!(
                     "the run diverged between iterations {checked_at} and {iteration}: {bad}; training stopped and {}; try a lower --lr",
                     kept(&last_checkpoint)
                 );
             }
             checked_at = iteration;
+        }
+        if let (Some(ev), true) = (&mut evaluator, eval_now) {
+            let f = ev.measure(be, &mut gan)?;
+            if let Some(row) = pending.last_mut() {
+                row.eval = Some([f.swd, f.fd, f.cond]);
+            }
+        }
+        if flush {
+            report::append_metrics(&paths.metrics(), &pending, opts.eval_every > 0)?;
+            pending.clear();
         }
         if grid {
             let imgs = gan.generate(be, &sample_noise, &sample_texts, Mode::Eval)?;

@@ -23,11 +23,13 @@ pub mod batchnorm;
 pub mod bce;
 pub mod concat;
 pub mod conv;
+pub mod cross_entropy;
 pub mod fill;
 pub mod gradcheck;
 pub mod iteration;
 pub mod linear;
 pub mod model;
+pub mod pool;
 pub mod torch;
 pub mod twin;
 
@@ -91,6 +93,11 @@ pub fn awkward_shapes<B: Backend>(c: &mut Checker<B>) -> Result<()> {
     c.adam(1000, 1)?;
     c.adam(999, 7)?;
     c.fill(1001)?;
+    c.pool(crate::backend::PoolParams::new(3, 5, 14, 10, 2)?)?;
+    c.pool(crate::backend::PoolParams::global(2, 66, 4))?;
+    c.pool(crate::backend::PoolParams::global(1, 3, 33))?;
+    c.cross_entropy(3, 5, 9, 2, 2.0)?;
+    c.cross_entropy(300, 11, 11, 0, 20.0)?; // more rows than threads; |logit| large
     Ok(())
 }
 
@@ -106,6 +113,8 @@ pub fn op_gradchecks() -> Result<Vec<CheckResult>> {
     linear::gradchecks(&h, &mut rng, &mut out)?;
     concat::gradchecks(&h, &mut rng, &mut out)?;
     bce::gradchecks(&h, &mut rng, &mut out)?;
+    pool::gradchecks(&h, &mut rng, &mut out)?;
+    cross_entropy::gradchecks(&h, &mut rng, &mut out)?;
     Ok(out)
 }
 
@@ -128,5 +137,7 @@ pub fn direct_checks() -> Result<Vec<DirectCheck>> {
     out.extend(bce::direct_checks(&mut rng)?);
     out.extend(adam::direct_checks(&mut rng)?);
     out.extend(conv::direct_checks(&mut rng)?);
+    out.extend(pool::direct_checks(&mut rng)?);
+    out.extend(cross_entropy::direct_checks(&mut rng)?);
     Ok(out)
 }

@@ -210,14 +210,26 @@ fn download<B: Backend>(be: &B, buf: &B::Buf, len: usize) -> Result<Vec<f32>> {
     Ok(v)
 }
 
-/// Runs one iteration of our engine on `be` from the reference weights and inputs and
-/// compares everything the reference holds, under `tol`.
-pub fn run<B: Backend>(be: &B, r: &Reference, tol: &Tolerances) -> Result<Vec<Check>> {
+/// What a compared tensor is, which decides its bound.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    /// Forward values (G output, logits, losses, probabilities).
+    Forward,
+    /// A parameter gradient.
+    Grad,
+    /// A parameter after its Adam step.
+    AfterAdam,
+    /// A batchnorm running statistic after the iteration.
+    Running,
+}
+
+/// Our values for every tensor the reference compares: `(key, ours, kind)`.
+fn ours<B: Backend>(be: &B, r: &Reference) -> Result<Vec<(String, Vec<f32>, Kind)>> {
     let (cfg, n) = (&r.cfg, r.batch);
     let weights = r.group("weights");
     let (images, texts, noise) = (r.get("inputs.images")?, r.get("inputs.texts")?, r.get("inputs.noise")?);
     let hp = Hyper::default();
-    let mut checks = Vec::new();
+    let mut out = Vec::new();
 
     // A probe copy for the values `iteration` does not hand out: the G output and D's
     // logits in the D step. Training-mode batchnorm normalises with batch statistics,
@@ -228,52 +240,144 @@ pub fn run<B: Backend>(be: &B, r: &Reference, tol: &Tolerances) -> Result<Vec<Ch
     let t = Tensor::from_f32(be, Shape::new(n, cfg.text_dim, 1, 1), texts)?;
     let x = Tensor::from_f32(be, Shape::new(n, 3, cfg.size, cfg.size), images)?;
     let fake = probe.g.forward(be, &z, &t, Mode::Train)?;
-    let fake_v = fake.to_f32(be)?;
-    checks.push(compare("outputs.fake (G output)", &fake_v, r.get("outputs.fake")?, tol.forward));
-    let logits_real = probe.d.forward(be, &x, &t, Mode::Train)?.to_f32(be)?;
-    checks.push(compare("outputs.logits_real", &logits_real, r.get("outputs.logits_real")?, tol.forward));
-    let logits_fake = probe.d.forward(be, &fake, &t, Mode::Train)?.to_f32(be)?;
-    checks.push(compare("outputs.logits_fake", &logits_fake, r.get("outputs.logits_fake")?, tol.forward));
+    out.push(("outputs.fake".to_string(), fake.to_f32(be)?, Kind::Forward));
+    out.push(("outputs.logits_real".to_string(), probe.d.forward(be, &x, &t, Mode::Train)?.to_f32(be)?, Kind::Forward));
+    out.push(("outputs.logits_fake".to_string(), probe.d.forward(be, &fake, &t, Mode::Train)?.to_f32(be)?, Kind::Forward));
 
     // The real thing: one full iteration, as training runs it.
     let mut gan = Gan::new(be, cfg, &hp, 0)?;
     gan.import(be, &weights)?;
     let stats = gan.iteration(be, n, &StepInputs { images, texts, noise, mismatched: None })?;
     for (name, v) in [("loss_d", stats.loss_d), ("loss_g", stats.loss_g), ("d_real", stats.d_real), ("d_fake", stats.d_fake)] {
-        let key = format!("outputs.{name}");
-        checks.push(compare(&key, &[v], r.get(&key)?, tol.forward));
+        out.push((format!("outputs.{name}"), vec![v], Kind::Forward));
     }
 
     // Gradients survive the Adam step (it reads them, nothing zeroes them until the next
     // step): D's are the D step's (frozen in the G step), G's are the G step's.
     let mut compared = 0;
     for p in gan.d.params().into_iter().chain(gan.g.params()) {
-        let key = format!("grads.{}", p.name);
-        let reference = r.get(&key)?;
-        checks.push(compare(&key, &download(be, &p.grad, p.len())?, reference, grad_tol(reference, tol)));
+        out.push((format!("grads.{}", p.name), download(be, &p.grad, p.len())?, Kind::Grad));
         compared += 1;
     }
     ensure!(compared == r.group("grads").len(), "the reference holds {} gradients, our model has {compared} parameters", r.group("grads").len());
 
     // Weights after one Adam step each, running statistics after the iteration.
     let after = r.group("after");
-    let ours: BTreeMap<String, NamedTensor> = gan.export(be)?.into_iter().filter(|t| !t.name.starts_with("optimizer.")).map(|t| (t.name.clone(), t)).collect();
-    ensure!(ours.len() == after.len(), "the reference holds {} tensors after the step, our model exports {}", after.len(), ours.len());
+    let exported: BTreeMap<String, NamedTensor> =
+        gan.export(be)?.into_iter().filter(|t| !t.name.starts_with("optimizer.")).map(|t| (t.name.clone(), t)).collect();
+    ensure!(exported.len() == after.len(), "the reference holds {} tensors after the step, our model exports {}", after.len(), exported.len());
     for rt in &after {
-        let o = ours.get(&rt.name).with_context(|| format!("our model has no tensor {}", rt.name))?;
-        let key = format!("after.{}", rt.name);
-        if rt.name.contains("running_") {
-            checks.push(compare(&key, &o.data, &rt.data, tol.running));
-        } else {
-            let extra = adam_allowance(r.get(&format!("grads.{}", rt.name))?, hp.lr);
-            checks.push(compare_with(&key, &o.data, &rt.data, tol.after_adam, &extra));
-        }
+        let o = exported.get(&rt.name).with_context(|| format!("our model has no tensor {}", rt.name))?;
+        let kind = if rt.name.contains("running_") { Kind::Running } else { Kind::AfterAdam };
+        out.push((format!("after.{}", rt.name), o.data.clone(), kind));
     }
 
     // D's logits in the G step: the same fake batch through D after its Adam step.
-    let logits_g = gan.d.forward(be, &fake, &t, Mode::Train)?.to_f32(be)?;
-    checks.push(compare("outputs.logits_g (G step, updated D)", &logits_g, r.get("outputs.logits_g")?, tol.forward));
+    out.push(("outputs.logits_g".to_string(), gan.d.forward(be, &fake, &t, Mode::Train)?.to_f32(be)?, Kind::Forward));
     be.synchronize()?;
+    Ok(out)
+}
+
+/// Runs one iteration of our engine on `be` from the reference weights and inputs and
+/// compares everything the reference holds, under `tol`.
+pub fn run<B: Backend>(be: &B, r: &Reference, tol: &Tolerances) -> Result<Vec<Check>> {
+    let lr = Hyper::default().lr;
+    let mut checks = Vec::new();
+    for (key, v, kind) in ours(be, r)? {
+        let reference = r.get(&key)?;
+        let name = if key == "outputs.fake" {
+            "outputs.fake (G output)".to_string()
+        } else if key == "outputs.logits_g" {
+            "outputs.logits_g (G step, updated D)".to_string()
+        } else {
+            key.clone()
+        };
+        checks.push(match kind {
+            Kind::Forward => compare(&name, &v, reference, tol.forward),
+            Kind::Grad => compare(&name, &v, reference, grad_tol(reference, tol)),
+            Kind::Running => compare(&name, &v, reference, tol.running),
+            Kind::AfterAdam => {
+                let extra = adam_allowance(r.get(&format!("grads.{}", &key["after.".len()..]))?, lr);
+                compare_with(&name, &v, reference, tol.after_adam, &extra)
+            }
+        });
+    }
+    Ok(checks)
+}
+
+/// The bf16 unit roundoff: 8 significant bits, rounded to nearest, `2^-8` relative.
+pub const BF16_UNIT: f64 = 1.0 / 256.0;
+/// GEMM layers on the longest path of the reference iteration: G's four (transposed)
+/// convolutions, then D's three convolutions, its 1x1 and 4x4 heads and the text linear.
+pub const BF16_LAYERS: f64 = 10.0;
+/// How far `--precision bf16` may be from the float64 reference, per tensor, as a relative
+/// L2 error: forward values [`bf16_floor`], gradients and Adam updates at most
+/// `BF16_PEER_FACTOR` times PyTorch's own bf16 autocast error on the same tensor plus that.
+///
+/// The model. A GEMM output `y = sum_k a_k b_k` with both operands rounded to bf16 has the
+/// error `sum_k a_k b_k (d_a + d_b)`, `|d| <= 2^-8`; with rounding errors independent and
+/// uniform, its standard deviation is `sqrt(2/3) 2^-8 sqrt(sum_k (a_k b_k)^2)`, which for
+/// sums of terms of either sign is the size of `y` itself: about `3.2e-3` of a tensor's RMS
+/// per GEMM layer whatever the reduction length K (the worst case, errors all of one sign,
+/// grows as `sqrt(K)` times that and is not what rounding does). Through L layers the
+/// errors add in quadrature: `sqrt(2L/3) 2^-8`, 0.01 for L = 10; five of those is the floor.
+/// That holds for values the network computes forward. Gradients and Adam steps are worse
+/// conditioned: backprop through batchnorm at batch 4 subtracts nearly equal terms (in f32
+/// the CPU's generator gradients already differ from float64 by 1e-3 relative, 2^14 units
+/// of f32 rounding), and the same amplification of 2^-8 is what PyTorch's bf16 run shows
+/// (16% on one generator gradient). There the peer is the measure: our error and
+/// PyTorch's are two draws of the same rounding noise, and ours may be twice theirs.
+pub const BF16_PEER_FACTOR: f64 = 2.0;
+pub fn bf16_floor() -> f64 {
+    5.0 * (2.0 * BF16_LAYERS / 3.0).sqrt() * BF16_UNIT
+}
+
+/// `--precision bf16` on `be` against the float64 reference, each tensor held to the bf16
+/// model above with PyTorch's bf16 autocast run (`bf16.*` in the reference) as the anchor.
+/// Parameters after Adam are compared by their updates (after - before), the part that moves.
+/// In these checks `tol.rtol` is the bound on the relative L2 error and `worst_ratio` is the
+/// error over that bound.
+pub fn run_bf16<B: Backend>(be: &B, r: &Reference) -> Result<Vec<Check>> {
+    let mut checks = Vec::new();
+    for (key, v, kind) in ours(be, r)? {
+        let reference = r.get(&key)?;
+        let peer = r.get(&format!("bf16.{key}")).context("the reference has no PyTorch bf16 run: regenerate it with scripts/dev/torch_reference.py")?;
+        let mut loose = 0;
+        let (ours_v, ref_v, peer_v) = if kind == Kind::AfterAdam {
+            let name = &key["after.".len()..];
+            let before = r.get(&format!("weights.{name}"))?;
+            // Adam's first step is about lr * sign(g): where the reference gradient lies within
+            // the bf16 noise of its tensor (three times the bound below, as an RMS), the sign,
+            // and so the step, is a coin toss on either side; those entries are left out.
+            let (g, g_peer) = (r.get(&format!("grads.{name}"))?, r.get(&format!("bf16.grads.{name}"))?);
+            let rms = (g.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / g.len().max(1) as f64).sqrt();
+            let noise = 3.0 * (BF16_PEER_FACTOR * super::rel_l2(g, g_peer) + bf16_floor()) * rms;
+            let keep: Vec<bool> = g.iter().map(|v| (*v as f64).abs() > noise).collect();
+            loose = keep.iter().filter(|k| !**k).count();
+            let update = |t: &[f32]| t.iter().zip(before).zip(&keep).map(|((a, b), k)| if *k { a - b } else { 0.0 }).collect::<Vec<f32>>();
+            (update(&v), update(reference), update(peer))
+        } else {
+            (v, reference.to_vec(), peer.to_vec())
+        };
+        let (err, peer_err) = (super::rel_l2(&ref_v, &ours_v), super::rel_l2(&ref_v, &peer_v));
+        // Forward values are held to the model alone; the peer anchors the rest.
+        let limit = if kind == Kind::Forward { bf16_floor() } else { BF16_PEER_FACTOR * peer_err + bf16_floor() };
+        let max_abs = ref_v.iter().zip(&ours_v).fold(0.0f64, |m, (a, b)| m.max((*a as f64 - *b as f64).abs()));
+        let name = if kind == Kind::AfterAdam {
+            format!("{key} (update, relL2; PyTorch bf16 {peer_err:.1e})")
+        } else {
+            format!("{key} (relL2; PyTorch bf16 {peer_err:.1e})")
+        };
+        let ratio = if err.is_nan() { f64::INFINITY } else { err / limit };
+        checks.push(Check {
+            name,
+            len: ref_v.len(),
+            tol: Tol { atol: 0.0, rtol: limit },
+            loose,
+            max_abs_err: if max_abs.is_nan() { f64::INFINITY } else { max_abs },
+            worst_ratio: ratio,
+        });
+    }
     Ok(checks)
 }
 

@@ -299,6 +299,9 @@ impl Core for GpuBackend {
     fn profiler(&self) -> &Profiler {
         &self.profiler
     }
+    fn precision(&self) -> super::Precision {
+        self.exec.mode.precision()
+    }
     fn take_recent_launches(&self) -> BTreeSet<&'static str> {
         std::mem::take(&mut *self.exec.recent.borrow_mut())
     }

@@ -15,8 +15,10 @@ pub(crate) mod batchnorm;
 pub(crate) mod bce;
 pub(crate) mod concat;
 pub(crate) mod conv;
+pub(crate) mod cross_entropy;
 pub(crate) mod fill;
 pub(crate) mod linear;
+pub(crate) mod pool;
 
 pub(super) use fill::FillParams;
 
@@ -50,7 +52,19 @@ impl KernelArg for i32 {}
 
 /// Every kernel with a launch site, family by family.
 pub fn launched_kernels() -> Vec<&'static str> {
-    [activation::KERNELS, adam::KERNELS, batchnorm::KERNELS, bce::KERNELS, concat::KERNELS, conv::KERNELS, fill::KERNELS, linear::KERNELS].concat()
+    [
+        activation::KERNELS,
+        adam::KERNELS,
+        batchnorm::KERNELS,
+        bce::KERNELS,
+        concat::KERNELS,
+        conv::KERNELS,
+        fill::KERNELS,
+        linear::KERNELS,
+        pool::KERNELS,
+        cross_entropy::KERNELS,
+    ]
+    .concat()
 }
 
 /// Declares a family's kernels: `kernels! { fn name(p: Params, x: Ptr, ...); ... }` makes
@@ -181,6 +195,8 @@ mod tests {
             ("conv", conv::KERNELS),
             ("fill", fill::KERNELS),
             ("linear", linear::KERNELS),
+            ("pool", pool::KERNELS),
+            ("cross_entropy", cross_entropy::KERNELS),
         ] {
             let mut in_file: Vec<&str> = source::kernels().into_iter().filter(|(_, m)| *m == family).map(|(k, _)| k).collect();
             let mut declared = declared.to_vec();
