@@ -222,6 +222,7 @@ fn metadata_fields_are_checked_against_each_other_and_the_tensors() {
         ("options.keep", Box::new(|m, _| m["options"]["keep"] = json!(0))),
         ("options.size", Box::new(|m, _| m["options"]["size"] = json!(64))),
         ("options.iters", Box::new(|m, _| m["options"]["iters"] = json!(1))),
+        ("options.eval_split", Box::new(|m, _| m["options"]["eval_split"] = json!(1.5))),
         ("elapsed_seconds", Box::new(|m, _| m["elapsed_seconds"] = json!(-1.0))),
         ("iteration", Box::new(|m, _| m["iteration"] = json!("four"))),
     ];
