@@ -25,8 +25,11 @@ fn files(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// A fuzz target's name, its body and the fixture files that seed it.
+type Target = (&'static str, fn(&[u8]), Vec<PathBuf>);
+
 /// Each target with the fixture files that seed it (scripts/fuzz.sh copies the same ones).
-fn targets() -> Vec<(&'static str, fn(&[u8]), Vec<PathBuf>)> {
+fn targets() -> Vec<Target> {
     let f = fixtures();
     let images: Vec<PathBuf> = ["quirks/images", "captions-csv/images", "captions-jsonl/pics"].iter().flat_map(|d| files(&f.join(d))).collect();
     vec![

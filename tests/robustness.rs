@@ -103,6 +103,9 @@ fn edit_checkpoint(src: &Path, dst: &Path, edit: impl FnOnce(&mut Value, &mut Ve
     std::fs::write(dst, data).unwrap();
 }
 
+/// One damage done to a checkpoint's metadata and tensors.
+type Edit = Box<dyn FnOnce(&mut Value, &mut Vec<Tensor>)>;
+
 fn poison(tensors: &mut [Tensor], name: &str, value: f32) {
     tensors.iter_mut().find(|t| t.name == name).unwrap().data[0] = value;
 }
@@ -114,7 +117,7 @@ fn good_run(dir: &Path) -> PathBuf {
     run
 }
 
-/// 1. A diverged run stops with the iteration and the tensor named, and saves nothing.
+/// Issue item 1: A diverged run stops with the iteration and the tensor named, and saves nothing.
 #[test]
 fn a_diverged_run_stops_and_saves_no_non_finite_state() {
     let dir = tmp("diverged");
@@ -133,7 +136,7 @@ fn a_diverged_run_stops_and_saves_no_non_finite_state() {
     assert!(warnings[0].starts_with("warning: iteration ") && warnings[0].contains("start again with a lower --lr"), "{e}");
 }
 
-/// 1 and 6. A checkpoint holding NaN or Inf is refused by `sample` and `--resume`, naming
+/// Issue items 1 and 6: A checkpoint holding NaN or Inf is refused by `sample` and `--resume`, naming
 /// the tensor; a run folder whose newest one is poisoned falls back to the one before.
 #[test]
 fn a_non_finite_checkpoint_is_refused_when_loaded() {
@@ -151,7 +154,7 @@ fn a_non_finite_checkpoint_is_refused_when_loaded() {
     assert!(!dir.join("grid.png").exists());
 }
 
-/// 2. A second run on a folder in use is refused; a killed run releases the folder.
+/// Issue item 2: A second run on a folder in use is refused; a killed run releases the folder.
 #[cfg(unix)]
 #[test]
 fn one_run_per_folder_and_a_killed_run_releases_it() {
@@ -186,13 +189,13 @@ fn one_run_per_folder_and_a_killed_run_releases_it() {
     succeeds(&bin().args(["train", "--resume", &s(&run), "--iters", &(step + 2).to_string()]).args(cpu).output().unwrap());
 }
 
-/// 3. Every metadata field is checked when a checkpoint is loaded; the message names it.
+/// Issue item 3: Every metadata field is checked when a checkpoint is loaded; the message names it.
 #[test]
 fn metadata_fields_are_checked_against_each_other_and_the_tensors() {
     let dir = tmp("metadata");
     let good = good_run(&dir);
     let last = checkpoints(&good).pop().unwrap();
-    let cases: Vec<(&str, Box<dyn FnOnce(&mut Value, &mut Vec<Tensor>)>)> = vec![
+    let cases: Vec<(&str, Edit)> = vec![
         (
             "tfidf.idf",
             Box::new(|m, _| {
@@ -239,7 +242,7 @@ fn metadata_fields_are_checked_against_each_other_and_the_tensors() {
     fails(&train(&dir.join("resumed-cursor"), &["--resume", &s(&bad), "--iters", "6"]), &["loader.cursor"]);
 }
 
-/// 4. A model larger than memory is refused before anything is allocated, with how much it
+/// Issue item 4: A model larger than memory is refused before anything is allocated, with how much it
 /// needs; no abort, no backtrace.
 #[test]
 fn a_model_larger_than_memory_is_refused_with_what_it_needs() {
@@ -260,7 +263,7 @@ fn write_jpeg(path: &Path, seed: u8) {
     img.save(path).unwrap();
 }
 
-/// 5. A JPEG cut short is an unreadable image, skipped and counted, not a grey-filled one.
+/// Issue item 5: A JPEG cut short is an unreadable image, skipped and counted, not a grey-filled one.
 #[test]
 fn truncated_jpegs_are_skipped_and_counted() {
     let dir = tmp("truncated");
@@ -283,7 +286,7 @@ fn truncated_jpegs_are_skipped_and_counted() {
     assert!(e.contains("truncated"), "{e}");
 }
 
-/// 7. `--data base/` is `--data base`; a data set that changed since the run started is
+/// Issue item 7: `--data base/` is `--data base`; a data set that changed since the run started is
 /// named on resume.
 #[test]
 fn resume_compares_data_folders_canonically_and_notices_a_changed_data_set() {
@@ -302,7 +305,7 @@ fn resume_compares_data_folders_canonically_and_notices_a_changed_data_set() {
     fails(&o, &["has changed since the run started", "12 usable products then, 10 now", "2 products removed"]);
 }
 
-/// 8. A damaged newest checkpoint: `sample` and `--resume` use the newest good one and say
+/// Issue item 8: A damaged newest checkpoint: `sample` and `--resume` use the newest good one and say
 /// which they skipped and why; the resumed run keeps the damaged file, set aside.
 #[test]
 fn a_damaged_newest_checkpoint_falls_back_to_the_newest_good_one() {
@@ -325,7 +328,7 @@ fn a_damaged_newest_checkpoint_falls_back_to_the_newest_good_one() {
     fails(&sample(&only_bad, &dir), &["holds no checkpoint that loads", "step-00000001.safetensors"]);
 }
 
-/// 9. A byte order mark in captions.jsonl keeps its first row; image paths that leave the
+/// Issue item 9: A byte order mark in captions.jsonl keeps its first row; image paths that leave the
 /// data folder are refused.
 #[test]
 fn caption_files_with_a_bom_or_paths_outside_the_folder() {
@@ -353,7 +356,7 @@ fn caption_files_with_a_bom_or_paths_outside_the_folder() {
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "Red Dress");
 }
 
-/// 10. The small ones: no folder left by a refused run, `--iters 0` and `-n -1` refused as
+/// Issue item 10: The small ones: no folder left by a refused run, `--iters 0` and `-n -1` refused as
 /// what they are, checkpoint errors in words, `--device` choices as `--help` lists them.
 #[test]
 fn small_ones() {
