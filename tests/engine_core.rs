@@ -411,3 +411,20 @@ fn batchnorm_f32_matches_f64() {
         assert!(edx < (1e-5 + mean_rounding) * dx_scale.max(1.0), "{n}x{c}x{hw}, std {std} offset {offset}: backward max error {edx} (max |dx| {dx_scale})");
     }
 }
+
+/// The counts made from the configuration alone (for the memory check) agree with the
+/// layer table, with the minibatch standard deviation layer and without it.
+#[test]
+fn configuration_counts_follow_the_layer_table_with_minibatch_std() {
+    let be = Cpu::new();
+    for group in [0, 4] {
+        let cfg = ModelConfig { minibatch_std: group, ..ModelConfig::new(32, 8).unwrap() };
+        let mut rng = Rng::new(4);
+        let (g, d) = (Generator::new(&be, &cfg, &mut rng).unwrap(), Discriminator::new(&be, &cfg, &mut rng).unwrap());
+        let (pg, pd) = cfg.param_counts();
+        assert_eq!((pg as usize, pd as usize), (g.param_count(), d.param_count()), "minibatch std {group}");
+        let outputs = |rows: Vec<(String, &dyn Layer<Cpu>, Shape)>| rows.into_iter().map(|(_, l, s)| l.out_shape(s).per_image()).sum::<usize>();
+        let (og, od) = cfg.outputs_per_image();
+        assert_eq!((og as usize, od as usize), (outputs(g.layers()), outputs(d.layers())), "minibatch std {group}");
+    }
+}
