@@ -16,7 +16,7 @@ mod fill;
 mod gemm;
 mod linear;
 mod math;
-mod simd;
+pub mod simd;
 
 use super::{check_len, Core, Profiler, Work};
 use anyhow::Result;
