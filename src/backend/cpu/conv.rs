@@ -34,7 +34,7 @@ impl<T: Elem> ConvOps for CpuBackend<T> {
                 if let Some(b) = bias {
                     check("conv2d_forward bias", b, p.c_out as usize)?;
                 }
-                conv2d_forward(self, p, x, w, bias.map(|b| b.as_slice()), y);
+                conv2d_forward(self, p, &self.gemm_operand(x), &self.gemm_operand(w), bias.map(|b| b.as_slice()), y);
                 Ok(())
             },
         )
@@ -45,7 +45,12 @@ impl<T: Elem> ConvOps for CpuBackend<T> {
             || p.conv2d_work(),
             || {
                 Self::conv_check("conv2d_backward_input", p, ("dy", dy, p.out_len()), Some(w), ("dx", dx, p.in_len()))?;
-                conv2d_backward_input(self, p, dy, w, dx);
+                if self.tf32_operands && crate::backend::cuda::ops::conv::conv2d_backward_input_is_thin(p) {
+                    // The GPU's thin kernel multiplies in fp32 whatever the GEMM mode.
+                    conv2d_backward_input(self, p, dy, w, dx);
+                } else {
+                    conv2d_backward_input(self, p, &self.gemm_operand(dy), &self.gemm_operand(w), dx);
+                }
                 Ok(())
             },
         )
@@ -56,7 +61,7 @@ impl<T: Elem> ConvOps for CpuBackend<T> {
             || p.conv2d_work(),
             || {
                 Self::conv_check("conv2d_backward_params", p, ("x", x, p.in_len()), Some(dw), ("dy", dy, p.out_len()))?;
-                conv2d_backward_params(self, p, x, dy, dw);
+                conv2d_backward_params(self, p, &self.gemm_operand(x), &self.gemm_operand(dy), dw);
                 if let Some(db) = dbias {
                     check("conv2d_backward_params dbias", db, p.c_out as usize)?;
                     bias_backward_params(p.n as usize, p.c_out as usize, (p.h_out * p.w_out) as usize, dy, db);
@@ -75,7 +80,11 @@ impl<T: Elem> ConvOps for CpuBackend<T> {
                 if let Some(b) = bias {
                     check("conv_transpose2d_forward bias", b, p.c_out as usize)?;
                 }
-                conv_transpose2d_forward(self, p, x, w, bias.map(|b| b.as_slice()), y);
+                if self.tf32_operands && crate::backend::cuda::ops::conv::conv_transpose2d_forward_is_thin(p) {
+                    conv_transpose2d_forward(self, p, x, w, bias.map(|b| b.as_slice()), y);
+                } else {
+                    conv_transpose2d_forward(self, p, &self.gemm_operand(x), &self.gemm_operand(w), bias.map(|b| b.as_slice()), y);
+                }
                 Ok(())
             },
         )
@@ -86,7 +95,7 @@ impl<T: Elem> ConvOps for CpuBackend<T> {
             || p.conv_transpose2d_work(),
             || {
                 Self::conv_check("conv_transpose2d_backward_input", p, ("dy", dy, p.out_len()), Some(w), ("dx", dx, p.in_len()))?;
-                conv_transpose2d_backward_input(self, p, dy, w, dx);
+                conv_transpose2d_backward_input(self, p, &self.gemm_operand(dy), &self.gemm_operand(w), dx);
                 Ok(())
             },
         )
@@ -97,7 +106,7 @@ impl<T: Elem> ConvOps for CpuBackend<T> {
             || p.conv_transpose2d_work(),
             || {
                 Self::conv_check("conv_transpose2d_backward_params", p, ("x", x, p.in_len()), Some(dw), ("dy", dy, p.out_len()))?;
-                conv_transpose2d_backward_params(self, p, x, dy, dw);
+                conv_transpose2d_backward_params(self, p, &self.gemm_operand(x), &self.gemm_operand(dy), dw);
                 if let Some(db) = dbias {
                     check("conv_transpose2d_backward_params dbias", db, p.c_out as usize)?;
                     bias_backward_params(p.n as usize, p.c_out as usize, (p.h_out * p.w_out) as usize, dy, db);

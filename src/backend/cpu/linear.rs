@@ -19,7 +19,7 @@ impl<T: Elem> LinearOps for CpuBackend<T> {
                 if let Some(b) = b {
                     check("linear bias", b, o)?;
                 }
-                linear_forward(n, i, o, x, w, b.map(|b| b.as_slice()), y);
+                linear_forward(n, i, o, &self.gemm_operand(x), &self.gemm_operand(w), b.map(|b| b.as_slice()), y);
                 Ok(())
             },
         )
@@ -34,7 +34,7 @@ impl<T: Elem> LinearOps for CpuBackend<T> {
                 check("linear w", w, o * i)?;
                 check("linear dx", dx, n * i)?;
                 // dx[n, i] = dy[n, o] . w[o, i]
-                matmul(n, i, o, dx, i, false, dy, o as isize, 1, w, i as isize, 1);
+                matmul(n, i, o, dx, i, false, &self.gemm_operand(dy), o as isize, 1, &self.gemm_operand(w), i as isize, 1);
                 Ok(())
             },
         )
@@ -49,7 +49,7 @@ impl<T: Elem> LinearOps for CpuBackend<T> {
                 check("linear dy", dy, n * o)?;
                 check("linear dw", dw, o * i)?;
                 // dw[o, i] += dy^T[o, n] . x[n, i]
-                matmul(o, i, n, dw, i, true, dy, 1, o as isize, x, i as isize, 1);
+                matmul(o, i, n, dw, i, true, &self.gemm_operand(dy), 1, o as isize, &self.gemm_operand(x), i as isize, 1);
                 if let Some(db) = db {
                     check("linear db", db, o)?;
                     super::conv::bias_backward_params(n, o, 1, dy, db);
