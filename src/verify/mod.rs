@@ -5,14 +5,18 @@
 //! - `gradcheck`: the finite-difference machinery and every op, layer and model check;
 //! - `model`: the models' own layer shapes as twin rows, and the layer and whole-model
 //!   finite differences;
-//! - `iteration`: one whole training iteration against the CPU in f64;
-//! - `torch`: one iteration against PyTorch's numbers.
+//! - `iteration`: one whole training iteration against the CPU in f64, tensor by tensor;
+//! - `torch`: training iterations against PyTorch's numbers;
+//! - `freeze`: the weight-freeze flag through the G step, by op calls and kernel launches.
 //!
 //! `gan-engine selftest` and the tests call these; nothing below `verify` knows them.
 //!
-//! A twin row passes when every value does, `|gpu - cpu| <= abs + rel * |cpu|`, where `abs`
-//! is a small multiple of the output's largest magnitude (the rounding of a long sum scales
-//! with its terms, not with the result) and `rel` bounds the rest, and no value is NaN.
+//! A twin row compares one output tensor of one case (batchnorm's dx and its per-channel
+//! sums are two rows, Adam's param, m and v three), and passes when every value does,
+//! `|gpu - cpu| <= abs + rel * |cpu|` (+ the TF32 term of `twin::TOL_GEMM_TF32` in GEMM
+//! mode tf32), where `abs` is a small multiple of that tensor's largest magnitude (the
+//! rounding of a long sum scales with its terms, not with the result) and `rel` bounds the
+//! rest, and no value is NaN.
 //! Shapes are deliberately awkward: batch 1 and 3, 3 channels, planes like 13x11 that match
 //! no tile, channel counts just past a tile (66), and the models' real layer shapes at small
 //! batch and width.
@@ -24,6 +28,7 @@ pub mod bce;
 pub mod concat;
 pub mod conv;
 pub mod fill;
+pub mod freeze;
 pub mod gradcheck;
 pub mod iteration;
 pub mod linear;
@@ -31,12 +36,14 @@ pub mod model;
 pub mod torch;
 pub mod twin;
 
-pub use twin::{compare, rel_l2, Checker, Row, Tol, TOL_ELEM, TOL_GEMM, TOL_GEMM_TF32, TOL_REDUCE};
+pub use twin::{
+    compare, compare_parts, compare_products, rel_l2, Checker, Part, Row, Tol, TF32_PRODUCTS, TOL_ELEM, TOL_EXACT, TOL_GEMM, TOL_GEMM_TF32, TOL_REDUCE,
+};
 
-use crate::backend::cuda::GpuBackend;
-use crate::backend::{Backend, BatchNormParams, ConvParams, BN_ACT_LEAKY_RELU, BN_ACT_RELU};
+use crate::backend::cuda::{source, GemmPrecision, GpuBackend};
+use crate::backend::{Backend, BatchNormParams, ConvParams, Core, BN_ACT_LEAKY_RELU, BN_ACT_RELU};
 use crate::model::ModelConfig;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use gradcheck::{CheckResult, DirectCheck, OpHarness};
 
 /// Every kernel of `gpu` (a GPU or the simulation) against its CPU twin, the sequence
@@ -54,6 +61,47 @@ pub fn kernel_checks(gpu: &GpuBackend) -> Result<Vec<Row>> {
         c.train_iteration(&ModelConfig::new(128, 64)?, 64, 13)?;
     }
     Ok(c.rows)
+}
+
+/// Everything `gan-engine selftest --device sim|cuda` checks in the backend's GEMM mode.
+pub struct Selftest {
+    /// `kernel_checks`' rows.
+    pub rows: Vec<Row>,
+    /// Each embedded PyTorch reference with its checks.
+    pub references: Vec<(torch::Reference, Vec<torch::Check>)>,
+    /// Kernels of kernels/*.cu that nothing launched.
+    pub missing: Vec<&'static str>,
+}
+
+impl Selftest {
+    pub fn failed_rows(&self) -> Vec<&Row> {
+        self.rows.iter().filter(|r| !r.passed).collect()
+    }
+    pub fn failed_checks(&self) -> Vec<(String, &torch::Check)> {
+        self.references.iter().flat_map(|(r, cs)| cs.iter().filter(|c| !c.passed()).map(move |c| (r.shape(), c))).collect()
+    }
+    pub fn passed(&self) -> bool {
+        self.failed_rows().is_empty() && self.failed_checks().is_empty() && self.missing.is_empty()
+    }
+}
+
+/// The selftest of a GPU backend (or the simulation): every kernel against its CPU twin
+/// (`kernel_checks`), every embedded PyTorch reference under the GPU bounds of
+/// `verify::torch` (in GEMM mode tf32 widened by `torch::tf32_widening`), and which kernels
+/// were never launched.
+pub fn selftest(gpu: &GpuBackend) -> Result<Selftest> {
+    let rows = kernel_checks(gpu)?;
+    let tf32 = gpu.gemm_mode().precision == GemmPrecision::Tf32;
+    let mut references = Vec::new();
+    for r in torch::Reference::all_embedded()? {
+        let widen = if tf32 { Some(torch::tf32_widening(&r, &torch::GPU)?) } else { None };
+        let checks =
+            torch::run_widened(gpu, &r, &torch::GPU, widen.as_ref()).with_context(|| format!("the PyTorch reference ({}) on {}", r.shape(), gpu.name()))?;
+        references.push((r, checks));
+    }
+    let launched = gpu.launched_kernels();
+    let missing = source::kernels().into_iter().map(|(k, _)| k).filter(|k| !launched.contains(k)).collect();
+    Ok(Selftest { rows, references, missing })
 }
 
 /// The awkward shapes every kernel is run at, beyond the models' own layers.
