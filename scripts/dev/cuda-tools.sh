@@ -10,11 +10,16 @@
 #      kernel, and fails on any spill; then prints the instruction mix of every GEMM
 #      kernel's main loop in SASS (scripts/dev/sass-loops.py; cuobjdump and nvdisasm from PyPI);
 #   5. checks the simulation itself (barriers, shuffles, asynchronous copies, reported
-#      misuse), then runs `gan-engine selftest --device sim` (every kernel against its CPU
-#      twin on the CPU simulation, plus a whole training iteration and one against the
-#      PyTorch reference), checks that every `extern "C"` kernel in kernels/ has a passing
-#      row, and runs the selftest again in GEMM modes tf32x3-async and fp32 (the FMA
-#      tiles of GPUs before sm_80).
+#      misuse), runs tests/cuda_sim.rs (`cargo test --features sim`: the comparisons can
+#      fail, TF32 really rounds, the freeze flag in the kernels, resume in the simulation),
+#      then `gan-engine selftest --device sim` (every kernel against its CPU twin on the
+#      CPU simulation, whole training iterations and the PyTorch references) in every GEMM
+#      mode, two at a time: tf32x3 (printed in full, and every `extern "C"` kernel in
+#      kernels/ must have a passing row), tf32x3-async, fp32 (the FMA tiles of GPUs before
+#      sm_80), tf32 and tf32-async (TF32 tensor cores, with their own error model).
+#
+# Also runs NVRTC's own test (src/backend/cuda/nvrtc.rs, ignored without NVRTC) against
+# NVRTC 12 and NVRTC 13.
 #
 # Exits non-zero on any failure. Versions can be overridden with NVRTC12_PKG, NVRTC13_PKG,
 # NVCC_PKG, CUOBJDUMP_PKG and NVDISASM_PKG (pip requirement strings).
@@ -53,6 +58,11 @@ lib13=$(dirname "$(find "$TOOLS/nvrtc13" -name 'libnvrtc.so.13' | head -n1)")
 ptxas=$(find "$TOOLS/nvcc" -type f -name ptxas | head -n1)
 [[ -n "$lib12" && -n "$lib13" && -x "$ptxas" ]] || { echo "error: NVRTC 12, NVRTC 13 or ptxas missing under $TOOLS" >&2; exit 1; }
 "$ptxas" --version | tail -n1
+
+step "NVRTC's compile test against NVRTC 12 and NVRTC 13"
+for lib in "$lib12/libnvrtc.so.12" "$lib13/libnvrtc.so.13"; do
+    GAN_ENGINE_NVRTC="$lib" cargo test --release --locked --lib -- --ignored --exact backend::cuda::nvrtc::tests::compiles_a_kernel_and_rejects_a_wrong_one
+done
 
 # ---- 2. build ------------------------------------------------------------------------------
 step "cargo build --release --locked --features sim"
@@ -136,9 +146,42 @@ step "simulation semantics (tests/sim/sim_semantics.cpp)"
 "${CXX:-g++}" -std=c++17 -O1 -Wno-unknown-pragmas -Ikernels -I"$ptx" tests/sim/sim_semantics.cpp kernels/sim.cpp -o "$TOOLS/sim_semantics"
 "$TOOLS/sim_semantics"
 
-step "gan-engine selftest --device sim"
-log="$TOOLS/selftest-sim.txt"
-"$bin" selftest --device sim | tee "$log"
+step "tests/cuda_sim.rs: cargo test --release --locked --features sim --test cuda_sim"
+cargo test --release --locked --features sim --test cuda_sim
+
+# Every GEMM mode, two selftests at a time (the simulation runs one thread per process),
+# the longest first.
+modes=(tf32x3 tf32x3-async tf32 tf32-async fp32)
+step "gan-engine selftest --device sim in GEMM modes ${modes[*]}, two at a time"
+selftest_mode() { # mode
+    local out="$TOOLS/selftest-sim-$1.txt" t0=$SECONDS
+    local rc=0
+    GAN_ENGINE_GEMM=$1 "$bin" selftest --device sim > "$out" 2>&1 || rc=$?
+    echo "$rc" > "$out.rc"
+    echo "GEMM $1: exit $rc after $((SECONDS - t0)) s: $(tail -n 1 "$out")"
+}
+t0=$SECONDS
+running=0
+for mode in "${modes[@]}"; do
+    selftest_mode "$mode" &
+    running=$((running + 1))
+    if (( running == 2 )); then wait -n || true; running=$((running - 1)); fi
+done
+wait
+echo "all modes in $((SECONDS - t0)) s"
+log="$TOOLS/selftest-sim-tf32x3.txt"
+cat "$log"
+failed=0
+for mode in "${modes[@]}"; do
+    out="$TOOLS/selftest-sim-$mode.txt"
+    if [[ "$(cat "$out.rc")" != 0 ]]; then
+        echo "error: gan-engine selftest --device sim failed in GEMM mode $mode:" >&2
+        grep -E ' FAIL$' "$out" >&2 || true
+        tail -n 3 "$out" >&2
+        failed=1
+    fi
+done
+(( failed == 0 )) || exit 1
 "$PYTHON" - "$log" kernels/*.cu <<'PY'
 import re, sys
 log = open(sys.argv[1]).read().splitlines()
@@ -154,14 +197,5 @@ if missing:
     sys.exit("error: kernels without a passing sim selftest row: " + ", ".join(missing))
 print(f"coverage: all {len(names)} extern \"C\" kernels in kernels/ have passing sim rows")
 PY
-# The selftest again in two more GEMM modes, summary only (failing rows when any): the
-# tiles fed by cp.async, and the fp32 FMA tiles that GPUs before sm_80 run (Pascal, such
-# as the article's GTX 1070 Ti, and Turing).
-for mode in tf32x3-async fp32; do
-    step "gan-engine selftest --device sim, GEMM $mode"
-    out="$TOOLS/selftest-sim-$mode.txt"
-    GAN_ENGINE_GEMM=$mode "$bin" selftest --device sim > "$out" || { grep -E ' FAIL$' "$out"; tail -n 3 "$out"; exit 1; }
-    tail -n 1 "$out"
-done
 
 step "CUDA kernel checks passed"
