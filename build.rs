@@ -50,14 +50,25 @@ fn main() {
     std::fs::write(out_dir.join("kernel_sources.rs"), out).expect("writing kernel_sources.rs");
 
     if std::env::var_os("CARGO_FEATURE_SIM").is_some() {
-        let mut b = cc::Build::new();
-        b.cpp(true).std("c++17").define("GAN_SIM", None).include(&dir).include(&out_dir).warnings(false).flag_if_supported("-Wno-unknown-pragmas");
+        let build = || {
+            let mut b = cc::Build::new();
+            b.cpp(true).std("c++17").define("GAN_SIM", None).include(&dir).include(&out_dir).warnings(false).flag_if_supported("-Wno-unknown-pragmas");
+            b
+        };
+        // The kernels, with every load and store instrumented (the compiler's
+        // thread-sanitizer pass): the hooks it calls are sim.cpp's access checker, not the
+        // sanitizer's run-time library, which is never linked.
+        let mut kernels = build();
         // .cu is not a C++ extension the compiler knows: say so before each source.
-        b.flag("-x").flag("c++");
-        for f in files.iter().filter(|f| matches!(ext(f).as_str(), "cu" | "cpp")) {
-            b.file(f);
+        kernels.flag("-x").flag("c++").flag("-fsanitize=thread");
+        for f in files.iter().filter(|f| ext(f) == "cu") {
+            kernels.file(f);
         }
-        b.compile("gan_kernels_sim");
+        kernels.compile("gan_kernels_sim");
+        // The scheduler and the checker, not instrumented.
+        let mut runtime = build();
+        runtime.file(dir.join("sim.cpp"));
+        runtime.compile("gan_sim_runtime");
     }
 }
 

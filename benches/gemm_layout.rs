@@ -12,6 +12,10 @@
 //!   of D's 64 -> 128 layer (forward, input gradient, weight gradient), the calls the image
 //!   split makes: which CPU GEMM the backend should use at its own shapes.
 //!
+//! - each bf16 GEMM kernel of the CPU (`backend/cpu/bf16.rs`: AMX, AVX512_BF16, and the f32
+//!   GEMM of rounded operands they fall back to) at one of the model's GEMM shapes, on one
+//!   thread and on all, where this CPU has it.
+//!
 //!     cargo bench --bench gemm_layout
 
 use criterion::measurement::WallTime;
@@ -100,5 +104,29 @@ fn layout(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, layout);
+/// The bf16 kernels at a 128 px D layer's weight-gradient shape (512 x 1024, reduced over
+/// 4096), on one thread and on all.
+fn bf16_kernels(c: &mut Criterion) {
+    use gan_engine::backend::cpu::bf16::{matmul, Bf16Kernel};
+    let (m, n, k) = (512, 1024, 4096);
+    let mut rng = gan_engine::rng::Rng::new(1);
+    let (mut a, mut b) = (vec![0.0f32; m * k], vec![0.0f32; k * n]);
+    rng.fill_normal(&mut a, 0.0, 1.0);
+    rng.fill_normal(&mut b, 0.0, 1.0);
+    let mut out = vec![0.0f32; m * n];
+    let mut g = timed_group(c, "bf16_gemm", 10, 5, Throughput::Elements(2 * (m * n * k) as u64));
+    for kernel in Bf16Kernel::ALL {
+        if !kernel.available() {
+            println!("bf16_gemm/{}: skipped: this CPU lacks it", kernel.label());
+            continue;
+        }
+        for threads in [false, true] {
+            let id = format!("{}/{}", kernel.label(), if threads { "all threads" } else { "one thread" });
+            g.bench_function(id, |bench| bench.iter(|| matmul(kernel, threads, m, n, k, &mut out, n, false, &a, k as isize, 1, &b, n as isize, 1)));
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, layout, bf16_kernels);
 criterion_main!(benches);

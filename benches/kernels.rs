@@ -269,7 +269,7 @@ fn kernels(c: &mut Criterion) {
     let cpu = Cpu::new();
     bench_device(c, "cpu", &cpu);
     // No GPU, driver or NVRTC is a value, not a panic: say why and measure nothing.
-    match device::gpu(false) {
+    match device::gpu(false, None) {
         Ok(gpu) => bench_device(c, "cuda", &gpu),
         Err(e) => println!("kernels/cuda: skipped: {e:#}"),
     }

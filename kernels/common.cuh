@@ -21,7 +21,9 @@
 //   GEMM_TF32X3: TF32 tensor cores with each operand split into a TF32 high and low part
 //     and three products (hi*hi + hi*lo + lo*hi): fp32 accuracy, sm_80 and newer;
 //   GEMM_TF32: TF32 tensor cores, one product of the rounded operands (about 3 decimal
-//     digits, what cuDNN does for fp32 convolutions by default), sm_80 and newer.
+//     digits, what cuDNN does for fp32 convolutions by default), sm_80 and newer;
+//   GEMM_BF16: bf16 tensor cores (mma.m16n8k16, f32 accumulators), each operand rounded to
+//     bf16: `--precision bf16`, PyTorch's autocast, sm_80 and newer.
 // and how they are fed (GemmFeed): through registers, or GEMM_FEED_ASYNC, by asynchronous
 // copies (cp.async, sm_80 and newer) through a GEMM_STAGES-deep ring of shared buffers
 // (gemm.cuh, gemm_steps_async). NVRTC gets both as -DGAN_GEMM_PRECISION and
@@ -48,8 +50,19 @@
 #define GEMM_RING (GEMM_ASYNC ? GEMM_STAGES : 1)
 #endif
 
-// Dynamic shared memory: on the GPU an `extern __shared__` array, in the simulation a
-// per-launch buffer sized by the launch (one block is alive at a time).
+// Statically sized shared memory, `SHARED_ARRAY(float, tile, 256)` for `__shared__ float
+// tile[256]`: in the simulation a slot of the block's arena, poisoned for every block and
+// watched by the access checker (sim.h).
+#ifdef GAN_SIM
+#define SHARED_ARRAY(type, name, count) \
+    static char name##_slot_tag;        \
+    type* name = static_cast<type*>(sim_shared_slot(&name##_slot_tag, (unsigned)(sizeof(type) * (count))))
+#else
+#define SHARED_ARRAY(type, name, count) __shared__ type name[count]
+#endif
+
+// Dynamic shared memory: on the GPU an `extern __shared__` array, in the simulation the
+// start of the block's arena, sized by the launch.
 #ifdef GAN_SIM
 #define DYNAMIC_SHARED(type, name) type* name = reinterpret_cast<type*>(sim_dynamic_shared())
 #else

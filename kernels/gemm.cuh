@@ -24,7 +24,8 @@
 //   (so a warp reads 16 consecutive B values per step and two broadcast A values: no bank
 //   conflicts), fp32 FMAs;
 // - the tensor-core modes: eight warps in a 2 x 4 grid, each a (BM / 2) x (BN / 4) tile of
-//   C as MMA_MT x MMA_NT mma.m16n8k8 TF32 tiles. A thread's accumulators are the C
+//   C as MMA_MT x MMA_NT mma.m16n8k8 TF32 tiles, or in GEMM_BF16 mma.m16n8k16 bf16 tiles
+//   (whose C fragments lie as the TF32 ones do). A thread's accumulators are the C
 //   fragments of its warp; gemm_row and gemm_col say where each lands.
 // Either way a thread owns GEMM_TM x GEMM_TN accumulators, and gemm_store hands them out.
 #pragma once
@@ -152,12 +153,125 @@ __device__ __forceinline__ void mma_tf32(float& c0, float& c1, float& c2, float&
 #endif
 }
 
+// ---- bf16 (GEMM_BF16, --precision bf16) ------------------------------------------------------
+// The bf16 bits of x rounded to nearest even (NaN stays NaN), as PyTorch and the CPU twin
+// (src/backend/precision.rs, bf16_bits) round.
+__device__ __forceinline__ unsigned bf16_bits_rn(float x) {
+#ifdef GAN_SIM
+    const unsigned u = float_bits(x);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (u >> 16) | 0x40u;
+    return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+#else
+    unsigned short h;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(x));
+    return h;
+#endif
+}
+// x rounded to bf16, as a float (the low 16 bits zero): what the register-fed tile stores.
+__device__ __forceinline__ float bf16_round(float x) { return tf32_bits_to_float(bf16_bits_rn(x) << 16); }
+// Two values as one mma operand register: `lo` in the low half. With Rounded the values are
+// already bf16 (bf16_round), so only their high halves are taken.
+template <bool Rounded>
+__device__ __forceinline__ unsigned bf16_pair(float lo, float hi) {
+    if (Rounded) return (float_bits(lo) >> 16) | (float_bits(hi) & 0xffff0000u);
+#ifdef GAN_SIM
+    return bf16_bits_rn(lo) | (bf16_bits_rn(hi) << 16);
+#else
+    unsigned d;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(d) : "f"(hi), "f"(lo));
+    return d;
+#endif
+}
+
+// c += a . b on one warp: mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32. Each register
+// holds two bf16 values, the lower index in the low half. With g = lane / 4 and t = lane % 4
+// (PTX ISA, "Matrix fragments for mma.m16n8k16" with .bf16):
+//   a0 A[g][2t..2t+1], a1 A[g+8][2t..2t+1], a2 A[g][2t+8..2t+9], a3 A[g+8][2t+8..2t+9] (A 16 x 16)
+//   b0 B[2t..2t+1][g], b1 B[2t+8..2t+9][g]                                            (B 16 x 8)
+//   c0 C[g][2t], c1 C[g][2t+1], c2 C[g+8][2t], c3 C[g+8][2t+1]                          (C 16 x 8)
+// The simulation gathers the warp's fragments and multiplies by that definition: bf16
+// products are exact in double, the sum is truncated toward zero as in mma_tf32.
+__device__ __forceinline__ void mma_bf16(float& c0, float& c1, float& c2, float& c3, const unsigned (&a)[4], const unsigned (&b)[2]) {
+#ifdef GAN_SIM
+    const unsigned mine[6] = {a[0], a[1], a[2], a[3], b[0], b[1]};
+    sim::frag_put(mine, 6);
+    sim::syncwarp();  // every lane has published its fragments
+    const int lane = sim::lane(), g = lane / 4, t = lane % 4;
+    float* c[4] = {&c0, &c1, &c2, &c3};
+    auto half = [](unsigned reg, int k) { return tf32_bits_to_float(((reg >> (16 * (k % 2))) & 0xffffu) << 16); };
+    for (int q = 0; q < 4; ++q) {
+        const int row = g + 8 * (q / 2), col = 2 * t + q % 2;
+        double s = *c[q];
+        for (int k = 0; k < 16; ++k) {
+            const float av = half(sim::frag_get((row % 8) * 4 + (k % 8) / 2)[(row / 8) + 2 * (k / 8)], k);
+            const float bv = half(sim::frag_get(col * 4 + (k % 8) / 2)[4 + k / 8], k);
+            s += (double)av * (double)bv;
+        }
+        float f = (float)s;
+        if (std::fabs((double)f) > std::fabs(s)) f = std::nextafter(f, 0.0f);
+        *c[q] = f;
+    }
+    sim::syncwarp();  // every lane has read before anyone publishes again
+#else
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c0), "+f"(c1), "+f"(c2), "+f"(c3)
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
+}
+
+// One BK-deep step of the bf16 tile: each k16 slice of this warp's MMA_WM x MMA_WN block of
+// C multiplied into fresh registers and added to the total with fp32 adds, so the tensor
+// cores' truncating sums never chain over the whole reduction (as in tf32x3): the only
+// roundings left beyond the operands' are those of an f32 GEMM, and the results match the
+// CPU twin (the f32 GEMM of the rounded operands) to f32 summation order.
+template <bool Rounded, int LDA, int LDB>
+__device__ __forceinline__ void gemm_mma_step_bf16(const float (*As)[LDA], const float (*Bs)[LDB], float (&acc)[GEMM_TM][GEMM_TN]) {
+    static_assert(GEMM_THREADS == 256 && GEMM_BK % 16 == 0 && MMA_WM % 16 == 0 && MMA_WN % 8 == 0 && GEMM_TM == 2 * MMA_MT &&
+                      GEMM_TN == 2 * MMA_NT,
+                  "eight warps in a 2 x 4 grid, each thread holding its warp's C fragments");
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
+    const int wm = (warp / 4) * MMA_WM, wn = (warp % 4) * MMA_WN;
+#pragma unroll
+    for (int k16 = 0; k16 < GEMM_BK; k16 += 16) {
+        unsigned a[MMA_MT][4], b[MMA_NT][2];
+#pragma unroll
+        for (int mt = 0; mt < MMA_MT; ++mt) {
+            const int r = wm + 16 * mt + g, k = k16 + 2 * t;
+            a[mt][0] = bf16_pair<Rounded>(As[k][r], As[k + 1][r]);
+            a[mt][1] = bf16_pair<Rounded>(As[k][r + 8], As[k + 1][r + 8]);
+            a[mt][2] = bf16_pair<Rounded>(As[k + 8][r], As[k + 9][r]);
+            a[mt][3] = bf16_pair<Rounded>(As[k + 8][r + 8], As[k + 9][r + 8]);
+        }
+#pragma unroll
+        for (int nt = 0; nt < MMA_NT; ++nt) {
+            const int c = wn + 8 * nt + g, k = k16 + 2 * t;
+            b[nt][0] = bf16_pair<Rounded>(Bs[k][c], Bs[k + 1][c]);
+            b[nt][1] = bf16_pair<Rounded>(Bs[k + 8][c], Bs[k + 9][c]);
+        }
+#pragma unroll
+        for (int mt = 0; mt < MMA_MT; ++mt)
+#pragma unroll
+            for (int nt = 0; nt < MMA_NT; ++nt) {
+                float p0 = 0.0f, p1 = 0.0f, p2 = 0.0f, p3 = 0.0f;
+                mma_bf16(p0, p1, p2, p3, a[mt], b[nt]);
+                acc[2 * mt][2 * nt] += p0;
+                acc[2 * mt][2 * nt + 1] += p1;
+                acc[2 * mt + 1][2 * nt] += p2;
+                acc[2 * mt + 1][2 * nt + 1] += p3;
+            }
+    }
+}
+
 // One BK-deep step of the tensor-core tile: this warp's MMA_WM x MMA_WN block of C from the shared
 // tiles, in the precision of GEMM_PRECISION. With `Rounded` the tiles already hold TF32
 // operands (tf32_operand, stored as floats): GEMM_TF32 fed through registers rounds each
 // value once as it stores it, not once per warp that reads it.
 template <bool Rounded, int LDA, int LDB>
 __device__ __forceinline__ void gemm_mma_step(const float (*As)[LDA], const float (*Bs)[LDB], float (&acc)[GEMM_TM][GEMM_TN]) {
+    if (GEMM_PRECISION == GEMM_BF16) {
+        gemm_mma_step_bf16<Rounded>(As, Bs, acc);
+        return;
+    }
     static_assert(GEMM_THREADS == 256 && GEMM_BK % 8 == 0 && MMA_WM % 16 == 0 && MMA_WN % 8 == 0 && GEMM_TM == 2 * MMA_MT &&
                       GEMM_TN == 2 * MMA_NT,
                   "eight warps in a 2 x 4 grid, each thread holding its warp's C fragments");
@@ -443,11 +557,12 @@ __device__ __forceinline__ void gemm_steps_async(Feed& feed, int k_begin, int k_
 }
 #endif
 
-// What the register-fed tile stores for a value: in GEMM_TF32 its TF32 operand
-// (gemm_mma_step<true>), otherwise the value.
+// What the register-fed tile stores for a value: in GEMM_TF32 its TF32 operand, in
+// GEMM_BF16 its bf16 rounding (gemm_mma_step<true>), otherwise the value.
 __device__ __forceinline__ float tile_value(float v) {
 #if GEMM_HAS_MMA
     if (GEMM_PRECISION == GEMM_TF32) return tf32_bits_to_float(tf32_operand(v));
+    if (GEMM_PRECISION == GEMM_BF16) return bf16_round(v);
 #endif
     return v;
 }
@@ -478,7 +593,7 @@ __device__ __forceinline__ void gemm_steps(Feed& feed, int k_begin, int k_end, G
         __syncthreads();
         if (k0 + GEMM_BK < k_end) fetch(k0 + GEMM_BK);
 #if GEMM_HAS_MMA
-        if (GEMM_PRECISION == GEMM_TF32) {
+        if (GEMM_PRECISION == GEMM_TF32 || GEMM_PRECISION == GEMM_BF16) {
             gemm_mma_step<true>(As, Bs, acc);
         } else if (GEMM_PRECISION != GEMM_FMA) {
             gemm_mma_step<false>(As, Bs, acc);
@@ -520,8 +635,8 @@ template <class LoadA, class LoadB>
 __device__ __forceinline__ void gemm_block_tile(int m0, int n0, int M, int N, int k_begin, int k_end, const LoadA& load_a,
                                                 const LoadB& load_b, float (&acc)[GEMM_TM][GEMM_TN]) {
     static_assert(GEMM_THREADS % GEMM_BK == 0 && GEMM_THREADS % GEMM_BN == 0, "loader layout");
-    __shared__ GemmTileA As[GEMM_RING];
-    __shared__ GemmTileB Bs[GEMM_RING];
+    SHARED_ARRAY(GemmTileA, As, GEMM_RING);
+    SHARED_ARRAY(GemmTileB, Bs, GEMM_RING);
 #pragma unroll
     for (int i = 0; i < GEMM_TM; ++i)
 #pragma unroll
@@ -547,21 +662,30 @@ __device__ __forceinline__ void gemm_block_tile(int m0, int n0, int M, int N, in
 // THIN_THREADS threads owns one column of C and all M rows, A (M x K, at most THIN_A
 // values) sits in shared memory, and B is gathered along k, neighbouring threads reading
 // neighbouring columns. fp32 FMAs in every GEMM mode: the math is a small part of these
-// layers; the loads are the rest.
+// layers; the loads are the rest. In GEMM_BF16 the operands are rounded to bf16 as they are
+// loaded (thin_operand), so these layers multiply what the tiles would: a product of two
+// bf16 values is exact in f32.
 // Taps per channel of the window that gets its own loop: the 2 x 2 of a stride-2 4x4 parity
 // class, the layers these kernels serve.
 #define THIN_TAPS 4
 
 // Fills acc with column `col` of C over k in [0, K). Every thread of the block must call
 // it (A is loaded together); false when col >= N, so the thread has nothing to store.
+__device__ __forceinline__ float thin_operand(float v) {
+#if GEMM_HAS_MMA
+    if (GEMM_PRECISION == GEMM_BF16) return bf16_round(v);
+#endif
+    return v;
+}
+
 template <class LoadA, class LoadB>
 __device__ __forceinline__ bool gemm_thin_column(int col, int M, int N, int K, const LoadA& load_a, const LoadB& load_b,
                                                  float (&acc)[THIN_M]) {
-    __shared__ float As[THIN_A];  // As[k THIN_M + m], zero for m >= M
+    SHARED_ARRAY(float, As, THIN_A);  // As[k THIN_M + m], zero for m >= M
     const Radix3 a_radix = load_a.radix();
     for (int i = threadIdx.x; i < K * THIN_M; i += blockDim.x) {
         const int k = i / THIN_M, m = i % THIN_M;
-        As[i] = m < M ? gemm_load(load_a, load_a.line(m), a_radix.split(k)) : 0.0f;
+        As[i] = m < M ? thin_operand(gemm_load(load_a, load_a.line(m), a_radix.split(k))) : 0.0f;
     }
     __syncthreads();
 #pragma unroll
@@ -585,7 +709,7 @@ __device__ __forceinline__ bool gemm_thin_column(int col, int M, int N, int K, c
         for (int k = 0; k < K; k += THIN_TAPS) {
 #pragma unroll
             for (int t = 0; t < THIN_TAPS; ++t) {
-                const float b = value_or_zero(live[t], at[t]);
+                const float b = thin_operand(value_or_zero(live[t], at[t]));
                 at[t] += stride;
 #pragma unroll
                 for (int m = 0; m < THIN_M; ++m) acc[m] = fmaf(As[(k + t) * THIN_M + m], b, acc[m]);
@@ -596,7 +720,7 @@ __device__ __forceinline__ bool gemm_thin_column(int col, int M, int N, int K, c
     Digits d = b_radix.split(0);
 #pragma unroll 4
     for (int k = 0; k < K; ++k) {
-        const float b = gemm_load(load_b, line, d);
+        const float b = thin_operand(gemm_load(load_b, line, d));
         b_radix.next(d);
 #pragma unroll
         for (int m = 0; m < THIN_M; ++m) acc[m] = fmaf(As[k * THIN_M + m], b, acc[m]);

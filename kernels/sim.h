@@ -1,16 +1,27 @@
 // CPU simulation of the CUDA execution model, for running kernels/*.cu unchanged on a
 // machine without a GPU (cargo feature `sim`, `--device sim`). Verification only: slow by
-// design, exact in the semantics the kernels rely on.
+// design, strict about what a GPU leaves undefined.
 //
 // - Every GPU thread of a block is a fiber (ucontext) with its own stack; blocks run one
-//   at a time, in order, on one OS thread. So `__shared__` can simply be `static`.
-// - `__syncthreads` and every shuffle step yield to a round-robin scheduler (sim.cpp),
-//   which releases a barrier once every thread that must reach it has.
+//   at a time on one OS thread.
+// - `__syncthreads` and every shuffle step yield to a scheduler (sim.cpp), which releases a
+//   barrier once every thread that must reach it has. Between barriers the threads run in
+//   an order the launch chooses: forward, reverse, or shuffled; blocks too. A launch may run
+//   in all three orders from the same inputs and must give bit-identical results.
 // - A barrier that some threads skip because they already returned, a shuffle in a warp
 //   with exited lanes, or threads waiting at different barriers are reported as launch
 //   errors instead of silently passing.
-// - Dynamic shared memory is a per-launch buffer filled with NaN, so reading it before
-//   writing shows up in the results.
+// - Every load and store the kernels make is seen by the checker in sim.cpp: the kernels
+//   are compiled with the compiler's thread-sanitizer instrumentation, whose hooks
+//   (__tsan_read4, ...) sim.cpp implements itself. It reports a race (a word written by one
+//   thread and read or written by another with no barrier between them, or by another
+//   block of the same launch), a read of shared memory not yet written in this block, a
+//   read of device memory never written (fresh scratch buffers), and an access outside the
+//   launch's buffers (each has a poisoned red zone on both sides), naming the kernel, the
+//   address and both threads.
+// - Shared memory (SHARED_ARRAY and DYNAMIC_SHARED in common.cuh) is a per-block arena,
+//   poisoned with NaN for every block. Plain `__shared__` is refused here, so no shared
+//   variable escapes the checker.
 // - Asynchronous copies land as late as the hardware may let them (see cp_async below).
 #pragma once
 
@@ -45,13 +56,17 @@ void cp_async_wait(int pending);
 }  // namespace sim
 
 extern "C" void* sim_dynamic_shared();
+// The block's slot of `bytes` for the SHARED_ARRAY declared with `tag` (one per declaration
+// and template instantiation): the same address for every thread of the block.
+extern "C" void* sim_shared_slot(const void* tag, unsigned bytes);
 
 #define __global__
 #define __device__
 #define __host__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
-#define __shared__ static
+// Shared memory is declared with SHARED_ARRAY (common.cuh), which the checker sees.
+#define __shared__ use_SHARED_ARRAY_from_common_cuh_instead_of___shared__
 
 #define threadIdx (sim::thread_idx)
 #define blockIdx (sim::block_idx)
@@ -82,10 +97,6 @@ inline T __shfl_sync(unsigned, T v, int src) {
     return sim_shfl(v, src);
 }
 
-// Only one fiber runs at a time, so plain read-modify-write is atomic here.
-inline float atomicAdd(float* p, float v) { float o = *p; *p = o + v; return o; }
-inline int atomicAdd(int* p, int v) { int o = *p; *p = o + v; return o; }
-inline unsigned atomicAdd(unsigned* p, unsigned v) { unsigned o = *p; *p = o + v; return o; }
 
 inline float __ldg(const float* p) { return *p; }
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }

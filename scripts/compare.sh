@@ -6,7 +6,8 @@
 #   scripts/compare.sh --threads 2 --sizes 64 --iters 5 --amp
 #
 # Options: --threads N (default: nproc), --sizes 64,128, --batch 64, --iters 5,
-# --warmup 2, --amp (also PyTorch with bf16 autocast).
+# --warmup 2, --amp or --precision bf16 (also ours in --precision bf16 and PyTorch with
+# bf16 autocast, side by side).
 # GAN_ENGINE=path/to/gan-engine uses that binary instead of building one; PYTHON picks
 # the interpreter (PyTorch, numpy, safetensors installed).
 #
@@ -31,6 +32,7 @@ while [[ $# -gt 0 ]]; do
         --iters) iters=$2; shift 2 ;;
         --warmup) warmup=$2; shift 2 ;;
         --amp) amp=1; shift ;;
+        --precision) [[ $2 == bf16 ]] && amp=1; shift 2 ;;
         -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
         *) echo "compare.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -67,19 +69,23 @@ for size in "${size_list[@]}"; do
     echo "$ours"
     torch=$("$python" scripts/torch_peer.py --size "$size" --batch "$batch" --iters "$iters" --warmup "$warmup" --threads "$threads" | grep '^torch ')
     echo "$torch"
-    bf16="-"
+    bf16="-" ours16="-" ratio16="-"
     if [[ $amp == 1 ]]; then
+        o16=$("$bin" bench --device cpu --precision bf16 --size "$size" --batch "$batch" --iters "$iters" --warmup "$warmup" --threads "$threads" | grep '^ours ')
+        echo "$o16"
         t16=$("$python" scripts/torch_peer.py --size "$size" --batch "$batch" --iters "$iters" --warmup "$warmup" --threads "$threads" --amp bf16 | grep '^torch ')
         echo "$t16"
         bf16="$(field median_s "$t16") s"
+        ours16="$(field median_s "$o16") s"
+        ratio16=$(awk -v o="$(field median_s "$o16")" -v t="$(field median_s "$t16")" 'BEGIN { printf "%.2f", o / t }')
     fi
     o=$(field median_s "$ours")
     t=$(field median_s "$torch")
-    rows+=("$(awk -v s="$size" -v b="$batch" -v o="$o" -v t="$t" -v bf="$bf16" \
-        'BEGIN { printf "| %s px | %s | %.3f s | %.3f s | %s | %.2f | %.3f | %.3f |", s, b, o, t, bf, o / t, 0.864 / o, 0.864 / t }')")
+    rows+=("$(awk -v s="$size" -v b="$batch" -v o="$o" -v t="$t" -v bf="$bf16" -v o16="$ours16" -v r16="$ratio16" \
+        'BEGIN { printf "| %s px | %s | %.3f s | %.3f s | %.2f | %s | %s | %s | %.3f | %.3f |", s, b, o, t, o / t, o16, bf, r16, 0.864 / o, 0.864 / t }')")
 done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-echo "| model | batch | ours (median s/iter) | PyTorch fp32 | PyTorch bf16 autocast | ours / PyTorch (time) | ours vs 1070 Ti | PyTorch vs 1070 Ti |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| model | batch | ours f32 (median s/iter) | PyTorch fp32 | ours / PyTorch fp32 (time) | ours bf16 | PyTorch bf16 autocast | ours bf16 / PyTorch bf16 | ours f32 vs 1070 Ti | PyTorch fp32 vs 1070 Ti |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${rows[@]}"

@@ -12,7 +12,10 @@
 #      the binary searches most of these places itself, this makes the choice explicit);
 #   2. runs `gan-engine selftest --device cuda` (every kernel against its CPU twin, whole
 #      training iterations including 128 px at batch 64, one iteration against the PyTorch
-#      reference), then again in GEMM mode tf32x3-async (summary only);
+#      reference), then again in GEMM mode tf32x3-async (summary only), then at the small
+#      sizes under compute-sanitizer's memcheck, racecheck, synccheck and initcheck when the
+#      tool is found ($COMPUTE_SANITIZER, PATH, the CUDA toolkit, or the PyPI wheel
+#      nvidia-cuda-sanitizer-api (CUDA 13) / nvidia-cuda-sanitizer-api-cu12 in any python);
 #   3. runs the benchmarks in four GEMM modes (default, tf32, tf32x3-async, tf32-async), a
 #      by-op profile of the 128 px iteration in two, and the PyTorch peer (64 and 128 px,
 #      batch 64, 10 timed iterations) when this build and checkout have them;
@@ -125,6 +128,51 @@ if [[ $status -ne 2 ]]; then
         grep -E ' FAIL$' "$work/selftest-async.txt" | head -n 20 > "$work/async-fails.txt"
         while IFS= read -r l; do row "tf32x3-async row" "FAIL" "$(echo "$l" | tr -s ' ' | tr '|' '/')"; done < "$work/async-fails.txt"
     fi
+fi
+
+# compute-sanitizer over the selftest at the simulation's sizes: out-of-bounds and misaligned
+# accesses (memcheck), shared-memory races (racecheck), barrier misuse (synccheck) and reads
+# of uninitialised device memory (initcheck), what the simulation's checker looks for on the
+# CPU, here on the GPU itself.
+sanitizer="${COMPUTE_SANITIZER:-}"
+if [[ -z "$sanitizer" ]]; then
+    sanitizer=$(command -v compute-sanitizer 2>/dev/null || true)
+fi
+if [[ -z "$sanitizer" ]]; then
+    for d in "${CUDA_HOME:-}" "${CUDA_PATH:-}" /usr/local/cuda /usr/local/cuda-*; do
+        [[ -n "$d" && -x "$d/bin/compute-sanitizer" ]] && sanitizer="$d/bin/compute-sanitizer" && break
+    done
+fi
+if [[ -z "$sanitizer" ]]; then
+    for py in python3 python; do
+        command -v "$py" >/dev/null || continue
+        sanitizer=$("$py" - <<'PY' 2>/dev/null
+import site, glob, os
+for d in site.getsitepackages() + [site.getusersitepackages()]:
+    for p in glob.glob(os.path.join(d, "nvidia", "cuda_sanitizer_api", "bin", "compute-sanitizer")):
+        print(p); raise SystemExit
+PY
+)
+        [[ -n "$sanitizer" ]] && break
+    done
+fi
+if [[ $status -eq 2 ]]; then
+    row "compute-sanitizer" "not run" "no usable GPU (see the selftest row)"
+elif [[ -z "$sanitizer" ]]; then
+    row "compute-sanitizer" "not run" "not found: pip install nvidia-cuda-sanitizer-api (or -cu12 for a CUDA 12 driver), or set COMPUTE_SANITIZER"
+else
+    for tool in memcheck racecheck synccheck initcheck; do
+        echo "== compute-sanitizer --tool $tool gan-engine selftest --device cuda --small"
+        "$sanitizer" --tool "$tool" --error-exitcode 97 --print-limit 20 "$bin" selftest --device cuda --small > "$work/san-$tool.txt" 2>&1
+        rc=$?
+        summary=$(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$work/san-$tool.txt" | tail -n1 | tr '|' '/')
+        if [[ $rc -eq 0 ]]; then
+            row "compute-sanitizer $tool" "PASS" "${summary:-no errors}; selftest --small"
+        else
+            status=1
+            row "compute-sanitizer $tool" "FAIL" "${summary:-exit $rc}: $(grep -m1 -E '^=+ +(Invalid|Race|Barrier|Uninitialized|ERROR)' "$work/san-$tool.txt" | tr -s ' ' | tr '|' '/')"
+        fi
+    done
 fi
 
 # Rows labelled $2 for binary $1's benchmarks in each GEMM mode after it ("" = its default).

@@ -223,6 +223,7 @@ def main():
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: PyTorch's choice)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--amp", choices=["bf16"], default=None, help="bf16 autocast for the forward passes")
+    ap.add_argument("--precision", choices=["f32", "bf16"], default=None, help="as gan-engine's flag: bf16 is --amp bf16")
     ap.add_argument(
         "--profile",
         action="store_true",
@@ -238,6 +239,8 @@ def main():
         "GEMM mode tf32x3 matches)",
     )
     a = ap.parse_args()
+    if a.precision == "bf16":
+        a.amp = "bf16"
     if a.tf32 != "default":
         torch.backends.cudnn.allow_tf32 = a.tf32 == "on"
         torch.backends.cuda.matmul.allow_tf32 = a.tf32 == "on"

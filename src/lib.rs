@@ -3,9 +3,13 @@
 
 pub mod backend;
 pub mod data;
+pub mod eval;
+pub mod hash;
 pub mod model;
 pub mod nn;
 pub mod rng;
+pub mod sample;
+pub mod serve;
 pub mod text;
 pub mod train;
 pub mod verify;

@@ -1,48 +1,31 @@
-//! A small, seedable, serialisable RNG (xoshiro256** seeded by splitmix64), so a
-//! checkpoint can store the exact generator state and a resumed run continues the same
-//! stream of noise and shuffles.
+//! A seedable, serialisable RNG: xoshiro256** from `rand_xoshiro`, seeded through splitmix64,
+//! so a checkpoint can store the exact generator state and a resumed run continues the same
+//! stream of noise and shuffles. `scripts/torch_sample.py` replays the same stream in Python.
 
+use crate::hash::{Fnv64, FNV64_OFFSET_BASIS};
+use rand_xoshiro::rand_core::{Rng as _, SeedableRng};
+use rand_xoshiro::Xoshiro256StarStar;
 use serde::{Deserialize, Serialize};
 
+/// Serialised as the generator's own state, `{"s":[u64; 4]}`: the form checkpoints have
+/// always held (a test pins it, should `rand_xoshiro` ever change its serde form).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Rng {
-    s: [u64; 4],
-}
-
-fn splitmix64(x: &mut u64) -> u64 {
-    *x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *x;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
+#[serde(transparent)]
+pub struct Rng(Xoshiro256StarStar);
 
 impl Rng {
+    /// The state is four splitmix64 outputs of `seed`.
     pub fn new(seed: u64) -> Rng {
-        let mut x = seed;
-        Rng { s: [splitmix64(&mut x), splitmix64(&mut x), splitmix64(&mut x), splitmix64(&mut x)] }
+        Rng(Xoshiro256StarStar::seed_from_u64(seed))
     }
 
     /// An independent stream derived from this seed and a label (e.g. per purpose).
     pub fn derive(seed: u64, label: &str) -> Rng {
-        let mut h = seed ^ 0xcbf2_9ce4_8422_2325;
-        for b in label.bytes() {
-            h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
-        }
-        Rng::new(h)
+        Rng::new(Fnv64::with_state(seed ^ FNV64_OFFSET_BASIS).bytes(label.as_bytes()).finish())
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        let s = &mut self.s;
-        let result = s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
-        let t = s[1] << 17;
-        s[2] ^= s[0];
-        s[3] ^= s[1];
-        s[1] ^= s[2];
-        s[0] ^= s[3];
-        s[2] ^= t;
-        s[3] = s[3].rotate_left(45);
-        result
+        self.0.next_u64()
     }
 
     /// Uniform in [0, 1) with 53 random bits.
@@ -95,5 +78,53 @@ mod tests {
         assert!(mean.abs() < 0.03, "mean {mean}");
         assert!((var - 1.0).abs() < 0.05, "var {var}");
         assert_ne!(Rng::new(1).next_u64(), Rng::new(2).next_u64());
+    }
+
+    /// Outputs of the hand-written xoshiro256** (seeded through splitmix64, `derive` through
+    /// FNV-1a), printed from the build that added this test, before the generator and the hash
+    /// were taken from shared code and crates. Checkpoints store this state and `scripts/torch_sample.py` replays this stream,
+    /// so they must never change.
+    #[test]
+    fn the_stream_is_the_one_checkpoints_and_torch_sample_expect() {
+        let mut a = Rng::new(0);
+        assert_eq!([a.next_u64(), a.next_u64(), a.next_u64()], [0x99ec_5f36_cb75_f2b4, 0xbf6e_1f78_4956_452a, 0x1a5f_849d_4933_e6e0]);
+        let mut a = Rng::new(42);
+        assert_eq!([a.next_u64(), a.next_u64()], [0x1578_0b2e_0c2e_c716, 0x6104_d986_6d11_3a7e]);
+        let mut a = Rng::derive(7, "noise");
+        assert_eq!([a.next_u64(), a.next_u64()], [0xe61d_4c21_b13f_d9c4, 0x33e1_b3b8_241e_b748]);
+        assert_eq!(Rng::derive(0, "").next_u64(), 0x2138_2ef0_92ed_7068);
+
+        let mut a = Rng::derive(1234, "sample");
+        assert_eq!(a.uniform(), 0.7639291339033305);
+        assert_eq!(a.below(10), 9);
+        // ln and cos come from the platform's libm: allow for its last bits.
+        assert!((a.normal() - -1.481938135467471).abs() < 1e-12);
+        let mut v: Vec<u32> = (0..10).collect();
+        a.shuffle(&mut v);
+        assert_eq!(v, [3, 9, 2, 7, 5, 8, 0, 4, 1, 6]);
+        let mut f = [0f32; 3];
+        a.fill_normal(&mut f, 0.5, 2.0);
+        f.iter().zip([0.7831321, -1.4088329, 1.5157338]).for_each(|(x, y)| assert!((x - y).abs() < 1e-6, "{f:?}"));
+        a.fill_uniform(&mut f, -1.0, 1.0);
+        assert_eq!(f, [-0.1396406, -0.82296354, 0.64463955]);
+    }
+
+    /// Checkpoints hold the state as `{"s":[u64; 4]}`; old ones must load and continue the
+    /// stream, and new ones keep that shape.
+    #[test]
+    fn the_checkpoint_form_of_the_state_is_unchanged() {
+        let json = r#"{"s":[10451216379200822465,13757245211066428519,17911839290282890590,8196980753821780235]}"#;
+        assert_eq!(serde_json::to_string(&Rng::new(1)).unwrap(), json);
+        let mut loaded: Rng = serde_json::from_str(json).unwrap();
+        assert_eq!(loaded, Rng::new(1));
+        assert_eq!(loaded.next_u64(), Rng::new(1).next_u64());
+        let mut simple: Rng = serde_json::from_str(r#"{"s":[1,2,3,4]}"#).unwrap();
+        assert_eq!([simple.next_u64(), simple.next_u64()], [0x2d00, 0]);
+        let mut sample = Rng::derive(1234, "sample");
+        sample.next_u64();
+        let saved = serde_json::to_string(&sample).unwrap();
+        let mut resumed: Rng = serde_json::from_str(&saved).unwrap();
+        assert_eq!((0..4).map(|_| resumed.next_u64()).collect::<Vec<_>>(), (0..4).map(|_| sample.next_u64()).collect::<Vec<_>>());
+        assert!(serde_json::from_str::<Rng>(r#"{"s":[1,2,3]}"#).is_err(), "a state is four words");
     }
 }

@@ -30,7 +30,7 @@ fn cuda_without_a_gpu_is_one_line_and_exit_code_2() {
 /// auto takes the GPU exactly when `GpuBackend::cuda()` opens one, and the CPU otherwise.
 #[test]
 fn auto_falls_back_to_cpu_without_a_gpu() {
-    match (gpu_available(), device::open("auto").expect("auto never fails")) {
+    match (gpu_available(), device::open("auto", None).expect("auto never fails")) {
         (false, Opened::Cpu(_)) | (true, Opened::Gpu(_)) => {}
         (false, Opened::Gpu(_)) => panic!("auto opened a GPU that GpuBackend::cuda() could not"),
         (true, Opened::Cpu(_)) => panic!("a GPU opens on this machine, but auto fell back to the CPU"),
@@ -39,7 +39,7 @@ fn auto_falls_back_to_cpu_without_a_gpu() {
 
 #[test]
 fn unknown_device_names_the_choices() {
-    let err = device::open("tpu").err().expect("tpu is not a device").to_string();
+    let err = device::open("tpu", None).err().expect("tpu is not a device").to_string();
     assert!(err.contains("cpu, cuda, sim or auto"), "{err}");
 }
 

@@ -11,11 +11,11 @@
 mod resume;
 
 use gan_engine::backend::cpu::Cpu;
-use gan_engine::backend::cuda::{GemmMode, GpuBackend};
+use gan_engine::backend::cuda::{source, GemmMode, GpuBackend};
 use gan_engine::backend::ConvParams;
 use gan_engine::model::ModelConfig;
 use gan_engine::verify::freeze::g_step_freeze;
-use gan_engine::verify::{compare, Checker, TOL_ELEM, TOL_GEMM};
+use gan_engine::verify::{awkward_shapes, compare, Checker, Row, TOL_ELEM, TOL_GEMM};
 
 #[test]
 fn tf32_tensor_cores_round_and_stay_within_their_bounds() {
@@ -111,4 +111,35 @@ fn the_g_step_keeps_d_frozen_in_the_kernels() {
 #[test]
 fn resume_continues_the_saved_state_in_the_simulation() {
     resume::check(&GpuBackend::sim(GemmMode::FP32).unwrap(), "sim", resume::Pieces::Device);
+}
+
+/// Every kernel at the awkward shapes in one GEMM mode, against the twin of that mode; the
+/// rows. (The selftest runs these in the modes of scripts/dev/cuda-tools.sh; the bf16 modes
+/// are checked here.)
+fn awkward_rows(mode: GemmMode) -> Vec<Row> {
+    let gpu = GpuBackend::sim(mode).expect("built with the sim feature");
+    let mut c = Checker::new(&gpu, 3);
+    awkward_shapes(&mut c).expect("checks ran");
+    let failed: Vec<String> = c.rows.iter().filter(|r| !r.passed).map(|r| format!("{} {} (max abs {:e})", r.kernel_label(), r.shape, r.max_abs)).collect();
+    assert!(failed.is_empty(), "GEMM {}: failed: {failed:#?}", mode.label());
+    let launched = gpu.launched_kernels();
+    let missing: Vec<&str> = source::kernels().into_iter().map(|(k, _)| k).filter(|k| !launched.contains(k)).collect();
+    assert!(missing.is_empty(), "GEMM {}: kernels never launched: {missing:?}", mode.label());
+    c.rows
+}
+
+#[test]
+fn bf16_tensor_cores_match_the_bf16_twin_and_really_round() {
+    // Against the bf16 CPU twin (the f32 GEMM of the rounded operands) within f32
+    // summation order (checked by awkward_rows), both feeds; and, as a control, the same
+    // kernels against the f32 CPU backend are off by about the bf16 rounding, so a tile
+    // that skipped the bf16 path could not pass the first check by accident.
+    for mode in [GemmMode::BF16, GemmMode::BF16_ASYNC] {
+        awkward_rows(mode);
+        let gpu = GpuBackend::sim(mode).expect("built with the sim feature");
+        let mut c = Checker::with_gemm_tol(&gpu, 3, TOL_GEMM);
+        awkward_shapes(&mut c).expect("checks ran");
+        let worst = c.rows.iter().filter(|r| r.kernels[0].starts_with("conv")).map(|r| r.max_rel).fold(0.0f64, f64::max);
+        assert!(worst > 1e-3, "{}: GEMM rows within {worst:e} of the f32 twin: is the bf16 path running?", mode.label());
+    }
 }

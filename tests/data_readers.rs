@@ -64,6 +64,26 @@ fn quoted_names_and_crlf_are_read() {
 }
 
 #[test]
+fn a_byte_order_mark_and_an_unclosed_quote_are_survived() {
+    let d = tmp("bom");
+    std::fs::create_dir_all(d.join("images")).unwrap();
+    for id in ["7", "8"] {
+        std::fs::copy(fixture("quirks/images/1001.jpg"), d.join(format!("images/{id}.jpg"))).unwrap();
+    }
+    // A spreadsheet's export: byte order mark, CRLF; the last row opens a quote it never closes.
+    let header = "\u{feff}id,gender,masterCategory,subCategory,articleType,baseColour,season,year,usage,productDisplayName\r\n";
+    std::fs::write(
+        d.join("styles.csv"),
+        format!("{header}7,Men,Apparel,Topwear,Tshirts,Blue,,,,Blue Tee\r\n8,Men,Apparel,Topwear,Tshirts,Red,,,,\"Red Tee\r\n"),
+    )
+    .unwrap();
+    let cat = read_catalogue(&d).unwrap();
+    assert_eq!(cat.captions(), ["Men Blue Tshirts Blue Tee"]);
+    assert_eq!(cat.counts.read, 2);
+    assert_eq!(cat.counts.skipped.get(&SkipReason::MalformedRow), Some(&1));
+}
+
+#[test]
 fn captions_csv_layout() {
     let cat = read_catalogue(&fixture("captions-csv")).unwrap();
     assert_eq!(cat.layout, Layout::CaptionsCsv);

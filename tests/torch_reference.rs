@@ -14,7 +14,7 @@
 use anyhow::{bail, Context, Result};
 use gan_engine::backend::cpu::Cpu;
 use gan_engine::backend::cuda::GpuBackend;
-use gan_engine::backend::Backend;
+use gan_engine::backend::{Backend, Core};
 use gan_engine::verify::torch::{self as reference, Reference, Tolerances};
 
 fn load() -> Result<Reference> {
@@ -153,5 +153,46 @@ fn every_committed_wrong_reference_fails() -> Result<()> {
             assert!(!failed.is_empty());
         }
     }
+    Ok(())
+}
+
+/// `--precision bf16` on the CPU, every bf16 kernel this CPU runs (the f32 twin everywhere),
+/// against the float64 reference under the bf16 model of `verify::torch::run_bf16`, anchored
+/// on PyTorch's bf16 autocast run of the same iteration.
+#[test]
+#[ignore = "open: 64 of 66 tensors pass; D's text-projection bias gradient (8 values) is 8x PyTorch bf16's error and G's first-layer Adam update sits at its bound"]
+fn cpu_bf16_matches_pytorch_bf16_autocast() -> Result<()> {
+    use gan_engine::backend::cpu::Bf16Kernel;
+    let r = load()?;
+    for kernel in Bf16Kernel::ALL {
+        if !kernel.available() {
+            println!("skipped: the {} bf16 kernel does not run on this CPU", kernel.label());
+            continue;
+        }
+        let be = Cpu::with_bf16_kernel(kernel)?;
+        let checks = reference::run_bf16(&be, &r)?;
+        let (table, failed) = reference::table(&be.name(), &r, &checks);
+        print!("{table}");
+        if failed > 0 {
+            bail!("{failed} tensor(s) beyond the bf16 bounds on {}", be.name());
+        }
+    }
+    Ok(())
+}
+
+/// The bf16 bounds still catch a convention error: the wrong loss passes before the change
+/// and fails after it.
+#[test]
+fn bf16_bounds_reject_a_wrong_reference() -> Result<()> {
+    let mut r = load()?;
+    let loss_ok = |r: &Reference| -> Result<bool> {
+        let checks = reference::run_bf16(&Cpu::new(), r)?;
+        Ok(checks.iter().find(|c| c.name.starts_with("outputs.loss_d")).expect("loss_d compared").passed())
+    };
+    assert!(loss_ok(&r)?);
+    if let Some((_, v)) = r.tensors.get_mut("outputs.loss_d") {
+        v[0] *= 0.5;
+    }
+    assert!(!loss_ok(&r)?);
     Ok(())
 }

@@ -4,6 +4,7 @@ mod common;
 mod resume;
 
 use gan_engine::backend::cpu::Cpu;
+use gan_engine::backend::Precision;
 use gan_engine::nn::Mode;
 use gan_engine::rng::Rng;
 use gan_engine::train::checkpoint::{self, Checkpoint};
@@ -34,6 +35,11 @@ fn opts(iters: u64) -> TrainOptions {
         crop: false,
         max_features: 256,
         cache_dir: Some(std::env::temp_dir().join("gan-engine-test-cache")),
+        precision: Precision::F32,
+        // Every product trained on, as before the held-out split: these tests count and
+        // compare what a run trains on.
+        eval_split: 0.0,
+        eval_every: 0,
     }
 }
 
@@ -41,6 +47,43 @@ fn tensors(path: &Path) -> Vec<(String, Vec<f32>)> {
     let mut v: Vec<_> = checkpoint::load(path).unwrap().tensors.into_iter().map(|t| (t.name, t.data)).collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
+}
+
+/// A bf16 run (the fastest bf16 kernel of this CPU) resumes bit for bit too, keeps its
+/// precision in the checkpoint, and is a different computation from the f32 run.
+#[test]
+fn bf16_runs_resume_exactly() {
+    let be = Cpu::with_precision(Precision::Bf16).unwrap();
+    let mut o = opts(4);
+    o.precision = Precision::Bf16;
+    let straight = tmp("bf16-straight");
+    train(&be, &o, &straight, None, false).unwrap();
+    let split = tmp("bf16-split");
+    let mut half = o.clone();
+    half.iters = 2;
+    train(&be, &half, &split, None, false).unwrap();
+    let ck = checkpoint::resolve(&split).unwrap();
+    let loaded = checkpoint::load(&ck).unwrap();
+    assert_eq!(RunState::from_checkpoint(&loaded).unwrap().options.precision, Precision::Bf16);
+    train(&be, &o, &split, Some((ck, loaded)), false).unwrap();
+    let a = tensors(&checkpoint::path_for(&straight, 4));
+    assert_eq!(a, tensors(&checkpoint::path_for(&split, 4)), "2 + 2 resumed equals 4 straight in bf16");
+    // Checkpoints from before --precision existed hold no such option: they trained in f32.
+    let mut old = checkpoint::load(&checkpoint::path_for(&straight, 4)).unwrap();
+    old.meta["options"].as_object_mut().unwrap().remove("precision");
+    assert_eq!(RunState::from_checkpoint(&old).unwrap().options.precision, Precision::F32);
+    // The same run in f32 moves the weights differently.
+    let f32run = tmp("bf16-f32");
+    let mut f = o.clone();
+    f.precision = Precision::F32;
+    train(&Cpu::new(), &f, &f32run, None, false).unwrap();
+    assert_ne!(a, tensors(&checkpoint::path_for(&f32run, 4)), "bf16 and f32 runs are bitwise equal: the bf16 GEMMs did not run");
+    // A backend of the other precision is refused, not silently used.
+    let e = train(&Cpu::new(), &o, &tmp("bf16-mismatch"), None, false).unwrap_err().to_string();
+    assert!(e.contains("--precision bf16"), "{e}");
+    for d in [straight, split, f32run] {
+        let _ = std::fs::remove_dir_all(d);
+    }
 }
 
 /// Runs, checks the outputs, and proves 2N iterations equal N + N resumed, bit for bit.
@@ -256,11 +299,23 @@ fn user_errors_are_one_line_with_exit_code_2() {
     std::fs::write(dir.join("afile"), b"x").unwrap();
     fails_with(&["train", "--size", "32", "--width", "4", "--iters", "1", "--cache-dir", &cache, "--out", &d("afile/run")], "--out");
     fails_with(&["train", "--device", "cuda", "--out", &d("o3")], "--device cuda");
-    // A mistyped GEMM mode stops --device auto instead of sending it to the CPU.
+    // A mistyped GEMM mode stops --device auto instead of sending it to the CPU; so does a
+    // GEMM mode of the other precision.
+    fails_with_env(
+        &[("GAN_ENGINE_GEMM", "fp16")],
+        &["train", "--size", "32", "--width", "4", "--iters", "1", "--cache-dir", &cache, "--out", &d("o4")],
+        "GAN_ENGINE_GEMM",
+    );
     fails_with_env(
         &[("GAN_ENGINE_GEMM", "bf16")],
         &["train", "--size", "32", "--width", "4", "--iters", "1", "--cache-dir", &cache, "--out", &d("o4")],
-        "GAN_ENGINE_GEMM",
+        "--precision is f32",
+    );
+    fails_with(&["train", "--precision", "fp16", "--out", &d("o5")], "--precision fp16");
+    fails_with_env(
+        &[("GAN_ENGINE_CPU_BF16", "mmx")],
+        &["train", "--device", "cpu", "--precision", "bf16", "--size", "32", "--width", "4", "--iters", "1", "--cache-dir", &cache, "--out", &d("o6")],
+        "GAN_ENGINE_CPU_BF16",
     );
     // So does a SIMD level that is no level (one the CPU lacks: simd.rs's unit test).
     fails_with_env(
@@ -283,6 +338,7 @@ fn user_errors_are_one_line_with_exit_code_2() {
     std::fs::write(dir.join("foreign.safetensors"), b"hello world, not a checkpoint").unwrap();
     fails_with(&["sample", "--checkpoint", &d("foreign.safetensors"), "--text", "Red Dress"], "not a readable gan-engine checkpoint");
     fails_with(&["train", "--resume", &run.display().to_string(), "--size", "64", "--iters", "3"], "--size differs");
+    fails_with(&["train", "--resume", &run.display().to_string(), "--precision", "bf16", "--iters", "3"], "--precision differs");
     fails_with(&["train", "--size", "32", "--width", "8", "--iters", "2", "--cache-dir", &cache, "--out", &run.display().to_string()], "already holds a run");
 
     // sample works on the good checkpoint and writes a grid of the right size.
@@ -544,4 +600,53 @@ fn a_loaded_batch_trains_exactly_as_uploading_it_every_iteration() {
         assert_eq!(x.name, y.name);
         assert_eq!(x.data, y.data, "{}", x.name);
     }
+}
+
+/// `--eval-every` measures with its own random stream and the generator in inference mode:
+/// a run with it ends with the same weights as one without, and its figures land in
+/// metrics.csv at the asked iterations.
+#[test]
+fn eval_every_leaves_the_weights_as_they_were() {
+    let be = Cpu::new();
+    let with_split = |eval_every| TrainOptions { eval_split: 0.1, eval_every, ..opts(6) };
+    let (plain, measured) = (tmp("eval-plain"), tmp("eval-measured"));
+    let a = train(&be, &with_split(0), &plain, None, false).unwrap();
+    let b = train(&be, &with_split(4), &measured, None, false).unwrap();
+    assert_eq!(tensors(&a.last_checkpoint), tensors(&b.last_checkpoint), "--eval-every changed the weights");
+    let rows = report::read_metrics(&measured.join("metrics.csv")).unwrap();
+    let evaluated: Vec<u64> = rows.iter().filter(|r| r.eval.is_some()).map(|r| r.iteration).collect();
+    assert_eq!(evaluated, vec![4, 6], "every 4 iterations and at the last");
+    let e = rows[3].eval.unwrap();
+    assert!(e.iter().all(|v| v.is_finite()) && e[0] > 0.0 && e[1] > 0.0 && (0.0..=1.0).contains(&e[2]), "{e:?}");
+    assert!(report::read_metrics(&plain.join("metrics.csv")).unwrap().iter().all(|r| r.eval.is_none()));
+}
+
+/// The split changes what a run trains on, is saved with it, and a checkpoint from before
+/// it (no `eval_split` in its options) reads as 0: training on every product, as it did.
+#[test]
+fn the_held_out_split_is_saved_and_old_checkpoints_train_on_everything() {
+    use gan_engine::data::{prepare, DataSource, PrepareOptions};
+    use gan_engine::eval::split;
+    let be = Cpu::new();
+    let dir = tmp("split");
+    let s = train(&be, &TrainOptions { eval_split: 0.1, ..opts(3) }, &dir, None, false).unwrap();
+    let ck = checkpoint::load(&s.last_checkpoint).unwrap();
+    assert_eq!(RunState::from_checkpoint(&ck).unwrap().options.eval_split, 0.1);
+    let mut meta = ck.meta.clone();
+    meta["options"].as_object_mut().unwrap().remove("eval_split");
+    meta["options"].as_object_mut().unwrap().remove("eval_every");
+    let old: RunState = serde_json::from_value(meta).unwrap();
+    assert_eq!((old.options.eval_split, old.options.eval_every), (0.0, 0));
+    // What train keeps: the training rows only, none of the held-out products.
+    let mut data = prepare(&DataSource::from_arg(None), &PrepareOptions { size: 32, progress: false, ..Default::default() }).unwrap();
+    let sp = split::split(&data.ids, 0.1);
+    let held: Vec<String> = sp.held_out.iter().map(|&i| data.ids[i].clone()).collect();
+    assert!(held.len() > 150 && held.len() < 250, "about 10% of 2,000: {}", held.len());
+    data.keep_rows(&sp.train);
+    assert_eq!(data.len(), 2000 - held.len());
+    assert!(data.ids.iter().all(|id| !held.contains(id)));
+    assert_eq!(data.text(0), {
+        let full = prepare(&DataSource::from_arg(None), &PrepareOptions { size: 32, progress: false, ..Default::default() }).unwrap();
+        full.text(sp.train[0]).to_vec()
+    });
 }

@@ -4,19 +4,23 @@
 #   1. installs NVRTC 12, NVRTC 13 and ptxas from PyPI into .tools/cuda/ (once; cached);
 #   2. builds the binary with the `sim` feature;
 #   3. compiles every kernel module with NVRTC 12 for sm_61, sm_75 and sm_80 (and sm_80 in
-#      GEMM mode tf32x3-async) and with NVRTC 13 for sm_90 in every GEMM mode, through the
-#      binary's own run-time compile path;
+#      GEMM modes tf32x3-async and bf16) and with NVRTC 13 for sm_90 in every GEMM mode,
+#      through the binary's own run-time compile path;
 #   4. runs `ptxas -v` on the sm_90 PTX, prints registers / shared memory / spills per
 #      kernel, and fails on any spill; then prints the instruction mix of every GEMM
 #      kernel's main loop in SASS (scripts/dev/sass-loops.py; cuobjdump and nvdisasm from PyPI);
 #   5. checks the simulation itself (barriers, shuffles, asynchronous copies, reported
-#      misuse), runs tests/cuda_sim.rs (`cargo test --features sim`: the comparisons can
-#      fail, TF32 really rounds, the freeze flag in the kernels, resume in the simulation),
-#      then `gan-engine selftest --device sim` (every kernel against its CPU twin on the
-#      CPU simulation, whole training iterations and the PyTorch references) in every GEMM
-#      mode, two at a time: tf32x3 (printed in full, and every `extern "C"` kernel in
-#      kernels/ must have a passing row), tf32x3-async, fp32 (the FMA tiles of GPUs before
-#      sm_80), tf32 and tf32-async (TF32 tensor cores, with their own error model).
+#      misuse, and each detector of its access checker against a kernel with that bug),
+#      runs tests/cuda_sim.rs (`cargo test --features sim`: a tampered kernel output fails
+#      its row, TF32 really rounds, the bf16 tiles against the bf16 twin, the freeze flag in
+#      the kernels, resume in the simulation), then `gan-engine selftest --device sim`
+#      (every kernel against its CPU twin on the CPU simulation, one row per output tensor,
+#      every access checked for races, uninitialised reads and out-of-bounds accesses;
+#      whole training iterations and the PyTorch references) in every f32 GEMM mode, two at
+#      a time: tf32x3 (printed in full, and every `extern "C"` kernel in kernels/ must have a
+#      passing row) and tf32x3-async in three thread orders compared bit for bit, fp32 (the
+#      FMA tiles of GPUs before sm_80), tf32 and tf32-async (TF32 tensor cores, with their
+#      own error model) in one order.
 #
 # Also runs NVRTC's own test (src/backend/cuda/nvrtc.rs, ignored without NVRTC) against
 # NVRTC 12 and NVRTC 13.
@@ -84,9 +88,11 @@ step "NVRTC 12: sm_61 (GTX 1070 Ti), sm_75, sm_80"
 kernels_with 12 env GAN_ENGINE_NVRTC="$lib12/libnvrtc.so.12" "$bin" kernels --arch sm_61,sm_75,sm_80 --out "$ptx"
 step "NVRTC 12: sm_80, GEMM tf32x3-async (cp.async, the oldest architecture that has it)"
 kernels_with 12 env GAN_ENGINE_NVRTC="$lib12/libnvrtc.so.12" "$bin" kernels --arch sm_80 --gemm tf32x3-async --out "$ptx/sm_80-async"
+step "NVRTC 12: sm_80, GEMM bf16 (mma.m16n8k16 bf16, the oldest architecture that has it)"
+kernels_with 12 env GAN_ENGINE_NVRTC="$lib12/libnvrtc.so.12" "$bin" kernels --arch sm_80 --gemm bf16 --out "$ptx/sm_80-bf16"
 # NVRTC 13 as users install it: its folder on LD_LIBRARY_PATH, nothing renamed or linked.
 # sm_90 in every GEMM mode (GAN_ENGINE_GEMM), each into its own folder for ptxas below.
-for mode in tf32x3 tf32 fp32 tf32x3-async tf32-async; do
+for mode in tf32x3 tf32 fp32 tf32x3-async tf32-async bf16 bf16-async; do
     step "NVRTC 13: sm_90, GEMM $mode"
     kernels_with 13 env LD_LIBRARY_PATH="$lib13" "$bin" kernels --arch sm_90 --gemm "$mode" --out "$ptx/$mode"
 done
@@ -143,7 +149,11 @@ PATH="$(dirname "$nvdisasm"):$PATH" "$PYTHON" scripts/dev/sass-loops.py --cuobjd
 
 step "simulation semantics (tests/sim/sim_semantics.cpp)"
 # params.cuh (the structs and constants shared with Rust) is the one `kernels --out` wrote.
-"${CXX:-g++}" -std=c++17 -O1 -Wno-unknown-pragmas -Ikernels -I"$ptx" tests/sim/sim_semantics.cpp kernels/sim.cpp -o "$TOOLS/sim_semantics"
+# The test kernels are instrumented as the real ones are (build.rs); sim.cpp, which holds
+# the hooks the instrumentation calls, is not.
+"${CXX:-g++}" -std=c++17 -O1 -Wno-unknown-pragmas -Ikernels -I"$ptx" -c kernels/sim.cpp -o "$TOOLS/sim_runtime.o"
+"${CXX:-g++}" -std=c++17 -O1 -Wno-unknown-pragmas -fsanitize=thread -Ikernels -I"$ptx" -c tests/sim/sim_semantics.cpp -o "$TOOLS/sim_semantics.o"
+"${CXX:-g++}" "$TOOLS/sim_semantics.o" "$TOOLS/sim_runtime.o" -o "$TOOLS/sim_semantics"
 "$TOOLS/sim_semantics"
 
 step "tests/cuda_sim.rs: cargo test --release --locked --features sim --test cuda_sim"
@@ -151,14 +161,19 @@ cargo test --release --locked --features sim --test cuda_sim
 
 # Every GEMM mode, two selftests at a time (the simulation runs one thread per process),
 # the longest first.
+# The tiles fed by cp.async keep a ring of shared buffers, where a missing wait or barrier
+# would hide: tf32x3 and tf32x3-async run every launch in three thread orders; the other
+# modes change the arithmetic of the same tiles and run in one order (the access checker
+# is on in every run).
 modes=(tf32x3 tf32x3-async tf32 tf32-async fp32)
+declare -A orders=([tf32x3]=3 [tf32x3-async]=3 [tf32]=1 [tf32-async]=1 [fp32]=1)
 step "gan-engine selftest --device sim in GEMM modes ${modes[*]}, two at a time"
 selftest_mode() { # mode
     local out="$TOOLS/selftest-sim-$1.txt" t0=$SECONDS
     local rc=0
-    GAN_ENGINE_GEMM=$1 "$bin" selftest --device sim > "$out" 2>&1 || rc=$?
+    GAN_ENGINE_GEMM=$1 GAN_ENGINE_SIM_ORDERS=${orders[$1]} "$bin" selftest --device sim > "$out" 2>&1 || rc=$?
     echo "$rc" > "$out.rc"
-    echo "GEMM $1: exit $rc after $((SECONDS - t0)) s: $(tail -n 1 "$out")"
+    echo "GEMM $1 (${orders[$1]} thread order(s)): exit $rc after $((SECONDS - t0)) s: $(tail -n 1 "$out")"
 }
 t0=$SECONDS
 running=0

@@ -23,6 +23,10 @@ Stored tensors (all F32), for I iterations of batch N:
                     iteration k < I (1-based): an entry whose gradient is rounding noise in
                     any iteration may take a different Adam step there
 - `after.<name>`    parameters and running statistics after the last iteration
+- `bf16.<key>`      with one iteration: the same iteration from the same f32 weights under
+                    PyTorch's bf16 autocast, for every `outputs.`, `grads.` and `after.`
+                    key: the peer that `--precision bf16` is held against
+                    (verify::torch::run_bf16)
 The safetensors metadata holds `config` (ModelConfig JSON), `batch`, `iterations`,
 `matching_aware`, `torch`, `note`, `seed`.
 
@@ -39,6 +43,7 @@ tensors that must. `--all-perturbations DIR` writes every overlay into DIR.
 """
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -78,10 +83,13 @@ def run(c, batch, iterations, w, seed, perturb=None):
     torch.use_deterministic_algorithms(True)
     # Built in f32 (so every weight is an f32 value), then widened to f64 exactly.
     g, d = tp.build(c["size"], c["width"], c["noise_dim"], c["text_dim"], c["text_proj"], seed=seed)
+    g16, d16 = copy.deepcopy(g), copy.deepcopy(d)
     g, d = g.double(), d.double()
-    batches = []
+    batches, batch32 = [], None
     for i in range(iterations):
-        images, texts, noise = (t.double() for t in tp.make_batch(batch, c["size"], c["noise_dim"], c["text_dim"], seed=seed + 1 + i))
+        b32 = tp.make_batch(batch, c["size"], c["noise_dim"], c["text_dim"], seed=seed + 1 + i)
+        batch32 = batch32 or b32
+        images, texts, noise = (t.double() for t in b32)
         batches.append((images, texts, noise, make_mismatched(texts, batch)))
 
     p = perturb
@@ -142,6 +150,25 @@ def run(c, batch, iterations, w, seed, perturb=None):
             out[f"{prefix}.generator.{k}"] = f32(v)
     for k, v in after.items():
         out[f"after.{k}"] = f32(v)
+    if not p and iterations == 1:
+        # The peer of --precision bf16: the same iteration from the same f32 weights and
+        # batch under bf16 autocast (autocast lowers f32 operations only, so this run is in
+        # f32).
+        rec16 = {}
+        opt_d16, opt_g16 = tp.make_optimizers(g16, d16)
+        mismatched16 = make_mismatched(batch32[1], batch)
+        tp.iteration(g16, d16, opt_d16, opt_g16, *batch32, amp=torch.bfloat16, record=rec16, mismatched=mismatched16, w=w)
+        after16 = tp.named_state(g16, d16)
+        for k in ("fake", "logits_real", "logits_fake", "logits_g"):
+            out[f"bf16.outputs.{k}"] = f32(rec16[k])
+        for k in ("loss_d", "loss_g", "d_real", "d_fake"):
+            out[f"bf16.outputs.{k}"] = f32(rec16[k].reshape(1))
+        for k, v in rec16["grads_d"].items():
+            out[f"bf16.grads.discriminator.{k}"] = f32(v)
+        for k, v in rec16["grads_g"].items():
+            out[f"bf16.grads.generator.{k}"] = f32(v)
+        for k, v in after16.items():
+            out[f"bf16.after.{k}"] = f32(v)
     return out, recs
 
 
@@ -171,6 +198,8 @@ def main():
         "seed": str(a.seed),
     }
     note = "PyTorch float64 from f32-exact weights and inputs, stored as f32"
+    if a.iterations == 1:
+        note += "; bf16.*: PyTorch bf16 autocast from the same f32 weights"
 
     jobs = []
     if a.all_perturbations:

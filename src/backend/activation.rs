@@ -2,7 +2,7 @@
 //! for all three). CPU twin `cpu/activation.rs`, launch sites `cuda/ops/activation.rs`,
 //! kernels `kernels/activation.cu`, checks `verify/activation.rs`.
 
-use super::{Core, Work};
+use super::{check_operands, Core, Work};
 use anyhow::Result;
 use bytemuck::{Pod, Zeroable};
 
@@ -18,6 +18,17 @@ impl ActParams {
     /// Minimal traffic of a pass over `tensors` activation-sized tensors.
     pub fn work(&self, tensors: f64) -> Work {
         Work::bytes(format!("{} values", self.len), tensors * 4.0 * self.len as f64)
+    }
+
+    /// The operands of a forward pass `y = f(x)` of the op `op`.
+    pub fn check_forward<B: Core>(&self, be: &B, op: &str, x: &B::Buf, y: &B::Buf) -> Result<()> {
+        let n = self.len as usize;
+        check_operands(be, op, &[("x", Some(x), n), ("y", Some(y), n)])
+    }
+    /// The operands of a backward pass `dx = f(y, dy)` of the op `op`.
+    pub fn check_backward<B: Core>(&self, be: &B, op: &str, y: &B::Buf, dy: &B::Buf, dx: &B::Buf) -> Result<()> {
+        let n = self.len as usize;
+        check_operands(be, op, &[("y", Some(y), n), ("dy", Some(dy), n), ("dx", Some(dx), n)])
     }
 }
 

@@ -1,7 +1,7 @@
 //! adam_step: the optimizer. CPU twin `cpu/adam.rs`, launch sites `cuda/ops/adam.rs`,
 //! kernels `kernels/adam.cu`, checks `verify/adam.rs`.
 
-use super::{Core, Work};
+use super::{check_operands, Core, Work};
 use anyhow::Result;
 use bytemuck::{Pod, Zeroable};
 
@@ -24,6 +24,11 @@ impl AdamParams {
     /// parameter tensor is one call; the profile gives all of them one row.
     pub fn work(&self) -> Work {
         Work::bytes("all parameters".into(), 7.0 * 4.0 * self.len as f64)
+    }
+    /// The operands of a step.
+    pub fn check<B: Core>(&self, be: &B, param: &B::Buf, grad: &B::Buf, m: &B::Buf, v: &B::Buf) -> Result<()> {
+        let n = self.len as usize;
+        check_operands(be, "adam", &[("param", Some(param), n), ("grad", Some(grad), n), ("m", Some(m), n), ("v", Some(v), n)])
     }
 }
 

@@ -2,7 +2,7 @@
 //! launch sites `cuda/ops/batchnorm.rs`, kernels `kernels/batchnorm.cu`, checks
 //! `verify/batchnorm.rs`.
 
-use super::{Core, Work};
+use super::{check_operands, Core, Work};
 use anyhow::Result;
 use bytemuck::{Pod, Zeroable};
 
@@ -78,6 +78,100 @@ impl BatchNormParams {
     /// tensor.
     pub fn work(&self, tensors: f64) -> Work {
         Work::bytes(self.label(), tensors * 4.0 * self.len() as f64)
+    }
+
+    /// The operands of the training forward pass.
+    #[allow(clippy::too_many_arguments)]
+    pub fn check_forward_train<B: Core>(
+        &self,
+        be: &B,
+        x: &B::Buf,
+        gamma: &B::Buf,
+        beta: &B::Buf,
+        running_mean: &B::Buf,
+        running_var: &B::Buf,
+        mean: &B::Buf,
+        invstd: &B::Buf,
+        y: &B::Buf,
+    ) -> Result<()> {
+        self.check_act(be.len(y))?;
+        let (c, len) = (self.c as usize, self.len());
+        check_operands(
+            be,
+            "batchnorm2d",
+            &[
+                ("x", Some(x), len),
+                ("y", Some(y), len),
+                ("gamma", Some(gamma), c),
+                ("beta", Some(beta), c),
+                ("running_mean", Some(running_mean), c),
+                ("running_var", Some(running_var), c),
+                ("mean", Some(mean), c),
+                ("invstd", Some(invstd), c),
+            ],
+        )
+    }
+    /// The operands of the inference forward pass.
+    #[allow(clippy::too_many_arguments)]
+    pub fn check_forward_infer<B: Core>(
+        &self,
+        be: &B,
+        x: &B::Buf,
+        gamma: &B::Buf,
+        beta: &B::Buf,
+        running_mean: &B::Buf,
+        running_var: &B::Buf,
+        y: &B::Buf,
+    ) -> Result<()> {
+        self.check_act(be.len(y))?;
+        let (c, len) = (self.c as usize, self.len());
+        check_operands(
+            be,
+            "batchnorm2d",
+            &[
+                ("x", Some(x), len),
+                ("y", Some(y), len),
+                ("gamma", Some(gamma), c),
+                ("beta", Some(beta), c),
+                ("running_mean", Some(running_mean), c),
+                ("running_var", Some(running_var), c),
+            ],
+        )
+    }
+    /// The operands of the input-gradient pass (`y` is read only with a fused activation).
+    #[allow(clippy::too_many_arguments)]
+    pub fn check_backward_input<B: Core>(
+        &self,
+        be: &B,
+        x: &B::Buf,
+        y: &B::Buf,
+        dy: &B::Buf,
+        gamma: &B::Buf,
+        mean: &B::Buf,
+        invstd: &B::Buf,
+        sums: &B::Buf,
+        dx: &B::Buf,
+    ) -> Result<()> {
+        self.check_act(be.len(y))?;
+        let (c, len) = (self.c as usize, self.len());
+        check_operands(
+            be,
+            "batchnorm2d",
+            &[
+                ("x", Some(x), len),
+                ("dy", Some(dy), len),
+                ("dx", Some(dx), len),
+                ("sums", Some(sums), 2 * c),
+                ("gamma", Some(gamma), c),
+                ("mean", Some(mean), c),
+                ("invstd", Some(invstd), c),
+            ],
+        )
+    }
+    /// The operands of the parameter-gradient pass.
+    pub fn check_backward_params<B: Core>(&self, be: &B, sums: &B::Buf, dgamma: &B::Buf, dbeta: &B::Buf) -> Result<()> {
+        let c = self.c as usize;
+        check_operands(be, "batchnorm2d", &[("sums", Some(sums), 2 * c), ("dgamma", Some(dgamma), c), ("dbeta", Some(dbeta), c)])
     }
 }
 

@@ -1,7 +1,7 @@
 //! bce_with_logits: the article's loss. CPU twin `cpu/bce.rs`, launch sites
 //! `cuda/ops/bce.rs`, kernels `kernels/bce.cu`, checks `verify/bce.rs`.
 
-use super::{Core, Work};
+use super::{check_operands, Core, Work};
 use anyhow::Result;
 use bytemuck::{Pod, Zeroable};
 
@@ -20,6 +20,14 @@ impl BceParams {
     /// Minimal traffic of a pass over `tensors` logit-sized tensors.
     pub fn work(&self, tensors: f64) -> Work {
         Work::bytes(format!("n{}", self.n), tensors * 4.0 * self.n as f64)
+    }
+    /// The operands of the forward pass (`out`: the loss and the mean probability).
+    pub fn check_forward<B: Core>(&self, be: &B, logits: &B::Buf, out: &B::Buf) -> Result<()> {
+        check_operands(be, "bce", &[("logits", Some(logits), self.n as usize), ("out", Some(out), 2)])
+    }
+    /// The operands of the backward pass.
+    pub fn check_backward_input<B: Core>(&self, be: &B, logits: &B::Buf, dlogits: &B::Buf) -> Result<()> {
+        check_operands(be, "bce", &[("logits", Some(logits), self.n as usize), ("dlogits", Some(dlogits), self.n as usize)])
     }
 }
 

@@ -2,7 +2,7 @@
 //! `cpu/concat.rs`, launch sites `cuda/ops/concat.rs`, kernels `kernels/concat.cu`, checks
 //! `verify/concat.rs`.
 
-use super::{Core, Work};
+use super::{check_operands, Core, Work};
 use anyhow::Result;
 use bytemuck::{Pod, Zeroable};
 
@@ -21,6 +21,20 @@ pub struct ConcatParams {
 impl ConcatParams {
     pub fn out_len(&self) -> usize {
         (self.n * (self.c_a + self.c_b) * self.hw) as usize
+    }
+    /// Values of the image input `a` and of the vector input `b`.
+    pub fn in_lens(&self) -> (usize, usize) {
+        ((self.n * self.c_a * self.hw) as usize, (self.n * self.c_b) as usize)
+    }
+    /// The operands of the forward pass.
+    pub fn check_forward<B: Core>(&self, be: &B, a: &B::Buf, b: &B::Buf, y: &B::Buf) -> Result<()> {
+        let (la, lb) = self.in_lens();
+        check_operands(be, "concat_tile", &[("a", Some(a), la), ("b", Some(b), lb), ("y", Some(y), self.out_len())])
+    }
+    /// The operands of the backward pass.
+    pub fn check_backward_input<B: Core>(&self, be: &B, dy: &B::Buf, da: &B::Buf, db: &B::Buf) -> Result<()> {
+        let (la, lb) = self.in_lens();
+        check_operands(be, "concat_tile", &[("dy", Some(dy), self.out_len()), ("da", Some(da), la), ("db", Some(db), lb)])
     }
     /// Minimal traffic of either pass: the joined tensor read or written once, and as much again.
     pub fn work(&self) -> Work {

@@ -1,7 +1,7 @@
 //! conv2d and conv_transpose2d (square kernels, optional bias). CPU twin `cpu/conv.rs`,
 //! launch sites `cuda/ops/conv.rs`, kernels `kernels/conv.cu`, checks `verify/conv.rs`.
 
-use super::{Core, Work};
+use super::{check_operands, Core, Work};
 use anyhow::Result;
 use bytemuck::{Pod, Zeroable};
 
@@ -89,6 +89,27 @@ impl ConvParams {
     }
     pub fn conv_transpose2d_work(&self) -> Work {
         Work::flop(self.label(), 2.0 * self.conv_transpose2d_macs() as f64)
+    }
+
+    /// The operands of a forward pass (`op`: conv2d_forward or conv_transpose2d_forward).
+    pub fn check_forward<B: Core>(&self, be: &B, op: &str, x: &B::Buf, w: &B::Buf, bias: Option<&B::Buf>, y: &B::Buf) -> Result<()> {
+        check_operands(
+            be,
+            op,
+            &[("x", Some(x), self.in_len()), ("w", Some(w), self.weight_len()), ("bias", bias, self.c_out as usize), ("y", Some(y), self.out_len())],
+        )
+    }
+    /// The operands of an input-gradient pass.
+    pub fn check_backward_input<B: Core>(&self, be: &B, op: &str, dy: &B::Buf, w: &B::Buf, dx: &B::Buf) -> Result<()> {
+        check_operands(be, op, &[("dy", Some(dy), self.out_len()), ("w", Some(w), self.weight_len()), ("dx", Some(dx), self.in_len())])
+    }
+    /// The operands of a parameter-gradient pass.
+    pub fn check_backward_params<B: Core>(&self, be: &B, op: &str, x: &B::Buf, dy: &B::Buf, dw: &B::Buf, dbias: Option<&B::Buf>) -> Result<()> {
+        check_operands(
+            be,
+            op,
+            &[("x", Some(x), self.in_len()), ("dy", Some(dy), self.out_len()), ("dw", Some(dw), self.weight_len()), ("dbias", dbias, self.c_out as usize)],
+        )
     }
 }
 

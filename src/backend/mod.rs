@@ -29,9 +29,12 @@ pub mod bce;
 pub mod concat;
 pub mod conv;
 pub mod cpu;
+pub mod cross_entropy;
 pub mod cuda;
 pub mod device;
 pub mod linear;
+pub mod pool;
+pub mod precision;
 pub mod profile;
 
 pub use activation::{ActParams, ActivationOps};
@@ -40,7 +43,10 @@ pub use batchnorm::{BatchNormOps, BatchNormParams, BN_ACT_LEAKY_RELU, BN_ACT_NON
 pub use bce::{BceOps, BceParams};
 pub use concat::{ConcatOps, ConcatParams};
 pub use conv::{ConvOps, ConvParams};
+pub use cross_entropy::{CrossEntropyOps, CrossEntropyParams};
 pub use linear::{LinearOps, LinearParams};
+pub use pool::{PoolOps, PoolParams};
+pub use precision::Precision;
 pub use profile::{Profiler, Work};
 
 use anyhow::Result;
@@ -84,6 +90,11 @@ pub trait Core: 'static {
         self.profiler().run(op, || self.synchronize(), work, f)
     }
 
+    /// What the convolution and linear GEMMs multiply with (`--precision`).
+    fn precision(&self) -> Precision {
+        Precision::F32
+    }
+
     /// Kernels launched since the last call, by name (a backend without kernels has none).
     fn take_recent_launches(&self) -> BTreeSet<&'static str> {
         BTreeSet::new()
@@ -91,17 +102,30 @@ pub trait Core: 'static {
 }
 
 /// The whole op contract: memory and every op family.
-pub trait Backend: Core + ConvOps + BatchNormOps + ActivationOps + LinearOps + ConcatOps + BceOps + AdamOps {}
+pub trait Backend: Core + ConvOps + BatchNormOps + ActivationOps + LinearOps + ConcatOps + BceOps + AdamOps + PoolOps + CrossEntropyOps {}
 
-impl<T: Core + ConvOps + BatchNormOps + ActivationOps + LinearOps + ConcatOps + BceOps + AdamOps> Backend for T {}
+impl<T: Core + ConvOps + BatchNormOps + ActivationOps + LinearOps + ConcatOps + BceOps + AdamOps + PoolOps + CrossEntropyOps> Backend for T {}
 
 /// Every trait of the contract, for code that calls ops on a concrete backend.
 pub mod prelude {
     pub use super::{ActivationOps, AdamOps, Backend, BatchNormOps, BceOps, ConcatOps, ConvOps, Core, LinearOps};
+    pub use super::{CrossEntropyOps, PoolOps};
 }
 
 /// `buf` holds at least `need` values, or an error naming the op's operand.
 pub fn check_len(what: &str, have: usize, need: usize) -> Result<()> {
     anyhow::ensure!(have >= need, "{what}: buffer holds {have} values, op needs {need}");
+    Ok(())
+}
+
+/// Every operand of `op` holds what the op needs: `(name, buffer, values needed)`, `None`
+/// for an absent optional operand. Each family's parameter struct lists its operands per
+/// pass with this, once for every backend.
+pub fn check_operands<B: Core>(be: &B, op: &str, operands: &[(&str, Option<&B::Buf>, usize)]) -> Result<()> {
+    for &(name, buf, need) in operands {
+        if let Some(buf) = buf {
+            check_len(&format!("{op} {name}"), be.len(buf), need)?;
+        }
+    }
     Ok(())
 }

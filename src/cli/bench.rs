@@ -14,7 +14,7 @@
 use anyhow::{ensure, Result};
 use gan_engine::backend::cuda::EventTimer;
 use gan_engine::backend::device::{self, Opened};
-use gan_engine::backend::Backend;
+use gan_engine::backend::{Backend, Precision};
 use gan_engine::model::{iteration_flops, ModelConfig};
 use gan_engine::train::{synthetic_batch, Gan, Hyper, StepInputs};
 use std::time::Instant;
@@ -45,6 +45,9 @@ pub struct Args {
     /// CPU threads (default: all cores, or RAYON_NUM_THREADS).
     #[arg(long)]
     threads: Option<usize>,
+    /// GEMM precisions, comma-separated: f32, bf16 (operands rounded to bf16, sums in f32).
+    #[arg(long, value_delimiter = ',', default_value = "f32")]
+    precision: Vec<String>,
     /// Also time every op call of the timed iterations and print where the time goes.
     #[arg(long)]
     profile: bool,
@@ -57,15 +60,19 @@ pub fn run(a: Args) -> Result<()> {
         ensure!(t > 0, "--threads must be at least 1");
         rayon::ThreadPoolBuilder::new().num_threads(t).build_global().map_err(|e| anyhow::anyhow!("cannot start {t} threads: {e}"))?;
     }
+    let precisions = a.precision.iter().map(|p| p.parse::<Precision>()).collect::<Result<Vec<_>>>()?;
     // An explicit --device cuda on a machine without a GPU is an error with the reason
     // (exit code 2), never a line that could be mistaken for a result.
-    match device::open(&a.device)? {
-        Opened::Cpu(cpu) => run_on(cpu, &a, Timer::Host),
-        Opened::Gpu(gpu) => {
-            let timer = gpu.event_timer()?.map_or(Timer::Host, Timer::Events);
-            run_on(gpu, &a, timer)
+    for precision in precisions {
+        match device::open(&a.device, Some(precision))? {
+            Opened::Cpu(cpu) => run_on(cpu, &a, precision, Timer::Host)?,
+            Opened::Gpu(gpu) => {
+                let timer = gpu.event_timer()?.map_or(Timer::Host, Timer::Events);
+                run_on(gpu, &a, precision, timer)?
+            }
         }
     }
+    Ok(())
 }
 
 /// The clock of the timed iterations.
@@ -108,7 +115,7 @@ impl Timer {
 
 /// Every configuration plainly first, then (with --profile) again with the backend's
 /// profiler on: its per-op synchronisation must not leak into the figures above.
-fn run_on<B: Backend>(be: B, a: &Args, timer: Timer) -> Result<()> {
+fn run_on<B: Backend>(be: B, a: &Args, precision: Precision, timer: Timer) -> Result<()> {
     let mut configs = Vec::new();
     for &size in &a.size {
         for &batch in &a.batch {
@@ -119,11 +126,11 @@ fn run_on<B: Backend>(be: B, a: &Args, timer: Timer) -> Result<()> {
     }
     for (cfg, batch) in &configs {
         let m = measure(&be, cfg, *batch, a.warmup, a.iters, &timer, false)?;
-        println!("{}", m.line(&be, cfg, *batch, a.iters, timer.label()));
+        println!("{}", m.line(&be, cfg, *batch, a.iters, precision, timer.label()));
     }
     if a.profile {
         for (cfg, batch) in &configs {
-            println!("profile of {} px, width {}, batch {batch}:", cfg.size, cfg.width);
+            println!("profile of {} px, width {}, batch {batch}, precision {precision}:", cfg.size, cfg.width);
             // Every op synchronises here: the host clock is the profile's clock.
             measure(&be, cfg, *batch, a.warmup, a.iters, &Timer::Host, true)?;
             print!("{}", be.profiler().report(a.iters));
@@ -143,11 +150,11 @@ impl Measurement {
     pub fn median(&self) -> f64 {
         median(&self.times)
     }
-    fn line<B: Backend>(&self, be: &B, cfg: &ModelConfig, batch: usize, iters: usize, timer: &str) -> String {
+    fn line<B: Backend>(&self, be: &B, cfg: &ModelConfig, batch: usize, iters: usize, precision: Precision, timer: &str) -> String {
         let med = self.median();
         let min = self.times.iter().cloned().fold(f64::INFINITY, f64::min);
         format!(
-            "ours gan-engine {} backend=\"{}\" size={} width={} batch={batch} threads={} iters={iters} timer={timer} median_s={med:.4} min_s={min:.4} it_per_s={:.3} gflop_per_s={:.1} vs_1070ti={:.3}",
+            "ours gan-engine {} backend=\"{}\" size={} width={} batch={batch} precision={precision} threads={} iters={iters} timer={timer} median_s={med:.4} min_s={min:.4} it_per_s={:.3} gflop_per_s={:.1} vs_1070ti={:.3}",
             env!("CARGO_PKG_VERSION"),
             be.name(),
             cfg.size,

@@ -12,8 +12,9 @@ pub struct Args {
     /// kernels share with Rust (generated from the Rust definitions).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// GEMM mode compiled in: fp32, tf32x3, tf32, tf32x3-async or tf32-async (all but fp32
-    /// need sm_80 or newer). Default: what a GPU of that architecture runs.
+    /// GEMM mode compiled in: fp32, tf32x3, tf32, tf32x3-async, tf32-async, bf16 or
+    /// bf16-async (all but fp32 need sm_80 or newer). Default: what a GPU of that
+    /// architecture runs.
     #[arg(long)]
     gemm: Option<String>,
 }

@@ -1,11 +1,13 @@
 //! Subcommands, one file each.
 
 mod bench;
+mod eval;
 mod kernels;
 mod model;
 mod prepare;
 mod sample;
 mod selftest;
+mod serve;
 mod synth;
 mod text;
 mod train;
@@ -26,6 +28,11 @@ pub enum Command {
     Train(train::Args),
     /// Draw images for product descriptions from a trained checkpoint.
     Sample(sample::Args),
+    /// Serve the design studio: a local web page that draws products from descriptions.
+    Serve(serve::Args),
+    /// Measure a trained model: SWD, FD, KID, precision and recall, conditioning and
+    /// diversity on held-out products, next to the same figures for real images.
+    Eval(eval::Args),
     /// Print the generator and discriminator layer tables: shapes, parameters, FLOP.
     Model(model::Args),
     /// Time full training iterations (D step + G step) and, with --profile, every op.
@@ -48,6 +55,8 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(a) => train::run(a),
         Command::Sample(a) => sample::run(a),
+        Command::Serve(a) => serve::run(a),
+        Command::Eval(a) => eval::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Model(a) => model::run(a),
         Command::Selftest(a) => selftest::run(a),

@@ -1,10 +1,9 @@
 use anyhow::{bail, ensure, Context, Result};
 use gan_engine::backend::device::{self, Opened};
 use gan_engine::backend::Backend;
-use gan_engine::nn::Mode;
-use gan_engine::rng::Rng;
-use gan_engine::train::run::{zoom_for, RunState};
-use gan_engine::train::{checkpoint, report, Gan};
+use gan_engine::sample::{Drawer, Loaded, Sheet, CHUNK};
+use gan_engine::train::report;
+use gan_engine::train::run::zoom_for;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -35,86 +34,59 @@ pub struct Args {
     /// cpu, cuda, or auto.
     #[arg(long, default_value = "auto")]
     device: String,
+    /// GEMM precision, f32 or bf16 (see `train --help`) [default: the run's].
+    #[arg(long)]
+    precision: Option<String>,
 }
 
 pub fn run(a: Args) -> Result<()> {
     ensure!(a.n > 0, "-n must be at least 1");
-    let path = checkpoint::resolve(&a.checkpoint).with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;
-    let ck = checkpoint::load(&path)?;
-    let state = RunState::from_checkpoint(&ck).with_context(|| format!("--checkpoint {}", path.display()))?;
-    match device::open(&a.device)? {
-        Opened::Cpu(be) => sample(&be, &a, &state, &ck.tensors),
-        Opened::Gpu(be) => sample(&be, &a, &state, &ck.tensors),
+    let loaded = gan_engine::sample::load(&a.checkpoint)?;
+    let precision = device::parse_precision(a.precision.as_deref())?.unwrap_or(loaded.state.options.precision);
+    match device::open(&a.device, Some(precision))? {
+        Opened::Cpu(be) => sample(&be, &a, &loaded),
+        Opened::Gpu(be) => sample(&be, &a, &loaded),
     }
 }
 
-fn sample<B: Backend>(be: &B, a: &Args, state: &RunState, tensors: &[checkpoint::NamedTensor]) -> Result<()> {
-    let cfg = &state.config;
-    let mut gan = Gan::new(be, cfg, &state.options.hyper, 0)?;
-    gan.import(be, tensors)?;
+fn sample<B: Backend>(be: &B, a: &Args, loaded: &Loaded) -> Result<()> {
+    let cfg = &loaded.state.config;
+    let mut drawer = Drawer::new(be, loaded)?;
+    let tfidf = &loaded.state.tfidf;
     let encode = |t: &str| -> Vec<f32> {
-        if state.tfidf.has_no_known_word(t) {
+        if tfidf.has_no_known_word(t) {
             eprintln!("warning: no word of {t:?} is in the model's vocabulary; it is drawn from noise alone");
         }
-        state.tfidf.encode(t)
+        tfidf.encode(t)
     };
-    let mut rng = Rng::derive(a.seed, "sample");
     // The grid: rows x cols images, image k at row k / cols, column k % cols. A row is a
     // caption (with fresh noise in every column) or, for a walk, one noise vector (with the
-    // caption moving from A to B along the columns). `inputs` fills the noise and text
-    // vectors of the next images in that order; the noise stream is the same however the
-    // images are split into calls.
-    let (rows, cols, ends) = match &a.interpolate {
+    // caption moving from A to B along the columns); `Sheet` holds the layout and the noise.
+    let mut sheet = match &a.interpolate {
         Some(ab) => {
             ensure!(a.steps >= 2, "--steps must be at least 2");
-            (a.n, a.steps, Some((encode(&ab[0]), encode(&ab[1]))))
+            Sheet::walk(encode(&ab[0]), encode(&ab[1]), a.steps, a.n, a.seed, cfg.noise_dim)
         }
-        None => (a.texts.len(), a.n, None),
+        None => Sheet::captions(a.texts.iter().map(|t| encode(t)).collect(), a.n, a.seed, cfg.noise_dim),
     };
-    let captions: Vec<Vec<f32>> = if ends.is_none() { a.texts.iter().map(|t| encode(t)).collect() } else { Vec::new() };
+    let (rows, cols) = (sheet.rows, sheet.cols);
     let total = rows
         .checked_mul(cols)
         .filter(|&t| t <= MAX_IMAGES)
         .with_context(|| format!("{rows} rows of {cols} images: sample draws at most {MAX_IMAGES} images per call; ask for fewer with -n"))?;
-    let mut z = vec![0.0f32; cfg.noise_dim];
-    let mut inputs = |k0: usize, k1: usize| -> (Vec<f32>, Vec<f32>) {
-        let (mut noise, mut texts) = (Vec::with_capacity((k1 - k0) * cfg.noise_dim), Vec::with_capacity((k1 - k0) * cfg.text_dim));
-        for k in k0..k1 {
-            let (r, c) = (k / cols, k % cols);
-            match &ends {
-                Some((va, vb)) => {
-                    if c == 0 {
-                        rng.fill_normal(&mut z, 0.0, 1.0);
-                    }
-                    let w = c as f32 / (cols - 1) as f32;
-                    texts.extend(va.iter().zip(vb).map(|(x, y)| (1.0 - w) * x + w * y));
-                }
-                None => {
-                    rng.fill_normal(&mut z, 0.0, 1.0);
-                    texts.extend_from_slice(&captions[r]);
-                }
-            }
-            noise.extend_from_slice(&z);
-        }
-        (noise, texts)
-    };
-    // The generator runs on at most SAMPLE_CHUNK images at a time (in Eval mode every
-    // image is computed on its own, so the chunking changes no pixel): memory stays that
-    // of one small batch however many images are asked for.
-    let mut generate = |k0: usize| -> Result<Vec<f32>> {
-        let (noise, texts) = inputs(k0, (k0 + SAMPLE_CHUNK).min(total));
-        gan.generate(be, &noise, &texts, Mode::Eval)
-    };
+    // The generator runs on at most CHUNK images at a time: memory stays that of one small
+    // batch however many images are asked for.
+    let mut generate = |k0: usize| -> Result<Vec<f32>> { drawer.draw(be, &mut sheet, k0, (k0 + CHUNK).min(total)) };
     let per = 3 * cfg.size * cfg.size;
     match &a.out_dir {
         Some(dir) => {
             std::fs::create_dir_all(dir).with_context(|| format!("--out-dir {}: cannot create the folder", dir.display()))?;
             let (row_digits, col_digits) = (digits(rows - 1).max(2), digits(cols - 1).max(2));
-            for k0 in (0..total).step_by(SAMPLE_CHUNK) {
+            for k0 in (0..total).step_by(CHUNK) {
                 for (i, img) in generate(k0)?.chunks(per).enumerate() {
                     let k = k0 + i;
                     let p = dir.join(format!("row{:0row_digits$}-col{:0col_digits$}.png", k / cols, k % cols));
-                    report::save_png(&p, &report::single_image(img, cfg.size)).with_context(|| format!("--out-dir {}", dir.display()))?;
+                    report::write_atomic(&p, &gan_engine::sample::png(img, cfg.size)?).with_context(|| format!("--out-dir {}", dir.display()))?;
                 }
             }
             eprintln!("wrote {total} images of {} px to {}", cfg.size, dir.display());
@@ -132,7 +104,7 @@ fn sample<B: Backend>(be: &B, a: &Args, state: &RunState, tensors: &[checkpoint:
                 std::fs::create_dir_all(parent).with_context(|| format!("--out {}: cannot create its folder", a.out.display()))?;
             }
             let mut images = Vec::with_capacity(total * per);
-            for k0 in (0..total).step_by(SAMPLE_CHUNK) {
+            for k0 in (0..total).step_by(CHUNK) {
                 images.extend(generate(k0)?);
             }
             report::save_png(&a.out, &report::grid_image(&images, cfg.size, rows, cols, zoom)).with_context(|| format!("--out {}", a.out.display()))?;
@@ -142,8 +114,6 @@ fn sample<B: Backend>(be: &B, a: &Args, state: &RunState, tensors: &[checkpoint:
     Ok(())
 }
 
-/// Images per generator call.
-const SAMPLE_CHUNK: usize = 64;
 /// The most images one `sample` call draws.
 const MAX_IMAGES: usize = 1_000_000;
 /// The largest grid side, in pixels, `sample` writes as one PNG.

@@ -1,8 +1,8 @@
 use anyhow::{bail, Result};
 use gan_engine::backend::cuda::{source, GpuBackend};
 use gan_engine::backend::device::{self, Opened};
-use gan_engine::backend::Core;
-use gan_engine::verify::torch::Check;
+use gan_engine::backend::{Core, Precision};
+use gan_engine::verify::torch::{self as reference, Check};
 use gan_engine::verify::{self, gradcheck, Row};
 use std::time::Instant;
 
@@ -17,14 +17,18 @@ pub struct Args {
     /// Entries checked per parameter tensor in the whole-model checks.
     #[arg(long, default_value_t = 6)]
     per_param: usize,
+    /// On a GPU, the simulation's sizes (the 32 px, width 8 model; no 128 px iteration):
+    /// for slow checkers such as compute-sanitizer.
+    #[arg(long)]
+    small: bool,
 }
 
 pub fn run(a: Args) -> Result<()> {
     if a.device == "cpu" {
         return cpu(a.per_param);
     }
-    match device::open(&a.device)? {
-        Opened::Gpu(gpu) => kernels(&gpu),
+    match device::open(&a.device, None)? {
+        Opened::Gpu(gpu) => kernels(&gpu, a.small),
         Opened::Cpu(_) => cpu(a.per_param),
     }
 }
@@ -97,14 +101,24 @@ fn print_reference_row(c: &Check, shape: &str, width: usize) {
 
 /// Every kernel against its CPU twin, the models' layers, whole training iterations, and
 /// the iterations of the embedded PyTorch references (verify::selftest).
-fn kernels(gpu: &GpuBackend) -> Result<()> {
+fn kernels(gpu: &GpuBackend, small: bool) -> Result<()> {
     let start = Instant::now();
     println!("kernel checks on {}", gpu.name());
     println!("each row: the kernels launched, one output tensor compared with the CPU twin in f32; a value passes when |gpu - cpu| <= a*max|cpu| + r*|cpu| (tolerance a*max+r*ref; +tf32*S in GEMM mode tf32, S the value's sum of |products|: verify::twin::TOL_GEMM_TF32), rel err the largest |gpu - cpu| / (|cpu| + a*max|cpu|); the training rows compare each tensor by relative L2 error against the CPU in f64 (relL2), one line per group while all of its tensors pass");
-    let t = verify::selftest(gpu)?;
+    let t = verify::selftest(gpu, small)?;
     let width = t.rows.iter().map(|r| r.kernel_label().len()).max().unwrap_or(6).clamp(6, 120);
     println!("{:<width$}  {:<58} {:>8} {:>10} {:>10}  {:<18} result", "kernel", "shape", "values", "max abs", "rel err", "tolerance");
     print_rows(&t.rows, width);
+    if gpu.precision() == Precision::Bf16 {
+        println!(
+            "bf16: each reference tensor's relative L2 error against float64 must stay under {} x PyTorch bf16 autocast's own + {:.3} (verify::torch::run_bf16); the tolerance column of those rows is that bound",
+            reference::BF16_PEER_FACTOR,
+            reference::bf16_floor()
+        );
+    }
+    for note in &t.not_compared {
+        println!("not compared: {note}");
+    }
     for (r, checks) in &t.references {
         println!(
             "PyTorch reference ({}), {}: training from PyTorch's weights and batches, each tensor against PyTorch in float64; a value passes when |gpu - ref| <= atol + rtol*|ref| (tolerance atol+rtol*ref: the GPU bounds of verify::torch, 4x the CPU's; in GEMM mode tf32 widened entry by entry by the TF32 yardstick, verify::torch::tf32_widening), err/tol the largest |gpu - ref| / (atol + rtol*|ref|); loose entries (reference gradient zero within rounding) get one Adam step (lr) more per step",

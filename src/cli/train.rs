@@ -1,6 +1,7 @@
 use anyhow::{bail, Context, Result};
 use gan_engine::backend::device::{self, Opened};
-use gan_engine::backend::Core;
+use gan_engine::backend::{Core, Precision};
+use gan_engine::eval::split::DEFAULT_EVAL_SPLIT;
 use gan_engine::text::DEFAULT_MAX_FEATURES;
 use gan_engine::train::checkpoint;
 use gan_engine::train::run::{iters_for_epochs, train_until, RunState, TrainOptions};
@@ -76,13 +77,26 @@ pub struct Args {
     /// Folder for decoded-image caches (default: the user cache folder).
     #[arg(long)]
     cache_dir: Option<PathBuf>,
+    /// GEMM precision of the convolutions and linear layers: f32, or bf16 (operands rounded
+    /// to bf16, products summed in f32, as PyTorch's autocast; weights, Adam and batchnorm
+    /// stay f32) [default: f32].
+    #[arg(long)]
+    precision: Option<String>,
+    /// Fraction of the products held out for evaluation (by a hash of each product id) and
+    /// never trained on; 0 trains on every product [default: 0.1].
+    #[arg(long)]
+    eval_split: Option<f64>,
+    /// Measure SWD, FD and conditioning on up to 256 held-out products every N iterations
+    /// (`--eval-every` alone: every 500) into metrics.csv and loss.png [default: off].
+    #[arg(long, num_args = 0..=1, default_missing_value = "500")]
+    eval_every: Option<u64>,
     /// No progress bar (one line per checkpoint instead).
     #[arg(long)]
     quiet: bool,
 }
 
 /// Options of a new run from the flags and defaults.
-fn fresh(a: &Args) -> TrainOptions {
+fn fresh(a: &Args, precision: Option<Precision>) -> TrainOptions {
     let d = Hyper::default();
     TrainOptions {
         data: a.data.clone(),
@@ -105,14 +119,18 @@ fn fresh(a: &Args) -> TrainOptions {
         crop: a.crop,
         max_features: a.max_features.unwrap_or(DEFAULT_MAX_FEATURES),
         cache_dir: a.cache_dir.clone(),
+        precision: precision.unwrap_or_default(),
+        eval_split: a.eval_split.unwrap_or(DEFAULT_EVAL_SPLIT),
+        eval_every: a.eval_every.unwrap_or(0),
     }
 }
 
 /// A resumed run keeps its stored options; flags that would change the model, the data
 /// or the random streams are refused, while the schedule (iterations, saving) may change.
-fn resumed(a: &Args, stored: &TrainOptions) -> Result<TrainOptions> {
+fn resumed(a: &Args, precision: Option<Precision>, stored: &TrainOptions) -> Result<TrainOptions> {
     let mut o = stored.clone();
-    let fixed: [(&str, bool); 11] = [
+    let fixed: [(&str, bool); 13] = [
+        ("--precision", precision.is_some_and(|p| p != stored.precision)),
         ("--data", a.data.as_ref().is_some_and(|d| Some(d) != stored.data.as_ref())),
         ("--size", a.size.is_some_and(|v| v != stored.size)),
         ("--width", a.width.is_some_and(|v| v != stored.width)),
@@ -124,6 +142,7 @@ fn resumed(a: &Args, stored: &TrainOptions) -> Result<TrainOptions> {
         ("--matching-aware", a.matching_aware.is_some_and(|v| v != stored.hyper.matching_aware)),
         ("--max-features", a.max_features.is_some_and(|v| v != stored.max_features)),
         ("--crop/--no-flip", a.crop != stored.crop || a.no_flip == stored.flip),
+        ("--eval-split", a.eval_split.is_some_and(|v| v != stored.eval_split)),
     ];
     if let Some((flag, _)) = fixed.iter().find(|f| f.1) {
         bail!("{flag} differs from the run being resumed; a resumed run keeps its settings (drop the flag, or start a new run with another --out)");
@@ -140,6 +159,9 @@ fn resumed(a: &Args, stored: &TrainOptions) -> Result<TrainOptions> {
     if let Some(v) = a.keep {
         o.keep = v;
     }
+    if let Some(v) = a.eval_every {
+        o.eval_every = v;
+    }
     if a.cache_dir.is_some() {
         o.cache_dir = a.cache_dir.clone();
     }
@@ -155,24 +177,27 @@ pub fn run(a: Args) -> Result<()> {
             bail!("--size {s} is not supported: use 32, 64 or 128");
         }
     }
+    let precision = device::parse_precision(a.precision.as_deref())?;
     let (mut opts, resume, out) = match &a.resume {
         Some(dir) => {
             let path = checkpoint::resolve(dir).with_context(|| format!("--resume {}", dir.display()))?;
             let ck = checkpoint::load(&path)?;
             let state = RunState::from_checkpoint(&ck).with_context(|| format!("--resume {}", path.display()))?;
-            let opts = resumed(&a, &state.options)?;
+            let opts = resumed(&a, precision, &state.options)?;
             // The run folder is the one holding checkpoints/, unless --out says otherwise.
             let run_dir =
                 if dir.is_dir() { dir.clone() } else { path.parent().and_then(|p| p.parent()).map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".")) };
             (opts, Some((path, ck)), a.out.clone().unwrap_or(run_dir))
         }
-        None => (fresh(&a), None, a.out.clone().unwrap_or_else(|| PathBuf::from("runs/train"))),
+        None => (fresh(&a, precision), None, a.out.clone().unwrap_or_else(|| PathBuf::from("runs/train"))),
     };
     if let Some(e) = a.epochs {
-        let (captions, _) = gan_engine::data::read_captions(&gan_engine::data::DataSource::from_arg(opts.data.clone()))?;
-        opts.iters = iters_for_epochs(e, captions.len(), opts.batch);
+        // An epoch is a pass over the training split: the products not held out.
+        let ids = gan_engine::data::read_ids(&gan_engine::data::DataSource::from_arg(opts.data.clone()))?;
+        let trained = gan_engine::eval::split::split(&ids, opts.eval_split).train.len();
+        opts.iters = iters_for_epochs(e, trained, opts.batch);
     }
-    let backend = device::open(&a.device)?;
+    let backend = device::open(&a.device, Some(opts.precision))?;
     let name = match &backend {
         Opened::Cpu(be) => be.name(),
         Opened::Gpu(be) => be.name(),

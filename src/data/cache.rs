@@ -14,8 +14,9 @@
 //! is rebuilt. The key covers the catalogue fingerprint (captions file bytes, image paths,
 //! sizes and mtimes), size, fit mode and the preparation recipe.
 
-use super::catalogue::{Catalogue, Fnv64, SkipReason};
+use super::catalogue::{Catalogue, SkipReason};
 use super::image::{load_planar, Fit, RESIZE_FILTER};
+use crate::hash::Fnv64;
 use anyhow::{bail, Context, Result};
 use memmap2::Mmap;
 use rayon::prelude::*;
@@ -27,6 +28,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 const MAGIC: &[u8; 8] = b"GANCACH1";
 const PIXELS_OFFSET: usize = 64;
+
+/// The bytes before the images, as the file holds them (integers little-endian).
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Header {
+    magic: [u8; 8],
+    trailer_offset: u64,
+    trailer_len: u64,
+    zero: [u64; 5],
+}
+const _: () = assert!(std::mem::size_of::<Header>() == PIXELS_OFFSET);
+
 /// Bump when the way images are prepared changes, so old caches are rebuilt.
 const RECIPE_VERSION: u64 = 2;
 /// Images decoded in parallel before being appended to the file: bounds memory use.
@@ -134,11 +147,14 @@ fn open_valid(path: &Path, key: &str, size: usize, fit: Fit, n_items: usize) -> 
     // SAFETY: cache files are only ever replaced by rename, never written in place, so the
     // mapped inode does not change under us (a rebuild by another process makes a new file).
     let map = unsafe { Mmap::map(&file) }.ok()?;
-    if map.len() < PIXELS_OFFSET || &map[..8] != MAGIC {
+    if map.len() < PIXELS_OFFSET {
         return None;
     }
-    let word = |o: usize| u64::from_le_bytes(map[o..o + 8].try_into().unwrap()) as usize;
-    let (t_off, t_len) = (word(8), word(16));
+    let head: Header = bytemuck::pod_read_unaligned(&map[..PIXELS_OFFSET]);
+    if &head.magic != MAGIC {
+        return None;
+    }
+    let (t_off, t_len) = (u64::from_le(head.trailer_offset) as usize, u64::from_le(head.trailer_len) as usize);
     if t_off.checked_add(t_len)? != map.len() {
         return None;
     }
@@ -215,12 +231,9 @@ fn write_cache(cat: &Catalogue, size: usize, fit: Fit, tmp: &Path, key: &str, pr
     let json = serde_json::to_vec(&trailer)?;
     out.write_all(&json)?;
     let mut file = out.into_inner().map_err(|e| e.into_error())?;
-    let mut head = [0u8; 24];
-    head[..8].copy_from_slice(MAGIC);
-    head[8..16].copy_from_slice(&(t_off as u64).to_le_bytes());
-    head[16..24].copy_from_slice(&(json.len() as u64).to_le_bytes());
+    let head = Header { magic: *MAGIC, trailer_offset: (t_off as u64).to_le(), trailer_len: (json.len() as u64).to_le(), zero: [0; 5] };
     file.seek(SeekFrom::Start(0))?;
-    file.write_all(&head)?;
+    file.write_all(bytemuck::bytes_of(&head))?;
     file.sync_all().with_context(|| format!("cannot sync {}", tmp.display()))?;
     Ok(())
 }

@@ -2,8 +2,9 @@
 //! `{"image": ..., "text": ...}` per line). Image paths are relative to the data folder (an
 //! `images/` prefix may be left out).
 
-use super::catalogue::{hash_image, read_text, Catalogue, Fnv64, Item, Layout, ReadCounts, SkipReason};
-use super::csv::{records, Record};
+use super::catalogue::{hash_image, read_text, Catalogue, Item, Layout, ReadCounts, SkipReason};
+use super::records::{records, Record};
+use crate::hash::Fnv64;
 use anyhow::{bail, Result};
 use std::path::Path;
 
@@ -27,8 +28,9 @@ fn push_item(dir: &Path, image: &str, text: &str, items: &mut Vec<Item>, counts:
         counts.skip(SkipReason::EmptyCaption);
         return;
     }
-    hash_image(fp, &path.strip_prefix(dir).unwrap_or(&path).to_string_lossy(), &meta);
-    items.push(Item { image: path, caption });
+    let id = path.strip_prefix(dir).unwrap_or(&path).to_string_lossy().into_owned();
+    hash_image(fp, &id, &meta);
+    items.push(Item { image: path, caption, id, labels: Vec::new() });
 }
 
 pub fn read_csv(dir: &Path) -> Result<Catalogue> {
@@ -53,7 +55,7 @@ pub fn read_csv(dir: &Path) -> Result<Catalogue> {
             _ => counts.skip(SkipReason::MalformedRow),
         }
     }
-    Ok(Catalogue { root: dir.to_path_buf(), layout: Layout::CaptionsCsv, items, counts, fingerprint: fp.finish() })
+    Ok(Catalogue { root: dir.to_path_buf(), layout: Layout::CaptionsCsv, items, counts, fingerprint: fp.finish(), label_heads: Vec::new() })
 }
 
 #[derive(serde::Deserialize)]
@@ -76,5 +78,5 @@ pub fn read_jsonl(dir: &Path) -> Result<Catalogue> {
             Err(_) => counts.skip(SkipReason::MalformedRow),
         }
     }
-    Ok(Catalogue { root: dir.to_path_buf(), layout: Layout::CaptionsJsonl, items, counts, fingerprint: fp.finish() })
+    Ok(Catalogue { root: dir.to_path_buf(), layout: Layout::CaptionsJsonl, items, counts, fingerprint: fp.finish(), label_heads: Vec::new() })
 }

@@ -1,6 +1,7 @@
 //! What every catalogue reader produces: the products whose image file exists, with their
 //! captions, counts of what was skipped and why, and a fingerprint of the sources.
 
+use crate::hash::Fnv64;
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -11,6 +12,12 @@ use std::time::UNIX_EPOCH;
 pub struct Item {
     pub image: PathBuf,
     pub caption: String,
+    /// The product's id: the Kaggle `id`, else the image path relative to the data folder.
+    /// The held-out evaluation split is a hash of it (`eval::split`).
+    pub id: String,
+    /// The catalogue's own labels of the product, one per `Catalogue::label_heads` (empty
+    /// string: not given). The feature network of `gan-engine eval` learns them.
+    pub labels: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -113,6 +120,9 @@ pub struct Catalogue {
     pub counts: ReadCounts,
     /// Changes whenever the captions file's bytes or any used image's path, size or mtime do.
     pub fingerprint: u64,
+    /// Names of the label columns every item carries (`Item::labels`); empty for layouts
+    /// without labels (captions files).
+    pub label_heads: Vec<String>,
 }
 
 impl Catalogue {
@@ -153,36 +163,6 @@ pub fn read_catalogue(dir: &Path) -> Result<Catalogue> {
         );
     }
     Ok(cat)
-}
-
-/// 64-bit FNV-1a: stable across Rust versions and platforms (unlike `DefaultHasher`), which
-/// matters because fingerprints are stored in cache files.
-#[derive(Clone, Copy)]
-pub struct Fnv64(pub u64);
-
-impl Default for Fnv64 {
-    fn default() -> Self {
-        Fnv64(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Fnv64 {
-    pub fn bytes(&mut self, b: &[u8]) -> &mut Self {
-        for &x in b {
-            self.0 = (self.0 ^ x as u64).wrapping_mul(0x100_0000_01b3);
-        }
-        self
-    }
-    pub fn u64(&mut self, v: u64) -> &mut Self {
-        self.bytes(&v.to_le_bytes())
-    }
-    /// Length-prefixed, so ("ab", "c") and ("a", "bc") differ.
-    pub fn str(&mut self, s: &str) -> &mut Self {
-        self.u64(s.len() as u64).bytes(s.as_bytes())
-    }
-    pub fn finish(&self) -> u64 {
-        self.0
-    }
 }
 
 /// Size and modification time (ns since the epoch) of a file.

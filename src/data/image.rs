@@ -5,6 +5,8 @@
 //! conversion to floats per batch is cheap.
 
 use anyhow::{Context, Result};
+use fast_image_resize::images::{Image, ImageRef};
+use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::{DynamicImage, RgbImage};
 use std::path::Path;
 
@@ -34,8 +36,9 @@ impl Fit {
     }
 }
 
-/// Name of the resampling filter (part of the cache key: changing it rebuilds caches).
-pub const RESIZE_FILTER: &str = "catmull-rom-v1";
+/// Name of the resampling filter and its implementation (part of the cache key: a change to
+/// either changes pixels, so it rebuilds caches).
+pub const RESIZE_FILTER: &str = "catmull-rom-fast_image_resize-6";
 
 /// Decodes JPEG or PNG bytes (format sniffed from the content) to 8-bit RGB. Transparent
 /// pixels are composited over white; grey, 16-bit and palette images are converted.
@@ -90,82 +93,29 @@ pub fn prepare_rgb(img: RgbImage, size: usize, fit: Fit) -> Vec<u8> {
     resize_to_planar(&sq, size, size)
 }
 
-/// Catmull-Rom cubic (a = -0.5): sharp without much ringing.
-fn catmull_rom(x: f32) -> f32 {
-    let x = x.abs();
-    if x < 1.0 {
-        1.5 * x * x * x - 2.5 * x * x + 1.0
-    } else if x < 2.0 {
-        -0.5 * x * x * x + 2.5 * x * x - 4.0 * x + 2.0
-    } else {
-        0.0
-    }
-}
-
-/// For each output index: the first input index and the normalised weights. When shrinking,
-/// the kernel is widened by the ratio, so every input pixel contributes (antialiasing).
-fn resize_weights(n_in: usize, n_out: usize) -> Vec<(usize, Vec<f32>)> {
-    let ratio = n_in as f32 / n_out as f32;
-    let scale = ratio.max(1.0);
-    let support = 2.0 * scale;
-    (0..n_out)
-        .map(|o| {
-            let centre = (o as f32 + 0.5) * ratio;
-            let lo = ((centre - support).floor().max(0.0)) as usize;
-            let hi = ((centre + support).ceil() as usize).min(n_in);
-            let mut w: Vec<f32> = (lo..hi).map(|i| catmull_rom((i as f32 + 0.5 - centre) / scale)).collect();
-            let sum: f32 = w.iter().sum();
-            w.iter_mut().for_each(|v| *v /= sum);
-            (lo, w)
-        })
-        .collect()
-}
-
-/// Separable resampling of interleaved RGB to `w_out` x `h_out` planar CHW bytes: one
-/// horizontal pass over each input row, then vertical combinations of whole rows, which is
-/// several times faster than `image::imageops::resize` at our sizes.
+/// Resampling of interleaved RGB to `w_out` x `h_out` planar CHW bytes with the Catmull-Rom
+/// cubic (a = -0.5), widened by the ratio when shrinking so every input pixel contributes
+/// (antialiasing). `fast_image_resize` does the work: about four times faster at our sizes than
+/// the separable resize written here before it (`cargo bench --bench decode`, group `resize`).
 pub fn resize_to_planar(img: &RgbImage, w_out: usize, h_out: usize) -> Vec<u8> {
-    let (w_in, h_in) = (img.width() as usize, img.height() as usize);
-    let src = img.as_raw();
-    let hw = resize_weights(w_in, w_out);
-    let vw = resize_weights(h_in, h_out);
-    // Horizontal pass: h_in rows of w_out interleaved RGB floats.
-    let mut tmp = vec![0.0f32; h_in * w_out * 3];
-    for (row, out_row) in src.chunks_exact(w_in * 3).zip(tmp.chunks_exact_mut(w_out * 3)) {
-        for ((lo, w), out) in hw.iter().zip(out_row.chunks_exact_mut(3)) {
-            let (mut r, mut g, mut b) = (0.0, 0.0, 0.0);
-            for (p, &wk) in row[lo * 3..(lo + w.len()) * 3].chunks_exact(3).zip(w) {
-                r += wk * p[0] as f32;
-                g += wk * p[1] as f32;
-                b += wk * p[2] as f32;
-            }
-            out.copy_from_slice(&[r, g, b]);
-        }
-    }
-    // Vertical pass, written straight into the planes.
-    let plane = w_out * h_out;
-    let mut out = vec![0u8; 3 * plane];
-    let mut acc = vec![0.0f32; w_out * 3];
-    for (oy, (lo, w)) in vw.iter().enumerate() {
-        acc.iter_mut().for_each(|v| *v = 0.0);
-        for (k, &wk) in w.iter().enumerate() {
-            let row = &tmp[(lo + k) * w_out * 3..(lo + k + 1) * w_out * 3];
-            acc.iter_mut().zip(row).for_each(|(a, &v)| *a += wk * v);
-        }
-        for (ox, px) in acc.chunks_exact(3).enumerate() {
-            for c in 0..3 {
-                out[c * plane + oy * w_out + ox] = px[c].round().clamp(0.0, 255.0) as u8;
-            }
-        }
-    }
-    out
+    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::CatmullRom));
+    let mut dst = Image::new(w_out as u32, h_out as u32, PixelType::U8x3);
+    // Neither call can fail: an RgbImage holds exactly width * height RGB pixels, both images
+    // are U8x3 and nothing is cropped. An empty source leaves the output black.
+    let src = ImageRef::new(img.width(), img.height(), img.as_raw(), PixelType::U8x3).expect("an RgbImage is a valid U8x3 image");
+    Resizer::new().resize(&src, &mut dst, &options).expect("a U8x3 to U8x3 resize without cropping");
+    interleaved_to_planar(dst.buffer())
 }
 
 /// Interleaved RGB to planar CHW.
 pub fn to_planar(img: &RgbImage) -> Vec<u8> {
-    let plane = (img.width() * img.height()) as usize;
+    interleaved_to_planar(img.as_raw())
+}
+
+fn interleaved_to_planar(rgb: &[u8]) -> Vec<u8> {
+    let plane = rgb.len() / 3;
     let mut out = vec![0u8; 3 * plane];
-    for (i, p) in img.pixels().enumerate() {
+    for (i, p) in rgb.chunks_exact(3).enumerate() {
         out[i] = p[0];
         out[plane + i] = p[1];
         out[2 * plane + i] = p[2];
@@ -195,5 +145,16 @@ pub fn planar_to_unit(planar: &[u8], size: usize, flip: bool, out: &mut [f32]) {
                 *d = s as f32 * SCALE - 1.0;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_image_resizes_to_black_without_panicking() {
+        assert_eq!(resize_to_planar(&RgbImage::new(0, 0), 4, 4), vec![0u8; 3 * 4 * 4]);
+        assert_eq!(prepare_rgb(RgbImage::new(0, 5), 4, Fit::Crop), vec![0u8; 3 * 4 * 4]);
     }
 }

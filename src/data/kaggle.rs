@@ -8,14 +8,18 @@
 //! `NA` (treated as empty), rows without an image and duplicate ids (skipped), images without
 //! a row (ignored). Unreadable images are found later, when the cache is built.
 
-use super::catalogue::{hash_image, read_text, Catalogue, Fnv64, Item, Layout, ReadCounts, SkipReason};
-use super::csv::{records, Record};
+use super::catalogue::{hash_image, read_text, Catalogue, Item, Layout, ReadCounts, SkipReason};
+use super::records::{records, Record};
+use crate::hash::Fnv64;
 use anyhow::{bail, Context, Result};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 /// Columns that make up a caption, in caption order.
 pub const CAPTION_COLUMNS: [&str; 6] = ["gender", "baseColour", "articleType", "usage", "season", "productDisplayName"];
+
+/// Label columns kept for the feature network of `gan-engine eval`, in head order.
+pub const LABEL_COLUMNS: [&str; 4] = ["articleType", "baseColour", "gender", "masterCategory"];
 
 /// Image file names tried for a row, in order.
 const IMAGE_EXTENSIONS: [&str; 4] = ["jpg", "jpeg", "png", "JPG"];
@@ -59,6 +63,7 @@ pub fn read(dir: &Path) -> Result<Catalogue> {
     let name_col =
         col("productDisplayName").with_context(|| format!("{}: header has no `productDisplayName` column (found: {})", styles.display(), header.join(",")))?;
     let caption_cols: Vec<Option<usize>> = CAPTION_COLUMNS.iter().map(|c| col(c)).collect();
+    let label_cols: Vec<Option<usize>> = LABEL_COLUMNS.iter().map(|c| col(c)).collect();
     let width = header.len();
 
     let mut counts = ReadCounts::default();
@@ -118,12 +123,14 @@ pub fn read(dir: &Path) -> Result<Catalogue> {
             continue;
         }
         hash_image(&mut fp, &file_name, meta);
-        items.push(Item { image: images_dir.join(&file_name), caption });
+        let labels = label_cols.iter().map(|c| c.map(|i| fields[i].trim()).filter(|v| *v != "NA").unwrap_or("").to_string()).collect();
+        items.push(Item { image: images_dir.join(&file_name), caption, id: id.to_string(), labels });
     }
     // Images no row names; a row whose caption was empty still "has" its image.
     let named: HashSet<String> = seen_ids.iter().flat_map(|id| IMAGE_EXTENSIONS.iter().map(move |e| format!("{id}.{e}"))).collect();
     counts.images_without_row = images.keys().filter(|n| !named.contains(*n) && is_image_name(n)).count();
-    Ok(Catalogue { root: dir.to_path_buf(), layout: Layout::Kaggle, items, counts, fingerprint: fp.finish() })
+    let label_heads = LABEL_COLUMNS.iter().map(|c| c.to_string()).collect();
+    Ok(Catalogue { root: dir.to_path_buf(), layout: Layout::Kaggle, items, counts, fingerprint: fp.finish(), label_heads })
 }
 
 fn is_image_name(name: &str) -> bool {

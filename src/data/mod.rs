@@ -14,10 +14,10 @@
 pub mod cache;
 pub mod captions;
 pub mod catalogue;
-pub mod csv;
 pub mod image;
 pub mod kaggle;
 pub mod loader;
+pub mod records;
 pub mod synth;
 
 pub use catalogue::{read_catalogue, Catalogue, Item, Layout, ReadCounts, SkipReason};
@@ -88,7 +88,16 @@ pub struct PreparedData {
     pub summary: String,
     /// The cache file behind the images (`None` for the synthetic catalogue).
     pub cache_path: Option<PathBuf>,
+    /// Each row's product id (`Item::id`; the synthetic product's number).
+    pub ids: Vec<String>,
+    /// Names of the label heads (`Catalogue::label_heads`; kind, colour and pattern for the
+    /// synthetic catalogue); empty when the data set has no labels.
+    pub label_heads: Vec<String>,
+    /// Each row's labels, one per head (empty string: not given).
+    pub labels: Vec<Vec<String>>,
     images: ImageStore,
+    /// The stored image of each row (rows may be a subset of the store: `keep_rows`).
+    stored: Vec<usize>,
     /// `len() * tfidf.dim()` values.
     texts: Vec<f32>,
 }
@@ -107,6 +116,15 @@ pub fn read_captions(source: &DataSource) -> Result<(Vec<String>, String)> {
             let line = format!("data: {} ({}): {}", dir.display(), cat.layout.name(), cat.counts.summary(cat.items.len()));
             Ok((cat.captions(), line))
         }
+    }
+}
+
+/// Product ids of a source without preparing any image (the rows `read_captions` gives):
+/// what the held-out split is a function of.
+pub fn read_ids(source: &DataSource) -> Result<Vec<String>> {
+    match source {
+        DataSource::Synthetic { n, seed } => Ok(synth::products(*n, *seed).iter().map(|p| p.id.to_string()).collect()),
+        DataSource::Folder(dir) => Ok(read_catalogue(dir)?.items.into_iter().map(|i| i.id).collect()),
     }
 }
 
@@ -133,15 +151,18 @@ fn fit_or_reuse(captions: &[String], opts: &PrepareOptions, what: &str) -> Resul
 pub fn prepare(source: &DataSource, opts: &PrepareOptions) -> Result<PreparedData> {
     check_size(opts.size)?;
     let size = opts.size;
-    let (captions, tfidf, images, summary, cache_path) = match source {
+    let (captions, tfidf, images, summary, cache_path, ids, label_heads, labels) = match source {
         DataSource::Synthetic { n, seed } => {
             ensure!(*n > 0, "the synthetic catalogue needs at least one product");
             let products = synth::products(*n, *seed);
             let captions: Vec<String> = products.iter().map(|p| p.caption()).collect();
+            let ids = products.iter().map(|p| p.id.to_string()).collect();
+            let labels = products.iter().map(|p| p.labels()).collect();
+            let heads = synth::LABEL_HEADS.iter().map(|h| h.to_string()).collect();
             let tfidf = fit_or_reuse(&captions, opts, "synthetic catalogue")?;
             let pixels = synth::draw_planar(&products, size);
             let summary = format!("data: {}: {n} products drawn at {size} px", source.describe());
-            (captions, tfidf, ImageStore::Memory(pixels), summary, None)
+            (captions, tfidf, ImageStore::Memory(pixels), summary, None, ids, heads, labels)
         }
         DataSource::Folder(dir) => {
             let cat = read_catalogue(dir)?;
@@ -158,12 +179,14 @@ pub fn prepare(source: &DataSource, opts: &PrepareOptions) -> Result<PreparedDat
             let mut counts = cat.counts.clone();
             c.count_unreadable(&mut counts);
             let captions: Vec<String> = c.trailer.items.iter().map(|&i| cat.items[i as usize].caption.clone()).collect();
+            let ids = c.trailer.items.iter().map(|&i| cat.items[i as usize].id.clone()).collect();
+            let labels = c.trailer.items.iter().map(|&i| cat.items[i as usize].labels.clone()).collect();
             let summary = format!("data: {} ({}, {size} px, {}): {}", dir.display(), cat.layout.name(), fit.name(), counts.summary(captions.len()));
             if captions.is_empty() {
                 bail!("{}: empty data set: no image could be decoded ({summary})", dir.display());
             }
             let path = c.path.clone();
-            (captions, tfidf, ImageStore::Cached(c), summary, Some(path))
+            (captions, tfidf, ImageStore::Cached(c), summary, Some(path), ids, cat.label_heads.clone(), labels)
         }
     };
     eprintln!("{summary}");
@@ -176,7 +199,8 @@ pub fn prepare(source: &DataSource, opts: &PrepareOptions) -> Result<PreparedDat
     if zero > 0 {
         eprintln!("warning: {zero} of {} captions have no word in the vocabulary; their text vectors are all zeros", captions.len());
     }
-    Ok(PreparedData { size, captions, tfidf, summary, cache_path, images, texts })
+    let stored = (0..captions.len()).collect();
+    Ok(PreparedData { size, captions, tfidf, summary, cache_path, ids, label_heads, labels, images, stored, texts })
 }
 
 impl PreparedData {
@@ -195,10 +219,22 @@ impl PreparedData {
 
     /// Planar CHW bytes of image `i`.
     pub fn image_bytes(&self, i: usize) -> &[u8] {
+        let s = self.stored[i];
         match &self.images {
-            ImageStore::Cached(c) => c.image(i),
-            ImageStore::Memory(v) => &v[i * self.image_len()..(i + 1) * self.image_len()],
+            ImageStore::Cached(c) => c.image(s),
+            ImageStore::Memory(v) => &v[s * self.image_len()..(s + 1) * self.image_len()],
         }
+    }
+
+    /// Keeps only `rows` (indices of the current rows, in the order given): what `train`
+    /// does with the held-out evaluation split.
+    pub fn keep_rows(&mut self, rows: &[usize]) {
+        let d = self.tfidf.dim();
+        self.captions = rows.iter().map(|&i| self.captions[i].clone()).collect();
+        self.ids = rows.iter().map(|&i| self.ids[i].clone()).collect();
+        self.labels = rows.iter().map(|&i| self.labels[i].clone()).collect();
+        self.stored = rows.iter().map(|&i| self.stored[i]).collect();
+        self.texts = rows.iter().flat_map(|&i| self.texts[i * d..(i + 1) * d].iter().copied()).collect();
     }
 
     /// Image `i` as 3*S*S NCHW floats in [-1, 1].

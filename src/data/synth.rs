@@ -103,6 +103,9 @@ impl Pattern {
     }
 }
 
+/// The synthetic catalogue's label heads (`SynthProduct::labels`).
+pub const LABEL_HEADS: [&str; 3] = ["kind", "colour", "pattern"];
+
 /// One synthetic product: what its caption says plus small drawing variations.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SynthProduct {
@@ -142,6 +145,11 @@ impl SynthProduct {
 
     pub fn colour_name(&self) -> &'static str {
         COLOURS[self.colour].0
+    }
+
+    /// Its labels, one per `LABEL_HEADS`: kind, colour, pattern.
+    pub fn labels(&self) -> Vec<String> {
+        vec![self.kind.kaggle().3.to_string(), self.colour_name().to_string(), self.pattern.name().to_string()]
     }
 
     /// "Women Red Striped Dress"

@@ -9,6 +9,7 @@ use crate::backend::Backend;
 use crate::model::Module;
 use anyhow::{bail, Context, Result};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
@@ -95,15 +96,31 @@ impl<B: Backend> Gan<B> {
     }
 }
 
-fn to_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+/// The little-endian bytes safetensors stores: the floats' own memory on a little-endian
+/// machine (no copy).
+fn le_bytes(v: &[f32]) -> Cow<'_, [u8]> {
+    if cfg!(target_endian = "little") {
+        Cow::Borrowed(bytemuck::cast_slice(v))
+    } else {
+        Cow::Owned(v.iter().flat_map(|x| x.to_le_bytes()).collect())
+    }
+}
+
+/// Floats from little-endian bytes. Copied, not cast in place: a tensor's data in a
+/// safetensors file need not be 4-byte aligned.
+fn f32s_from_le_bytes(bytes: &[u8]) -> Vec<f32> {
+    let mut v: Vec<f32> = bytemuck::pod_collect_to_vec(bytes);
+    if cfg!(target_endian = "big") {
+        v.iter_mut().for_each(|x| *x = f32::from_bits(u32::from_le(x.to_bits())));
+    }
+    v
 }
 
 /// Writes `ck` to `path` atomically (temp file, fsync, rename, fsync of the folder).
 pub fn save(path: &Path, ck: &Checkpoint) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     fs::create_dir_all(dir).with_context(|| format!("cannot create the folder {}", dir.display()))?;
-    let bytes: Vec<Vec<u8>> = ck.tensors.iter().map(|t| to_bytes(&t.data)).collect();
+    let bytes: Vec<Cow<[u8]>> = ck.tensors.iter().map(|t| le_bytes(&t.data)).collect();
     let views: Vec<(String, TensorView)> =
         ck.tensors.iter().zip(&bytes).map(|(t, b)| Ok((t.name.clone(), TensorView::new(Dtype::F32, t.shape.clone(), b)?))).collect::<Result<_>>()?;
     let meta = HashMap::from([(META_KEY.to_string(), serde_json::to_string(&ck.meta)?)]);
@@ -143,8 +160,7 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
         if view.dtype() != Dtype::F32 {
             return Err(bad(format!("tensor {name} is {:?}, not F32", view.dtype())));
         }
-        let data = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-        tensors.push(NamedTensor { name, shape: view.shape().to_vec(), data });
+        tensors.push(NamedTensor { name, shape: view.shape().to_vec(), data: f32s_from_le_bytes(view.data()) });
     }
     Ok(Checkpoint { meta, tensors })
 }
@@ -188,4 +204,39 @@ pub fn prune(run_dir: &Path, keep: usize) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tensors_are_stored_as_little_endian_f32() {
+        let v = [1.0f32, -2.5, 0.0, -0.0, f32::MIN_POSITIVE / 2.0, f32::from_bits(0x7fc0_1234)];
+        let bytes = le_bytes(&v);
+        assert_eq!(bytes[..8], [0x00, 0x00, 0x80, 0x3f, 0x00, 0x00, 0x20, 0xc0]);
+        let back = f32s_from_le_bytes(&bytes);
+        assert_eq!(back.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), v.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+        // Data at an odd offset, as a foreign writer may leave it.
+        let mut shifted = vec![0u8];
+        shifted.extend_from_slice(&bytes);
+        assert_eq!(f32s_from_le_bytes(&shifted[1..]).iter().map(|x| x.to_bits()).collect::<Vec<_>>(), v.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_checkpoint_reads_back_bit_for_bit() {
+        let dir = std::env::temp_dir().join(format!("gan-engine-checkpoint-test-{}", std::process::id()));
+        let path = dir.join("step.safetensors");
+        let tensors = vec![
+            NamedTensor { name: "a.weight".into(), shape: vec![2, 3], data: vec![0.5, -1.0, 3.25, f32::MAX, -0.0, 1e-40] },
+            NamedTensor { name: "b".into(), shape: vec![1], data: vec![7.0] },
+        ];
+        save(&path, &Checkpoint { meta: serde_json::json!({ "format": FORMAT }), tensors }).unwrap();
+        let ck = load(&path).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let a = ck.get("a.weight").unwrap();
+        assert_eq!(a.shape, [2, 3]);
+        assert_eq!(a.data.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), [0.5f32, -1.0, 3.25, f32::MAX, -0.0, 1e-40].map(f32::to_bits));
+        assert_eq!(ck.get("b").unwrap().data, [7.0]);
+    }
 }

@@ -15,20 +15,41 @@ pub struct MetricsRow {
     pub d_real: f32,
     pub d_fake: f32,
     pub seconds: f64,
+    /// `[swd, fd, cond]` of `train --eval-every` at this iteration (`eval::TrainEval`); empty
+    /// columns at the others.
+    pub eval: Option<[f64; 3]>,
 }
 
 pub const METRICS_HEADER: &str = "iteration,epoch,loss_d,loss_g,d_real,d_fake,seconds";
+/// The header of a run with `--eval-every`: three more columns, empty where not measured.
+pub const METRICS_HEADER_EVAL: &str = "iteration,epoch,loss_d,loss_g,d_real,d_fake,seconds,swd,fd,cond";
+
+fn header(with_eval: bool) -> &'static str {
+    if with_eval {
+        METRICS_HEADER_EVAL
+    } else {
+        METRICS_HEADER
+    }
+}
 
 impl MetricsRow {
-    pub fn to_csv(&self) -> String {
-        format!("{},{},{},{},{},{},{:.3}", self.iteration, self.epoch, self.loss_d, self.loss_g, self.d_real, self.d_fake, self.seconds)
+    /// The row's line: seven columns, or ten `with_eval`.
+    pub fn to_csv(&self, with_eval: bool) -> String {
+        let base = format!("{},{},{},{},{},{},{:.3}", self.iteration, self.epoch, self.loss_d, self.loss_g, self.d_real, self.d_fake, self.seconds);
+        match (with_eval, self.eval) {
+            (false, _) => base,
+            (true, Some([swd, fd, cond])) => format!("{base},{swd:.4},{fd:.4},{cond:.4}"),
+            (true, None) => format!("{base},,,"),
+        }
     }
     fn parse(line: &str) -> Option<MetricsRow> {
         let f: Vec<&str> = line.split(',').collect();
-        if f.len() != 7 {
+        if f.len() != 7 && f.len() != 10 {
             return None;
         }
+        let eval = if f.len() == 10 && !f[7].is_empty() { Some([f[7].parse().ok()?, f[8].parse().ok()?, f[9].parse().ok()?]) } else { None };
         Some(MetricsRow {
+            eval,
             iteration: f[0].parse().ok()?,
             epoch: f[1].parse().ok()?,
             loss_d: f[2].parse().ok()?,
@@ -51,27 +72,28 @@ pub fn read_metrics(path: &Path) -> Result<Vec<MetricsRow>> {
 
 /// Rewrites `metrics.csv` with the rows up to `iteration` (a resumed run continues from
 /// its checkpoint, so rows written after it by the interrupted run are dropped).
-pub fn truncate_metrics(path: &Path, iteration: u64) -> Result<()> {
+pub fn truncate_metrics(path: &Path, iteration: u64, with_eval: bool) -> Result<()> {
     let rows: Vec<MetricsRow> = read_metrics(path)?.into_iter().filter(|r| r.iteration <= iteration).collect();
-    let mut text = format!("{METRICS_HEADER}\n");
+    let mut text = format!("{}\n", header(with_eval));
     for r in &rows {
-        text.push_str(&r.to_csv());
+        text.push_str(&r.to_csv(with_eval));
         text.push('\n');
     }
     write_atomic(path, text.as_bytes())
 }
 
 /// Appends rows to `metrics.csv`, writing the header first for a new file.
-pub fn append_metrics(path: &Path, rows: &[MetricsRow]) -> Result<()> {
+/// `with_eval`: the run measures itself (`--eval-every`), so the file has the eval columns.
+pub fn append_metrics(path: &Path, rows: &[MetricsRow], with_eval: bool) -> Result<()> {
     let new = !path.exists();
     let mut f = fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("cannot write {}", path.display()))?;
     let mut text = String::new();
     if new {
-        text.push_str(METRICS_HEADER);
+        text.push_str(header(with_eval));
         text.push('\n');
     }
     for r in rows {
-        text.push_str(&r.to_csv());
+        text.push_str(&r.to_csv(with_eval));
         text.push('\n');
     }
     f.write_all(text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))
@@ -140,7 +162,9 @@ pub fn save_png(path: &Path, img: &image::RgbImage) -> Result<()> {
     write_atomic(path, &bytes)
 }
 
-/// Plots loss_D and loss_G (and D(x), D(G(z))) against the iteration into a PNG.
+/// Plots loss_D and loss_G (and D(x), D(G(z))) against the iteration into a PNG; when the
+/// run measured itself (`--eval-every`), a second panel below shows SWD and FD (left axis)
+/// and conditioning accuracy (right axis).
 pub fn plot_losses(path: &Path, rows: &[MetricsRow]) -> Result<()> {
     use plotters::prelude::*;
     static FONT: std::sync::Once = std::sync::Once::new();
@@ -150,12 +174,19 @@ pub fn plot_losses(path: &Path, rows: &[MetricsRow]) -> Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
-    let (w, h) = (900u32, 520u32);
+    let evals: Vec<(f64, [f64; 3])> = rows.iter().filter_map(|r| r.eval.map(|e| (r.iteration as f64, e))).collect();
+    let (w, h) = (900u32, if evals.is_empty() { 520u32 } else { 900u32 });
     let mut buf = vec![255u8; (w * h * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
         let err = |e: &dyn std::fmt::Display| anyhow::anyhow!("cannot draw the loss plot: {e}");
         root.fill(&WHITE).map_err(|e| err(&e))?;
+        let (top, bottom) = if evals.is_empty() {
+            (root.clone(), None)
+        } else {
+            let (a, b) = root.split_vertically(520);
+            (a, Some(b))
+        };
         // A moving average keeps the curves readable; raw values stay in metrics.csv.
         let smooth = |f: &dyn Fn(&MetricsRow) -> f32| -> Vec<(f64, f64)> {
             let k = (rows.len() / 100).max(1);
@@ -172,7 +203,7 @@ pub fn plot_losses(path: &Path, rows: &[MetricsRow]) -> Result<()> {
         let lg = smooth(&|r| r.loss_g);
         let x_max = rows.last().map_or(1.0, |r| r.iteration as f64).max(1.0);
         let y_max = ld.iter().chain(&lg).map(|p| p.1).filter(|v| v.is_finite()).fold(1.0f64, f64::max) * 1.1;
-        let mut chart = ChartBuilder::on(&root)
+        let mut chart = ChartBuilder::on(&top)
             .caption("gan-engine: losses (moving average)", ("sans-serif", 22))
             .margin(12)
             .x_label_area_size(36)
@@ -194,6 +225,34 @@ pub fn plot_losses(path: &Path, rows: &[MetricsRow]) -> Result<()> {
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
         }
         chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK).label_font(("sans-serif", 14)).draw().map_err(|e| err(&e))?;
+        if let Some(area) = bottom {
+            let y_max = evals.iter().flat_map(|(_, e)| [e[0], e[1]]).filter(|v| v.is_finite()).fold(1.0f64, f64::max) * 1.1;
+            let mut chart = ChartBuilder::on(&area)
+                .caption("held-out figures (--eval-every): lower SWD and FD, higher conditioning are better", ("sans-serif", 18))
+                .margin(12)
+                .x_label_area_size(36)
+                .y_label_area_size(52)
+                .right_y_label_area_size(52)
+                .build_cartesian_2d(0.0..x_max, 0.0..y_max)
+                .map_err(|e| err(&e))?
+                .set_secondary_coord(0.0..x_max, 0.0..1.0);
+            chart.configure_mesh().x_desc("iteration").y_desc("SWD x1e3, FD").label_style(("sans-serif", 14)).draw().map_err(|e| err(&e))?;
+            chart.configure_secondary_axes().y_desc("conditioning accuracy").label_style(("sans-serif", 14)).draw().map_err(|e| err(&e))?;
+            for (label, k, color) in [("SWD", 0usize, RGBColor(120, 40, 160)), ("FD", 1, RGBColor(20, 140, 140))] {
+                chart
+                    .draw_series(LineSeries::new(evals.iter().map(|(x, e)| (*x, e[k])), color.stroke_width(2)))
+                    .map_err(|e| err(&e))?
+                    .label(label)
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+            }
+            let color = RGBColor(200, 120, 0);
+            chart
+                .draw_secondary_series(LineSeries::new(evals.iter().map(|(x, e)| (*x, e[2])), color.stroke_width(2)))
+                .map_err(|e| err(&e))?
+                .label("conditioning (right)")
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+            chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK).label_font(("sans-serif", 14)).draw().map_err(|e| err(&e))?;
+        }
         root.present().map_err(|e| err(&e))?;
     }
     let img = image::RgbImage::from_raw(w, h, buf).context("plot buffer")?;

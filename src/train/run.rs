@@ -3,7 +3,7 @@
 use super::checkpoint::{self, Checkpoint};
 use super::report::{self, MetricsRow};
 use super::{Gan, Hyper, StepInputs};
-use crate::backend::Backend;
+use crate::backend::{Backend, Precision};
 use crate::data::{self, DataSource, LoaderOptions, LoaderState, PrepareOptions, PreparedData};
 use crate::model::ModelConfig;
 use crate::nn::Mode;
@@ -36,6 +36,17 @@ pub struct TrainOptions {
     pub crop: bool,
     pub max_features: usize,
     pub cache_dir: Option<PathBuf>,
+    /// `--precision` of the GEMMs (checkpoints from before it trained in f32).
+    #[serde(default)]
+    pub precision: Precision,
+    /// Fraction of the catalogue held out for evaluation, by a hash of each product's id
+    /// (`eval::split`); never trained on. 0 trains on every product, which is also what a
+    /// checkpoint from before this option means.
+    #[serde(default)]
+    pub eval_split: f64,
+    /// Measure SWD, FD and conditioning every N iterations into metrics.csv (0: never).
+    #[serde(default)]
+    pub eval_every: u64,
 }
 
 /// How many iterations `--epochs E` means for a data set of `len` items.
@@ -148,6 +159,13 @@ pub fn train_until<B: Backend>(
     ensure!(opts.batch > 0, "--batch must be at least 1");
     ensure!(opts.save_every > 0 && opts.sample_every > 0, "--save-every and --sample-every must be at least 1");
     ensure!(opts.keep > 0, "--keep must be at least 1");
+    ensure!(
+        be.precision() == opts.precision,
+        "the run trains in --precision {} but the backend {} multiplies in {}",
+        opts.precision,
+        be.name(),
+        be.precision()
+    );
     opts.hyper.check()?;
     ModelConfig::new(opts.size, opts.width)?.check_batch(opts.batch)?;
     ensure_writable(out)?;
@@ -169,7 +187,27 @@ pub fn train_until<B: Backend>(
         progress,
         tfidf: state.as_ref().map(|s| s.tfidf.clone()),
     };
-    let data: Arc<PreparedData> = Arc::new(data::prepare(&source, &prep)?);
+    crate::eval::split::check_fraction(opts.eval_split)?;
+    let mut data = data::prepare(&source, &prep)?;
+    let split = crate::eval::split::split(&data.ids, opts.eval_split);
+    let mut evaluator = if opts.eval_every > 0 {
+        let cache_dir = crate::eval::cache_dir(opts.cache_dir.as_ref())?;
+        Some(crate::eval::TrainEval::new(&data, &split, opts.eval_split, &crate::eval::source_name(&source), &cache_dir, opts.seed, progress)?)
+    } else {
+        None
+    };
+    if opts.eval_split > 0.0 {
+        ensure!(!split.train.is_empty(), "--eval-split {} holds out every product of {}; use a smaller fraction", opts.eval_split, source.describe());
+        eprintln!(
+            "eval split: {} of {} products held out for evaluation (--eval-split {}), training on {}",
+            split.held_out.len(),
+            data.len(),
+            opts.eval_split,
+            split.train.len()
+        );
+        data.keep_rows(&split.train);
+    }
+    let data: Arc<PreparedData> = Arc::new(data);
     ensure!(
         data.len() >= opts.batch,
         "--batch {} is larger than the data set ({} usable products in {}); use a smaller --batch",
@@ -198,7 +236,7 @@ pub fn train_until<B: Backend>(
             }
             gan.import(be, &ck.tensors).with_context(|| format!("--resume {}", path.display()))?;
             gan.step = s.step;
-            report::truncate_metrics(&paths.metrics(), s.iteration)?;
+            report::truncate_metrics(&paths.metrics(), s.iteration, opts.eval_every > 0)?;
             (s.iteration, s.noise_rng.clone(), s.loader.clone(), s.sample_captions.clone(), s.elapsed_seconds)
         }
         _ => (0, Rng::derive(opts.seed, "noise"), LoaderState::default(), pick_sample_captions(&data.captions, 8), 0.0),
@@ -274,18 +312,27 @@ pub fn train_until<B: Backend>(
             d_real: stats.d_real,
             d_fake: stats.d_fake,
             seconds: elapsed,
+            eval: None,
         });
         bar.set_position(iteration);
         bar.set_message(format!("loss_D {:.3}  loss_G {:.3}  D(x) {:.2}  D(G(z)) {:.2}", stats.loss_d, stats.loss_g, stats.d_real, stats.d_fake));
 
         interrupted = iteration < opts.iters && stop(iteration);
         let last = iteration == opts.iters || interrupted;
+        if let Some(ev) = &mut evaluator {
+            if iteration % opts.eval_every == 0 || last {
+                let f = ev.measure(be, &mut gan)?;
+                if let Some(row) = pending.last_mut() {
+                    row.eval = Some([f.swd, f.fd, f.cond]);
+                }
+            }
+        }
         if iteration % opts.sample_every == 0 || last {
             let imgs = gan.generate(be, &sample_noise, &sample_texts, Mode::Eval)?;
             report::save_png(&paths.sample(iteration), &report::grid_image(&imgs, cfg.size, sample_captions.len(), GRID_COLUMNS, zoom_for(cfg.size)))?;
         }
         if pending.len() >= 50 || iteration % opts.save_every == 0 || last {
-            report::append_metrics(&paths.metrics(), &pending)?;
+            report::append_metrics(&paths.metrics(), &pending, opts.eval_every > 0)?;
             pending.clear();
         }
         if iteration % opts.save_every == 0 || last {

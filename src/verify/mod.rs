@@ -27,12 +27,14 @@ pub mod batchnorm;
 pub mod bce;
 pub mod concat;
 pub mod conv;
+pub mod cross_entropy;
 pub mod fill;
 pub mod freeze;
 pub mod gradcheck;
 pub mod iteration;
 pub mod linear;
 pub mod model;
+pub mod pool;
 pub mod torch;
 pub mod twin;
 
@@ -41,23 +43,24 @@ pub use twin::{
 };
 
 use crate::backend::cuda::{source, GemmPrecision, GpuBackend};
-use crate::backend::{Backend, BatchNormParams, ConvParams, Core, BN_ACT_LEAKY_RELU, BN_ACT_RELU};
+use crate::backend::{Backend, BatchNormParams, ConvParams, Core, Precision, BN_ACT_LEAKY_RELU, BN_ACT_RELU};
 use crate::model::ModelConfig;
 use anyhow::{Context, Result};
 use gradcheck::{CheckResult, DirectCheck, OpHarness};
 
 /// Every kernel of `gpu` (a GPU or the simulation) against its CPU twin, the sequence
 /// `gan-engine selftest --device sim|cuda` prints: the awkward shapes, the models' real
-/// layer shapes at batch 2, and whole training iterations; narrower in the simulation,
-/// which runs every GPU thread as a fiber and would take minutes at full width.
-pub fn kernel_checks(gpu: &GpuBackend) -> Result<Vec<Row>> {
+/// layer shapes at batch 2, and whole training iterations. `small` (always in the
+/// simulation, which runs every GPU thread as a fiber and would take minutes at full width,
+/// and under slow checkers such as compute-sanitizer) uses the 32 px, width 8 model.
+pub fn kernel_checks(gpu: &GpuBackend, small: bool) -> Result<Vec<Row>> {
+    let small = small || gpu.is_sim();
     let mut c = Checker::new(gpu, 7);
     awkward_shapes(&mut c)?;
-    let (layers, train) =
-        if gpu.is_sim() { (ModelConfig::new(32, 8)?, ModelConfig::new(32, 8)?) } else { (ModelConfig::new(128, 64)?, ModelConfig::new(64, 16)?) };
+    let (layers, train) = if small { (ModelConfig::new(32, 8)?, ModelConfig::new(32, 8)?) } else { (ModelConfig::new(128, 64)?, ModelConfig::new(64, 16)?) };
     c.model_layers(&layers, 2)?;
     c.train_iteration(&train, 2, 11)?;
-    if !gpu.is_sim() {
+    if !small {
         c.train_iteration(&ModelConfig::new(128, 64)?, 64, 13)?;
     }
     Ok(c.rows)
@@ -69,6 +72,8 @@ pub struct Selftest {
     pub rows: Vec<Row>,
     /// Each embedded PyTorch reference with its checks.
     pub references: Vec<(torch::Reference, Vec<torch::Check>)>,
+    /// References left out, each with the reason (printed: a skip says so).
+    pub not_compared: Vec<String>,
     /// Kernels of kernels/*.cu that nothing launched.
     pub missing: Vec<&'static str>,
 }
@@ -86,22 +91,32 @@ impl Selftest {
 }
 
 /// The selftest of a GPU backend (or the simulation): every kernel against its CPU twin
-/// (`kernel_checks`), every embedded PyTorch reference under the GPU bounds of
-/// `verify::torch` (in GEMM mode tf32 widened by `torch::tf32_widening`), and which kernels
-/// were never launched.
-pub fn selftest(gpu: &GpuBackend) -> Result<Selftest> {
-    let rows = kernel_checks(gpu)?;
+/// (`kernel_checks`, `small` as there), every embedded PyTorch reference under the GPU
+/// bounds of `verify::torch` (in GEMM mode tf32 widened by `torch::tf32_widening`; under
+/// `--precision bf16` the bf16 model of `torch::run_bf16`, on the references that hold
+/// PyTorch's bf16 run), and which kernels were never launched.
+pub fn selftest(gpu: &GpuBackend, small: bool) -> Result<Selftest> {
+    let rows = kernel_checks(gpu, small)?;
     let tf32 = gpu.gemm_mode().precision == GemmPrecision::Tf32;
-    let mut references = Vec::new();
+    let bf16 = gpu.precision() == Precision::Bf16;
+    let (mut references, mut not_compared) = (Vec::new(), Vec::new());
     for r in torch::Reference::all_embedded()? {
-        let widen = if tf32 { Some(torch::tf32_widening(&r, &torch::GPU)?) } else { None };
-        let checks =
-            torch::run_widened(gpu, &r, &torch::GPU, widen.as_ref()).with_context(|| format!("the PyTorch reference ({}) on {}", r.shape(), gpu.name()))?;
+        let what = || format!("the PyTorch reference ({}) on {}", r.shape(), gpu.name());
+        let checks = if bf16 {
+            if !r.has_bf16() {
+                not_compared.push(format!("PyTorch reference ({}): holds no PyTorch bf16 run, so --precision bf16 is not compared with it", r.shape()));
+                continue;
+            }
+            torch::run_bf16(gpu, &r).with_context(what)?
+        } else {
+            let widen = if tf32 { Some(torch::tf32_widening(&r, &torch::GPU)?) } else { None };
+            torch::run_widened(gpu, &r, &torch::GPU, widen.as_ref()).with_context(what)?
+        };
         references.push((r, checks));
     }
     let launched = gpu.launched_kernels();
     let missing = source::kernels().into_iter().map(|(k, _)| k).filter(|k| !launched.contains(k)).collect();
-    Ok(Selftest { rows, references, missing })
+    Ok(Selftest { rows, references, not_compared, missing })
 }
 
 /// The awkward shapes every kernel is run at, beyond the models' own layers.
@@ -138,6 +153,11 @@ pub fn awkward_shapes<B: Backend>(c: &mut Checker<B>) -> Result<()> {
     c.adam(1000, 1)?;
     c.adam(999, 7)?;
     c.fill(1001)?;
+    c.pool(crate::backend::PoolParams::new(3, 5, 14, 10, 2)?)?;
+    c.pool(crate::backend::PoolParams::global(2, 66, 4))?;
+    c.pool(crate::backend::PoolParams::global(1, 3, 33))?;
+    c.cross_entropy(3, 5, 9, 2, 2.0)?;
+    c.cross_entropy(300, 11, 11, 0, 20.0)?; // more rows than threads; |logit| large
     Ok(())
 }
 
@@ -153,6 +173,8 @@ pub fn op_gradchecks() -> Result<Vec<CheckResult>> {
     linear::gradchecks(&h, &mut rng, &mut out)?;
     concat::gradchecks(&h, &mut rng, &mut out)?;
     bce::gradchecks(&h, &mut rng, &mut out)?;
+    pool::gradchecks(&h, &mut rng, &mut out)?;
+    cross_entropy::gradchecks(&h, &mut rng, &mut out)?;
     Ok(out)
 }
 
@@ -175,5 +197,7 @@ pub fn direct_checks() -> Result<Vec<DirectCheck>> {
     out.extend(bce::direct_checks(&mut rng)?);
     out.extend(adam::direct_checks(&mut rng)?);
     out.extend(conv::direct_checks(&mut rng)?);
+    out.extend(pool::direct_checks(&mut rng)?);
+    out.extend(cross_entropy::direct_checks(&mut rng)?);
     Ok(out)
 }

@@ -150,6 +150,12 @@ impl Reference {
         all.get(i * len..(i + 1) * len).with_context(|| format!("{name} holds {} values, {} iterations of {len} needed", all.len(), self.iterations))
     }
 
+    /// Whether it holds PyTorch's bf16 autocast run of the same iteration (`bf16.*`), the
+    /// peer of `--precision bf16` ([`run_bf16`]).
+    pub fn has_bf16(&self) -> bool {
+        self.iterations == 1 && self.tensors.contains_key("bf16.outputs.loss_d")
+    }
+
     /// "32 px, width 8, batch 4" (and the iterations and W when not 1 and 0).
     pub fn shape(&self) -> String {
         let mut s = format!("{} px, width {}, batch {}", self.cfg.size, self.cfg.width, self.batch);
@@ -457,10 +463,11 @@ fn outputs<B: Backend>(be: &B, r: &Reference) -> Result<Vec<Output>> {
 
     // Weights after the last Adam step, running statistics after the last iteration.
     let after = r.group("after");
-    let ours: BTreeMap<String, NamedTensor> = gan.export(be)?.into_iter().filter(|t| !t.name.starts_with("optimizer.")).map(|t| (t.name.clone(), t)).collect();
-    ensure!(ours.len() == after.len(), "the reference holds {} tensors after the step, our model exports {}", after.len(), ours.len());
+    let exported: BTreeMap<String, NamedTensor> =
+        gan.export(be)?.into_iter().filter(|t| !t.name.starts_with("optimizer.")).map(|t| (t.name.clone(), t)).collect();
+    ensure!(exported.len() == after.len(), "the reference holds {} tensors after the step, our model exports {}", after.len(), exported.len());
     for rt in &after {
-        let o = ours.get(&rt.name).with_context(|| format!("our model has no tensor {}", rt.name))?;
+        let o = exported.get(&rt.name).with_context(|| format!("our model has no tensor {}", rt.name))?;
         let key = format!("after.{}", rt.name);
         let kind = if rt.name.contains("running_") { Kind::Running } else { Kind::AfterAdam };
         push(&key, &key, o.data.clone(), kind);
@@ -496,6 +503,84 @@ pub fn run_widened<B: Backend>(be: &B, r: &Reference, tol: &Tolerances, widen: O
             Kind::AfterAdam => (tol.after_adam, r.allowance(&o.key["after.".len()..], lr)?),
         };
         checks.push(compare_widened(&o.name, &o.ours, reference, t, &extra, w));
+    }
+    Ok(checks)
+}
+
+/// The bf16 unit roundoff: 8 significant bits, rounded to nearest, `2^-8` relative.
+pub const BF16_UNIT: f64 = 1.0 / 256.0;
+/// GEMM layers on the longest path of the reference iteration: G's four (transposed)
+/// convolutions, then D's three convolutions, its 1x1 and 4x4 heads and the text linear.
+pub const BF16_LAYERS: f64 = 10.0;
+/// How far `--precision bf16` may be from the float64 reference, per tensor, as a relative
+/// L2 error: forward values [`bf16_floor`], gradients and Adam updates at most
+/// `BF16_PEER_FACTOR` times PyTorch's own bf16 autocast error on the same tensor plus that.
+///
+/// The model. A GEMM output `y = sum_k a_k b_k` with both operands rounded to bf16 has the
+/// error `sum_k a_k b_k (d_a + d_b)`, `|d| <= 2^-8`; with rounding errors independent and
+/// uniform, its standard deviation is `sqrt(2/3) 2^-8 sqrt(sum_k (a_k b_k)^2)`, which for
+/// sums of terms of either sign is the size of `y` itself: about `3.2e-3` of a tensor's RMS
+/// per GEMM layer whatever the reduction length K (the worst case, errors all of one sign,
+/// grows as `sqrt(K)` times that and is not what rounding does). Through L layers the
+/// errors add in quadrature: `sqrt(2L/3) 2^-8`, 0.01 for L = 10; five of those is the floor.
+/// That holds for values the network computes forward. Gradients and Adam steps are worse
+/// conditioned: backprop through batchnorm at batch 4 subtracts nearly equal terms (in f32
+/// the CPU's generator gradients already differ from float64 by 1e-3 relative, 2^14 units
+/// of f32 rounding), and the same amplification of 2^-8 is what PyTorch's bf16 run shows
+/// (16% on one generator gradient). There the peer is the measure: our error and
+/// PyTorch's are two draws of the same rounding noise, and ours may be twice theirs.
+pub const BF16_PEER_FACTOR: f64 = 2.0;
+pub fn bf16_floor() -> f64 {
+    5.0 * (2.0 * BF16_LAYERS / 3.0).sqrt() * BF16_UNIT
+}
+
+/// `--precision bf16` on `be` against the float64 reference, each tensor held to the bf16
+/// model above with PyTorch's bf16 autocast run (`bf16.*` in the reference) as the anchor.
+/// Parameters after Adam are compared by their updates (after - before), the part that moves.
+/// In these checks `tol.rtol` is the bound on the relative L2 error and `worst_ratio` is the
+/// error over that bound.
+pub fn run_bf16<B: Backend>(be: &B, r: &Reference) -> Result<Vec<Check>> {
+    let mut checks = Vec::new();
+    ensure!(r.has_bf16(), "the reference ({}) has no PyTorch bf16 run: regenerate it with scripts/dev/torch_reference.py", r.shape());
+    for Output { key, ours: v, kind, .. } in outputs(be, r)? {
+        let reference = r.get(&key)?;
+        let peer = r.get(&format!("bf16.{key}")).context("the reference has no PyTorch bf16 run: regenerate it with scripts/dev/torch_reference.py")?;
+        let mut loose = 0;
+        let (ours_v, ref_v, peer_v) = if kind == Kind::AfterAdam {
+            let name = &key["after.".len()..];
+            let before = r.get(&format!("weights.{name}"))?;
+            // Adam's first step is about lr * sign(g): where the reference gradient lies within
+            // the bf16 noise of its tensor (three times the bound below, as an RMS), the sign,
+            // and so the step, is a coin toss on either side; those entries are left out.
+            let (g, g_peer) = (r.get(&format!("grads.{name}"))?, r.get(&format!("bf16.grads.{name}"))?);
+            let rms = (g.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / g.len().max(1) as f64).sqrt();
+            let noise = 3.0 * (BF16_PEER_FACTOR * super::rel_l2(g, g_peer) + bf16_floor()) * rms;
+            let keep: Vec<bool> = g.iter().map(|v| (*v as f64).abs() > noise).collect();
+            loose = keep.iter().filter(|k| !**k).count();
+            let update = |t: &[f32]| t.iter().zip(before).zip(&keep).map(|((a, b), k)| if *k { a - b } else { 0.0 }).collect::<Vec<f32>>();
+            (update(&v), update(reference), update(peer))
+        } else {
+            (v, reference.to_vec(), peer.to_vec())
+        };
+        let (err, peer_err) = (super::rel_l2(&ref_v, &ours_v), super::rel_l2(&ref_v, &peer_v));
+        // Forward values are held to the model alone; the peer anchors the rest.
+        let limit = if kind == Kind::Forward { bf16_floor() } else { BF16_PEER_FACTOR * peer_err + bf16_floor() };
+        let max_abs = ref_v.iter().zip(&ours_v).fold(0.0f64, |m, (a, b)| m.max((*a as f64 - *b as f64).abs()));
+        let name = if kind == Kind::AfterAdam {
+            format!("{key} (update, relL2; PyTorch bf16 {peer_err:.1e})")
+        } else {
+            format!("{key} (relL2; PyTorch bf16 {peer_err:.1e})")
+        };
+        let ratio = if err.is_nan() { f64::INFINITY } else { err / limit };
+        checks.push(Check {
+            name,
+            len: ref_v.len(),
+            tol: Tol { atol: 0.0, rtol: limit },
+            loose,
+            widened: false,
+            max_abs_err: if max_abs.is_nan() { f64::INFINITY } else { max_abs },
+            worst_ratio: ratio,
+        });
     }
     Ok(checks)
 }

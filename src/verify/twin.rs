@@ -1,7 +1,7 @@
 //! Twin rows: an op on a checked backend (a GPU or the simulation of its kernels) against
 //! its CPU twin in f32, from the same random inputs, compared value by value.
 
-use crate::backend::cpu::Cpu;
+use crate::backend::cpu::{Bf16Kernel, Cpu};
 use crate::backend::cuda::{GemmPrecision, GpuBackend};
 use crate::backend::Backend;
 use crate::rng::Rng;
@@ -182,16 +182,28 @@ pub struct Checker<'a, B: Backend> {
 impl<'a> Checker<'a, GpuBackend> {
     /// The kernels of `gpu` (a GPU or the simulation) against the CPU twins, with the GEMM
     /// tolerance of its GEMM mode.
+    /// In GEMM mode bf16 the twin is the CPU's bf16 backend on its f32 kernel: the f32 GEMM
+    /// of the operands rounded to bf16, the same rounding the tiles do. The products of
+    /// bf16 values are exact in f32, so what is left is the order of the f32 sums: TOL_GEMM.
     pub fn new(gpu: &'a GpuBackend, seed: u64) -> Self {
-        let gemm_tol = if gpu.gemm_mode().precision == GemmPrecision::Tf32 { TOL_GEMM_TF32 } else { TOL_GEMM };
-        Checker::with_gemm_tol(gpu, seed, gemm_tol)
+        match gpu.gemm_mode().precision {
+            GemmPrecision::Tf32 => Checker::with_gemm_tol(gpu, seed, TOL_GEMM_TF32),
+            GemmPrecision::Bf16 => Checker::with_twin(gpu, Cpu::with_bf16_kernel(Bf16Kernel::F32).expect("the f32 kernel runs anywhere"), seed, TOL_GEMM),
+            GemmPrecision::Fp32 | GemmPrecision::Tf32x3 => Checker::with_gemm_tol(gpu, seed, TOL_GEMM),
+        }
     }
 }
 
 impl<'a, B: Backend> Checker<'a, B> {
     /// Any backend against the CPU twins, with `gemm_tol` for GEMM-shaped results.
     pub fn with_gemm_tol(gpu: &'a B, seed: u64, gemm_tol: Tol) -> Self {
-        Checker { gpu, cpu: Cpu::new(), rng: Rng::new(seed), gemm_tol, tamper: None, rows: Vec::new() }
+        Checker::with_twin(gpu, Cpu::new(), seed, gemm_tol)
+    }
+
+    /// Any backend against `twin` (a bf16 CPU backend for bf16 GEMMs: the f32 GEMM of the
+    /// rounded operands; the twin with TF32 operands), with `gemm_tol` for GEMM-shaped results.
+    pub fn with_twin(gpu: &'a B, twin: Cpu, seed: u64, gemm_tol: Tol) -> Self {
+        Checker { gpu, cpu: twin, rng: Rng::new(seed), gemm_tol, tamper: None, rows: Vec::new() }
     }
 
     /// Compares against `cpu` instead of the plain CPU twin (the twin with TF32 operands,

@@ -7,7 +7,7 @@
 //! - the run crosses an epoch boundary (6 products, batch 2: three batches an epoch) with
 //!   the matching-aware loss on (W = 0.5), so the mismatched-caption stream is resumed too.
 
-use gan_engine::backend::Backend;
+use gan_engine::backend::{Backend, Precision};
 use gan_engine::data::synth::write_synthetic_sized;
 use gan_engine::rng::Rng;
 use gan_engine::train::checkpoint::{self, Checkpoint};
@@ -37,6 +37,10 @@ fn options(data: &Path, cache: &Path, iters: u64) -> TrainOptions {
         crop: false,
         max_features: 64,
         cache_dir: Some(cache.to_path_buf()),
+        precision: Precision::F32,
+        // Every product trained on: the epoch arithmetic below counts them all.
+        eval_split: 0.0,
+        eval_every: 0,
     }
 }
 

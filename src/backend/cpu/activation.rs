@@ -2,7 +2,7 @@
 //! every core, each block compiled for the widest vector unit (`simd::wide`).
 
 use super::simd::wide;
-use super::{check, CpuBackend, Elem, BLOCK};
+use super::{CpuBackend, Elem, BLOCK};
 use crate::backend::{ActParams, ActivationOps, Core};
 use anyhow::Result;
 use rayon::prelude::*;
@@ -29,27 +29,24 @@ pub(super) fn map3<T: Elem>(len: usize, a: &[T], b: &[T], out: &mut [T], f: impl
 
 impl<T: Elem> CpuBackend<T> {
     /// A forward pass `y = f(x)` of the op `op`.
-    fn act_forward(&self, op: &'static str, p: &ActParams, x: &[T], y: &mut [T], f: impl Fn(T) -> T + Sync) -> Result<()> {
+    fn act_forward(&self, op: &'static str, p: &ActParams, x: &Vec<T>, y: &mut Vec<T>, f: impl Fn(T) -> T + Sync) -> Result<()> {
         self.timed(
             op,
             || p.work(2.0),
             || {
-                check(op, x, p.len as usize)?;
-                check(op, y, p.len as usize)?;
+                p.check_forward(self, op, x, y)?;
                 map2(p.len as usize, x, y, f);
                 Ok(())
             },
         )
     }
     /// A backward pass `dx = f(y, dy)` of the op `op`.
-    fn act_backward(&self, op: &'static str, p: &ActParams, y: &[T], dy: &[T], dx: &mut [T], f: impl Fn(T, T) -> T + Sync) -> Result<()> {
+    fn act_backward(&self, op: &'static str, p: &ActParams, y: &Vec<T>, dy: &Vec<T>, dx: &mut Vec<T>, f: impl Fn(T, T) -> T + Sync) -> Result<()> {
         self.timed(
             op,
             || p.work(3.0),
             || {
-                for b in [y, dy, &*dx] {
-                    check(op, b, p.len as usize)?;
-                }
+                p.check_backward(self, op, y, dy, dx)?;
                 map3(p.len as usize, y, dy, dx, f);
                 Ok(())
             },

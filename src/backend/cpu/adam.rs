@@ -1,6 +1,6 @@
 //! The CPU twin of adam_step, in blocks of values on every core.
 
-use super::{check, CpuBackend, Elem, BLOCK};
+use super::{CpuBackend, Elem, BLOCK};
 use crate::backend::{AdamOps, AdamParams, Core};
 use anyhow::Result;
 use rayon::prelude::*;
@@ -11,10 +11,8 @@ impl<T: Elem> AdamOps for CpuBackend<T> {
             "adam_step",
             || p.work(),
             || {
+                p.check(self, param, grad, m, v)?;
                 let len = p.len as usize;
-                for (what, b) in [("adam param", &**param), ("adam grad", grad), ("adam m", m), ("adam v", v)] {
-                    check(what, b, len)?;
-                }
                 adam_step(p, &mut param[..len], &grad[..len], &mut m[..len], &mut v[..len]);
                 Ok(())
             },

@@ -3,8 +3,8 @@
 //! a time, so each input is read from memory once.
 
 use super::simd::wide;
-use super::{check, CpuBackend, Elem, SharedMut};
-use crate::backend::{check_len, BatchNormOps, BatchNormParams, Core, Work, BN_ACT_NONE};
+use super::{CpuBackend, Elem, SharedMut};
+use crate::backend::{BatchNormOps, BatchNormParams, Core, Work, BN_ACT_NONE};
 use anyhow::Result;
 use rayon::prelude::*;
 
@@ -25,14 +25,7 @@ impl<T: Elem> BatchNormOps for CpuBackend<T> {
             "batchnorm2d_forward_train",
             || p.work(2.0),
             || {
-                p.check_act(y.len())?;
-                check("batchnorm2d x", x, p.len())?;
-                check("batchnorm2d y", y, p.len())?;
-                for (what, b) in
-                    [("gamma", &**gamma), ("beta", beta), ("running_mean", running_mean), ("running_var", running_var), ("mean", mean), ("invstd", invstd)]
-                {
-                    check(what, b, p.c as usize)?;
-                }
+                p.check_forward_train(self, x, gamma, beta, running_mean, running_var, mean, invstd, y)?;
                 batchnorm2d_forward_train(p, x, gamma, beta, running_mean, running_var, mean, invstd, y);
                 Ok(())
             },
@@ -52,11 +45,7 @@ impl<T: Elem> BatchNormOps for CpuBackend<T> {
             "batchnorm2d_forward_infer",
             || p.work(2.0),
             || {
-                check("batchnorm2d x", x, p.len())?;
-                check("batchnorm2d y", y, p.len())?;
-                for (what, b) in [("gamma", gamma), ("beta", beta), ("running_mean", running_mean), ("running_var", running_var)] {
-                    check(what, b, p.c as usize)?;
-                }
+                p.check_forward_infer(self, x, gamma, beta, running_mean, running_var, y)?;
                 batchnorm2d_forward_infer(p, x, gamma, beta, running_mean, running_var, y);
                 Ok(())
             },
@@ -79,14 +68,7 @@ impl<T: Elem> BatchNormOps for CpuBackend<T> {
             "batchnorm2d_backward_input",
             || p.work(tensors),
             || {
-                check("batchnorm2d sums", sums, 2 * p.c as usize)?;
-                p.check_act(y.len())?;
-                for (what, b) in [("batchnorm2d x", x), ("batchnorm2d dy", dy), ("batchnorm2d dx", &*dx)] {
-                    check(what, b, p.len())?;
-                }
-                for (what, b) in [("gamma", gamma), ("mean", mean), ("invstd", invstd)] {
-                    check(what, b, p.c as usize)?;
-                }
+                p.check_backward_input(self, x, y, dy, gamma, mean, invstd, sums, dx)?;
                 batchnorm2d_backward_input(p, x, y, dy, gamma, mean, invstd, sums, dx);
                 Ok(())
             },
@@ -97,9 +79,7 @@ impl<T: Elem> BatchNormOps for CpuBackend<T> {
             "batchnorm2d_backward_params",
             || Work::bytes(p.label(), 4.0 * 4.0 * p.c as f64),
             || {
-                check_len("batchnorm2d sums", sums.len(), 2 * p.c as usize)?;
-                check("batchnorm2d dgamma", dgamma, p.c as usize)?;
-                check("batchnorm2d dbeta", dbeta, p.c as usize)?;
+                p.check_backward_params(self, sums, dgamma, dbeta)?;
                 batchnorm2d_backward_params(p, sums, dgamma, dbeta);
                 Ok(())
             },

@@ -1,6 +1,6 @@
 //! The CPU twin of bce_with_logits, summed in f64.
 
-use super::{check, CpuBackend, Elem};
+use super::{CpuBackend, Elem};
 use crate::backend::{BceOps, BceParams, Core};
 use anyhow::Result;
 
@@ -10,8 +10,7 @@ impl<T: Elem> BceOps for CpuBackend<T> {
             "bce_with_logits_forward",
             || p.work(1.0),
             || {
-                check("bce logits", logits, p.n as usize)?;
-                check("bce out", out, 2)?;
+                p.check_forward(self, logits, out)?;
                 bce_with_logits_forward(p, logits, out);
                 Ok(())
             },
@@ -22,8 +21,7 @@ impl<T: Elem> BceOps for CpuBackend<T> {
             "bce_with_logits_backward_input",
             || p.work(2.0),
             || {
-                check("bce logits", logits, p.n as usize)?;
-                check("bce dlogits", dlogits, p.n as usize)?;
+                p.check_backward_input(self, logits, dlogits)?;
                 bce_with_logits_backward_input(p, logits, dlogits);
                 Ok(())
             },

@@ -1,6 +1,6 @@
 //! The CPU twin of concat_tile.
 
-use super::{check, CpuBackend, Elem};
+use super::{CpuBackend, Elem};
 use crate::backend::{ConcatOps, ConcatParams, Core};
 use anyhow::Result;
 use rayon::prelude::*;
@@ -11,9 +11,7 @@ impl<T: Elem> ConcatOps for CpuBackend<T> {
             "concat_tile_forward",
             || p.work(),
             || {
-                check("concat_tile a", a, (p.n * p.c_a * p.hw) as usize)?;
-                check("concat_tile b", b, (p.n * p.c_b) as usize)?;
-                check("concat_tile y", y, p.out_len())?;
+                p.check_forward(self, a, b, y)?;
                 concat_tile_forward(p, a, b, y);
                 Ok(())
             },
@@ -24,9 +22,7 @@ impl<T: Elem> ConcatOps for CpuBackend<T> {
             "concat_tile_backward_input",
             || p.work(),
             || {
-                check("concat_tile dy", dy, p.out_len())?;
-                check("concat_tile da", da, (p.n * p.c_a * p.hw) as usize)?;
-                check("concat_tile db", db, (p.n * p.c_b) as usize)?;
+                p.check_backward_input(self, dy, da, db)?;
                 concat_tile_backward_input(p, dy, da, db);
                 Ok(())
             },

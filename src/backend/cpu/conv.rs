@@ -6,23 +6,13 @@
 //! 4x4 layer) for a GEMM of its own. Chunking keeps the column matrix under the workspace
 //! bound.
 
+use super::bf16::Bf16Kernel;
 use super::gemm::{matmul, matmul_on};
 use super::simd::wide;
-use super::{check, CpuBackend, Elem, SharedMut};
+use super::{CpuBackend, Elem, SharedMut};
 use crate::backend::{ConvOps, ConvParams, Core};
 use anyhow::Result;
 use rayon::prelude::*;
-
-impl<T: Elem> CpuBackend<T> {
-    /// The checks every pass makes of its image-sized and weight operands.
-    fn conv_check(op: &str, p: &ConvParams, x: (&str, &[T], usize), w: Option<&[T]>, y: (&str, &[T], usize)) -> Result<()> {
-        check(&format!("{op} {}", x.0), x.1, x.2)?;
-        if let Some(w) = w {
-            check(&format!("{op} w"), w, p.weight_len())?;
-        }
-        check(&format!("{op} {}", y.0), y.1, y.2)
-    }
-}
 
 impl<T: Elem> ConvOps for CpuBackend<T> {
     fn conv2d_forward(&self, p: &ConvParams, x: &Vec<T>, w: &Vec<T>, bias: Option<&Vec<T>>, y: &mut Vec<T>) -> Result<()> {
@@ -30,10 +20,7 @@ impl<T: Elem> ConvOps for CpuBackend<T> {
             "conv2d_forward",
             || p.conv2d_work(),
             || {
-                Self::conv_check("conv2d_forward", p, ("x", x, p.in_len()), Some(w), ("y", y, p.out_len()))?;
-                if let Some(b) = bias {
-                    check("conv2d_forward bias", b, p.c_out as usize)?;
-                }
+                p.check_forward(self, "conv2d_forward", x, w, bias, y)?;
                 conv2d_forward(self, p, &self.gemm_operand(x), &self.gemm_operand(w), bias.map(|b| b.as_slice()), y);
                 Ok(())
             },
@@ -44,7 +31,7 @@ impl<T: Elem> ConvOps for CpuBackend<T> {
             "conv2d_backward_input",
             || p.conv2d_work(),
             || {
-                Self::conv_check("conv2d_backward_input", p, ("dy", dy, p.out_len()), Some(w), ("dx", dx, p.in_len()))?;
+                p.check_backward_input(self, "conv2d_backward_input", dy, w, dx)?;
                 if self.tf32_operands && crate::backend::cuda::ops::conv::conv2d_backward_input_is_thin(p) {
                     // The GPU's thin kernel multiplies in fp32 whatever the GEMM mode.
                     conv2d_backward_input(self, p, dy, w, dx);
@@ -60,10 +47,9 @@ impl<T: Elem> ConvOps for CpuBackend<T> {
             "conv2d_backward_params",
             || p.conv2d_work(),
             || {
-                Self::conv_check("conv2d_backward_params", p, ("x", x, p.in_len()), Some(dw), ("dy", dy, p.out_len()))?;
+                p.check_backward_params(self, "conv2d_backward_params", x, dy, dw, dbias.as_deref())?;
                 conv2d_backward_params(self, p, &self.gemm_operand(x), &self.gemm_operand(dy), dw);
                 if let Some(db) = dbias {
-                    check("conv2d_backward_params dbias", db, p.c_out as usize)?;
                     bias_backward_params(p.n as usize, p.c_out as usize, (p.h_out * p.w_out) as usize, dy, db);
                 }
                 Ok(())
@@ -76,10 +62,7 @@ impl<T: Elem> ConvOps for CpuBackend<T> {
             "conv_transpose2d_forward",
             || p.conv_transpose2d_work(),
             || {
-                Self::conv_check("conv_transpose2d_forward", p, ("x", x, p.in_len()), Some(w), ("y", y, p.out_len()))?;
-                if let Some(b) = bias {
-                    check("conv_transpose2d_forward bias", b, p.c_out as usize)?;
-                }
+                p.check_forward(self, "conv_transpose2d_forward", x, w, bias, y)?;
                 if self.tf32_operands && crate::backend::cuda::ops::conv::conv_transpose2d_forward_is_thin(p) {
                     conv_transpose2d_forward(self, p, x, w, bias.map(|b| b.as_slice()), y);
                 } else {
@@ -94,7 +77,7 @@ impl<T: Elem> ConvOps for CpuBackend<T> {
             "conv_transpose2d_backward_input",
             || p.conv_transpose2d_work(),
             || {
-                Self::conv_check("conv_transpose2d_backward_input", p, ("dy", dy, p.out_len()), Some(w), ("dx", dx, p.in_len()))?;
+                p.check_backward_input(self, "conv_transpose2d_backward_input", dy, w, dx)?;
                 conv_transpose2d_backward_input(self, p, &self.gemm_operand(dy), &self.gemm_operand(w), dx);
                 Ok(())
             },
@@ -105,10 +88,9 @@ impl<T: Elem> ConvOps for CpuBackend<T> {
             "conv_transpose2d_backward_params",
             || p.conv_transpose2d_work(),
             || {
-                Self::conv_check("conv_transpose2d_backward_params", p, ("x", x, p.in_len()), Some(dw), ("dy", dy, p.out_len()))?;
+                p.check_backward_params(self, "conv_transpose2d_backward_params", x, dy, dw, dbias.as_deref())?;
                 conv_transpose2d_backward_params(self, p, &self.gemm_operand(x), &self.gemm_operand(dy), dw);
                 if let Some(db) = dbias {
-                    check("conv_transpose2d_backward_params dbias", db, p.c_out as usize)?;
                     bias_backward_params(p.n as usize, p.c_out as usize, (p.h_out * p.w_out) as usize, dy, db);
                 }
                 Ok(())
@@ -610,6 +592,8 @@ pub(super) struct Local<T> {
 /// scratch for the column matrix (`kdim x ld`), the other GEMM operand (`other x ld`) and
 /// the padded planes; `par`: whether the piece's own steps spread over the pool.
 struct Piece<'a, T> {
+    /// The backend's bf16 GEMM kernel, under `--precision bf16`.
+    bf16: Option<Bf16Kernel>,
     n0: usize,
     at: usize,
     nc: usize,
@@ -670,7 +654,7 @@ fn run_pieces<T: Elem>(
         let dw = dw.unwrap_or_default();
         for n0 in (0..n).step_by(nc_max) {
             let nc = nc_max.min(n - n0);
-            body(Piece { n0, at: n0, nc, ld: nc * pp, cols: &mut ws.cols, tmp: &mut ws.tmp, pad: &mut ws.pad, par: true }, wt, out, dw);
+            body(Piece { bf16: be.bf16, n0, at: n0, nc, ld: nc * pp, cols: &mut ws.cols, tmp: &mut ws.tmp, pad: &mut ws.pad, par: true }, wt, out, dw);
         }
         return;
     }
@@ -694,7 +678,7 @@ fn run_pieces<T: Elem>(
         for n0 in range.clone().step_by(nb) {
             let nc = nb.min(range.end - n0);
             body(
-                Piece { n0, at: n0 - range.start, nc, ld: nc * pp, cols: &mut l.cols, tmp: &mut l.tmp, pad: &mut l.pad, par: false },
+                Piece { bf16: be.bf16, n0, at: n0 - range.start, nc, ld: nc * pp, cols: &mut l.cols, tmp: &mut l.tmp, pad: &mut l.pad, par: false },
                 wt,
                 part,
                 &mut l.dw[..dw_len],
@@ -715,17 +699,17 @@ fn run_pieces<T: Elem>(
 /// `cols = im2col(src)`, written to the piece's images of `out` (`m` planes each), plus
 /// `bias[c]` on plane `c` when given.
 fn gather_piece<T: Elem>(g: &Geo, pc: Piece<'_, T>, src: &[T], w: &[T], m: usize, out: &mut [T], bias: Option<&[T]>) {
-    let Piece { n0, at, nc, ld, cols, tmp, par, .. } = pc;
+    let Piece { bf16, n0, at, nc, ld, cols, tmp, par, .. } = pc;
     let (kdim, pp) = (g.rows(), g.cols_per_image());
     im2col(g, src, n0, nc, cols, par);
     if nc == 1 {
         // One image's product is already its planes.
-        matmul_on(par, m, pp, kdim, &mut out[at * m * pp..][..m * pp], pp, false, w, kdim as isize, 1, cols, pp as isize, 1);
+        matmul_on(bf16, par, m, pp, kdim, &mut out[at * m * pp..][..m * pp], pp, false, w, kdim as isize, 1, cols, pp as isize, 1);
         if let Some(b) = bias {
             add_bias(out, m, pp, at, 1, b, par);
         }
     } else {
-        matmul_on(par, m, ld, kdim, tmp, ld, false, w, kdim as isize, 1, cols, ld as isize, 1);
+        matmul_on(bf16, par, m, ld, kdim, tmp, ld, false, w, kdim as isize, 1, cols, ld as isize, 1);
         scatter(tmp, m, pp, at, nc, bias, out, par);
     }
 }
@@ -734,9 +718,9 @@ fn gather_piece<T: Elem>(g: &Geo, pc: Piece<'_, T>, src: &[T], w: &[T], m: usize
 /// weights transposed by `run_pieces`, `src` the piece's images), then `col2im` into the
 /// piece's images of `out`, plus `bias[c]` on plane `c` when given.
 fn spread_piece<T: Elem>(g: &Geo, pc: Piece<'_, T>, src: &[T], wt: &[T], m: usize, out: &mut [T], bias: Option<&[T]>) {
-    let Piece { n0, at, nc, ld, cols, tmp, par, .. } = pc;
+    let Piece { bf16, n0, at, nc, ld, cols, tmp, par, .. } = pc;
     let srcm = matrix(src, m, g.cols_per_image(), n0, nc, tmp, par);
-    matmul_on(par, g.rows(), ld, m, cols, ld, false, wt, m as isize, 1, srcm, ld as isize, 1);
+    matmul_on(bf16, par, g.rows(), ld, m, cols, ld, false, wt, m as isize, 1, srcm, ld as isize, 1);
     col2im(g, cols, at, nc, out, par);
     if let Some(b) = bias {
         add_bias(out, g.c, g.plane(), at, nc, b, par);
@@ -746,11 +730,11 @@ fn spread_piece<T: Elem>(g: &Geo, pc: Piece<'_, T>, src: &[T], wt: &[T], m: usiz
 /// im2row, then the GEMM into the weight gradient, on one piece (both backward_params): `dw[m, kdim] += other[m, ld] . rows[ld, kdim]` with
 /// `rows = im2row(planes)` and `other` the piece's images of an `m`-channel tensor.
 fn params_piece<T: Elem>(g: &Geo, pc: Piece<'_, T>, planes: &[T], other: &[T], m: usize, dw: &mut [T]) {
-    let Piece { n0, nc, ld, cols, tmp, pad, par, .. } = pc;
+    let Piece { bf16, n0, nc, ld, cols, tmp, pad, par, .. } = pc;
     let kdim = g.rows();
     im2row(g, planes, n0, nc, pad, cols, par);
     let om = matrix(other, m, g.cols_per_image(), n0, nc, tmp, par);
-    matmul_on(par, m, kdim, ld, dw, kdim, true, om, ld as isize, 1, cols, kdim as isize, 1);
+    matmul_on(bf16, par, m, kdim, ld, dw, kdim, true, om, ld as isize, 1, cols, kdim as isize, 1);
 }
 
 fn conv2d_forward<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T]) {
@@ -759,7 +743,7 @@ fn conv2d_forward<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: &[T], w: &[T],
     if g.is_dense() {
         // y[n, co] = x[n, kdim] . w^T[kdim, co]
         let n = p.n as usize;
-        matmul(n, co, kdim, y, co, false, x, kdim as isize, 1, w, 1, kdim as isize);
+        matmul(be.bf16, n, co, kdim, y, co, false, x, kdim as isize, 1, w, 1, kdim as isize);
         if let Some(b) = bias {
             add_bias(y, co, 1, 0, n, b, true);
         }
@@ -774,7 +758,7 @@ fn conv2d_backward_input<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, dy: &[T], 
     let (co, kdim) = (p.c_out as usize, g.rows());
     if g.is_dense() {
         // dx[n, kdim] = dy[n, co] . w[co, kdim]
-        matmul(p.n as usize, kdim, co, dx, kdim, false, dy, co as isize, 1, w, kdim as isize, 1);
+        matmul(be.bf16, p.n as usize, kdim, co, dx, kdim, false, dy, co as isize, 1, w, kdim as isize, 1);
         return;
     }
     // cols[kdim, ld] = w^T[kdim, co] . dy[co, ld]
@@ -786,7 +770,7 @@ fn conv2d_backward_params<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: &[T], 
     let (co, kdim) = (p.c_out as usize, g.rows());
     if g.is_dense() {
         // dw[co, kdim] += dy^T[co, n] . x[n, kdim]
-        matmul(co, kdim, p.n as usize, dw, kdim, true, dy, 1, co as isize, x, kdim as isize, 1);
+        matmul(be.bf16, co, kdim, p.n as usize, dw, kdim, true, dy, 1, co as isize, x, kdim as isize, 1);
         return;
     }
     // dw[co, kdim] += dy[co, ld] . rows[ld, kdim]
@@ -799,7 +783,7 @@ fn conv_transpose2d_forward<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: &[T]
     if g.is_dense() {
         // y[n, kdim] = x[n, ci] . w[ci, kdim]
         let n = p.n as usize;
-        matmul(n, kdim, ci, y, kdim, false, x, ci as isize, 1, w, kdim as isize, 1);
+        matmul(be.bf16, n, kdim, ci, y, kdim, false, x, ci as isize, 1, w, kdim as isize, 1);
         if let Some(b) = bias {
             add_bias(y, g.c, g.plane(), 0, n, b, true);
         }
@@ -814,7 +798,7 @@ fn conv_transpose2d_backward_input<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, 
     let (ci, kdim, pp) = (p.c_in as usize, g.rows(), g.cols_per_image());
     if g.is_dense() {
         // dx[n, ci] = dy[n, kdim] . w^T[kdim, ci]
-        matmul(p.n as usize, ci, kdim, dx, ci, false, dy, kdim as isize, 1, w, 1, kdim as isize);
+        matmul(be.bf16, p.n as usize, ci, kdim, dx, ci, false, dy, kdim as isize, 1, w, 1, kdim as isize);
         return;
     }
     // dx[ci, ld] = w[ci, kdim] . cols[kdim, ld]
@@ -826,7 +810,7 @@ fn conv_transpose2d_backward_params<T: Elem>(be: &CpuBackend<T>, p: &ConvParams,
     let (ci, kdim) = (p.c_in as usize, g.rows());
     if g.is_dense() {
         // dw[ci, kdim] += x^T[ci, n] . dy[n, kdim]
-        matmul(ci, kdim, p.n as usize, dw, kdim, true, x, 1, ci as isize, dy, kdim as isize, 1);
+        matmul(be.bf16, ci, kdim, p.n as usize, dw, kdim, true, x, 1, ci as isize, dy, kdim as isize, 1);
         return;
     }
     // dw[ci, kdim] += x[ci, ld] . rows[ld, kdim]

@@ -1,12 +1,17 @@
-//! The one place the CPU backend calls a GEMM library.
+//! The one place the CPU backend calls a GEMM library, and where a bf16 backend's GEMMs
+//! turn to its own kernels (`bf16.rs`).
 
+use super::bf16::{self, Bf16Kernel};
 use super::Elem;
+use std::any::TypeId;
 
 /// `c[m x n] (=|+=) a[m x k] . b[k x n]`, where `c` is row-major with row stride `ldc`,
 /// and `a`, `b` are addressed through (row, column) strides, so transposes are free.
-/// Large products use every thread of the pool.
+/// Large products use every thread of the pool. With `bf16` (a backend of `--precision
+/// bf16`) an f32 product runs on that bf16 kernel: operands rounded to bf16, sums in f32.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul<T: Elem>(
+    bf16: Option<Bf16Kernel>,
     m: usize,
     n: usize,
     k: usize,
@@ -20,13 +25,76 @@ pub fn matmul<T: Elem>(
     b_rs: isize,
     b_cs: isize,
 ) {
-    matmul_on(true, m, n, k, c, ldc, accumulate, a, a_rs, a_cs, b, b_rs, b_cs)
+    matmul_on(bf16, true, m, n, k, c, ldc, accumulate, a, a_rs, a_cs, b, b_rs, b_cs)
 }
 
 /// `matmul` with `threads` false runs on the calling thread alone, for callers that have
 /// already given each thread its own work.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_on<T: Elem>(
+    bf16: Option<Bf16Kernel>,
+    threads: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    c: &mut [T],
+    ldc: usize,
+    accumulate: bool,
+    a: &[T],
+    a_rs: isize,
+    a_cs: isize,
+    b: &[T],
+    b_rs: isize,
+    b_cs: isize,
+) {
+    if let (Some(kernel), Some(c), Some(a), Some(b)) = (bf16, f32s_mut(c), f32s(a), f32s(b)) {
+        check_bounds(m, n, k, c.len(), ldc, a.len(), a_rs, a_cs, b.len(), b_rs, b_cs);
+        if m == 0 || n == 0 {
+            return;
+        }
+        if k == 0 {
+            return zero_unless(accumulate, m, n, c, ldc);
+        }
+        return bf16::matmul(kernel, threads, m, n, k, c, ldc, accumulate, a, a_rs, a_cs, b, b_rs, b_cs);
+    }
+    matmul_exact(threads, m, n, k, c, ldc, accumulate, a, a_rs, a_cs, b, b_rs, b_cs)
+}
+
+fn f32s<T: Elem>(s: &[T]) -> Option<&[f32]> {
+    // SAFETY: T is f32 itself, so the cast is the identity.
+    (TypeId::of::<T>() == TypeId::of::<f32>()).then(|| unsafe { &*(s as *const [T] as *const [f32]) })
+}
+
+fn f32s_mut<T: Elem>(s: &mut [T]) -> Option<&mut [f32]> {
+    // SAFETY: as in f32s.
+    (TypeId::of::<T>() == TypeId::of::<f32>()).then(|| unsafe { &mut *(s as *mut [T] as *mut [f32]) })
+}
+
+fn zero_unless<T: Elem>(accumulate: bool, m: usize, n: usize, c: &mut [T], ldc: usize) {
+    if !accumulate {
+        for r in 0..m {
+            c[r * ldc..r * ldc + n].iter_mut().for_each(|v| *v = T::zero());
+        }
+    }
+}
+
+/// Every index a product touches lies inside its slices.
+#[allow(clippy::too_many_arguments)]
+fn check_bounds(m: usize, n: usize, k: usize, c_len: usize, ldc: usize, a_len: usize, a_rs: isize, a_cs: isize, b_len: usize, b_rs: isize, b_cs: isize) {
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    let last = |rows: usize, cols: usize, rs: isize, cs: isize| (rows as isize - 1) * rs + (cols as isize - 1) * cs;
+    assert!(a_rs >= 0 && a_cs >= 0 && b_rs >= 0 && b_cs >= 0, "matmul: negative stride");
+    assert!((last(m, k, a_rs, a_cs) as usize) < a_len, "matmul: lhs out of bounds");
+    assert!((last(k, n, b_rs, b_cs) as usize) < b_len, "matmul: rhs out of bounds");
+    assert!((m - 1) * ldc + n <= c_len, "matmul: dst out of bounds");
+}
+
+/// `matmul_on` without the bf16 dispatch (the f32 kernel of `bf16.rs` multiplies its
+/// rounded operands with it).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn matmul_exact<T: Elem>(
     threads: bool,
     m: usize,
     n: usize,
@@ -45,18 +113,9 @@ pub fn matmul_on<T: Elem>(
         return;
     }
     if k == 0 {
-        if !accumulate {
-            for r in 0..m {
-                c[r * ldc..r * ldc + n].iter_mut().for_each(|v| *v = T::zero());
-            }
-        }
-        return;
+        return zero_unless(accumulate, m, n, c, ldc);
     }
-    let last = |rows: usize, cols: usize, rs: isize, cs: isize| (rows as isize - 1) * rs + (cols as isize - 1) * cs;
-    assert!(a_rs >= 0 && a_cs >= 0 && b_rs >= 0 && b_cs >= 0, "matmul: negative stride");
-    assert!((last(m, k, a_rs, a_cs) as usize) < a.len(), "matmul: lhs out of bounds");
-    assert!((last(k, n, b_rs, b_cs) as usize) < b.len(), "matmul: rhs out of bounds");
-    assert!((m - 1) * ldc + n <= c.len(), "matmul: dst out of bounds");
+    check_bounds(m, n, k, c.len(), ldc, a.len(), a_rs, a_cs, b.len(), b_rs, b_cs);
     let work = m * n * k;
     let parallelism = if !threads || work < (1 << 18) || rayon::current_num_threads() == 1 {
         gemm::Parallelism::None

@@ -5,19 +5,28 @@
 //! image by image on each thread or over chunks of images (see `conv`); the im2col scratch
 //! lives in a workspace that grows once and is reused, so the hot path does not allocate.
 //! Work is spread over all cores with rayon.
+//!
+//! A backend of `--precision bf16` ([`Cpu::with_precision`]) runs its convolution and
+//! linear GEMMs on bf16 operands with f32 sums (`bf16.rs`); everything else stays f32.
 
 mod activation;
 mod adam;
 mod batchnorm;
 mod bce;
+pub mod bf16;
 mod concat;
 mod conv;
+mod cross_entropy;
 mod fill;
-mod gemm;
+pub(crate) mod gemm;
 mod linear;
 mod math;
+mod pool;
 pub mod simd;
 
+pub use bf16::Bf16Kernel;
+
+use super::precision::Precision;
 use super::{check_len, Core, Profiler, Work};
 use anyhow::Result;
 use std::sync::Mutex;
@@ -143,6 +152,8 @@ pub struct CpuBackend<T: Elem> {
     chunk_elems: usize,
     /// How the convolutions divide their work between the threads.
     split: conv::Split,
+    /// The bf16 GEMM kernel of a `--precision bf16` backend; `None`: f32 GEMMs.
+    bf16: Option<Bf16Kernel>,
     /// GEMM operands rounded to TF32 first (`with_tf32_operands`).
     tf32_operands: bool,
     profiler: Profiler,
@@ -156,7 +167,14 @@ impl<T: Elem> Default for CpuBackend<T> {
 
 impl<T: Elem> CpuBackend<T> {
     pub fn new() -> Self {
-        CpuBackend { ws: Mutex::new(Workspace::default()), chunk_elems: 1 << 23, split: conv::Split::Auto, tf32_operands: false, profiler: Profiler::default() }
+        CpuBackend {
+            ws: Mutex::new(Workspace::default()),
+            chunk_elems: 1 << 23,
+            split: conv::Split::Auto,
+            bf16: None,
+            tf32_operands: false,
+            profiler: Profiler::default(),
+        }
     }
 
     /// A backend whose convolutions and linear layers round their GEMM operands to TF32
@@ -194,6 +212,28 @@ impl<T: Elem> CpuBackend<T> {
 }
 
 pub type Cpu = CpuBackend<f32>;
+
+impl Cpu {
+    /// The f32 backend with its GEMMs in `precision`; for bf16 on the kernel
+    /// `GAN_ENGINE_CPU_BF16` names, else the fastest this CPU has.
+    pub fn with_precision(precision: Precision) -> Result<Cpu> {
+        Ok(match precision {
+            Precision::F32 => Cpu::new(),
+            Precision::Bf16 => Cpu::with_bf16_kernel(Bf16Kernel::from_env()?)?,
+        })
+    }
+
+    /// The bf16 backend on a given kernel (tests run each one the CPU has).
+    pub fn with_bf16_kernel(kernel: Bf16Kernel) -> Result<Cpu> {
+        anyhow::ensure!(kernel.available(), "the bf16 GEMM kernel {} does not run on this CPU", kernel.label());
+        Ok(CpuBackend { bf16: Some(kernel), ..Cpu::new() })
+    }
+
+    /// The bf16 GEMM kernel, under `--precision bf16`.
+    pub fn bf16_kernel(&self) -> Option<Bf16Kernel> {
+        self.bf16
+    }
+}
 pub type Cpu64 = CpuBackend<f64>;
 
 /// `x` rounded to TF32 (8 exponent and 10 mantissa bits) to nearest, ties away from zero:
@@ -214,7 +254,10 @@ impl<T: Elem> Core for CpuBackend<T> {
     type Buf = Vec<T>;
 
     fn name(&self) -> String {
-        format!("cpu ({}, {} threads)", T::NAME, rayon::current_num_threads())
+        match self.bf16 {
+            Some(k) => format!("cpu ({}, bf16 GEMMs on {}, {} threads)", T::NAME, k.label(), rayon::current_num_threads()),
+            None => format!("cpu ({}, {} threads)", T::NAME, rayon::current_num_threads()),
+        }
     }
 
     fn alloc(&self, len: usize) -> Result<Vec<T>> {
@@ -270,5 +313,12 @@ impl<T: Elem> Core for CpuBackend<T> {
     }
     fn profiler(&self) -> &Profiler {
         &self.profiler
+    }
+    fn precision(&self) -> Precision {
+        if self.bf16.is_some() {
+            Precision::Bf16
+        } else {
+            Precision::F32
+        }
     }
 }

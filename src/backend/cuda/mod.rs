@@ -14,6 +14,8 @@ mod nvrtc;
 pub mod ops;
 #[cfg(feature = "sim")]
 mod sim;
+#[cfg(feature = "sim")]
+pub use sim::SimChecks;
 pub mod source;
 pub mod tiles;
 mod timing;
@@ -32,7 +34,7 @@ use std::collections::BTreeSet;
 pub(crate) enum ExecKind {
     Cuda(driver::Cuda),
     #[cfg(feature = "sim")]
-    Sim,
+    Sim(SimChecks),
 }
 
 /// Where kernels run, in which GEMM mode (chosen once, when the backend opens), and which
@@ -64,16 +66,17 @@ pub struct GpuBuf {
 
 enum Mem {
     Device(#[allow(dead_code)] CudaSlice<f32>),
+    /// A buffer of the simulation (kernels/sim.cpp), `len.max(1)` floats.
     #[cfg(feature = "sim")]
-    Host(*mut [f32]),
+    Sim(*mut f32),
 }
 
 impl Drop for GpuBuf {
     fn drop(&mut self) {
         #[cfg(feature = "sim")]
-        if let Mem::Host(p) = self.mem {
-            // SAFETY: `p` came from Box::into_raw in `alloc` and is freed only here.
-            drop(unsafe { Box::from_raw(p) });
+        if let Mem::Sim(p) = self.mem {
+            // SAFETY: `p` came from sim::alloc and is freed only here.
+            unsafe { sim::free(p) };
         }
     }
 }
@@ -111,17 +114,23 @@ impl GpuBackend {
     }
 
     /// The kernels run on the CPU through kernels/sim.h (slow; for verification), in any
-    /// GEMM mode, whatever the machine.
+    /// GEMM mode, whatever the machine, with every launch checked (SimChecks::default).
     pub fn sim(mode: GemmMode) -> Result<GpuBackend> {
         #[cfg(feature = "sim")]
         {
-            Ok(GpuBackend::with(ExecKind::Sim, mode))
+            Ok(GpuBackend::with(ExecKind::Sim(SimChecks::default()), mode))
         }
         #[cfg(not(feature = "sim"))]
         {
             let _ = mode;
             bail!("this binary was built without the `sim` feature: rebuild with `cargo build --release --features sim` to use --device sim")
         }
+    }
+
+    /// `sim` with the checks chosen.
+    #[cfg(feature = "sim")]
+    pub fn sim_with(mode: GemmMode, checks: SimChecks) -> GpuBackend {
+        GpuBackend::with(ExecKind::Sim(checks), mode)
     }
 
     pub fn gemm_mode(&self) -> GemmMode {
@@ -138,13 +147,36 @@ impl GpuBackend {
     }
 
     /// The address of `slot`'s buffer after growing it to at least `need` values. It is
-    /// only ever used by the op that asked, so its old contents do not matter.
+    /// only ever used by the op that asked, so its old contents do not matter: in the
+    /// simulation it starts poisoned, and a kernel that reads it before writing is caught.
     fn scratch(&self, slot: &RefCell<Option<GpuBuf>>, need: usize) -> Result<Ptr> {
         let mut scratch = slot.borrow_mut();
         if scratch.as_ref().is_none_or(|s| s.len < need) {
-            *scratch = Some(self.alloc(need)?);
+            *scratch = Some(self.alloc_with(need, false)?);
         }
         Ok(scratch.as_ref().map(|s| s.ptr).unwrap_or(0))
+    }
+
+    /// A buffer of `len` values, zeroed (`Core::alloc`) or, in the simulation, poisoned
+    /// and unwritten as far as its checker knows.
+    fn alloc_with(&self, len: usize, zeroed: bool) -> Result<GpuBuf> {
+        match &self.exec.kind {
+            ExecKind::Cuda(c) => {
+                let _ = zeroed;
+                // Never zero bytes: a null pointer would read as "no bias" to the kernels.
+                let slice = c.stream.alloc_zeros::<f32>(len.max(1)).map_err(|e| anyhow!("allocating {len} floats on the GPU: {e:?}"))?;
+                let ptr = {
+                    let (ptr, _sync) = slice.device_ptr(&c.stream);
+                    ptr
+                };
+                Ok(GpuBuf { len, ptr, mem: Mem::Device(slice) })
+            }
+            #[cfg(feature = "sim")]
+            ExecKind::Sim(_) => {
+                let p = sim::alloc(len, zeroed);
+                Ok(GpuBuf { len, ptr: p as Ptr, mem: Mem::Sim(p) })
+            }
+        }
     }
 }
 
@@ -164,27 +196,16 @@ impl Core for GpuBackend {
                 self.exec.mode.label()
             ),
             #[cfg(feature = "sim")]
-            ExecKind::Sim => format!("sim (kernels/*.cu on the CPU through kernels/sim.h, GEMM {})", self.exec.mode.label()),
+            ExecKind::Sim(checks) => format!(
+                "sim (kernels/*.cu on the CPU through kernels/sim.h, GEMM {}, every access checked{})",
+                self.exec.mode.label(),
+                if checks.all_orders { ", three thread orders" } else { "" }
+            ),
         }
     }
 
     fn alloc(&self, len: usize) -> Result<GpuBuf> {
-        match &self.exec.kind {
-            ExecKind::Cuda(c) => {
-                // Never zero bytes: a null pointer would read as "no bias" to the kernels.
-                let slice = c.stream.alloc_zeros::<f32>(len.max(1)).map_err(|e| anyhow!("allocating {len} floats on the GPU: {e:?}"))?;
-                let ptr = {
-                    let (ptr, _sync) = slice.device_ptr(&c.stream);
-                    ptr
-                };
-                Ok(GpuBuf { len, ptr, mem: Mem::Device(slice) })
-            }
-            #[cfg(feature = "sim")]
-            ExecKind::Sim => {
-                let raw = Box::into_raw(vec![0.0f32; len.max(1)].into_boxed_slice());
-                Ok(GpuBuf { len, ptr: raw as *mut f32 as Ptr, mem: Mem::Host(raw) })
-            }
-        }
+        self.alloc_with(len, true)
     }
     fn len(&self, buf: &GpuBuf) -> usize {
         buf.len
@@ -202,9 +223,13 @@ impl Core for GpuBackend {
                         c.stream.memcpy_htod(src, &mut view).map_err(|e| anyhow!("copy to the GPU: {e:?}"))
                     }
                     #[cfg(feature = "sim")]
-                    (ExecKind::Sim, Mem::Host(p)) => {
-                        // SAFETY: `p` is the live allocation of `dst`, exclusively borrowed here.
-                        unsafe { (&mut (**p))[..src.len()].copy_from_slice(src) };
+                    (ExecKind::Sim(_), Mem::Sim(p)) => {
+                        // SAFETY: `p` is the live allocation of `dst` (at least `dst.len`
+                        // floats, checked above to hold `src`), exclusively borrowed here.
+                        unsafe {
+                            std::slice::from_raw_parts_mut(*p, src.len()).copy_from_slice(src);
+                            sim::mark_defined(*p, src.len());
+                        }
                         Ok(())
                     }
                     #[allow(unreachable_patterns)]
@@ -227,9 +252,10 @@ impl Core for GpuBackend {
                         c.stream.synchronize().map_err(|e| anyhow!("waiting for the GPU: {e:?}"))
                     }
                     #[cfg(feature = "sim")]
-                    (ExecKind::Sim, Mem::Host(p)) => {
-                        // SAFETY: `p` is the live allocation of `src`; no kernel runs concurrently.
-                        dst.copy_from_slice(unsafe { &(&**p)[..dst.len()] });
+                    (ExecKind::Sim(_), Mem::Sim(p)) => {
+                        // SAFETY: `p` is the live allocation of `src` (at least `dst.len()`
+                        // floats, checked above); no kernel runs concurrently.
+                        dst.copy_from_slice(unsafe { std::slice::from_raw_parts(*p, dst.len()) });
                         Ok(())
                     }
                     #[allow(unreachable_patterns)]
@@ -256,11 +282,14 @@ impl Core for GpuBackend {
         match &self.exec.kind {
             ExecKind::Cuda(c) => c.stream.synchronize().map_err(|e| anyhow!("waiting for the GPU: {e:?}")),
             #[cfg(feature = "sim")]
-            ExecKind::Sim => Ok(()),
+            ExecKind::Sim(_) => Ok(()),
         }
     }
     fn profiler(&self) -> &Profiler {
         &self.profiler
+    }
+    fn precision(&self) -> super::Precision {
+        self.exec.mode.precision()
     }
     fn take_recent_launches(&self) -> BTreeSet<&'static str> {
         std::mem::take(&mut *self.exec.recent.borrow_mut())

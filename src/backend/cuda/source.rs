@@ -87,15 +87,8 @@ pub fn kernel_names(src: &str) -> Vec<&str> {
     names
 }
 
-/// FNV-1a, 64 bit: a hash that stays the same across Rust versions, for the PTX cache key.
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= *b as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
+/// The PTX cache key's hash (the crate's one FNV-1a).
+pub use crate::hash::fnv1a;
 
 #[cfg(test)]
 mod tests {

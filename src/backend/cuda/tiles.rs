@@ -28,6 +28,7 @@ pub const WARP: u32 = 32;
 pub const GEMM_FMA: i32 = 0;
 pub const GEMM_TF32X3: i32 = 1;
 pub const GEMM_TF32: i32 = 2;
+pub const GEMM_BF16: i32 = 3;
 /// How the GEMM tiles are fed (`GemmFeed`, `-DGAN_GEMM_FEED`).
 pub const GEMM_FEED_REGISTERS: i32 = 0;
 pub const GEMM_FEED_ASYNC: i32 = 1;

@@ -43,7 +43,7 @@ impl GpuBackend {
                 Ok(Some(EventTimer { stream: c.stream.clone(), start: event()?, end: event()? }))
             }
             #[cfg(feature = "sim")]
-            ExecKind::Sim => Ok(None),
+            ExecKind::Sim(_) => Ok(None),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Launch sites of kernels/activation.cu: one thread per value.
 
-use super::{elementwise, kernel_arg, kernels, Launch, Ptr};
-use crate::backend::cuda::{check, GpuBackend, GpuBuf};
+use super::{elementwise, kernel_arg, kernels, Ptr};
+use crate::backend::cuda::{GpuBackend, GpuBuf};
 use crate::backend::{ActParams, ActivationOps, Core};
 use anyhow::Result;
 
@@ -16,35 +16,65 @@ kernels! {
     fn tanh_backward_input_f32(p: ActParams, y: Ptr, dy: Ptr, dx: Ptr);
 }
 
-/// The launch of a pass over `p.len` values, after checking every buffer holds them.
-fn launch(what: &str, p: &ActParams, bufs: &[&GpuBuf]) -> Result<Launch> {
-    for b in bufs {
-        check(what, b, p.len as usize)?;
-    }
-    Ok(elementwise(p.len as usize))
-}
-
 impl ActivationOps for GpuBackend {
     fn relu_forward(&self, p: &ActParams, x: &GpuBuf, y: &mut GpuBuf) -> Result<()> {
-        self.timed("relu_forward", || p.work(2.0), || self.exec.relu_forward_f32(launch("relu", p, &[x, y])?, *p, x.ptr, y.ptr))
+        self.timed(
+            "relu_forward",
+            || p.work(2.0),
+            || {
+                p.check_forward(self, "relu_forward", x, y)?;
+                self.exec.relu_forward_f32(elementwise(p.len as usize), *p, x.ptr, y.ptr)
+            },
+        )
     }
     fn relu_backward_input(&self, p: &ActParams, y: &GpuBuf, dy: &GpuBuf, dx: &mut GpuBuf) -> Result<()> {
-        self.timed("relu_backward_input", || p.work(3.0), || self.exec.relu_backward_input_f32(launch("relu", p, &[y, dy, dx])?, *p, y.ptr, dy.ptr, dx.ptr))
+        self.timed(
+            "relu_backward_input",
+            || p.work(3.0),
+            || {
+                p.check_backward(self, "relu_backward_input", y, dy, dx)?;
+                self.exec.relu_backward_input_f32(elementwise(p.len as usize), *p, y.ptr, dy.ptr, dx.ptr)
+            },
+        )
     }
     fn leaky_relu_forward(&self, p: &ActParams, x: &GpuBuf, y: &mut GpuBuf) -> Result<()> {
-        self.timed("leaky_relu_forward", || p.work(2.0), || self.exec.leaky_relu_forward_f32(launch("leaky_relu", p, &[x, y])?, *p, x.ptr, y.ptr))
+        self.timed(
+            "leaky_relu_forward",
+            || p.work(2.0),
+            || {
+                p.check_forward(self, "leaky_relu_forward", x, y)?;
+                self.exec.leaky_relu_forward_f32(elementwise(p.len as usize), *p, x.ptr, y.ptr)
+            },
+        )
     }
     fn leaky_relu_backward_input(&self, p: &ActParams, y: &GpuBuf, dy: &GpuBuf, dx: &mut GpuBuf) -> Result<()> {
         self.timed(
             "leaky_relu_backward_input",
             || p.work(3.0),
-            || self.exec.leaky_relu_backward_input_f32(launch("leaky_relu", p, &[y, dy, dx])?, *p, y.ptr, dy.ptr, dx.ptr),
+            || {
+                p.check_backward(self, "leaky_relu_backward_input", y, dy, dx)?;
+                self.exec.leaky_relu_backward_input_f32(elementwise(p.len as usize), *p, y.ptr, dy.ptr, dx.ptr)
+            },
         )
     }
     fn tanh_forward(&self, p: &ActParams, x: &GpuBuf, y: &mut GpuBuf) -> Result<()> {
-        self.timed("tanh_forward", || p.work(2.0), || self.exec.tanh_forward_f32(launch("tanh", p, &[x, y])?, *p, x.ptr, y.ptr))
+        self.timed(
+            "tanh_forward",
+            || p.work(2.0),
+            || {
+                p.check_forward(self, "tanh_forward", x, y)?;
+                self.exec.tanh_forward_f32(elementwise(p.len as usize), *p, x.ptr, y.ptr)
+            },
+        )
     }
     fn tanh_backward_input(&self, p: &ActParams, y: &GpuBuf, dy: &GpuBuf, dx: &mut GpuBuf) -> Result<()> {
-        self.timed("tanh_backward_input", || p.work(3.0), || self.exec.tanh_backward_input_f32(launch("tanh", p, &[y, dy, dx])?, *p, y.ptr, dy.ptr, dx.ptr))
+        self.timed(
+            "tanh_backward_input",
+            || p.work(3.0),
+            || {
+                p.check_backward(self, "tanh_backward_input", y, dy, dx)?;
+                self.exec.tanh_backward_input_f32(elementwise(p.len as usize), *p, y.ptr, dy.ptr, dx.ptr)
+            },
+        )
     }
 }

@@ -1,7 +1,7 @@
 //! Launch site of kernels/adam.cu: one thread per value.
 
 use super::{elementwise, kernel_arg, kernels, Ptr};
-use crate::backend::cuda::{check, GpuBackend, GpuBuf};
+use crate::backend::cuda::{GpuBackend, GpuBuf};
 use crate::backend::{AdamOps, AdamParams, Core};
 use anyhow::Result;
 
@@ -17,9 +17,7 @@ impl AdamOps for GpuBackend {
             "adam_step",
             || p.work(),
             || {
-                for (what, b) in [("adam param", &*param), ("adam grad", grad), ("adam m", m), ("adam v", v)] {
-                    check(what, b, p.len as usize)?;
-                }
+                p.check(self, param, grad, m, v)?;
                 self.exec.adam_step_f32(elementwise(p.len as usize), *p, param.ptr, grad.ptr, m.ptr, v.ptr)
             },
         )

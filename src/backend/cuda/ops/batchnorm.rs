@@ -4,7 +4,7 @@
 
 use super::{elementwise, kernel_arg, kernels, warp_per_channel, Launch, Ptr, REDUCE_SHARED};
 use crate::backend::cuda::tiles::REDUCE_THREADS;
-use crate::backend::cuda::{check, GpuBackend, GpuBuf};
+use crate::backend::cuda::{GpuBackend, GpuBuf};
 use crate::backend::{BatchNormOps, BatchNormParams, Core, Work, BN_ACT_NONE};
 use anyhow::Result;
 
@@ -49,14 +49,7 @@ impl BatchNormOps for GpuBackend {
             "batchnorm2d_forward_train",
             || p.work(2.0),
             || {
-                p.check_act(y.len)?;
-                check("batchnorm2d x", x, p.len())?;
-                check("batchnorm2d y", y, p.len())?;
-                for (what, b) in
-                    [("gamma", gamma), ("beta", beta), ("running_mean", &*running_mean), ("running_var", running_var), ("mean", mean), ("invstd", invstd)]
-                {
-                    check(what, b, p.c as usize)?;
-                }
+                p.check_forward_train(self, x, gamma, beta, running_mean, running_var, mean, invstd, y)?;
                 let (len, slices, grid) = bn_slices(p);
                 let part = self.scratch(&self.bn_part, 2 * p.c as usize * slices)?;
                 self.exec.batchnorm2d_forward_train_partial_stats_f32(grid, *p, len as i32, x.ptr, part)?;
@@ -99,12 +92,7 @@ impl BatchNormOps for GpuBackend {
             "batchnorm2d_forward_infer",
             || p.work(2.0),
             || {
-                p.check_act(y.len)?;
-                check("batchnorm2d x", x, p.len())?;
-                check("batchnorm2d y", y, p.len())?;
-                for (what, b) in [("gamma", gamma), ("beta", beta), ("running_mean", running_mean), ("running_var", running_var)] {
-                    check(what, b, p.c as usize)?;
-                }
+                p.check_forward_infer(self, x, gamma, beta, running_mean, running_var, y)?;
                 self.exec.batchnorm2d_forward_infer_f32(elementwise(p.len()), *p, x.ptr, gamma.ptr, beta.ptr, running_mean.ptr, running_var.ptr, y.ptr)
             },
         )
@@ -126,14 +114,7 @@ impl BatchNormOps for GpuBackend {
             "batchnorm2d_backward_input",
             || p.work(tensors),
             || {
-                p.check_act(y.len)?;
-                check("batchnorm2d sums", sums, 2 * p.c as usize)?;
-                check("batchnorm2d x", x, p.len())?;
-                check("batchnorm2d dy", dy, p.len())?;
-                check("batchnorm2d dx", dx, p.len())?;
-                for (what, b) in [("gamma", gamma), ("mean", mean), ("invstd", invstd)] {
-                    check(what, b, p.c as usize)?;
-                }
+                p.check_backward_input(self, x, y, dy, gamma, mean, invstd, sums, dx)?;
                 let (len, slices, grid) = bn_slices(p);
                 let part = self.scratch(&self.bn_part, 2 * p.c as usize * slices)?;
                 self.exec.batchnorm2d_backward_partial_sums_f32(grid, *p, len as i32, x.ptr, y.ptr, dy.ptr, mean.ptr, invstd.ptr, part)?;
@@ -159,10 +140,7 @@ impl BatchNormOps for GpuBackend {
             "batchnorm2d_backward_params",
             || Work::bytes(p.label(), 4.0 * 4.0 * p.c as f64),
             || {
-                check("batchnorm2d sums", sums, 2 * p.c as usize)?;
-                for (what, b) in [("dgamma", &*dgamma), ("dbeta", dbeta)] {
-                    check(what, b, p.c as usize)?;
-                }
+                p.check_backward_params(self, sums, dgamma, dbeta)?;
                 self.exec.batchnorm2d_backward_params_f32(elementwise(p.c as usize), *p, sums.ptr, dgamma.ptr, dbeta.ptr)
             },
         )

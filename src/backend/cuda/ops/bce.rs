@@ -3,7 +3,7 @@
 
 use super::{elementwise, kernel_arg, kernels, Launch, Ptr, REDUCE_SHARED};
 use crate::backend::cuda::tiles::REDUCE_THREADS;
-use crate::backend::cuda::{check, GpuBackend, GpuBuf};
+use crate::backend::cuda::{GpuBackend, GpuBuf};
 use crate::backend::{BceOps, BceParams, Core};
 use anyhow::Result;
 
@@ -20,8 +20,7 @@ impl BceOps for GpuBackend {
             "bce_with_logits_forward",
             || p.work(1.0),
             || {
-                check("bce logits", logits, p.n as usize)?;
-                check("bce out", out, 2)?;
+                p.check_forward(self, logits, out)?;
                 let l = Launch { grid: (1, 1, 1), block: REDUCE_THREADS, shared_bytes: REDUCE_SHARED };
                 self.exec.bce_with_logits_forward_f32(l, *p, logits.ptr, out.ptr)
             },
@@ -32,8 +31,7 @@ impl BceOps for GpuBackend {
             "bce_with_logits_backward_input",
             || p.work(2.0),
             || {
-                check("bce logits", logits, p.n as usize)?;
-                check("bce dlogits", dlogits, p.n as usize)?;
+                p.check_backward_input(self, logits, dlogits)?;
                 self.exec.bce_with_logits_backward_input_f32(elementwise(p.n as usize), *p, logits.ptr, dlogits.ptr)
             },
         )

@@ -2,7 +2,7 @@
 //! value of both input gradients (backward).
 
 use super::{elementwise, kernel_arg, kernels, Ptr};
-use crate::backend::cuda::{check, GpuBackend, GpuBuf};
+use crate::backend::cuda::{GpuBackend, GpuBuf};
 use crate::backend::{ConcatOps, ConcatParams, Core};
 use anyhow::Result;
 
@@ -19,9 +19,7 @@ impl ConcatOps for GpuBackend {
             "concat_tile_forward",
             || p.work(),
             || {
-                check("concat_tile a", a, (p.n * p.c_a * p.hw) as usize)?;
-                check("concat_tile b", b, (p.n * p.c_b) as usize)?;
-                check("concat_tile y", y, p.out_len())?;
+                p.check_forward(self, a, b, y)?;
                 self.exec.concat_tile_forward_f32(elementwise(p.out_len()), *p, a.ptr, b.ptr, y.ptr)
             },
         )
@@ -31,9 +29,7 @@ impl ConcatOps for GpuBackend {
             "concat_tile_backward_input",
             || p.work(),
             || {
-                check("concat_tile dy", dy, p.out_len())?;
-                check("concat_tile da", da, (p.n * p.c_a * p.hw) as usize)?;
-                check("concat_tile db", db, (p.n * p.c_b) as usize)?;
+                p.check_backward_input(self, dy, da, db)?;
                 let threads = (p.n * p.c_a * p.hw + p.n * p.c_b) as usize;
                 self.exec.concat_tile_backward_input_f32(elementwise(threads), *p, dy.ptr, da.ptr, db.ptr)
             },

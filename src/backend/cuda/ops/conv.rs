@@ -112,13 +112,6 @@ impl GpuBackend {
         let p = BatchNormParams::new(n, c, hw, 0.0, 0.0);
         self.exec.bias_backward_params_f32(per_channel(c), p, dy.ptr, db.ptr)
     }
-
-    /// The length checks of every pass: the image-sized operands and the weight.
-    fn conv_check(op: &str, p: &ConvParams, x: (&str, &GpuBuf, usize), w: &GpuBuf, y: (&str, &GpuBuf, usize)) -> Result<()> {
-        check(&format!("{op} {}", x.0), x.1, x.2)?;
-        check(&format!("{op} w"), w, p.weight_len())?;
-        check(&format!("{op} {}", y.0), y.1, y.2)
-    }
 }
 
 impl ConvOps for GpuBackend {
@@ -127,10 +120,7 @@ impl ConvOps for GpuBackend {
             "conv2d_forward",
             || p.conv2d_work(),
             || {
-                Self::conv_check("conv2d_forward", p, ("x", x, p.in_len()), w, ("y", y, p.out_len()))?;
-                if let Some(b) = bias {
-                    check("conv2d_forward bias", b, p.c_out as usize)?;
-                }
+                p.check_forward(self, "conv2d_forward", x, w, bias, y)?;
                 let (m, cols, k) = (p.c_out as usize, (p.n * p.h_out * p.w_out) as usize, (p.c_in * p.k * p.k) as usize);
                 let (chunk, splits) = forward_slices(m, cols, k);
                 if splits == 1 {
@@ -146,7 +136,7 @@ impl ConvOps for GpuBackend {
             "conv2d_backward_input",
             || p.conv2d_work(),
             || {
-                Self::conv_check("conv2d_backward_input", p, ("dy", dy, p.out_len()), w, ("dx", dx, p.in_len()))?;
+                p.check_backward_input(self, "conv2d_backward_input", dy, w, dx)?;
                 let s = p.stride as usize;
                 let cols = p.n as usize * (p.h_in as usize).div_ceil(s) * (p.w_in as usize).div_ceil(s);
                 if conv2d_backward_input_is_thin(p) {
@@ -161,7 +151,7 @@ impl ConvOps for GpuBackend {
             "conv2d_backward_params",
             || p.conv2d_work(),
             || {
-                Self::conv_check("conv2d_backward_params", p, ("x", x, p.in_len()), dw, ("dy", dy, p.out_len()))?;
+                p.check_backward_params(self, "conv2d_backward_params", x, dy, dw, dbias.as_deref())?;
                 let (m, n, k) = (p.c_out as usize, (p.c_in * p.k * p.k) as usize, (p.n * p.h_out * p.w_out) as usize);
                 self.weight_gradient(m, n, k, dw, |l, out, chunk, acc| self.exec.conv2d_backward_params_f32(l, *p, x.ptr, dy.ptr, out, chunk, acc))?;
                 if let Some(db) = dbias {
@@ -177,10 +167,7 @@ impl ConvOps for GpuBackend {
             "conv_transpose2d_forward",
             || p.conv_transpose2d_work(),
             || {
-                Self::conv_check("conv_transpose2d_forward", p, ("x", x, p.in_len()), w, ("y", y, p.out_len()))?;
-                if let Some(b) = bias {
-                    check("conv_transpose2d_forward bias", b, p.c_out as usize)?;
-                }
+                p.check_forward(self, "conv_transpose2d_forward", x, w, bias, y)?;
                 let s = p.stride as usize;
                 let cols = p.n as usize * (p.h_out as usize).div_ceil(s) * (p.w_out as usize).div_ceil(s);
                 if conv_transpose2d_forward_is_thin(p) {
@@ -195,7 +182,7 @@ impl ConvOps for GpuBackend {
             "conv_transpose2d_backward_input",
             || p.conv_transpose2d_work(),
             || {
-                Self::conv_check("conv_transpose2d_backward_input", p, ("dy", dy, p.out_len()), w, ("dx", dx, p.in_len()))?;
+                p.check_backward_input(self, "conv_transpose2d_backward_input", dy, w, dx)?;
                 let cols = (p.n * p.h_in * p.w_in) as usize;
                 self.exec.conv_transpose2d_backward_input_f32(gemm(p.c_in as usize, cols, 1), *p, dy.ptr, w.ptr, dx.ptr)
             },
@@ -206,7 +193,7 @@ impl ConvOps for GpuBackend {
             "conv_transpose2d_backward_params",
             || p.conv_transpose2d_work(),
             || {
-                Self::conv_check("conv_transpose2d_backward_params", p, ("x", x, p.in_len()), dw, ("dy", dy, p.out_len()))?;
+                p.check_backward_params(self, "conv_transpose2d_backward_params", x, dy, dw, dbias.as_deref())?;
                 let (m, n, k) = (p.c_in as usize, (p.c_out * p.k * p.k) as usize, (p.n * p.h_in * p.w_in) as usize);
                 self.weight_gradient(m, n, k, dw, |l, out, chunk, acc| self.exec.conv_transpose2d_backward_params_f32(l, *p, x.ptr, dy.ptr, out, chunk, acc))?;
                 if let Some(db) = dbias {

@@ -3,7 +3,7 @@
 
 use super::conv::gemm;
 use super::{kernel_arg, kernels, Ptr};
-use crate::backend::cuda::{check, opt_ptr, GpuBackend, GpuBuf};
+use crate::backend::cuda::{opt_ptr, GpuBackend, GpuBuf};
 use crate::backend::{Core, LinearOps, LinearParams};
 use anyhow::Result;
 
@@ -21,13 +21,8 @@ impl LinearOps for GpuBackend {
             "linear_forward",
             || p.work(),
             || {
-                let (n, i, o) = (p.n as usize, p.in_features as usize, p.out_features as usize);
-                check("linear x", x, n * i)?;
-                check("linear w", w, o * i)?;
-                check("linear y", y, n * o)?;
-                if let Some(b) = b {
-                    check("linear bias", b, o)?;
-                }
+                p.check_forward(self, x, w, b, y)?;
+                let (n, o) = (p.n as usize, p.out_features as usize);
                 self.exec.linear_forward_f32(gemm(n, o, 1), *p, x.ptr, w.ptr, opt_ptr(b), y.ptr)
             },
         )
@@ -37,10 +32,8 @@ impl LinearOps for GpuBackend {
             "linear_backward_input",
             || p.work(),
             || {
-                let (n, i, o) = (p.n as usize, p.in_features as usize, p.out_features as usize);
-                check("linear dy", dy, n * o)?;
-                check("linear w", w, o * i)?;
-                check("linear dx", dx, n * i)?;
+                p.check_backward_input(self, dy, w, dx)?;
+                let (n, i) = (p.n as usize, p.in_features as usize);
                 self.exec.linear_backward_input_f32(gemm(n, i, 1), *p, dy.ptr, w.ptr, dx.ptr)
             },
         )
@@ -50,10 +43,8 @@ impl LinearOps for GpuBackend {
             "linear_backward_params",
             || p.work(),
             || {
+                p.check_backward_params(self, x, dy, dw, db.as_deref())?;
                 let (n, i, o) = (p.n as usize, p.in_features as usize, p.out_features as usize);
-                check("linear x", x, n * i)?;
-                check("linear dy", dy, n * o)?;
-                check("linear dw", dw, o * i)?;
                 self.exec.linear_backward_params_f32(gemm(o, i, 1), *p, x.ptr, dy.ptr, dw.ptr)?;
                 if let Some(db) = db {
                     self.bias_gradient(n, o, 1, dy, db)?;

@@ -15,8 +15,10 @@ pub(crate) mod batchnorm;
 pub(crate) mod bce;
 pub(crate) mod concat;
 pub(crate) mod conv;
+pub(crate) mod cross_entropy;
 pub(crate) mod fill;
 pub(crate) mod linear;
+pub(crate) mod pool;
 
 pub(super) use fill::FillParams;
 
@@ -33,9 +35,36 @@ pub struct Launch {
 /// Device (or simulated) address of a buffer's first value.
 pub type Ptr = u64;
 
+/// What a kernel argument is to the simulation's checker: a buffer (its address) or a value.
+pub trait KernelArg {
+    fn device_ptr(&self) -> Option<Ptr> {
+        None
+    }
+}
+
+impl KernelArg for Ptr {
+    fn device_ptr(&self) -> Option<Ptr> {
+        Some(*self)
+    }
+}
+
+impl KernelArg for i32 {}
+
 /// Every kernel with a launch site, family by family.
 pub fn launched_kernels() -> Vec<&'static str> {
-    [activation::KERNELS, adam::KERNELS, batchnorm::KERNELS, bce::KERNELS, concat::KERNELS, conv::KERNELS, fill::KERNELS, linear::KERNELS].concat()
+    [
+        activation::KERNELS,
+        adam::KERNELS,
+        batchnorm::KERNELS,
+        bce::KERNELS,
+        concat::KERNELS,
+        conv::KERNELS,
+        fill::KERNELS,
+        linear::KERNELS,
+        pool::KERNELS,
+        cross_entropy::KERNELS,
+    ]
+    .concat()
 }
 
 /// Declares a family's kernels: `kernels! { fn name(p: Params, x: Ptr, ...); ... }` makes
@@ -70,7 +99,7 @@ macro_rules! kernels {
                             Ok(())
                         }
                         #[cfg(feature = "sim")]
-                        $crate::backend::cuda::ExecKind::Sim => {
+                        $crate::backend::cuda::ExecKind::Sim(checks) => {
                             extern "C" {
                                 fn $name( $( $arg: $ty ),* );
                             }
@@ -84,8 +113,10 @@ macro_rules! kernels {
                                 // pointers are host buffers sized by the caller.
                                 unsafe { $name( $( a.$arg ),* ) }
                             }
+                            let ptrs: Vec<$crate::backend::cuda::ops::Ptr> =
+                                [$( $crate::backend::cuda::ops::KernelArg::device_ptr(&$arg) ),*].into_iter().flatten().collect();
                             let args = Args { $( $arg ),* };
-                            $crate::backend::cuda::sim::launch(stringify!($name), launch, self.mode, trampoline, &args as *const Args as *mut std::ffi::c_void)
+                            $crate::backend::cuda::sim::launch(stringify!($name), launch, self.mode, *checks, &ptrs, trampoline, &args as *const Args as *mut std::ffi::c_void)
                         }
                     }
                 }
@@ -107,6 +138,7 @@ macro_rules! kernel_arg {
             // SAFETY: `$t` is `Pod` (checked just above): a `#[repr(C)]` struct of plain
             // numbers with no padding, laid out as build.rs declares it to the kernels.
             unsafe impl cudarc::driver::DeviceRepr for $t {}
+            impl $crate::backend::cuda::ops::KernelArg for $t {}
         )*
     };
 }
@@ -163,6 +195,8 @@ mod tests {
             ("conv", conv::KERNELS),
             ("fill", fill::KERNELS),
             ("linear", linear::KERNELS),
+            ("pool", pool::KERNELS),
+            ("cross_entropy", cross_entropy::KERNELS),
         ] {
             let mut in_file: Vec<&str> = source::kernels().into_iter().filter(|(_, m)| *m == family).map(|(k, _)| k).collect();
             let mut declared = declared.to_vec();

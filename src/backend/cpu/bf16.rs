@@ -1,0 +1,513 @@
+//! The GEMM of `--precision bf16` on the CPU: `c (=|+=) a . b` with both operands rounded to
+//! bf16 and every product and sum in f32, as PyTorch's autocast multiplies.
+//!
+//! Each call converts its operands once, as it packs them: `a` into 16-row blocks and `b`
+//! into 16-column panels, both cut along k into tiles of 32 values (zero-padded at the
+//! edges), the layout the AMX tile loads want and the one the AVX-512 dot products read.
+//! A tile of `a` is 16 rows of 32 consecutive k (1 KiB); a tile of `b` holds, for each of
+//! 16 pairs of consecutive k, the pair of every column of the panel side by side (the
+//! "VNNI" order), so one 64-byte row of it is the 16 columns' pairs for one k pair. Then
+//! every 32 x 32 block of `c` is one unit of work, spread over the threads, computed by
+//! one of three kernels, chosen once at run time (`Bf16Kernel`):
+//! - `Amx`: the AMX tile unit (`tdpbf16ps`, Sapphire Rapids and newer; Linux must grant the
+//!   tile state, which `arch_prctl(ARCH_REQ_XCOMP_PERM)` asks for): four 16 x 16 f32
+//!   accumulator tiles, two tiles of `a` and two of `b` per 32-deep step;
+//! - `Avx512`: `vdpbf16ps` (AVX512_BF16: Cooper Lake, Sapphire Rapids, Zen 4 and newer): 16
+//!   rows x 16 columns of accumulators in 16 registers, one load of `b` and 16 broadcast
+//!   pairs of `a` per pair of k;
+//! - `F32`: any CPU: the operands rounded to bf16 but kept as f32, multiplied by the f32
+//!   GEMM. A product of two bf16 values is exact in f32, so this is the twin the other two
+//!   are held to: they differ from it only by the order of the f32 sums.
+//!
+//! `GAN_ENGINE_CPU_BF16=amx|avx512|f32` forces a kernel (tests and benchmarks run each one
+//! this CPU has; CI's CPU may have none but `f32`).
+
+use super::simd::wide;
+use super::SharedMut;
+use crate::backend::precision::{bf16_bits, round_bf16};
+use anyhow::{bail, Result};
+use rayon::prelude::*;
+use std::cell::RefCell;
+use std::sync::OnceLock;
+
+/// How a bf16 GEMM multiplies on this CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bf16Kernel {
+    /// AMX tiles (`tdpbf16ps`).
+    Amx,
+    /// AVX512_BF16 dot products (`vdpbf16ps`).
+    Avx512,
+    /// f32 GEMM of the rounded operands.
+    F32,
+}
+
+/// Values of `a` rows and `b` columns per tile, and of k per tile.
+const TILE: usize = 16;
+const TILE_K: usize = 32;
+/// u16 values per packed tile (1 KiB).
+const TILE_LEN: usize = TILE * TILE_K;
+
+impl Bf16Kernel {
+    pub const ALL: [Bf16Kernel; 3] = [Bf16Kernel::Amx, Bf16Kernel::Avx512, Bf16Kernel::F32];
+    /// The environment variable that forces a kernel.
+    pub const ENV: &'static str = "GAN_ENGINE_CPU_BF16";
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Bf16Kernel::Amx => "amx",
+            Bf16Kernel::Avx512 => "avx512",
+            Bf16Kernel::F32 => "f32",
+        }
+    }
+
+    /// Whether this CPU (and, for AMX, the operating system) can run it.
+    pub fn available(self) -> bool {
+        match self {
+            Bf16Kernel::Amx => amx_usable(),
+            Bf16Kernel::Avx512 => avx512_bf16(),
+            Bf16Kernel::F32 => true,
+        }
+    }
+
+    /// The fastest kernel this CPU runs.
+    pub fn best() -> Bf16Kernel {
+        Bf16Kernel::ALL.into_iter().find(|k| k.available()).unwrap_or(Bf16Kernel::F32)
+    }
+
+    /// The kernel `GAN_ENGINE_CPU_BF16` names, or the best: an error when it names one this
+    /// CPU cannot run, or none.
+    pub fn from_env() -> Result<Bf16Kernel> {
+        let s = match std::env::var(Bf16Kernel::ENV) {
+            Ok(s) if !s.trim().is_empty() => s,
+            _ => return Ok(Bf16Kernel::best()),
+        };
+        let Some(k) = Bf16Kernel::ALL.into_iter().find(|k| k.label() == s.trim()) else { bail!("{}={s:?}: expected amx, avx512 or f32", Bf16Kernel::ENV) };
+        if !k.available() {
+            bail!("{}={s}: this CPU (or its operating system) does not offer it; available: {}", Bf16Kernel::ENV, available_labels());
+        }
+        Ok(k)
+    }
+}
+
+fn available_labels() -> String {
+    Bf16Kernel::ALL.into_iter().filter(|k| k.available()).map(|k| k.label()).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(target_arch = "x86_64")]
+fn avx512_bf16() -> bool {
+    std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bf16")
+}
+#[cfg(not(target_arch = "x86_64"))]
+fn avx512_bf16() -> bool {
+    false
+}
+
+/// AMX-BF16 and AMX-TILE in CPUID, and Linux's permission to use the tile state (asked
+/// once for the whole process; a kernel without AMX support refuses, and the AVX-512 or f32
+/// kernel runs instead).
+fn amx_usable() -> bool {
+    static USABLE: OnceLock<bool> = OnceLock::new();
+    *USABLE.get_or_init(|| {
+        #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+        {
+            if std::arch::x86_64::__cpuid(0).eax < 7 {
+                return false;
+            }
+            let leaf7 = std::arch::x86_64::__cpuid_count(7, 0);
+            let (amx_bf16, amx_tile) = ((leaf7.edx >> 22) & 1 == 1, (leaf7.edx >> 24) & 1 == 1);
+            if !(amx_bf16 && amx_tile && avx512_bf16()) {
+                return false;
+            }
+            const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+            const XFEATURE_XTILEDATA: libc::c_long = 18;
+            // SAFETY: a plain system call with integer arguments.
+            unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 }
+        }
+        #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+        {
+            false
+        }
+    })
+}
+
+/// `c[m x n] (=|+=) bf16(a)[m x k] . bf16(b)[k x n]`, strides as in `gemm::matmul_on`.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(
+    kernel: Bf16Kernel,
+    threads: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+    a: &[f32],
+    a_rs: isize,
+    a_cs: isize,
+    b: &[f32],
+    b_rs: isize,
+    b_cs: isize,
+) {
+    if kernel == Bf16Kernel::F32 {
+        return matmul_rounded_f32(threads, m, n, k, c, ldc, accumulate, a, a_rs, a_cs, b, b_rs, b_cs);
+    }
+    let par = threads && m * n * k >= 1 << 18 && rayon::current_num_threads() > 1;
+    // Blocks of `a` and panels of `b` in even numbers: a unit is two of each.
+    let (rbs, cbs, kbs) = (m.div_ceil(2 * TILE) * 2, n.div_ceil(2 * TILE) * 2, k.div_ceil(TILE_K));
+    let ld = cbs * TILE;
+    with_buffers(rbs * kbs * TILE_LEN, cbs * kbs * TILE_LEN, rbs * TILE * ld, |pa, pb, acc| {
+        let (a_rs, a_cs, b_rs, b_cs) = (a_rs as usize, a_cs as usize, b_rs as usize, b_cs as usize);
+        if par {
+            rayon::join(|| pack_a(m, k, a, a_rs, a_cs, kbs, pa, true), || pack_b(n, k, b, b_rs, b_cs, kbs, pb, true));
+        } else {
+            pack_a(m, k, a, a_rs, a_cs, kbs, pa, false);
+            pack_b(n, k, b, b_rs, b_cs, kbs, pb, false);
+        }
+        let (pa, pb) = (&*pa, &*pb);
+        let (row_pairs, col_pairs) = (rbs / 2, cbs / 2);
+        let (out, sums) = (SharedMut(c.as_mut_ptr()), SharedMut(acc.as_mut_ptr()));
+        let c_len = c.len();
+        // The reduction in chunks of CHUNK_TILES tiles, so that a unit's tiles of `a` and `b`
+        // (2 x 32 KiB) stay in the core's cache while the units of a panel pair pass over
+        // them; the unit's sums wait in `acc` between chunks.
+        for kb0 in (0..kbs).step_by(CHUNK_TILES) {
+            let kb1 = (kb0 + CHUNK_TILES).min(kbs);
+            let unit = |u: usize| {
+                // Units run panel pair by panel pair, so the threads share the blocks of
+                // `a` and each keeps its panels of `b` in its own cache.
+                let (cp, rp) = (u / row_pairs, u % row_pairs);
+                let at = |rb: usize| &pa[(rb * kbs + kb0) * TILE_LEN..(rb * kbs + kb1) * TILE_LEN];
+                let bt = |cb: usize| &pb[(cb * kbs + kb0) * TILE_LEN..(cb * kbs + kb1) * TILE_LEN];
+                let (r0, c0) = (2 * rp * TILE, 2 * cp * TILE);
+                // SAFETY: unit (rp, cp) alone touches rows r0..r0 + 32 and columns c0..c0 + 32
+                // of `acc` (inside it: rbs * 16 rows of `ld`) and of `c` (`store` checks).
+                unsafe {
+                    let sums = sums.ptr().add(r0 * ld + c0);
+                    block_2x2(kernel, [at(2 * rp), at(2 * rp + 1)], [bt(2 * cp), bt(2 * cp + 1)], kb0 > 0, sums, ld);
+                    if kb1 == kbs {
+                        store(sums, ld, r0, c0, m, n, out, c_len, ldc, accumulate);
+                    }
+                }
+            };
+            let units = row_pairs * col_pairs;
+            if par {
+                (0..units).into_par_iter().for_each(unit);
+            } else {
+                (0..units).for_each(unit);
+            }
+        }
+    });
+}
+
+/// k tiles (of 32) per chunk of the reduction.
+const CHUNK_TILES: usize = 16;
+
+thread_local! {
+    // u32 storage, so that the packing loops can write a pair of bf16 values at once.
+    static BUFFERS: RefCell<(Vec<u32>, Vec<u32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
+}
+
+/// Runs `f` with packing and sum buffers of these lengths: this thread's, grown once and
+/// reused, or fresh ones if they are in use further up this thread's stack.
+fn with_buffers<R>(a_len: usize, b_len: usize, acc_len: usize, f: impl FnOnce(&mut [u16], &mut [u16], &mut [f32]) -> R) -> R {
+    BUFFERS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut bufs) => {
+            let (pa, pb, acc) = &mut *bufs;
+            if 2 * pa.len() < a_len {
+                pa.resize(a_len / 2, 0);
+            }
+            if 2 * pb.len() < b_len {
+                pb.resize(b_len / 2, 0);
+            }
+            if acc.len() < acc_len {
+                acc.resize(acc_len, 0.0);
+            }
+            let (pa, pb): (&mut [u16], &mut [u16]) = (bytemuck::cast_slice_mut(pa), bytemuck::cast_slice_mut(pb));
+            f(&mut pa[..a_len], &mut pb[..b_len], &mut acc[..acc_len])
+        }
+        Err(_) => f(bytemuck::cast_slice_mut(&mut vec![0u32; a_len / 2]), bytemuck::cast_slice_mut(&mut vec![0u32; b_len / 2]), &mut vec![0.0; acc_len]),
+    })
+}
+
+/// `a` (m x k, strides `rs`, `cs`) as bf16 tiles: block `rb`'s tile `kb` at `(rb * kbs + kb)
+/// * TILE_LEN`, element (r, kk) at `r * TILE_K + kk`; zero past the edges.
+#[allow(clippy::too_many_arguments)]
+fn pack_a(m: usize, k: usize, a: &[f32], rs: usize, cs: usize, kbs: usize, out: &mut [u16], par: bool) {
+    let block = |(rb, dst): (usize, &mut [u16])| {
+        wide(
+            #[inline(always)]
+            || {
+                for kb in 0..kbs {
+                    let tile = &mut dst[kb * TILE_LEN..][..TILE_LEN];
+                    let (k0, kn) = (kb * TILE_K, TILE_K.min(k.saturating_sub(kb * TILE_K)));
+                    let rows = TILE.min(m.saturating_sub(rb * TILE));
+                    tile.fill(0);
+                    if cs == 1 {
+                        for r in 0..rows {
+                            let src = &a[(rb * TILE + r) * rs + k0..][..kn];
+                            tile[r * TILE_K..][..kn].iter_mut().zip(src).for_each(|(d, s)| *d = bf16_bits(*s));
+                        }
+                    } else {
+                        // Columns of `a` contiguous (rs == 1, a transposed operand): k outer.
+                        for kk in 0..kn {
+                            let base = (k0 + kk) * cs + rb * TILE * rs;
+                            for r in 0..rows {
+                                tile[r * TILE_K + kk] = bf16_bits(a[base + r * rs]);
+                            }
+                        }
+                    }
+                }
+            },
+        )
+    };
+    let chunks = out.chunks_mut(kbs * TILE_LEN).enumerate();
+    if par {
+        out.par_chunks_mut(kbs * TILE_LEN).enumerate().for_each(block);
+    } else {
+        chunks.for_each(block);
+    }
+}
+
+/// `b` (k x n, strides `rs`, `cs`) as bf16 tiles: panel `cb`'s tile `kb` at `(cb * kbs + kb)
+/// * TILE_LEN`, element (k pair p, column j, e) at `p * 2 TILE + 2 j + e` for k = 2 p + e.
+#[allow(clippy::too_many_arguments)]
+fn pack_b(n: usize, k: usize, b: &[f32], rs: usize, cs: usize, kbs: usize, out: &mut [u16], par: bool) {
+    let panel = |(cb, dst): (usize, &mut [u16])| {
+        wide(
+            #[inline(always)]
+            || {
+                let cols = TILE.min(n.saturating_sub(cb * TILE));
+                for kb in 0..kbs {
+                    let tile = &mut dst[kb * TILE_LEN..][..TILE_LEN];
+                    let (k0, kn) = (kb * TILE_K, TILE_K.min(k.saturating_sub(kb * TILE_K)));
+                    tile.fill(0);
+                    if cols == 0 {
+                        continue; // a panel of zeros that pads the panels to an even number
+                    }
+                    if cs == 1 {
+                        // Two rows of `b` at a time, each column's pair written as one u32.
+                        let pairs: &mut [u32] = bytemuck::cast_slice_mut(tile);
+                        for p in 0..kn.div_ceil(2) {
+                            let lo = &b[(k0 + 2 * p) * rs + cb * TILE..][..cols];
+                            let dst = &mut pairs[p * TILE..][..cols];
+                            if 2 * p + 1 < kn {
+                                let hi = &b[(k0 + 2 * p + 1) * rs + cb * TILE..][..cols];
+                                for ((d, l), h) in dst.iter_mut().zip(lo).zip(hi) {
+                                    *d = bf16_bits(*l) as u32 | (bf16_bits(*h) as u32) << 16;
+                                }
+                            } else {
+                                dst.iter_mut().zip(lo).for_each(|(d, l)| *d = bf16_bits(*l) as u32);
+                            }
+                        }
+                    } else {
+                        // Rows of `b` contiguous down each column (rs == 1): one column at a time.
+                        for j in 0..cols {
+                            let base = (cb * TILE + j) * cs + k0 * rs;
+                            for kk in 0..kn {
+                                tile[(kk / 2) * 2 * TILE + 2 * j + kk % 2] = bf16_bits(b[base + kk * rs]);
+                            }
+                        }
+                    }
+                }
+            },
+        )
+    };
+    if par {
+        out.par_chunks_mut(kbs * TILE_LEN).enumerate().for_each(panel);
+    } else {
+        out.chunks_mut(kbs * TILE_LEN).enumerate().for_each(panel);
+    }
+}
+
+/// One unit's 32 x 32 sums over a chunk of tiles: `sums[r * ld + col]` (=|+=) the product of
+/// blocks `a[r / 16]` and panels `b[col / 16]`, added to what `sums` holds when `add`.
+///
+/// # Safety
+/// `sums` points to 32 rows of `ld >= 32` values; the kernel runs on this CPU.
+unsafe fn block_2x2(kernel: Bf16Kernel, a: [&[u16]; 2], b: [&[u16]; 2], add: bool, sums: *mut f32, ld: usize) {
+    let tiles = a[0].len() / TILE_LEN;
+    assert!(a.iter().chain(&b).all(|t| t.len() == tiles * TILE_LEN));
+    #[cfg(target_arch = "x86_64")]
+    match kernel {
+        // SAFETY: the kernel is only chosen where available() said the CPU (and the OS) run
+        // it; the slices hold the tiles read, as asserted above.
+        Bf16Kernel::Amx => return x86::amx_2x2(a, b, tiles, add, sums, ld),
+        Bf16Kernel::Avx512 => {
+            for (i, j) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                x86::avx512_16x16(a[i].as_ptr(), b[j].as_ptr(), tiles, add, sums.add(i * TILE * ld + j * TILE), ld);
+            }
+            return;
+        }
+        Bf16Kernel::F32 => {}
+    }
+    let _ = (kernel, add, sums, ld);
+    unreachable!("the f32 kernel does not pack");
+}
+
+/// Adds (or writes) a unit's sums (32 rows of `ld`) into `c` at rows `r0..`, columns `c0..`,
+/// inside `m x n`.
+///
+/// # Safety
+/// `sums` holds the unit's 32 x 32 sums; `c` points to `c_len` values, and no other thread
+/// writes this unit's part.
+#[allow(clippy::too_many_arguments)]
+unsafe fn store(sums: *const f32, ld: usize, r0: usize, c0: usize, m: usize, n: usize, c: SharedMut<f32>, c_len: usize, ldc: usize, accumulate: bool) {
+    let cols = (2 * TILE).min(n.saturating_sub(c0));
+    if cols == 0 {
+        return;
+    }
+    for r in 0..(2 * TILE).min(m.saturating_sub(r0)) {
+        let at = (r0 + r) * ldc + c0;
+        assert!(at + cols <= c_len, "bf16 matmul: dst out of bounds");
+        let dst = std::slice::from_raw_parts_mut(c.ptr().add(at), cols);
+        let src = std::slice::from_raw_parts(sums.add(r * ld), cols);
+        if accumulate {
+            dst.iter_mut().zip(src).for_each(|(d, s)| *d += *s);
+        } else {
+            dst.copy_from_slice(src);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{TILE, TILE_K, TILE_LEN};
+    use std::arch::asm;
+    use std::arch::x86_64::*;
+
+    /// The AMX tile configuration: palette 1, tiles 0..7 all 16 rows of 64 bytes.
+    #[repr(C, align(64))]
+    struct TileConfig {
+        palette: u8,
+        start_row: u8,
+        reserved: [u8; 14],
+        colsb: [u16; 16],
+        rows: [u8; 16],
+    }
+
+    const CONFIG: TileConfig = {
+        let mut c = TileConfig { palette: 1, start_row: 0, reserved: [0; 14], colsb: [0; 16], rows: [0; 16] };
+        let mut t = 0;
+        while t < 8 {
+            c.colsb[t] = 64;
+            c.rows[t] = 16;
+            t += 1;
+        }
+        c
+    };
+
+    /// tmm0..3 = the unit's four accumulators (zero, or loaded from `sums` when `add`); per
+    /// step, tmm4, tmm5 = the two tiles of `a`, tmm6, tmm7 = the two of `b`.
+    ///
+    /// # Safety
+    /// AMX usable (`amx_usable`); `a` and `b` hold `tiles` tiles each; `sums` is 32 rows of
+    /// `ld` floats.
+    pub unsafe fn amx_2x2(a: [&[u16]; 2], b: [&[u16]; 2], tiles: usize, add: bool, sums: *mut f32, ld: usize) {
+        const STRIDE: usize = 2 * TILE_K; // bytes per tile row
+        let row = 4 * ld; // bytes per row of sums
+        let (c0, c1, c2, c3) = (sums, sums.add(TILE), sums.add(TILE * ld), sums.add(TILE * ld + TILE));
+        asm!("ldtilecfg [{}]", in(reg) &CONFIG as *const TileConfig, options(nostack, readonly));
+        if add {
+            asm!(
+                "tileloadd tmm0, [{c0} + {s}*1]",
+                "tileloadd tmm1, [{c1} + {s}*1]",
+                "tileloadd tmm2, [{c2} + {s}*1]",
+                "tileloadd tmm3, [{c3} + {s}*1]",
+                c0 = in(reg) c0, c1 = in(reg) c1, c2 = in(reg) c2, c3 = in(reg) c3, s = in(reg) row,
+                options(nostack, readonly),
+            );
+        } else {
+            asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
+        }
+        let (a0, a1, b0, b1) = (a[0].as_ptr(), a[1].as_ptr(), b[0].as_ptr(), b[1].as_ptr());
+        for t in 0..tiles {
+            let off = t * TILE_LEN;
+            asm!(
+                "tileloadd tmm4, [{a0} + {s}*1]",
+                "tileloadd tmm6, [{b0} + {s}*1]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tileloadd tmm7, [{b1} + {s}*1]",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tileloadd tmm5, [{a1} + {s}*1]",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                a0 = in(reg) a0.add(off),
+                a1 = in(reg) a1.add(off),
+                b0 = in(reg) b0.add(off),
+                b1 = in(reg) b1.add(off),
+                s = in(reg) STRIDE,
+                options(nostack, readonly),
+            );
+        }
+        asm!(
+            "tilestored [{c0} + {s}*1], tmm0",
+            "tilestored [{c1} + {s}*1], tmm1",
+            "tilestored [{c2} + {s}*1], tmm2",
+            "tilestored [{c3} + {s}*1], tmm3",
+            "tilerelease",
+            c0 = in(reg) c0, c1 = in(reg) c1, c2 = in(reg) c2, c3 = in(reg) c3, s = in(reg) row,
+            options(nostack),
+        );
+    }
+
+    /// One 16 x 16 block: `out[r * ld + j]` (=|+=) `sum over k of a[r][k] b[k][j]`, with `a`
+    /// one block and `b` one panel of `tiles` tiles.
+    ///
+    /// # Safety
+    /// AVX512F and AVX512_BF16 present; `a` and `b` hold `tiles` tiles each; `out` is 16 rows
+    /// of `ld` floats.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub unsafe fn avx512_16x16(a: *const u16, b: *const u16, tiles: usize, add: bool, out: *mut f32, ld: usize) {
+        let mut acc = [_mm512_setzero_ps(); TILE];
+        if add {
+            for (r, acc) in acc.iter_mut().enumerate() {
+                *acc = _mm512_loadu_ps(out.add(r * ld));
+            }
+        }
+        for t in 0..tiles {
+            let (at, bt) = (a.add(t * TILE_LEN), b.add(t * TILE_LEN));
+            for p in 0..TILE_K / 2 {
+                // The 16 columns' values for k = 2p and 2p + 1, in pairs.
+                let bv: __m512bh = std::mem::transmute(_mm512_loadu_si512(bt.add(p * 2 * TILE) as *const _));
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    // Row r's pair (k = 2p, 2p + 1), broadcast to every column.
+                    let pair = (at.add(r * TILE_K + 2 * p) as *const i32).read_unaligned();
+                    let av: __m512bh = std::mem::transmute(_mm512_set1_epi32(pair));
+                    *acc = _mm512_dpbf16_ps(*acc, av, bv);
+                }
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            _mm512_storeu_ps(out.add(r * ld), *acc);
+        }
+    }
+}
+
+/// The `F32` kernel: the operands rounded to bf16 into f32 matrices, then the f32 GEMM.
+#[allow(clippy::too_many_arguments)]
+fn matmul_rounded_f32(
+    threads: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+    a: &[f32],
+    a_rs: isize,
+    a_cs: isize,
+    b: &[f32],
+    b_rs: isize,
+    b_cs: isize,
+) {
+    let round = |rows: usize, cols: usize, src: &[f32], rs: isize, cs: isize| -> Vec<f32> {
+        let (rs, cs) = (rs as usize, cs as usize);
+        let mut out = vec![0.0f32; rows * cols];
+        if rows * cols > 0 {
+            out.chunks_mut(cols).enumerate().for_each(|(r, row)| row.iter_mut().enumerate().for_each(|(j, v)| *v = round_bf16(src[r * rs + j * cs])));
+        }
+        out
+    };
+    let (ar, br) = (round(m, k, a, a_rs, a_cs), round(k, n, b, b_rs, b_cs));
+    super::gemm::matmul_exact(threads, m, n, k, c, ldc, accumulate, &ar, k as isize, 1, &br, n as isize, 1);
+}
