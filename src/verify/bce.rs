@@ -2,7 +2,7 @@
 //! (CPU twin `backend/cpu/bce.rs`, kernels `kernels/bce.cu`).
 
 use super::gradcheck::{check_all, rand_vec, CheckResult, DirectCheck, OpHarness};
-use super::twin::{down, normal, up, Checker, Part, TOL_ELEM, TOL_REDUCE};
+use super::twin::{down, normal, poisoned, up, Checker, Part, TOL_ELEM, TOL_REDUCE};
 use crate::backend::cpu::Cpu64;
 use crate::backend::prelude::*;
 use crate::backend::BceParams;
@@ -36,13 +36,13 @@ impl<B: Backend> Checker<'_, B> {
         let logits = normal(&mut self.rng, n, spread);
         fn forward<B: Backend>(be: &B, p: &BceParams, l: &[f32]) -> Result<Vec<f32>> {
             let l = up(be, l)?;
-            let mut out = be.alloc(2)?;
+            let mut out = poisoned(be, 2)?;
             be.bce_with_logits_forward(p, &l, &mut out)?;
             down(be, &out, 2)
         }
         fn backward<B: Backend>(be: &B, p: &BceParams, l: &[f32]) -> Result<Vec<f32>> {
             let l = up(be, l)?;
-            let mut d = be.alloc(p.n as usize)?;
+            let mut d = poisoned(be, p.n as usize)?;
             be.bce_with_logits_backward_input(p, &l, &mut d)?;
             down(be, &d, p.n as usize)
         }

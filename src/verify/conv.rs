@@ -2,7 +2,7 @@
 //! twin rows (CPU twin `backend/cpu/conv.rs`, kernels `kernels/conv.cu`).
 
 use super::gradcheck::{check_all, dot, rand_vec, CheckResult, DirectCheck, OpHarness};
-use super::twin::{abs, down, normal, up, Checker, Part, TOL_REDUCE};
+use super::twin::{abs, down, normal, poisoned, up, Checker, Part, TOL_REDUCE};
 use crate::backend::cpu::Cpu64;
 use crate::backend::prelude::*;
 use crate::backend::ConvParams;
@@ -145,7 +145,7 @@ impl<B: Backend> Checker<'_, B> {
         fn forward<B: Backend>(be: &B, p: &ConvParams, t: bool, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Result<Vec<f32>> {
             let (x, w) = (up(be, x)?, up(be, w)?);
             let b = bias.map(|b| up(be, b)).transpose()?;
-            let mut y = be.alloc(p.out_len())?;
+            let mut y = poisoned(be, p.out_len())?;
             if t {
                 be.conv_transpose2d_forward(p, &x, &w, b.as_ref(), &mut y)?;
             } else {
@@ -155,8 +155,7 @@ impl<B: Backend> Checker<'_, B> {
         }
         fn backward_input<B: Backend>(be: &B, p: &ConvParams, t: bool, dy: &[f32], w: &[f32]) -> Result<Vec<f32>> {
             let (dy, w) = (up(be, dy)?, up(be, w)?);
-            let mut dx = be.alloc(p.in_len())?;
-            be.fill(&mut dx, f32::NAN)?; // every value must be written
+            let mut dx = poisoned(be, p.in_len())?;
             if t {
                 be.conv_transpose2d_backward_input(p, &dy, &w, &mut dx)?;
             } else {

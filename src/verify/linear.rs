@@ -2,7 +2,7 @@
 //! `backend/cpu/linear.rs`, kernels `kernels/linear.cu`).
 
 use super::gradcheck::{check_all, dot, rand_vec, CheckResult, DirectCheck, OpHarness};
-use super::twin::{abs, down, normal, up, Checker, Part, TOL_REDUCE};
+use super::twin::{abs, down, normal, poisoned, up, Checker, Part, TOL_REDUCE};
 use crate::backend::cpu::Cpu64;
 use crate::backend::prelude::*;
 use crate::backend::LinearParams;
@@ -55,13 +55,13 @@ impl<B: Backend> Checker<'_, B> {
         let db0 = normal(&mut self.rng, o, 1.0);
         fn forward<B: Backend>(be: &B, p: &LinearParams, x: &[f32], w: &[f32], b: &[f32]) -> Result<Vec<f32>> {
             let (x, w, b) = (up(be, x)?, up(be, w)?, up(be, b)?);
-            let mut y = be.alloc((p.n * p.out_features) as usize)?;
+            let mut y = poisoned(be, (p.n * p.out_features) as usize)?;
             be.linear_forward(p, &x, &w, Some(&b), &mut y)?;
             down(be, &y, (p.n * p.out_features) as usize)
         }
         fn backward_input<B: Backend>(be: &B, p: &LinearParams, dy: &[f32], w: &[f32]) -> Result<Vec<f32>> {
             let (dy, w) = (up(be, dy)?, up(be, w)?);
-            let mut dx = be.alloc((p.n * p.in_features) as usize)?;
+            let mut dx = poisoned(be, (p.n * p.in_features) as usize)?;
             be.linear_backward_input(p, &dy, &w, &mut dx)?;
             down(be, &dx, (p.n * p.in_features) as usize)
         }

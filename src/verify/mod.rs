@@ -16,7 +16,9 @@
 //! `|gpu - cpu| <= abs + rel * |cpu|` (+ the TF32 term of `twin::TOL_GEMM_TF32` in GEMM
 //! mode tf32), where `abs` is a small multiple of that tensor's largest magnitude (the
 //! rounding of a long sum scales with its terms, not with the result) and `rel` bounds the
-//! rest, and no value is NaN.
+//! rest, and no value is NaN. An output the op must write in full starts as NaN on both
+//! sides (`twin::poisoned`), so a value a kernel never writes fails its row instead of
+//! passing as the zero `Core::alloc` put there.
 //! Shapes are deliberately awkward: batch 1 and 3, 3 channels, planes like 13x11 that match
 //! no tile, channel counts just past a tile (66), and the models' real layer shapes at small
 //! batch and width.

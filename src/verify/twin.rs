@@ -147,6 +147,17 @@ pub fn compare_parts(kernels: &[String], shape: &str, want: &[f32], got: &[f32],
     Ok(rows)
 }
 
+/// A fresh output buffer of `len` values for an op that writes every one of them, filled
+/// with NaN first: `Core::alloc` zeroes, so a kernel that skipped a value would leave a zero
+/// that may equal the twin's; a NaN it leaves fails its row (`compare` fails on NaN). Used
+/// on both sides of a twin row, so a twin that skipped a value fails too. Outputs an op
+/// accumulates into (weight gradients, running statistics) start from real values instead.
+pub fn poisoned<B: Backend>(be: &B, len: usize) -> Result<B::Buf> {
+    let mut b = be.alloc(len)?;
+    be.fill(&mut b, f32::NAN)?;
+    Ok(b)
+}
+
 pub fn up<B: Backend>(be: &B, v: &[f32]) -> Result<B::Buf> {
     let mut b = be.alloc(v.len())?;
     be.upload(&mut b, v)?;
@@ -345,6 +356,26 @@ mod tests {
         let parts = [Part::new("param", len, tol), Part::new("m", len, tol), Part::new("v", len, tol)];
         let rows = compare_parts(&["adam".into()], "len 1000", &want, &got, &parts).unwrap();
         assert_eq!(rows.iter().map(|r| r.passed).collect::<Vec<_>>(), [true, true, false]);
+    }
+
+    /// The negative control of `poisoned`: an op that stops one value short (here the CPU
+    /// relu told one value fewer) passes its row on a zeroed buffer when the skipped value
+    /// is zero anyway, and fails on a poisoned one.
+    #[test]
+    fn an_unwritten_output_value_fails_its_row() {
+        use crate::backend::ActParams;
+        let cpu = Cpu::new();
+        let x = vec![0.5f32, 1.0, -2.0]; // relu(-2) = 0: what a zeroed buffer already holds
+        let mut want = vec![0.0f32; 3];
+        cpu.relu_forward(&ActParams { len: 3, slope: 0.0 }, &x, &mut want).unwrap();
+        let short = |mut y: Vec<f32>| {
+            cpu.relu_forward(&ActParams { len: 2, slope: 0.0 }, &x, &mut y).unwrap();
+            y
+        };
+        let zeroed = compare(vec!["relu".into()], "zeroed".into(), &want, &short(cpu.alloc(3).unwrap()), TOL_ELEM);
+        assert!(zeroed.passed, "on a zeroed buffer the skipped value passes unseen (the reason for poisoning)");
+        let poison = compare(vec!["relu".into()], "poisoned".into(), &want, &short(poisoned(&cpu, 3).unwrap()), TOL_ELEM);
+        assert!(!poison.passed, "a value left unwritten in a poisoned buffer must fail its row");
     }
 
     #[test]
