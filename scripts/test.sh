@@ -7,6 +7,9 @@ cargo build --release --locked
 # The criterion benches are not run here (they are benchmarks), but they must build.
 cargo build --release --locked --benches
 cargo test --release --locked
+# The readers of untrusted files under libFuzzer: every target briefly, from a fixed seed
+# (installs cargo-fuzz and a nightly toolchain when missing; see the script).
+bash scripts/fuzz.sh
 # The studio page in a real browser (tests/serve_browser.rs, ignored by the plain run above
 # because it needs Debian's Chromium and chromedriver): install them when missing, then run it.
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then

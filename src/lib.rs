@@ -4,6 +4,7 @@
 pub mod backend;
 pub mod data;
 pub mod eval;
+pub mod fuzzing;
 pub mod hash;
 pub mod model;
 pub mod nn;

@@ -24,6 +24,12 @@ impl Rng {
         Rng::new(Fnv64::with_state(seed ^ FNV64_OFFSET_BASIS).bytes(label.as_bytes()).finish())
     }
 
+    /// Whether this is xoshiro's all-zero state, which yields nothing but zeros. No seed leads
+    /// there; a damaged checkpoint can.
+    pub fn is_stuck(&self) -> bool {
+        serde_json::to_value(self).ok() == Some(serde_json::json!({ "s": [0, 0, 0, 0] }))
+    }
+
     pub fn next_u64(&mut self) -> u64 {
         self.0.next_u64()
     }

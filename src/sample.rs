@@ -13,6 +13,7 @@
 //! holds the noise of the caption image with the same index.
 
 use crate::backend::Backend;
+use crate::model::Usage;
 use crate::nn::Mode;
 use crate::rng::Rng;
 use crate::text::Tfidf;
@@ -37,20 +38,15 @@ pub struct Loaded {
     pub tensors: Vec<NamedTensor>,
 }
 
-/// Reads `path`: a run folder (its newest checkpoint) or a `.safetensors` file.
-/// Errors name `path`, for the `--checkpoint` flag.
+/// Reads `path`: a run folder (its newest checkpoint that loads, saying on stderr which newer
+/// ones it skipped and why) or a `.safetensors` file. Every metadata field and tensor value
+/// is checked (`RunState::from_checkpoint`). Errors name `path`, for the `--checkpoint` flag.
 pub fn load(path: &Path) -> Result<Loaded> {
-    let file = checkpoint::resolve(path).with_context(|| format!("--checkpoint {}", path.display()))?;
-    let ck = checkpoint::load(&file)?;
-    let state = RunState::from_checkpoint(&ck).with_context(|| format!("--checkpoint {}", file.display()))?;
-    state.tfidf.validate().with_context(|| format!("--checkpoint {}", file.display()))?;
-    ensure!(
-        state.tfidf.dim() == state.config.text_dim,
-        "--checkpoint {}: the vocabulary has {} words but the model reads {} values of text",
-        file.display(),
-        state.tfidf.dim(),
-        state.config.text_dim
-    );
+    let found = checkpoint::load_checked(path, RunState::from_checkpoint).with_context(|| format!("--checkpoint {}", path.display()))?;
+    for (skipped, why) in &found.skipped {
+        eprintln!("warning: --checkpoint {}: skipped {}: {why}", path.display(), skipped.display());
+    }
+    let file = found.path;
     let run_dir = file.parent().filter(|p| p.file_name().is_some_and(|n| n == "checkpoints")).and_then(|p| p.parent()).map(|p| {
         if p.as_os_str().is_empty() {
             PathBuf::from(".")
@@ -58,7 +54,7 @@ pub fn load(path: &Path) -> Result<Loaded> {
             p.to_path_buf()
         }
     });
-    Ok(Loaded { path: file, run_dir, state, tensors: ck.tensors })
+    Ok(Loaded { path: file, run_dir, state: found.checked, tensors: found.checkpoint.tensors })
 }
 
 /// The generator of a checkpoint on one backend, with the text encoder it was trained with.
@@ -75,6 +71,7 @@ impl<B: Backend> Drawer<B> {
     /// weights: when checkpoints carry an EMA generator, it is picked here.
     pub fn new(be: &B, loaded: &Loaded) -> Result<Drawer<B>> {
         let cfg = &loaded.state.config;
+        cfg.check_memory(Usage::Drawing { batch: CHUNK }, be.memory_available()).with_context(|| format!("--checkpoint {}", loaded.path.display()))?;
         let mut gan = Gan::new(be, cfg, &loaded.state.options.hyper, 0)?;
         gan.import(be, &loaded.tensors).with_context(|| format!("--checkpoint {}", loaded.path.display()))?;
         Ok(Drawer { gan, tfidf: loaded.state.tfidf.clone(), size: cfg.size, noise_dim: cfg.noise_dim, text_dim: cfg.text_dim })
@@ -97,7 +94,14 @@ impl<B: Backend> Drawer<B> {
         ensure!(k0 < k1 && k1 <= sheet.total() && k1 - k0 <= CHUNK, "images {k0}..{k1} of a sheet of {}", sheet.total());
         ensure!(sheet.text_dim == self.text_dim && sheet.noise.z.len() == self.noise_dim, "the sheet was made for another model");
         let (noise, texts) = sheet.inputs(k0, k1)?;
-        self.gan.generate(be, &noise, &texts, Mode::Eval)
+        let images = self.gan.generate(be, &noise, &texts, Mode::Eval)?;
+        // Finite weights can still overflow on the way (a damaged or diverged model): say so
+        // rather than draw black.
+        ensure!(
+            images.iter().all(|v| v.is_finite()),
+            "the generator draws non-finite pixels: its weights overflow, so this checkpoint is of a diverged run; use an earlier one"
+        );
+        Ok(images)
     }
 }
 

@@ -78,6 +78,12 @@ pub trait Core: 'static {
         Ok(())
     }
 
+    /// Memory this backend can still allocate, so that a model's size is checked before it
+    /// is built; `None` where the figure is not known. The CPU's is the host's.
+    fn memory_available(&self) -> Option<Available> {
+        host_memory_available()
+    }
+
     /// The backend's profiler: every op runs through [`Core::timed`].
     fn profiler(&self) -> &Profiler;
 
@@ -110,6 +116,21 @@ impl<T: Core + ConvOps + BatchNormOps + ActivationOps + LinearOps + ConcatOps + 
 pub mod prelude {
     pub use super::{ActivationOps, AdamOps, Backend, BatchNormOps, BceOps, ConcatOps, ConvOps, Core, LinearOps};
     pub use super::{CrossEntropyOps, PoolOps};
+}
+
+/// Memory a backend can still allocate, and where that figure comes from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Available {
+    pub bytes: u64,
+    /// Whose memory: "this machine (MemAvailable)", "the GPU".
+    pub what: String,
+}
+
+/// The host's available memory: `MemAvailable` of `/proc/meminfo` (Linux); `None` elsewhere.
+pub fn host_memory_available() -> Option<Available> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: u64 = info.lines().find_map(|l| l.strip_prefix("MemAvailable:"))?.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    Some(Available { bytes: kb * 1024, what: "this machine (MemAvailable)".into() })
 }
 
 /// `buf` holds at least `need` values, or an error naming the op's operand.

@@ -46,9 +46,11 @@ fn same_folder(a: &Path, b: &Path) -> bool {
 
 pub fn run(a: Args) -> Result<()> {
     let started = Instant::now();
-    let path = checkpoint::resolve(&a.checkpoint).with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;
-    let ck = checkpoint::load(&path)?;
-    let state = RunState::from_checkpoint(&ck).with_context(|| format!("--checkpoint {}", path.display()))?;
+    let found = checkpoint::load_checked(&a.checkpoint, RunState::from_checkpoint).with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;
+    for (skipped, why) in &found.skipped {
+        eprintln!("warning: --checkpoint {}: skipped {}: {why}", a.checkpoint.display(), skipped.display());
+    }
+    let (path, ck, state) = (found.path, found.checkpoint, found.checked);
     let trained_on = DataSource::from_arg(state.options.data.clone());
     let source = match &a.data {
         Some(d) => DataSource::Folder(d.clone()),

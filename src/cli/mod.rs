@@ -49,6 +49,22 @@ pub enum Command {
     Kernels(kernels::Args),
 }
 
+/// A count flag (`-n`, `--width`, `--iters`...): a whole number of at least 1. The flags that
+/// take one also allow a leading `-`, so `-n -1` is refused here, saying why, rather than
+/// read as an unknown flag.
+pub fn count<T: TryFrom<u128>>(s: &str) -> Result<T, String> {
+    match s.trim().parse::<i128>() {
+        Ok(v) if v >= 1 => T::try_from(v as u128).map_err(|_| format!("{s} is too large")),
+        Ok(_) => Err(format!("{s} is not allowed: it must be at least 1")),
+        Err(_) => Err(format!("{s} is not a whole number")),
+    }
+}
+
+/// A seed: any whole number from 0 to 2^64 - 1.
+pub fn seed(s: &str) -> Result<u64, String> {
+    s.trim().parse::<u64>().map_err(|_| format!("{s} is not a seed: use a whole number from 0 to {}", u64::MAX))
+}
+
 pub fn run(cli: Cli) -> Result<()> {
     // A forced SIMD level the CPU lacks is an error here, before any op could meet it.
     gan_engine::backend::cpu::simd::check_env()?;

@@ -18,12 +18,12 @@ pub struct Args {
     #[arg(long, num_args = 2, value_names = ["A", "B"], conflicts_with = "texts")]
     interpolate: Option<Vec<String>>,
     /// Steps of the walk, ends included.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, allow_negative_numbers = true, value_parser = super::count::<usize>)]
     steps: usize,
     /// Images per caption (grid columns), or noise vectors of the walk (grid rows).
-    #[arg(short = 'n', default_value_t = 8)]
+    #[arg(short = 'n', default_value_t = 8, allow_negative_numbers = true, value_parser = super::count::<usize>)]
     n: usize,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = super::seed)]
     seed: u64,
     /// The grid PNG to write.
     #[arg(long, default_value = "samples.png", conflicts_with = "out_dir")]

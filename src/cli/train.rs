@@ -6,7 +6,7 @@ use gan_engine::text::DEFAULT_MAX_FEATURES;
 use gan_engine::train::checkpoint;
 use gan_engine::train::run::{iters_for_epochs, train_until, RunState, TrainOptions};
 use gan_engine::train::Hyper;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -17,19 +17,19 @@ pub struct Args {
     #[arg(long)]
     data: Option<PathBuf>,
     /// Image side in pixels: 32, 64 or 128 [default: 64].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::count::<usize>)]
     size: Option<usize>,
     /// Base channel count of both networks [default: 64].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::count::<usize>)]
     width: Option<usize>,
     /// Images per batch [default: 64].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::count::<usize>)]
     batch: Option<usize>,
     /// Total iterations (a resumed run counts the ones already done).
-    #[arg(long, conflicts_with = "epochs")]
+    #[arg(long, conflicts_with = "epochs", allow_negative_numbers = true, value_parser = super::count::<u64>)]
     iters: Option<u64>,
     /// Train for this many passes over the data set instead of --iters.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::count::<u64>)]
     epochs: Option<u64>,
     /// Adam learning rate [default: 2e-4].
     #[arg(long, allow_negative_numbers = true)]
@@ -51,16 +51,16 @@ pub struct Args {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Seed of the weights, the noise and the data order [default: 1].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::seed)]
     seed: Option<u64>,
     /// Write a checkpoint every N iterations [default: 500].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::count::<u64>)]
     save_every: Option<u64>,
     /// Write a sample grid every N iterations [default: 250].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::count::<u64>)]
     sample_every: Option<u64>,
     /// Keep the newest K checkpoints [default: 3].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::count::<usize>)]
     keep: Option<usize>,
     /// Continue the run in this folder (or from this checkpoint file) exactly where it stopped.
     #[arg(long)]
@@ -72,7 +72,7 @@ pub struct Args {
     #[arg(long)]
     no_flip: bool,
     /// Vocabulary size of the TF-IDF text vectors [default: 256].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::count::<usize>)]
     max_features: Option<usize>,
     /// Folder for decoded-image caches (default: the user cache folder).
     #[arg(long)]
@@ -131,7 +131,7 @@ fn resumed(a: &Args, precision: Option<Precision>, stored: &TrainOptions) -> Res
     let mut o = stored.clone();
     let fixed: [(&str, bool); 13] = [
         ("--precision", precision.is_some_and(|p| p != stored.precision)),
-        ("--data", a.data.as_ref().is_some_and(|d| Some(d) != stored.data.as_ref())),
+        ("--data", a.data.as_ref().is_some_and(|d| !same_data_folder(d, stored.data.as_deref()))),
         ("--size", a.size.is_some_and(|v| v != stored.size)),
         ("--width", a.width.is_some_and(|v| v != stored.width)),
         ("--batch", a.batch.is_some_and(|v| v != stored.batch)),
@@ -146,6 +146,10 @@ fn resumed(a: &Args, precision: Option<Precision>, stored: &TrainOptions) -> Res
     ];
     if let Some((flag, _)) = fixed.iter().find(|f| f.1) {
         bail!("{flag} differs from the run being resumed; a resumed run keeps its settings (drop the flag, or start a new run with another --out)");
+    }
+    if a.data.is_some() {
+        // The same folder, perhaps spelled or reached differently: the one named now.
+        o.data = a.data.clone();
     }
     if let Some(v) = a.iters {
         o.iters = v;
@@ -168,6 +172,18 @@ fn resumed(a: &Args, precision: Option<Precision>, stored: &TrainOptions) -> Res
     Ok(o)
 }
 
+/// Whether `--data given` names the run's data folder `stored`: the same folder after
+/// canonicalisation (`base/` and `./base` are `base`), or any folder when the stored one is
+/// no longer there (a moved data set; the resumed run checks it holds the same products).
+fn same_data_folder(given: &Path, stored: Option<&Path>) -> bool {
+    let Some(stored) = stored else { return false };
+    match (std::fs::canonicalize(given), std::fs::canonicalize(stored)) {
+        (Ok(g), Ok(s)) => g == s,
+        (_, Err(_)) => true,
+        (Err(_), Ok(_)) => given == stored,
+    }
+}
+
 pub fn run(a: Args) -> Result<()> {
     if a.batch == Some(0) {
         bail!("--batch must be at least 1");
@@ -180,10 +196,12 @@ pub fn run(a: Args) -> Result<()> {
     let precision = device::parse_precision(a.precision.as_deref())?;
     let (mut opts, resume, out) = match &a.resume {
         Some(dir) => {
-            let path = checkpoint::resolve(dir).with_context(|| format!("--resume {}", dir.display()))?;
-            let ck = checkpoint::load(&path)?;
-            let state = RunState::from_checkpoint(&ck).with_context(|| format!("--resume {}", path.display()))?;
-            let opts = resumed(&a, precision, &state.options)?;
+            let found = checkpoint::load_checked(dir, RunState::from_checkpoint).with_context(|| format!("--resume {}", dir.display()))?;
+            for (skipped, why) in &found.skipped {
+                eprintln!("warning: --resume {}: skipped {}: {why}", dir.display(), skipped.display());
+            }
+            let (path, ck) = (found.path, found.checkpoint);
+            let opts = resumed(&a, precision, &found.checked.options)?;
             // The run folder is the one holding checkpoints/, unless --out says otherwise.
             let run_dir =
                 if dir.is_dir() { dir.clone() } else { path.parent().and_then(|p| p.parent()).map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".")) };

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 const MAGIC: &[u8; 8] = b"GANCACH1";
-const PIXELS_OFFSET: usize = 64;
+pub const PIXELS_OFFSET: usize = 64;
 
 /// The bytes before the images, as the file holds them (integers little-endian).
 #[repr(C)]
@@ -40,8 +40,9 @@ struct Header {
 }
 const _: () = assert!(std::mem::size_of::<Header>() == PIXELS_OFFSET);
 
-/// Bump when the way images are prepared changes, so old caches are rebuilt.
-const RECIPE_VERSION: u64 = 2;
+/// Bump when the way images are prepared changes, so old caches are rebuilt (3: a JPEG that
+/// ends before its end marker is unreadable, where it was filled with grey).
+const RECIPE_VERSION: u64 = 3;
 /// Images decoded in parallel before being appended to the file: bounds memory use.
 const CHUNK: usize = 128;
 
@@ -147,25 +148,33 @@ fn open_valid(path: &Path, key: &str, size: usize, fit: Fit, n_items: usize) -> 
     // SAFETY: cache files are only ever replaced by rename, never written in place, so the
     // mapped inode does not change under us (a rebuild by another process makes a new file).
     let map = unsafe { Mmap::map(&file) }.ok()?;
-    if map.len() < PIXELS_OFFSET {
+    let trailer = parse(&map, key, size, fit, n_items)?;
+    Some(Cache { path: path.to_path_buf(), trailer, map, image_bytes: 3 * size * size, built: false })
+}
+
+/// The trailer of a cache file's bytes if the file is complete and was built for `key`, at
+/// `size` and `fit`, for a catalogue of `n_items`; `None` means rebuild. When it is `Some`,
+/// the file holds every image the trailer lists.
+pub fn parse(bytes: &[u8], key: &str, size: usize, fit: Fit, n_items: usize) -> Option<CacheTrailer> {
+    if bytes.len() < PIXELS_OFFSET {
         return None;
     }
-    let head: Header = bytemuck::pod_read_unaligned(&map[..PIXELS_OFFSET]);
+    let head: Header = bytemuck::pod_read_unaligned(&bytes[..PIXELS_OFFSET]);
     if &head.magic != MAGIC {
         return None;
     }
-    let (t_off, t_len) = (u64::from_le(head.trailer_offset) as usize, u64::from_le(head.trailer_len) as usize);
-    if t_off.checked_add(t_len)? != map.len() {
+    let (t_off, t_len) = (usize::try_from(u64::from_le(head.trailer_offset)).ok()?, usize::try_from(u64::from_le(head.trailer_len)).ok()?);
+    if t_off.checked_add(t_len)? != bytes.len() {
         return None;
     }
-    let trailer: CacheTrailer = serde_json::from_slice(&map[t_off..]).ok()?;
+    let trailer: CacheTrailer = serde_json::from_slice(&bytes[t_off..]).ok()?;
     let image_bytes = 3 * size * size;
     let valid = trailer.key == key
         && trailer.size == size
         && trailer.fit == fit.name()
-        && t_off == PIXELS_OFFSET + trailer.items.len() * image_bytes
+        && trailer.items.len().checked_mul(image_bytes).and_then(|b| b.checked_add(PIXELS_OFFSET)) == Some(t_off)
         && trailer.items.iter().all(|&i| (i as usize) < n_items);
-    valid.then(|| Cache { path: path.to_path_buf(), trailer, map, image_bytes, built: false })
+    valid.then_some(trailer)
 }
 
 fn temp_path(path: &Path) -> PathBuf {

@@ -32,6 +32,8 @@ pub enum SkipReason {
     EmptyCaption,
     /// A second row with an id seen before (the first one is kept).
     DuplicateId,
+    /// An image path that leaves the data folder (absolute, or through `..`).
+    OutsideFolder,
 }
 
 impl SkipReason {
@@ -42,6 +44,7 @@ impl SkipReason {
             SkipReason::UnreadableImage => "unreadable image",
             SkipReason::EmptyCaption => "empty caption",
             SkipReason::DuplicateId => "duplicate id",
+            SkipReason::OutsideFolder => "image outside the data folder",
         }
     }
 }
@@ -165,23 +168,33 @@ pub fn read_catalogue(dir: &Path) -> Result<Catalogue> {
     Ok(cat)
 }
 
-/// Size and modification time (ns since the epoch) of a file.
-pub fn file_stamp(meta: &std::fs::Metadata) -> (u64, u64) {
+/// Size and modification time (ns since the epoch) of a file: what a catalogue's
+/// fingerprint knows of an image.
+pub type FileStamp = (u64, u64);
+
+/// The stamp of a file.
+pub fn file_stamp(meta: &std::fs::Metadata) -> FileStamp {
     let mtime = meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_nanos() as u64).unwrap_or(0);
     (meta.len(), mtime)
 }
 
+/// The stamp of `path` if it is a file.
+pub fn stat_file(path: &Path) -> Option<FileStamp> {
+    std::fs::metadata(path).ok().filter(|m| m.is_file()).map(|m| file_stamp(&m))
+}
+
 /// Folds one used image into a fingerprint.
-pub fn hash_image(h: &mut Fnv64, rel: &str, meta: &std::fs::Metadata) {
-    let (len, mtime) = file_stamp(meta);
+pub fn hash_image(h: &mut Fnv64, rel: &str, (len, mtime): FileStamp) {
     h.str(rel).u64(len).u64(mtime);
 }
 
 pub fn read_text(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    // Lossy: a stray byte in one product name must not make the whole file unreadable.
-    Ok(match String::from_utf8(bytes) {
-        Ok(s) => s,
-        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-    })
+    Ok(text_from_bytes(&bytes))
+}
+
+/// A catalogue file's text. Lossy: a stray byte in one product name must not make the whole
+/// file unreadable.
+pub fn text_from_bytes(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }

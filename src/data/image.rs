@@ -42,9 +42,64 @@ pub const RESIZE_FILTER: &str = "catmull-rom-fast_image_resize-6";
 
 /// Decodes JPEG or PNG bytes (format sniffed from the content) to 8-bit RGB. Transparent
 /// pixels are composited over white; grey, 16-bit and palette images are converted.
+/// A JPEG that stops before its end-of-image marker (a truncated file) is an error: the
+/// decoder would fill the missing part with grey and report nothing.
 pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage> {
-    let img = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().context("unrecognised image format")?.decode()?;
-    Ok(to_rgb_on_white(img))
+    let reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().context("unrecognised image format")?;
+    if reader.format() == Some(image::ImageFormat::Jpeg) && !jpeg_reaches_end(bytes) {
+        anyhow::bail!("the JPEG data ends before its end-of-image marker: the file is truncated");
+    }
+    Ok(to_rgb_on_white(reader.decode()?))
+}
+
+/// Whether a JPEG stream reaches its end-of-image marker (FF D9), walking its segments as a
+/// decoder does: marker segments by their length (so the EOI of an embedded thumbnail does
+/// not count), entropy-coded data up to the next marker that is not a restart or a stuffed
+/// byte. Bytes after the EOI are allowed, as decoders allow them.
+pub fn jpeg_reaches_end(b: &[u8]) -> bool {
+    if !b.starts_with(&[0xFF, 0xD8]) {
+        return false;
+    }
+    let mut i = 2;
+    loop {
+        // A marker: one or more 0xFF (fill bytes), then its code.
+        if b.get(i) != Some(&0xFF) {
+            return false;
+        }
+        while b.get(i) == Some(&0xFF) {
+            i += 1;
+        }
+        let Some(&code) = b.get(i) else { return false };
+        i += 1;
+        match code {
+            0xD9 => return true,
+            // Standalone markers: restarts and TEM carry no length.
+            0xD0..=0xD7 | 0x01 => continue,
+            0x00 => return false,
+            _ => {
+                let Some(len) = b.get(i..i + 2).map(|l| u16::from_be_bytes([l[0], l[1]]) as usize) else { return false };
+                if len < 2 {
+                    return false;
+                }
+                i += len;
+                if code == 0xDA {
+                    // Entropy-coded data after a start of scan: up to a real marker.
+                    loop {
+                        let Some(j) = b.get(i..).and_then(|rest| rest.iter().position(|&x| x == 0xFF)).map(|p| i + p) else { return false };
+                        match b.get(j + 1) {
+                            None => return false,
+                            Some(0x00) | Some(0xD0..=0xD7) => i = j + 2,
+                            Some(0xFF) => i = j + 1,
+                            Some(_) => {
+                                i = j;
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 pub fn to_rgb_on_white(img: DynamicImage) -> RgbImage {
@@ -123,11 +178,29 @@ fn interleaved_to_planar(rgb: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The most bytes of the square RGB image a picture is padded to before resizing: the image
+/// crate's own default limit on what one decode may allocate (512 MiB). A small file can
+/// declare a very long, thin picture, whose white square would not fit in memory.
+pub const MAX_SQUARE_BYTES: u64 = 512 << 20;
+
+/// Decodes and prepares one image file's bytes: `size` x `size` planar RGB.
+pub fn prepare_bytes(bytes: &[u8], size: usize, fit: Fit) -> Result<Vec<u8>> {
+    let img = decode_rgb(bytes)?;
+    let (w, h) = img.dimensions();
+    let side = match fit {
+        Fit::Pad => w.max(h),
+        Fit::Crop => w.min(h),
+    } as u64;
+    if 3 * side * side > MAX_SQUARE_BYTES {
+        anyhow::bail!("the picture is {w}x{h}: its {side}x{side} square would take over {} MiB", MAX_SQUARE_BYTES >> 20);
+    }
+    Ok(prepare_rgb(img, size, fit))
+}
+
 /// Reads, decodes and prepares one image file.
 pub fn load_planar(path: &Path, size: usize, fit: Fit) -> Result<Vec<u8>> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let img = decode_rgb(&bytes).with_context(|| format!("cannot decode {}", path.display()))?;
-    Ok(prepare_rgb(img, size, fit))
+    prepare_bytes(&bytes, size, fit).with_context(|| format!("cannot decode {}", path.display()))
 }
 
 /// Planar bytes to floats in [-1, 1] (0 -> -1, 255 -> 1), optionally mirrored left-right.

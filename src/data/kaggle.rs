@@ -8,7 +8,7 @@
 //! `NA` (treated as empty), rows without an image and duplicate ids (skipped), images without
 //! a row (ignored). Unreadable images are found later, when the cache is built.
 
-use super::catalogue::{hash_image, read_text, Catalogue, Item, Layout, ReadCounts, SkipReason};
+use super::catalogue::{file_stamp, hash_image, read_text, Catalogue, FileStamp, Item, Layout, ReadCounts, SkipReason};
 use super::records::{records, Record};
 use crate::hash::Fnv64;
 use anyhow::{bail, Context, Result};
@@ -39,18 +39,24 @@ pub fn read(dir: &Path) -> Result<Catalogue> {
     let text = read_text(&styles)?;
     let listing = std::fs::read_dir(&images_dir)
         .with_context(|| format!("{}: cannot list the image folder (the Kaggle layout keeps images in images/<id>.jpg)", images_dir.display()))?;
-    let mut images: HashMap<String, std::fs::Metadata> = HashMap::new();
+    let mut images: HashMap<String, FileStamp> = HashMap::new();
     for entry in listing {
         let entry = entry.with_context(|| format!("cannot list {}", images_dir.display()))?;
         let Ok(meta) = entry.metadata() else { continue };
         if meta.is_file() {
             if let Ok(name) = entry.file_name().into_string() {
-                images.insert(name, meta);
+                images.insert(name, file_stamp(&meta));
             }
         }
     }
+    parse(dir, &text, &images)
+}
 
-    let mut recs = records(&text);
+/// The catalogue of `styles.csv`'s text, with `images` the files of `dir/images` by name.
+pub fn parse(dir: &Path, text: &str, images: &HashMap<String, FileStamp>) -> Result<Catalogue> {
+    let styles = dir.join("styles.csv");
+    let images_dir = dir.join("images");
+    let mut recs = records(text);
     let header = match recs.next() {
         Some(Record::Fields(h)) => h.into_iter().map(|c| c.trim().to_string()).collect::<Vec<_>>(),
         _ => bail!(
@@ -70,7 +76,7 @@ pub fn read(dir: &Path) -> Result<Catalogue> {
     let mut items = Vec::new();
     let mut seen_ids = HashSet::new();
     let mut fp = Fnv64::default();
-    fp.str("kaggle").str(&text);
+    fp.str("kaggle").str(text);
     for rec in recs {
         counts.read += 1;
         let mut fields = match rec {
@@ -111,9 +117,9 @@ pub fn read(dir: &Path) -> Result<Catalogue> {
             counts.skip(SkipReason::DuplicateId);
             continue;
         }
-        let Some((file_name, meta)) = IMAGE_EXTENSIONS.iter().find_map(|ext| {
+        let Some((file_name, stamp)) = IMAGE_EXTENSIONS.iter().find_map(|ext| {
             let name = format!("{id}.{ext}");
-            images.get(&name).map(|m| (name, m))
+            images.get(&name).map(|m| (name, *m))
         }) else {
             counts.skip(SkipReason::NoImage);
             continue;
@@ -122,7 +128,7 @@ pub fn read(dir: &Path) -> Result<Catalogue> {
             counts.skip(SkipReason::EmptyCaption);
             continue;
         }
-        hash_image(&mut fp, &file_name, meta);
+        hash_image(&mut fp, &file_name, stamp);
         let labels = label_cols.iter().map(|c| c.map(|i| fields[i].trim()).filter(|v| *v != "NA").unwrap_or("").to_string()).collect();
         items.push(Item { image: images_dir.join(&file_name), caption, id: id.to_string(), labels });
     }

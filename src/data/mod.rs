@@ -25,8 +25,10 @@ pub use image::Fit;
 pub use loader::{Batch, Loader, LoaderOptions, LoaderState};
 pub use synth::{write_synthetic, SYNTHETIC_DEFAULT_N, SYNTHETIC_DEFAULT_SEED};
 
+use crate::hash::Fnv64;
 use crate::text::{Tfidf, DEFAULT_MAX_FEATURES};
 use anyhow::{bail, ensure, Result};
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -83,6 +85,8 @@ enum ImageStore {
 pub struct PreparedData {
     pub size: usize,
     pub captions: Vec<String>,
+    /// Which products these are: a resumed run checks it is given the same ones.
+    pub stamp: DataStamp,
     pub tfidf: Tfidf,
     /// The one summary line printed by `prepare`.
     pub summary: String,
@@ -128,6 +132,28 @@ pub fn read_ids(source: &DataSource) -> Result<Vec<String>> {
     }
 }
 
+/// The products of a run's data set (all of them, before any held-out split): how many,
+/// and a hash of each one's image name and caption,
+/// in order. Saved with every checkpoint, so a resumed run notices a changed data set.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataStamp {
+    pub products: usize,
+    /// FNV-1a of the image names (relative to the data folder) and captions, in hex.
+    pub fingerprint: String,
+}
+
+impl DataStamp {
+    fn of<'a>(products: impl Iterator<Item = (String, &'a str)>) -> DataStamp {
+        let mut h = Fnv64::default();
+        let mut n = 0;
+        for (image, caption) in products {
+            h.str(&image).str(caption);
+            n += 1;
+        }
+        DataStamp { products: n, fingerprint: format!("{:016x}", h.finish()) }
+    }
+}
+
 fn check_size(size: usize) -> Result<()> {
     if !size.is_power_of_two() || !(16..=512).contains(&size) {
         bail!("image size {size} is not supported: use 32, 64 or 128");
@@ -151,7 +177,7 @@ fn fit_or_reuse(captions: &[String], opts: &PrepareOptions, what: &str) -> Resul
 pub fn prepare(source: &DataSource, opts: &PrepareOptions) -> Result<PreparedData> {
     check_size(opts.size)?;
     let size = opts.size;
-    let (captions, tfidf, images, summary, cache_path, ids, label_heads, labels) = match source {
+    let (captions, tfidf, images, summary, cache_path, ids, label_heads, labels, stamp) = match source {
         DataSource::Synthetic { n, seed } => {
             ensure!(*n > 0, "the synthetic catalogue needs at least one product");
             let products = synth::products(*n, *seed);
@@ -162,7 +188,8 @@ pub fn prepare(source: &DataSource, opts: &PrepareOptions) -> Result<PreparedDat
             let tfidf = fit_or_reuse(&captions, opts, "synthetic catalogue")?;
             let pixels = synth::draw_planar(&products, size);
             let summary = format!("data: {}: {n} products drawn at {size} px", source.describe());
-            (captions, tfidf, ImageStore::Memory(pixels), summary, None, ids, heads, labels)
+            let stamp = DataStamp::of(captions.iter().enumerate().map(|(i, c)| (format!("synthetic-{seed}-{i}"), c.as_str())));
+            (captions, tfidf, ImageStore::Memory(pixels), summary, None, ids, heads, labels, stamp)
         }
         DataSource::Folder(dir) => {
             let cat = read_catalogue(dir)?;
@@ -186,7 +213,11 @@ pub fn prepare(source: &DataSource, opts: &PrepareOptions) -> Result<PreparedDat
                 bail!("{}: empty data set: no image could be decoded ({summary})", dir.display());
             }
             let path = c.path.clone();
-            (captions, tfidf, ImageStore::Cached(c), summary, Some(path), ids, cat.label_heads.clone(), labels)
+            let stamp = DataStamp::of(c.trailer.items.iter().map(|&i| {
+                let item = &cat.items[i as usize];
+                (item.image.strip_prefix(dir).unwrap_or(&item.image).to_string_lossy().into_owned(), item.caption.as_str())
+            }));
+            (captions, tfidf, ImageStore::Cached(c), summary, Some(path), ids, cat.label_heads.clone(), labels, stamp)
         }
     };
     eprintln!("{summary}");
@@ -200,7 +231,7 @@ pub fn prepare(source: &DataSource, opts: &PrepareOptions) -> Result<PreparedDat
         eprintln!("warning: {zero} of {} captions have no word in the vocabulary; their text vectors are all zeros", captions.len());
     }
     let stored = (0..captions.len()).collect();
-    Ok(PreparedData { size, captions, tfidf, summary, cache_path, ids, label_heads, labels, images, stored, texts })
+    Ok(PreparedData { size, captions, stamp, tfidf, summary, cache_path, ids, label_heads, labels, images, stored, texts })
 }
 
 impl PreparedData {

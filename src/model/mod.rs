@@ -5,13 +5,51 @@ mod table;
 
 pub use table::{iteration_flops, layer_table, LayerRow};
 
-use crate::backend::Backend;
+use crate::backend::{Available, Backend};
 use crate::nn::{ActKind, Activation, BatchNorm2d, Buffer, ConcatTile, Conv, Grads, Layer, Linear, Mode, Param, Sequential, Shape, Tensor};
 use crate::rng::Rng;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 pub const SIZES: [usize; 3] = [32, 64, 128];
+
+/// The largest width of any part (`width`, `noise_dim`, `text_dim`, `text_proj`) a
+/// configuration may name: far above what any memory holds, low enough that no size
+/// computed from it overflows.
+pub const MAX_DIM: usize = 1 << 32;
+
+/// What a model is allocated for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Usage {
+    /// Training iterations at this batch size.
+    Training { batch: usize },
+    /// The generator alone, in inference mode, on this many images at a time.
+    Drawing { batch: usize },
+}
+
+/// Bytes a model needs at least (see `ModelConfig::memory_need`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MemoryNeed {
+    pub parameters: f64,
+    pub layers: f64,
+}
+
+impl MemoryNeed {
+    pub fn total(&self) -> f64 {
+        self.parameters + self.layers
+    }
+}
+
+/// `2.9 TB`, `512.0 MB`: bytes for people, in powers of 1000.
+pub fn human_bytes(b: f64) -> String {
+    let (v, unit) =
+        [(1e15, "PB"), (1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "kB")].into_iter().find(|(s, _)| b >= *s).map_or((b, "bytes"), |(s, u)| (b / s, u));
+    if unit == "bytes" {
+        format!("{b} bytes")
+    } else {
+        format!("{v:.1} {unit}")
+    }
+}
 
 /// Architecture of one G/D pair; saved with every checkpoint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -41,6 +79,101 @@ impl ModelConfig {
         }
         if self.width == 0 || self.noise_dim == 0 || self.text_dim == 0 || self.text_proj == 0 {
             bail!("model widths must be positive (width {}, noise {}, text {}, text projection {})", self.width, self.noise_dim, self.text_dim, self.text_proj);
+        }
+        if [self.width, self.noise_dim, self.text_dim, self.text_proj].iter().any(|&v| v > MAX_DIM) {
+            bail!(
+                "model widths must be at most {MAX_DIM} (width {}, noise {}, text {}, text projection {})",
+                self.width,
+                self.noise_dim,
+                self.text_dim,
+                self.text_proj
+            );
+        }
+        if !(0.0..1.0).contains(&self.slope) {
+            bail!("the discriminator's LeakyReLU slope {} must be at least 0 and below 1", self.slope);
+        }
+        Ok(())
+    }
+
+    /// Parameters of the generator and of the discriminator, counted from the configuration
+    /// before anything is built (the layer table's totals: a test holds the two together).
+    /// In f64, so that no configuration, however large, overflows.
+    pub fn param_counts(&self) -> (f64, f64) {
+        let (blocks, top) = (self.blocks(), self.top_channels() as f64);
+        let (mut g, mut d) = (0.0, 0.0);
+        let (mut c_in, mut ch) = ((self.noise_dim + self.text_dim) as f64, top);
+        for _ in 0..blocks {
+            g += c_in * ch * 16.0 + 2.0 * ch;
+            (c_in, ch) = (ch, ch / 2.0);
+        }
+        g += c_in * 3.0 * 16.0;
+        let (mut c_in, mut ch) = (3.0, self.width as f64);
+        for b in 0..blocks {
+            d += c_in * ch * 16.0 + if b > 0 { 2.0 * ch } else { 0.0 };
+            (c_in, ch) = (ch, ch * 2.0);
+        }
+        let proj = self.text_proj as f64;
+        d += self.text_dim as f64 * proj + proj + (top + proj) * top + 2.0 * top + top * 16.0;
+        (g, d)
+    }
+
+    /// Values of every layer's output for one image, in the generator and in the
+    /// discriminator (the layer table's output shapes, summed).
+    pub fn outputs_per_image(&self) -> (f64, f64) {
+        let (blocks, top) = (self.blocks(), self.top_channels() as f64);
+        let (mut g, mut d) = (0.0, 0.0);
+        let (mut side, mut ch) = (4.0, top);
+        for _ in 0..blocks {
+            // The convolution and its batchnorm (with the activation fused).
+            g += 2.0 * ch * side * side;
+            (side, ch) = (side * 2.0, ch / 2.0);
+        }
+        g += 2.0 * 3.0 * side * side;
+        let (mut side, mut ch) = (self.size as f64 / 2.0, self.width as f64);
+        for _ in 0..blocks {
+            d += 2.0 * ch * side * side;
+            (side, ch) = (side / 2.0, ch * 2.0);
+        }
+        d += 2.0 * self.text_proj as f64 + 2.0 * top * 16.0 + 1.0;
+        (g, d)
+    }
+
+    /// The bytes this model needs at least for `usage`, counted before anything is
+    /// allocated: every parameter of G and D with its gradient and Adam's two moments (all
+    /// four exist whenever the networks do), and each layer's output and input gradient
+    /// for every image of a training batch, or the generator's outputs for a drawn one.
+    pub fn memory_need(&self, usage: Usage) -> MemoryNeed {
+        let (pg, pd) = self.param_counts();
+        let (og, od) = self.outputs_per_image();
+        let layers = match usage {
+            Usage::Training { batch } => 2.0 * (og + od) * batch as f64,
+            Usage::Drawing { batch } => og * batch as f64,
+        };
+        MemoryNeed { parameters: 16.0 * (pg + pd), layers: 4.0 * layers }
+    }
+
+    /// Refuses a model that does not fit in `available` memory, before anything is
+    /// allocated, with how much it needs. Without a figure for the memory (`None`) it
+    /// checks nothing.
+    pub fn check_memory(&self, usage: Usage, available: Option<Available>) -> Result<()> {
+        let need = self.memory_need(usage);
+        let Some(avail) = available else { return Ok(()) };
+        if need.total() > avail.bytes as f64 {
+            let what = match usage {
+                Usage::Training { batch } => format!("to train at batch {batch}"),
+                Usage::Drawing { batch } => format!("to draw {batch} images at a time"),
+            };
+            bail!(
+                "the model ({} px, width {}, text {}) needs at least {} {what} ({} of parameters with their gradients and Adam moments, {} of layer outputs), but {} has {}; use a smaller --width, --size or --batch",
+                self.size,
+                self.width,
+                self.text_dim,
+                human_bytes(need.total()),
+                human_bytes(need.parameters),
+                human_bytes(need.layers),
+                avail.what,
+                human_bytes(avail.bytes as f64)
+            );
         }
         Ok(())
     }

@@ -91,14 +91,25 @@ impl Tfidf {
     }
 
     /// Checks a vocabulary loaded from a file: non-empty, strictly alphabetical (lookups
-    /// rely on it), one finite idf per term.
+    /// rely on it), one finite idf of at least 1 per term.
     pub fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(self.dim() > 0, "the saved TF-IDF vocabulary is empty");
-        anyhow::ensure!(self.idf.len() == self.vocab.len(), "the saved TF-IDF has {} terms but {} idf values", self.vocab.len(), self.idf.len());
-        if let Some(w) = self.vocab.windows(2).find(|w| w[0] >= w[1]) {
-            anyhow::bail!("the saved TF-IDF vocabulary is not in alphabetical order (\"{}\" before \"{}\")", w[0], w[1]);
+        self.check().map_err(|(field, why)| anyhow::anyhow!("the saved TF-IDF's {field} {why}"))
+    }
+
+    /// `validate`, with the field at fault (`vocab` or `idf`) apart from what is wrong with it.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.dim() == 0 {
+            return Err(("vocab", "is empty".into()));
         }
-        anyhow::ensure!(self.idf.iter().all(|v| v.is_finite() && *v >= 1.0), "the saved TF-IDF has an idf below 1 or not finite");
+        if self.idf.len() != self.vocab.len() {
+            return Err(("idf", format!("has {} values for the {} terms of the vocabulary", self.idf.len(), self.vocab.len())));
+        }
+        if let Some(w) = self.vocab.windows(2).find(|w| w[0] >= w[1]) {
+            return Err(("vocab", format!("is not in strictly alphabetical order (\"{}\" before \"{}\")", w[0], w[1])));
+        }
+        if let Some(v) = self.idf.iter().find(|v| !(v.is_finite() && **v >= 1.0)) {
+            return Err(("idf", format!("holds {v}: every smooth idf is finite and at least 1")));
+        }
         Ok(())
     }
 

@@ -8,7 +8,7 @@ use super::gan::Gan;
 use crate::backend::Backend;
 use crate::model::Module;
 use anyhow::{bail, Context, Result};
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors, TensorView};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs;
@@ -42,28 +42,50 @@ fn moment_names(param: &str) -> (String, String) {
 }
 
 impl<B: Backend> Gan<B> {
-    /// Every parameter, batchnorm running statistic and Adam moment, on the host.
-    pub fn export(&self, be: &B) -> Result<Vec<NamedTensor>> {
+    /// Every parameter, batchnorm running statistic and Adam moment, in checkpoint order:
+    /// name, shape and the buffer on the device.
+    fn state_tensors(&self) -> Vec<(String, Vec<usize>, &B::Buf)> {
         let mut out = Vec::new();
-        let down = |buf: &B::Buf, len: usize| -> Result<Vec<f32>> {
-            let mut v = vec![0.0; len];
-            be.download(buf, &mut v)?;
-            Ok(v)
-        };
         for module in [&self.g as &dyn Module<B>, &self.d as &dyn Module<B>] {
             for p in module.params() {
-                out.push(NamedTensor { name: p.name.clone(), shape: p.shape.clone(), data: down(&p.value, p.len())? });
+                out.push((p.name.clone(), p.shape.clone(), &p.value));
             }
             for b in module.buffers() {
-                out.push(NamedTensor { name: b.name.clone(), shape: vec![b.len], data: down(&b.value, b.len)? });
+                out.push((b.name.clone(), vec![b.len], &b.value));
             }
             for p in module.params() {
                 let (m, v) = moment_names(&p.name);
-                out.push(NamedTensor { name: m, shape: p.shape.clone(), data: down(&p.m, p.len())? });
-                out.push(NamedTensor { name: v, shape: p.shape.clone(), data: down(&p.v, p.len())? });
+                out.push((m, p.shape.clone(), &p.m));
+                out.push((v, p.shape.clone(), &p.v));
             }
         }
-        Ok(out)
+        out
+    }
+
+    /// Every parameter, batchnorm running statistic and Adam moment, on the host.
+    pub fn export(&self, be: &B) -> Result<Vec<NamedTensor>> {
+        self.state_tensors()
+            .into_iter()
+            .map(|(name, shape, buf)| {
+                let mut data = vec![0.0; shape.iter().product()];
+                be.download(buf, &mut data)?;
+                Ok(NamedTensor { name, shape, data })
+            })
+            .collect()
+    }
+
+    /// The first value of the state (as `export` lists it) that is not finite, named; read
+    /// back one tensor at a time.
+    pub fn first_non_finite(&self, be: &B) -> Result<Option<String>> {
+        let mut host = Vec::new();
+        for (name, shape, buf) in self.state_tensors() {
+            host.resize(shape.iter().product(), 0.0);
+            be.download(buf, &mut host)?;
+            if let Some(i) = host.iter().position(|v| !v.is_finite()) {
+                return Ok(Some(format!("tensor {name} holds {} at index {i}", host[i])));
+            }
+        }
+        Ok(None)
     }
 
     /// Loads what `export` wrote. Every tensor must be present with its exact shape;
@@ -116,8 +138,12 @@ fn f32s_from_le_bytes(bytes: &[u8]) -> Vec<f32> {
     v
 }
 
-/// Writes `ck` to `path` atomically (temp file, fsync, rename, fsync of the folder).
+/// Writes `ck` to `path` atomically (temp file, fsync, rename, fsync of the folder). A
+/// state with a non-finite value is refused: no checkpoint holds one.
 pub fn save(path: &Path, ck: &Checkpoint) -> Result<()> {
+    if let Some(bad) = first_non_finite(&ck.tensors) {
+        bail!("not writing the checkpoint {}: {bad}", path.display());
+    }
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     fs::create_dir_all(dir).with_context(|| format!("cannot create the folder {}", dir.display()))?;
     let bytes: Vec<Cow<[u8]>> = ck.tensors.iter().map(|t| le_bytes(&t.data)).collect();
@@ -144,25 +170,55 @@ pub fn save(path: &Path, ck: &Checkpoint) -> Result<()> {
         .with_context(|| format!("cannot write the checkpoint {}", path.display()))
 }
 
-/// Reads a checkpoint file; a truncated or foreign file is a clear error.
+/// Reads a checkpoint file; a truncated, foreign or non-finite file is a clear error.
 pub fn load(path: &Path) -> Result<Checkpoint> {
     let data = fs::read(path).with_context(|| format!("cannot read the checkpoint {}", path.display()))?;
-    let bad = |why: String| anyhow::anyhow!("{} is not a readable gan-engine checkpoint ({why}); pick another checkpoint or retrain", path.display());
-    let (_, header) = SafeTensors::read_metadata(&data).map_err(|e| bad(format!("{e:?}")))?;
-    let meta_text = header.metadata().as_ref().and_then(|m| m.get(META_KEY)).ok_or_else(|| bad("no gan-engine metadata".into()))?;
-    let meta: serde_json::Value = serde_json::from_str(meta_text).map_err(|e| bad(format!("metadata: {e}")))?;
+    from_bytes(&data).map_err(|why| anyhow::anyhow!("{} is not a readable gan-engine checkpoint ({why:#}); pick another checkpoint or retrain", path.display()))
+}
+
+/// Parses the bytes of a checkpoint file: the safetensors layout, the gan-engine metadata
+/// and F32 tensors whose every value is finite. The error says what is wrong, in words.
+pub fn from_bytes(data: &[u8]) -> Result<Checkpoint> {
+    let (_, header) = SafeTensors::read_metadata(data).map_err(describe)?;
+    let meta_text = header.metadata().as_ref().and_then(|m| m.get(META_KEY)).context("no gan-engine metadata")?;
+    let meta: serde_json::Value = serde_json::from_str(meta_text).context("metadata")?;
     if meta.get("format").and_then(|f| f.as_str()) != Some(FORMAT) {
-        return Err(bad(format!("format is not {FORMAT}")));
+        bail!("format is not {FORMAT}");
     }
-    let st = SafeTensors::deserialize(&data).map_err(|e| bad(format!("{e:?}")))?;
+    let st = SafeTensors::deserialize(data).map_err(describe)?;
     let mut tensors = Vec::new();
     for (name, view) in st.tensors() {
         if view.dtype() != Dtype::F32 {
-            return Err(bad(format!("tensor {name} is {:?}, not F32", view.dtype())));
+            bail!("tensor {name} is {:?}, not F32", view.dtype());
         }
         tensors.push(NamedTensor { name, shape: view.shape().to_vec(), data: f32s_from_le_bytes(view.data()) });
     }
+    if let Some(bad) = first_non_finite(&tensors) {
+        bail!("{bad}: a diverged run's state, which no checkpoint may hold");
+    }
     Ok(Checkpoint { meta, tensors })
+}
+
+/// What a safetensors error means for a person holding the file.
+fn describe(e: SafeTensorError) -> anyhow::Error {
+    use SafeTensorError::*;
+    let words = match e {
+        HeaderTooSmall => "the file is too short to hold a safetensors header: truncated or empty".to_string(),
+        InvalidHeaderLength => "the header is longer than the file: truncated, or not a safetensors file".to_string(),
+        HeaderTooLarge => "the header length is over 100 MB: not a safetensors file".to_string(),
+        InvalidHeader(_) | InvalidHeaderDeserialization(_) | JsonError(_) => format!("the header is not valid safetensors JSON ({e})"),
+        MetadataIncompleteBuffer => "the tensor data does not end where the file does: truncated, or extra bytes after it".to_string(),
+        TensorInvalidInfo | InvalidOffset(_) | ValidationOverflow | MisalignedSlice | InvalidTensorView(..) => {
+            format!("a tensor's shape, type and place in the file disagree ({e})")
+        }
+        other => other.to_string(),
+    };
+    anyhow::anyhow!(words)
+}
+
+/// The first non-finite value among `tensors`, named: "tensor NAME holds NaN at index I".
+pub fn first_non_finite(tensors: &[NamedTensor]) -> Option<String> {
+    tensors.iter().find_map(|t| t.data.iter().position(|v| !v.is_finite()).map(|i| format!("tensor {} holds {} at index {i}", t.name, t.data[i])))
 }
 
 /// `DIR/checkpoints/step-NNNNNNNN.safetensors`, ordered by step.
@@ -180,6 +236,11 @@ pub fn list(run_dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(v)
 }
 
+/// The step of a `step-NNNNNNNN.safetensors` file name.
+pub fn step_of(path: &Path) -> Option<u64> {
+    path.file_name()?.to_str()?.strip_prefix("step-")?.strip_suffix(".safetensors")?.parse().ok()
+}
+
 pub fn path_for(run_dir: &Path, step: u64) -> PathBuf {
     run_dir.join("checkpoints").join(format!("step-{step:08}.safetensors"))
 }
@@ -193,6 +254,43 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
         bail!("{} does not exist: give a run folder (the --out of train) or a .safetensors checkpoint", path.display());
     }
     list(path)?.pop().with_context(|| format!("{} holds no checkpoints (expected {}/checkpoints/step-*.safetensors)", path.display(), path.display()))
+}
+
+/// A checkpoint that loaded and passed its caller's check, and the newer ones of its run
+/// folder that did not.
+pub struct Found<T> {
+    pub path: PathBuf,
+    pub checkpoint: Checkpoint,
+    /// What the caller's check made of it (the run state).
+    pub checked: T,
+    /// Newer checkpoints of the folder that do not load or do not pass, newest first, with
+    /// the reason.
+    pub skipped: Vec<(PathBuf, String)>,
+}
+
+/// Loads `path`, a checkpoint file (which must load and pass `check`) or a run folder: its
+/// newest checkpoint that loads and passes `check`. Each newer one that fails is skipped
+/// with its reason, so one damaged file does not make the run's good ones unusable.
+pub fn load_checked<T>(path: &Path, check: impl Fn(&Checkpoint) -> Result<T>) -> Result<Found<T>> {
+    if path.is_file() || !path.exists() {
+        let file = resolve(path)?;
+        let ck = load(&file)?;
+        let checked = check(&ck).with_context(|| file.display().to_string())?;
+        return Ok(Found { path: file, checkpoint: ck, checked, skipped: Vec::new() });
+    }
+    let all = list(path)?;
+    if all.is_empty() {
+        resolve(path)?;
+    }
+    let mut skipped = Vec::new();
+    for file in all.into_iter().rev() {
+        match load(&file).and_then(|ck| Ok((check(&ck)?, ck))) {
+            Ok((checked, checkpoint)) => return Ok(Found { path: file, checkpoint, checked, skipped }),
+            Err(e) => skipped.push((file, format!("{e:#}"))),
+        }
+    }
+    let reasons: Vec<String> = skipped.iter().map(|(p, why)| format!("{}: {why}", p.display())).collect();
+    bail!("{} holds no checkpoint that loads ({})", path.display(), reasons.join("; "))
 }
 
 /// Keeps the newest `keep` checkpoints of a run folder.

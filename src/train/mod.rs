@@ -2,6 +2,7 @@
 
 pub mod checkpoint;
 pub mod gan;
+pub mod lock;
 
 pub use gan::{synthetic_batch, Gan, Hyper, StepInputs, StepStats};
 pub mod report;

@@ -1,15 +1,16 @@
 //! The training run: data, the loop, progress, samples, metrics, checkpoints, resume.
 
-use super::checkpoint::{self, Checkpoint};
+use super::checkpoint::{self, Checkpoint, NamedTensor};
+use super::lock::RunLock;
 use super::report::{self, MetricsRow};
 use super::{Gan, Hyper, StepInputs};
 use crate::backend::{Backend, Precision};
-use crate::data::{self, DataSource, LoaderOptions, LoaderState, PrepareOptions, PreparedData};
-use crate::model::ModelConfig;
+use crate::data::{self, DataSource, DataStamp, LoaderOptions, LoaderState, PrepareOptions, PreparedData};
+use crate::model::{ModelConfig, Usage};
 use crate::nn::Mode;
 use crate::rng::Rng;
 use crate::text::Tfidf;
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -69,11 +70,73 @@ pub struct RunState {
     pub loader: LoaderState,
     pub sample_captions: Vec<String>,
     pub elapsed_seconds: f64,
+    /// The products the run trains on (absent from checkpoints of earlier versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_stamp: Option<DataStamp>,
 }
 
 impl RunState {
+    /// The metadata of `ck`, every field checked (`validate`). Errors name the field.
     pub fn from_checkpoint(ck: &Checkpoint) -> Result<RunState> {
-        serde_json::from_value(ck.meta.clone()).context("the checkpoint metadata is not from this version of gan-engine")
+        let state: RunState = serde_path_to_error::deserialize(&ck.meta).map_err(|e| {
+            let at = if e.path().to_string() == "." { String::new() } else { format!(" field `{}`", e.path()) };
+            anyhow!("metadata{at}: {} (a checkpoint of another version of gan-engine, or a damaged one)", e.inner())
+        })?;
+        state.validate(&ck.tensors)?;
+        Ok(state)
+    }
+
+    /// Checks every field against the others and against the tensors, so that a damaged or
+    /// hand-edited checkpoint is refused with the field named before anything is built from
+    /// it. (The tensors' full list and shapes are checked when they are imported.)
+    pub fn validate(&self, tensors: &[NamedTensor]) -> Result<()> {
+        let (c, o) = (&self.config, &self.options);
+        c.validate().map_err(|e| anyhow!("metadata field `config`: {e}"))?;
+        let shape_of = |name: &str| tensors.iter().find(|t| t.name == name).map(|t| t.shape.clone());
+        // Each tie checks fields the earlier ones have not: D's first layer depends on the
+        // width alone, G's last on the size (which layer it is) and the width, G's first on
+        // the noise and text sizes, D's text projection on its width.
+        let ties = [
+            ("config.width", "discriminator.main.0.weight".to_string(), vec![c.width, 3, 4, 4]),
+            ("config.size", format!("generator.main.{}.weight", 3 * c.blocks()), vec![c.width, 3, 4, 4]),
+            ("config.noise_dim` and `config.text_dim", "generator.main.0.weight".to_string(), vec![c.noise_dim + c.text_dim, c.top_channels(), 4, 4]),
+            ("config.text_proj", "discriminator.text.0.weight".to_string(), vec![c.text_proj, c.text_dim]),
+        ];
+        for (field, tensor, want) in ties {
+            match shape_of(&tensor) {
+                Some(have) if have == want => {}
+                Some(have) => bail!("metadata field `{field}` does not match the tensors: {tensor} has shape {have:?}, the configuration needs {want:?}"),
+                None => bail!("metadata field `{field}` does not match the tensors: the configuration needs {tensor} of shape {want:?}, which the file lacks"),
+            }
+        }
+        self.tfidf.check().map_err(|(field, why)| anyhow!("metadata field `tfidf.{field}` {why}"))?;
+        ensure!(
+            self.tfidf.dim() == c.text_dim,
+            "metadata field `tfidf.vocab` has {} terms, but the model reads {} values of text (`config.text_dim`)",
+            self.tfidf.dim(),
+            c.text_dim
+        );
+        let field = |name: &str, ok: bool, why: String| if ok { Ok(()) } else { Err(anyhow!("metadata field `{name}` {why}")) };
+        field("options.size", o.size == c.size, format!("is {}, the model's `config.size` {}", o.size, c.size))?;
+        field("options.width", o.width == c.width, format!("is {}, the model's `config.width` {}", o.width, c.width))?;
+        field("options.batch", o.batch > 0, "is 0".into())?;
+        c.check_batch(o.batch).map_err(|e| anyhow!("metadata field `options.batch`: {e}"))?;
+        field("options.iters", o.iters >= self.iteration, format!("is {}, below the iterations done ({})", o.iters, self.iteration))?;
+        for (name, v) in [("options.save_every", o.save_every), ("options.sample_every", o.sample_every), ("options.keep", o.keep as u64)] {
+            field(name, v > 0, "is 0; it must be at least 1".into())?;
+        }
+        o.hyper.check().map_err(|e| anyhow!("metadata field `options.hyper`: {e}"))?;
+        crate::eval::split::check_fraction(o.eval_split).map_err(|e| anyhow!("metadata field `options.eval_split`: {e}"))?;
+        field(
+            "options.max_features",
+            o.max_features >= self.tfidf.dim(),
+            format!("is {}, below the {} terms of the vocabulary", o.max_features, self.tfidf.dim()),
+        )?;
+        field("step", self.step == self.iteration, format!("is {}, but every iteration takes one step and `iteration` is {}", self.step, self.iteration))?;
+        field("noise_rng", !self.noise_rng.is_stuck(), "is the all-zero state, which draws nothing but zeros".into())?;
+        field("sample_captions", !self.sample_captions.is_empty(), "is empty".into())?;
+        field("elapsed_seconds", self.elapsed_seconds.is_finite() && self.elapsed_seconds >= 0.0, format!("is {}", self.elapsed_seconds))?;
+        Ok(())
     }
 }
 
@@ -110,15 +173,6 @@ impl RunPaths {
     pub fn sample_captions(&self) -> PathBuf {
         self.samples_dir().join("captions.txt")
     }
-}
-
-/// Makes sure `dir` exists and can be written, with a message that names the flag.
-fn ensure_writable(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("--out {}: cannot create the folder; choose a writable --out", dir.display()))?;
-    let probe = dir.join(".write-test");
-    std::fs::write(&probe, b"").with_context(|| format!("--out {}: the folder is not writable; choose a writable --out", dir.display()))?;
-    let _ = std::fs::remove_file(probe);
-    Ok(())
 }
 
 /// Up to 8 distinct captions spread over the data set, for the fixed sample grid.
@@ -167,17 +221,58 @@ pub fn train_until<B: Backend>(
         be.precision()
     );
     opts.hyper.check()?;
-    ModelConfig::new(opts.size, opts.width)?.check_batch(opts.batch)?;
-    ensure_writable(out)?;
-    let paths = RunPaths { dir: out.to_path_buf() };
-    if resume.is_none() && !checkpoint::list(out)?.is_empty() {
-        bail!("--out {} already holds a run (checkpoints/); continue it with --resume {} or choose another --out", out.display(), out.display());
-    }
-
+    let model = ModelConfig::new(opts.size, opts.width)?;
+    model.check_batch(opts.batch)?;
     let state = match &resume {
         Some((path, ck)) => Some(RunState::from_checkpoint(ck).with_context(|| format!("--resume {}", path.display()))?),
         None => None,
     };
+    ensure!(state.is_some() || opts.iters > 0, "--iters must be at least 1: a new run needs iterations to run");
+    // Memory, before anything is allocated: with the checkpoint's text size, or for a new
+    // run the largest its vocabulary can have.
+    let text_dim = state.as_ref().map_or(opts.max_features.max(1), |s| s.config.text_dim);
+    let usage = Usage::Training { batch: opts.batch };
+    ModelConfig { text_dim, ..model }.check_memory(usage, be.memory_available()).with_context(|| match &resume {
+        Some((path, _)) => format!("--resume {}", path.display()),
+        None => format!("--size {} --width {} --batch {}", opts.size, opts.width, opts.batch),
+    })?;
+
+    let lock = RunLock::acquire(out)?;
+    let mut started = false;
+    let result = train_locked(be, opts, out, resume, state, progress, stop, &mut started);
+    if result.is_err() && !started {
+        // Refused before the first file of the run: leave no folder behind.
+        lock.discard();
+    }
+    result
+}
+
+/// How many iterations in a row D's outputs stay pinned at 0 or 1 before the run says it is
+/// dead.
+pub const PINNED_ITERATIONS: u64 = 20;
+
+/// Whether a mean probability of D is pinned at 0 or 1: the logits are so large that the
+/// sigmoid has no slope left, and neither network gets a gradient through it.
+fn pinned(p: f32) -> bool {
+    !(1e-4..=1.0 - 1e-4).contains(&p)
+}
+
+/// `train_until` with the run folder locked; sets `started` once it writes into it.
+#[allow(clippy::too_many_arguments)]
+fn train_locked<B: Backend>(
+    be: &B,
+    opts: &TrainOptions,
+    out: &Path,
+    resume: Option<(PathBuf, Checkpoint)>,
+    state: Option<RunState>,
+    progress: bool,
+    stop: &mut dyn FnMut(u64) -> bool,
+    started: &mut bool,
+) -> Result<RunSummary> {
+    let paths = RunPaths { dir: out.to_path_buf() };
+    if resume.is_none() && !checkpoint::list(out)?.is_empty() {
+        bail!("--out {} already holds a run (checkpoints/); continue it with --resume {} or choose another --out", out.display(), out.display());
+    }
     let source = DataSource::from_arg(opts.data.clone());
     let prep = PrepareOptions {
         size: opts.size,
@@ -219,24 +314,47 @@ pub fn train_until<B: Backend>(
     cfg.check_batch(opts.batch)?;
     ensure!(cfg.text_dim > 0, "the captions of {} give an empty vocabulary: no word of two or more letters", source.describe());
 
+    if let (Some(s), Some((path, _))) = (&state, &resume) {
+        if s.config != cfg {
+            bail!(
+                "--resume {}: the checkpoint's model ({} px, width {}, text {}) does not match this run's ({} px, width {}, text {})",
+                path.display(),
+                s.config.size,
+                s.config.width,
+                s.config.text_dim,
+                cfg.size,
+                cfg.width,
+                cfg.text_dim
+            );
+        }
+        if let Some(then) = s.data_stamp.as_ref().filter(|then| **then != data.stamp) {
+            let change = match data.stamp.products.cmp(&then.products) {
+                std::cmp::Ordering::Greater => format!("{} products added", data.stamp.products - then.products),
+                std::cmp::Ordering::Less => format!("{} products removed", then.products - data.stamp.products),
+                std::cmp::Ordering::Equal => "as many products, but other images or captions".to_string(),
+            };
+            bail!(
+                "--resume {}: the data set {} has changed since the run started: {} usable products then, {} now ({change}); an exact resume needs the same products: restore the data set, or train a new run on it with another --out",
+                path.display(),
+                source.describe(),
+                then.products,
+                data.stamp.products
+            );
+        }
+        let (cursor, batch) = (s.loader.cursor, opts.batch);
+        ensure!(
+            cursor.is_multiple_of(batch) && cursor + batch <= data.len(),
+            "--resume {}: metadata field `loader.cursor` is {cursor}, not the start of a batch of {batch} in a data set of {}",
+            path.display(),
+            data.len()
+        );
+    }
+
     let mut gan = Gan::new(be, &cfg, &opts.hyper, opts.seed)?;
     let (mut iteration, mut noise_rng, loader_state, sample_captions, elapsed0) = match (&state, &resume) {
         (Some(s), Some((path, ck))) => {
-            if s.config != cfg {
-                bail!(
-                    "--resume {}: the checkpoint's model ({} px, width {}, text {}) does not match this run's ({} px, width {}, text {})",
-                    path.display(),
-                    s.config.size,
-                    s.config.width,
-                    s.config.text_dim,
-                    cfg.size,
-                    cfg.width,
-                    cfg.text_dim
-                );
-            }
             gan.import(be, &ck.tensors).with_context(|| format!("--resume {}", path.display()))?;
             gan.step = s.step;
-            report::truncate_metrics(&paths.metrics(), s.iteration, opts.eval_every > 0)?;
             (s.iteration, s.noise_rng.clone(), s.loader.clone(), s.sample_captions.clone(), s.elapsed_seconds)
         }
         _ => (0, Rng::derive(opts.seed, "noise"), LoaderState::default(), pick_sample_captions(&data.captions, 8), 0.0),
@@ -244,26 +362,37 @@ pub fn train_until<B: Backend>(
     if iteration >= opts.iters {
         bail!("the run is already at iteration {iteration}; ask for more with --iters (now {})", opts.iters);
     }
-
-    // Fixed noise and captions for the sample grids.
-    let mut sample_noise = vec![0.0f32; sample_captions.len() * GRID_COLUMNS * cfg.noise_dim];
-    Rng::derive(opts.seed, "samples").fill_normal(&mut sample_noise, 0.0, 1.0);
-    let sample_texts: Vec<f32> = sample_captions.iter().flat_map(|c| std::iter::repeat_n(data.tfidf.encode(c), GRID_COLUMNS).flatten()).collect();
-    std::fs::create_dir_all(paths.samples_dir()).with_context(|| format!("cannot create {}", paths.samples_dir().display()))?;
-    report::write_atomic(&paths.sample_captions(), (sample_captions.join("\n") + "\n").as_bytes())?;
-
     let mut loader = data::Loader::new(
         data.clone(),
         LoaderOptions { batch: opts.batch, seed: opts.seed, flip: opts.flip, mismatched: opts.hyper.matching_aware > 0.0 },
         loader_state,
     )?;
+
+    // Fixed noise and captions for the sample grids.
+    let mut sample_noise = vec![0.0f32; sample_captions.len() * GRID_COLUMNS * cfg.noise_dim];
+    Rng::derive(opts.seed, "samples").fill_normal(&mut sample_noise, 0.0, 1.0);
+    let sample_texts: Vec<f32> = sample_captions.iter().flat_map(|c| std::iter::repeat_n(data.tfidf.encode(c), GRID_COLUMNS).flatten()).collect();
+    *started = true;
+    if resume.is_some() {
+        report::truncate_metrics(&paths.metrics(), iteration, opts.eval_every > 0)?;
+        set_aside_newer_checkpoints(out, iteration)?;
+    }
+    std::fs::create_dir_all(paths.samples_dir()).with_context(|| format!("cannot create {}", paths.samples_dir().display()))?;
+    report::write_atomic(&paths.sample_captions(), (sample_captions.join("\n") + "\n").as_bytes())?;
+
     let mut noise = vec![0.0f32; opts.batch * cfg.noise_dim];
-    let started = Instant::now();
+    let started_at = Instant::now();
     let bar = progress_bar(progress, iteration, opts.iters);
     let mut pending: Vec<MetricsRow> = Vec::new();
     let mut last_checkpoint = resume.as_ref().map(|(p, _)| p.clone());
     let mut stats = super::StepStats::default();
     let mut interrupted = false;
+    let mut checked_at = iteration;
+    let mut pinned_since: Option<u64> = None;
+    let kept = |last: &Option<PathBuf>| match last {
+        Some(p) => format!("the last good checkpoint is {}", p.display()),
+        None => "no checkpoint was written before it".to_string(),
+    };
 
     let save = |gan: &Gan<B>, iteration: u64, noise_rng: &Rng, loader: &LoaderState, elapsed: f64| -> Result<PathBuf> {
         let meta = RunState {
@@ -277,6 +406,7 @@ pub fn train_until<B: Backend>(
             loader: loader.clone(),
             sample_captions: sample_captions.clone(),
             elapsed_seconds: elapsed,
+            data_stamp: Some(data.stamp.clone()),
         };
         let path = checkpoint::path_for(out, iteration);
         checkpoint::save(&path, &Checkpoint { meta: serde_json::to_value(&meta)?, tensors: gan.export(be)? })?;
@@ -293,17 +423,27 @@ pub fn train_until<B: Backend>(
         iteration += 1;
         if !stats.is_finite() {
             bar.abandon();
-            let kept = match &last_checkpoint {
-                Some(p) => format!("the last good checkpoint is {}", p.display()),
-                None => "no checkpoint was written before it".to_string(),
-            };
             bail!(
-                "the loss became non-finite at iteration {iteration} (loss_D {}, loss_G {}); training stopped and {kept}; try a lower --lr",
+                "the loss became non-finite at iteration {iteration} (loss_D {}, loss_G {}); training stopped and {}; try a lower --lr",
                 stats.loss_d,
-                stats.loss_g
+                stats.loss_g,
+                kept(&last_checkpoint)
             );
         }
-        let elapsed = elapsed0 + started.elapsed().as_secs_f64();
+        if pinned(stats.d_real) && pinned(stats.d_fake) {
+            let since = *pinned_since.get_or_insert(iteration);
+            if iteration - since + 1 == PINNED_ITERATIONS {
+                bar.suspend(|| {
+                    eprintln!(
+                        "warning: iteration {iteration}: D's outputs have been pinned at 0 or 1 since iteration {since} (D(x) {}, D(G(z)) {}): the discriminator's sigmoid is saturated and passes no gradient, so this run is dead; start again with a lower --lr",
+                        stats.d_real, stats.d_fake
+                    )
+                });
+            }
+        } else {
+            pinned_since = None;
+        }
+        let elapsed = elapsed0 + started_at.elapsed().as_secs_f64();
         pending.push(MetricsRow {
             iteration,
             epoch: loader_after.epoch,
@@ -319,23 +459,47 @@ pub fn train_until<B: Backend>(
 
         interrupted = iteration < opts.iters && stop(iteration);
         let last = iteration == opts.iters || interrupted;
-        if let Some(ev) = &mut evaluator {
-            if iteration % opts.eval_every == 0 || last {
-                let f = ev.measure(be, &mut gan)?;
-                if let Some(row) = pending.last_mut() {
-                    row.eval = Some([f.swd, f.fd, f.cond]);
-                }
+        let grid = iteration.is_multiple_of(opts.sample_every) || last;
+        let save_now = iteration.is_multiple_of(opts.save_every) || last;
+        let eval_now = evaluator.is_some() && (iteration.is_multiple_of(opts.eval_every) || last);
+        let flush = pending.len() >= 50 || save_now;
+        // The whole state (weights, batchnorm statistics, Adam moments) is checked before
+        // anything is measured, drawn or saved from it, and at least every 50 iterations: a
+        // diverged run stops there, and no grid or checkpoint of it is written (its metrics
+        // rows are, to show how it diverged).
+        if flush || grid || eval_now {
+            if let Some(bad) = gan.first_non_finite(be)? {
+                bar.abandon();
+                report::append_metrics(&paths.metrics(), &pending, opts.eval_every > 0)?;
+                bail!(
+                    "the run diverged between iterations {checked_at} and {iteration}: {bad}; training stopped and {}; try a lower --lr",
+                    kept(&last_checkpoint)
+                );
+            }
+            checked_at = iteration;
+        }
+        if let (Some(ev), true) = (&mut evaluator, eval_now) {
+            let f = ev.measure(be, &mut gan)?;
+            if let Some(row) = pending.last_mut() {
+                row.eval = Some([f.swd, f.fd, f.cond]);
             }
         }
-        if iteration % opts.sample_every == 0 || last {
-            let imgs = gan.generate(be, &sample_noise, &sample_texts, Mode::Eval)?;
-            report::save_png(&paths.sample(iteration), &report::grid_image(&imgs, cfg.size, sample_captions.len(), GRID_COLUMNS, zoom_for(cfg.size)))?;
-        }
-        if pending.len() >= 50 || iteration % opts.save_every == 0 || last {
+        if flush {
             report::append_metrics(&paths.metrics(), &pending, opts.eval_every > 0)?;
             pending.clear();
         }
-        if iteration % opts.save_every == 0 || last {
+        if grid {
+            let imgs = gan.generate(be, &sample_noise, &sample_texts, Mode::Eval)?;
+            if imgs.iter().any(|v| !v.is_finite()) {
+                bar.abandon();
+                bail!(
+                    "the run diverged at iteration {iteration}: the generator draws non-finite pixels; training stopped and {}; try a lower --lr",
+                    kept(&last_checkpoint)
+                );
+            }
+            report::save_png(&paths.sample(iteration), &report::grid_image(&imgs, cfg.size, sample_captions.len(), GRID_COLUMNS, zoom_for(cfg.size)))?;
+        }
+        if save_now {
             last_checkpoint = Some(save(&gan, iteration, &noise_rng, &loader_after, elapsed)?);
             report::plot_losses(&paths.loss_plot(), &report::read_metrics(&paths.metrics())?)?;
             if bar.is_hidden() && progress {
@@ -346,7 +510,7 @@ pub fn train_until<B: Backend>(
                     stats.loss_g,
                     stats.d_real,
                     stats.d_fake,
-                    (iteration as f64 - state.as_ref().map_or(0, |s| s.iteration) as f64) / started.elapsed().as_secs_f64()
+                    (iteration as f64 - state.as_ref().map_or(0, |s| s.iteration) as f64) / started_at.elapsed().as_secs_f64()
                 );
             }
         }
@@ -361,10 +525,27 @@ pub fn train_until<B: Backend>(
     Ok(RunSummary {
         iterations: iteration,
         last_checkpoint: last_checkpoint.context("no checkpoint written")?,
-        seconds: started.elapsed().as_secs_f64(),
+        seconds: started_at.elapsed().as_secs_f64(),
         final_stats: stats,
         interrupted,
     })
+}
+
+/// Checkpoints of `out` newer than the resumed `iteration` (a damaged newest one that the
+/// resume skipped, or a later history when an older file is resumed) are renamed to
+/// `step-N.safetensors.set-aside`, so the resumed run neither replaces nor prunes them.
+fn set_aside_newer_checkpoints(out: &Path, iteration: u64) -> Result<()> {
+    for p in checkpoint::list(out)?.into_iter().filter(|p| checkpoint::step_of(p).is_some_and(|s| s > iteration)) {
+        let mut aside = p.clone().into_os_string();
+        aside.push(".set-aside");
+        std::fs::rename(&p, &aside).with_context(|| format!("cannot set aside {}, newer than the resumed iteration {iteration}", p.display()))?;
+        eprintln!(
+            "warning: {} is newer than the resumed iteration {iteration}: renamed to {} so that this run neither replaces nor prunes it",
+            p.display(),
+            PathBuf::from(aside).display()
+        );
+    }
+    Ok(())
 }
 
 /// Small images are scaled up in grids so they stay visible.

@@ -261,7 +261,12 @@ impl<T: Elem> Core for CpuBackend<T> {
     }
 
     fn alloc(&self, len: usize) -> Result<Vec<T>> {
-        Ok(vec![T::zero(); len])
+        // A failed allocation is an error to report, not an abort.
+        let mut v = Vec::new();
+        v.try_reserve_exact(len)
+            .map_err(|_| anyhow::anyhow!("cannot allocate {len} values ({} bytes) in host memory", len.saturating_mul(std::mem::size_of::<T>())))?;
+        v.resize(len, T::zero());
+        Ok(v)
     }
     fn len(&self, buf: &Vec<T>) -> usize {
         buf.len()

@@ -207,6 +207,17 @@ impl Core for GpuBackend {
     fn alloc(&self, len: usize) -> Result<GpuBuf> {
         self.alloc_with(len, true)
     }
+    fn memory_available(&self) -> Option<super::Available> {
+        match &self.exec.kind {
+            ExecKind::Cuda(c) => c
+                .ctx
+                .mem_get_info()
+                .ok()
+                .map(|(free, _total)| super::Available { bytes: free as u64, what: format!("the GPU ({}, free memory)", c.device_name) }),
+            #[cfg(feature = "sim")]
+            ExecKind::Sim(_) => super::host_memory_available(),
+        }
+    }
     fn len(&self, buf: &GpuBuf) -> usize {
         buf.len
     }
