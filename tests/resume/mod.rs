@@ -2,8 +2,9 @@
 //! it on the CPU, tests/cuda_sim.rs in the simulation). A resume that re-ran from the seed
 //! would match a straight run too, so beyond "2 + 3 resumed equals 5 straight":
 //! - the resumed run performs only the remaining iterations (its BCE ops counted);
-//! - each piece of saved state (weights, Adam moments, Adam's step, the loader's position,
-//!   the noise generator) perturbed in the checkpoint changes the resumed result;
+//! - each piece of saved state (weights, Adam moments, the loader's position, the noise
+//!   generator) perturbed in the checkpoint changes the resumed result, and a changed Adam
+//!   step (which must equal the iteration) is refused;
 //! - the run crosses an epoch boundary (6 products, batch 2: three batches an epoch) with
 //!   the matching-aware loss on (W = 0.5), so the mismatched-caption stream is resumed too.
 
@@ -115,16 +116,25 @@ pub fn check<B: Backend>(be: &B, label: &str, pieces: Pieces) {
     let variants: Vec<(&str, Checkpoint)> = vec![
         ("weights", with_tensor("generator.main.0.weight", &|d| d[0] += 1e-2)),
         ("adam_moments", with_tensor("optimizer.discriminator.main.0.weight.exp_avg_sq", &|d| d.iter_mut().for_each(|v| *v *= 4.0))),
-        ("adam_step", with_state(&|s| s.step += 3)),
         ("loader_position", with_state(&|s| s.loader.cursor = 2)),
         ("noise_rng", with_state(&|s| s.noise_rng = Rng::derive(99, "noise"))),
     ];
-    let host = ["adam_step", "loader_position", "noise_rng"];
+    let host = ["loader_position", "noise_rng"];
     for (name, ck) in variants.into_iter().filter(|(n, _)| matches!(pieces, Pieces::All) || !host.contains(n)) {
         let got = resume(ck, name);
         let changed: Vec<&str> = got.iter().zip(&want).filter(|(a, b)| a != b).map(|(a, _)| a.0.as_str()).collect();
         assert!(!changed.is_empty(), "{label}: perturbing the saved {name} changed nothing: the resumed run does not use it");
         println!("{label}: perturbed {name}: {} of {} tensors differ after the resumed run", changed.len(), want.len());
+    }
+    // Adam's step (its t) must equal the iteration, and loading checks it (train::run): a
+    // changed step is refused, naming the field, rather than resumed from.
+    if matches!(pieces, Pieces::All) {
+        let out = tmp(label, "adam_step");
+        let Err(err) = train_until(be, &options(&data, &cache, TOTAL), &out, Some((saved.clone(), with_state(&|s| s.step += 3))), false, &mut |_| false) else {
+            panic!("a checkpoint whose Adam step differs from its iteration must be refused")
+        };
+        assert!(format!("{err:#}").contains("`step`"), "{err:#}");
+        let _ = std::fs::remove_dir_all(out);
     }
     for d in [data, cache, straight] {
         let _ = std::fs::remove_dir_all(d);
