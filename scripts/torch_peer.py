@@ -7,7 +7,9 @@ src/train/gan.rs:
 
 - the fake batch is computed once per iteration; the D step uses it detached;
 - D step: loss_D = (BCE(D(x, t), 1) + BCE(D(G(z, t), t), 0)) / 2, real and fake as two
-  separate forward passes (separate batchnorm statistics), then Adam on D;
+  separate forward passes (separate batchnorm statistics), then Adam on D; with a
+  mismatched-caption weight W > 0 (GAN-CLS, `--matching-aware` of gan-engine train) the
+  fake term is weighted 1 - W and a third pass adds W BCE(D(x, t'), 0);
 - G step: D frozen (no D parameter gradients), D still in training mode (batch
   statistics), flipped labels: loss_G = BCE(D(fake, t), 1), then Adam on G;
 - Adam lr 2e-4, betas (0.5, 0.999), eps 1e-8.
@@ -145,9 +147,11 @@ def make_batch(n, size, noise_dim, text_dim, seed=1, dtype=torch.float32, device
     return tuple(t.to(device=device, dtype=dtype) for t in (images, texts, noise))
 
 
-def iteration(g, d, opt_d, opt_g, images, texts, noise, amp=None, record=None):
+def iteration(g, d, opt_d, opt_g, images, texts, noise, amp=None, record=None, mismatched=None, w=0.0):
     """One training iteration exactly as Gan::iteration. `record`, when a dict, receives
-    the intermediate values the reference file stores (losses, outputs, gradients)."""
+    the intermediate values the reference file stores (losses, outputs, gradients).
+    `mismatched` (captions that do not match the images) and `w` are the matching-aware
+    loss's, as train/gan.rs: the fake term weighted 1 - w, the mismatched term w."""
     n = images.shape[0]
     ones = torch.ones(n, dtype=images.dtype, device=images.device)
     zeros = torch.zeros_like(ones)
@@ -173,8 +177,13 @@ def iteration(g, d, opt_d, opt_g, images, texts, noise, amp=None, record=None):
     with autocast():
         logits_fake = d(fake.detach(), texts)
         loss_fake = bce(logits_fake, zeros)
-    (0.5 * loss_fake).backward()
-    loss_d = 0.5 * (loss_real + loss_fake)
+    (0.5 * (1 - w) * loss_fake).backward()
+    loss_d = 0.5 * (loss_real + (1 - w) * loss_fake)
+    if w > 0:
+        with autocast():
+            loss_mismatch = bce(d(images, mismatched), zeros)
+        (0.5 * w * loss_mismatch).backward()
+        loss_d = loss_d + 0.5 * w * loss_mismatch
     if record is not None:
         record["fake"] = fake.detach().clone()
         record["logits_real"] = logits_real.detach().clone()

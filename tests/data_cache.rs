@@ -1,6 +1,8 @@
 //! The image cache: built once, reused, rebuilt when the captions file or an image changes,
 //! never written into the data folder, and never left half-written.
 
+mod common;
+
 use gan_engine::data::cache::{cache_file_name, load_or_build};
 use gan_engine::data::{prepare, read_catalogue, DataSource, Fit, PrepareOptions};
 use std::path::{Path, PathBuf};
@@ -164,16 +166,12 @@ fn bad_sizes_and_missing_folders_are_errors() {
 
 #[test]
 fn shared_products_prepare_and_reload() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/fashion-products");
-    if !dir.exists() {
-        println!("skipped: ../shared/data/fashion-products not found");
-        return;
-    }
+    let Some(dir) = common::shared_products() else { return };
     // Kept across test runs on purpose: the second run measures the cached path.
     let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("data_cache").join("shared");
     let opts = PrepareOptions { size: 32, crop: false, cache_dir: Some(cache), max_features: 256, progress: false, tfidf: None };
     let data = prepare(&DataSource::Folder(dir.clone()), &opts).unwrap();
-    assert_eq!(data.len(), 3834);
+    assert_eq!(data.len(), 3834, "styles.csv's 3,834 rows, each with its image (tests/data_readers.rs)");
     assert!(data.summary.contains("read 3834 products, used 3834, skipped 0"), "{}", data.summary);
     assert_eq!(data.tfidf.dim(), 256);
     let again = prepare(&DataSource::Folder(dir), &opts).unwrap();

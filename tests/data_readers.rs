@@ -1,6 +1,8 @@
 //! Catalogue readers: every Kaggle quirk skipped or repaired and counted, the caption-file
 //! layouts, and clear errors for unusable folders.
 
+mod common;
+
 use gan_engine::data::{read_catalogue, Layout, SkipReason};
 use std::path::PathBuf;
 
@@ -144,11 +146,9 @@ fn unusable_folders_are_clear_errors() {
 
 #[test]
 fn shared_products_are_all_used() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/fashion-products");
-    if !dir.exists() {
-        println!("skipped: ../shared/data/fashion-products not found");
-        return;
-    }
+    let Some(dir) = common::shared_products() else { return };
+    // From the files: styles.csv has 3,835 lines (a header and 3,834 rows), images/ 3,834
+    // files; `grep -c ',NA,' styles.csv` is 3; its first row is product 10003.
     let cat = read_catalogue(&dir).unwrap();
     assert_eq!(cat.counts.read, 3834);
     assert_eq!(cat.items.len(), 3834);
@@ -156,4 +156,15 @@ fn shared_products_are_all_used() {
     assert_eq!(cat.counts.images_without_row, 0);
     assert_eq!(cat.counts.na_values, 3, "three rows have usage NA");
     assert_eq!(cat.captions()[0], "Women White Tshirts Sports Fall Nike Women As Nike Eleme White T-Shirt");
+}
+
+/// The negative control of the skip policy (tests/common): a missing folder is a skip on
+/// a developer's machine and a failure under CI=true.
+#[test]
+fn a_missing_shared_folder_skips_locally_and_fails_under_ci() {
+    let missing = fixture("no-such-catalogue");
+    assert!(common::present_or_skip(&missing, false).is_none());
+    assert!(common::present_or_skip(&fixture("quirks"), true).is_some());
+    let under_ci = std::panic::catch_unwind(|| common::present_or_skip(&missing, true));
+    assert!(under_ci.is_err(), "CI=true must turn a missing ../shared into a failure");
 }

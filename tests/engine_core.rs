@@ -1,6 +1,7 @@
 //! The engine core: model sizes, the freeze flag, gradient rules, numeric edge cases,
 //! and the CPU convolutions against a direct loop at real layer shapes.
 
+use gan_engine::backend::cpu::simd::{self, Level};
 use gan_engine::backend::cpu::{Cpu, Cpu64, CpuBackend};
 use gan_engine::backend::prelude::*;
 use gan_engine::backend::{AdamParams, BatchNormParams, BceParams, ConvParams};
@@ -19,6 +20,10 @@ fn models(size: usize) -> (Generator<Cpu>, Discriminator<Cpu>) {
 
 #[test]
 fn parameter_counts_and_flops_match_the_reference_models() {
+    // Parameter counts: PyTorch's count of the same models, `python3 scripts/torch_peer.py
+    // --size 64` (and `--size 128`) prints "parameters: generator 5,673,856, discriminator
+    // 3,127,168" (16,980,864 and 12,379,008). GFLOP per iteration: the table of
+    // ../shared/docs/design.md ("Sizes of the reference models", multiply-add = 2).
     let (g, d) = models(64);
     assert_eq!(g.param_count(), 5_673_856);
     assert_eq!(d.param_count(), 3_127_168);
@@ -426,5 +431,54 @@ fn configuration_counts_follow_the_layer_table_with_minibatch_std() {
         let outputs = |rows: Vec<(String, &dyn Layer<Cpu>, Shape)>| rows.into_iter().map(|(_, l, s)| l.out_shape(s).per_image()).sum::<usize>();
         let (og, od) = cfg.outputs_per_image();
         assert_eq!((og as usize, od as usize), (outputs(g.layers()), outputs(d.layers())), "minibatch std {group}");
+    }
+}
+
+/// The CPU twin tests above, by name: what `cpu_twins_at_every_simd_level` reruns at the
+/// other SIMD levels.
+const TWIN_TESTS: [&str; 5] = [
+    "every_cpu_twin_matches_its_direct_loops",
+    "gradient_checks_pass",
+    "batchnorm_f32_matches_f64",
+    "cpu_convolutions_match_direct_loops_across_chunks",
+    "the_forced_simd_level_is_the_one_running",
+];
+
+/// Under GAN_ENGINE_SIMD, the loops run at that level: the override takes effect, so the
+/// reruns below test the paths they name.
+#[test]
+fn the_forced_simd_level_is_the_one_running() {
+    match std::env::var(Level::ENV) {
+        Ok(forced) => assert_eq!(simd::active().label(), forced, "GAN_ENGINE_SIMD={forced} did not take effect"),
+        Err(_) => assert_eq!(simd::active(), simd::widest(), "without GAN_ENGINE_SIMD the widest level runs"),
+    }
+}
+
+/// The SIMD level is chosen at run time, so one machine runs one path of every `wide` loop:
+/// the CPU twin tests run again in a child process at each other level this CPU has
+/// (scalar, AVX2, AVX-512), and a level the CPU lacks is named as skipped.
+#[test]
+fn cpu_twins_at_every_simd_level() {
+    if let Ok(forced) = std::env::var(Level::ENV) {
+        println!("skipped: this process was started with {}={forced}; the twin tests run at that level", Level::ENV);
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    for level in Level::ALL {
+        if level == simd::active() {
+            println!("{}: the twin tests of this process run at it", level.label());
+            continue;
+        }
+        if level > simd::widest() {
+            println!("skipped {}: this CPU lacks it (widest: {})", level.label(), simd::widest().label());
+            continue;
+        }
+        let started = std::time::Instant::now();
+        let out = std::process::Command::new(&exe).env(Level::ENV, level.label()).args(TWIN_TESTS).arg("--exact").output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "the twin tests failed at SIMD level {}:\n{stdout}\n{}", level.label(), String::from_utf8_lossy(&out.stderr));
+        let passed = format!("test result: ok. {} passed", TWIN_TESTS.len());
+        assert!(stdout.contains(&passed), "at {} not every twin test ran:\n{stdout}", level.label());
+        println!("{}: {} twin tests passed in {:.1} s", level.label(), TWIN_TESTS.len(), started.elapsed().as_secs_f64());
     }
 }

@@ -1,5 +1,7 @@
 //! `gan-engine eval` end to end, and the feature network on the shared products.
 
+mod common;
+
 use gan_engine::backend::cpu::Cpu;
 use gan_engine::data::{prepare, synth, DataSource, PrepareOptions};
 use gan_engine::eval::features::{FeatureNet, LabelSpace, Targets};
@@ -121,11 +123,7 @@ fn eval_of_another_data_set_warns_runs_and_falls_back_to_caption_words() {
 /// head is far above always answering the most common class.
 #[test]
 fn the_feature_network_beats_chance_on_the_shared_products() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/fashion-products");
-    if !dir.join("styles.csv").is_file() {
-        println!("skipped: ../shared/data/fashion-products not found");
-        return;
-    }
+    let Some(dir) = common::shared_products() else { return };
     let data = prepare(&DataSource::Folder(dir), &PrepareOptions { size: 32, cache_dir: Some(cache()), progress: false, ..Default::default() }).unwrap();
     let sp = split::split(&data.ids, 0.1);
     let net = FeatureNet::train(&Cpu::new(), &data, &sp, 0, false).unwrap();

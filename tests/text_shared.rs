@@ -2,24 +2,21 @@
 //! (`TfidfVectorizer(vocabulary=<our vocabulary>).fit(captions)`; with a fixed vocabulary
 //! scikit-learn computes the same idf, so this reproduces our vectors in Python).
 
+mod common;
+
 use gan_engine::data::{read_captions, DataSource};
 use gan_engine::text::{tokenize, Tfidf};
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 fn shared_captions() -> Option<Vec<String>> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/fashion-products");
-    if !dir.exists() {
-        println!("skipped: ../shared/data/fashion-products not found");
-        return None;
-    }
+    let dir = common::shared_products()?;
     Some(read_captions(&DataSource::Folder(dir)).unwrap().0)
 }
 
 #[test]
 fn shared_products_match_scikit_learn() {
     let Some(caps) = shared_captions() else { return };
-    assert_eq!(caps.len(), 3834);
+    assert_eq!(caps.len(), 3834, "styles.csv's 3,834 rows");
     let t = Tfidf::fit(&caps, 256);
     assert_eq!(t.dim(), 256);
     let idf = |w: &str| t.idf[t.index_of(w).unwrap()] as f64;

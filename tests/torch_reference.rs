@@ -1,6 +1,8 @@
-//! Same numbers as PyTorch: one training iteration of the small model (32 px, width 8,
-//! batch 4) on our engine against the reference state that `scripts/dev/torch_reference.py`
-//! wrote with PyTorch in float64. The comparison itself (what is compared, under which
+//! Same numbers as PyTorch: training iterations of small models on our engine against the
+//! reference states that `scripts/dev/torch_reference.py` wrote with PyTorch in float64 (one
+//! iteration at 32 px, width 8, batch 4; two iterations at 64 px, width 4, batch 2 with the
+//! matching-aware loss), and the committed wrong references (tests/fixtures/torch/, one per
+//! convention a port could get wrong), each of which must fail, naming its tensors. The comparison itself (what is compared, under which
 //! tolerances) is `gan_engine::verify::torch`, shared with `gan-engine selftest --device
 //! sim|cuda`; this test runs it on the CPU backend (and, asked with `--include-ignored`, on
 //! the GPU).
@@ -41,6 +43,18 @@ fn cpu_matches_pytorch_reference() -> Result<()> {
     check(&Cpu::new(), &reference::CPU)
 }
 
+/// Two iterations (Adam at t = 2), 64 px, the matching-aware loss at W = 0.5, with
+/// mismatched captions: the second embedded reference.
+#[test]
+fn cpu_matches_the_64px_matching_aware_two_iteration_reference() -> Result<()> {
+    let r = Reference::parse(reference::EMBEDDED_GANCLS_64)?;
+    let checks = reference::run(&Cpu::new(), &r, &reference::CPU)?;
+    let (table, failed) = reference::table("cpu", &r, &checks);
+    print!("{table}");
+    assert_eq!(failed, 0, "{failed} tensor(s) differ from the reference");
+    Ok(())
+}
+
 /// Same comparison, under the GPU tolerances, on the GPU. Ignored by default, so a
 /// machine without a GPU reports it as not run instead of passing it; asked for with
 /// `--include-ignored`, it fails where no GPU opens. (`gan-engine selftest --device cuda`,
@@ -66,6 +80,78 @@ fn a_wrong_reference_is_rejected() -> Result<()> {
         let checks = reference::run(&Cpu::new(), &r, tol)?;
         let bad: Vec<&str> = checks.iter().filter(|c| !c.passed()).map(|c| c.name.as_str()).collect();
         assert_eq!(bad, ["outputs.loss_d"], "exactly the altered tensor must fail ({tol:?})");
+    }
+    Ok(())
+}
+
+/// What each committed wrong reference must show: the tensors that must fail (by name),
+/// and those that must not (the parts of the iteration the convention does not reach).
+struct Expect {
+    file: &'static str,
+    must_fail: fn(&str) -> bool,
+    must_pass: fn(&str) -> bool,
+}
+
+fn is_grad(n: &str) -> bool {
+    n.starts_with("grads.")
+}
+fn is_forward(n: &str) -> bool {
+    n.starts_with("outputs.")
+}
+fn is_running(n: &str) -> bool {
+    n.contains("running_")
+}
+
+const EXPECT: [Expect; 5] = [
+    // The loss summed over the batch of 4 scales every gradient by 4 (Adam's first step
+    // hardly notices: g / |g|).
+    Expect { file: "bce_sum", must_fail: |n| n == "outputs.loss_d" || n == "outputs.loss_g" || is_grad(n), must_pass: |n| n.starts_with("outputs.fake") },
+    // Another eps moves every normalised activation: every output and gradient.
+    Expect { file: "bn_eps", must_fail: |n| is_forward(n) || is_grad(n), must_pass: |_| false },
+    // Momentum reaches the running statistics only.
+    Expect { file: "bn_momentum", must_fail: is_running, must_pass: |n| !is_running(n) },
+    // The G step through D before its Adam step: G's loss, gradients and step, D's logits
+    // in the G step; the D step is untouched.
+    Expect {
+        file: "g_before_d_adam",
+        must_fail: |n| n == "outputs.loss_g" || n.starts_with("outputs.logits_g") || n.starts_with("grads.generator."),
+        must_pass: |n| n.starts_with("grads.discriminator.") || n == "outputs.loss_d" || n.starts_with("outputs.fake"),
+    },
+    // The text before the image features in D: every logit and D gradient; G's own
+    // forward pass from the same weights is untouched.
+    Expect {
+        file: "text_first",
+        must_fail: |n| n.starts_with("outputs.logits") || n.starts_with("grads.discriminator.") || n.starts_with("grads.generator."),
+        must_pass: |n| n.starts_with("outputs.fake"),
+    },
+];
+
+/// Each committed wrong reference (scripts/dev/torch_reference.py --all-perturbations
+/// tests/fixtures/torch), laid over the embedded one, fails: the tensors its convention
+/// reaches, and no others, under the CPU bounds, the GPU bounds of the selftest and the
+/// GPU bounds widened for TF32 (so the widening does not hide a convention).
+#[test]
+fn every_committed_wrong_reference_fails() -> Result<()> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torch");
+    let mut files: Vec<String> = std::fs::read_dir(&dir)?.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    files.sort();
+    let mut expected: Vec<String> = EXPECT.iter().map(|e| format!("{}.safetensors", e.file)).collect();
+    expected.sort();
+    assert_eq!(files, expected, "every committed wrong reference has its expectation, and every expectation its file");
+    let widen = reference::tf32_widening(&Reference::embedded()?, &reference::GPU)?;
+    for e in &EXPECT {
+        let mut r = Reference::embedded()?;
+        let replaced = r.overlay(&std::fs::read(dir.join(format!("{}.safetensors", e.file)))?)?;
+        for (label, tol, w) in [("cpu", &reference::CPU, None), ("gpu", &reference::GPU, None), ("gpu+tf32", &reference::GPU, Some(&widen))] {
+            let checks = reference::run_widened(&Cpu::new(), &r, tol, w)?;
+            let failed: Vec<&str> = checks.iter().filter(|c| !c.passed()).map(|c| c.name.as_str()).collect();
+            println!("{} under {label}: {} of {} replaced tensors fail", e.file, failed.len(), replaced.len());
+            let missed: Vec<&str> = checks.iter().filter(|c| c.passed() && (e.must_fail)(&c.name)).map(|c| c.name.as_str()).collect();
+            assert!(missed.is_empty(), "{} under {label}: these must fail and passed: {missed:?}", e.file);
+            let wrong: Vec<&str> = failed.iter().copied().filter(|n| (e.must_pass)(n)).collect();
+            assert!(wrong.is_empty(), "{} under {label}: these must pass and failed: {wrong:?}", e.file);
+            assert!(!failed.is_empty());
+        }
     }
     Ok(())
 }

@@ -11,14 +11,19 @@
 #      kernel's main loop in SASS (scripts/dev/sass-loops.py; cuobjdump and nvdisasm from PyPI);
 #   5. checks the simulation itself (barriers, shuffles, asynchronous copies, reported
 #      misuse, and each detector of its access checker against a kernel with that bug),
-#      then runs `gan-engine selftest --device sim` (every kernel against its CPU twin on
-#      the CPU simulation, every access checked for races, uninitialised reads and
-#      out-of-bounds accesses, every launch in three thread orders compared bit for bit;
-#      plus a whole training iteration and one against the PyTorch reference), checks that
-#      every `extern "C"` kernel in kernels/ has a passing row, and runs the selftest again
-#      in GEMM modes tf32x3-async and fp32 (the FMA tiles of GPUs before sm_80). The bf16
-#      tiles are checked by `cargo test --features sim --test cuda_sim` (their rows against
-#      the bf16 CPU twin).
+#      runs tests/cuda_sim.rs (`cargo test --features sim`: a tampered kernel output fails
+#      its row, TF32 really rounds, the bf16 tiles against the bf16 twin, the freeze flag in
+#      the kernels, resume in the simulation), then `gan-engine selftest --device sim`
+#      (every kernel against its CPU twin on the CPU simulation, one row per output tensor,
+#      every access checked for races, uninitialised reads and out-of-bounds accesses;
+#      whole training iterations and the PyTorch references) in every f32 GEMM mode, two at
+#      a time: tf32x3 (printed in full, and every `extern "C"` kernel in kernels/ must have a
+#      passing row) and tf32x3-async in three thread orders compared bit for bit, fp32 (the
+#      FMA tiles of GPUs before sm_80), tf32 and tf32-async (TF32 tensor cores, with their
+#      own error model) in one order.
+#
+# Also runs NVRTC's own test (src/backend/cuda/nvrtc.rs, ignored without NVRTC) against
+# NVRTC 12 and NVRTC 13.
 #
 # Exits non-zero on any failure. Versions can be overridden with NVRTC12_PKG, NVRTC13_PKG,
 # NVCC_PKG, CUOBJDUMP_PKG and NVDISASM_PKG (pip requirement strings).
@@ -57,6 +62,11 @@ lib13=$(dirname "$(find "$TOOLS/nvrtc13" -name 'libnvrtc.so.13' | head -n1)")
 ptxas=$(find "$TOOLS/nvcc" -type f -name ptxas | head -n1)
 [[ -n "$lib12" && -n "$lib13" && -x "$ptxas" ]] || { echo "error: NVRTC 12, NVRTC 13 or ptxas missing under $TOOLS" >&2; exit 1; }
 "$ptxas" --version | tail -n1
+
+step "NVRTC's compile test against NVRTC 12 and NVRTC 13"
+for lib in "$lib12/libnvrtc.so.12" "$lib13/libnvrtc.so.13"; do
+    GAN_ENGINE_NVRTC="$lib" cargo test --release --locked --lib -- --ignored --exact backend::cuda::nvrtc::tests::compiles_a_kernel_and_rejects_a_wrong_one
+done
 
 # ---- 2. build ------------------------------------------------------------------------------
 step "cargo build --release --locked --features sim"
@@ -146,9 +156,47 @@ step "simulation semantics (tests/sim/sim_semantics.cpp)"
 "${CXX:-g++}" "$TOOLS/sim_semantics.o" "$TOOLS/sim_runtime.o" -o "$TOOLS/sim_semantics"
 "$TOOLS/sim_semantics"
 
-step "gan-engine selftest --device sim"
-log="$TOOLS/selftest-sim.txt"
-"$bin" selftest --device sim | tee "$log"
+step "tests/cuda_sim.rs: cargo test --release --locked --features sim --test cuda_sim"
+cargo test --release --locked --features sim --test cuda_sim
+
+# Every GEMM mode, two selftests at a time (the simulation runs one thread per process),
+# the longest first.
+# The tiles fed by cp.async keep a ring of shared buffers, where a missing wait or barrier
+# would hide: tf32x3 and tf32x3-async run every launch in three thread orders; the other
+# modes change the arithmetic of the same tiles and run in one order (the access checker
+# is on in every run).
+modes=(tf32x3 tf32x3-async tf32 tf32-async fp32)
+declare -A orders=([tf32x3]=3 [tf32x3-async]=3 [tf32]=1 [tf32-async]=1 [fp32]=1)
+step "gan-engine selftest --device sim in GEMM modes ${modes[*]}, two at a time"
+selftest_mode() { # mode
+    local out="$TOOLS/selftest-sim-$1.txt" t0=$SECONDS
+    local rc=0
+    GAN_ENGINE_GEMM=$1 GAN_ENGINE_SIM_ORDERS=${orders[$1]} "$bin" selftest --device sim > "$out" 2>&1 || rc=$?
+    echo "$rc" > "$out.rc"
+    echo "GEMM $1 (${orders[$1]} thread order(s)): exit $rc after $((SECONDS - t0)) s: $(tail -n 1 "$out")"
+}
+t0=$SECONDS
+running=0
+for mode in "${modes[@]}"; do
+    selftest_mode "$mode" &
+    running=$((running + 1))
+    if (( running == 2 )); then wait -n || true; running=$((running - 1)); fi
+done
+wait
+echo "all modes in $((SECONDS - t0)) s"
+log="$TOOLS/selftest-sim-tf32x3.txt"
+cat "$log"
+failed=0
+for mode in "${modes[@]}"; do
+    out="$TOOLS/selftest-sim-$mode.txt"
+    if [[ "$(cat "$out.rc")" != 0 ]]; then
+        echo "error: gan-engine selftest --device sim failed in GEMM mode $mode:" >&2
+        grep -E ' FAIL$' "$out" >&2 || true
+        tail -n 3 "$out" >&2
+        failed=1
+    fi
+done
+(( failed == 0 )) || exit 1
 "$PYTHON" - "$log" kernels/*.cu <<'PY'
 import re, sys
 log = open(sys.argv[1]).read().splitlines()
@@ -164,17 +212,5 @@ if missing:
     sys.exit("error: kernels without a passing sim selftest row: " + ", ".join(missing))
 print(f"coverage: all {len(names)} extern \"C\" kernels in kernels/ have passing sim rows")
 PY
-# The selftest again in two more GEMM modes, summary only (failing rows when any): the
-# tiles fed by cp.async, whose ring of shared buffers is where a missing wait or barrier
-# would hide (every launch in three thread orders, as above), and the fp32 FMA tiles that
-# GPUs before sm_80 run (Pascal, such as the article's GTX 1070 Ti, and Turing), in one
-# order (the access checker is on in every run).
-for run in "tf32x3-async 3" "fp32 1"; do
-    read -r mode orders <<< "$run"
-    step "gan-engine selftest --device sim, GEMM $mode, $orders thread order(s)"
-    out="$TOOLS/selftest-sim-$mode.txt"
-    GAN_ENGINE_GEMM=$mode GAN_ENGINE_SIM_ORDERS=$orders "$bin" selftest --device sim > "$out" || { grep -E ' FAIL$' "$out"; tail -n 3 "$out"; exit 1; }
-    tail -n 1 "$out"
-done
 
 step "CUDA kernel checks passed"

@@ -93,6 +93,11 @@ impl Profiler {
         self.log().calls.get(op).copied().unwrap_or(0)
     }
 
+    /// Calls so far of every op, by name.
+    pub fn counts(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        self.log().calls.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+
     /// Calls so far of the ops whose names satisfy `which`.
     pub fn calls_where(&self, which: impl Fn(&str) -> bool) -> u64 {
         self.log().calls.iter().filter(|(k, _)| which(k)).map(|(_, v)| v).sum()

@@ -24,7 +24,8 @@ pub const BASELINE_S: f64 = 0.864;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// cpu, cuda, sim or auto (see `train --help`).
+    #[cfg_attr(not(feature = "sim"), doc = "cpu, cuda, or auto (see `train --help`).")]
+    #[cfg_attr(feature = "sim", doc = "cpu, cuda, sim, or auto (see `train --help`).")]
     #[arg(long, default_value = "cpu")]
     device: String,
     /// The discriminator with `train --minibatch-std G` (0: without).

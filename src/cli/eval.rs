@@ -30,8 +30,14 @@ pub struct Args {
     /// Also write every figure, by name, to this JSON file.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// cpu, cuda, or auto: where the generator runs (the feature network always runs on the
-    /// CPU, so its numbers are the same everywhere).
+    #[cfg_attr(
+        not(feature = "sim"),
+        doc = "cpu, cuda, or auto: where the generator runs (the feature network always runs on the CPU, so its numbers are the same everywhere)."
+    )]
+    #[cfg_attr(
+        feature = "sim",
+        doc = "cpu, cuda, sim, or auto: where the generator runs (the feature network always runs on the CPU, so its numbers are the same everywhere)."
+    )]
     #[arg(long, default_value = "auto")]
     device: String,
     /// Folder for decoded-image caches and feature networks (default: the user cache folder).

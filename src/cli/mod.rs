@@ -66,6 +66,8 @@ pub fn seed(s: &str) -> Result<u64, String> {
 }
 
 pub fn run(cli: Cli) -> Result<()> {
+    // A forced SIMD level the CPU lacks is an error here, before any op could meet it.
+    gan_engine::backend::cpu::simd::check_env()?;
     match cli.command {
         Command::Train(a) => train::run(a),
         Command::Sample(a) => sample::run(a),

@@ -31,7 +31,8 @@ pub struct Args {
     /// Write one PNG per image into this folder instead of a grid.
     #[arg(long)]
     out_dir: Option<PathBuf>,
-    /// cpu, cuda, or auto.
+    #[cfg_attr(not(feature = "sim"), doc = "cpu, cuda, or auto.")]
+    #[cfg_attr(feature = "sim", doc = "cpu, cuda, sim, or auto.")]
     #[arg(long, default_value = "auto")]
     device: String,
     /// GEMM precision, f32 or bf16 (see `train --help`) [default: the run's].

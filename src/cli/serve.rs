@@ -14,7 +14,8 @@ pub struct Args {
     /// so think twice before 0.0.0.0.
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
-    /// cpu, cuda, or auto.
+    #[cfg_attr(not(feature = "sim"), doc = "cpu, cuda, or auto.")]
+    #[cfg_attr(feature = "sim", doc = "cpu, cuda, sim, or auto.")]
     #[arg(long, default_value = "auto")]
     device: String,
 }

@@ -43,7 +43,8 @@ pub struct Args {
     /// Weight W of the mismatched-caption term (GAN-CLS); 0 is the article's loss [default: 0].
     #[arg(long, allow_negative_numbers = true)]
     matching_aware: Option<f32>,
-    /// cpu, cuda, or auto (cuda when a GPU is usable, else cpu).
+    #[cfg_attr(not(feature = "sim"), doc = "cpu, cuda, or auto (cuda when a GPU is usable, else cpu).")]
+    #[cfg_attr(feature = "sim", doc = "cpu, cuda, sim, or auto (cuda when a GPU is usable, else cpu; sim: the kernels in the CPU simulation).")]
     #[arg(long, default_value = "auto")]
     device: String,
     /// Run folder: checkpoints/, samples/, metrics.csv, loss.png. Default: the --resume

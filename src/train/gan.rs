@@ -188,14 +188,21 @@ impl<B: Backend> Gan<B> {
 
     /// The G step's gradients through a frozen D (D's gradients stay untouched).
     pub fn g_step_grads(&mut self, be: &B, fake: &Tensor<B>) -> Result<()> {
-        let io = self.io.as_mut().context("d_step_grads runs first")?;
-        let n = io.n as i32;
+        let dimage = self.g_step_image_grad(be, fake)?;
         self.g.zero_grad(be)?;
-        let logits = self.d.forward(be, fake, &io.texts, Mode::Train)?;
-        Self::bce(be, &io.dlogits, &logits, &BceParams { n, target: 1.0, scale: 1.0 }, &mut io.loss_g)?;
-        let dimage = self.d.backward(be, &io.dlogits, DGrads::G_STEP)?.0.context("the frozen discriminator's image gradient")?;
         self.g.backward(be, &dimage, Grads::PARAMS)?;
         Ok(())
+    }
+
+    /// The first half of the G step: the G loss on D's logits for the fake batch, and its
+    /// gradient with respect to the images through the frozen D (`DGrads::G_STEP`: no D
+    /// parameter gradient is computed or touched). verify::freeze counts what it runs.
+    pub fn g_step_image_grad(&mut self, be: &B, fake: &Tensor<B>) -> Result<Tensor<B>> {
+        let io = self.io.as_mut().context("d_step_grads runs first")?;
+        let n = io.n as i32;
+        let logits = self.d.forward(be, fake, &io.texts, Mode::Train)?;
+        Self::bce(be, &io.dlogits, &logits, &BceParams { n, target: 1.0, scale: 1.0 }, &mut io.loss_g)?;
+        self.d.backward(be, &io.dlogits, DGrads::G_STEP)?.0.context("the frozen discriminator's image gradient")
     }
 
     /// One full iteration: D step, Adam on D, G step, Adam on G. Reads the losses back.

@@ -2,7 +2,7 @@
 //! rows (CPU twin `backend/cpu/activation.rs`, kernels `kernels/activation.cu`).
 
 use super::gradcheck::{check_all, dot, rand_vec, CheckResult, DirectCheck, OpHarness};
-use super::twin::{down, normal, up, Checker, TOL_ELEM};
+use super::twin::{down, normal, poisoned, up, Checker, TOL_ELEM};
 use crate::backend::cpu::Cpu64;
 use crate::backend::prelude::*;
 use crate::backend::ActParams;
@@ -47,7 +47,7 @@ impl<B: Backend> Checker<'_, B> {
         }
         fn fwd<B: Backend>(be: &B, k: Kind, p: &ActParams, x: &[f32]) -> Result<B::Buf> {
             let x = up(be, x)?;
-            let mut y = be.alloc(p.len as usize)?;
+            let mut y = poisoned(be, p.len as usize)?;
             match k {
                 Kind::Relu => be.relu_forward(p, &x, &mut y)?,
                 Kind::Leaky => be.leaky_relu_forward(p, &x, &mut y)?,
@@ -63,7 +63,7 @@ impl<B: Backend> Checker<'_, B> {
         // backends see identical `y`.
         fn backward<B: Backend>(be: &B, k: Kind, p: &ActParams, y: &[f32], dy: &[f32]) -> Result<Vec<f32>> {
             let (y, dy) = (up(be, y)?, up(be, dy)?);
-            let mut dx = be.alloc(p.len as usize)?;
+            let mut dx = poisoned(be, p.len as usize)?;
             match k {
                 Kind::Relu => be.relu_backward_input(p, &y, &dy, &mut dx)?,
                 Kind::Leaky => be.leaky_relu_backward_input(p, &y, &dy, &mut dx)?,

@@ -2,7 +2,7 @@
 //! twin rows (CPU twin `backend/cpu/conv.rs`, kernels `kernels/conv.cu`).
 
 use super::gradcheck::{check_all, dot, rand_vec, CheckResult, DirectCheck, OpHarness};
-use super::twin::{down, normal, up, Checker};
+use super::twin::{abs, down, normal, poisoned, up, Checker, Part, TOL_REDUCE};
 use crate::backend::cpu::Cpu64;
 use crate::backend::prelude::*;
 use crate::backend::ConvParams;
@@ -145,7 +145,7 @@ impl<B: Backend> Checker<'_, B> {
         fn forward<B: Backend>(be: &B, p: &ConvParams, t: bool, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Result<Vec<f32>> {
             let (x, w) = (up(be, x)?, up(be, w)?);
             let b = bias.map(|b| up(be, b)).transpose()?;
-            let mut y = be.alloc(p.out_len())?;
+            let mut y = poisoned(be, p.out_len())?;
             if t {
                 be.conv_transpose2d_forward(p, &x, &w, b.as_ref(), &mut y)?;
             } else {
@@ -155,8 +155,7 @@ impl<B: Backend> Checker<'_, B> {
         }
         fn backward_input<B: Backend>(be: &B, p: &ConvParams, t: bool, dy: &[f32], w: &[f32]) -> Result<Vec<f32>> {
             let (dy, w) = (up(be, dy)?, up(be, w)?);
-            let mut dx = be.alloc(p.in_len())?;
-            be.fill(&mut dx, f32::NAN)?; // every value must be written
+            let mut dx = poisoned(be, p.in_len())?;
             if t {
                 be.conv_transpose2d_backward_input(p, &dy, &w, &mut dx)?;
             } else {
@@ -180,19 +179,36 @@ impl<B: Backend> Checker<'_, B> {
         let name = |pass: &str| format!("{op}_{pass}_f32");
         let (xr, wr, br) = (&x, &w, &bias);
         let tol = self.gemm_tol();
-        self.case(
+        // The TF32 bound's sums of |products|: each pass on the operands' magnitudes.
+        let (xa, wa, dya) = (abs(&x), abs(&w), abs(&dy));
+        let y_products = self.products(|c| forward(c, &p, transposed, &xa, &wa, None))?;
+        let dx_products = self.products(|c| backward_input(c, &p, transposed, &dya, &wa))?;
+        let zeros = |n: usize| vec![0.0f32; n];
+        let dw_products = self.products(|c| {
+            backward_params(c, &p, transposed, &xa, &dya, &zeros(p.weight_len()), &zeros(p.c_out as usize)).map(|v| v[..p.weight_len()].to_vec())
+        })?;
+        let y_parts = |len| vec![Part::gemm("", len, tol, y_products.clone())];
+        self.case_parts(
             &name("forward"),
             format!("{shape} +bias"),
-            tol,
+            y_parts,
             |g| forward(g, &p, transposed, xr, wr, Some(br)),
             |c| forward(c, &p, transposed, xr, wr, Some(br)),
         )?;
-        self.case(&name("forward"), shape.clone(), tol, |g| forward(g, &p, transposed, xr, wr, None), |c| forward(c, &p, transposed, xr, wr, None))?;
-        self.case(&name("backward_input"), shape.clone(), tol, |g| backward_input(g, &p, transposed, &dy, wr), |c| backward_input(c, &p, transposed, &dy, wr))?;
-        self.case(
+        self.case_parts(&name("forward"), shape.clone(), y_parts, |g| forward(g, &p, transposed, xr, wr, None), |c| forward(c, &p, transposed, xr, wr, None))?;
+        self.case_parts(
+            &name("backward_input"),
+            shape.clone(),
+            |len| vec![Part::gemm("", len, tol, dx_products)],
+            |g| backward_input(g, &p, transposed, &dy, wr),
+            |c| backward_input(c, &p, transposed, &dy, wr),
+        )?;
+        // The weight gradient (a GEMM) and the bias gradient (a reduction) apart: each at
+        // its own scale.
+        self.case_parts(
             &name("backward_params"),
-            format!("{shape} dw,db +="),
-            tol,
+            format!("{shape} +="),
+            |_| vec![Part::gemm("dw", p.weight_len(), tol, dw_products), Part::new("db", p.c_out as usize, TOL_REDUCE)],
             |g| backward_params(g, &p, transposed, xr, &dy, &dw0, &db0),
             |c| backward_params(c, &p, transposed, xr, &dy, &dw0, &db0),
         )

@@ -3,7 +3,7 @@
 //! kernels `kernels/cross_entropy.cu`).
 
 use super::gradcheck::{check_all, rand_vec, CheckResult, DirectCheck, OpHarness};
-use super::twin::{down, normal, up, Checker, TOL_ELEM, TOL_REDUCE};
+use super::twin::{down, normal, poisoned, up, Checker, Part, TOL_ELEM, TOL_REDUCE};
 use crate::backend::cpu::Cpu64;
 use crate::backend::prelude::*;
 use crate::backend::CrossEntropyParams;
@@ -100,7 +100,7 @@ impl<B: Backend> Checker<'_, B> {
         type Fwd<B> = fn(&B, &CrossEntropyParams, &<B as Core>::Buf, &<B as Core>::Buf, &mut <B as Core>::Buf) -> Result<()>;
         fn forward<B: Backend>(be: &B, op: Fwd<B>, p: &CrossEntropyParams, l: &[f32], t: &[f32]) -> Result<Vec<f32>> {
             let (l, t) = (up(be, l)?, up(be, t)?);
-            let mut out = be.alloc(2)?;
+            let mut out = poisoned(be, 2)?;
             op(be, p, &l, &t, &mut out)?;
             down(be, &out, 2)
         }
@@ -109,7 +109,8 @@ impl<B: Backend> Checker<'_, B> {
             op(be, p, &l, &t, &mut d)?;
             down(be, &d, d0.len())
         }
-        let label = format!("{shape} [loss, accuracy]");
+        // The loss and the accuracy apart, each at its own scale.
+        let parts = |_| vec![Part::new("loss", 1, TOL_REDUCE), Part::new("accuracy", 1, TOL_REDUCE)];
         let (sf, sb, gf, gb): (Fwd<B>, Fwd<B>, Fwd<B>, Fwd<B>) = (
             B::softmax_cross_entropy_forward,
             B::softmax_cross_entropy_backward_input,
@@ -122,10 +123,10 @@ impl<B: Backend> Checker<'_, B> {
             crate::backend::cpu::Cpu::sigmoid_cross_entropy_forward,
             crate::backend::cpu::Cpu::sigmoid_cross_entropy_backward_input,
         );
-        self.case(
+        self.case_parts(
             "softmax_cross_entropy_forward_f32",
-            label.clone(),
-            TOL_REDUCE,
+            shape.clone(),
+            parts,
             |g| forward(g, sf, &p, &logits, &cls),
             |c| forward(c, csf, &p, &logits, &cls),
         )?;
@@ -136,7 +137,13 @@ impl<B: Backend> Checker<'_, B> {
             |g| backward(g, sb, &p, &logits, &cls, &d0),
             |c| backward(c, csb, &p, &logits, &cls, &d0),
         )?;
-        self.case("sigmoid_cross_entropy_forward_f32", label, TOL_REDUCE, |g| forward(g, gf, &p, &logits, &bits), |c| forward(c, cgf, &p, &logits, &bits))?;
+        self.case_parts(
+            "sigmoid_cross_entropy_forward_f32",
+            shape.clone(),
+            parts,
+            |g| forward(g, gf, &p, &logits, &bits),
+            |c| forward(c, cgf, &p, &logits, &bits),
+        )?;
         self.case(
             "sigmoid_cross_entropy_backward_input_f32",
             shape,

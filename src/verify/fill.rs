@@ -1,7 +1,7 @@
 //! fill: the twin row (CPU twin in `backend/cpu/mod.rs`, `Core::fill`; kernel
 //! `kernels/fill.cu`).
 
-use super::twin::{compare, down, Checker, Tol};
+use super::twin::{compare, down, Checker, TOL_EXACT};
 use crate::backend::Backend;
 use anyhow::Result;
 
@@ -16,7 +16,7 @@ impl<B: Backend> Checker<'_, B> {
         let got = run(self.gpu, len)?;
         let want = run(&self.cpu, len)?;
         self.gpu.take_recent_launches();
-        self.rows.push(compare(vec!["fill_f32".into()], format!("len {len}"), &want, &got, Tol { abs_of_max: 0.0, rel: 0.0 }));
+        self.rows.push(compare(vec!["fill_f32".into()], format!("len {len}"), &want, &got, TOL_EXACT));
         Ok(())
     }
 }

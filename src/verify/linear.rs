@@ -2,7 +2,7 @@
 //! `backend/cpu/linear.rs`, kernels `kernels/linear.cu`).
 
 use super::gradcheck::{check_all, dot, rand_vec, CheckResult, DirectCheck, OpHarness};
-use super::twin::{down, normal, up, Checker};
+use super::twin::{abs, down, normal, poisoned, up, Checker, Part, TOL_REDUCE};
 use crate::backend::cpu::Cpu64;
 use crate::backend::prelude::*;
 use crate::backend::LinearParams;
@@ -55,13 +55,13 @@ impl<B: Backend> Checker<'_, B> {
         let db0 = normal(&mut self.rng, o, 1.0);
         fn forward<B: Backend>(be: &B, p: &LinearParams, x: &[f32], w: &[f32], b: &[f32]) -> Result<Vec<f32>> {
             let (x, w, b) = (up(be, x)?, up(be, w)?, up(be, b)?);
-            let mut y = be.alloc((p.n * p.out_features) as usize)?;
+            let mut y = poisoned(be, (p.n * p.out_features) as usize)?;
             be.linear_forward(p, &x, &w, Some(&b), &mut y)?;
             down(be, &y, (p.n * p.out_features) as usize)
         }
         fn backward_input<B: Backend>(be: &B, p: &LinearParams, dy: &[f32], w: &[f32]) -> Result<Vec<f32>> {
             let (dy, w) = (up(be, dy)?, up(be, w)?);
-            let mut dx = be.alloc((p.n * p.in_features) as usize)?;
+            let mut dx = poisoned(be, (p.n * p.in_features) as usize)?;
             be.linear_backward_input(p, &dy, &w, &mut dx)?;
             down(be, &dx, (p.n * p.in_features) as usize)
         }
@@ -73,12 +73,29 @@ impl<B: Backend> Checker<'_, B> {
             Ok(out)
         }
         let tol = self.gemm_tol();
-        self.case("linear_forward_f32", format!("{shape} +bias"), tol, |g| forward(g, &p, &x, &w, &b), |c| forward(c, &p, &x, &w, &b))?;
-        self.case("linear_backward_input_f32", shape.clone(), tol, |g| backward_input(g, &p, &dy, &w), |c| backward_input(c, &p, &dy, &w))?;
-        self.case(
+        let (xa, wa, dya) = (abs(&x), abs(&w), abs(&dy));
+        let zero_b = vec![0.0f32; o];
+        let y_products = self.products(|c| forward(c, &p, &xa, &wa, &zero_b))?;
+        let dx_products = self.products(|c| backward_input(c, &p, &dya, &wa))?;
+        let dw_products = self.products(|c| backward_params(c, &p, &xa, &dya, &vec![0.0; o * i], &zero_b).map(|v| v[..o * i].to_vec()))?;
+        self.case_parts(
+            "linear_forward_f32",
+            format!("{shape} +bias"),
+            |len| vec![Part::gemm("", len, tol, y_products)],
+            |g| forward(g, &p, &x, &w, &b),
+            |c| forward(c, &p, &x, &w, &b),
+        )?;
+        self.case_parts(
+            "linear_backward_input_f32",
+            shape.clone(),
+            |len| vec![Part::gemm("", len, tol, dx_products)],
+            |g| backward_input(g, &p, &dy, &w),
+            |c| backward_input(c, &p, &dy, &w),
+        )?;
+        self.case_parts(
             "linear_backward_params_f32",
-            format!("{shape} dw,db +="),
-            tol,
+            format!("{shape} +="),
+            |_| vec![Part::gemm("dw", o * i, tol, dw_products), Part::new("db", o, TOL_REDUCE)],
             |g| backward_params(g, &p, &x, &dy, &dw0, &db0),
             |c| backward_params(c, &p, &x, &dy, &dw0, &db0),
         )

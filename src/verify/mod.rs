@@ -5,14 +5,20 @@
 //! - `gradcheck`: the finite-difference machinery and every op, layer and model check;
 //! - `model`: the models' own layer shapes as twin rows, and the layer and whole-model
 //!   finite differences;
-//! - `iteration`: one whole training iteration against the CPU in f64;
-//! - `torch`: one iteration against PyTorch's numbers.
+//! - `iteration`: one whole training iteration against the CPU in f64, tensor by tensor;
+//! - `torch`: training iterations against PyTorch's numbers;
+//! - `freeze`: the weight-freeze flag through the G step, by op calls and kernel launches.
 //!
 //! `gan-engine selftest` and the tests call these; nothing below `verify` knows them.
 //!
-//! A twin row passes when every value does, `|gpu - cpu| <= abs + rel * |cpu|`, where `abs`
-//! is a small multiple of the output's largest magnitude (the rounding of a long sum scales
-//! with its terms, not with the result) and `rel` bounds the rest, and no value is NaN.
+//! A twin row compares one output tensor of one case (batchnorm's dx and its per-channel
+//! sums are two rows, Adam's param, m and v three), and passes when every value does,
+//! `|gpu - cpu| <= abs + rel * |cpu|` (+ the TF32 term of `twin::TOL_GEMM_TF32` in GEMM
+//! mode tf32), where `abs` is a small multiple of that tensor's largest magnitude (the
+//! rounding of a long sum scales with its terms, not with the result) and `rel` bounds the
+//! rest, and no value is NaN. An output the op must write in full starts as NaN on both
+//! sides (`twin::poisoned`), so a value a kernel never writes fails its row instead of
+//! passing as the zero `Core::alloc` put there.
 //! Shapes are deliberately awkward: batch 1 and 3, 3 channels, planes like 13x11 that match
 //! no tile, channel counts just past a tile (66), and the models' real layer shapes at small
 //! batch and width.
@@ -25,6 +31,7 @@ pub mod concat;
 pub mod conv;
 pub mod cross_entropy;
 pub mod fill;
+pub mod freeze;
 pub mod gradcheck;
 pub mod iteration;
 pub mod linear;
@@ -34,12 +41,14 @@ pub mod pool;
 pub mod torch;
 pub mod twin;
 
-pub use twin::{compare, rel_l2, Checker, Row, Tol, TOL_ELEM, TOL_GEMM, TOL_GEMM_TF32, TOL_REDUCE};
+pub use twin::{
+    compare, compare_parts, compare_products, rel_l2, Checker, Part, Row, Tol, TF32_PRODUCTS, TOL_ELEM, TOL_EXACT, TOL_GEMM, TOL_GEMM_TF32, TOL_REDUCE,
+};
 
-use crate::backend::cuda::GpuBackend;
-use crate::backend::{Backend, BatchNormParams, ConvParams, BN_ACT_LEAKY_RELU, BN_ACT_RELU};
+use crate::backend::cuda::{source, GemmPrecision, GpuBackend};
+use crate::backend::{Backend, BatchNormParams, ConvParams, Core, Precision, BN_ACT_LEAKY_RELU, BN_ACT_RELU};
 use crate::model::ModelConfig;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use gradcheck::{CheckResult, DirectCheck, OpHarness};
 
 /// Every kernel of `gpu` (a GPU or the simulation) against its CPU twin, the sequence
@@ -60,6 +69,59 @@ pub fn kernel_checks(gpu: &GpuBackend, small: bool) -> Result<Vec<Row>> {
         c.train_iteration(&ModelConfig::new(128, 64)?, 64, 13)?;
     }
     Ok(c.rows)
+}
+
+/// Everything `gan-engine selftest --device sim|cuda` checks in the backend's GEMM mode.
+pub struct Selftest {
+    /// `kernel_checks`' rows.
+    pub rows: Vec<Row>,
+    /// Each embedded PyTorch reference with its checks.
+    pub references: Vec<(torch::Reference, Vec<torch::Check>)>,
+    /// References left out, each with the reason (printed: a skip says so).
+    pub not_compared: Vec<String>,
+    /// Kernels of kernels/*.cu that nothing launched.
+    pub missing: Vec<&'static str>,
+}
+
+impl Selftest {
+    pub fn failed_rows(&self) -> Vec<&Row> {
+        self.rows.iter().filter(|r| !r.passed).collect()
+    }
+    pub fn failed_checks(&self) -> Vec<(String, &torch::Check)> {
+        self.references.iter().flat_map(|(r, cs)| cs.iter().filter(|c| !c.passed()).map(move |c| (r.shape(), c))).collect()
+    }
+    pub fn passed(&self) -> bool {
+        self.failed_rows().is_empty() && self.failed_checks().is_empty() && self.missing.is_empty()
+    }
+}
+
+/// The selftest of a GPU backend (or the simulation): every kernel against its CPU twin
+/// (`kernel_checks`, `small` as there), every embedded PyTorch reference under the GPU
+/// bounds of `verify::torch` (in GEMM mode tf32 widened by `torch::tf32_widening`; under
+/// `--precision bf16` the bf16 model of `torch::run_bf16`, on the references that hold
+/// PyTorch's bf16 run), and which kernels were never launched.
+pub fn selftest(gpu: &GpuBackend, small: bool) -> Result<Selftest> {
+    let rows = kernel_checks(gpu, small)?;
+    let tf32 = gpu.gemm_mode().precision == GemmPrecision::Tf32;
+    let bf16 = gpu.precision() == Precision::Bf16;
+    let (mut references, mut not_compared) = (Vec::new(), Vec::new());
+    for r in torch::Reference::all_embedded()? {
+        let what = || format!("the PyTorch reference ({}) on {}", r.shape(), gpu.name());
+        let checks = if bf16 {
+            if !r.has_bf16() {
+                not_compared.push(format!("PyTorch reference ({}): holds no PyTorch bf16 run, so --precision bf16 is not compared with it", r.shape()));
+                continue;
+            }
+            torch::run_bf16(gpu, &r).with_context(what)?
+        } else {
+            let widen = if tf32 { Some(torch::tf32_widening(&r, &torch::GPU)?) } else { None };
+            torch::run_widened(gpu, &r, &torch::GPU, widen.as_ref()).with_context(what)?
+        };
+        references.push((r, checks));
+    }
+    let launched = gpu.launched_kernels();
+    let missing = source::kernels().into_iter().map(|(k, _)| k).filter(|k| !launched.contains(k)).collect();
+    Ok(Selftest { rows, references, not_compared, missing })
 }
 
 /// The awkward shapes every kernel is run at, beyond the models' own layers.

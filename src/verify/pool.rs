@@ -2,7 +2,7 @@
 //! `backend/cpu/pool.rs`, kernels `kernels/pool.cu`).
 
 use super::gradcheck::{check_all, dot, rand_vec, CheckResult, DirectCheck, OpHarness};
-use super::twin::{down, normal, up, Checker, TOL_ELEM, TOL_REDUCE};
+use super::twin::{down, normal, poisoned, up, Checker, TOL_ELEM, TOL_REDUCE};
 use crate::backend::cpu::Cpu64;
 use crate::backend::prelude::*;
 use crate::backend::PoolParams;
@@ -56,13 +56,13 @@ impl<B: Backend> Checker<'_, B> {
         let dy = normal(&mut self.rng, p.out_len(), 1.0);
         fn forward<B: Backend>(be: &B, p: &PoolParams, x: &[f32]) -> Result<Vec<f32>> {
             let x = up(be, x)?;
-            let mut y = be.alloc(p.out_len())?;
+            let mut y = poisoned(be, p.out_len())?;
             be.avg_pool2d_forward(p, &x, &mut y)?;
             down(be, &y, p.out_len())
         }
         fn backward<B: Backend>(be: &B, p: &PoolParams, dy: &[f32]) -> Result<Vec<f32>> {
             let dy = up(be, dy)?;
-            let mut dx = be.alloc(p.in_len())?;
+            let mut dx = poisoned(be, p.in_len())?;
             be.avg_pool2d_backward_input(p, &dy, &mut dx)?;
             down(be, &dx, p.in_len())
         }

@@ -21,7 +21,7 @@ impl<T: Elem> ConvOps for CpuBackend<T> {
             || p.conv2d_work(),
             || {
                 p.check_forward(self, "conv2d_forward", x, w, bias, y)?;
-                conv2d_forward(self, p, x, w, bias.map(|b| b.as_slice()), y);
+                conv2d_forward(self, p, &self.gemm_operand(x), &self.gemm_operand(w), bias.map(|b| b.as_slice()), y);
                 Ok(())
             },
         )
@@ -32,7 +32,12 @@ impl<T: Elem> ConvOps for CpuBackend<T> {
             || p.conv2d_work(),
             || {
                 p.check_backward_input(self, "conv2d_backward_input", dy, w, dx)?;
-                conv2d_backward_input(self, p, dy, w, dx);
+                if self.tf32_operands && crate::backend::cuda::ops::conv::conv2d_backward_input_is_thin(p) {
+                    // The GPU's thin kernel multiplies in fp32 whatever the GEMM mode.
+                    conv2d_backward_input(self, p, dy, w, dx);
+                } else {
+                    conv2d_backward_input(self, p, &self.gemm_operand(dy), &self.gemm_operand(w), dx);
+                }
                 Ok(())
             },
         )
@@ -43,7 +48,7 @@ impl<T: Elem> ConvOps for CpuBackend<T> {
             || p.conv2d_work(),
             || {
                 p.check_backward_params(self, "conv2d_backward_params", x, dy, dw, dbias.as_deref())?;
-                conv2d_backward_params(self, p, x, dy, dw);
+                conv2d_backward_params(self, p, &self.gemm_operand(x), &self.gemm_operand(dy), dw);
                 if let Some(db) = dbias {
                     bias_backward_params(p.n as usize, p.c_out as usize, (p.h_out * p.w_out) as usize, dy, db);
                 }
@@ -58,7 +63,11 @@ impl<T: Elem> ConvOps for CpuBackend<T> {
             || p.conv_transpose2d_work(),
             || {
                 p.check_forward(self, "conv_transpose2d_forward", x, w, bias, y)?;
-                conv_transpose2d_forward(self, p, x, w, bias.map(|b| b.as_slice()), y);
+                if self.tf32_operands && crate::backend::cuda::ops::conv::conv_transpose2d_forward_is_thin(p) {
+                    conv_transpose2d_forward(self, p, x, w, bias.map(|b| b.as_slice()), y);
+                } else {
+                    conv_transpose2d_forward(self, p, &self.gemm_operand(x), &self.gemm_operand(w), bias.map(|b| b.as_slice()), y);
+                }
                 Ok(())
             },
         )
@@ -69,7 +78,7 @@ impl<T: Elem> ConvOps for CpuBackend<T> {
             || p.conv_transpose2d_work(),
             || {
                 p.check_backward_input(self, "conv_transpose2d_backward_input", dy, w, dx)?;
-                conv_transpose2d_backward_input(self, p, dy, w, dx);
+                conv_transpose2d_backward_input(self, p, &self.gemm_operand(dy), &self.gemm_operand(w), dx);
                 Ok(())
             },
         )
@@ -80,7 +89,7 @@ impl<T: Elem> ConvOps for CpuBackend<T> {
             || p.conv_transpose2d_work(),
             || {
                 p.check_backward_params(self, "conv_transpose2d_backward_params", x, dy, dw, dbias.as_deref())?;
-                conv_transpose2d_backward_params(self, p, x, dy, dw);
+                conv_transpose2d_backward_params(self, p, &self.gemm_operand(x), &self.gemm_operand(dy), dw);
                 if let Some(db) = dbias {
                     bias_backward_params(p.n as usize, p.c_out as usize, (p.h_out * p.w_out) as usize, dy, db);
                 }

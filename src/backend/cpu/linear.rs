@@ -15,7 +15,7 @@ impl<T: Elem> LinearOps for CpuBackend<T> {
             || {
                 p.check_forward(self, x, w, b, y)?;
                 let (n, i, o) = (p.n as usize, p.in_features as usize, p.out_features as usize);
-                linear_forward(self.bf16, n, i, o, x, w, b.map(|b| b.as_slice()), y);
+                linear_forward(self.bf16, n, i, o, &self.gemm_operand(x), &self.gemm_operand(w), b.map(|b| b.as_slice()), y);
                 Ok(())
             },
         )
@@ -28,7 +28,7 @@ impl<T: Elem> LinearOps for CpuBackend<T> {
                 p.check_backward_input(self, dy, w, dx)?;
                 let (n, i, o) = (p.n as usize, p.in_features as usize, p.out_features as usize);
                 // dx[n, i] = dy[n, o] . w[o, i]
-                matmul(self.bf16, n, i, o, dx, i, false, dy, o as isize, 1, w, i as isize, 1);
+                matmul(self.bf16, n, i, o, dx, i, false, &self.gemm_operand(dy), o as isize, 1, &self.gemm_operand(w), i as isize, 1);
                 Ok(())
             },
         )
@@ -41,7 +41,7 @@ impl<T: Elem> LinearOps for CpuBackend<T> {
                 p.check_backward_params(self, x, dy, dw, db.as_deref())?;
                 let (n, i, o) = (p.n as usize, p.in_features as usize, p.out_features as usize);
                 // dw[o, i] += dy^T[o, n] . x[n, i]
-                matmul(self.bf16, o, i, n, dw, i, true, dy, 1, o as isize, x, i as isize, 1);
+                matmul(self.bf16, o, i, n, dw, i, true, &self.gemm_operand(dy), 1, o as isize, &self.gemm_operand(x), i as isize, 1);
                 if let Some(db) = db {
                     super::conv::bias_backward_params(n, o, 1, dy, db);
                 }

@@ -23,7 +23,7 @@ mod linear;
 mod math;
 mod minibatch_std;
 mod pool;
-mod simd;
+pub mod simd;
 
 pub use bf16::Bf16Kernel;
 
@@ -155,6 +155,8 @@ pub struct CpuBackend<T: Elem> {
     split: conv::Split,
     /// The bf16 GEMM kernel of a `--precision bf16` backend; `None`: f32 GEMMs.
     bf16: Option<Bf16Kernel>,
+    /// GEMM operands rounded to TF32 first (`with_tf32_operands`).
+    tf32_operands: bool,
     profiler: Profiler,
 }
 
@@ -166,7 +168,35 @@ impl<T: Elem> Default for CpuBackend<T> {
 
 impl<T: Elem> CpuBackend<T> {
     pub fn new() -> Self {
-        CpuBackend { ws: Mutex::new(Workspace::default()), chunk_elems: 1 << 23, split: conv::Split::Auto, bf16: None, profiler: Profiler::default() }
+        CpuBackend {
+            ws: Mutex::new(Workspace::default()),
+            chunk_elems: 1 << 23,
+            split: conv::Split::Auto,
+            bf16: None,
+            tf32_operands: false,
+            profiler: Profiler::default(),
+        }
+    }
+
+    /// A backend whose convolutions and linear layers round their GEMM operands to TF32
+    /// first, as GPU tensor cores do in GEMM mode tf32 (to nearest, ties away from zero:
+    /// kernels/gemm.cuh, `tf32_operand`), and then multiply and sum as usual. Bias terms and
+    /// bias gradients stay exact, as on the GPU, and so do the passes the GPU runs on its
+    /// thin fp32 kernels (few output channels: cuda::ops::conv, `*_is_thin`). The yardstick of the whole-iteration and
+    /// PyTorch-reference checks in that mode (verify::iteration, verify::torch): how far
+    /// TF32 operands alone carry a training iteration from the f64 result.
+    pub fn with_tf32_operands() -> Self {
+        CpuBackend { tf32_operands: true, ..Self::new() }
+    }
+
+    /// `v` as the GEMMs of this backend read it: rounded to TF32 (`with_tf32_operands`),
+    /// else as it is.
+    fn gemm_operand<'a>(&self, v: &'a [T]) -> std::borrow::Cow<'a, [T]> {
+        if self.tf32_operands {
+            std::borrow::Cow::Owned(v.iter().map(|x| T::from_f32(round_tf32(x.to_f32()))).collect())
+        } else {
+            std::borrow::Cow::Borrowed(v)
+        }
     }
 
     /// A backend whose convolutions all work on chunks of at most `elems` scratch values
@@ -206,6 +236,15 @@ impl Cpu {
     }
 }
 pub type Cpu64 = CpuBackend<f64>;
+
+/// `x` rounded to TF32 (8 exponent and 10 mantissa bits) to nearest, ties away from zero:
+/// half a TF32 unit added to the magnitude, the 13 low bits cleared (kernels/gemm.cuh).
+pub fn round_tf32(x: f32) -> f32 {
+    if !x.is_finite() {
+        return x;
+    }
+    f32::from_bits(x.to_bits().wrapping_add(0x1000) & 0xffff_e000)
+}
 
 /// `buf` holds at least `need` values.
 fn check<T>(what: &str, buf: &[T], need: usize) -> Result<()> {

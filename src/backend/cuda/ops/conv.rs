@@ -40,6 +40,17 @@ fn thin(rows: i32, channels: i32, p: &ConvParams) -> bool {
     (rows.max(0) as usize) <= THIN_M && channels.max(0) as usize * taps * taps * THIN_M <= THIN_A
 }
 
+/// Whether conv2d's backward_input at `p` takes the thin kernel, which multiplies in fp32
+/// whatever the GEMM mode (the CPU's TF32 yardstick follows it: `Cpu::with_tf32_operands`).
+pub(crate) fn conv2d_backward_input_is_thin(p: &ConvParams) -> bool {
+    thin(p.c_in, p.c_out, p)
+}
+
+/// Whether conv_transpose2d's forward at `p` takes the thin kernel (fp32, as above).
+pub(crate) fn conv_transpose2d_forward_is_thin(p: &ConvParams) -> bool {
+    thin(p.c_out, p.c_in, p)
+}
+
 /// One thread per column of a thin GEMM, grid.z over the parity classes.
 fn thin_launch(cols: usize, classes: usize) -> Launch {
     Launch { grid: (blocks(cols, THIN_THREADS as usize), 1, classes as u32), block: THIN_THREADS, shared_bytes: 0 }
@@ -128,7 +139,7 @@ impl ConvOps for GpuBackend {
                 p.check_backward_input(self, "conv2d_backward_input", dy, w, dx)?;
                 let s = p.stride as usize;
                 let cols = p.n as usize * (p.h_in as usize).div_ceil(s) * (p.w_in as usize).div_ceil(s);
-                if thin(p.c_in, p.c_out, p) {
+                if conv2d_backward_input_is_thin(p) {
                     return self.exec.conv2d_backward_input_thin_f32(thin_launch(cols, s * s), *p, dy.ptr, w.ptr, dx.ptr);
                 }
                 self.exec.conv2d_backward_input_f32(gemm(p.c_in as usize, cols, s * s), *p, dy.ptr, w.ptr, dx.ptr)
@@ -159,7 +170,7 @@ impl ConvOps for GpuBackend {
                 p.check_forward(self, "conv_transpose2d_forward", x, w, bias, y)?;
                 let s = p.stride as usize;
                 let cols = p.n as usize * (p.h_out as usize).div_ceil(s) * (p.w_out as usize).div_ceil(s);
-                if thin(p.c_out, p.c_in, p) {
+                if conv_transpose2d_forward_is_thin(p) {
                     return self.exec.conv_transpose2d_forward_thin_f32(thin_launch(cols, s * s), *p, x.ptr, w.ptr, opt_ptr(bias), y.ptr);
                 }
                 self.exec.conv_transpose2d_forward_f32(gemm(p.c_out as usize, cols, s * s), *p, x.ptr, w.ptr, opt_ptr(bias), y.ptr)

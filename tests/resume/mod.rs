@@ -1,0 +1,143 @@
+//! That `train --resume` continues the saved state, on any backend (tests/train_e2e.rs runs
+//! it on the CPU, tests/cuda_sim.rs in the simulation). A resume that re-ran from the seed
+//! would match a straight run too, so beyond "2 + 3 resumed equals 5 straight":
+//! - the resumed run performs only the remaining iterations (its BCE ops counted);
+//! - each piece of saved state (weights, Adam moments, the loader's position, the noise
+//!   generator) perturbed in the checkpoint changes the resumed result, and a changed Adam
+//!   step (which must equal the iteration) is refused;
+//! - the run crosses an epoch boundary (6 products, batch 2: three batches an epoch) with
+//!   the matching-aware loss on (W = 0.5), so the mismatched-caption stream is resumed too.
+
+use gan_engine::backend::{Backend, Precision};
+use gan_engine::data::synth::write_synthetic_sized;
+use gan_engine::rng::Rng;
+use gan_engine::train::checkpoint::{self, Checkpoint};
+use gan_engine::train::run::{train, train_until, RunState, TrainOptions};
+use gan_engine::train::Hyper;
+use std::path::{Path, PathBuf};
+
+fn tmp(label: &str, name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("gan-engine-resume-{}-{label}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn options(data: &Path, cache: &Path, iters: u64) -> TrainOptions {
+    TrainOptions {
+        data: Some(data.to_path_buf()),
+        size: 32,
+        width: 4,
+        batch: 2,
+        iters,
+        hyper: Hyper { matching_aware: 0.5, ..Hyper::default() },
+        seed: 11,
+        save_every: 2,
+        sample_every: 1000,
+        keep: 5,
+        flip: true,
+        crop: false,
+        max_features: 64,
+        cache_dir: Some(cache.to_path_buf()),
+        precision: Precision::F32,
+        // Every product trained on: the epoch arithmetic below counts them all.
+        eval_split: 0.0,
+        eval_every: 0,
+        minibatch_std: 0,
+    }
+}
+
+/// Every tensor of a checkpoint, sorted by name.
+fn tensors(path: &Path) -> Vec<(String, Vec<u32>)> {
+    let mut v: Vec<_> = checkpoint::load(path).unwrap().tensors.into_iter().map(|t| (t.name, t.data.iter().map(|x| x.to_bits()).collect())).collect();
+    v.sort();
+    v
+}
+
+/// BCE forward calls per iteration: real, fake and mismatched in the D step, one in the G step.
+const BCE_PER_ITERATION: u64 = 4;
+const TOTAL: u64 = 5;
+const SAVED_AT: u64 = 2;
+
+/// Which pieces of saved state to perturb.
+#[allow(dead_code)] // each test file uses one
+pub enum Pieces {
+    All,
+    /// What lives in the backend's memory: weights and Adam moments.
+    Device,
+}
+
+pub fn check<B: Backend>(be: &B, label: &str, pieces: Pieces) {
+    let data = tmp(label, "data");
+    write_synthetic_sized(&data, 6, 5, 32).unwrap();
+    let cache = tmp(label, "cache");
+    let straight = tmp(label, "straight");
+    train(be, &options(&data, &cache, TOTAL), &straight, None, false).unwrap();
+    let want = tensors(&checkpoint::path_for(&straight, TOTAL));
+    let end = RunState::from_checkpoint(&checkpoint::load(&checkpoint::path_for(&straight, TOTAL)).unwrap()).unwrap();
+    assert_eq!((end.loader.epoch, end.step), (1, TOTAL), "5 batches of 2 from 6 products end in the second epoch");
+    let saved = checkpoint::path_for(&straight, SAVED_AT);
+    let base = checkpoint::load(&saved).unwrap();
+    let state = RunState::from_checkpoint(&base).unwrap();
+    assert_eq!((state.iteration, state.step, state.loader.epoch, state.loader.cursor), (SAVED_AT, SAVED_AT, 0, 4));
+
+    // Resumed from iteration 2: only iterations 3, 4 and 5 run, and they equal the straight run's.
+    let resume = |ck: Checkpoint, name: &str| -> Vec<(String, Vec<u32>)> {
+        let out = tmp(label, name);
+        let before = be.profiler().calls("bce_with_logits_forward");
+        let mut asked = Vec::new();
+        let s = train_until(be, &options(&data, &cache, TOTAL), &out, Some((saved.clone(), ck)), false, &mut |it| {
+            asked.push(it);
+            false
+        })
+        .unwrap();
+        assert_eq!(s.iterations, TOTAL);
+        assert_eq!(asked, [3, 4], "{name}: the resumed run asks after each iteration but the last");
+        let ran = be.profiler().calls("bce_with_logits_forward") - before;
+        assert_eq!(ran, BCE_PER_ITERATION * (TOTAL - SAVED_AT), "{name}: the resumed run must perform exactly the remaining iterations");
+        let t = tensors(&checkpoint::path_for(&out, TOTAL));
+        let _ = std::fs::remove_dir_all(out);
+        t
+    };
+    assert!(resume(checkpoint::load(&saved).unwrap(), "resumed") == want, "{label}: 2 + 3 resumed differs from 5 straight");
+
+    // Each piece of the saved state, perturbed, changes the result: the resumed run uses it.
+    let with_state = |f: &dyn Fn(&mut RunState)| {
+        let mut ck = checkpoint::load(&saved).unwrap();
+        let mut s = RunState::from_checkpoint(&ck).unwrap();
+        f(&mut s);
+        ck.meta = serde_json::to_value(&s).unwrap();
+        ck
+    };
+    let with_tensor = |name: &str, f: &dyn Fn(&mut Vec<f32>)| {
+        let mut ck = checkpoint::load(&saved).unwrap();
+        let t = ck.tensors.iter_mut().find(|t| t.name == name).unwrap_or_else(|| panic!("no tensor {name}"));
+        f(&mut t.data);
+        ck
+    };
+    let variants: Vec<(&str, Checkpoint)> = vec![
+        ("weights", with_tensor("generator.main.0.weight", &|d| d[0] += 1e-2)),
+        ("adam_moments", with_tensor("optimizer.discriminator.main.0.weight.exp_avg_sq", &|d| d.iter_mut().for_each(|v| *v *= 4.0))),
+        ("loader_position", with_state(&|s| s.loader.cursor = 2)),
+        ("noise_rng", with_state(&|s| s.noise_rng = Rng::derive(99, "noise"))),
+    ];
+    let host = ["loader_position", "noise_rng"];
+    for (name, ck) in variants.into_iter().filter(|(n, _)| matches!(pieces, Pieces::All) || !host.contains(n)) {
+        let got = resume(ck, name);
+        let changed: Vec<&str> = got.iter().zip(&want).filter(|(a, b)| a != b).map(|(a, _)| a.0.as_str()).collect();
+        assert!(!changed.is_empty(), "{label}: perturbing the saved {name} changed nothing: the resumed run does not use it");
+        println!("{label}: perturbed {name}: {} of {} tensors differ after the resumed run", changed.len(), want.len());
+    }
+    // Adam's step (its t) must equal the iteration, and loading checks it (train::run): a
+    // changed step is refused, naming the field, rather than resumed from.
+    if matches!(pieces, Pieces::All) {
+        let out = tmp(label, "adam_step");
+        let Err(err) = train_until(be, &options(&data, &cache, TOTAL), &out, Some((saved.clone(), with_state(&|s| s.step += 3))), false, &mut |_| false) else {
+            panic!("a checkpoint whose Adam step differs from its iteration must be refused")
+        };
+        assert!(format!("{err:#}").contains("`step`"), "{err:#}");
+        let _ = std::fs::remove_dir_all(out);
+    }
+    for d in [data, cache, straight] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
