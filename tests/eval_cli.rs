@@ -47,6 +47,7 @@ fn tiny_run(dir: &Path) {
         eval_split: 0.1,
         eval_every: 0,
         minibatch_std: 0,
+        augment: Default::default(),
     };
     train(&Cpu::new(), &opts, dir, None, false).unwrap();
 }

@@ -92,6 +92,7 @@ fn write_fuzz_seeds() {
         eval_split: 0.1,
         eval_every: 0,
         minibatch_std: 0,
+        augment: Default::default(),
     };
     let state = RunState {
         format: checkpoint::FORMAT.into(),
@@ -105,6 +106,7 @@ fn write_fuzz_seeds() {
         sample_captions: vec!["red dress".into()],
         elapsed_seconds: 0.0,
         data_stamp: Some(DataStamp { products: 1, fingerprint: "0123456789abcdef".into() }),
+        ada: None,
     };
     let dir = fixtures().join("fuzz/checkpoint");
     std::fs::create_dir_all(&dir).unwrap();

@@ -41,6 +41,7 @@ fn opts(iters: u64) -> TrainOptions {
         eval_split: 0.0,
         eval_every: 0,
         minibatch_std: 0,
+        augment: Default::default(),
     }
 }
 
@@ -266,6 +267,46 @@ fn resume_continues_the_saved_state_on_the_cpu() {
 }
 
 #[test]
+fn augmented_runs_resume_exactly_on_the_cpu() {
+    resume::check_augment(&Cpu::new(), "cpu");
+}
+
+/// `--augment ... --augment-p 0` trains bit for bit as without --augment (every sample's
+/// parameters are the identity, so D sees the images themselves), and writes augment_p 0
+/// into metrics.csv; a checkpoint from before --augment loads as without it.
+#[test]
+fn augmentation_at_probability_zero_is_no_augmentation() {
+    use gan_engine::train::augment::{AugmentOptions, AugmentP, Policies};
+    let be = Cpu::new();
+    let all = Policies { translation: true, cutout: true, color: true };
+    let zero = TrainOptions { augment: AugmentOptions { policies: all, p: AugmentP::Fixed(0.0) }, ..opts(3) };
+    let (a, b) = (tmp("aug-zero"), tmp("aug-none"));
+    train(&be, &zero, &a, None, false).unwrap();
+    train(&be, &opts(3), &b, None, false).unwrap();
+    let bits = |t: Vec<(String, Vec<f32>)>| t.into_iter().map(|(n, v)| (n, v.iter().map(|x| x.to_bits()).collect::<Vec<_>>())).collect::<Vec<_>>();
+    assert!(bits(tensors(&checkpoint::path_for(&a, 3))) == bits(tensors(&checkpoint::path_for(&b, 3))), "p = 0 trained differently from no augmentation");
+    let rows = report::read_metrics(&a.join("metrics.csv")).unwrap();
+    assert_eq!(rows.iter().map(|r| r.augment_p).collect::<Vec<_>>(), vec![Some(0.0); 3]);
+    assert!(std::fs::read_to_string(a.join("metrics.csv")).unwrap().starts_with(&format!("{},augment_p\n", report::METRICS_HEADER)));
+    assert!(report::read_metrics(&b.join("metrics.csv")).unwrap().iter().all(|r| r.augment_p.is_none()));
+    let mut old = checkpoint::load(&checkpoint::path_for(&b, 3)).unwrap();
+    old.meta["options"].as_object_mut().unwrap().remove("augment");
+    assert_eq!(RunState::from_checkpoint(&old).unwrap().options.augment, AugmentOptions::default());
+    // An auto run's checkpoint without ADA's state, or a fixed run's with one, is refused.
+    let mut bad = checkpoint::load(&checkpoint::path_for(&a, 3)).unwrap();
+    bad.meta["options"]["augment"]["p"] = serde_json::json!({ "auto": { "target": 0.6 } });
+    let e = format!("{:#}", RunState::from_checkpoint(&bad).unwrap_err());
+    assert!(e.contains("`ada`"), "{e}");
+    let mut bad = checkpoint::load(&checkpoint::path_for(&a, 3)).unwrap();
+    bad.meta["options"]["augment"]["p"] = serde_json::json!({ "fixed": 1.5 });
+    let e = format!("{:#}", RunState::from_checkpoint(&bad).unwrap_err());
+    assert!(e.contains("options.augment") && e.contains("1.5"), "{e}");
+    for d in [a, b] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+#[test]
 fn real_products_run_on_the_cpu() {
     let Some(data) = common::shared_products() else { return };
     let be = Cpu::new();
@@ -366,6 +407,15 @@ fn user_errors_are_one_line_with_exit_code_2() {
     fails_with(&["train", "--minibatch-std", "1", "--out", &d("o7")], "--minibatch-std 1");
     fails_with(&["train", "--batch", "4", "--minibatch-std", "8", "--out", &d("o7")], "--minibatch-std 8 is larger than --batch 4");
     fails_with(&["train", "--batch", "6", "--minibatch-std", "--out", &d("o7")], "--minibatch-std 4 does not divide --batch 6");
+    // --augment's flags are checked before any data is read (the data folder is missing).
+    let missing = d("missing");
+    fails_with(&["train", "--data", &missing, "--augment", "translation,flip", "--out", &d("o8")], "unknown policy \"flip\"");
+    fails_with(&["train", "--data", &missing, "--augment", "color", "--augment-p", "1.5", "--out", &d("o8")], "--augment-p 1.5");
+    fails_with(&["train", "--data", &missing, "--augment", "color", "--augment-p", "NaN", "--out", &d("o8")], "--augment-p NaN");
+    fails_with(&["train", "--data", &missing, "--augment", "color", "--augment-p", "sometimes", "--out", &d("o8")], "--augment-p \"sometimes\"");
+    fails_with(&["train", "--data", &missing, "--augment-p", "0.5", "--out", &d("o8")], "--augment-p sets the probability of --augment");
+    fails_with(&["train", "--data", &missing, "--augment", "cutout", "--augment-target", "0.5", "--out", &d("o8")], "--augment-target");
+    fails_with(&["train", "--data", &missing, "--augment", "cutout", "--augment-p", "auto", "--augment-target", "2", "--out", &d("o8")], "--augment-target 2");
     fails_with_env(
         &[("GAN_ENGINE_CPU_BF16", "mmx")],
         &["train", "--device", "cpu", "--precision", "bf16", "--size", "32", "--width", "4", "--iters", "1", "--cache-dir", &cache, "--out", &d("o6")],
@@ -394,6 +444,8 @@ fn user_errors_are_one_line_with_exit_code_2() {
     fails_with(&["train", "--resume", &run.display().to_string(), "--size", "64", "--iters", "3"], "--size differs");
     fails_with(&["train", "--resume", &run.display().to_string(), "--precision", "bf16", "--iters", "3"], "--precision differs");
     fails_with(&["train", "--resume", &run.display().to_string(), "--minibatch-std", "4", "--iters", "3"], "--minibatch-std differs");
+    fails_with(&["train", "--resume", &run.display().to_string(), "--augment", "color", "--iters", "3"], "--augment differs");
+    fails_with(&["train", "--resume", &run.display().to_string(), "--augment", "color", "--augment-p", "auto", "--iters", "3"], "--augment differs");
     fails_with(&["train", "--size", "32", "--width", "8", "--iters", "2", "--cache-dir", &cache, "--out", &run.display().to_string()], "already holds a run");
 
     // sample works on the good checkpoint and writes a grid of the right size.

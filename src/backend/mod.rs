@@ -11,7 +11,7 @@
 //!
 //! One op family, one name on every face. For a family F (`conv`, `batchnorm`,
 //! `activation`, `linear`, `concat`, `bce`, `adam`, `pool`, `cross_entropy`,
-//! `minibatch_std`):
+//! `minibatch_std`, `augment`):
 //! - `backend/F.rs`: its `#[repr(C)]` parameter struct and its trait (`ConvOps`, ...);
 //! - `backend/cpu/F.rs`: the CPU twin of every pass;
 //! - `backend/cuda/ops/F.rs`: the launch sites and launch shapes of its kernels;
@@ -25,6 +25,7 @@
 
 pub mod activation;
 pub mod adam;
+pub mod augment;
 pub mod batchnorm;
 pub mod bce;
 pub mod concat;
@@ -41,6 +42,7 @@ pub mod profile;
 
 pub use activation::{ActParams, ActivationOps};
 pub use adam::{AdamOps, AdamParams};
+pub use augment::{AugmentOps, AugmentParams};
 pub use batchnorm::{BatchNormOps, BatchNormParams, BN_ACT_LEAKY_RELU, BN_ACT_NONE, BN_ACT_RELU};
 pub use bce::{BceOps, BceParams};
 pub use concat::{ConcatOps, ConcatParams};
@@ -112,16 +114,20 @@ pub trait Core: 'static {
 
 /// The whole op contract: memory and every op family.
 pub trait Backend:
-    Core + ConvOps + BatchNormOps + ActivationOps + LinearOps + ConcatOps + BceOps + AdamOps + PoolOps + CrossEntropyOps + MinibatchStdOps
+    Core + ConvOps + BatchNormOps + ActivationOps + LinearOps + ConcatOps + BceOps + AdamOps + PoolOps + CrossEntropyOps + MinibatchStdOps + AugmentOps
 {
 }
 
-impl<T: Core + ConvOps + BatchNormOps + ActivationOps + LinearOps + ConcatOps + BceOps + AdamOps + PoolOps + CrossEntropyOps + MinibatchStdOps> Backend for T {}
+impl<
+        T: Core + ConvOps + BatchNormOps + ActivationOps + LinearOps + ConcatOps + BceOps + AdamOps + PoolOps + CrossEntropyOps + MinibatchStdOps + AugmentOps,
+    > Backend for T
+{
+}
 
 /// Every trait of the contract, for code that calls ops on a concrete backend.
 pub mod prelude {
     pub use super::{ActivationOps, AdamOps, Backend, BatchNormOps, BceOps, ConcatOps, ConvOps, Core, LinearOps};
-    pub use super::{CrossEntropyOps, MinibatchStdOps, PoolOps};
+    pub use super::{AugmentOps, CrossEntropyOps, MinibatchStdOps, PoolOps};
 }
 
 /// Memory a backend can still allocate, and where that figure comes from.

@@ -3,6 +3,7 @@ use gan_engine::backend::device::{self, Opened};
 use gan_engine::backend::{Core, Precision};
 use gan_engine::eval::split::DEFAULT_EVAL_SPLIT;
 use gan_engine::text::DEFAULT_MAX_FEATURES;
+use gan_engine::train::augment::{AugmentOptions, AugmentP, Policies};
 use gan_engine::train::checkpoint;
 use gan_engine::train::run::{check_minibatch_std, iters_for_epochs, train_until, RunState, TrainOptions};
 use gan_engine::train::Hyper;
@@ -96,9 +97,37 @@ pub struct Args {
     /// [default: 0].
     #[arg(long, value_name = "G", num_args = 0..=1, default_missing_value = "4")]
     minibatch_std: Option<usize>,
+    /// Differentiable augmentation (DiffAugment) of every image D sees, real and fake, in
+    /// both steps: a comma-separated subset of translation, cutout, color [default: none].
+    #[arg(long, value_name = "POLICIES")]
+    augment: Option<String>,
+    /// Probability with which each --augment policy is applied to each image, or `auto`:
+    /// ADA's adaptive probability, from 0, raised while D is overconfident on the real
+    /// images (needs --augment) [default: 1].
+    #[arg(long, value_name = "P|auto")]
+    augment_p: Option<String>,
+    /// Target of `--augment-p auto` for the mean sign of D's logits on the real images
+    /// [default: 0.6].
+    #[arg(long, value_name = "T")]
+    augment_target: Option<f64>,
     /// No progress bar (one line per checkpoint instead).
     #[arg(long)]
     quiet: bool,
+}
+
+/// `--augment`, `--augment-p` and `--augment-target` as given: the policies (if given) and
+/// the probability (if given), each checked; the probability only with the policies.
+fn augment_flags(a: &Args) -> Result<(Option<Policies>, Option<AugmentP>)> {
+    let policies = a.augment.as_deref().map(Policies::parse).transpose()?;
+    if a.augment.is_none() && (a.augment_p.is_some() || a.augment_target.is_some()) {
+        let flag = if a.augment_p.is_some() { "--augment-p" } else { "--augment-target" };
+        bail!("{flag} sets the probability of --augment, which is not given; add --augment translation,cutout,color (or a subset)");
+    }
+    if a.augment_target.is_some() && a.augment_p.is_none() {
+        bail!("--augment-target is the target of --augment-p auto; add --augment-p auto");
+    }
+    let p = a.augment_p.as_deref().map(|p| AugmentP::parse(p, a.augment_target)).transpose()?;
+    Ok((policies, p))
 }
 
 /// Options of a new run from the flags and defaults.
@@ -129,6 +158,8 @@ fn fresh(a: &Args, precision: Option<Precision>) -> TrainOptions {
         eval_split: a.eval_split.unwrap_or(DEFAULT_EVAL_SPLIT),
         eval_every: a.eval_every.unwrap_or(0),
         minibatch_std: a.minibatch_std.unwrap_or(0),
+        // Filled in by `run` from `augment_flags`, which checks them first.
+        augment: AugmentOptions::default(),
     }
 }
 
@@ -136,7 +167,8 @@ fn fresh(a: &Args, precision: Option<Precision>) -> TrainOptions {
 /// or the random streams are refused, while the schedule (iterations, saving) may change.
 fn resumed(a: &Args, precision: Option<Precision>, stored: &TrainOptions) -> Result<TrainOptions> {
     let mut o = stored.clone();
-    let fixed: [(&str, bool); 14] = [
+    let (policies, p) = augment_flags(a)?;
+    let fixed: [(&str, bool); 16] = [
         ("--precision", precision.is_some_and(|p| p != stored.precision)),
         ("--data", a.data.as_ref().is_some_and(|d| !same_data_folder(d, stored.data.as_deref()))),
         ("--size", a.size.is_some_and(|v| v != stored.size)),
@@ -151,6 +183,8 @@ fn resumed(a: &Args, precision: Option<Precision>, stored: &TrainOptions) -> Res
         ("--crop/--no-flip", a.crop != stored.crop || a.no_flip == stored.flip),
         ("--eval-split", a.eval_split.is_some_and(|v| v != stored.eval_split)),
         ("--minibatch-std", a.minibatch_std.is_some_and(|v| v != stored.minibatch_std)),
+        ("--augment", policies.is_some_and(|v| v != stored.augment.policies)),
+        ("--augment-p/--augment-target", p.is_some_and(|v| v != stored.augment.p)),
     ];
     if let Some((flag, _)) = fixed.iter().find(|f| f.1) {
         bail!("{flag} differs from the run being resumed; a resumed run keeps its settings (drop the flag, or start a new run with another --out)");
@@ -202,6 +236,7 @@ pub fn run(a: Args) -> Result<()> {
         }
     }
     let precision = device::parse_precision(a.precision.as_deref())?;
+    let (policies, augment_p) = augment_flags(&a)?;
     let (mut opts, resume, out) = match &a.resume {
         Some(dir) => {
             let found = checkpoint::load_checked(dir, RunState::from_checkpoint).with_context(|| format!("--resume {}", dir.display()))?;
@@ -215,7 +250,11 @@ pub fn run(a: Args) -> Result<()> {
                 if dir.is_dir() { dir.clone() } else { path.parent().and_then(|p| p.parent()).map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".")) };
             (opts, Some((path, ck)), a.out.clone().unwrap_or(run_dir))
         }
-        None => (fresh(&a, precision), None, a.out.clone().unwrap_or_else(|| PathBuf::from("runs/train"))),
+        None => {
+            let mut opts = fresh(&a, precision);
+            opts.augment = AugmentOptions { policies: policies.unwrap_or_default(), p: augment_p.unwrap_or_default() };
+            (opts, None, a.out.clone().unwrap_or_else(|| PathBuf::from("runs/train")))
+        }
     };
     if let Some(e) = a.epochs {
         // An epoch is a pass over the training split: the products not held out.
@@ -229,7 +268,10 @@ pub fn run(a: Args) -> Result<()> {
         Opened::Cpu(be) => be.name(),
         Opened::Gpu(be) => be.name(),
     };
-    let spread = if opts.minibatch_std > 0 { format!(", minibatch std over groups of {}", opts.minibatch_std) } else { String::new() };
+    let mut spread = if opts.minibatch_std > 0 { format!(", minibatch std over groups of {}", opts.minibatch_std) } else { String::new() };
+    if opts.augment.is_on() {
+        spread += &format!(", augment {}", opts.augment.describe());
+    }
     eprintln!("training {} px, width {}, batch {}{spread}, {} iterations on {name} -> {}", opts.size, opts.width, opts.batch, opts.iters, out.display());
     // Ctrl-C (or SIGTERM, SIGHUP) ends the run after the iteration in progress, with a
     // checkpoint of it; a second one quits at once (checkpoints are written atomically, so

@@ -6,8 +6,14 @@
 //! and G learns through it with flipped labels, `loss_G = BCE(D(G(z, t), t), 1)`, then
 //! Adam on G. The fake batch is
 //! computed once per iteration and reused by both steps.
+//!
+//! With `Gan::augment` set (`train --augment`), D sees every image through the `augment` op
+//! (DiffAugment): the real batch (in the real and the mismatched terms), the fake batch of
+//! the D step, and the fake batch of the G step, whose gradient flows back through the
+//! augmentation into G. A batch whose parameters are all the identity skips the op.
 
-use crate::backend::{AdamParams, Backend, BceParams};
+use super::augment::{all_identity, AugmentDraws};
+use crate::backend::{AdamParams, AugmentParams, Backend, BceParams};
 use crate::model::{DGrads, Discriminator, Generator, ModelConfig, Module};
 use crate::nn::{Grads, Mode, Param, Shape, Tensor};
 use crate::rng::Rng;
@@ -68,6 +74,10 @@ pub struct StepStats {
     pub d_real: f32,
     /// Mean D(G(z)) on the fake batch in the D step.
     pub d_fake: f32,
+    /// Mean sign of D's logits on the (augmented) real batch, ADA's `r_t` of one iteration;
+    /// measured only while `Gan::augment` is set (0 otherwise).
+    #[serde(default)]
+    pub real_sign: f32,
 }
 
 impl StepStats {
@@ -89,6 +99,14 @@ struct Io<B: Backend> {
     loss_fake: B::Buf,
     loss_mismatch: B::Buf,
     loss_g: B::Buf,
+    /// The augmented real and fake batches, the gradient of the fake batch through the
+    /// augmentation, and the three parameter buffers (`augment::AugmentDraws`).
+    aug_real: Tensor<B>,
+    aug_fake: Tensor<B>,
+    dfake: Tensor<B>,
+    aug_params: [B::Buf; 3],
+    /// `StepStats::real_sign` of the last D step.
+    real_sign: f32,
 }
 
 pub struct Gan<B: Backend> {
@@ -98,6 +116,8 @@ pub struct Gan<B: Backend> {
     pub d: Discriminator<B>,
     /// Optimizer steps taken by each network (Adam's t).
     pub step: u64,
+    /// The augmentation of the next iteration (`train --augment`); `None`: none.
+    pub augment: Option<AugmentDraws>,
     io: Option<Io<B>>,
 }
 
@@ -107,12 +127,14 @@ impl<B: Backend> Gan<B> {
         let mut rng = Rng::derive(seed, "init");
         let g = Generator::new(be, cfg, &mut rng)?;
         let d = Discriminator::new(be, cfg, &mut rng)?;
-        Ok(Gan { cfg: cfg.clone(), hp: hp.clone(), g, d, step: 0, io: None })
+        Ok(Gan { cfg: cfg.clone(), hp: hp.clone(), g, d, step: 0, augment: None, io: None })
     }
 
     fn io(&mut self, be: &B, n: usize) -> Result<&mut Io<B>> {
         if self.io.as_ref().map(|io| io.n) != Some(n) {
             let c = &self.cfg;
+            let image = Shape::new(n, 3, c.size, c.size);
+            let k = n * crate::backend::augment::AUGMENT_K;
             self.io = Some(Io {
                 n,
                 images: Tensor::zeros(be, Shape::new(n, 3, c.size, c.size))?,
@@ -124,6 +146,11 @@ impl<B: Backend> Gan<B> {
                 loss_fake: be.alloc(2)?,
                 loss_mismatch: be.alloc(2)?,
                 loss_g: be.alloc(2)?,
+                aug_real: Tensor::zeros(be, image)?,
+                aug_fake: Tensor::zeros(be, image)?,
+                dfake: Tensor::zeros(be, image)?,
+                aug_params: [be.alloc(k)?, be.alloc(k)?, be.alloc(k)?],
+                real_sign: 0.0,
             });
         }
         Ok(self.io.as_mut().expect("io allocated above"))
@@ -155,6 +182,16 @@ impl<B: Backend> Gan<B> {
         d.backward(be, dlogits, DGrads::D_STEP).map(|_| ())
     }
 
+    /// `x` through the augmentation with the host parameters `a` (uploaded into `params`),
+    /// written into `out`; `x` itself when there are none or all are the identity.
+    fn augmented(be: &B, a: Option<&[f32]>, x: &Tensor<B>, params: &mut B::Buf, out: &Tensor<B>) -> Result<Tensor<B>> {
+        let Some(a) = a.filter(|a| !all_identity(a)) else { return Ok(x.clone()) };
+        let s = x.shape;
+        be.upload(params, a)?;
+        be.augment_forward(&AugmentParams::new(s.n, s.c, s.h, s.w), &x.buf.borrow(), params, &mut out.buf.borrow_mut())?;
+        Ok(out.clone())
+    }
+
     fn bce(be: &B, dlogits: &Tensor<B>, logits: &Tensor<B>, p: &BceParams, out: &mut B::Buf) -> Result<()> {
         be.bce_with_logits_forward(p, &logits.buf.borrow(), out)?;
         be.bce_with_logits_backward_input(p, &logits.buf.borrow(), &mut dlogits.buf.borrow_mut())
@@ -175,12 +212,32 @@ impl<B: Backend> Gan<B> {
         self.d.zero_grad(be)?;
         let fake = self.g.forward(be, &io.noise, &io.texts, Mode::Train)?;
         let nn = n as i32;
-        let logits = self.d.forward(be, &io.images, &io.texts, Mode::Train)?;
+        let aug = self.augment.as_ref();
+        let [pr, pf, _] = &mut io.aug_params;
+        let real = Self::augmented(be, aug.map(|a| a.real.as_slice()), &io.images, pr, &io.aug_real)?;
+        let logits = self.d.forward(be, &real, &io.texts, Mode::Train)?;
+        if aug.is_some() {
+            let l = logits.to_f32(be)?;
+            io.real_sign = l
+                .iter()
+                .map(|v| {
+                    if *v > 0.0 {
+                        1.0
+                    } else if *v < 0.0 {
+                        -1.0
+                    } else {
+                        0.0
+                    }
+                })
+                .sum::<f32>()
+                / l.len() as f32;
+        }
         Self::d_term(be, &mut self.d, &io.dlogits, &logits, &BceParams { n: nn, target: 1.0, scale: 0.5 }, &mut io.loss_real)?;
-        let logits = self.d.forward(be, &fake, &io.texts, Mode::Train)?;
+        let fake_seen = Self::augmented(be, aug.map(|a| a.fake.as_slice()), &fake, pf, &io.aug_fake)?;
+        let logits = self.d.forward(be, &fake_seen, &io.texts, Mode::Train)?;
         Self::d_term(be, &mut self.d, &io.dlogits, &logits, &BceParams { n: nn, target: 0.0, scale: 0.5 * (1.0 - w) }, &mut io.loss_fake)?;
         if w > 0.0 {
-            let logits = self.d.forward(be, &io.images, &io.mismatched, Mode::Train)?;
+            let logits = self.d.forward(be, &real, &io.mismatched, Mode::Train)?;
             Self::d_term(be, &mut self.d, &io.dlogits, &logits, &BceParams { n: nn, target: 0.0, scale: 0.5 * w }, &mut io.loss_mismatch)?;
         }
         Ok(fake)
@@ -197,12 +254,22 @@ impl<B: Backend> Gan<B> {
     /// The first half of the G step: the G loss on D's logits for the fake batch, and its
     /// gradient with respect to the images through the frozen D (`DGrads::G_STEP`: no D
     /// parameter gradient is computed or touched). verify::freeze counts what it runs.
+    /// With `augment`, D sees the fake batch augmented and the gradient is taken back
+    /// through the augmentation.
     pub fn g_step_image_grad(&mut self, be: &B, fake: &Tensor<B>) -> Result<Tensor<B>> {
         let io = self.io.as_mut().context("d_step_grads runs first")?;
         let n = io.n as i32;
-        let logits = self.d.forward(be, fake, &io.texts, Mode::Train)?;
+        let a = self.augment.as_ref().map(|a| a.fake_g.as_slice()).filter(|a| !all_identity(a));
+        let seen = Self::augmented(be, a, fake, &mut io.aug_params[2], &io.aug_fake)?;
+        let logits = self.d.forward(be, &seen, &io.texts, Mode::Train)?;
         Self::bce(be, &io.dlogits, &logits, &BceParams { n, target: 1.0, scale: 1.0 }, &mut io.loss_g)?;
-        self.d.backward(be, &io.dlogits, DGrads::G_STEP)?.0.context("the frozen discriminator's image gradient")
+        let dseen = self.d.backward(be, &io.dlogits, DGrads::G_STEP)?.0.context("the frozen discriminator's image gradient")?;
+        if a.is_none() {
+            return Ok(dseen);
+        }
+        let s = fake.shape;
+        be.augment_backward_input(&AugmentParams::new(s.n, s.c, s.h, s.w), &io.aug_params[2], &dseen.buf.borrow(), &mut io.dfake.buf.borrow_mut())?;
+        Ok(io.dfake.clone())
     }
 
     /// One full iteration: D step, Adam on D, G step, Adam on G. Reads the losses back.
@@ -252,7 +319,7 @@ impl<B: Backend> Gan<B> {
         };
         let (r, f, g) = (read(&io.loss_real)?, read(&io.loss_fake)?, read(&io.loss_g)?);
         let m = if self.hp.matching_aware > 0.0 { read(&io.loss_mismatch)?[0] } else { 0.0 };
-        Ok(StepStats { loss_d: r[0] + f[0] + m, loss_g: g[0], d_real: r[1], d_fake: f[1] })
+        Ok(StepStats { loss_d: r[0] + f[0] + m, loss_g: g[0], d_real: r[1], d_fake: f[1], real_sign: io.real_sign })
     }
 
     /// Images for `noise` and `texts` (`n` of each), in inference mode, as host f32.

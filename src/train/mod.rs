@@ -1,5 +1,6 @@
 //! Training: the GAN iteration, checkpoints, and (in the CLI) the loop around them.
 
+pub mod augment;
 pub mod checkpoint;
 pub mod gan;
 pub mod lock;

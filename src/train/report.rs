@@ -18,38 +18,62 @@ pub struct MetricsRow {
     /// `[swd, fd, cond]` of `train --eval-every` at this iteration (`eval::TrainEval`); empty
     /// columns at the others.
     pub eval: Option<[f64; 3]>,
+    /// The augmentation probability of `train --augment` at this iteration (a last column,
+    /// `augment_p`, in the metrics of runs with --augment).
+    pub augment_p: Option<f64>,
 }
 
 pub const METRICS_HEADER: &str = "iteration,epoch,loss_d,loss_g,d_real,d_fake,seconds";
 /// The header of a run with `--eval-every`: three more columns, empty where not measured.
 pub const METRICS_HEADER_EVAL: &str = "iteration,epoch,loss_d,loss_g,d_real,d_fake,seconds,swd,fd,cond";
 
-fn header(with_eval: bool) -> &'static str {
-    if with_eval {
-        METRICS_HEADER_EVAL
+/// The last column of a run with `--augment`.
+pub const METRICS_AUGMENT_COLUMN: &str = "augment_p";
+
+fn header(with_eval: bool, with_augment: bool) -> String {
+    let base = if with_eval { METRICS_HEADER_EVAL } else { METRICS_HEADER };
+    if with_augment {
+        format!("{base},{METRICS_AUGMENT_COLUMN}")
     } else {
-        METRICS_HEADER
+        base.to_string()
     }
 }
 
 impl MetricsRow {
-    /// The row's line: seven columns, or ten `with_eval`.
-    pub fn to_csv(&self, with_eval: bool) -> String {
+    /// The row's line: seven columns, or ten `with_eval`; one more `with_augment`.
+    pub fn to_csv(&self, with_eval: bool, with_augment: bool) -> String {
         let base = format!("{},{},{},{},{},{},{:.3}", self.iteration, self.epoch, self.loss_d, self.loss_g, self.d_real, self.d_fake, self.seconds);
-        match (with_eval, self.eval) {
+        let line = match (with_eval, self.eval) {
             (false, _) => base,
             (true, Some([swd, fd, cond])) => format!("{base},{swd:.4},{fd:.4},{cond:.4}"),
             (true, None) => format!("{base},,,"),
+        };
+        match (with_augment, self.augment_p) {
+            (false, _) => line,
+            (true, Some(p)) => format!("{line},{p}"),
+            (true, None) => format!("{line},"),
         }
     }
     fn parse(line: &str) -> Option<MetricsRow> {
-        let f: Vec<&str> = line.split(',').collect();
+        let mut f: Vec<&str> = line.split(',').collect();
+        // 8 or 11 columns: the last is augment_p.
+        let augment_p = if f.len() == 8 || f.len() == 11 {
+            let p = f.pop()?;
+            if p.is_empty() {
+                None
+            } else {
+                Some(p.parse().ok()?)
+            }
+        } else {
+            None
+        };
         if f.len() != 7 && f.len() != 10 {
             return None;
         }
         let eval = if f.len() == 10 && !f[7].is_empty() { Some([f[7].parse().ok()?, f[8].parse().ok()?, f[9].parse().ok()?]) } else { None };
         Some(MetricsRow {
             eval,
+            augment_p,
             iteration: f[0].parse().ok()?,
             epoch: f[1].parse().ok()?,
             loss_d: f[2].parse().ok()?,
@@ -72,28 +96,29 @@ pub fn read_metrics(path: &Path) -> Result<Vec<MetricsRow>> {
 
 /// Rewrites `metrics.csv` with the rows up to `iteration` (a resumed run continues from
 /// its checkpoint, so rows written after it by the interrupted run are dropped).
-pub fn truncate_metrics(path: &Path, iteration: u64, with_eval: bool) -> Result<()> {
+pub fn truncate_metrics(path: &Path, iteration: u64, with_eval: bool, with_augment: bool) -> Result<()> {
     let rows: Vec<MetricsRow> = read_metrics(path)?.into_iter().filter(|r| r.iteration <= iteration).collect();
-    let mut text = format!("{}\n", header(with_eval));
+    let mut text = format!("{}\n", header(with_eval, with_augment));
     for r in &rows {
-        text.push_str(&r.to_csv(with_eval));
+        text.push_str(&r.to_csv(with_eval, with_augment));
         text.push('\n');
     }
     write_atomic(path, text.as_bytes())
 }
 
 /// Appends rows to `metrics.csv`, writing the header first for a new file.
-/// `with_eval`: the run measures itself (`--eval-every`), so the file has the eval columns.
-pub fn append_metrics(path: &Path, rows: &[MetricsRow], with_eval: bool) -> Result<()> {
+/// `with_eval`: the run measures itself (`--eval-every`), so the file has the eval columns;
+/// `with_augment`: the run augments (`--augment`), so it ends with `augment_p`.
+pub fn append_metrics(path: &Path, rows: &[MetricsRow], with_eval: bool, with_augment: bool) -> Result<()> {
     let new = !path.exists();
     let mut f = fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("cannot write {}", path.display()))?;
     let mut text = String::new();
     if new {
-        text.push_str(header(with_eval));
+        text.push_str(&header(with_eval, with_augment));
         text.push('\n');
     }
     for r in rows {
-        text.push_str(&r.to_csv(with_eval));
+        text.push_str(&r.to_csv(with_eval, with_augment));
         text.push('\n');
     }
     f.write_all(text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))

@@ -1,5 +1,6 @@
 //! The training run: data, the loop, progress, samples, metrics, checkpoints, resume.
 
+use super::augment::{AdaState, AugmentDraws, AugmentOptions, AugmentP};
 use super::checkpoint::{self, Checkpoint, NamedTensor};
 use super::lock::RunLock;
 use super::report::{self, MetricsRow};
@@ -53,6 +54,10 @@ pub struct TrainOptions {
     /// before it: none.
     #[serde(default)]
     pub minibatch_std: usize,
+    /// DiffAugment before D (`--augment`, `--augment-p`); none, also for checkpoints from
+    /// before it.
+    #[serde(default)]
+    pub augment: AugmentOptions,
 }
 
 /// `--minibatch-std group` for batches of `batch`: 0 (off), or a group of 2 or more that
@@ -95,6 +100,10 @@ pub struct RunState {
     /// The products the run trains on (absent from checkpoints of earlier versions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_stamp: Option<DataStamp>,
+    /// ADA's controller of the augmentation probability, in runs with `--augment-p auto`
+    /// (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ada: Option<AdaState>,
 }
 
 impl RunState {
@@ -157,6 +166,15 @@ impl RunState {
         }
         o.hyper.check().map_err(|e| anyhow!("metadata field `options.hyper`: {e}"))?;
         crate::eval::split::check_fraction(o.eval_split).map_err(|e| anyhow!("metadata field `options.eval_split`: {e}"))?;
+        o.augment.check().map_err(|e| anyhow!("metadata field `options.augment`: {e}"))?;
+        let auto = o.augment.is_on() && matches!(o.augment.p, AugmentP::Auto { .. });
+        match &self.ada {
+            Some(a) => {
+                field("ada", auto, "is present, but the run does not adapt its augmentation probability (`options.augment`)".into())?;
+                a.check().map_err(|e| anyhow!("metadata field `ada`: {e}"))?;
+            }
+            None => field("ada", !auto, "is missing: a run with `--augment-p auto` saves its probability there".into())?,
+        }
         field(
             "options.max_features",
             o.max_features >= self.tfidf.dim(),
@@ -252,6 +270,7 @@ pub fn train_until<B: Backend>(
     );
     opts.hyper.check()?;
     check_minibatch_std(opts.minibatch_std, opts.batch)?;
+    opts.augment.check()?;
     let model = ModelConfig { minibatch_std: opts.minibatch_std, ..ModelConfig::new(opts.size, opts.width)? };
     model.check_batch(opts.batch)?;
     let state = match &resume {
@@ -392,6 +411,17 @@ fn train_locked<B: Backend>(
         }
         _ => (0, Rng::derive(opts.seed, "noise"), LoaderState::default(), pick_sample_captions(&data.captions, 8), 0.0),
     };
+    // The augmentation probability: fixed, or ADA's, continued from the checkpoint.
+    let ada_target = match opts.augment.p {
+        AugmentP::Auto { target } if opts.augment.is_on() => Some(target),
+        _ => None,
+    };
+    let mut ada = match (&state, ada_target) {
+        (_, None) => None,
+        (Some(s), Some(_)) => Some(s.ada.clone().context("the checkpoint holds no `ada` state for --augment-p auto")?),
+        (None, Some(_)) => Some(AdaState::default()),
+    };
+    let with_augment = opts.augment.is_on();
     if iteration >= opts.iters {
         bail!("the run is already at iteration {iteration}; ask for more with --iters (now {})", opts.iters);
     }
@@ -407,7 +437,7 @@ fn train_locked<B: Backend>(
     let sample_texts: Vec<f32> = sample_captions.iter().flat_map(|c| std::iter::repeat_n(data.tfidf.encode(c), GRID_COLUMNS).flatten()).collect();
     *started = true;
     if resume.is_some() {
-        report::truncate_metrics(&paths.metrics(), iteration, opts.eval_every > 0)?;
+        report::truncate_metrics(&paths.metrics(), iteration, opts.eval_every > 0, with_augment)?;
         set_aside_newer_checkpoints(out, iteration)?;
     }
     std::fs::create_dir_all(paths.samples_dir()).with_context(|| format!("cannot create {}", paths.samples_dir().display()))?;
@@ -427,7 +457,7 @@ fn train_locked<B: Backend>(
         None => "no checkpoint was written before it".to_string(),
     };
 
-    let save = |gan: &Gan<B>, iteration: u64, noise_rng: &Rng, loader: &LoaderState, elapsed: f64| -> Result<PathBuf> {
+    let save = |gan: &Gan<B>, iteration: u64, noise_rng: &Rng, loader: &LoaderState, elapsed: f64, ada: &Option<AdaState>| -> Result<PathBuf> {
         let meta = RunState {
             format: checkpoint::FORMAT.to_string(),
             config: cfg.clone(),
@@ -440,6 +470,7 @@ fn train_locked<B: Backend>(
             sample_captions: sample_captions.clone(),
             elapsed_seconds: elapsed,
             data_stamp: Some(data.stamp.clone()),
+            ada: ada.clone(),
         };
         let path = checkpoint::path_for(out, iteration);
         checkpoint::save(&path, &Checkpoint { meta: serde_json::to_value(&meta)?, tensors: gan.export(be)? })?;
@@ -452,7 +483,12 @@ fn train_locked<B: Backend>(
         let loader_after = loader.state();
         noise_rng.fill_normal(&mut noise, 0.0, 1.0);
         let inputs = StepInputs { images: &batch.images, texts: &batch.texts, noise: &noise, mismatched: batch.mismatched_texts.as_deref() };
+        let augment_p = with_augment.then(|| ada.as_ref().map_or(opts.augment.initial_p(), |a| a.p));
+        gan.augment = augment_p.map(|p| AugmentDraws::draw(opts.seed, iteration, opts.augment.policies, p, opts.batch, cfg.size));
         stats = gan.iteration(be, opts.batch, &inputs)?;
+        if let (Some(a), Some(target)) = (&mut ada, ada_target) {
+            a.update(stats.real_sign as f64, target, opts.batch);
+        }
         iteration += 1;
         if !stats.is_finite() {
             bar.abandon();
@@ -486,6 +522,7 @@ fn train_locked<B: Backend>(
             d_fake: stats.d_fake,
             seconds: elapsed,
             eval: None,
+            augment_p,
         });
         bar.set_position(iteration);
         bar.set_message(format!("loss_D {:.3}  loss_G {:.3}  D(x) {:.2}  D(G(z)) {:.2}", stats.loss_d, stats.loss_g, stats.d_real, stats.d_fake));
@@ -503,7 +540,7 @@ fn train_locked<B: Backend>(
         if flush || grid || eval_now {
             if let Some(bad) = gan.first_non_finite(be)? {
                 bar.abandon();
-                report::append_metrics(&paths.metrics(), &pending, opts.eval_every > 0)?;
+                report::append_metrics(&paths.metrics(), &pending, opts.eval_every > 0, with_augment)?;
                 bail!(
                     "the run diverged between iterations {checked_at} and {iteration}: {bad}; training stopped and {}; try a lower --lr",
                     kept(&last_checkpoint)
@@ -518,7 +555,7 @@ fn train_locked<B: Backend>(
             }
         }
         if flush {
-            report::append_metrics(&paths.metrics(), &pending, opts.eval_every > 0)?;
+            report::append_metrics(&paths.metrics(), &pending, opts.eval_every > 0, with_augment)?;
             pending.clear();
         }
         if grid {
@@ -533,7 +570,7 @@ fn train_locked<B: Backend>(
             report::save_png(&paths.sample(iteration), &report::grid_image(&imgs, cfg.size, sample_captions.len(), GRID_COLUMNS, zoom_for(cfg.size)))?;
         }
         if save_now {
-            last_checkpoint = Some(save(&gan, iteration, &noise_rng, &loader_after, elapsed)?);
+            last_checkpoint = Some(save(&gan, iteration, &noise_rng, &loader_after, elapsed, &ada)?);
             report::plot_losses(&paths.loss_plot(), &report::read_metrics(&paths.metrics())?)?;
             if bar.is_hidden() && progress {
                 eprintln!(

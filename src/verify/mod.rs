@@ -25,6 +25,7 @@
 
 pub mod activation;
 pub mod adam;
+pub mod augment;
 pub mod batchnorm;
 pub mod bce;
 pub mod concat;
@@ -169,6 +170,13 @@ pub fn awkward_shapes<B: Backend>(c: &mut Checker<B>) -> Result<()> {
     c.minibatch_std(8, 66, 16, 4)?;
     c.minibatch_std(5, 3, 1, 2)?;
     c.minibatch_std(4, 2, 100, 4)?;
+    // augment: one sample per block; odd grids, a single sample, more pixels than threads,
+    // the identity (copied exactly), and shifts and cutouts past the edges.
+    c.augment(3, 3, 13, 11, augment::Draw::Random(1.0))?;
+    c.augment(1, 3, 5, 7, augment::Draw::Random(1.0))?;
+    c.augment(5, 3, 32, 32, augment::Draw::Random(0.5))?;
+    c.augment(2, 3, 9, 9, augment::Draw::Identity)?;
+    c.augment(6, 4, 7, 6, augment::Draw::Extreme)?;
     Ok(())
 }
 
@@ -187,6 +195,7 @@ pub fn op_gradchecks() -> Result<Vec<CheckResult>> {
     pool::gradchecks(&h, &mut rng, &mut out)?;
     cross_entropy::gradchecks(&h, &mut rng, &mut out)?;
     minibatch_std::gradchecks(&h, &mut rng, &mut out)?;
+    augment::gradchecks(&h, &mut rng, &mut out)?;
     Ok(out)
 }
 
@@ -212,5 +221,6 @@ pub fn direct_checks() -> Result<Vec<DirectCheck>> {
     out.extend(pool::direct_checks(&mut rng)?);
     out.extend(cross_entropy::direct_checks(&mut rng)?);
     out.extend(minibatch_std::direct_checks(&mut rng)?);
+    out.extend(augment::direct_checks(&mut rng)?);
     Ok(out)
 }

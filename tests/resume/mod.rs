@@ -43,6 +43,7 @@ fn options(data: &Path, cache: &Path, iters: u64) -> TrainOptions {
         eval_split: 0.0,
         eval_every: 0,
         minibatch_std: 0,
+        augment: Default::default(),
     }
 }
 
@@ -138,6 +139,78 @@ pub fn check<B: Backend>(be: &B, label: &str, pieces: Pieces) {
         let _ = std::fs::remove_dir_all(out);
     }
     for d in [data, cache, straight] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+/// `--augment translation,cutout,color` resumed, on any backend: with `--augment-p auto`,
+/// 2 + 3 resumed iterations equal 5 straight bit for bit, ADA's state included (saved in
+/// the middle of its 4-iteration interval), and the saved probability is what the resumed
+/// run uses; with a fixed `--augment-p 0.5`, which really augments, the same, and the
+/// augmentation changes the run.
+#[allow(dead_code)] // each test file uses one
+pub fn check_augment<B: Backend>(be: &B, label: &str) {
+    use gan_engine::train::augment::{AugmentOptions, AugmentP, Policies};
+    use gan_engine::train::report;
+    let data = tmp(label, "aug-data");
+    write_synthetic_sized(&data, 6, 5, 32).unwrap();
+    let cache = tmp(label, "aug-cache");
+    let all = Policies { translation: true, cutout: true, color: true };
+    let run = |o: &TrainOptions, name: &str, from: Option<Checkpoint>, saved: &Path| -> (PathBuf, Vec<(String, Vec<u32>)>, RunState) {
+        let out = tmp(label, name);
+        train(be, o, &out, from.map(|ck| (saved.to_path_buf(), ck)), false).unwrap();
+        let last = checkpoint::path_for(&out, TOTAL);
+        let state = RunState::from_checkpoint(&checkpoint::load(&last).unwrap()).unwrap();
+        (out, tensors(&last), state)
+    };
+    let p_column = |dir: &Path| -> Vec<(u64, Option<f64>)> {
+        report::read_metrics(&dir.join("metrics.csv")).unwrap().iter().filter(|r| r.iteration > SAVED_AT).map(|r| (r.iteration, r.augment_p)).collect()
+    };
+    for (name, p) in [("auto", AugmentP::Auto { target: 0.6 }), ("fixed", AugmentP::Fixed(0.5))] {
+        let o = TrainOptions { augment: AugmentOptions { policies: all, p }, ..options(&data, &cache, TOTAL) };
+        let (straight, want, end) = run(&o, &format!("aug-{name}-straight"), None, Path::new(""));
+        let saved = checkpoint::path_for(&straight, SAVED_AT);
+        let state = RunState::from_checkpoint(&checkpoint::load(&saved).unwrap()).unwrap();
+        assert_eq!(state.options.augment, o.augment, "{label} {name}: the options are saved");
+        match p {
+            AugmentP::Auto { .. } => {
+                let ada = state.ada.as_ref().expect("an auto run saves ADA's state");
+                assert_eq!((ada.p, ada.iterations), (0.0, 2), "{label}: saved after 2 of the 4 iterations of the first interval");
+                assert_eq!(end.ada.as_ref().map(|a| a.iterations), Some(1), "{label}: one iteration into the second interval");
+            }
+            AugmentP::Fixed(_) => assert!(state.ada.is_none() && end.ada.is_none()),
+        }
+        let (resumed, got, got_end) = run(&o, &format!("aug-{name}-resumed"), Some(checkpoint::load(&saved).unwrap()), &saved);
+        assert!(got == want, "{label} {name}: 2 + 3 resumed differs from 5 straight");
+        assert_eq!(got_end.ada, end.ada, "{label} {name}: ADA's state differs after the resumed run");
+        let column = p_column(&straight);
+        assert_eq!(column.len(), 3);
+        assert!(column.iter().all(|(_, p)| p.is_some()), "{label} {name}: metrics.csv has augment_p: {column:?}");
+        assert_eq!(p_column(&resumed), column, "{label} {name}: augment_p in metrics.csv");
+        let changed = match p {
+            // The saved probability is used: raised to 1, the resumed run augments every image.
+            AugmentP::Auto { .. } => {
+                let mut ck = checkpoint::load(&saved).unwrap();
+                let mut s = state.clone();
+                s.ada.as_mut().unwrap().p = 1.0;
+                ck.meta = serde_json::to_value(&s).unwrap();
+                let (dir, t, _) = run(&o, &format!("aug-{name}-raised"), Some(ck), &saved);
+                let _ = std::fs::remove_dir_all(dir);
+                t
+            }
+            // The augmentation is applied: without it the run differs.
+            AugmentP::Fixed(_) => {
+                let (dir, t, _) = run(&options(&data, &cache, TOTAL), &format!("aug-{name}-none"), None, Path::new(""));
+                let _ = std::fs::remove_dir_all(dir);
+                t
+            }
+        };
+        assert!(changed != want, "{label} {name}: changing the augmentation changed nothing");
+        for d in [straight, resumed] {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+    for d in [data, cache] {
         let _ = std::fs::remove_dir_all(d);
     }
 }

@@ -11,6 +11,7 @@
 
 mod activation;
 mod adam;
+pub(crate) mod augment;
 mod batchnorm;
 mod bce;
 pub mod bf16;

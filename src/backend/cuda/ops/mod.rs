@@ -11,6 +11,7 @@
 
 pub(crate) mod activation;
 pub(crate) mod adam;
+pub(crate) mod augment;
 pub(crate) mod batchnorm;
 pub(crate) mod bce;
 pub(crate) mod concat;
@@ -65,6 +66,7 @@ pub fn launched_kernels() -> Vec<&'static str> {
         pool::KERNELS,
         cross_entropy::KERNELS,
         minibatch_std::KERNELS,
+        augment::KERNELS,
     ]
     .concat()
 }
@@ -200,6 +202,7 @@ mod tests {
             ("pool", pool::KERNELS),
             ("cross_entropy", cross_entropy::KERNELS),
             ("minibatch_std", minibatch_std::KERNELS),
+            ("augment", augment::KERNELS),
         ] {
             let mut in_file: Vec<&str> = source::kernels().into_iter().filter(|(_, m)| *m == family).map(|(k, _)| k).collect();
             let mut declared = declared.to_vec();
