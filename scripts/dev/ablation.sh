@@ -49,9 +49,12 @@ for row in "${rows[@]}"; do
         echo "$name: $run/eval.json exists, not run again" >&2
         continue
     fi
+    # A row may set its own --seed (a second seed of one setting shows the noise).
+    row_seed=(--seed "$seed")
+    [[ " $flags " == *" --seed "* ]] && row_seed=()
     # shellcheck disable=SC2086 # the row's flags are words
     "$bin" train ${data:+--data "$data"} --size "$size" --width "$width" --batch "$batch" --iters "$iters" \
-        --seed "$seed" --quiet --out "$run" $flags 2>&1 | tee "$run.train.log" >&2
+        "${row_seed[@]}" --quiet --out "$run" $flags 2>&1 | tee "$run.train.log" >&2
     # shellcheck disable=SC2086
     "$bin" eval --checkpoint "$run" --json "$run/eval.json" $eval_flags > "$run.eval.log"
     echo "$name: $(grep -o 'done: .*s;' "$run.train.log")" >&2
