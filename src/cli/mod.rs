@@ -22,6 +22,9 @@ pub struct Cli {
     pub command: Command,
 }
 
+// One Command is parsed per process: the size of its largest variant (train's many flags)
+// costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum Command {
     /// Train the GAN (default data: the built-in synthetic catalogue).
