@@ -30,6 +30,7 @@ pub mod bce;
 pub mod concat;
 pub mod conv;
 pub mod cross_entropy;
+pub mod ema;
 pub mod fill;
 pub mod freeze;
 pub mod gradcheck;
@@ -169,6 +170,13 @@ pub fn awkward_shapes<B: Backend>(c: &mut Checker<B>) -> Result<()> {
     c.minibatch_std(8, 66, 16, 4)?;
     c.minibatch_std(5, 3, 1, 2)?;
     c.minibatch_std(4, 2, 100, 4)?;
+    // ema: odd lengths, more values than the grid-stride launch has threads, beta 0 (a
+    // copy), 1 and near 1.
+    c.ema(1, 0.5)?;
+    c.ema(1001, 0.0)?;
+    c.ema(999, 0.999)?;
+    c.ema(140_001, 0.9999)?;
+    c.ema(7, 1.0)?;
     Ok(())
 }
 
@@ -212,5 +220,6 @@ pub fn direct_checks() -> Result<Vec<DirectCheck>> {
     out.extend(pool::direct_checks(&mut rng)?);
     out.extend(cross_entropy::direct_checks(&mut rng)?);
     out.extend(minibatch_std::direct_checks(&mut rng)?);
+    out.extend(ema::direct_checks(&mut rng)?);
     Ok(out)
 }
