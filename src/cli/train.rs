@@ -96,6 +96,15 @@ pub struct Args {
     /// [default: 0].
     #[arg(long, value_name = "G", num_args = 0..=1, default_missing_value = "4")]
     minibatch_std: Option<usize>,
+    /// Keep an exponential moving average of the generator's weights (ProGAN, StyleGAN) with
+    /// this half-life in images (StyleGAN uses 10000); `sample`, `eval`, `serve` and the
+    /// sample grids draw with it. 0 is off [default: 0].
+    #[arg(long, value_name = "IMAGES", allow_negative_numbers = true)]
+    ema_half_life: Option<f64>,
+    /// StyleGAN's ramp-up of the EMA: its half-life is at most the images seen so far
+    /// times R; 0 is no ramp-up [default: 0.05].
+    #[arg(long, value_name = "R", allow_negative_numbers = true)]
+    ema_ramp: Option<f64>,
     /// No progress bar (one line per checkpoint instead).
     #[arg(long)]
     quiet: bool,
@@ -129,6 +138,8 @@ fn fresh(a: &Args, precision: Option<Precision>) -> TrainOptions {
         eval_split: a.eval_split.unwrap_or(DEFAULT_EVAL_SPLIT),
         eval_every: a.eval_every.unwrap_or(0),
         minibatch_std: a.minibatch_std.unwrap_or(0),
+        ema_half_life: a.ema_half_life.unwrap_or(0.0),
+        ema_ramp: a.ema_ramp.unwrap_or(gan_engine::train::ema::DEFAULT_EMA_RAMP),
     }
 }
 
@@ -136,7 +147,7 @@ fn fresh(a: &Args, precision: Option<Precision>) -> TrainOptions {
 /// or the random streams are refused, while the schedule (iterations, saving) may change.
 fn resumed(a: &Args, precision: Option<Precision>, stored: &TrainOptions) -> Result<TrainOptions> {
     let mut o = stored.clone();
-    let fixed: [(&str, bool); 14] = [
+    let fixed: [(&str, bool); 16] = [
         ("--precision", precision.is_some_and(|p| p != stored.precision)),
         ("--data", a.data.as_ref().is_some_and(|d| !same_data_folder(d, stored.data.as_deref()))),
         ("--size", a.size.is_some_and(|v| v != stored.size)),
@@ -151,6 +162,8 @@ fn resumed(a: &Args, precision: Option<Precision>, stored: &TrainOptions) -> Res
         ("--crop/--no-flip", a.crop != stored.crop || a.no_flip == stored.flip),
         ("--eval-split", a.eval_split.is_some_and(|v| v != stored.eval_split)),
         ("--minibatch-std", a.minibatch_std.is_some_and(|v| v != stored.minibatch_std)),
+        ("--ema-half-life", a.ema_half_life.is_some_and(|v| v != stored.ema_half_life)),
+        ("--ema-ramp", a.ema_ramp.is_some_and(|v| v != stored.ema_ramp)),
     ];
     if let Some((flag, _)) = fixed.iter().find(|f| f.1) {
         bail!("{flag} differs from the run being resumed; a resumed run keeps its settings (drop the flag, or start a new run with another --out)");
@@ -224,12 +237,16 @@ pub fn run(a: Args) -> Result<()> {
         opts.iters = iters_for_epochs(e, trained, opts.batch);
     }
     check_minibatch_std(opts.minibatch_std, opts.batch)?;
+    gan_engine::train::ema::check_ema(opts.ema_half_life, opts.ema_ramp)?;
     let backend = device::open(&a.device, Some(opts.precision))?;
     let name = match &backend {
         Opened::Cpu(be) => be.name(),
         Opened::Gpu(be) => be.name(),
     };
-    let spread = if opts.minibatch_std > 0 { format!(", minibatch std over groups of {}", opts.minibatch_std) } else { String::new() };
+    let mut spread = if opts.minibatch_std > 0 { format!(", minibatch std over groups of {}", opts.minibatch_std) } else { String::new() };
+    if let Some(e) = opts.ema() {
+        spread += &format!(", EMA generator with a half-life of {} images (ramp {})", e.half_life, e.ramp);
+    }
     eprintln!("training {} px, width {}, batch {}{spread}, {} iterations on {name} -> {}", opts.size, opts.width, opts.batch, opts.iters, out.display());
     // Ctrl-C (or SIGTERM, SIGHUP) ends the run after the iteration in progress, with a
     // checkpoint of it; a second one quits at once (checkpoints are written atomically, so
