@@ -13,6 +13,8 @@ configuration and the TF-IDF vocabulary with its idf. This script reproduces the
 
 Only the generator is loaded: the discriminator's options (`train --minibatch-std`, which
 adds a layer to its head) do not matter here, and checkpoints with them draw the same way.
+As `gan-engine sample`, it draws with the EMA generator (`generator_ema.*`, `train
+--ema-half-life`) when the checkpoint has one, and with the raw one under `--no-ema`.
 
 So the PNG it writes should match ours pixel for pixel, up to rounding: the two programs
 compute in fp32 in different orders. `--compare-with PNG` prints how far apart they are.
@@ -147,6 +149,7 @@ def main():
     ap.add_argument("--out", default="torch-samples.png")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--compare-with", help="a grid PNG from `gan-engine sample` with the same arguments")
+    ap.add_argument("--no-ema", action="store_true", help="the raw generator even when the checkpoint has an EMA generator")
     a = ap.parse_args()
     if a.n < 1:
         sys.exit("error: -n must be at least 1")
@@ -155,7 +158,8 @@ def main():
     try:
         with safe_open(path, "pt") as f:
             meta = f.metadata() or {}
-            weights = {k[len("generator."):]: f.get_tensor(k) for k in f.keys() if k.startswith("generator.")}
+            prefix = "generator_ema." if not a.no_ema and any(k.startswith("generator_ema.") for k in f.keys()) else "generator."
+            weights = {k[len(prefix):]: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}
     except Exception as e:  # safetensors raises its own error types for unreadable files
         sys.exit(f"error: --checkpoint {path} is not a readable safetensors file ({e})")
     if "gan_engine" not in meta:

@@ -14,18 +14,18 @@
 
 use crate::backend::Backend;
 use crate::model::Usage;
-use crate::nn::Mode;
 use crate::rng::Rng;
 use crate::text::Tfidf;
 use crate::train::checkpoint::{self, NamedTensor};
 use crate::train::run::RunState;
-use crate::train::{report, Gan};
+use crate::train::{report, Drawing, Gan};
 use anyhow::{ensure, Context, Result};
 use std::path::{Path, PathBuf};
 
 /// Images per generator call: memory stays that of one small batch however many images
-/// are asked for. In Eval mode every image is computed on its own, so chunking changes no
-/// pixel.
+/// are asked for. With the running batchnorm statistics (the default) every image is
+/// computed on its own, so chunking changes no pixel; with `--bn batch` each chunk is
+/// normalised by its own statistics.
 pub const CHUNK: usize = 64;
 
 /// A checkpoint read from disk, not yet on a backend.
@@ -68,13 +68,25 @@ pub struct Drawer<B: Backend> {
 
 impl<B: Backend> Drawer<B> {
     /// The generator users see. This is the one place `sample` and `serve` choose its
-    /// weights: when checkpoints carry an EMA generator, it is picked here.
-    pub fn new(be: &B, loaded: &Loaded) -> Result<Drawer<B>> {
+    /// weights: the EMA generator when the checkpoint carries one and `drawing.ema` asks for
+    /// it (the default; `--no-ema` does not), else the raw G; with the batchnorm statistics
+    /// `drawing.bn` names (`--bn`).
+    pub fn new(be: &B, loaded: &Loaded, drawing: Drawing) -> Result<Drawer<B>> {
         let cfg = &loaded.state.config;
         cfg.check_memory(Usage::Drawing { batch: CHUNK }, be.memory_available()).with_context(|| format!("--checkpoint {}", loaded.path.display()))?;
-        let mut gan = Gan::new(be, cfg, &loaded.state.options.hyper, 0)?;
-        gan.import(be, &loaded.tensors).with_context(|| format!("--checkpoint {}", loaded.path.display()))?;
+        let mut gan = loaded.state.build_gan(be, &loaded.tensors).with_context(|| format!("--checkpoint {}", loaded.path.display()))?;
+        gan.drawing = drawing;
         Ok(Drawer { gan, tfidf: loaded.state.tfidf.clone(), size: cfg.size, noise_dim: cfg.noise_dim, text_dim: cfg.text_dim })
+    }
+
+    /// Which generator draws, for people (a line on stderr).
+    pub fn note(&self) -> String {
+        self.gan.drawing_note()
+    }
+
+    /// Whether the EMA generator draws.
+    pub fn draws_ema(&self) -> bool {
+        self.gan.draws_ema()
     }
 
     /// Values of one noise vector.
@@ -94,7 +106,7 @@ impl<B: Backend> Drawer<B> {
         ensure!(k0 < k1 && k1 <= sheet.total() && k1 - k0 <= CHUNK, "images {k0}..{k1} of a sheet of {}", sheet.total());
         ensure!(sheet.text_dim == self.text_dim && sheet.noise.z.len() == self.noise_dim, "the sheet was made for another model");
         let (noise, texts) = sheet.inputs(k0, k1)?;
-        let images = self.gan.generate(be, &noise, &texts, Mode::Eval)?;
+        let images = self.gan.draw(be, &noise, &texts)?;
         // Finite weights can still overflow on the way (a damaged or diverged model): say so
         // rather than draw black.
         ensure!(

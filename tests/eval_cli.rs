@@ -48,6 +48,8 @@ fn tiny_run(dir: &Path) {
         eval_every: 0,
         minibatch_std: 0,
         augment: Default::default(),
+        ema_half_life: 0.0,
+        ema_ramp: 0.05,
     };
     train(&Cpu::new(), &opts, dir, None, false).unwrap();
 }

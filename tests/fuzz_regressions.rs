@@ -93,6 +93,8 @@ fn write_fuzz_seeds() {
         eval_every: 0,
         minibatch_std: 0,
         augment: Default::default(),
+        ema_half_life: 0.0,
+        ema_ramp: 0.05,
     };
     let state = RunState {
         format: checkpoint::FORMAT.into(),

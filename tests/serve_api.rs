@@ -49,7 +49,7 @@ struct Running {
 
 impl Running {
     async fn start(checkpoint: &Path) -> Running {
-        let opts = Options { checkpoint: checkpoint.to_path_buf(), host: "127.0.0.1".into(), port: 0, device: "cpu".into() };
+        let opts = Options { checkpoint: checkpoint.to_path_buf(), host: "127.0.0.1".into(), port: 0, device: "cpu".into(), drawing: Default::default() };
         let server = Server::bind(&opts).await.unwrap();
         let addr = server.addr();
         assert!(addr.ip().is_loopback() && addr.port() != 0, "{addr}");

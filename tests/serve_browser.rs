@@ -142,7 +142,7 @@ async fn the_studio_in_headless_chromium() {
     let chromium = find_exe("CHROMIUM", &["chromium", "chromium-browser"]).unwrap_or_else(|| panic!("no chromium found; {INSTALL}"));
     let chromedriver = find_exe("CHROMEDRIVER", &["chromedriver"]).unwrap_or_else(|| panic!("no chromedriver found; {INSTALL}"));
 
-    let opts = Options { checkpoint: checkpoint(), host: "127.0.0.1".into(), port: 0, device: "cpu".into() };
+    let opts = Options { checkpoint: checkpoint(), host: "127.0.0.1".into(), port: 0, device: "cpu".into(), drawing: Default::default() };
     let server = Server::bind(&opts).await.unwrap();
     let base = format!("http://{}", server.addr());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -42,6 +42,8 @@ fn opts(iters: u64) -> TrainOptions {
         eval_every: 0,
         minibatch_std: 0,
         augment: Default::default(),
+        ema_half_life: 0.0,
+        ema_ramp: 0.05,
     }
 }
 
@@ -259,11 +261,117 @@ fn interrupting_train_writes_a_checkpoint() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// An EMA checkpoint draws with the average by default (`sample`, `eval` and `serve` share
+/// `Drawer`/`Gan::draw`): the default equals a plain generator holding the EMA weights and
+/// differs from `--no-ema`; `--bn batch` draws other images and leaves every stored
+/// statistic as it was; a checkpoint whose options say EMA but that lacks one of its
+/// tensors is refused naming it; checkpoints from before the option load without it.
+#[test]
+fn sampling_draws_with_the_ema_generator_by_default() {
+    use gan_engine::sample::{self, Drawer, Loaded, Sheet};
+    use gan_engine::train::{BnStats, Drawing};
+    let be = Cpu::new();
+    let mut o = opts(3);
+    (o.ema_half_life, o.ema_ramp) = (100.0, 0.0);
+    let run = tmp("ema-draw");
+    train(&be, &o, &run, None, false).unwrap();
+    let loaded = sample::load(&run).unwrap();
+    let draw = |loaded: &Loaded, drawing: Drawing| -> Vec<f32> {
+        let mut d = Drawer::new(&be, loaded, drawing).unwrap();
+        let text = loaded.state.tfidf.encode("Women Red Solid Dress");
+        let mut sheet = Sheet::captions(vec![text], 6, 3, d.noise_dim());
+        d.draw(&be, &mut sheet, 0, 6).unwrap()
+    };
+    let ema = draw(&loaded, Drawing::default());
+    let raw = draw(&loaded, Drawing { ema: false, bn: BnStats::Running });
+    assert_ne!(ema, raw, "--no-ema drew what the EMA generator draws");
+    // The same file with G's tensors replaced by the average's and the option off.
+    let mut state = loaded.state.clone();
+    state.options.ema_half_life = 0.0;
+    let ck = checkpoint::load(&loaded.path).unwrap();
+    let tensors: Vec<checkpoint::NamedTensor> = ck
+        .tensors
+        .iter()
+        .filter(|t| !t.name.starts_with("generator_ema."))
+        .map(|t| {
+            let src = ck.get(&t.name.replacen("generator.", "generator_ema.", 1)).filter(|_| t.name.starts_with("generator.")).unwrap_or(t);
+            checkpoint::NamedTensor { name: t.name.clone(), shape: t.shape.clone(), data: src.data.clone() }
+        })
+        .collect();
+    let swapped = Loaded { path: loaded.path.clone(), run_dir: None, state, tensors };
+    let plain = draw(&swapped, Drawing::default());
+    assert!(ema.iter().zip(&plain).all(|(a, b)| a.to_bits() == b.to_bits()), "the default is not the EMA weights' drawing");
+    assert!(Drawer::new(&be, &swapped, Drawing::default()).unwrap().note().contains("has no EMA generator"));
+    assert!(Drawer::new(&be, &loaded, Drawing::default()).unwrap().note().contains("the EMA generator"));
+
+    // --bn batch: other pixels, and the stored statistics untouched (the EMA generator's
+    // and G's).
+    let mut gan = loaded.state.build_gan(&be, &loaded.tensors).unwrap();
+    let (mut noise, texts) = (vec![0.0f32; 6 * 100], loaded.state.tfidf.encode("Men Blue Shirt").repeat(6));
+    Rng::new(5).fill_normal(&mut noise, 0.0, 1.0);
+    let running = gan.draw(&be, &noise, &texts).unwrap();
+    for ema in [true, false] {
+        gan.drawing = Drawing { ema, bn: BnStats::Batch };
+        let batch = gan.draw(&be, &noise, &texts).unwrap();
+        assert_ne!(running, batch, "--bn batch drew with the running statistics");
+    }
+    let after = gan.export(&be).unwrap();
+    let stats: Vec<&checkpoint::NamedTensor> = after.iter().filter(|t| t.name.contains("running_")).collect();
+    assert!(stats.iter().any(|t| t.name.starts_with("generator_ema.")) && stats.iter().any(|t| t.name.starts_with("generator.")));
+    for t in stats {
+        let stored = &ck.get(&t.name).unwrap().data;
+        assert!(t.data.iter().zip(stored).all(|(a, b)| a.to_bits() == b.to_bits()), "drawing with --bn batch changed {}", t.name);
+    }
+
+    // A missing EMA tensor is refused by name: the first layer's weight when the metadata
+    // is read, any other when the tensors are loaded.
+    let without = |name: &str| {
+        let mut c = checkpoint::load(&loaded.path).unwrap();
+        c.tensors.retain(|t| t.name != name);
+        c
+    };
+    let e = RunState::from_checkpoint(&without("generator_ema.main.0.weight")).unwrap_err().to_string();
+    assert!(e.contains("generator_ema.main.0.weight") && e.contains("options.ema_half_life"), "{e}");
+    let c = without("generator_ema.main.1.running_var");
+    let s = RunState::from_checkpoint(&c).unwrap();
+    let e = s.build_gan(&be, &c.tensors).err().expect("a checkpoint without an EMA statistic must be refused").to_string();
+    assert!(e.contains("generator_ema.main.1.running_var") && e.contains("--ema-half-life"), "{e}");
+    // A checkpoint from before the option: its options name neither field.
+    let mut old = checkpoint::load(&checkpoint::path_for(&run, 3)).unwrap();
+    old.tensors.retain(|t| !t.name.starts_with("generator_ema."));
+    for f in ["ema_half_life", "ema_ramp"] {
+        old.meta["options"].as_object_mut().unwrap().remove(f);
+    }
+    let s = RunState::from_checkpoint(&old).unwrap();
+    assert_eq!((s.options.ema_half_life, s.options.ema_ramp, s.options.ema()), (0.0, 0.05, None));
+    assert!(s.build_gan(&be, &old.tensors).unwrap().g_ema.is_none());
+
+    // The CLI says which generator it draws with.
+    let sample = |extra: &[&str]| -> String {
+        let grid = run.join("grid.png").display().to_string();
+        let out =
+            bin().args(["sample", "--checkpoint", &run.display().to_string(), "--text", "Red Dress", "-n", "2", "--out", &grid]).args(extra).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{extra:?}: {stderr}");
+        stderr
+    };
+    assert!(sample(&[]).contains("drawing with the EMA generator (batchnorm: running statistics)"));
+    assert!(sample(&["--no-ema", "--bn", "batch"]).contains("drawing with the raw generator (batchnorm: the batch's statistics) (--no-ema)"));
+    let _ = std::fs::remove_dir_all(run);
+}
+
 /// The resume proofs of tests/resume (only the remaining iterations run; each piece of
 /// saved state is used; an epoch boundary and the mismatched-caption stream), on the CPU.
 #[test]
 fn resume_continues_the_saved_state_on_the_cpu() {
     resume::check(&Cpu::new(), "cpu", resume::Pieces::All);
+}
+
+/// With the EMA generator (`--ema-half-life`), 2 + 3 resumed equals 5 straight, the EMA
+/// weights and their recomputed batchnorm statistics included (tests/resume).
+#[test]
+fn ema_resume_continues_the_saved_state_on_the_cpu() {
+    resume::check_ema(&Cpu::new(), "cpu-ema");
 }
 
 #[test]
@@ -416,6 +524,11 @@ fn user_errors_are_one_line_with_exit_code_2() {
     fails_with(&["train", "--data", &missing, "--augment-p", "0.5", "--out", &d("o8")], "--augment-p sets the probability of --augment");
     fails_with(&["train", "--data", &missing, "--augment", "cutout", "--augment-target", "0.5", "--out", &d("o8")], "--augment-target");
     fails_with(&["train", "--data", &missing, "--augment", "cutout", "--augment-p", "auto", "--augment-target", "2", "--out", &d("o8")], "--augment-target 2");
+    fails_with(&["train", "--ema-half-life", "-5", "--out", &d("o8")], "--ema-half-life -5");
+    fails_with(&["train", "--ema-half-life", "nan", "--out", &d("o8")], "--ema-half-life NaN");
+    fails_with(&["train", "--ema-half-life", "10000", "--ema-ramp", "1.5", "--out", &d("o8")], "--ema-ramp 1.5");
+    fails_with(&["train", "--ema-half-life", "10000", "--ema-ramp", "-0.1", "--out", &d("o8")], "--ema-ramp -0.1");
+    fails_with(&["sample", "--checkpoint", &d("nothing"), "--text", "Red Dress", "--bn", "mean"], "--bn \"mean\"");
     fails_with_env(
         &[("GAN_ENGINE_CPU_BF16", "mmx")],
         &["train", "--device", "cpu", "--precision", "bf16", "--size", "32", "--width", "4", "--iters", "1", "--cache-dir", &cache, "--out", &d("o6")],
@@ -446,6 +559,8 @@ fn user_errors_are_one_line_with_exit_code_2() {
     fails_with(&["train", "--resume", &run.display().to_string(), "--minibatch-std", "4", "--iters", "3"], "--minibatch-std differs");
     fails_with(&["train", "--resume", &run.display().to_string(), "--augment", "color", "--iters", "3"], "--augment differs");
     fails_with(&["train", "--resume", &run.display().to_string(), "--augment", "color", "--augment-p", "auto", "--iters", "3"], "--augment differs");
+    fails_with(&["train", "--resume", &run.display().to_string(), "--ema-half-life", "10000", "--iters", "3"], "--ema-half-life differs");
+    fails_with(&["train", "--resume", &run.display().to_string(), "--ema-ramp", "0", "--iters", "3"], "--ema-ramp differs");
     fails_with(&["train", "--size", "32", "--width", "8", "--iters", "2", "--cache-dir", &cache, "--out", &run.display().to_string()], "already holds a run");
 
     // sample works on the good checkpoint and writes a grid of the right size.

@@ -11,7 +11,7 @@
 //!
 //! One op family, one name on every face. For a family F (`conv`, `batchnorm`,
 //! `activation`, `linear`, `concat`, `bce`, `adam`, `pool`, `cross_entropy`,
-//! `minibatch_std`, `augment`):
+//! `minibatch_std`, `augment`, `ema`):
 //! - `backend/F.rs`: its `#[repr(C)]` parameter struct and its trait (`ConvOps`, ...);
 //! - `backend/cpu/F.rs`: the CPU twin of every pass;
 //! - `backend/cuda/ops/F.rs`: the launch sites and launch shapes of its kernels;
@@ -34,6 +34,7 @@ pub mod cpu;
 pub mod cross_entropy;
 pub mod cuda;
 pub mod device;
+pub mod ema;
 pub mod linear;
 pub mod minibatch_std;
 pub mod pool;
@@ -48,6 +49,7 @@ pub use bce::{BceOps, BceParams};
 pub use concat::{ConcatOps, ConcatParams};
 pub use conv::{ConvOps, ConvParams};
 pub use cross_entropy::{CrossEntropyOps, CrossEntropyParams};
+pub use ema::{EmaOps, EmaParams};
 pub use linear::{LinearOps, LinearParams};
 pub use minibatch_std::{MinibatchStdOps, MinibatchStdParams};
 pub use pool::{PoolOps, PoolParams};
@@ -114,12 +116,24 @@ pub trait Core: 'static {
 
 /// The whole op contract: memory and every op family.
 pub trait Backend:
-    Core + ConvOps + BatchNormOps + ActivationOps + LinearOps + ConcatOps + BceOps + AdamOps + PoolOps + CrossEntropyOps + MinibatchStdOps + AugmentOps
+    Core + ConvOps + BatchNormOps + ActivationOps + LinearOps + ConcatOps + BceOps + AdamOps + PoolOps + CrossEntropyOps + MinibatchStdOps + AugmentOps + EmaOps
 {
 }
 
 impl<
-        T: Core + ConvOps + BatchNormOps + ActivationOps + LinearOps + ConcatOps + BceOps + AdamOps + PoolOps + CrossEntropyOps + MinibatchStdOps + AugmentOps,
+        T: Core
+            + ConvOps
+            + BatchNormOps
+            + ActivationOps
+            + LinearOps
+            + ConcatOps
+            + BceOps
+            + AdamOps
+            + PoolOps
+            + CrossEntropyOps
+            + MinibatchStdOps
+            + AugmentOps
+            + EmaOps,
     > Backend for T
 {
 }
@@ -127,7 +141,7 @@ impl<
 /// Every trait of the contract, for code that calls ops on a concrete backend.
 pub mod prelude {
     pub use super::{ActivationOps, AdamOps, Backend, BatchNormOps, BceOps, ConcatOps, ConvOps, Core, LinearOps};
-    pub use super::{AugmentOps, CrossEntropyOps, MinibatchStdOps, PoolOps};
+    pub use super::{AugmentOps, CrossEntropyOps, EmaOps, MinibatchStdOps, PoolOps};
 }
 
 /// Memory a backend can still allocate, and where that figure comes from.

@@ -6,7 +6,7 @@ use gan_engine::data::{self, DataSource, PrepareOptions};
 use gan_engine::eval::split::{self, DEFAULT_EVAL_SPLIT};
 use gan_engine::eval::{self, features, EvalOptions, Figures};
 use gan_engine::train::run::RunState;
-use gan_engine::train::{checkpoint, Gan};
+use gan_engine::train::{checkpoint, BnStats, Drawing};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -43,6 +43,15 @@ pub struct Args {
     /// Folder for decoded-image caches and feature networks (default: the user cache folder).
     #[arg(long)]
     cache_dir: Option<PathBuf>,
+    /// Draw with the raw generator even when the checkpoint has an EMA generator
+    /// (`train --ema-half-life`), which is used by default.
+    #[arg(long)]
+    no_ema: bool,
+    /// Batchnorm statistics the generator draws with: `running` (those stored with the
+    /// weights) or `batch` (each drawn batch's own; the stored ones are left unchanged)
+    /// [default: running].
+    #[arg(long, value_name = "running|batch")]
+    bn: Option<BnStats>,
 }
 
 fn same_folder(a: &Path, b: &Path) -> bool {
@@ -115,17 +124,20 @@ pub fn run(a: Args) -> Result<()> {
     let cache_dir = eval::cache_dir(prep.cache_dir.as_ref())?;
     let mut net = features::load_or_train(&Cpu::new(), &data, &split, fraction, &eval::source_name(&source), &cache_dir, true)?;
     let opts = EvalOptions { n, seed: a.seed };
+    let drawing = Drawing { ema: !a.no_ema, bn: a.bn.unwrap_or_default() };
     // The generator in the run's precision, as `sample` draws it.
-    let figures = match device::open(&a.device, Some(state.options.precision))? {
-        Opened::Cpu(be) => measure(&be, &state, &ck.tensors, &data, &split.held_out, &mut net, &opts)?,
-        Opened::Gpu(be) => measure(&be, &state, &ck.tensors, &data, &split.held_out, &mut net, &opts)?,
+    let (figures, ema) = match device::open(&a.device, Some(state.options.precision))? {
+        Opened::Cpu(be) => measure(&be, &state, &ck.tensors, &data, &split.held_out, &mut net, &opts, drawing)?,
+        Opened::Gpu(be) => measure(&be, &state, &ck.tensors, &data, &split.held_out, &mut net, &opts, drawing)?,
     };
+    let generator = if ema { "ema" } else { "raw" };
     let seconds = started.elapsed().as_secs_f64();
     println!(
-        "eval: {} (iteration {}, {} px) against {}: {n} of {} held-out products (--eval-split {fraction}), seed {}",
+        "eval: {} (iteration {}, {} px, {generator} generator, --bn {}) against {}: {n} of {} held-out products (--eval-split {fraction}), seed {}",
         path.display(),
         state.iteration,
         state.config.size,
+        drawing.bn.name(),
         source.describe(),
         split.held_out.len(),
         a.seed
@@ -151,6 +163,8 @@ pub fn run(a: Args) -> Result<()> {
         m.insert("seed".into(), serde_json::json!(a.seed));
         m.insert("checkpoint".into(), serde_json::json!(path.display().to_string()));
         m.insert("iteration".into(), serde_json::json!(state.iteration));
+        m.insert("generator".into(), serde_json::json!(generator));
+        m.insert("bn".into(), serde_json::json!(drawing.bn.name()));
         m.insert("data".into(), serde_json::json!(source.describe()));
         m.insert("eval_split".into(), serde_json::json!(fraction));
         m.insert("held_out".into(), serde_json::json!(split.held_out.len()));
@@ -162,6 +176,8 @@ pub fn run(a: Args) -> Result<()> {
     Ok(())
 }
 
+/// The figures, and whether the EMA generator drew.
+#[allow(clippy::too_many_arguments)]
 fn measure<B: Backend>(
     be: &B,
     state: &RunState,
@@ -170,10 +186,12 @@ fn measure<B: Backend>(
     held: &[usize],
     net: &mut features::FeatureNet,
     opts: &EvalOptions,
-) -> Result<Figures> {
-    let mut gan = Gan::new(be, &state.config, &state.options.hyper, 0)?;
-    gan.import(be, tensors)?;
-    eval::evaluate(be, &mut gan, data, held, net, opts)
+    drawing: Drawing,
+) -> Result<(Figures, bool)> {
+    let mut gan = state.build_gan(be, tensors)?;
+    gan.drawing = drawing;
+    eprintln!("{}", gan.drawing_note());
+    Ok((eval::evaluate(be, &mut gan, data, held, net, opts)?, gan.draws_ema()))
 }
 
 /// Four significant figures or so, whatever the magnitude.

@@ -4,6 +4,7 @@ use gan_engine::backend::Backend;
 use gan_engine::sample::{Drawer, Loaded, Sheet, CHUNK};
 use gan_engine::train::report;
 use gan_engine::train::run::zoom_for;
+use gan_engine::train::{BnStats, Drawing};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -38,6 +39,15 @@ pub struct Args {
     /// GEMM precision, f32 or bf16 (see `train --help`) [default: the run's].
     #[arg(long)]
     precision: Option<String>,
+    /// Draw with the raw generator even when the checkpoint has an EMA generator
+    /// (`train --ema-half-life`), which is used by default.
+    #[arg(long)]
+    no_ema: bool,
+    /// Batchnorm statistics the generator draws with: `running` (those stored with the
+    /// weights) or `batch` (each drawn batch's own; the stored ones are left unchanged)
+    /// [default: running].
+    #[arg(long, value_name = "running|batch")]
+    bn: Option<BnStats>,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -52,7 +62,8 @@ pub fn run(a: Args) -> Result<()> {
 
 fn sample<B: Backend>(be: &B, a: &Args, loaded: &Loaded) -> Result<()> {
     let cfg = &loaded.state.config;
-    let mut drawer = Drawer::new(be, loaded)?;
+    let mut drawer = Drawer::new(be, loaded, Drawing { ema: !a.no_ema, bn: a.bn.unwrap_or_default() })?;
+    eprintln!("{}", drawer.note());
     let tfidf = &loaded.state.tfidf;
     let encode = |t: &str| -> Vec<f32> {
         if tfidf.has_no_known_word(t) {

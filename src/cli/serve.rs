@@ -1,5 +1,6 @@
 use anyhow::{bail, Result};
 use gan_engine::serve::{self, Options};
+use gan_engine::train::{BnStats, Drawing};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -18,6 +19,14 @@ pub struct Args {
     #[cfg_attr(feature = "sim", doc = "cpu, cuda, sim, or auto.")]
     #[arg(long, default_value = "auto")]
     device: String,
+    /// Draw with the raw generator even when the checkpoint has an EMA generator
+    /// (`train --ema-half-life`), which is used by default.
+    #[arg(long)]
+    no_ema: bool,
+    /// Batchnorm statistics the generator draws with: `running` or `batch` (see `sample
+    /// --help`) [default: running].
+    #[arg(long, value_name = "running|batch")]
+    bn: Option<BnStats>,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -28,5 +37,5 @@ pub fn run(a: Args) -> Result<()> {
              then gan-engine serve --checkpoint runs/quick"
         );
     };
-    serve::run(Options { checkpoint, host: a.host, port: a.port, device: a.device })
+    serve::run(Options { checkpoint, host: a.host, port: a.port, device: a.device, drawing: Drawing { ema: !a.no_ema, bn: a.bn.unwrap_or_default() } })
 }

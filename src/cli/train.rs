@@ -110,6 +110,15 @@ pub struct Args {
     /// [default: 0.6].
     #[arg(long, value_name = "T")]
     augment_target: Option<f64>,
+    /// Keep an exponential moving average of the generator's weights (ProGAN, StyleGAN) with
+    /// this half-life in images (StyleGAN uses 10000); `sample`, `eval`, `serve` and the
+    /// sample grids draw with it. 0 is off [default: 0].
+    #[arg(long, value_name = "IMAGES", allow_negative_numbers = true)]
+    ema_half_life: Option<f64>,
+    /// StyleGAN's ramp-up of the EMA: its half-life is at most the images seen so far
+    /// times R; 0 is no ramp-up [default: 0.05].
+    #[arg(long, value_name = "R", allow_negative_numbers = true)]
+    ema_ramp: Option<f64>,
     /// No progress bar (one line per checkpoint instead).
     #[arg(long)]
     quiet: bool,
@@ -160,6 +169,8 @@ fn fresh(a: &Args, precision: Option<Precision>) -> TrainOptions {
         minibatch_std: a.minibatch_std.unwrap_or(0),
         // Filled in by `run` from `augment_flags`, which checks them first.
         augment: AugmentOptions::default(),
+        ema_half_life: a.ema_half_life.unwrap_or(0.0),
+        ema_ramp: a.ema_ramp.unwrap_or(gan_engine::train::ema::DEFAULT_EMA_RAMP),
     }
 }
 
@@ -168,7 +179,7 @@ fn fresh(a: &Args, precision: Option<Precision>) -> TrainOptions {
 fn resumed(a: &Args, precision: Option<Precision>, stored: &TrainOptions) -> Result<TrainOptions> {
     let mut o = stored.clone();
     let (policies, p) = augment_flags(a)?;
-    let fixed: [(&str, bool); 16] = [
+    let fixed: [(&str, bool); 18] = [
         ("--precision", precision.is_some_and(|p| p != stored.precision)),
         ("--data", a.data.as_ref().is_some_and(|d| !same_data_folder(d, stored.data.as_deref()))),
         ("--size", a.size.is_some_and(|v| v != stored.size)),
@@ -185,6 +196,8 @@ fn resumed(a: &Args, precision: Option<Precision>, stored: &TrainOptions) -> Res
         ("--minibatch-std", a.minibatch_std.is_some_and(|v| v != stored.minibatch_std)),
         ("--augment", policies.is_some_and(|v| v != stored.augment.policies)),
         ("--augment-p/--augment-target", p.is_some_and(|v| v != stored.augment.p)),
+        ("--ema-half-life", a.ema_half_life.is_some_and(|v| v != stored.ema_half_life)),
+        ("--ema-ramp", a.ema_ramp.is_some_and(|v| v != stored.ema_ramp)),
     ];
     if let Some((flag, _)) = fixed.iter().find(|f| f.1) {
         bail!("{flag} differs from the run being resumed; a resumed run keeps its settings (drop the flag, or start a new run with another --out)");
@@ -263,6 +276,7 @@ pub fn run(a: Args) -> Result<()> {
         opts.iters = iters_for_epochs(e, trained, opts.batch);
     }
     check_minibatch_std(opts.minibatch_std, opts.batch)?;
+    gan_engine::train::ema::check_ema(opts.ema_half_life, opts.ema_ramp)?;
     let backend = device::open(&a.device, Some(opts.precision))?;
     let name = match &backend {
         Opened::Cpu(be) => be.name(),
@@ -271,6 +285,9 @@ pub fn run(a: Args) -> Result<()> {
     let mut spread = if opts.minibatch_std > 0 { format!(", minibatch std over groups of {}", opts.minibatch_std) } else { String::new() };
     if opts.augment.is_on() {
         spread += &format!(", augment {}", opts.augment.describe());
+    }
+    if let Some(e) = opts.ema() {
+        spread += &format!(", EMA generator with a half-life of {} images (ramp {})", e.half_life, e.ramp);
     }
     eprintln!("training {} px, width {}, batch {}{spread}, {} iterations on {name} -> {}", opts.size, opts.width, opts.batch, opts.iters, out.display());
     // Ctrl-C (or SIGTERM, SIGHUP) ends the run after the iteration in progress, with a

@@ -11,7 +11,6 @@ pub mod split;
 use crate::backend::cpu::Cpu;
 use crate::backend::Backend;
 use crate::data::PreparedData;
-use crate::nn::Mode;
 use crate::rng::Rng;
 use crate::train::Gan;
 use anyhow::{ensure, Result};
@@ -33,7 +32,8 @@ pub fn to_u8(images: &[f32]) -> Vec<u8> {
 }
 
 /// Images of `gan` for `texts` (one `text_dim` vector each) with noise from `rng`, as planar
-/// u8, GEN_CHUNK at a time in inference mode.
+/// u8, GEN_CHUNK at a time, drawn as `gan.drawing` says (the EMA generator when there is
+/// one, with the running batchnorm statistics, unless asked otherwise).
 pub fn generate<B: Backend>(be: &B, gan: &mut Gan<B>, texts: &[f32], rng: &mut Rng) -> Result<Vec<u8>> {
     let (td, nd) = (gan.cfg.text_dim, gan.cfg.noise_dim);
     let n = texts.len() / td;
@@ -43,7 +43,7 @@ pub fn generate<B: Backend>(be: &B, gan: &mut Gan<B>, texts: &[f32], rng: &mut R
         let m = GEN_CHUNK.min(n - start);
         noise.resize(m * nd, 0.0);
         rng.fill_normal(&mut noise, 0.0, 1.0);
-        out.extend(to_u8(&gan.generate(be, &noise, &texts[start * td..(start + m) * td], Mode::Eval)?));
+        out.extend(to_u8(&gan.draw(be, &noise, &texts[start * td..(start + m) * td])?));
     }
     Ok(out)
 }

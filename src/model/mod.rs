@@ -230,11 +230,17 @@ pub struct Generator<B: Backend> {
 
 impl<B: Backend> Generator<B> {
     pub fn new(be: &B, cfg: &ModelConfig, rng: &mut Rng) -> Result<Self> {
+        Self::named(be, cfg, rng, "generator")
+    }
+
+    /// A generator whose tensors are named `{prefix}.main.N...` (`generator_ema` for the
+    /// moving average of the weights, stored next to `generator` in checkpoints).
+    pub fn named(be: &B, cfg: &ModelConfig, rng: &mut Rng, prefix: &str) -> Result<Self> {
         cfg.validate()?;
         let mut layers: Vec<Box<dyn Layer<B>>> = Vec::new();
         // PyTorch's index of the next layer: a batchnorm with its fused activation
         // stands for two.
-        let name = |layers: &[Box<dyn Layer<B>>]| format!("generator.main.{}", next_index(layers));
+        let name = |layers: &[Box<dyn Layer<B>>]| format!("{prefix}.main.{}", next_index(layers));
         let mut ch = cfg.top_channels();
         let mut c_in = cfg.noise_dim + cfg.text_dim;
         for b in 0..cfg.blocks() {

@@ -258,6 +258,9 @@ impl<B: Backend> Layer<B> for BatchNorm2d<B> {
     fn params(&self) -> Vec<&Param<B>> {
         vec![&self.gamma, &self.beta]
     }
+    fn momentum_mut(&mut self) -> Option<&mut f32> {
+        Some(&mut self.momentum)
+    }
     fn params_mut(&mut self) -> Vec<&mut Param<B>> {
         vec![&mut self.gamma, &mut self.beta]
     }

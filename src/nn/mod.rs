@@ -234,6 +234,12 @@ pub trait Layer<B: Backend> {
     fn buffers_mut(&mut self) -> Vec<&mut Buffer<B>> {
         Vec::new()
     }
+    /// The momentum of the running statistics a training-mode forward updates (batchnorm);
+    /// `None` for layers without running statistics. The EMA generator's statistics are
+    /// recomputed as a cumulative average by setting it batch by batch.
+    fn momentum_mut(&mut self) -> Option<&mut f32> {
+        None
+    }
 }
 
 /// Layers applied in order.

@@ -31,6 +31,8 @@ pub struct Options {
     pub port: u16,
     /// `cpu`, `cuda` or `auto`.
     pub device: String,
+    /// Which generator draws (`--no-ema`) and with which batchnorm statistics (`--bn`).
+    pub drawing: crate::train::Drawing,
 }
 
 /// A server with its model loaded and its socket bound, not yet answering.
@@ -44,7 +46,7 @@ impl Server {
     /// Loads the checkpoint, starts the generator thread and binds the socket. Errors (a
     /// missing checkpoint, a busy port, no GPU) come back here, before anything listens.
     pub async fn bind(opts: &Options) -> Result<Server> {
-        let (path, device) = (opts.checkpoint.clone(), opts.device.clone());
+        let (path, device, drawing) = (opts.checkpoint.clone(), opts.device.clone(), opts.drawing);
         // Reading the checkpoint and putting it on the device blocks: not on the runtime.
         let (worker, model, tfidf, run_dir) = tokio::task::spawn_blocking(move || -> Result<_> {
             let loaded = sample::load(&path)?;
@@ -60,10 +62,10 @@ impl Server {
                 vocabulary_size: s.tfidf.dim(),
                 device: String::new(),
                 data: s.options.data.as_ref().map(|d| d.display().to_string()),
-                weights: "generator".into(),
+                weights: if drawing.ema && s.options.ema().is_some() { "generator_ema" } else { "generator" }.into(),
             };
             let (tfidf, run_dir) = (s.tfidf.clone(), loaded.run_dir.clone());
-            let (worker, device_name) = Worker::start(loaded, &device)?;
+            let (worker, device_name) = Worker::start(loaded, &device, drawing)?;
             Ok((worker, ModelInfo { device: device_name, ..model }, tfidf, run_dir))
         })
         .await

@@ -6,6 +6,7 @@
 use crate::backend::device::{self, Opened};
 use crate::backend::Backend;
 use crate::sample::{self, Drawer, Loaded, Sheet};
+use crate::train::Drawing;
 use anyhow::{anyhow, Context, Result};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
@@ -51,7 +52,7 @@ impl Worker {
     /// Starts the thread: opens `device`, puts `loaded`'s generator on it, and returns once
     /// it is ready, with the backend's name. An error (no GPU, a bad checkpoint) is
     /// returned here, before the server listens.
-    pub fn start(loaded: Loaded, device: &str) -> Result<(Worker, String)> {
+    pub fn start(loaded: Loaded, device: &str, drawing: Drawing) -> Result<(Worker, String)> {
         let (tx, rx) = mpsc::sync_channel::<(Job, Reply)>(QUEUE);
         let (ready_tx, ready_rx) = mpsc::channel::<Result<String>>();
         let device = device.to_string();
@@ -67,8 +68,8 @@ impl Worker {
                     }
                 };
                 match opened {
-                    Opened::Cpu(be) => serve_jobs(&be, loaded, ready_tx, rx),
-                    Opened::Gpu(be) => serve_jobs(&be, loaded, ready_tx, rx),
+                    Opened::Cpu(be) => serve_jobs(&be, loaded, drawing, ready_tx, rx),
+                    Opened::Gpu(be) => serve_jobs(&be, loaded, drawing, ready_tx, rx),
                 }
             })
             .context("cannot start the generator thread")?;
@@ -94,9 +95,12 @@ impl Worker {
 
 /// The generator thread's loop: build the model, say ready, answer jobs until every
 /// `Worker` handle is dropped.
-fn serve_jobs<B: Backend>(be: &B, loaded: Loaded, ready: mpsc::Sender<Result<String>>, jobs: mpsc::Receiver<(Job, Reply)>) {
-    let mut drawer = match Drawer::new(be, &loaded) {
-        Ok(d) => d,
+fn serve_jobs<B: Backend>(be: &B, loaded: Loaded, drawing: Drawing, ready: mpsc::Sender<Result<String>>, jobs: mpsc::Receiver<(Job, Reply)>) {
+    let mut drawer = match Drawer::new(be, &loaded, drawing) {
+        Ok(d) => {
+            eprintln!("{}", d.note());
+            d
+        }
         Err(e) => {
             let _ = ready.send(Err(e));
             return;

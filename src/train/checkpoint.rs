@@ -43,7 +43,8 @@ fn moment_names(param: &str) -> (String, String) {
 
 impl<B: Backend> Gan<B> {
     /// Every parameter, batchnorm running statistic and Adam moment, in checkpoint order:
-    /// name, shape and the buffer on the device.
+    /// name, shape and the buffer on the device. The EMA generator, when there is one,
+    /// comes last (`generator_ema.*`: its weights and statistics; it has no optimizer).
     fn state_tensors(&self) -> Vec<(String, Vec<usize>, &B::Buf)> {
         let mut out = Vec::new();
         for module in [&self.g as &dyn Module<B>, &self.d as &dyn Module<B>] {
@@ -57,6 +58,14 @@ impl<B: Backend> Gan<B> {
                 let (m, v) = moment_names(&p.name);
                 out.push((m, p.shape.clone(), &p.m));
                 out.push((v, p.shape.clone(), &p.v));
+            }
+        }
+        if let Some(avg) = &self.g_ema {
+            for p in avg.params() {
+                out.push((p.name.clone(), p.shape.clone(), &p.value));
+            }
+            for b in avg.buffers() {
+                out.push((b.name.clone(), vec![b.len], &b.value));
             }
         }
         out
@@ -88,8 +97,9 @@ impl<B: Backend> Gan<B> {
         Ok(None)
     }
 
-    /// Loads what `export` wrote. Every tensor must be present with its exact shape;
-    /// the optimizer moments may be absent (weights-only files), then they stay zero.
+    /// Loads what `export` wrote. Every tensor must be present with its exact shape (the
+    /// EMA generator's too, when this model has one); the optimizer moments may be absent
+    /// (weights-only files), then they stay zero.
     pub fn import(&mut self, be: &B, tensors: &[NamedTensor]) -> Result<()> {
         let by_name: HashMap<&str, &NamedTensor> = tensors.iter().map(|t| (t.name.as_str(), t)).collect();
         let find = |name: &str, shape: &[usize]| -> Result<&NamedTensor> {
@@ -113,6 +123,20 @@ impl<B: Backend> Gan<B> {
                 let len = b.len;
                 be.upload(&mut b.value, &find(&b.name, &[len])?.data)?;
             }
+        }
+        if let Some(avg) = &mut self.g_ema {
+            let find = |name: &str, shape: &[usize]| {
+                find(name, shape).map_err(|e| anyhow::anyhow!("{e}, but the run has an EMA generator (its options give --ema-half-life)"))
+            };
+            for p in avg.params_mut() {
+                let shape = p.shape.clone();
+                be.upload(&mut p.value, &find(&p.name, &shape)?.data)?;
+            }
+            for b in avg.buffers_mut() {
+                let len = b.len;
+                be.upload(&mut b.value, &find(&b.name, &[len])?.data)?;
+            }
+            self.ema_stats_fresh = true;
         }
         Ok(())
     }

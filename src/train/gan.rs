@@ -118,6 +118,15 @@ pub struct Gan<B: Backend> {
     pub step: u64,
     /// The augmentation of the next iteration (`train --augment`); `None`: none.
     pub augment: Option<AugmentDraws>,
+    /// The moving average of G's weights (`train --ema-half-life`, `train/ema.rs`), with
+    /// batchnorm statistics of its own; `None` when off.
+    pub g_ema: Option<Generator<B>>,
+    /// Its half-life schedule (`Some` exactly when `g_ema` is).
+    pub ema: Option<super::ema::EmaSchedule>,
+    /// Whether `g_ema`'s batchnorm statistics were recomputed since its last update.
+    pub(super) ema_stats_fresh: bool,
+    /// What `draw` draws with.
+    pub drawing: super::ema::Drawing,
     io: Option<Io<B>>,
 }
 
@@ -127,7 +136,19 @@ impl<B: Backend> Gan<B> {
         let mut rng = Rng::derive(seed, "init");
         let g = Generator::new(be, cfg, &mut rng)?;
         let d = Discriminator::new(be, cfg, &mut rng)?;
-        Ok(Gan { cfg: cfg.clone(), hp: hp.clone(), g, d, step: 0, augment: None, io: None })
+        Ok(Gan {
+            cfg: cfg.clone(),
+            hp: hp.clone(),
+            g,
+            d,
+            step: 0,
+            augment: None,
+            g_ema: None,
+            ema: None,
+            ema_stats_fresh: true,
+            drawing: Default::default(),
+            io: None,
+        })
     }
 
     fn io(&mut self, be: &B, n: usize) -> Result<&mut Io<B>> {
@@ -293,6 +314,8 @@ impl<B: Backend> Gan<B> {
         adam_update(be, &adam, self.d.params_mut())?;
         self.g_step_grads(be, &fake)?;
         adam_update(be, &adam, self.g.params_mut())?;
+        let n = fake.shape.n;
+        self.update_ema(be, n)?;
         self.read_stats(be)
     }
 
@@ -322,15 +345,10 @@ impl<B: Backend> Gan<B> {
         Ok(StepStats { loss_d: r[0] + f[0] + m, loss_g: g[0], d_real: r[1], d_fake: f[1], real_sign: io.real_sign })
     }
 
-    /// Images for `noise` and `texts` (`n` of each), in inference mode, as host f32.
+    /// Images of the raw G for `noise` and `texts` (`n` of each) in `mode`, as host f32
+    /// (`draw` is what users see: the EMA generator when there is one).
     pub fn generate(&mut self, be: &B, noise: &[f32], texts: &[f32], mode: Mode) -> Result<Vec<f32>> {
-        let c = &self.cfg;
-        ensure!(noise.len().is_multiple_of(c.noise_dim), "noise length {} is not a multiple of {}", noise.len(), c.noise_dim);
-        let n = noise.len() / c.noise_dim;
-        ensure!(texts.len() == n * c.text_dim, "texts: {} values for {n} vectors of {}", texts.len(), c.text_dim);
-        let z = Tensor::from_f32(be, Shape::new(n, c.noise_dim, 1, 1), noise)?;
-        let t = Tensor::from_f32(be, Shape::new(n, c.text_dim, 1, 1), texts)?;
-        self.g.forward(be, &z, &t, mode)?.to_f32(be)
+        super::ema::generate_with(be, &mut self.g, noise, texts, mode)
     }
 }
 

@@ -8,7 +8,6 @@ use super::{Gan, Hyper, StepInputs};
 use crate::backend::{Backend, Precision};
 use crate::data::{self, DataSource, DataStamp, LoaderOptions, LoaderState, PrepareOptions, PreparedData};
 use crate::model::{ModelConfig, Usage};
-use crate::nn::Mode;
 use crate::rng::Rng;
 use crate::text::Tfidf;
 use anyhow::{anyhow, bail, ensure, Context, Result};
@@ -58,6 +57,24 @@ pub struct TrainOptions {
     /// before it.
     #[serde(default)]
     pub augment: AugmentOptions,
+    /// Half-life in images of the EMA generator, the moving average of G's weights
+    /// (`--ema-half-life`, `train/ema.rs`); 0, also for checkpoints from before it: none.
+    #[serde(default)]
+    pub ema_half_life: f64,
+    /// Its ramp-up (`--ema-ramp`): the half-life is at most `images seen * ramp`; 0: none.
+    #[serde(default = "default_ema_ramp")]
+    pub ema_ramp: f64,
+}
+
+fn default_ema_ramp() -> f64 {
+    super::ema::DEFAULT_EMA_RAMP
+}
+
+impl TrainOptions {
+    /// The EMA generator's schedule, when the run has one.
+    pub fn ema(&self) -> Option<super::EmaSchedule> {
+        (self.ema_half_life > 0.0).then_some(super::EmaSchedule { half_life: self.ema_half_life, ramp: self.ema_ramp })
+    }
 }
 
 /// `--minibatch-std group` for batches of `batch`: 0 (off), or a group of 2 or more that
@@ -117,6 +134,17 @@ impl RunState {
         Ok(state)
     }
 
+    /// The networks of a checkpoint on `be` (with its EMA generator when the run has one),
+    /// ready to draw; `tensors` are the checkpoint's.
+    pub fn build_gan<B: Backend>(&self, be: &B, tensors: &[NamedTensor]) -> Result<Gan<B>> {
+        let mut gan = Gan::new(be, &self.config, &self.options.hyper, 0)?;
+        if let Some(schedule) = self.options.ema() {
+            gan.enable_ema(be, schedule)?;
+        }
+        gan.import(be, tensors)?;
+        Ok(gan)
+    }
+
     /// Checks every field against the others and against the tensors, so that a damaged or
     /// hand-edited checkpoint is refused with the field named before anything is built from
     /// it. (The tensors' full list and shapes are checked when they are imported.)
@@ -135,6 +163,9 @@ impl RunState {
             // The minibatch std layer, when there is one, is the head's first module.
             ("config.minibatch_std", format!("discriminator.head.{}.weight", (c.minibatch_std > 0) as usize), vec![c.top_channels(), c.head_channels(), 1, 1]),
         ];
+        // A run with an EMA generator stores it next to G (the full list is checked on import).
+        let ema_tie = ("options.ema_half_life", "generator_ema.main.0.weight".to_string(), vec![c.noise_dim + c.text_dim, c.top_channels(), 4, 4]);
+        let ties = ties.into_iter().chain((o.ema_half_life > 0.0).then_some(ema_tie));
         for (field, tensor, want) in ties {
             match shape_of(&tensor) {
                 Some(have) if have == want => {}
@@ -160,6 +191,7 @@ impl RunState {
         field("options.batch", o.batch > 0, "is 0".into())?;
         c.check_batch(o.batch).map_err(|e| anyhow!("metadata field `options.batch`: {e}"))?;
         check_minibatch_std(o.minibatch_std, o.batch).map_err(|e| anyhow!("metadata field `options.minibatch_std`: {e}"))?;
+        super::ema::check_ema(o.ema_half_life, o.ema_ramp).map_err(|e| anyhow!("metadata field `options.ema_half_life` or `options.ema_ramp`: {e}"))?;
         field("options.iters", o.iters >= self.iteration, format!("is {}, below the iterations done ({})", o.iters, self.iteration))?;
         for (name, v) in [("options.save_every", o.save_every), ("options.sample_every", o.sample_every), ("options.keep", o.keep as u64)] {
             field(name, v > 0, "is 0; it must be at least 1".into())?;
@@ -271,6 +303,7 @@ pub fn train_until<B: Backend>(
     opts.hyper.check()?;
     check_minibatch_std(opts.minibatch_std, opts.batch)?;
     opts.augment.check()?;
+    super::ema::check_ema(opts.ema_half_life, opts.ema_ramp)?;
     let model = ModelConfig { minibatch_std: opts.minibatch_std, ..ModelConfig::new(opts.size, opts.width)? };
     model.check_batch(opts.batch)?;
     let state = match &resume {
@@ -403,6 +436,9 @@ fn train_locked<B: Backend>(
     }
 
     let mut gan = Gan::new(be, &cfg, &opts.hyper, opts.seed)?;
+    if let Some(schedule) = opts.ema() {
+        gan.enable_ema(be, schedule)?;
+    }
     let (mut iteration, mut noise_rng, loader_state, sample_captions, elapsed0) = match (&state, &resume) {
         (Some(s), Some((path, ck))) => {
             gan.import(be, &ck.tensors).with_context(|| format!("--resume {}", path.display()))?;
@@ -548,6 +584,9 @@ fn train_locked<B: Backend>(
             }
             checked_at = iteration;
         }
+        if (grid || save_now || eval_now) && !gan.ema_stats_fresh() {
+            gan.recompute_ema_stats(be, &ema_stat_batches(&data, opts.batch, cfg.noise_dim, opts.seed, iteration))?;
+        }
         if let (Some(ev), true) = (&mut evaluator, eval_now) {
             let f = ev.measure(be, &mut gan)?;
             if let Some(row) = pending.last_mut() {
@@ -559,7 +598,7 @@ fn train_locked<B: Backend>(
             pending.clear();
         }
         if grid {
-            let imgs = gan.generate(be, &sample_noise, &sample_texts, Mode::Eval)?;
+            let imgs = gan.draw(be, &sample_noise, &sample_texts)?;
             if imgs.iter().any(|v| !v.is_finite()) {
                 bar.abandon();
                 bail!(
@@ -599,6 +638,23 @@ fn train_locked<B: Backend>(
         final_stats: stats,
         interrupted,
     })
+}
+
+/// The batches the EMA generator's batchnorm statistics are recomputed over at
+/// `iteration`: `EMA_BN_BATCHES` of `batch` training captions with fresh noise, all drawn
+/// from a stream of their own derived from the seed and the iteration, so that a resumed
+/// run recomputes exactly what the uninterrupted one did (and the training streams are
+/// not touched).
+fn ema_stat_batches(data: &PreparedData, batch: usize, noise_dim: usize, seed: u64, iteration: u64) -> Vec<(Vec<f32>, Vec<f32>)> {
+    let mut rng = Rng::derive(seed, &format!("ema-bn-{iteration}"));
+    (0..super::ema::EMA_BN_BATCHES)
+        .map(|_| {
+            let texts: Vec<f32> = (0..batch).flat_map(|_| data.tfidf.encode(&data.captions[rng.below(data.len())])).collect();
+            let mut noise = vec![0.0f32; batch * noise_dim];
+            rng.fill_normal(&mut noise, 0.0, 1.0);
+            (noise, texts)
+        })
+        .collect()
 }
 
 /// Checkpoints of `out` newer than the resumed `iteration` (a damaged newest one that the

@@ -31,6 +31,7 @@ pub mod bce;
 pub mod concat;
 pub mod conv;
 pub mod cross_entropy;
+pub mod ema;
 pub mod fill;
 pub mod freeze;
 pub mod gradcheck;
@@ -177,6 +178,13 @@ pub fn awkward_shapes<B: Backend>(c: &mut Checker<B>) -> Result<()> {
     c.augment(5, 3, 32, 32, augment::Draw::Random(0.5))?;
     c.augment(2, 3, 9, 9, augment::Draw::Identity)?;
     c.augment(6, 4, 7, 6, augment::Draw::Extreme)?;
+    // ema: odd lengths, more values than the grid-stride launch has threads, beta 0 (a
+    // copy), 1 and near 1.
+    c.ema(1, 0.5)?;
+    c.ema(1001, 0.0)?;
+    c.ema(999, 0.999)?;
+    c.ema(140_001, 0.9999)?;
+    c.ema(7, 1.0)?;
     Ok(())
 }
 
@@ -222,5 +230,6 @@ pub fn direct_checks() -> Result<Vec<DirectCheck>> {
     out.extend(cross_entropy::direct_checks(&mut rng)?);
     out.extend(minibatch_std::direct_checks(&mut rng)?);
     out.extend(augment::direct_checks(&mut rng)?);
+    out.extend(ema::direct_checks(&mut rng)?);
     Ok(out)
 }

@@ -18,6 +18,7 @@ pub mod bf16;
 mod concat;
 mod conv;
 mod cross_entropy;
+mod ema;
 mod fill;
 pub(crate) mod gemm;
 mod linear;

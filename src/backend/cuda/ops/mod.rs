@@ -17,6 +17,7 @@ pub(crate) mod bce;
 pub(crate) mod concat;
 pub(crate) mod conv;
 pub(crate) mod cross_entropy;
+pub(crate) mod ema;
 pub(crate) mod fill;
 pub(crate) mod linear;
 pub(crate) mod minibatch_std;
@@ -67,6 +68,7 @@ pub fn launched_kernels() -> Vec<&'static str> {
         cross_entropy::KERNELS,
         minibatch_std::KERNELS,
         augment::KERNELS,
+        ema::KERNELS,
     ]
     .concat()
 }
@@ -203,6 +205,7 @@ mod tests {
             ("cross_entropy", cross_entropy::KERNELS),
             ("minibatch_std", minibatch_std::KERNELS),
             ("augment", augment::KERNELS),
+            ("ema", ema::KERNELS),
         ] {
             let mut in_file: Vec<&str> = source::kernels().into_iter().filter(|(_, m)| *m == family).map(|(k, _)| k).collect();
             let mut declared = declared.to_vec();
