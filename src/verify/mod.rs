@@ -38,6 +38,7 @@ pub mod linear;
 pub mod minibatch_std;
 pub mod model;
 pub mod pool;
+pub mod projection;
 pub mod torch;
 pub mod twin;
 
@@ -169,6 +170,10 @@ pub fn awkward_shapes<B: Backend>(c: &mut Checker<B>) -> Result<()> {
     c.minibatch_std(8, 66, 16, 4)?;
     c.minibatch_std(5, 3, 1, 2)?;
     c.minibatch_std(4, 2, 100, 4)?;
+    // projection: odd rows and channels; more channels than threads; one row of one channel.
+    c.projection(3, 5, 16)?;
+    c.projection(7, 300, 9)?;
+    c.projection(1, 1, 1)?;
     Ok(())
 }
 
@@ -187,6 +192,7 @@ pub fn op_gradchecks() -> Result<Vec<CheckResult>> {
     pool::gradchecks(&h, &mut rng, &mut out)?;
     cross_entropy::gradchecks(&h, &mut rng, &mut out)?;
     minibatch_std::gradchecks(&h, &mut rng, &mut out)?;
+    projection::gradchecks(&h, &mut rng, &mut out)?;
     Ok(out)
 }
 
@@ -212,5 +218,6 @@ pub fn direct_checks() -> Result<Vec<DirectCheck>> {
     out.extend(pool::direct_checks(&mut rng)?);
     out.extend(cross_entropy::direct_checks(&mut rng)?);
     out.extend(minibatch_std::direct_checks(&mut rng)?);
+    out.extend(projection::direct_checks(&mut rng)?);
     Ok(out)
 }

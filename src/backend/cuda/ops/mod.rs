@@ -20,6 +20,7 @@ pub(crate) mod fill;
 pub(crate) mod linear;
 pub(crate) mod minibatch_std;
 pub(crate) mod pool;
+pub(crate) mod projection;
 
 pub(super) use fill::FillParams;
 
@@ -65,6 +66,7 @@ pub fn launched_kernels() -> Vec<&'static str> {
         pool::KERNELS,
         cross_entropy::KERNELS,
         minibatch_std::KERNELS,
+        projection::KERNELS,
     ]
     .concat()
 }
@@ -200,6 +202,7 @@ mod tests {
             ("pool", pool::KERNELS),
             ("cross_entropy", cross_entropy::KERNELS),
             ("minibatch_std", minibatch_std::KERNELS),
+            ("projection", projection::KERNELS),
         ] {
             let mut in_file: Vec<&str> = source::kernels().into_iter().filter(|(_, m)| *m == family).map(|(k, _)| k).collect();
             let mut declared = declared.to_vec();
