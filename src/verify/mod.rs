@@ -66,6 +66,9 @@ pub fn kernel_checks(gpu: &GpuBackend, small: bool) -> Result<Vec<Row>> {
     c.train_iteration(&train, 2, 11)?;
     // The discriminator with the minibatch standard deviation channel: two group columns of 2.
     c.train_iteration(&ModelConfig { minibatch_std: 2, ..train.clone() }, 4, 12)?;
+    // The projection discriminator (with the minibatch standard deviation channel too).
+    c.train_iteration(&ModelConfig { text_in_d: crate::model::TextInD::Projection, ..train.clone() }, 3, 14)?;
+    c.train_iteration(&ModelConfig { text_in_d: crate::model::TextInD::Projection, minibatch_std: 2, ..train.clone() }, 4, 15)?;
     if !small {
         c.train_iteration(&ModelConfig::new(128, 64)?, 64, 13)?;
     }
