@@ -12,7 +12,8 @@ configuration and the TF-IDF vocabulary with its idf. This script reproduces the
 - the grid: one row per text, N images per row, 2 px white gaps, small images zoomed.
 
 Only the generator is loaded: the discriminator's options (`train --minibatch-std`, which
-adds a layer to its head) do not matter here, and checkpoints with them draw the same way.
+adds a layer to its head, and `train --text-in-d projection`, which replaces its text
+projection by an embedding) do not matter here, and checkpoints with them draw the same way.
 
 So the PNG it writes should match ours pixel for pixel, up to rounding: the two programs
 compute in fp32 in different orders. `--compare-with PNG` prints how far apart they are.

@@ -6,6 +6,7 @@ use gan_engine::backend::cpu::Cpu;
 use gan_engine::data::{prepare, synth, DataSource, PrepareOptions};
 use gan_engine::eval::features::{FeatureNet, LabelSpace, Targets};
 use gan_engine::eval::split;
+use gan_engine::model::TextInD;
 use gan_engine::train::run::{train, TrainOptions};
 use gan_engine::train::Hyper;
 use std::path::{Path, PathBuf};
@@ -47,6 +48,7 @@ fn tiny_run(dir: &Path) {
         eval_split: 0.1,
         eval_every: 0,
         minibatch_std: 0,
+        text_in_d: TextInD::Tile,
     };
     train(&Cpu::new(), &opts, dir, None, false).unwrap();
 }

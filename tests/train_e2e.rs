@@ -5,6 +5,7 @@ mod resume;
 
 use gan_engine::backend::cpu::Cpu;
 use gan_engine::backend::Precision;
+use gan_engine::model::TextInD;
 use gan_engine::nn::Mode;
 use gan_engine::rng::Rng;
 use gan_engine::train::checkpoint::{self, Checkpoint};
@@ -41,6 +42,7 @@ fn opts(iters: u64) -> TrainOptions {
         eval_split: 0.0,
         eval_every: 0,
         minibatch_std: 0,
+        text_in_d: TextInD::Tile,
     }
 }
 
@@ -266,6 +268,11 @@ fn resume_continues_the_saved_state_on_the_cpu() {
 }
 
 #[test]
+fn resume_of_a_projection_run_is_exact_on_the_cpu() {
+    resume::check_projection(&Cpu::new(), "cpu-projection");
+}
+
+#[test]
 fn real_products_run_on_the_cpu() {
     let Some(data) = common::shared_products() else { return };
     let be = Cpu::new();
@@ -366,6 +373,8 @@ fn user_errors_are_one_line_with_exit_code_2() {
     fails_with(&["train", "--minibatch-std", "1", "--out", &d("o7")], "--minibatch-std 1");
     fails_with(&["train", "--batch", "4", "--minibatch-std", "8", "--out", &d("o7")], "--minibatch-std 8 is larger than --batch 4");
     fails_with(&["train", "--batch", "6", "--minibatch-std", "--out", &d("o7")], "--minibatch-std 4 does not divide --batch 6");
+    fails_with(&["train", "--text-in-d", "concat", "--out", &d("o8")], "--text-in-d");
+    fails_with(&["model", "--text-in-d", "project"], "--text-in-d");
     fails_with_env(
         &[("GAN_ENGINE_CPU_BF16", "mmx")],
         &["train", "--device", "cpu", "--precision", "bf16", "--size", "32", "--width", "4", "--iters", "1", "--cache-dir", &cache, "--out", &d("o6")],
@@ -394,6 +403,7 @@ fn user_errors_are_one_line_with_exit_code_2() {
     fails_with(&["train", "--resume", &run.display().to_string(), "--size", "64", "--iters", "3"], "--size differs");
     fails_with(&["train", "--resume", &run.display().to_string(), "--precision", "bf16", "--iters", "3"], "--precision differs");
     fails_with(&["train", "--resume", &run.display().to_string(), "--minibatch-std", "4", "--iters", "3"], "--minibatch-std differs");
+    fails_with(&["train", "--resume", &run.display().to_string(), "--text-in-d", "projection", "--iters", "3"], "--text-in-d differs");
     fails_with(&["train", "--size", "32", "--width", "8", "--iters", "2", "--cache-dir", &cache, "--out", &run.display().to_string()], "already holds a run");
 
     // sample works on the good checkpoint and writes a grid of the right size.

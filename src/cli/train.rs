@@ -2,6 +2,7 @@ use anyhow::{bail, Context, Result};
 use gan_engine::backend::device::{self, Opened};
 use gan_engine::backend::{Core, Precision};
 use gan_engine::eval::split::DEFAULT_EVAL_SPLIT;
+use gan_engine::model::TextInD;
 use gan_engine::text::DEFAULT_MAX_FEATURES;
 use gan_engine::train::checkpoint;
 use gan_engine::train::run::{check_minibatch_std, iters_for_epochs, train_until, RunState, TrainOptions};
@@ -96,6 +97,11 @@ pub struct Args {
     /// [default: 0].
     #[arg(long, value_name = "G", num_args = 0..=1, default_missing_value = "4")]
     minibatch_std: Option<usize>,
+    /// How the discriminator reads the caption: `tile` (the article's: its projection tiled
+    /// over the 4x4 features) or `projection` (Miyato and Koyama 2018: the logit plus the
+    /// inner product of a caption embedding with the pooled features) [default: tile].
+    #[arg(long, value_name = "MODE")]
+    text_in_d: Option<TextInD>,
     /// No progress bar (one line per checkpoint instead).
     #[arg(long)]
     quiet: bool,
@@ -129,6 +135,7 @@ fn fresh(a: &Args, precision: Option<Precision>) -> TrainOptions {
         eval_split: a.eval_split.unwrap_or(DEFAULT_EVAL_SPLIT),
         eval_every: a.eval_every.unwrap_or(0),
         minibatch_std: a.minibatch_std.unwrap_or(0),
+        text_in_d: a.text_in_d.unwrap_or_default(),
     }
 }
 
@@ -136,7 +143,7 @@ fn fresh(a: &Args, precision: Option<Precision>) -> TrainOptions {
 /// or the random streams are refused, while the schedule (iterations, saving) may change.
 fn resumed(a: &Args, precision: Option<Precision>, stored: &TrainOptions) -> Result<TrainOptions> {
     let mut o = stored.clone();
-    let fixed: [(&str, bool); 14] = [
+    let fixed: [(&str, bool); 15] = [
         ("--precision", precision.is_some_and(|p| p != stored.precision)),
         ("--data", a.data.as_ref().is_some_and(|d| !same_data_folder(d, stored.data.as_deref()))),
         ("--size", a.size.is_some_and(|v| v != stored.size)),
@@ -151,6 +158,7 @@ fn resumed(a: &Args, precision: Option<Precision>, stored: &TrainOptions) -> Res
         ("--crop/--no-flip", a.crop != stored.crop || a.no_flip == stored.flip),
         ("--eval-split", a.eval_split.is_some_and(|v| v != stored.eval_split)),
         ("--minibatch-std", a.minibatch_std.is_some_and(|v| v != stored.minibatch_std)),
+        ("--text-in-d", a.text_in_d.is_some_and(|v| v != stored.text_in_d)),
     ];
     if let Some((flag, _)) = fixed.iter().find(|f| f.1) {
         bail!("{flag} differs from the run being resumed; a resumed run keeps its settings (drop the flag, or start a new run with another --out)");
@@ -229,7 +237,10 @@ pub fn run(a: Args) -> Result<()> {
         Opened::Cpu(be) => be.name(),
         Opened::Gpu(be) => be.name(),
     };
-    let spread = if opts.minibatch_std > 0 { format!(", minibatch std over groups of {}", opts.minibatch_std) } else { String::new() };
+    let mut spread = if opts.minibatch_std > 0 { format!(", minibatch std over groups of {}", opts.minibatch_std) } else { String::new() };
+    if opts.text_in_d != TextInD::Tile {
+        spread += &format!(", text in D by {}", opts.text_in_d);
+    }
     eprintln!("training {} px, width {}, batch {}{spread}, {} iterations on {name} -> {}", opts.size, opts.width, opts.batch, opts.iters, out.display());
     // Ctrl-C (or SIGTERM, SIGHUP) ends the run after the iteration in progress, with a
     // checkpoint of it; a second one quits at once (checkpoints are written atomically, so
