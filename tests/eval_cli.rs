@@ -99,7 +99,13 @@ fn eval_of_another_data_set_warns_runs_and_falls_back_to_caption_words() {
     assert!(lines[2].starts_with("fd=") && lines[2].contains("kid="), "{stdout}");
     assert!(lines[3].starts_with("precision=") && lines[3].contains("recall="), "{stdout}");
     assert!(lines[4].starts_with("cond_words=") && lines[4].contains("real_cond_words="), "{stdout}");
-    assert!(lines[5].starts_with("diversity=") && lines[5].contains("real_diversity="), "{stdout}");
+    assert!(
+        lines[5].starts_with("diversity=")
+            && lines[5].contains("real_diversity=")
+            && lines[5].contains(" background=")
+            && lines[5].contains("real_background="),
+        "{stdout}"
+    );
     let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     for k in [
         "swd",
@@ -109,6 +115,8 @@ fn eval_of_another_data_set_warns_runs_and_falls_back_to_caption_words() {
         "recall",
         "cond_words",
         "diversity",
+        "background",
+        "real_background",
         "real_swd",
         "real_fd",
         "real_kid",

@@ -137,3 +137,30 @@ fn diversity_is_the_mean_distance_within_groups() {
     close(d, (10.0 / 3.0 + 1.0) / 2.0, 1e-9);
     assert!(diversity(&f, 2, &[vec![5]]).is_nan());
 }
+
+#[test]
+fn background_reads_the_border_ring_only() {
+    let size = 32;
+    let ring = background_ring(size);
+    assert_eq!(ring, 2);
+    // White everywhere: 0. A black interior does not count.
+    let mut img = vec![255u8; 3 * size * size];
+    for plane in img.chunks_exact_mut(size * size) {
+        for y in ring..size - ring {
+            for x in ring..size - ring {
+                plane[y * size + x] = 0;
+            }
+        }
+    }
+    assert_eq!(background(&img, size), 0.0);
+    // One channel of the ring at 155 (100 below white), the others white: 100 / 3.
+    for v in img[..size * size].iter_mut().filter(|v| **v == 255) {
+        *v = 155;
+    }
+    close(background(&img, size), 100.0 / 3.0, 1e-12);
+    // Two images average; a grey image is 128 from white everywhere.
+    let grey = vec![127u8; 3 * size * size];
+    let both: Vec<u8> = img.iter().chain(&grey).copied().collect();
+    close(background(&both, size), (100.0 / 3.0 + 128.0) / 2.0, 1e-12);
+    assert!(background(&[], size).is_nan());
+}

@@ -140,11 +140,13 @@ pub fn evaluate<B: Backend>(be: &B, gan: &mut Gan<B>, data: &PreparedData, held:
     }
     out.push(("diversity".into(), metrics::diversity(&fdiv.embed, EMBED, &div_groups)));
     out.push(("real_diversity".into(), metrics::diversity(&fr.embed, EMBED, &label_groups(data, &rows, &space))));
+    out.push(("background".into(), metrics::background(&fake, size)));
+    out.push(("real_background".into(), metrics::background(&real, size)));
     Ok(out)
 }
 
 /// The figure names of each printed group, in order: SWD, FD and KID, precision and recall,
-/// conditioning, diversity.
+/// conditioning, diversity and background.
 pub fn group_of(name: &str) -> usize {
     let n = name.strip_prefix("real_").unwrap_or(name);
     match n {
@@ -159,7 +161,7 @@ pub fn group_of(name: &str) -> usize {
 /// Whether a lower value of the figure is better.
 pub fn lower_is_better(name: &str) -> bool {
     let n = name.strip_prefix("real_").unwrap_or(name);
-    n.starts_with("swd") || n == "fd" || n == "kid"
+    n.starts_with("swd") || n == "fd" || n == "kid" || n == "background"
 }
 
 /// The cheap subset `train --eval-every` measures: SWD, FD and conditioning of a fixed set of

@@ -1,5 +1,6 @@
 //! The CPU twin of bce_with_logits, summed in f64.
 
+use super::math::sigmoid;
 use super::{CpuBackend, Elem};
 use crate::backend::{BceOps, BceParams, Core};
 use anyhow::Result;
@@ -26,16 +27,6 @@ impl<T: Elem> BceOps for CpuBackend<T> {
                 Ok(())
             },
         )
-    }
-}
-
-/// `sigmoid(x)` without overflow for large `|x|`.
-fn sigmoid(x: f64) -> f64 {
-    if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (1.0 + e)
     }
 }
 

@@ -1,5 +1,6 @@
 //! The CPU twins of softmax_cross_entropy and sigmoid_cross_entropy, summed in f64.
 
+use super::math::sigmoid;
 use super::{CpuBackend, Elem};
 use crate::backend::{Core, CrossEntropyOps, CrossEntropyParams};
 use anyhow::Result;
@@ -94,15 +95,6 @@ fn softmax_cross_entropy_backward_input<T: Elem>(p: &CrossEntropyParams, logits:
             let s = (x - m - lse).exp();
             dlogits[start + j] = T::from_f64(k * (s - (j == t) as u8 as f64));
         }
-    }
-}
-
-fn sigmoid(x: f64) -> f64 {
-    if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (1.0 + e)
     }
 }
 

@@ -52,6 +52,18 @@ pub fn tanh_f32(x: f32) -> f32 {
     y.copysign(x)
 }
 
+/// The logistic function in f64 without overflow: `1 / (1 + e^-x)` for `x >= 0`, and
+/// `e^x / (1 + e^x)` below, so the exponential never grows. The loss twins (BCE and the
+/// feature network's cross-entropy) share it.
+pub(super) fn sigmoid(x: f64) -> f64 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::tanh_f32;
