@@ -160,7 +160,11 @@ pub fn check_projection<B: Backend>(be: &B, label: &str) {
     let opts = options_with(&data, &cache, TOTAL, TextInD::Projection);
     train(be, &opts, &straight, None, false).unwrap();
     let want = tensors(&checkpoint::path_for(&straight, TOTAL));
-    assert!(want.iter().any(|(n, v)| n == "discriminator.embed.0.weight" && v.len() == 16 * 64), "V: the TF-IDF vector (64 terms) to the 16 top channels");
+    let terms = RunState::from_checkpoint(&checkpoint::load(&checkpoint::path_for(&straight, TOTAL)).unwrap()).unwrap().config.text_dim;
+    assert!(
+        want.iter().any(|(n, v)| n == "discriminator.embed.0.weight" && v.len() == 16 * terms),
+        "V: the TF-IDF vector ({terms} terms) to the 16 top channels"
+    );
     assert!(!want.iter().any(|(n, _)| n.starts_with("discriminator.text.")), "no text projection is tiled");
     let saved = checkpoint::path_for(&straight, SAVED_AT);
     let state = RunState::from_checkpoint(&checkpoint::load(&saved).unwrap()).unwrap();
