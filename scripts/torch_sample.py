@@ -12,7 +12,8 @@ configuration and the TF-IDF vocabulary with its idf. This script reproduces the
 - the grid: one row per text, N images per row, 2 px white gaps, small images zoomed.
 
 Only the generator is loaded: the discriminator's options (`train --minibatch-std`, which
-adds a layer to its head) do not matter here, and checkpoints with them draw the same way.
+adds a layer to its head, and `train --text-in-d projection`, which replaces its text
+projection by an embedding) do not matter here, and checkpoints with them draw the same way.
 As `gan-engine sample`, it draws with the EMA generator (`generator_ema.*`, `train
 --ema-half-life`) when the checkpoint has one, and with the raw one under `--no-ema`.
 

@@ -13,7 +13,7 @@ mod resume;
 use gan_engine::backend::cpu::Cpu;
 use gan_engine::backend::cuda::{source, GemmMode, GpuBackend};
 use gan_engine::backend::ConvParams;
-use gan_engine::model::ModelConfig;
+use gan_engine::model::{ModelConfig, TextInD};
 use gan_engine::verify::freeze::g_step_freeze;
 use gan_engine::verify::{awkward_shapes, compare, Checker, Row, TOL_ELEM, TOL_GEMM};
 
@@ -105,12 +105,32 @@ fn the_g_step_keeps_d_frozen_in_the_kernels() {
     assert!(f.d_backward.kernels.iter().any(|k| k.starts_with("conv2d_backward_input")), "{:?}", f.d_backward.kernels);
 }
 
+#[test]
+fn the_projection_discriminator_stays_frozen_in_the_simulated_g_step() {
+    // As above with `--text-in-d projection`: the projection kernels run in both steps, and
+    // the G step's backward through D launches no parameter-gradient kernel.
+    let gpu = GpuBackend::sim(GemmMode::FP32).unwrap();
+    let cfg = ModelConfig { text_in_d: TextInD::Projection, ..ModelConfig::new(32, 4).unwrap() };
+    let f = g_step_freeze(&gpu, &cfg, 2).unwrap();
+    assert_eq!(f.problems(), Vec::<String>::new());
+    for k in ["projection_forward_f32", "projection_backward_input_f32", "projection_backward_features_f32"] {
+        assert!(f.d_step.kernels.contains(k) && f.d_backward.kernels.contains(k), "{k}: {:?} / {:?}", f.d_step.kernels, f.d_backward.kernels);
+    }
+    assert!(f.d_step.kernels.contains("linear_backward_params_f32"), "V trains in the D step: {:?}", f.d_step.kernels);
+}
+
 /// tests/resume in the simulation: the state that lives on the device (weights, Adam
 /// moments) perturbed; the host's (Adam's step, the loader, the noise generator) is the
 /// same code on every backend and is perturbed on the CPU (tests/train_e2e.rs).
 #[test]
 fn resume_continues_the_saved_state_in_the_simulation() {
     resume::check(&GpuBackend::sim(GemmMode::FP32).unwrap(), "sim", resume::Pieces::Device);
+}
+
+/// A `--text-in-d projection` run resumed in the simulation equals the straight run bit for bit.
+#[test]
+fn resume_of_a_projection_run_is_exact_in_the_simulation() {
+    resume::check_projection(&GpuBackend::sim(GemmMode::FP32).unwrap(), "sim-projection");
 }
 
 /// Every kernel at the awkward shapes in one GEMM mode, against the twin of that mode; the

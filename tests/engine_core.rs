@@ -5,7 +5,7 @@ use gan_engine::backend::cpu::simd::{self, Level};
 use gan_engine::backend::cpu::{Cpu, Cpu64, CpuBackend};
 use gan_engine::backend::prelude::*;
 use gan_engine::backend::{AdamParams, BatchNormParams, BceParams, ConvParams};
-use gan_engine::model::{iteration_flops, DGrads, Discriminator, Generator, ModelConfig, Module};
+use gan_engine::model::{iteration_flops, DGrads, Discriminator, Generator, ModelConfig, Module, TextInD};
 use gan_engine::nn::{BatchNorm2d, Grads, Layer, Mode, Shape, Tensor};
 use gan_engine::rng::Rng;
 use gan_engine::verify::conv::direct;
@@ -418,19 +418,20 @@ fn batchnorm_f32_matches_f64() {
 }
 
 /// The counts made from the configuration alone (for the memory check) agree with the
-/// layer table, with the minibatch standard deviation layer and without it.
+/// layer table, with the minibatch standard deviation layer and without it, with the text
+/// tiled and with the projection discriminator.
 #[test]
 fn configuration_counts_follow_the_layer_table_with_minibatch_std() {
     let be = Cpu::new();
-    for group in [0, 4] {
-        let cfg = ModelConfig { minibatch_std: group, ..ModelConfig::new(32, 8).unwrap() };
+    for (group, text_in_d) in [(0, TextInD::Tile), (4, TextInD::Tile), (0, TextInD::Projection), (4, TextInD::Projection)] {
+        let cfg = ModelConfig { minibatch_std: group, text_in_d, ..ModelConfig::new(32, 8).unwrap() };
         let mut rng = Rng::new(4);
         let (g, d) = (Generator::new(&be, &cfg, &mut rng).unwrap(), Discriminator::new(&be, &cfg, &mut rng).unwrap());
         let (pg, pd) = cfg.param_counts();
-        assert_eq!((pg as usize, pd as usize), (g.param_count(), d.param_count()), "minibatch std {group}");
+        assert_eq!((pg as usize, pd as usize), (g.param_count(), d.param_count()), "minibatch std {group}, text in D by {text_in_d}");
         let outputs = |rows: Vec<(String, &dyn Layer<Cpu>, Shape)>| rows.into_iter().map(|(_, l, s)| l.out_shape(s).per_image()).sum::<usize>();
         let (og, od) = cfg.outputs_per_image();
-        assert_eq!((og as usize, od as usize), (outputs(g.layers()), outputs(d.layers())), "minibatch std {group}");
+        assert_eq!((og as usize, od as usize), (outputs(g.layers()), outputs(d.layers())), "minibatch std {group}, text in D by {text_in_d}");
     }
 }
 

@@ -6,6 +6,7 @@ use gan_engine::backend::cpu::Cpu;
 use gan_engine::data::{prepare, synth, DataSource, PrepareOptions};
 use gan_engine::eval::features::{FeatureNet, LabelSpace, Targets};
 use gan_engine::eval::split;
+use gan_engine::model::TextInD;
 use gan_engine::train::run::{train, TrainOptions};
 use gan_engine::train::Hyper;
 use std::path::{Path, PathBuf};
@@ -50,6 +51,7 @@ fn tiny_run(dir: &Path) {
         augment: Default::default(),
         ema_half_life: 0.0,
         ema_ramp: 0.05,
+        text_in_d: TextInD::Tile,
     };
     train(&Cpu::new(), &opts, dir, None, false).unwrap();
 }

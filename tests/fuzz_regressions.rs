@@ -6,7 +6,7 @@
 use gan_engine::backend::cpu::Cpu;
 use gan_engine::data::{DataStamp, LoaderState};
 use gan_engine::fuzzing::{self, CACHE_ITEMS, CACHE_KEY, CACHE_SIZE};
-use gan_engine::model::ModelConfig;
+use gan_engine::model::{ModelConfig, TextInD};
 use gan_engine::rng::Rng;
 use gan_engine::text::Tfidf;
 use gan_engine::train::checkpoint::{self, Checkpoint};
@@ -71,7 +71,7 @@ fn the_generated_seeds_pass_every_check() {
 #[ignore]
 fn write_fuzz_seeds() {
     let be = Cpu::new();
-    let cfg = ModelConfig { size: 16, width: 1, noise_dim: 2, text_dim: 2, text_proj: 2, slope: 0.2, minibatch_std: 0 };
+    let cfg = ModelConfig { size: 16, width: 1, noise_dim: 2, text_dim: 2, text_proj: 2, slope: 0.2, minibatch_std: 0, text_in_d: TextInD::Tile };
     let gan = Gan::new(&be, &cfg, &Hyper::default(), 1).unwrap();
     let options = TrainOptions {
         data: None,
@@ -95,6 +95,7 @@ fn write_fuzz_seeds() {
         augment: Default::default(),
         ema_half_life: 0.0,
         ema_ramp: 0.05,
+        text_in_d: TextInD::Tile,
     };
     let state = RunState {
         format: checkpoint::FORMAT.into(),

@@ -220,6 +220,17 @@ fn metadata_fields_are_checked_against_each_other_and_the_tensors() {
         ("config.width", Box::new(|m, _| m["config"]["width"] = json!(1_000_000_000u64))),
         ("config.size", Box::new(|m, _| m["config"]["size"] = json!(64))),
         ("config", Box::new(|m, _| m["config"]["slope"] = json!(7.5))),
+        // A tiled run's checkpoint that says projection lacks the embedding V (the message
+        // names discriminator.embed.0.weight: tests/resume checks it).
+        (
+            "config.text_in_d",
+            Box::new(|m, _| {
+                m["config"]["text_in_d"] = json!("projection");
+                m["options"]["text_in_d"] = json!("projection");
+            }),
+        ),
+        ("config.text_in_d", Box::new(|m, _| m["config"]["text_in_d"] = json!("concat"))),
+        ("options.text_in_d", Box::new(|m, _| m["options"]["text_in_d"] = json!("projection"))),
         ("noise_rng", Box::new(|m, _| m["noise_rng"]["s"] = json!([0, 0, 0, 0]))),
         ("step", Box::new(|m, _| m["step"] = json!(3))),
         ("options.keep", Box::new(|m, _| m["options"]["keep"] = json!(0))),

@@ -5,6 +5,7 @@ mod resume;
 
 use gan_engine::backend::cpu::Cpu;
 use gan_engine::backend::Precision;
+use gan_engine::model::TextInD;
 use gan_engine::nn::Mode;
 use gan_engine::rng::Rng;
 use gan_engine::train::checkpoint::{self, Checkpoint};
@@ -44,6 +45,7 @@ fn opts(iters: u64) -> TrainOptions {
         augment: Default::default(),
         ema_half_life: 0.0,
         ema_ramp: 0.05,
+        text_in_d: TextInD::Tile,
     }
 }
 
@@ -415,6 +417,11 @@ fn augmentation_at_probability_zero_is_no_augmentation() {
 }
 
 #[test]
+fn resume_of_a_projection_run_is_exact_on_the_cpu() {
+    resume::check_projection(&Cpu::new(), "cpu-projection");
+}
+
+#[test]
 fn real_products_run_on_the_cpu() {
     let Some(data) = common::shared_products() else { return };
     let be = Cpu::new();
@@ -529,6 +536,8 @@ fn user_errors_are_one_line_with_exit_code_2() {
     fails_with(&["train", "--ema-half-life", "10000", "--ema-ramp", "1.5", "--out", &d("o8")], "--ema-ramp 1.5");
     fails_with(&["train", "--ema-half-life", "10000", "--ema-ramp", "-0.1", "--out", &d("o8")], "--ema-ramp -0.1");
     fails_with(&["sample", "--checkpoint", &d("nothing"), "--text", "Red Dress", "--bn", "mean"], "--bn \"mean\"");
+    fails_with(&["train", "--text-in-d", "concat", "--out", &d("o8")], "--text-in-d");
+    fails_with(&["model", "--text-in-d", "project"], "--text-in-d");
     fails_with_env(
         &[("GAN_ENGINE_CPU_BF16", "mmx")],
         &["train", "--device", "cpu", "--precision", "bf16", "--size", "32", "--width", "4", "--iters", "1", "--cache-dir", &cache, "--out", &d("o6")],
@@ -561,6 +570,7 @@ fn user_errors_are_one_line_with_exit_code_2() {
     fails_with(&["train", "--resume", &run.display().to_string(), "--augment", "color", "--augment-p", "auto", "--iters", "3"], "--augment differs");
     fails_with(&["train", "--resume", &run.display().to_string(), "--ema-half-life", "10000", "--iters", "3"], "--ema-half-life differs");
     fails_with(&["train", "--resume", &run.display().to_string(), "--ema-ramp", "0", "--iters", "3"], "--ema-ramp differs");
+    fails_with(&["train", "--resume", &run.display().to_string(), "--text-in-d", "projection", "--iters", "3"], "--text-in-d differs");
     fails_with(&["train", "--size", "32", "--width", "8", "--iters", "2", "--cache-dir", &cache, "--out", &run.display().to_string()], "already holds a run");
 
     // sample works on the good checkpoint and writes a grid of the right size.

@@ -11,7 +11,7 @@
 //!
 //! One op family, one name on every face. For a family F (`conv`, `batchnorm`,
 //! `activation`, `linear`, `concat`, `bce`, `adam`, `pool`, `cross_entropy`,
-//! `minibatch_std`, `augment`, `ema`):
+//! `minibatch_std`, `augment`, `ema`, `projection`):
 //! - `backend/F.rs`: its `#[repr(C)]` parameter struct and its trait (`ConvOps`, ...);
 //! - `backend/cpu/F.rs`: the CPU twin of every pass;
 //! - `backend/cuda/ops/F.rs`: the launch sites and launch shapes of its kernels;
@@ -40,6 +40,7 @@ pub mod minibatch_std;
 pub mod pool;
 pub mod precision;
 pub mod profile;
+pub mod projection;
 
 pub use activation::{ActParams, ActivationOps};
 pub use adam::{AdamOps, AdamParams};
@@ -55,6 +56,7 @@ pub use minibatch_std::{MinibatchStdOps, MinibatchStdParams};
 pub use pool::{PoolOps, PoolParams};
 pub use precision::Precision;
 pub use profile::{Profiler, Work};
+pub use projection::{ProjectionOps, ProjectionParams};
 
 use anyhow::Result;
 use std::collections::BTreeSet;
@@ -116,7 +118,20 @@ pub trait Core: 'static {
 
 /// The whole op contract: memory and every op family.
 pub trait Backend:
-    Core + ConvOps + BatchNormOps + ActivationOps + LinearOps + ConcatOps + BceOps + AdamOps + PoolOps + CrossEntropyOps + MinibatchStdOps + AugmentOps + EmaOps
+    Core
+    + ConvOps
+    + BatchNormOps
+    + ActivationOps
+    + LinearOps
+    + ConcatOps
+    + BceOps
+    + AdamOps
+    + PoolOps
+    + CrossEntropyOps
+    + MinibatchStdOps
+    + AugmentOps
+    + EmaOps
+    + ProjectionOps
 {
 }
 
@@ -133,7 +148,8 @@ impl<
             + CrossEntropyOps
             + MinibatchStdOps
             + AugmentOps
-            + EmaOps,
+            + EmaOps
+            + ProjectionOps,
     > Backend for T
 {
 }
@@ -141,7 +157,7 @@ impl<
 /// Every trait of the contract, for code that calls ops on a concrete backend.
 pub mod prelude {
     pub use super::{ActivationOps, AdamOps, Backend, BatchNormOps, BceOps, ConcatOps, ConvOps, Core, LinearOps};
-    pub use super::{AugmentOps, CrossEntropyOps, EmaOps, MinibatchStdOps, PoolOps};
+    pub use super::{AugmentOps, CrossEntropyOps, EmaOps, MinibatchStdOps, PoolOps, ProjectionOps};
 }
 
 /// Memory a backend can still allocate, and where that figure comes from.

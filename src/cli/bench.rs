@@ -15,7 +15,7 @@ use anyhow::{ensure, Result};
 use gan_engine::backend::cuda::EventTimer;
 use gan_engine::backend::device::{self, Opened};
 use gan_engine::backend::{Backend, Precision};
-use gan_engine::model::{iteration_flops, ModelConfig};
+use gan_engine::model::{iteration_flops, ModelConfig, TextInD};
 use gan_engine::train::{synthetic_batch, Gan, Hyper, StepInputs};
 use std::time::Instant;
 
@@ -31,6 +31,9 @@ pub struct Args {
     /// The discriminator with `train --minibatch-std G` (0: without).
     #[arg(long, value_name = "G", num_args = 0..=1, default_value_t = 0, default_missing_value = "4")]
     minibatch_std: usize,
+    /// The discriminator with `train --text-in-d MODE` (tile or projection).
+    #[arg(long, value_name = "MODE", default_value_t = TextInD::Tile)]
+    text_in_d: TextInD,
     /// Image sizes, comma-separated (32, 64, 128).
     #[arg(long, value_delimiter = ',', default_value = "64")]
     size: Vec<usize>,
@@ -124,7 +127,7 @@ fn run_on<B: Backend>(be: B, a: &Args, precision: Precision, timer: Timer) -> Re
     for &size in &a.size {
         for &batch in &a.batch {
             gan_engine::train::run::check_minibatch_std(a.minibatch_std, batch)?;
-            let cfg = ModelConfig { minibatch_std: a.minibatch_std, ..ModelConfig::new(size, a.width)? };
+            let cfg = ModelConfig { minibatch_std: a.minibatch_std, text_in_d: a.text_in_d, ..ModelConfig::new(size, a.width)? };
             cfg.check_batch(batch)?;
             configs.push((cfg, batch));
         }
@@ -158,7 +161,10 @@ impl Measurement {
     fn line<B: Backend>(&self, be: &B, cfg: &ModelConfig, batch: usize, iters: usize, precision: Precision, timer: &str) -> String {
         let med = self.median();
         let min = self.times.iter().cloned().fold(f64::INFINITY, f64::min);
-        let spread = if cfg.minibatch_std > 0 { format!(" minibatch_std={}", cfg.minibatch_std) } else { String::new() };
+        let mut spread = if cfg.minibatch_std > 0 { format!(" minibatch_std={}", cfg.minibatch_std) } else { String::new() };
+        if cfg.text_in_d != TextInD::Tile {
+            spread += &format!(" text_in_d={}", cfg.text_in_d);
+        }
         format!(
             "ours gan-engine {} backend=\"{}\" size={} width={} batch={batch}{spread} precision={precision} threads={} iters={iters} timer={timer} median_s={med:.4} min_s={min:.4} it_per_s={:.3} gflop_per_s={:.1} vs_1070ti={:.3}",
             env!("CARGO_PKG_VERSION"),

@@ -1,6 +1,6 @@
 use anyhow::Result;
 use gan_engine::backend::cpu::Cpu;
-use gan_engine::model::{iteration_flops, layer_table, Discriminator, Generator, ModelConfig, Module};
+use gan_engine::model::{iteration_flops, layer_table, Discriminator, Generator, ModelConfig, Module, TextInD};
 use gan_engine::rng::Rng;
 
 #[derive(clap::Args)]
@@ -17,12 +17,15 @@ pub struct Args {
     /// The discriminator with `train --minibatch-std G` (0: without).
     #[arg(long, value_name = "G", num_args = 0..=1, default_value_t = 0, default_missing_value = "4")]
     minibatch_std: usize,
+    /// The discriminator with `train --text-in-d MODE` (tile or projection).
+    #[arg(long, value_name = "MODE", default_value_t = TextInD::Tile)]
+    text_in_d: TextInD,
 }
 
 pub fn run(a: Args) -> Result<()> {
     anyhow::ensure!(a.batch > 0, "--batch must be at least 1");
     gan_engine::train::run::check_minibatch_std(a.minibatch_std, a.batch)?;
-    let cfg = ModelConfig { minibatch_std: a.minibatch_std, ..ModelConfig::new(a.size, a.width)? };
+    let cfg = ModelConfig { minibatch_std: a.minibatch_std, text_in_d: a.text_in_d, ..ModelConfig::new(a.size, a.width)? };
     let be = Cpu::new();
     let mut rng = Rng::new(0);
     let g = Generator::new(&be, &cfg, &mut rng)?;
@@ -40,6 +43,11 @@ pub fn run(a: Args) -> Result<()> {
     debug_assert_eq!(totals[0].0, g.param_count());
     for (label, (params, macs)) in ["generator", "discriminator"].iter().zip(totals) {
         println!("{:<26} {:<36} {:>12} {:>12} {:>12.1}", format!("total {label}"), "", "", group(params as u64), 2.0 * macs as f64 / 1e6);
+    }
+    if cfg.text_in_d == TextInD::Projection {
+        let rows = layer_table(&g, &d);
+        let psi = rows.iter().rev().find(|r| r.name.starts_with("discriminator.head")).map_or(String::new(), |r| r.name.clone());
+        println!("discriminator logit = {psi}(h) + <discriminator.embed.0(t), mean of h over the 4x4 grid>, h the input of {psi} (projection)");
     }
     let gflop = iteration_flops(&g, &d, a.batch) / 1e9;
     println!(

@@ -2,6 +2,7 @@ use anyhow::{bail, Context, Result};
 use gan_engine::backend::device::{self, Opened};
 use gan_engine::backend::{Core, Precision};
 use gan_engine::eval::split::DEFAULT_EVAL_SPLIT;
+use gan_engine::model::TextInD;
 use gan_engine::text::DEFAULT_MAX_FEATURES;
 use gan_engine::train::augment::{AugmentOptions, AugmentP, Policies};
 use gan_engine::train::checkpoint;
@@ -119,6 +120,11 @@ pub struct Args {
     /// times R; 0 is no ramp-up [default: 0.05].
     #[arg(long, value_name = "R", allow_negative_numbers = true)]
     ema_ramp: Option<f64>,
+    /// How the discriminator reads the caption: `tile` (the article's: its projection tiled
+    /// over the 4x4 features) or `projection` (Miyato and Koyama 2018: the logit plus the
+    /// inner product of a caption embedding with the pooled features) [default: tile].
+    #[arg(long, value_name = "MODE")]
+    text_in_d: Option<TextInD>,
     /// No progress bar (one line per checkpoint instead).
     #[arg(long)]
     quiet: bool,
@@ -171,6 +177,7 @@ fn fresh(a: &Args, precision: Option<Precision>) -> TrainOptions {
         augment: AugmentOptions::default(),
         ema_half_life: a.ema_half_life.unwrap_or(0.0),
         ema_ramp: a.ema_ramp.unwrap_or(gan_engine::train::ema::DEFAULT_EMA_RAMP),
+        text_in_d: a.text_in_d.unwrap_or_default(),
     }
 }
 
@@ -179,7 +186,7 @@ fn fresh(a: &Args, precision: Option<Precision>) -> TrainOptions {
 fn resumed(a: &Args, precision: Option<Precision>, stored: &TrainOptions) -> Result<TrainOptions> {
     let mut o = stored.clone();
     let (policies, p) = augment_flags(a)?;
-    let fixed: [(&str, bool); 18] = [
+    let fixed: [(&str, bool); 19] = [
         ("--precision", precision.is_some_and(|p| p != stored.precision)),
         ("--data", a.data.as_ref().is_some_and(|d| !same_data_folder(d, stored.data.as_deref()))),
         ("--size", a.size.is_some_and(|v| v != stored.size)),
@@ -198,6 +205,7 @@ fn resumed(a: &Args, precision: Option<Precision>, stored: &TrainOptions) -> Res
         ("--augment-p/--augment-target", p.is_some_and(|v| v != stored.augment.p)),
         ("--ema-half-life", a.ema_half_life.is_some_and(|v| v != stored.ema_half_life)),
         ("--ema-ramp", a.ema_ramp.is_some_and(|v| v != stored.ema_ramp)),
+        ("--text-in-d", a.text_in_d.is_some_and(|v| v != stored.text_in_d)),
     ];
     if let Some((flag, _)) = fixed.iter().find(|f| f.1) {
         bail!("{flag} differs from the run being resumed; a resumed run keeps its settings (drop the flag, or start a new run with another --out)");
@@ -288,6 +296,9 @@ pub fn run(a: Args) -> Result<()> {
     }
     if let Some(e) = opts.ema() {
         spread += &format!(", EMA generator with a half-life of {} images (ramp {})", e.half_life, e.ramp);
+    }
+    if opts.text_in_d != TextInD::Tile {
+        spread += &format!(", text in D by {}", opts.text_in_d);
     }
     eprintln!("training {} px, width {}, batch {}{spread}, {} iterations on {name} -> {}", opts.size, opts.width, opts.batch, opts.iters, out.display());
     // Ctrl-C (or SIGTERM, SIGHUP) ends the run after the iteration in progress, with a

@@ -6,7 +6,9 @@ mod table;
 pub use table::{iteration_flops, layer_table, LayerRow};
 
 use crate::backend::{Available, Backend};
-use crate::nn::{ActKind, Activation, BatchNorm2d, Buffer, ConcatTile, Conv, Grads, Layer, Linear, MinibatchStd, Mode, Param, Sequential, Shape, Tensor};
+use crate::nn::{
+    ActKind, Activation, BatchNorm2d, Buffer, ConcatTile, Conv, Grads, Layer, Linear, MinibatchStd, Mode, Param, Projection, Sequential, Shape, Tensor,
+};
 use crate::rng::Rng;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -51,6 +53,32 @@ pub fn human_bytes(b: f64) -> String {
     }
 }
 
+/// How the discriminator reads the caption (`train --text-in-d`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TextInD {
+    /// The article's: the caption's projection (`text_proj` values, a linear layer and a
+    /// LeakyReLU) tiled over the 4x4 grid and joined to the image features before the head.
+    #[default]
+    Tile,
+    /// The projection discriminator (Miyato and Koyama 2018): the head sees the image
+    /// features alone, and the logit is `psi(h) + <V t, phi(h)>`, with `h` the head's last
+    /// hidden features (the output of `head`'s batchnorm and LeakyReLU, top channels x 4 x
+    /// 4), `psi` the head's last convolution (the unconditional logit), `phi(h)` the average
+    /// of `h` over the 4x4 grid and `V` a linear map of the TF-IDF vector to the top
+    /// channels, without bias (`discriminator.embed.0`).
+    Projection,
+}
+
+impl std::fmt::Display for TextInD {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TextInD::Tile => "tile",
+            TextInD::Projection => "projection",
+        })
+    }
+}
+
 /// Architecture of one G/D pair; saved with every checkpoint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
@@ -70,11 +98,15 @@ pub struct ModelConfig {
     /// checkpoint from before it means. 1 is refused: a group of one has no spread.
     #[serde(default)]
     pub minibatch_std: usize,
+    /// How the discriminator reads the caption (`train --text-in-d`); a checkpoint from
+    /// before it tiles. With `Projection`, `text_proj` is not used.
+    #[serde(default)]
+    pub text_in_d: TextInD,
 }
 
 impl ModelConfig {
     pub fn new(size: usize, width: usize) -> Result<ModelConfig> {
-        let cfg = ModelConfig { size, width, noise_dim: 100, text_dim: 256, text_proj: 128, slope: 0.2, minibatch_std: 0 };
+        let cfg = ModelConfig { size, width, noise_dim: 100, text_dim: 256, text_proj: 128, slope: 0.2, minibatch_std: 0, text_in_d: TextInD::Tile };
         cfg.validate()?;
         Ok(cfg)
     }
@@ -120,8 +152,12 @@ impl ModelConfig {
             d += c_in * ch * 16.0 + if b > 0 { 2.0 * ch } else { 0.0 };
             (c_in, ch) = (ch, ch * 2.0);
         }
-        let proj = self.text_proj as f64;
-        d += self.text_dim as f64 * proj + proj + self.head_channels() as f64 * top + 2.0 * top + top * 16.0;
+        d += self.head_channels() as f64 * top + 2.0 * top + top * 16.0;
+        d += match self.text_in_d {
+            TextInD::Tile => self.text_dim as f64 * self.text_proj as f64 + self.text_proj as f64,
+            // V: the TF-IDF vector to the top channels, without bias.
+            TextInD::Projection => self.text_dim as f64 * top,
+        };
         (g, d)
     }
 
@@ -142,7 +178,13 @@ impl ModelConfig {
             d += 2.0 * ch * side * side;
             (side, ch) = (side / 2.0, ch * 2.0);
         }
-        d += 2.0 * self.text_proj as f64 + 2.0 * top * 16.0 + 1.0;
+        d += 2.0 * top * 16.0 + 1.0;
+        d += match self.text_in_d {
+            // The text projection and its LeakyReLU.
+            TextInD::Tile => 2.0 * self.text_proj as f64,
+            // The embedding V t.
+            TextInD::Projection => top,
+        };
         if self.minibatch_std > 0 {
             // The minibatch standard deviation layer's output: the joined features and its channel.
             d += self.head_channels() as f64 * 16.0;
@@ -198,10 +240,11 @@ impl ModelConfig {
         self.width << (self.blocks() - 1)
     }
     /// Channels of the discriminator's joined 4x4 features, the input of its head's first
-    /// convolution: image features, the text projection, and the minibatch standard
-    /// deviation channel when there is one.
+    /// convolution: image features, the text projection (when the text is tiled), and the
+    /// minibatch standard deviation channel when there is one.
     pub fn head_channels(&self) -> usize {
-        self.top_channels() + self.text_proj + (self.minibatch_std > 0) as usize
+        let text = if self.text_in_d == TextInD::Tile { self.text_proj } else { 0 };
+        self.top_channels() + text + (self.minibatch_std > 0) as usize
     }
     /// Values per image of the largest tensor either network makes: the image itself, the
     /// widest hidden layer (`width` channels at half the image side, in both networks), or
@@ -306,9 +349,13 @@ impl DGrads {
 pub struct Discriminator<B: Backend> {
     pub cfg: ModelConfig,
     pub main: Sequential<B>,
+    /// The caption's path: the text projection and its LeakyReLU (`discriminator.text`)
+    /// when tiled, the embedding `V` (`discriminator.embed`) with projection.
     pub text: Sequential<B>,
     concat: ConcatTile<B>,
     pub head: Sequential<B>,
+    /// The conditional term `<V t, phi(h)>`, with `TextInD::Projection` only.
+    projection: Option<Projection<B>>,
 }
 
 impl<B: Backend> Discriminator<B> {
@@ -333,7 +380,10 @@ impl<B: Backend> Discriminator<B> {
             ch *= 2;
         }
         let top = cfg.top_channels();
-        let text: Vec<Box<dyn Layer<B>>> = vec![Box::new(Linear::new(be, "discriminator.text.0", cfg.text_dim, cfg.text_proj, true, rng)?), lrelu()];
+        let text: Vec<Box<dyn Layer<B>>> = match cfg.text_in_d {
+            TextInD::Tile => vec![Box::new(Linear::new(be, "discriminator.text.0", cfg.text_dim, cfg.text_proj, true, rng)?), lrelu()],
+            TextInD::Projection => vec![Box::new(Linear::new(be, "discriminator.embed.0", cfg.text_dim, top, false, rng)?)],
+        };
         let mut head: Vec<Box<dyn Layer<B>>> = Vec::new();
         // With the minibatch standard deviation on, it is the head's first module (so the
         // head's PyTorch indices move up by one); off, the head is the article's.
@@ -343,7 +393,15 @@ impl<B: Backend> Discriminator<B> {
         head.push(Box::new(Conv::new(be, &name("head", &head), false, cfg.head_channels(), top, 1, 1, 0, false, rng)?));
         head.push(Box::new(BatchNorm2d::new(be, &name("head", &head), top, rng)?.with_act(leaky)?));
         head.push(Box::new(Conv::new(be, &name("head", &head), false, top, 1, 4, 1, 0, false, rng)?));
-        Ok(Discriminator { cfg: cfg.clone(), main: Sequential::new(main), text: Sequential::new(text), concat: ConcatTile::new(), head: Sequential::new(head) })
+        let projection = (cfg.text_in_d == TextInD::Projection).then(Projection::new);
+        Ok(Discriminator {
+            cfg: cfg.clone(),
+            main: Sequential::new(main),
+            text: Sequential::new(text),
+            concat: ConcatTile::new(),
+            head: Sequential::new(head),
+            projection,
+        })
     }
 
     /// images `[n, 3, size, size]`, text `[n, text_dim]` -> logits `[n, 1, 1, 1]`.
@@ -354,8 +412,18 @@ impl<B: Backend> Discriminator<B> {
         }
         let features = self.main.forward(be, image, mode)?;
         let t = self.text.forward(be, text, mode)?;
-        let joined = self.concat.forward(be, &features, &t)?;
-        self.head.forward(be, &joined, mode)
+        let Some(projection) = &mut self.projection else {
+            let joined = self.concat.forward(be, &features, &t)?;
+            return self.head.forward(be, &joined, mode);
+        };
+        // h: the head's last hidden features; psi: its last convolution.
+        let (psi, hidden) = self.head.layers.split_last_mut().context("the discriminator's head is empty")?;
+        let mut h = features;
+        for l in hidden {
+            h = l.forward(be, &h, mode)?;
+        }
+        let base = psi.forward(be, &h, mode)?;
+        projection.forward(be, &base, &h, &t)
     }
 
     /// The gradients `want` asks for, returned as `(image, text)`; parameter gradients
@@ -363,8 +431,22 @@ impl<B: Backend> Discriminator<B> {
     /// are data); the G step wants the image's only (D is frozen).
     pub fn backward(&mut self, be: &B, dlogits: &Tensor<B>, want: DGrads) -> Result<InputGrads<B>> {
         let inner = Grads { input: true, params: want.params };
-        let djoined = self.head.backward(be, dlogits, inner)?.context("the head's input gradient")?;
-        let (dfeatures, dt) = self.concat.backward(be, &djoined)?;
+        let (dfeatures, dt) = match &mut self.projection {
+            None => {
+                let djoined = self.head.backward(be, dlogits, inner)?.context("the head's input gradient")?;
+                self.concat.backward(be, &djoined)?
+            }
+            Some(projection) => {
+                // The logits' gradient is also psi's; h gets psi's and phi's gradients.
+                let (psi, hidden) = self.head.layers.split_last_mut().context("the discriminator's head is empty")?;
+                let dpsi = psi.backward(be, dlogits, inner)?.context("the head's last convolution's input gradient")?;
+                let (mut g, dt) = projection.backward(be, dlogits, &dpsi)?;
+                for l in hidden.iter_mut().rev() {
+                    g = l.backward(be, &g, inner)?.context("the head's input gradient")?;
+                }
+                (g, dt)
+            }
+        };
         let dtext = self.text.backward(be, &dt, Grads { input: want.text, params: want.params })?;
         let dimage = self.main.backward(be, &dfeatures, Grads { input: want.image, params: want.params })?;
         Ok((dimage, dtext))
@@ -373,8 +455,17 @@ impl<B: Backend> Discriminator<B> {
     pub fn layers(&self) -> Vec<(String, &dyn Layer<B>, Shape)> {
         let mut rows = Vec::new();
         let features = named_rows(&mut rows, "discriminator.main", &self.main, Shape::new(1, 3, self.cfg.size, self.cfg.size));
-        let t = named_rows(&mut rows, "discriminator.text", &self.text, Shape::new(1, self.cfg.text_dim, 1, 1));
-        named_rows(&mut rows, "discriminator.head", &self.head, ConcatTile::<B>::out_shape(features, t));
+        let text = Shape::new(1, self.cfg.text_dim, 1, 1);
+        // Tiled, the caption joins the features before the head; with projection, the head
+        // reads the features alone (the layer table's `discriminator.embed.0` is V).
+        let head_in = match self.cfg.text_in_d {
+            TextInD::Tile => ConcatTile::<B>::out_shape(features, named_rows(&mut rows, "discriminator.text", &self.text, text)),
+            TextInD::Projection => {
+                named_rows(&mut rows, "discriminator.embed", &self.text, text);
+                features
+            }
+        };
+        named_rows(&mut rows, "discriminator.head", &self.head, head_in);
         rows
     }
 }

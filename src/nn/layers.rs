@@ -1,5 +1,8 @@
 use super::{Buffer, Grads, Layer, LayerOp, Mode, Param, Shape, Slot, Tensor};
-use crate::backend::{ActParams, Backend, BatchNormParams, ConcatParams, ConvParams, LinearParams, MinibatchStdParams, BN_ACT_LEAKY_RELU, BN_ACT_RELU};
+use crate::backend::{
+    ActParams, Backend, BatchNormParams, ConcatParams, ConvParams, LinearParams, MinibatchStdParams, PoolParams, ProjectionParams, BN_ACT_LEAKY_RELU,
+    BN_ACT_RELU,
+};
 use crate::rng::Rng;
 use anyhow::{bail, Context, Result};
 
@@ -515,5 +518,56 @@ impl<B: Backend> ConcatTile<B> {
         let (da, db) = (self.da.get(be, sa)?, self.db.get(be, sb)?);
         be.concat_tile_backward_input(&p, &dy.buf.borrow(), &mut da.buf.borrow_mut(), &mut db.buf.borrow_mut())?;
         Ok((da, db))
+    }
+}
+
+/// The conditional term of the projection discriminator (Miyato and Koyama 2018):
+/// `logits = base + <e, phi(h)>`, with `h` the discriminator's last hidden features
+/// `[n, c, side, side]`, `phi(h)` their global average pool `[n, c]` and `e` the caption's
+/// embedding `V t` `[n, c]`. Three inputs, so it is not a `Layer`; the discriminator calls it
+/// directly. No parameters (`V` is a `Linear`).
+#[derive(Default)]
+pub struct Projection<B: Backend> {
+    /// The features' shape, and `phi(h)` and `e` as the forward pass saw them.
+    saved: Option<(Shape, Tensor<B>, Tensor<B>)>,
+    phi: Slot<B>,
+    out: Slot<B>,
+    dphi: Slot<B>,
+    de: Slot<B>,
+    dh: Slot<B>,
+}
+
+impl<B: Backend> Projection<B> {
+    pub fn new() -> Self {
+        Projection { saved: None, phi: Slot::default(), out: Slot::default(), dphi: Slot::default(), de: Slot::default(), dh: Slot::default() }
+    }
+    fn params_for(h: Shape) -> ProjectionParams {
+        ProjectionParams::new(h.n, h.c, h.hw())
+    }
+    /// `base [n, 1, 1, 1]`, `h [n, c, side, side]`, `e [n, c]` -> logits `[n, 1, 1, 1]`.
+    pub fn forward(&mut self, be: &B, base: &Tensor<B>, h: &Tensor<B>, e: &Tensor<B>) -> Result<Tensor<B>> {
+        let (s, n) = (h.shape, h.shape.n);
+        if s.h != s.w || base.shape.len() != n || e.shape.n != n || e.shape.per_image() != s.c {
+            bail!("projection: logits {}, features {s} and embedding {} of a batch of {n} do not fit together", base.shape, e.shape);
+        }
+        let p = Self::params_for(s);
+        let phi = self.phi.get(be, Shape::new(n, s.c, 1, 1))?;
+        be.avg_pool2d_forward(&PoolParams::global(n, s.c, s.h), &h.buf.borrow(), &mut phi.buf.borrow_mut())?;
+        let y = self.out.get(be, base.shape)?;
+        be.projection_forward(&p, &base.buf.borrow(), &phi.buf.borrow(), &e.buf.borrow(), &mut y.buf.borrow_mut())?;
+        self.saved = Some((s, phi, e.clone()));
+        Ok(y)
+    }
+    /// From the logits' gradient `dlogits` (which is also the base logits' gradient) and
+    /// `dpsi`, the features' gradient through the base path: the features' whole gradient
+    /// and the embedding's, `(dh, de)`.
+    pub fn backward(&mut self, be: &B, dlogits: &Tensor<B>, dpsi: &Tensor<B>) -> Result<(Tensor<B>, Tensor<B>)> {
+        let (s, phi, e) = self.saved.clone().context("projection: backward called before forward")?;
+        let p = Self::params_for(s);
+        let (dphi, de) = (self.dphi.get(be, phi.shape)?, self.de.get(be, e.shape)?);
+        be.projection_backward_input(&p, &dlogits.buf.borrow(), &phi.buf.borrow(), &e.buf.borrow(), &mut dphi.buf.borrow_mut(), &mut de.buf.borrow_mut())?;
+        let dh = self.dh.get(be, s)?;
+        be.projection_backward_features(&p, &dpsi.buf.borrow(), &dphi.buf.borrow(), &mut dh.buf.borrow_mut())?;
+        Ok((dh, de))
     }
 }

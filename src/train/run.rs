@@ -7,7 +7,7 @@ use super::report::{self, MetricsRow};
 use super::{Gan, Hyper, StepInputs};
 use crate::backend::{Backend, Precision};
 use crate::data::{self, DataSource, DataStamp, LoaderOptions, LoaderState, PrepareOptions, PreparedData};
-use crate::model::{ModelConfig, Usage};
+use crate::model::{ModelConfig, TextInD, Usage};
 use crate::rng::Rng;
 use crate::text::Tfidf;
 use anyhow::{anyhow, bail, ensure, Context, Result};
@@ -53,6 +53,10 @@ pub struct TrainOptions {
     /// before it: none.
     #[serde(default)]
     pub minibatch_std: usize,
+    /// How the discriminator reads the caption (`--text-in-d`, `ModelConfig::text_in_d`);
+    /// tiled, also for checkpoints from before it.
+    #[serde(default)]
+    pub text_in_d: TextInD,
     /// DiffAugment before D (`--augment`, `--augment-p`); none, also for checkpoints from
     /// before it.
     #[serde(default)]
@@ -159,7 +163,11 @@ impl RunState {
             ("config.width", "discriminator.main.0.weight".to_string(), vec![c.width, 3, 4, 4]),
             ("config.size", format!("generator.main.{}.weight", 3 * c.blocks()), vec![c.width, 3, 4, 4]),
             ("config.noise_dim` and `config.text_dim", "generator.main.0.weight".to_string(), vec![c.noise_dim + c.text_dim, c.top_channels(), 4, 4]),
-            ("config.text_proj", "discriminator.text.0.weight".to_string(), vec![c.text_proj, c.text_dim]),
+            match c.text_in_d {
+                TextInD::Tile => ("config.text_proj", "discriminator.text.0.weight".to_string(), vec![c.text_proj, c.text_dim]),
+                // The projection discriminator's embedding V, in place of the text projection.
+                TextInD::Projection => ("config.text_in_d", "discriminator.embed.0.weight".to_string(), vec![c.top_channels(), c.text_dim]),
+            },
             // The minibatch std layer, when there is one, is the head's first module.
             ("config.minibatch_std", format!("discriminator.head.{}.weight", (c.minibatch_std > 0) as usize), vec![c.top_channels(), c.head_channels(), 1, 1]),
         ];
@@ -188,6 +196,7 @@ impl RunState {
             o.minibatch_std == c.minibatch_std,
             format!("is {}, the model's `config.minibatch_std` {}", o.minibatch_std, c.minibatch_std),
         )?;
+        field("options.text_in_d", o.text_in_d == c.text_in_d, format!("is {}, the model's `config.text_in_d` {}", o.text_in_d, c.text_in_d))?;
         field("options.batch", o.batch > 0, "is 0".into())?;
         c.check_batch(o.batch).map_err(|e| anyhow!("metadata field `options.batch`: {e}"))?;
         check_minibatch_std(o.minibatch_std, o.batch).map_err(|e| anyhow!("metadata field `options.minibatch_std`: {e}"))?;
@@ -304,7 +313,7 @@ pub fn train_until<B: Backend>(
     check_minibatch_std(opts.minibatch_std, opts.batch)?;
     opts.augment.check()?;
     super::ema::check_ema(opts.ema_half_life, opts.ema_ramp)?;
-    let model = ModelConfig { minibatch_std: opts.minibatch_std, ..ModelConfig::new(opts.size, opts.width)? };
+    let model = ModelConfig { minibatch_std: opts.minibatch_std, text_in_d: opts.text_in_d, ..ModelConfig::new(opts.size, opts.width)? };
     model.check_batch(opts.batch)?;
     let state = match &resume {
         Some((path, ck)) => Some(RunState::from_checkpoint(ck).with_context(|| format!("--resume {}", path.display()))?),
@@ -393,23 +402,26 @@ fn train_locked<B: Backend>(
         data.len(),
         source.describe()
     );
-    let cfg = ModelConfig { text_dim: data.tfidf.dim(), minibatch_std: opts.minibatch_std, ..ModelConfig::new(opts.size, opts.width)? };
+    let cfg =
+        ModelConfig { text_dim: data.tfidf.dim(), minibatch_std: opts.minibatch_std, text_in_d: opts.text_in_d, ..ModelConfig::new(opts.size, opts.width)? };
     cfg.check_batch(opts.batch)?;
     ensure!(cfg.text_dim > 0, "the captions of {} give an empty vocabulary: no word of two or more letters", source.describe());
 
     if let (Some(s), Some((path, _))) = (&state, &resume) {
         if s.config != cfg {
             bail!(
-                "--resume {}: the checkpoint's model ({} px, width {}, text {}, minibatch std {}) does not match this run's ({} px, width {}, text {}, minibatch std {})",
+                "--resume {}: the checkpoint's model ({} px, width {}, text {}, minibatch std {}, text in D {}) does not match this run's ({} px, width {}, text {}, minibatch std {}, text in D {})",
                 path.display(),
                 s.config.size,
                 s.config.width,
                 s.config.text_dim,
                 s.config.minibatch_std,
+                s.config.text_in_d,
                 cfg.size,
                 cfg.width,
                 cfg.text_dim,
-                cfg.minibatch_std
+                cfg.minibatch_std,
+                cfg.text_in_d
             );
         }
         if let Some(then) = s.data_stamp.as_ref().filter(|then| **then != data.stamp) {

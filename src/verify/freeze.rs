@@ -55,6 +55,9 @@ pub struct GStepFreeze {
     /// G's transposed convolutions and batchnorms: the parameter ops the G step runs.
     pub g_convs: u64,
     pub g_norms: u64,
+    /// D has the text projection's bias (tiled text; the projection discriminator's
+    /// embedding has none).
+    pub d_text_bias: bool,
 }
 
 /// Runs the D step and then the G step of `train::Gan` on `be` (model `cfg`, batch `n`,
@@ -74,7 +77,8 @@ pub fn g_step_freeze<B: Backend>(be: &B, cfg: &ModelConfig, n: usize) -> Result<
     let d_grads_kept = before.iter().zip(&after).all(|(a, b)| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()));
     let g_convs = gan.g.params().iter().filter(|p| p.shape.len() == 4).count() as u64;
     let g_norms = gan.g.params().iter().filter(|p| p.shape.len() == 1 && p.name.ends_with(".weight")).count() as u64;
-    Ok(GStepFreeze { d_step, d_backward, g_step, d_grads_kept, g_convs, g_norms })
+    let d_text_bias = gan.d.params().iter().any(|p| p.name.starts_with("discriminator.text.") && p.name.ends_with(".bias"));
+    Ok(GStepFreeze { d_step, d_backward, g_step, d_grads_kept, g_convs, g_norms, d_text_bias })
 }
 
 impl GStepFreeze {
@@ -97,7 +101,7 @@ impl GStepFreeze {
                 p.push(format!("the D step ran no {op}: the counting would not see it"));
             }
         }
-        if !self.d_step.kernels.is_empty() && !self.d_step.kernels.contains("bias_backward_params_f32") {
+        if self.d_text_bias && !self.d_step.kernels.is_empty() && !self.d_step.kernels.contains("bias_backward_params_f32") {
             p.push("the D step launched no bias_backward_params_f32 (the text projection's bias)".into());
         }
         // The whole G step: G's transposed convolutions and batchnorms, nothing of D's (D
@@ -139,5 +143,20 @@ mod tests {
         let unfrozen = GStepFreeze { d_backward: f.d_step.clone(), ..f };
         let problems = unfrozen.problems();
         assert!(problems.iter().any(|p| p.contains("ran parameter-gradient work") && p.contains("conv2d_backward_params")), "{problems:?}");
+    }
+
+    #[test]
+    fn the_g_step_keeps_a_projection_discriminator_frozen_on_the_cpu() {
+        use crate::model::TextInD;
+        let cfg = ModelConfig { text_in_d: TextInD::Projection, ..small_config() };
+        let f = g_step_freeze(&Cpu::new(), &cfg, 2).unwrap();
+        assert_eq!(f.problems(), Vec::<String>::new());
+        // The projection ran in both steps, and V (a linear without bias) trained in the D step only.
+        for op in ["projection_forward", "projection_backward_input", "projection_backward_features"] {
+            assert!(f.d_step.calls(op) > 0 && f.d_backward.calls(op) > 0, "{op}: {:?} {:?}", f.d_step.ops, f.d_backward.ops);
+        }
+        assert!(!f.d_text_bias);
+        let unfrozen = GStepFreeze { d_backward: f.d_step.clone(), ..f };
+        assert!(unfrozen.problems().iter().any(|p| p.contains("linear_backward_params")), "{:?}", unfrozen.problems());
     }
 }

@@ -28,6 +28,9 @@ impl<B: Backend> Checker<'_, B> {
         if cfg.minibatch_std > 0 {
             shape += &format!(", minibatch std {}", cfg.minibatch_std);
         }
+        if cfg.text_in_d != crate::model::TextInD::Tile {
+            shape += &format!(", text in D by {}", cfg.text_in_d);
+        }
         if tf32 {
             shape += " (yardstick: CPU, TF32 operands)";
         }

@@ -40,6 +40,7 @@ pub mod linear;
 pub mod minibatch_std;
 pub mod model;
 pub mod pool;
+pub mod projection;
 pub mod torch;
 pub mod twin;
 
@@ -67,6 +68,9 @@ pub fn kernel_checks(gpu: &GpuBackend, small: bool) -> Result<Vec<Row>> {
     c.train_iteration(&train, 2, 11)?;
     // The discriminator with the minibatch standard deviation channel: two group columns of 2.
     c.train_iteration(&ModelConfig { minibatch_std: 2, ..train.clone() }, 4, 12)?;
+    // The projection discriminator (with the minibatch standard deviation channel too).
+    c.train_iteration(&ModelConfig { text_in_d: crate::model::TextInD::Projection, ..train.clone() }, 3, 14)?;
+    c.train_iteration(&ModelConfig { text_in_d: crate::model::TextInD::Projection, minibatch_std: 2, ..train.clone() }, 4, 15)?;
     if !small {
         c.train_iteration(&ModelConfig::new(128, 64)?, 64, 13)?;
     }
@@ -185,6 +189,10 @@ pub fn awkward_shapes<B: Backend>(c: &mut Checker<B>) -> Result<()> {
     c.ema(999, 0.999)?;
     c.ema(140_001, 0.9999)?;
     c.ema(7, 1.0)?;
+    // projection: odd rows and channels; more channels than threads; one row of one channel.
+    c.projection(3, 5, 16)?;
+    c.projection(7, 300, 9)?;
+    c.projection(1, 1, 1)?;
     Ok(())
 }
 
@@ -204,6 +212,7 @@ pub fn op_gradchecks() -> Result<Vec<CheckResult>> {
     cross_entropy::gradchecks(&h, &mut rng, &mut out)?;
     minibatch_std::gradchecks(&h, &mut rng, &mut out)?;
     augment::gradchecks(&h, &mut rng, &mut out)?;
+    projection::gradchecks(&h, &mut rng, &mut out)?;
     Ok(out)
 }
 
@@ -231,5 +240,6 @@ pub fn direct_checks() -> Result<Vec<DirectCheck>> {
     out.extend(minibatch_std::direct_checks(&mut rng)?);
     out.extend(augment::direct_checks(&mut rng)?);
     out.extend(ema::direct_checks(&mut rng)?);
+    out.extend(projection::direct_checks(&mut rng)?);
     Ok(out)
 }

@@ -10,6 +10,7 @@
 
 use gan_engine::backend::{Backend, Precision};
 use gan_engine::data::synth::write_synthetic_sized;
+use gan_engine::model::TextInD;
 use gan_engine::rng::Rng;
 use gan_engine::train::checkpoint::{self, Checkpoint};
 use gan_engine::train::run::{train, train_until, RunState, TrainOptions};
@@ -23,6 +24,10 @@ fn tmp(label: &str, name: &str) -> PathBuf {
 }
 
 fn options(data: &Path, cache: &Path, iters: u64) -> TrainOptions {
+    options_with(data, cache, iters, TextInD::Tile)
+}
+
+fn options_with(data: &Path, cache: &Path, iters: u64, text_in_d: TextInD) -> TrainOptions {
     TrainOptions {
         data: Some(data.to_path_buf()),
         size: 32,
@@ -46,6 +51,7 @@ fn options(data: &Path, cache: &Path, iters: u64) -> TrainOptions {
         augment: Default::default(),
         ema_half_life: 0.0,
         ema_ramp: 0.05,
+        text_in_d,
     }
 }
 
@@ -258,6 +264,52 @@ pub fn check_ema<B: Backend>(be: &B, label: &str) {
     let changed: Vec<&str> = got.iter().zip(&want).filter(|(a, b)| a != b).map(|(a, _)| a.0.as_str()).collect();
     assert!(changed.contains(&"generator_ema.main.0.weight"), "{label}: perturbing the saved EMA weights changed nothing: {changed:?}");
     assert!(changed.iter().all(|n| n.starts_with("generator_ema.")), "{label}: the EMA weights changed the training itself: {changed:?}");
+    for d in [data, cache, straight] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+/// `train --text-in-d projection` resumed: 2 + 3 iterations equal 5 straight bit for bit; the
+/// mode is saved in the checkpoint's model and options; the embedding V is saved and used
+/// by the resumed run (perturbed, it changes the result); and a checkpoint that says
+/// projection but lacks V is refused, naming the tensor.
+pub fn check_projection<B: Backend>(be: &B, label: &str) {
+    let data = tmp(label, "data");
+    write_synthetic_sized(&data, 6, 5, 32).unwrap();
+    let cache = tmp(label, "cache");
+    let straight = tmp(label, "straight");
+    let opts = options_with(&data, &cache, TOTAL, TextInD::Projection);
+    train(be, &opts, &straight, None, false).unwrap();
+    let want = tensors(&checkpoint::path_for(&straight, TOTAL));
+    let terms = RunState::from_checkpoint(&checkpoint::load(&checkpoint::path_for(&straight, TOTAL)).unwrap()).unwrap().config.text_dim;
+    assert!(
+        want.iter().any(|(n, v)| n == "discriminator.embed.0.weight" && v.len() == 16 * terms),
+        "V: the TF-IDF vector ({terms} terms) to the 16 top channels"
+    );
+    assert!(!want.iter().any(|(n, _)| n.starts_with("discriminator.text.")), "no text projection is tiled");
+    let saved = checkpoint::path_for(&straight, SAVED_AT);
+    let state = RunState::from_checkpoint(&checkpoint::load(&saved).unwrap()).unwrap();
+    assert_eq!((state.config.text_in_d, state.options.text_in_d), (TextInD::Projection, TextInD::Projection));
+    let resume = |ck: Checkpoint, name: &str| -> anyhow::Result<Vec<(String, Vec<u32>)>> {
+        let out = tmp(label, name);
+        let r = train_until(be, &opts, &out, Some((saved.clone(), ck)), false, &mut |_| false);
+        let t = r.map(|_| tensors(&checkpoint::path_for(&out, TOTAL)));
+        let _ = std::fs::remove_dir_all(out);
+        t
+    };
+    assert!(resume(checkpoint::load(&saved).unwrap(), "resumed").unwrap() == want, "{label}: 2 + 3 resumed differs from 5 straight");
+    let mut ck = checkpoint::load(&saved).unwrap();
+    ck.tensors.iter_mut().find(|t| t.name == "discriminator.embed.0.weight").unwrap().data.iter_mut().for_each(|v| *v *= 1.5);
+    assert!(resume(ck, "embed").unwrap() != want, "{label}: perturbing the saved embedding changed nothing");
+    let mut ck = checkpoint::load(&saved).unwrap();
+    ck.tensors.retain(|t| t.name != "discriminator.embed.0.weight");
+    let err = format!("{:#}", resume(ck, "no-embed").expect_err("a projection checkpoint without V must be refused"));
+    assert!(err.contains("discriminator.embed.0.weight") && err.contains("config.text_in_d"), "{err}");
+    // A tiled checkpoint cannot be resumed as a projection run: the options differ.
+    let mut ck = checkpoint::load(&saved).unwrap();
+    ck.meta["options"]["text_in_d"] = serde_json::json!("tile");
+    let err = format!("{:#}", resume(ck, "tiled-options").expect_err("options and model disagree"));
+    assert!(err.contains("options.text_in_d"), "{err}");
     for d in [data, cache, straight] {
         let _ = std::fs::remove_dir_all(d);
     }

@@ -25,6 +25,7 @@ mod linear;
 mod math;
 mod minibatch_std;
 mod pool;
+mod projection;
 pub mod simd;
 
 pub use bf16::Bf16Kernel;

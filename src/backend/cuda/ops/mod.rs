@@ -22,6 +22,7 @@ pub(crate) mod fill;
 pub(crate) mod linear;
 pub(crate) mod minibatch_std;
 pub(crate) mod pool;
+pub(crate) mod projection;
 
 pub(super) use fill::FillParams;
 
@@ -69,6 +70,7 @@ pub fn launched_kernels() -> Vec<&'static str> {
         minibatch_std::KERNELS,
         augment::KERNELS,
         ema::KERNELS,
+        projection::KERNELS,
     ]
     .concat()
 }
@@ -206,6 +208,7 @@ mod tests {
             ("minibatch_std", minibatch_std::KERNELS),
             ("augment", augment::KERNELS),
             ("ema", ema::KERNELS),
+            ("projection", projection::KERNELS),
         ] {
             let mut in_file: Vec<&str> = source::kernels().into_iter().filter(|(_, m)| *m == family).map(|(k, _)| k).collect();
             let mut declared = declared.to_vec();
