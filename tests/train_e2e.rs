@@ -571,6 +571,8 @@ fn user_errors_are_one_line_with_exit_code_2() {
     fails_with(&["train", "--resume", &run.display().to_string(), "--ema-half-life", "10000", "--iters", "3"], "--ema-half-life differs");
     fails_with(&["train", "--resume", &run.display().to_string(), "--ema-ramp", "0", "--iters", "3"], "--ema-ramp differs");
     fails_with(&["train", "--resume", &run.display().to_string(), "--text-in-d", "projection", "--iters", "3"], "--text-in-d differs");
+    fails_with(&["train", "--resume", &run.display().to_string(), "--preset", "quality", "--iters", "3"], "--preset quality sets --matching-aware");
+    fails_with(&["train", "--preset", "best", "--out", &d("o9")], "--preset");
     fails_with(&["train", "--size", "32", "--width", "8", "--iters", "2", "--cache-dir", &cache, "--out", &run.display().to_string()], "already holds a run");
 
     // sample works on the good checkpoint and writes a grid of the right size.
@@ -881,4 +883,60 @@ fn the_held_out_split_is_saved_and_old_checkpoints_train_on_everything() {
         let full = prepare(&DataSource::from_arg(None), &PrepareOptions { size: 32, progress: false, ..Default::default() }).unwrap();
         full.text(sp.train[0]).to_vec()
     });
+}
+
+/// `bench --ema --augment` times the iteration with the EMA update and the augmentation in
+/// it, says so on its line, and refuses an unknown policy naming the flag.
+#[test]
+fn bench_times_the_ema_and_the_augmentation_when_asked() {
+    let out = bin()
+        .args([
+            "bench",
+            "--device",
+            "cpu",
+            "--size",
+            "32",
+            "--width",
+            "8",
+            "--batch",
+            "4",
+            "--iters",
+            "1",
+            "--warmup",
+            "1",
+            "--ema",
+            "--augment",
+            "translation,color",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains(" ema=10000 augment=translation,color ") && stdout.contains("median_s="), "{stdout}");
+    let plain = bin().args(["bench", "--device", "cpu", "--size", "32", "--width", "8", "--batch", "4", "--iters", "1", "--warmup", "0"]).output().unwrap();
+    let plain = String::from_utf8_lossy(&plain.stdout);
+    assert!(!plain.contains("ema=") && !plain.contains("augment="), "{plain}");
+    fails_with(&["bench", "--device", "cpu", "--augment", "flip"], "--augment");
+}
+
+/// `--preset quality` sets its flags (saved in the checkpoint like any other), an explicit
+/// flag wins over it, and a resumed preset run accepts the preset again (with the same
+/// explicit flag: the preset's own value would differ from the run's).
+#[test]
+fn the_quality_preset_sets_its_flags_and_resumes() {
+    let dir = tmp("preset");
+    let cache = dir.join("cache").display().to_string();
+    let run = dir.join("run").display().to_string();
+    let base = ["train", "--size", "32", "--width", "8", "--batch", "8", "--save-every", "1", "--sample-every", "1", "--device", "cpu", "--cache-dir", &cache];
+    let out = bin().args(base).args(["--iters", "1", "--preset", "quality", "--minibatch-std", "2", "--out", &run]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let o = RunState::from_checkpoint(&checkpoint::load(&checkpoint::path_for(Path::new(&run), 1)).unwrap()).unwrap().options;
+    assert_eq!(o.minibatch_std, 2, "the explicit --minibatch-std wins over the preset's 4");
+    assert_eq!(o.ema_half_life, 10_000.0);
+    assert_eq!(o.hyper.matching_aware, 0.5);
+    assert_eq!(o.text_in_d, gan_engine::model::TextInD::Projection);
+    let out = bin().args(["train", "--resume", &run, "--preset", "quality", "--minibatch-std", "2", "--iters", "2", "--device", "cpu"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(checkpoint::path_for(Path::new(&run), 2).is_file());
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -16,6 +16,8 @@ use gan_engine::backend::cuda::EventTimer;
 use gan_engine::backend::device::{self, Opened};
 use gan_engine::backend::{Backend, Precision};
 use gan_engine::model::{iteration_flops, ModelConfig, TextInD};
+use gan_engine::train::augment::{AugmentDraws, Policies};
+use gan_engine::train::ema::EmaSchedule;
 use gan_engine::train::{synthetic_batch, Gan, Hyper, StepInputs};
 use std::time::Instant;
 
@@ -34,6 +36,14 @@ pub struct Args {
     /// The discriminator with `train --text-in-d MODE` (tile or projection).
     #[arg(long, value_name = "MODE", default_value_t = TextInD::Tile)]
     text_in_d: TextInD,
+    /// Also keep the EMA generator, as `train --ema-half-life 10000` does: one `ema_update`
+    /// over G's weights after every G step.
+    #[arg(long)]
+    ema: bool,
+    /// Also augment every image D sees, as `train --augment POLICIES --augment-p 1` does
+    /// (the parameters drawn on the host in every timed iteration, as in training).
+    #[arg(long, value_name = "POLICIES")]
+    augment: Option<String>,
     /// Image sizes, comma-separated (32, 64, 128).
     #[arg(long, value_delimiter = ',', default_value = "64")]
     size: Vec<usize>,
@@ -62,6 +72,9 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     ensure!(a.iters > 0, "--iters must be at least 1");
+    if let Some(p) = &a.augment {
+        Policies::parse(p).map_err(|e| anyhow::anyhow!("--augment: {e:#}"))?;
+    }
     ensure!(a.batch.iter().all(|b| *b > 0), "--batch must be at least 1");
     if let Some(t) = a.threads {
         ensure!(t > 0, "--threads must be at least 1");
@@ -133,14 +146,14 @@ fn run_on<B: Backend>(be: B, a: &Args, precision: Precision, timer: Timer) -> Re
         }
     }
     for (cfg, batch) in &configs {
-        let m = measure(&be, cfg, *batch, a.warmup, a.iters, &timer, false)?;
+        let m = measure(&be, cfg, *batch, a.warmup, a.iters, &timer, false, &extras(a)?)?;
         println!("{}", m.line(&be, cfg, *batch, a.iters, precision, timer.label()));
     }
     if a.profile {
         for (cfg, batch) in &configs {
             println!("profile of {} px, width {}, batch {batch}, precision {precision}:", cfg.size, cfg.width);
             // Every op synchronises here: the host clock is the profile's clock.
-            measure(&be, cfg, *batch, a.warmup, a.iters, &Timer::Host, true)?;
+            measure(&be, cfg, *batch, a.warmup, a.iters, &Timer::Host, true, &extras(a)?)?;
             print!("{}", be.profiler().report(a.iters));
             be.profiler().set_enabled(false);
             be.profiler().reset();
@@ -152,6 +165,20 @@ fn run_on<B: Backend>(be: B, a: &Args, precision: Precision, timer: Timer) -> Re
 pub struct Measurement {
     pub times: Vec<f64>,
     pub gflop: f64,
+    /// What was timed besides the article's iteration.
+    pub extras: Extras,
+}
+
+/// Work `train` can add to an iteration, timed with it: the EMA generator's update and
+/// the augmentation of every image D sees.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Extras {
+    pub ema: bool,
+    pub augment: Option<Policies>,
+}
+
+fn extras(a: &Args) -> Result<Extras> {
+    Ok(Extras { ema: a.ema, augment: a.augment.as_deref().map(Policies::parse).transpose()? })
 }
 
 impl Measurement {
@@ -164,6 +191,12 @@ impl Measurement {
         let mut spread = if cfg.minibatch_std > 0 { format!(" minibatch_std={}", cfg.minibatch_std) } else { String::new() };
         if cfg.text_in_d != TextInD::Tile {
             spread += &format!(" text_in_d={}", cfg.text_in_d);
+        }
+        if self.extras.ema {
+            spread += " ema=10000";
+        }
+        if let Some(p) = self.extras.augment {
+            spread += &format!(" augment={}", p.names());
         }
         format!(
             "ours gan-engine {} backend=\"{}\" size={} width={} batch={batch}{spread} precision={precision} threads={} iters={iters} timer={timer} median_s={med:.4} min_s={min:.4} it_per_s={:.3} gflop_per_s={:.1} vs_1070ti={:.3}",
@@ -194,8 +227,21 @@ pub fn median(v: &[f64]) -> f64 {
 /// on a fixed batch. Each timed iteration starts on an idle device and its interval ends
 /// after all the work it queued (`Timer::time`); `iteration` also reads the losses back.
 /// With `profile`, the backend's profiler times the iterations after the warm-up.
-pub fn measure<B: Backend>(be: &B, cfg: &ModelConfig, batch: usize, warmup: usize, iters: usize, timer: &Timer, profile: bool) -> Result<Measurement> {
+#[allow(clippy::too_many_arguments)] // the configuration, its clock and what is timed besides the iteration
+pub fn measure<B: Backend>(
+    be: &B,
+    cfg: &ModelConfig,
+    batch: usize,
+    warmup: usize,
+    iters: usize,
+    timer: &Timer,
+    profile: bool,
+    extras: &Extras,
+) -> Result<Measurement> {
     let mut gan = Gan::new(be, cfg, &Hyper::default(), 1)?;
+    if extras.ema {
+        gan.enable_ema(be, EmaSchedule { half_life: 10_000.0, ramp: 0.05 })?;
+    }
     let (images, texts, noise) = synthetic_batch(cfg, batch, 2);
     let inputs = StepInputs { images: &images, texts: &texts, noise: &noise, mismatched: None };
     // One batch on the device for every iteration, as the PyTorch peer does: the timing
@@ -209,11 +255,16 @@ pub fn measure<B: Backend>(be: &B, cfg: &ModelConfig, batch: usize, warmup: usiz
             be.profiler().reset();
             be.profiler().set_enabled(true);
         }
-        let (stats, dt) = timer.time(be, || gan.iteration_loaded(be))?;
+        let (stats, dt) = timer.time(be, || {
+            if let Some(p) = extras.augment {
+                gan.augment = Some(AugmentDraws::draw(1, i as u64, p, 1.0, batch, cfg.size));
+            }
+            gan.iteration_loaded(be)
+        })?;
         ensure!(stats.is_finite(), "non-finite loss at iteration {i}: {stats:?}");
         if i >= warmup {
             times.push(dt);
         }
     }
-    Ok(Measurement { times, gflop })
+    Ok(Measurement { times, gflop, extras: *extras })
 }

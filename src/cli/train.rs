@@ -125,9 +125,48 @@ pub struct Args {
     /// inner product of a caption embedding with the pooled features) [default: tile].
     #[arg(long, value_name = "MODE")]
     text_in_d: Option<TextInD>,
+    /// A set of the flags above chosen by measurement (README, "Better images"): `quality`
+    /// is PRESET_QUALITY's flags. Flags given as well win; with --resume, a preset whose
+    /// flags differ from the run's is refused, as those flags would be.
+    #[arg(long, value_name = "NAME")]
+    preset: Option<Preset>,
     /// No progress bar (one line per checkpoint instead).
     #[arg(long)]
     quiet: bool,
+}
+
+/// `train --preset`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Preset {
+    /// The flags the ablation on the shared products chose (README, "Better images").
+    Quality,
+}
+
+/// What `--preset quality` sets, as the flags one would type.
+pub const PRESET_QUALITY: &str = "--minibatch-std 4 --ema-half-life 10000 --matching-aware 0.5 --text-in-d projection";
+
+/// Fills every flag the preset sets and the command line left out; returns the flags it
+/// filled with their values, so that a refusal can say they came from the preset.
+fn apply_preset(a: &mut Args) -> Vec<(&'static str, &'static str)> {
+    let Some(Preset::Quality) = a.preset else { return Vec::new() };
+    let mut filled = Vec::new();
+    let words: Vec<&'static str> = PRESET_QUALITY.split_whitespace().collect();
+    for pair in words.chunks(2) {
+        let (flag, value) = (pair[0], pair[1]);
+        let set = match flag {
+            "--minibatch-std" => a.minibatch_std.is_none().then(|| a.minibatch_std = value.parse().ok()),
+            "--ema-half-life" => a.ema_half_life.is_none().then(|| a.ema_half_life = value.parse().ok()),
+            "--matching-aware" => a.matching_aware.is_none().then(|| a.matching_aware = value.parse().ok()),
+            "--text-in-d" => a.text_in_d.is_none().then(|| a.text_in_d = <TextInD as clap::ValueEnum>::from_str(value, false).ok()),
+            "--augment" => a.augment.is_none().then(|| a.augment = Some(value.to_string())),
+            "--augment-p" => a.augment_p.is_none().then(|| a.augment_p = Some(value.to_string())),
+            _ => unreachable!("PRESET_QUALITY names a flag apply_preset does not know: {flag}"),
+        };
+        if set.is_some() {
+            filled.push((flag, value));
+        }
+    }
+    filled
 }
 
 /// `--augment`, `--augment-p` and `--augment-target` as given: the policies (if given) and
@@ -183,7 +222,7 @@ fn fresh(a: &Args, precision: Option<Precision>) -> TrainOptions {
 
 /// A resumed run keeps its stored options; flags that would change the model, the data
 /// or the random streams are refused, while the schedule (iterations, saving) may change.
-fn resumed(a: &Args, precision: Option<Precision>, stored: &TrainOptions) -> Result<TrainOptions> {
+fn resumed(a: &Args, precision: Option<Precision>, stored: &TrainOptions, from_preset: &[(&str, &str)]) -> Result<TrainOptions> {
     let mut o = stored.clone();
     let (policies, p) = augment_flags(a)?;
     let fixed: [(&str, bool); 19] = [
@@ -208,6 +247,9 @@ fn resumed(a: &Args, precision: Option<Precision>, stored: &TrainOptions) -> Res
         ("--text-in-d", a.text_in_d.is_some_and(|v| v != stored.text_in_d)),
     ];
     if let Some((flag, _)) = fixed.iter().find(|f| f.1) {
+        if from_preset.iter().any(|(p, _)| flag.split('/').any(|f| f == *p)) {
+            bail!("--preset quality sets {flag}, which differs from the run being resumed; a resumed run keeps its settings (drop --preset, or start a new run with another --out)");
+        }
         bail!("{flag} differs from the run being resumed; a resumed run keeps its settings (drop the flag, or start a new run with another --out)");
     }
     if a.data.is_some() {
@@ -247,7 +289,11 @@ fn same_data_folder(given: &Path, stored: Option<&Path>) -> bool {
     }
 }
 
-pub fn run(a: Args) -> Result<()> {
+pub fn run(mut a: Args) -> Result<()> {
+    let from_preset = apply_preset(&mut a);
+    if !from_preset.is_empty() {
+        eprintln!("--preset quality: {}", from_preset.iter().map(|(f, v)| format!("{f} {v}")).collect::<Vec<_>>().join(" "));
+    }
     if a.batch == Some(0) {
         bail!("--batch must be at least 1");
     }
@@ -265,7 +311,7 @@ pub fn run(a: Args) -> Result<()> {
                 eprintln!("warning: --resume {}: skipped {}: {why}", dir.display(), skipped.display());
             }
             let (path, ck) = (found.path, found.checkpoint);
-            let opts = resumed(&a, precision, &found.checked.options)?;
+            let opts = resumed(&a, precision, &found.checked.options, &from_preset)?;
             // The run folder is the one holding checkpoints/, unless --out says otherwise.
             let run_dir =
                 if dir.is_dir() { dir.clone() } else { path.parent().and_then(|p| p.parent()).map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".")) };
@@ -337,4 +383,36 @@ pub fn run(a: Args) -> Result<()> {
         out.join("samples").display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn args(line: &[&str]) -> Args {
+        match Cli::try_parse_from([&["gan-engine", "train"], line].concat()).unwrap().command {
+            Command::Train(a) => a,
+            _ => unreachable!(),
+        }
+    }
+
+    /// Every flag of PRESET_QUALITY is one apply_preset knows, and parses as that flag.
+    #[test]
+    fn the_preset_fills_what_the_command_line_left_out() {
+        let mut a = args(&["--preset", "quality"]);
+        let filled = apply_preset(&mut a);
+        assert_eq!(filled.len() * 2, PRESET_QUALITY.split_whitespace().count(), "{filled:?}");
+        let mut typed = args(&PRESET_QUALITY.split_whitespace().collect::<Vec<_>>());
+        assert!(apply_preset(&mut typed).is_empty());
+        assert_eq!(
+            (a.minibatch_std, a.ema_half_life, a.matching_aware, a.text_in_d, a.augment.clone(), a.augment_p.clone()),
+            (typed.minibatch_std, typed.ema_half_life, typed.matching_aware, typed.text_in_d, typed.augment.clone(), typed.augment_p.clone())
+        );
+        let mut own = args(&["--preset", "quality", "--minibatch-std", "2"]);
+        let filled = apply_preset(&mut own);
+        assert_eq!(own.minibatch_std, Some(2));
+        assert!(!filled.iter().any(|(f, _)| *f == "--minibatch-std"));
+    }
 }
