@@ -935,6 +935,14 @@ fn the_quality_preset_sets_its_flags_and_resumes() {
     assert_eq!(o.ema_half_life, 10_000.0);
     assert_eq!(o.hyper.matching_aware, 0.5);
     assert_eq!(o.text_in_d, gan_engine::model::TextInD::Projection);
+    assert_eq!(
+        o.augment.describe(),
+        gan_engine::train::augment::AugmentOptions {
+            policies: gan_engine::train::augment::Policies::parse("translation,cutout,color").unwrap(),
+            p: gan_engine::train::augment::AugmentP::parse("auto", None).unwrap()
+        }
+        .describe()
+    );
     let out = bin().args(["train", "--resume", &run, "--preset", "quality", "--minibatch-std", "2", "--iters", "2", "--device", "cpu"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(checkpoint::path_for(Path::new(&run), 2).is_file());

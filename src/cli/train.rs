@@ -143,7 +143,8 @@ pub enum Preset {
 }
 
 /// What `--preset quality` sets, as the flags one would type.
-pub const PRESET_QUALITY: &str = "--minibatch-std 4 --ema-half-life 10000 --matching-aware 0.5 --text-in-d projection";
+pub const PRESET_QUALITY: &str =
+    "--minibatch-std 4 --ema-half-life 10000 --matching-aware 0.5 --text-in-d projection --augment translation,cutout,color --augment-p auto";
 
 /// Fills every flag the preset sets and the command line left out; returns the flags it
 /// filled with their values, so that a refusal can say they came from the preset.
