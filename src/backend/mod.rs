@@ -116,43 +116,32 @@ pub trait Core: 'static {
     }
 }
 
-/// The whole op contract: memory and every op family.
-pub trait Backend:
-    Core
-    + ConvOps
-    + BatchNormOps
-    + ActivationOps
-    + LinearOps
-    + ConcatOps
-    + BceOps
-    + AdamOps
-    + PoolOps
-    + CrossEntropyOps
-    + MinibatchStdOps
-    + AugmentOps
-    + EmaOps
-    + ProjectionOps
-{
+/// `Backend` and its blanket impl from one list of the op families, so a new family is
+/// named once.
+macro_rules! op_contract {
+    ($($family:ident),+ $(,)?) => {
+        /// The whole op contract: memory and every op family.
+        pub trait Backend: Core $(+ $family)+ {}
+
+        impl<T: Core $(+ $family)+> Backend for T {}
+    };
 }
 
-impl<
-        T: Core
-            + ConvOps
-            + BatchNormOps
-            + ActivationOps
-            + LinearOps
-            + ConcatOps
-            + BceOps
-            + AdamOps
-            + PoolOps
-            + CrossEntropyOps
-            + MinibatchStdOps
-            + AugmentOps
-            + EmaOps
-            + ProjectionOps,
-    > Backend for T
-{
-}
+op_contract!(
+    ConvOps,
+    BatchNormOps,
+    ActivationOps,
+    LinearOps,
+    ConcatOps,
+    BceOps,
+    AdamOps,
+    PoolOps,
+    CrossEntropyOps,
+    MinibatchStdOps,
+    AugmentOps,
+    EmaOps,
+    ProjectionOps
+);
 
 /// Every trait of the contract, for code that calls ops on a concrete backend.
 pub mod prelude {
