@@ -6,6 +6,7 @@ use gan_engine::model::TextInD;
 use gan_engine::text::DEFAULT_MAX_FEATURES;
 use gan_engine::train::augment::{AugmentOptions, AugmentP, Policies};
 use gan_engine::train::checkpoint;
+use gan_engine::train::grow::{GrowSchedule, DEFAULT_PHASE_IMAGES};
 use gan_engine::train::run::{check_minibatch_std, iters_for_epochs, train_until, RunState, TrainOptions};
 use gan_engine::train::Hyper;
 use std::path::{Path, PathBuf};
@@ -125,6 +126,20 @@ pub struct Args {
     /// inner product of a caption embedding with the pooled features) [default: tile].
     #[arg(long, value_name = "MODE")]
     text_in_d: Option<TextInD>,
+    /// Progressive growing (ProGAN): G and D grow from 4x4 by one block per level, doubling
+    /// the side up to --size (a power of two of at least 16, 256 included), each new block
+    /// faded in over --fade-images real images, then stabilised over --stage-images.
+    #[arg(long)]
+    progressive: bool,
+    /// With --progressive: real images over which each new level is faded in linearly
+    /// [default: 100000, about 26 epochs of the 3,834 shared products, as ProGAN's 800k
+    /// images are of its 30k faces].
+    #[arg(long, value_name = "IMAGES", allow_negative_numbers = true, value_parser = super::count::<u64>)]
+    fade_images: Option<u64>,
+    /// With --progressive: real images over which each level is stabilised after its fade
+    /// (the first level: trained) [default: 100000].
+    #[arg(long, value_name = "IMAGES", allow_negative_numbers = true, value_parser = super::count::<u64>)]
+    stage_images: Option<u64>,
     /// A set of the flags above chosen by measurement (README, "Better images"): `quality`
     /// is PRESET_QUALITY's flags. Flags given as well win; with --resume, a preset whose
     /// flags differ from the run's is refused, as those flags would be.
@@ -218,6 +233,9 @@ fn fresh(a: &Args, precision: Option<Precision>) -> TrainOptions {
         ema_half_life: a.ema_half_life.unwrap_or(0.0),
         ema_ramp: a.ema_ramp.unwrap_or(gan_engine::train::ema::DEFAULT_EMA_RAMP),
         text_in_d: a.text_in_d.unwrap_or_default(),
+        progressive: a.progressive,
+        fade_images: a.fade_images.unwrap_or(DEFAULT_PHASE_IMAGES),
+        stage_images: a.stage_images.unwrap_or(DEFAULT_PHASE_IMAGES),
     }
 }
 
@@ -226,7 +244,7 @@ fn fresh(a: &Args, precision: Option<Precision>) -> TrainOptions {
 fn resumed(a: &Args, precision: Option<Precision>, stored: &TrainOptions, from_preset: &[(&str, &str)]) -> Result<TrainOptions> {
     let mut o = stored.clone();
     let (policies, p) = augment_flags(a)?;
-    let fixed: [(&str, bool); 19] = [
+    let fixed: [(&str, bool); 22] = [
         ("--precision", precision.is_some_and(|p| p != stored.precision)),
         ("--data", a.data.as_ref().is_some_and(|d| !same_data_folder(d, stored.data.as_deref()))),
         ("--size", a.size.is_some_and(|v| v != stored.size)),
@@ -246,6 +264,9 @@ fn resumed(a: &Args, precision: Option<Precision>, stored: &TrainOptions, from_p
         ("--ema-half-life", a.ema_half_life.is_some_and(|v| v != stored.ema_half_life)),
         ("--ema-ramp", a.ema_ramp.is_some_and(|v| v != stored.ema_ramp)),
         ("--text-in-d", a.text_in_d.is_some_and(|v| v != stored.text_in_d)),
+        ("--progressive", a.progressive && !stored.progressive),
+        ("--fade-images", a.fade_images.is_some_and(|v| v != stored.fade_images)),
+        ("--stage-images", a.stage_images.is_some_and(|v| v != stored.stage_images)),
     ];
     if let Some((flag, _)) = fixed.iter().find(|f| f.1) {
         if from_preset.iter().any(|(p, _)| flag.split('/').any(|f| f == *p)) {
@@ -299,10 +320,20 @@ pub fn run(mut a: Args) -> Result<()> {
         bail!("--batch must be at least 1");
     }
     if let Some(s) = a.size {
-        if ![32, 64, 128].contains(&s) {
-            bail!("--size {s} is not supported: use 32, 64 or 128");
+        if a.progressive {
+            gan_engine::train::grow::check_size(s)?;
+        } else if ![32, 64, 128].contains(&s) {
+            bail!("--size {s} is not supported: use 32, 64 or 128 (or --progressive with a power of two from 16 to 512)");
         }
     }
+    if !a.progressive {
+        for (flag, given) in [("--fade-images", a.fade_images.is_some()), ("--stage-images", a.stage_images.is_some())] {
+            if given && a.resume.is_none() {
+                bail!("{flag} sets the schedule of progressive growing: add --progressive, or drop {flag}");
+            }
+        }
+    }
+    GrowSchedule::check(a.fade_images.unwrap_or(1), a.stage_images.unwrap_or(1))?;
     let precision = device::parse_precision(a.precision.as_deref())?;
     let (policies, augment_p) = augment_flags(&a)?;
     let (mut opts, resume, out) = match &a.resume {
@@ -346,6 +377,9 @@ pub fn run(mut a: Args) -> Result<()> {
     }
     if opts.text_in_d != TextInD::Tile {
         spread += &format!(", text in D by {}", opts.text_in_d);
+    }
+    if opts.progressive {
+        spread += &format!(", progressive from 4x4 (fade {} images, stabilise {})", opts.fade_images, opts.stage_images);
     }
     eprintln!("training {} px, width {}, batch {}{spread}, {} iterations on {name} -> {}", opts.size, opts.width, opts.batch, opts.iters, out.display());
     // Ctrl-C (or SIGTERM, SIGHUP) ends the run after the iteration in progress, with a
