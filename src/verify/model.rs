@@ -27,7 +27,7 @@ impl<B: Backend> Checker<'_, B> {
                 LayerOp::Conv { p, transposed } => convs.push((p, transposed)),
                 LayerOp::BatchNorm(p) => norms.push(p),
                 LayerOp::MinibatchStd(p) => spreads.push(p),
-                LayerOp::Linear(_) | LayerOp::Activation { .. } => {}
+                LayerOp::Linear(_) | LayerOp::Activation { .. } | LayerOp::Upsample(_) | LayerOp::Pool(_) | LayerOp::PixelNorm(_) => {}
             }
         }
         for (p, t) in convs {

@@ -18,11 +18,15 @@ pub(crate) mod concat;
 pub(crate) mod conv;
 pub(crate) mod cross_entropy;
 pub(crate) mod ema;
+pub(crate) mod fade;
 pub(crate) mod fill;
 pub(crate) mod linear;
 pub(crate) mod minibatch_std;
+pub(crate) mod pixel_norm;
 pub(crate) mod pool;
 pub(crate) mod projection;
+pub(crate) mod scale;
+pub(crate) mod upsample;
 
 pub(super) use fill::FillParams;
 
