@@ -173,6 +173,8 @@ fn apply_preset(a: &mut Args) -> Vec<(&'static str, &'static str)> {
             "--minibatch-std" => a.minibatch_std.is_none().then(|| a.minibatch_std = value.parse().ok()),
             "--ema-half-life" => a.ema_half_life.is_none().then(|| a.ema_half_life = value.parse().ok()),
             "--matching-aware" => a.matching_aware.is_none().then(|| a.matching_aware = value.parse().ok()),
+            // The progressive discriminator reads the caption tiled only: the preset leaves it.
+            "--text-in-d" if a.progressive => None,
             "--text-in-d" => a.text_in_d.is_none().then(|| a.text_in_d = <TextInD as clap::ValueEnum>::from_str(value, false).ok()),
             "--augment" => a.augment.is_none().then(|| a.augment = Some(value.to_string())),
             "--augment-p" => a.augment_p.is_none().then(|| a.augment_p = Some(value.to_string())),

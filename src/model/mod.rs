@@ -136,8 +136,17 @@ impl Progress {
 
 impl ModelConfig {
     pub fn new(size: usize, width: usize) -> Result<ModelConfig> {
-        let cfg =
-            ModelConfig { size, width, noise_dim: 100, text_dim: 256, text_proj: 128, slope: 0.2, minibatch_std: 0, text_in_d: TextInD::Tile, progressive: false };
+        let cfg = ModelConfig {
+            size,
+            width,
+            noise_dim: 100,
+            text_dim: 256,
+            text_proj: 128,
+            slope: 0.2,
+            minibatch_std: 0,
+            text_in_d: TextInD::Tile,
+            progressive: false,
+        };
         cfg.validate()?;
         Ok(cfg)
     }
@@ -164,7 +173,10 @@ impl ModelConfig {
             bail!("a minibatch standard deviation over groups of 1 is a constant channel: use groups of 2 or more (ProGAN uses 4), or 0 for none");
         }
         if self.progressive && self.text_in_d != TextInD::Tile {
-            bail!("the progressive discriminator reads the caption tiled at 4x4, as the DCGAN does: --text-in-d {} is not available with --progressive", self.text_in_d);
+            bail!(
+                "the progressive discriminator reads the caption tiled at 4x4, as the DCGAN does: --text-in-d {} is not available with --progressive",
+                self.text_in_d
+            );
         }
         Ok(())
     }
@@ -361,7 +373,10 @@ impl ModelConfig {
         let half = self.size / 2;
         // Progressive: the level below the last's channels, upsampled to the full side.
         let upsampled = if self.progressive { self.level_channels(self.levels().saturating_sub(2)) * self.size * self.size } else { 0 };
-        [3 * self.size * self.size, self.width * half * half, self.head_channels() * 16, self.text_dim, self.noise_dim, upsampled].into_iter().max().unwrap_or(0)
+        [3 * self.size * self.size, self.width * half * half, self.head_channels() * 16, self.text_dim, self.noise_dim, upsampled]
+            .into_iter()
+            .max()
+            .unwrap_or(0)
     }
     /// Refuses a batch whose largest tensor would pass the `i32::MAX` values the ops and
     /// kernels can index, before anything is allocated.

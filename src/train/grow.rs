@@ -47,8 +47,14 @@ pub struct Phase {
 impl GrowSchedule {
     /// Refuses phases of no images, naming the flag.
     pub fn check(fade_images: u64, stage_images: u64) -> Result<()> {
-        ensure!(fade_images > 0, "--fade-images 0: each new level is faded in over at least one image; ProGAN's schedule scaled to our data is {DEFAULT_PHASE_IMAGES}");
-        ensure!(stage_images > 0, "--stage-images 0: each level is stabilised over at least one image; ProGAN's schedule scaled to our data is {DEFAULT_PHASE_IMAGES}");
+        ensure!(
+            fade_images > 0,
+            "--fade-images 0: each new level is faded in over at least one image; ProGAN's schedule scaled to our data is {DEFAULT_PHASE_IMAGES}"
+        );
+        ensure!(
+            stage_images > 0,
+            "--stage-images 0: each level is stabilised over at least one image; ProGAN's schedule scaled to our data is {DEFAULT_PHASE_IMAGES}"
+        );
         Ok(())
     }
 

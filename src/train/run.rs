@@ -2,12 +2,12 @@
 
 use super::augment::{AdaState, AugmentDraws, AugmentOptions, AugmentP};
 use super::checkpoint::{self, Checkpoint, NamedTensor};
+use super::grow::GrowSchedule;
 use super::lock::RunLock;
 use super::report::{self, MetricsRow};
 use super::{Gan, Hyper, StepInputs};
 use crate::backend::{Backend, Precision};
 use crate::data::{self, DataSource, DataStamp, LoaderOptions, LoaderState, PrepareOptions, PreparedData};
-use super::grow::GrowSchedule;
 use crate::model::{ModelConfig, Progress, TextInD, Usage};
 use crate::rng::Rng;
 use crate::text::Tfidf;
@@ -202,11 +202,7 @@ impl RunState {
         c.validate().map_err(|e| anyhow!("metadata field `config`: {e}"))?;
         let shape_of = |name: &str| tensors.iter().find(|t| t.name == name).map(|t| t.shape.clone());
         let field = |name: &str, ok: bool, why: String| if ok { Ok(()) } else { Err(anyhow!("metadata field `{name}` {why}")) };
-        field(
-            "options.progressive",
-            o.progressive == c.progressive,
-            format!("is {}, the model's `config.progressive` {}", o.progressive, c.progressive),
-        )?;
+        field("options.progressive", o.progressive == c.progressive, format!("is {}, the model's `config.progressive` {}", o.progressive, c.progressive))?;
         if c.progressive {
             super::grow::check_size(c.size).map_err(|e| anyhow!("metadata field `config.size`: {e}"))?;
             super::grow::GrowSchedule::check(o.fade_images, o.stage_images)
@@ -226,7 +222,11 @@ impl RunState {
                 ("config.size", format!("generator.torgb{last}.0.weight"), vec![3, c.width, 1, 1]),
                 ("config.noise_dim` and `config.text_dim", "generator.block0.0.weight".to_string(), vec![c.noise_dim + c.text_dim, c.top_channels(), 4, 4]),
                 ("config.text_proj", "discriminator.text.0.weight".to_string(), vec![c.text_proj, c.text_dim]),
-                ("config.minibatch_std", format!("discriminator.head.{}.weight", (c.minibatch_std > 0) as usize), vec![c.top_channels(), c.head_channels(), 3, 3]),
+                (
+                    "config.minibatch_std",
+                    format!("discriminator.head.{}.weight", (c.minibatch_std > 0) as usize),
+                    vec![c.top_channels(), c.head_channels(), 3, 3],
+                ),
             ]
         } else {
             self.dcgan_ties()

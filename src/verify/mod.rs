@@ -76,6 +76,11 @@ pub fn kernel_checks(gpu: &GpuBackend, small: bool) -> Result<Vec<Row>> {
     // model is not settled yet.
     c.train_iteration(&ModelConfig { text_in_d: crate::model::TextInD::Projection, ..train.clone() }, 3, 16)?;
     c.train_iteration(&ModelConfig { text_in_d: crate::model::TextInD::Projection, minibatch_std: 2, ..train.clone() }, 4, 15)?;
+    // The progressive networks (ProGAN) mid-fade, with the minibatch standard deviation,
+    // and their layers at the last level (the upsampling, pooling and pixel norm shapes).
+    let progressive = ModelConfig { progressive: true, minibatch_std: 2, ..ModelConfig::new(32, if small { 2 } else { 8 })? };
+    c.model_layers(&progressive, 2)?;
+    c.train_iteration(&progressive, 4, 17)?;
     if !small {
         c.train_iteration(&ModelConfig::new(128, 64)?, 64, 13)?;
     }

@@ -145,7 +145,6 @@ fn sample_indices(len: usize, k: usize, rng: &mut Rng) -> Vec<usize> {
 /// Whole generator and whole discriminator at small width: the noise and text inputs in
 /// full, and up to `per_param` entries of every parameter tensor.
 pub fn model_checks(per_param: usize) -> Result<Vec<CheckResult>> {
-    let be = Cpu64::new();
     let cfg = small_config();
     let mut rng = Rng::new(5);
     let n = 3;

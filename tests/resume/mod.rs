@@ -51,6 +51,9 @@ fn options_with(data: &Path, cache: &Path, iters: u64, text_in_d: TextInD) -> Tr
         augment: Default::default(),
         ema_half_life: 0.0,
         ema_ramp: 0.05,
+        progressive: false,
+        fade_images: 100_000,
+        stage_images: 100_000,
         text_in_d,
     }
 }
@@ -310,6 +313,63 @@ pub fn check_projection<B: Backend>(be: &B, label: &str) {
     ck.meta["options"]["text_in_d"] = serde_json::json!("tile");
     let err = format!("{:#}", resume(ck, "tiled-options").expect_err("options and model disagree"));
     assert!(err.contains("options.text_in_d"), "{err}");
+    for d in [data, cache, straight] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+/// `train --progressive` resumed mid-fade: a 16 px model (levels 4, 8 and 16 px) at batch 2
+/// with phases of 4 images (fade) and 2 (stabilise), so that the run fades level 1 in over
+/// iterations 1 and 2, stabilises it at 3, fades level 2 in over 4 and 5 and stabilises it
+/// from 6; saved after iteration 5 (level 2 at fade 0.5) and resumed to 7, it equals the
+/// straight run bit for bit, with the EMA generator and the minibatch standard deviation
+/// on. The checkpoint records where the run stands, and one whose record disagrees with
+/// the schedule is refused.
+#[allow(dead_code)] // each test file uses what it needs
+pub fn check_progressive<B: Backend>(be: &B, label: &str) {
+    use gan_engine::model::Progress;
+    let data = tmp(label, "data");
+    write_synthetic_sized(&data, 6, 5, 16).unwrap();
+    let cache = tmp(label, "cache");
+    let opts = TrainOptions {
+        size: 16,
+        progressive: true,
+        fade_images: 4,
+        stage_images: 2,
+        minibatch_std: 2,
+        ema_half_life: 40.0,
+        ema_ramp: 1.0,
+        save_every: 1,
+        sample_every: 2,
+        keep: 10,
+        ..options(&data, &cache, 7)
+    };
+    let straight = tmp(label, "straight");
+    train(be, &opts, &straight, None, false).unwrap();
+    let want = tensors(&checkpoint::path_for(&straight, 7));
+    let at = |it: u64| RunState::from_checkpoint(&checkpoint::load(&checkpoint::path_for(&straight, it)).unwrap()).unwrap().progress;
+    let p = |level, alpha| Some(Progress { level, alpha });
+    assert_eq!([at(1), at(2), at(3), at(4), at(5), at(7)], [p(1, 0.0), p(1, 0.5), p(1, 1.0), p(2, 0.0), p(2, 0.5), p(2, 1.0)]);
+    assert!(want.iter().any(|(n, _)| n == "generator.torgb0.0.weight") && want.iter().any(|(n, _)| n == "generator_ema.block2.4.weight"));
+    let saved = checkpoint::path_for(&straight, 5);
+    let resume = |ck: Checkpoint, name: &str| -> anyhow::Result<Vec<(String, Vec<u32>)>> {
+        let out = tmp(label, name);
+        let r = train_until(be, &opts, &out, Some((saved.clone(), ck)), false, &mut |_| false);
+        let t = r.map(|_| tensors(&checkpoint::path_for(&out, 7)));
+        let _ = std::fs::remove_dir_all(out);
+        t
+    };
+    let got = resume(checkpoint::load(&saved).unwrap(), "resumed").unwrap();
+    let differ: Vec<&str> = got.iter().zip(&want).filter(|(a, b)| a != b).map(|(a, _)| a.0.as_str()).collect();
+    assert!(got.len() == want.len() && differ.is_empty(), "{label}: 5 + 2 resumed mid-fade differs from 7 straight in {differ:?}");
+    // The old level's toRGB is used while level 2 fades in: perturbed, it changes the result.
+    let mut ck = checkpoint::load(&saved).unwrap();
+    ck.tensors.iter_mut().find(|t| t.name == "generator.torgb1.0.weight").unwrap().data.iter_mut().for_each(|v| *v *= 1.5);
+    assert!(resume(ck, "old-torgb").unwrap() != want, "{label}: the fading-out toRGB was not used");
+    let mut ck = checkpoint::load(&saved).unwrap();
+    ck.meta["progress"] = serde_json::json!({ "level": 1, "alpha": 1.0 });
+    let err = format!("{:#}", resume(ck, "wrong-progress").expect_err("a record that disagrees with the schedule"));
+    assert!(err.contains("`progress`"), "{err}");
     for d in [data, cache, straight] {
         let _ = std::fs::remove_dir_all(d);
     }
