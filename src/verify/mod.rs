@@ -42,6 +42,7 @@ pub mod minibatch_std;
 pub mod model;
 pub mod pixel_norm;
 pub mod pool;
+pub mod progressive;
 pub mod projection;
 pub mod scale;
 pub mod torch;
@@ -254,6 +255,7 @@ pub fn op_gradchecks() -> Result<Vec<CheckResult>> {
 pub fn all_gradchecks(per_param: usize) -> Result<Vec<CheckResult>> {
     let mut v = op_gradchecks()?;
     v.extend(model::layer_checks()?);
+    v.extend(progressive::layer_checks()?);
     v.extend(model::model_checks(per_param)?);
     Ok(v)
 }
