@@ -304,3 +304,65 @@ impl<B: Backend> Fade<B> {
         Ok((da, db))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cpu::Cpu;
+
+    fn tensor(be: &Cpu, s: Shape) -> Tensor<Cpu> {
+        Tensor::from_f32(be, s, &(0..s.len()).map(|i| i as f32 * 0.25 - 1.0).collect::<Vec<_>>()).unwrap()
+    }
+
+    #[test]
+    fn avg_pool_refuses_a_plane_its_window_does_not_tile_and_names_the_shapes() {
+        let be = Cpu::new();
+        let mut pool = AvgPool::new(2);
+        let err = pool.forward(&be, &tensor(&be, Shape::new(1, 3, 5, 4)), Mode::Train).err().expect("a 5x4 plane is refused");
+        let msg = format!("{err:#}");
+        assert!(msg.contains("AvgPool2d(k2)") && msg.contains("3x5x4") && msg.contains("2x2 window does not tile a 5x4 plane"), "{msg}");
+        let y = pool.forward(&be, &tensor(&be, Shape::new(1, 3, 4, 4)), Mode::Train).unwrap();
+        assert_eq!(y.shape, Shape::new(1, 3, 2, 2));
+    }
+
+    #[test]
+    fn upsample_refuses_factor_zero() {
+        let be = Cpu::new();
+        assert!(UpsampleParams::new(1, 1, 2, 2, 0).is_err());
+        let err = Upsample::new(0).forward(&be, &tensor(&be, Shape::new(1, 1, 2, 2)), Mode::Train).err().expect("factor 0 is refused");
+        assert!(format!("{err:#}").contains("at least 1"), "{err:#}");
+    }
+
+    #[test]
+    fn fade_refuses_paths_of_different_shapes_and_weights_both() {
+        let be = Cpu::new();
+        let mut fade = Fade::new();
+        let (a, b) = (tensor(&be, Shape::new(2, 3, 4, 4)), tensor(&be, Shape::new(2, 3, 2, 2)));
+        let err = fade.forward(&be, &a, &b, 0.5, 0.5).err().expect("different shapes are refused");
+        assert!(format!("{err}").contains("different shapes"), "{err}");
+        let b = Tensor::from_f32(&be, a.shape, &vec![2.0; a.shape.len()]).unwrap();
+        let y = fade.forward(&be, &a, &b, 0.25, 0.75).unwrap().to_f32(&be).unwrap();
+        let av = a.to_f32(&be).unwrap();
+        assert!(y.iter().zip(&av).all(|(y, a)| (y - (0.25 * a + 1.5)).abs() < 1e-6));
+        let dy = Tensor::from_f32(&be, a.shape, &vec![4.0; a.shape.len()]).unwrap();
+        let (da, db) = fade.backward(&be, &dy).unwrap();
+        assert!(da.to_f32(&be).unwrap().iter().all(|v| *v == 1.0));
+        assert!(db.to_f32(&be).unwrap().iter().all(|v| *v == 3.0));
+    }
+
+    #[test]
+    fn eqconv_exposes_the_stored_weight_and_bias_only() {
+        let be = Cpu::new();
+        let mut rng = Rng::new(1);
+        let conv = EqConv::new(&be, "g.block.conv", false, 8, 4, 3, 1, 1, true, 2f32.sqrt(), 72, &mut rng).unwrap();
+        let names: Vec<&str> = conv.params().iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["g.block.conv.weight", "g.block.conv.bias"]);
+        assert_eq!(conv.weight.shape, [4, 8, 3, 3]);
+        assert!((conv.runtime_scale() - (2.0f32 / 72.0).sqrt()).abs() < 1e-7);
+        // Stored N(0, 1): its spread is near 1, not the runtime weight's c.
+        let w = &conv.weight.value;
+        let std = (w.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / w.len() as f64).sqrt();
+        assert!((0.85..1.15).contains(&std), "stored weight std {std}");
+        assert!(EqConv::new(&be, "bad", false, 8, 4, 3, 1, 1, true, 1.0, 0, &mut rng).is_err());
+    }
+}

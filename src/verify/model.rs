@@ -22,12 +22,16 @@ impl<B: Backend> Checker<'_, B> {
         let mut convs = Vec::new();
         let mut norms = Vec::new();
         let mut spreads = Vec::new();
+        let (mut ups, mut pools, mut pixel_norms) = (Vec::new(), Vec::new(), Vec::new());
         for (_, layer, s) in g.layers().into_iter().chain(d.layers()) {
             match layer.op(s.with_batch(n)) {
                 LayerOp::Conv { p, transposed } => convs.push((p, transposed)),
                 LayerOp::BatchNorm(p) => norms.push(p),
                 LayerOp::MinibatchStd(p) => spreads.push(p),
-                LayerOp::Linear(_) | LayerOp::Activation { .. } | LayerOp::Upsample(_) | LayerOp::Pool(_) | LayerOp::PixelNorm(_) => {}
+                LayerOp::Upsample(p) => ups.push(p),
+                LayerOp::Pool(p) => pools.push(p),
+                LayerOp::PixelNorm(p) => pixel_norms.push(p),
+                LayerOp::Linear(_) | LayerOp::Activation { .. } => {}
             }
         }
         for (p, t) in convs {
@@ -38,6 +42,15 @@ impl<B: Backend> Checker<'_, B> {
         }
         for p in spreads {
             self.minibatch_std(p.n as usize, p.c as usize, p.hw as usize, p.group as usize)?;
+        }
+        for p in ups {
+            self.upsample(p)?;
+        }
+        for p in pools {
+            self.pool(p)?;
+        }
+        for p in pixel_norms {
+            self.pixel_norm(p)?;
         }
         match cfg.text_in_d {
             TextInD::Tile => {
@@ -57,7 +70,7 @@ impl<B: Backend> Checker<'_, B> {
 }
 
 /// Gradient check of one layer through the `Layer` trait (input and every parameter).
-fn layer_check(name: &str, layer: &mut dyn Layer<Cpu64>, input: Shape, rng: &mut Rng) -> Result<Vec<CheckResult>> {
+pub(super) fn layer_check(name: &str, layer: &mut dyn Layer<Cpu64>, input: Shape, rng: &mut Rng) -> Result<Vec<CheckResult>> {
     let be = Cpu64::new();
     let x = rand_vec(rng, input.len());
     let xt = Tensor::zeros(&be, input)?;

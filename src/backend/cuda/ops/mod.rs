@@ -75,6 +75,10 @@ pub fn launched_kernels() -> Vec<&'static str> {
         augment::KERNELS,
         ema::KERNELS,
         projection::KERNELS,
+        upsample::KERNELS,
+        pixel_norm::KERNELS,
+        fade::KERNELS,
+        scale::KERNELS,
     ]
     .concat()
 }
@@ -213,6 +217,10 @@ mod tests {
             ("augment", augment::KERNELS),
             ("ema", ema::KERNELS),
             ("projection", projection::KERNELS),
+            ("upsample", upsample::KERNELS),
+            ("pixel_norm", pixel_norm::KERNELS),
+            ("fade", fade::KERNELS),
+            ("scale", scale::KERNELS),
         ] {
             let mut in_file: Vec<&str> = source::kernels().into_iter().filter(|(_, m)| *m == family).map(|(k, _)| k).collect();
             let mut declared = declared.to_vec();
