@@ -102,8 +102,8 @@ pub struct StageClock {
 }
 
 impl StageClock {
-    /// Notes the phase of `p` at `iteration` (`seconds` into the run); says so when it is a
-    /// new one.
+    /// Notes the phase of `p` at `iteration` (`seconds` into the run); says so on stderr
+    /// when it is a new one (the caller passes no bar under --quiet).
     pub fn enter(&mut self, p: Progress, iteration: u64, seconds: f64, bar: &indicatif::ProgressBar) {
         let fading = p.alpha < 1.0;
         if self.entered.last().is_some_and(|e| (e.0, e.1) == (p.level, fading)) {
@@ -111,9 +111,7 @@ impl StageClock {
         }
         self.entered.push((p.level, fading, iteration, seconds));
         let what = if fading { "fading in" } else { "stabilising" };
-        if !bar.is_hidden() {
-            bar.suspend(|| eprintln!("iteration {iteration}: level {} ({} px), {what}", p.level, p.side()));
-        }
+        bar.suspend(|| eprintln!("iteration {iteration}: level {} ({} px), {what}", p.level, p.side()));
     }
 
     pub fn finish(&mut self, iteration: u64, seconds: f64) {

@@ -623,7 +623,9 @@ fn train_locked<B: Backend>(
         let inputs = StepInputs { images: &batch.images, texts: &batch.texts, noise: &noise, mismatched: batch.mismatched_texts.as_deref() };
         if let Some(p) = opts.progress_at(iteration) {
             gan.set_progress(p)?;
-            stages.enter(p, iteration, elapsed0 + started_at.elapsed().as_secs_f64(), &bar);
+            if progress {
+                stages.enter(p, iteration, elapsed0 + started_at.elapsed().as_secs_f64(), &bar);
+            }
         }
         let augment_p = with_augment.then(|| ada.as_ref().map_or(opts.augment.initial_p(), |a| a.p));
         gan.augment = augment_p.map(|p| AugmentDraws::draw(opts.seed, iteration, opts.augment.policies, p, opts.batch, gan.d.side()));
