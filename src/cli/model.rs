@@ -72,7 +72,7 @@ fn table(g: &Generator<Cpu>, d: &Discriminator<Cpu>, a: &Args) {
     let cfg = &g.cfg;
     println!("{:<26} {:<36} {:>12} {:>12} {:>12}", "layer", "op", "output", "params", "MFLOP/img");
     let mut totals = [(0usize, 0u64); 2];
-    for row in layer_table(&g, &d) {
+    for row in layer_table(g, d) {
         let t = &mut totals[usize::from(row.name.starts_with("discriminator"))];
         t.0 += row.params;
         t.1 += row.macs;
@@ -85,7 +85,7 @@ fn table(g: &Generator<Cpu>, d: &Discriminator<Cpu>, a: &Args) {
         println!("{:<26} {:<36} {:>12} {:>12} {:>12.1}", format!("total {label}"), "", "", group(params as u64), 2.0 * macs as f64 / 1e6);
     }
     if cfg.text_in_d == TextInD::Projection {
-        let rows = layer_table(&g, &d);
+        let rows = layer_table(g, d);
         let psi = rows.iter().rev().find(|r| r.name.starts_with("discriminator.head")).map_or(String::new(), |r| r.name.clone());
         println!("discriminator logit = {psi}(h) + <discriminator.embed.0(t), mean of h over the 4x4 grid>, h the input of {psi} (projection)");
     }

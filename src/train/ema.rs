@@ -251,6 +251,8 @@ impl<B: Backend> Gan<B> {
     pub fn drawing_label(&self) -> String {
         let which = if self.draws_ema() { "the EMA generator" } else { "the raw generator" };
         let bn = match self.drawing.bn {
+            // The progressive generator has no batchnorm: --bn changes nothing.
+            _ if self.cfg.progressive => return format!("{which} (no batchnorm)"),
             BnStats::Running => "running statistics",
             BnStats::Batch => "the batch's statistics",
         };

@@ -428,3 +428,39 @@ pub fn synthetic_batch(cfg: &ModelConfig, n: usize, seed: u64) -> (Vec<f32>, Vec
     rng.fill_normal(&mut noise, 0.0, 1.0);
     (images, texts, noise)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cpu::Cpu;
+
+    /// A progressive model's D sees the batch box-averaged to its level's side, channel by
+    /// channel; mid-fade, faded from its own 2x-pooled and upsampled copy.
+    #[test]
+    fn progressive_reals_are_the_box_average_at_the_level() {
+        let be = Cpu::new();
+        let (n, size) = (2, 16);
+        // Channel c of image i holds 10 i + c + (a pattern that averages out over 4x4 boxes).
+        let mut x = vec![0.0f32; n * 3 * size * size];
+        for (k, v) in x.iter_mut().enumerate() {
+            let (i, c, y, xx) = (k / (3 * size * size), (k / (size * size)) % 3, (k / size) % size, k % size);
+            *v = (10 * i + c) as f32 + if (y + xx) % 2 == 0 { 0.5 } else { -0.5 };
+        }
+        let images = Tensor::from_f32(&be, Shape::new(n, 3, size, size), &x).unwrap();
+        let mut resample = Some(Resample { down: AvgPool::new(4), half: AvgPool::new(2), up: Upsample::new(2), mix: Fade::new() });
+        let at = Gan::real_at_level(&be, Some(Progress { level: 0, alpha: 1.0 }), &images, &mut resample).unwrap();
+        assert_eq!(at.shape, Shape::new(n, 3, 4, 4));
+        for (k, v) in at.to_f32(&be).unwrap().into_iter().enumerate() {
+            let (i, c) = (k / 48, (k / 16) % 3);
+            assert_eq!(v, (10 * i + c) as f32, "image {i} channel {c}");
+        }
+        // Level 1 (8 px) fading in at 0.25: pooled by 2, then faded from its 4x4 average.
+        let mut resample = Some(Resample { down: AvgPool::new(2), half: AvgPool::new(2), up: Upsample::new(2), mix: Fade::new() });
+        let at = Gan::real_at_level(&be, Some(Progress { level: 1, alpha: 0.25 }), &images, &mut resample).unwrap();
+        assert_eq!(at.shape, Shape::new(n, 3, 8, 8));
+        for (k, v) in at.to_f32(&be).unwrap().into_iter().enumerate() {
+            let (i, c) = (k / 192, (k / 64) % 3);
+            assert_eq!(v, (10 * i + c) as f32, "image {i} channel {c}: the checkerboard averages out at 2x2");
+        }
+    }
+}

@@ -191,9 +191,9 @@ pub fn model_checks(per_param: usize) -> Result<Vec<CheckResult>> {
     Ok(out)
 }
 
-/// Whole generator of `cfg` (at `progress` when progressive) at batch `n`, loss = sum(image
-/// * r): the noise and text inputs in full, and up to `per_param` entries of every
-/// parameter; returns the text it drew.
+/// Whole generator of `cfg` (at `progress` when progressive) at batch `n`, with the loss
+/// `sum(image r)`: the noise and text inputs in full, and up to `per_param` entries of
+/// every parameter; returns the text it drew.
 fn generator_checks(cfg: &ModelConfig, progress: Option<Progress>, n: usize, per_param: usize, rng: &mut Rng, out: &mut Vec<CheckResult>) -> Result<Vec<f64>> {
     let be = Cpu64::new();
     let mut g = Generator::new(&be, cfg, rng)?;
