@@ -686,8 +686,8 @@ fn user_errors_are_one_line_with_exit_code_2() {
     fails_with(&["train", "--data", &missing, "--progressive", "--size", "48", "--out", &d("o9")], "--progressive --size 48");
     fails_with(&["train", "--data", &missing, "--progressive", "--size", "8", "--out", &d("o9")], "--progressive --size 8");
     fails_with(&["train", "--data", &missing, "--progressive", "--size", "1024", "--out", &d("o9")], "--progressive --size 1024");
-    fails_with(&["train", "--data", &missing, "--progressive", "--fade-images", "0", "--out", &d("o9")], "--fade-images 0");
-    fails_with(&["train", "--data", &missing, "--progressive", "--stage-images", "0", "--out", &d("o9")], "--stage-images 0");
+    fails_with(&["train", "--data", &missing, "--progressive", "--fade-images", "0", "--out", &d("o9")], "--fade-images <IMAGES>': 0 is not allowed");
+    fails_with(&["train", "--data", &missing, "--progressive", "--stage-images", "0", "--out", &d("o9")], "--stage-images <IMAGES>': 0 is not allowed");
     fails_with(&["train", "--data", &missing, "--progressive", "--stage-images", "-4", "--out", &d("o9")], "--stage-images");
     fails_with(&["train", "--data", &missing, "--fade-images", "1000", "--out", &d("o9")], "add --progressive");
     fails_with(&["train", "--data", &missing, "--progressive", "--text-in-d", "projection", "--out", &d("o9")], "--text-in-d projection");
