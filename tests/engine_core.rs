@@ -474,6 +474,9 @@ fn progressive_counts_follow_the_layer_tables() {
             d.set_progress(p).unwrap();
             let (og, od) = cfg.outputs_per_image_at_level(level);
             assert_eq!((og as usize, od as usize), (outputs(g.layers()), outputs(d.layers())), "{size} px, width {width}, level {level}");
+            let stable = Progress { level, alpha: 1.0 };
+            g.set_progress(stable).unwrap();
+            d.set_progress(stable).unwrap();
         }
         let need = |level, batch| cfg.memory_need_at_level(level, batch).total();
         let avail = |bytes: f64| Some(gan_engine::backend::Available { bytes: bytes as u64, what: "the test's budget".into() });
