@@ -467,7 +467,23 @@ fn progressive_counts_follow_the_layer_tables() {
             let rows = g.layers();
             assert_eq!(rows.last().map(|r| r.1.out_shape(r.2)), Some(Shape::new(1, 3, p.side(), p.side())), "G draws {} px at level {level}", p.side());
             assert!(!rows.iter().any(|r| r.0.contains(&format!("block{}", level + 1))), "level {level} uses no later block");
+            // `--batch-schedule`'s memory need at a level counts the layers in use there
+            // while it fades in (the most at once).
+            let p = Progress { level, alpha: if level == 0 { 1.0 } else { 0.5 } };
+            g.set_progress(p).unwrap();
+            d.set_progress(p).unwrap();
+            let (og, od) = cfg.outputs_per_image_at_level(level);
+            assert_eq!((og as usize, od as usize), (outputs(g.layers()), outputs(d.layers())), "{size} px, width {width}, level {level}");
+            let stable = Progress { level, alpha: 1.0 };
+            g.set_progress(stable).unwrap();
+            d.set_progress(stable).unwrap();
         }
+        let need = |level, batch| cfg.memory_need_at_level(level, batch).total();
+        let avail = |bytes: f64| Some(gan_engine::backend::Available { bytes: bytes as u64, what: "the test's budget".into() });
+        assert_eq!(need(last, 4), cfg.memory_need(gan_engine::model::Usage::Training { batch: 4 }).total());
+        assert!(cfg.check_memory_at_level(0, 64, avail(need(0, 64))).is_ok());
+        let e = cfg.check_memory_at_level(last, 64, avail(need(0, 64))).unwrap_err().to_string();
+        assert!(e.starts_with("--batch-schedule") && e.contains(&format!("for side {size} in --batch-schedule")), "{e}");
         // At the last level, stabilised, every parameter is in use but the earlier levels'
         // toRGB (3 ch + 3 each) and fromRGB (3 ch + ch each).
         let ch = |l: usize| cfg.level_channels(l);

@@ -54,6 +54,7 @@ fn tiny_run(dir: &Path) {
         progressive: false,
         fade_images: 100_000,
         stage_images: 100_000,
+        batch_schedule: Vec::new(),
         text_in_d: TextInD::Tile,
     };
     train(&Cpu::new(), &opts, dir, None, false).unwrap();

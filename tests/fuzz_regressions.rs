@@ -99,6 +99,7 @@ fn write_fuzz_seeds() {
         progressive: false,
         fade_images: 100_000,
         stage_images: 100_000,
+        batch_schedule: Vec::new(),
         text_in_d: TextInD::Tile,
     };
     let state = RunState {

@@ -269,6 +269,39 @@ impl ModelConfig {
         MemoryNeed { parameters: 16.0 * (pg + pd), layers: 4.0 * layers }
     }
 
+    /// `memory_need` of a progressive model training at `level` on batches of `batch`
+    /// (`--batch-schedule`): every parameter (all levels' exist from the start), and the
+    /// outputs and gradients of the layers in use at that level for each image.
+    pub fn memory_need_at_level(&self, level: usize, batch: usize) -> MemoryNeed {
+        let (pg, pd) = self.param_counts();
+        let (og, od) = self.outputs_per_image_at_level(level);
+        MemoryNeed { parameters: 16.0 * (pg + pd), layers: 4.0 * 2.0 * (og + od) * batch as f64 }
+    }
+
+    /// Refuses a level of a progressive run whose batch (`--batch-schedule`) does not fit
+    /// in `available` memory, before anything is allocated (`check_memory` counts the last
+    /// level at `--batch`). Without a figure for the memory it checks nothing.
+    pub fn check_memory_at_level(&self, level: usize, batch: usize, available: Option<Available>) -> Result<()> {
+        let need = self.memory_need_at_level(level, batch);
+        let Some(avail) = available else { return Ok(()) };
+        if need.total() > avail.bytes as f64 {
+            bail!(
+                "--batch-schedule: the model ({} px, width {}, text {}) needs at least {} to train level {level} ({} px) at batch {batch} ({} of parameters with their gradients and Adam moments, {} of layer outputs), but {} has {}; use a smaller batch for side {} in --batch-schedule, or a smaller --width",
+                self.size,
+                self.width,
+                self.text_dim,
+                human_bytes(need.total()),
+                4usize << level,
+                human_bytes(need.parameters),
+                human_bytes(need.layers),
+                avail.what,
+                human_bytes(avail.bytes as f64),
+                4usize << level
+            );
+        }
+        Ok(())
+    }
+
     /// Refuses a model that does not fit in `available` memory, before anything is
     /// allocated, with how much it needs. Without a figure for the memory (`None`) it
     /// checks nothing.
@@ -328,9 +361,16 @@ impl ModelConfig {
     /// `outputs_per_image` of a progressive model at its last level while it fades in (the
     /// most layers at once: both toRGB and both fromRGB paths).
     fn progressive_outputs_per_image(&self) -> (f64, f64) {
+        self.outputs_per_image_at_level(self.levels() - 1)
+    }
+
+    /// `outputs_per_image` of a progressive model training at `level` while it fades in:
+    /// the layers in use there (blocks 0..=level, both toRGB and both fromRGB paths), at
+    /// the level's side.
+    pub fn outputs_per_image_at_level(&self, level: usize) -> (f64, f64) {
         let ch = |l: usize| self.level_channels(l) as f64;
         let side = |l: usize| (4usize << l) as f64;
-        let s = self.levels() - 1;
+        let s = level.min(self.levels() - 1);
         let (mut g, mut d) = (0.0, 0.0);
         for l in 0..=s {
             let px = side(l) * side(l);

@@ -143,7 +143,7 @@ impl<B: Backend> Gan<B> {
         let (Some(avg), Some(schedule)) = (self.g_ema.as_mut(), self.ema) else { return Ok(()) };
         // A model without batchnorm (the progressive one) has no statistics to go stale.
         let has_bn = !avg.buffers().is_empty();
-        let seen = self.step.saturating_sub(1) * batch as u64;
+        let seen = self.images_shown.unwrap_or(self.step.saturating_sub(1) * batch as u64);
         let beta = schedule.beta(batch, seen) as f32;
         for (a, w) in avg.params_mut().into_iter().zip(self.g.params()) {
             be.ema_update(&EmaParams::new(a.len(), beta), &mut a.value, &w.value)?;

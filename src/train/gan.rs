@@ -144,6 +144,9 @@ pub struct Gan<B: Backend> {
     pub(super) ema_stats_fresh: bool,
     /// What `draw` draws with.
     pub drawing: super::ema::Drawing,
+    /// Real images shown before the next iteration, for the EMA's schedule, when the batch
+    /// changes during the run (`train --batch-schedule`); `None`: `(step - 1) * batch`.
+    pub images_shown: Option<u64>,
     io: Option<Io<B>>,
 }
 
@@ -164,6 +167,7 @@ impl<B: Backend> Gan<B> {
             ema: None,
             ema_stats_fresh: true,
             drawing: Default::default(),
+            images_shown: None,
             io: None,
         })
     }

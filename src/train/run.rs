@@ -2,7 +2,7 @@
 
 use super::augment::{AdaState, AugmentDraws, AugmentOptions, AugmentP};
 use super::checkpoint::{self, Checkpoint, NamedTensor};
-use super::grow::GrowSchedule;
+use super::grow::{GrowSchedule, Position};
 use super::lock::RunLock;
 use super::report::{self, MetricsRow};
 use super::{Gan, Hyper, StepInputs};
@@ -78,6 +78,11 @@ pub struct TrainOptions {
     pub fade_images: u64,
     #[serde(default = "default_phase_images")]
     pub stage_images: u64,
+    /// The batch of a progressive run's levels by side (`--batch-schedule`, sorted by
+    /// side); a side not listed, and every level when it is empty (also for checkpoints
+    /// from before it), trains at `batch`.
+    #[serde(default)]
+    pub batch_schedule: Vec<(usize, usize)>,
 }
 
 fn default_ema_ramp() -> f64 {
@@ -108,9 +113,66 @@ impl TrainOptions {
         self.progressive.then_some(GrowSchedule { levels, fade_images: self.fade_images, stage_images: self.stage_images })
     }
 
-    /// Where a progressive run stands after `iteration` iterations (`None` for a DCGAN).
+    /// The batch of each level of a progressive run (`--batch-schedule`, else `--batch`);
+    /// one entry, `batch`, for a DCGAN.
+    pub fn level_batches(&self) -> Result<Vec<usize>> {
+        match self.grow() {
+            Some(g) => super::grow::level_batches(&self.batch_schedule, g.levels, self.batch),
+            None => Ok(vec![self.batch]),
+        }
+    }
+
+    /// Where a progressive run stands before iteration `iteration` (counted from 0): its
+    /// level and fade, the images shown before it, and its batch (`None` for a DCGAN, or
+    /// options whose batch schedule does not fit the size, which `train` refuses first).
+    pub fn position_at(&self, iteration: u64) -> Option<Position> {
+        let g = self.grow()?;
+        let batches = self.level_batches().ok()?;
+        Some(g.position(iteration, &batches))
+    }
+
+    /// The level and fade of `position_at` (what a checkpoint after `iteration`
+    /// iterations records).
     pub fn progress_at(&self, iteration: u64) -> Option<Progress> {
-        self.grow().map(|g| g.at(iteration.saturating_mul(self.batch as u64)))
+        self.position_at(iteration).map(|p| p.progress)
+    }
+
+    /// The batch of iteration `iteration`: its level's in a progressive run, else `batch`.
+    pub fn batch_at(&self, iteration: u64) -> usize {
+        self.position_at(iteration).map_or(self.batch, |p| p.batch)
+    }
+
+    /// The fewest iterations that show at least `images` real images, each at its batch
+    /// (`--epochs` with a batch schedule).
+    pub fn iters_for_images(&self, images: u64) -> u64 {
+        let shown = |it: u64| self.position_at(it).map_or(it.saturating_mul(self.batch as u64), |p| p.images);
+        // Every iteration shows at least one image, so `images` iterations are enough.
+        let (mut lo, mut hi) = (0u64, images);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if shown(mid) >= images {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        lo
+    }
+
+    /// Refuses a batch schedule that does not fit these options, naming `--batch-schedule`:
+    /// one without `--progressive`, a side that is not a level, a batch of 0, and a batch
+    /// that `--minibatch-std` does not divide or whose indices would overflow.
+    pub fn check_batch_schedule(&self) -> Result<()> {
+        if self.batch_schedule.is_empty() {
+            return Ok(());
+        }
+        let text = super::grow::describe_batch_schedule(&self.batch_schedule);
+        ensure!(self.progressive, "--batch-schedule {text} sets the batch of each level of progressive growing: add --progressive, or drop --batch-schedule");
+        self.level_batches()?;
+        for &(side, batch) in &self.batch_schedule {
+            check_minibatch_std(self.minibatch_std, batch).map_err(|e| anyhow!("--batch-schedule {text}: the batch {batch} of side {side}: {e}"))?;
+        }
+        Ok(())
     }
 
     /// The EMA generator's schedule, when the run has one.
@@ -208,6 +270,7 @@ impl RunState {
             super::grow::GrowSchedule::check(o.fade_images, o.stage_images)
                 .map_err(|e| anyhow!("metadata field `options.fade_images` or `options.stage_images`: {e}"))?;
         }
+        o.check_batch_schedule().map_err(|e| anyhow!("metadata field `options.batch_schedule`: {e}"))?;
         let want = o.progress_at(self.iteration);
         field("progress", self.progress == want, format!("is {:?}, but the run's schedule is at {want:?} after {} iterations", self.progress, self.iteration))?;
         // Each tie checks fields the earlier ones have not: D's first layer depends on the
@@ -282,6 +345,9 @@ impl RunState {
         field("options.text_in_d", o.text_in_d == c.text_in_d, format!("is {}, the model's `config.text_in_d` {}", o.text_in_d, c.text_in_d))?;
         field("options.batch", o.batch > 0, "is 0".into())?;
         c.check_batch(o.batch).map_err(|e| anyhow!("metadata field `options.batch`: {e}"))?;
+        for &(_, b) in &o.batch_schedule {
+            c.check_batch(b).map_err(|e| anyhow!("metadata field `options.batch_schedule`: {e}"))?;
+        }
         check_minibatch_std(o.minibatch_std, o.batch).map_err(|e| anyhow!("metadata field `options.minibatch_std`: {e}"))?;
         super::ema::check_ema(o.ema_half_life, o.ema_ramp).map_err(|e| anyhow!("metadata field `options.ema_half_life` or `options.ema_ramp`: {e}"))?;
         field("options.iters", o.iters >= self.iteration, format!("is {}, below the iterations done ({})", o.iters, self.iteration))?;
@@ -400,8 +466,12 @@ pub fn train_until<B: Backend>(
         super::grow::check_size(opts.size)?;
         GrowSchedule::check(opts.fade_images, opts.stage_images)?;
     }
+    opts.check_batch_schedule()?;
     let model = opts.model_config(ModelConfig::new(opts.size, opts.width)?.text_dim)?;
     model.check_batch(opts.batch)?;
+    for &(side, b) in &opts.batch_schedule {
+        model.check_batch(b).with_context(|| format!("--batch-schedule: the batch of side {side}"))?;
+    }
     let state = match &resume {
         Some((path, ck)) => Some(RunState::from_checkpoint(ck).with_context(|| format!("--resume {}", path.display()))?),
         None => None,
@@ -415,6 +485,16 @@ pub fn train_until<B: Backend>(
         Some((path, _)) => format!("--resume {}", path.display()),
         None => format!("--size {} --width {} --batch {}", opts.size, opts.width, opts.batch),
     })?;
+    // A batch schedule: each level at its own batch (the larger batches are the lower
+    // levels', whose layers are smaller).
+    if !opts.batch_schedule.is_empty() {
+        for (level, b) in opts.level_batches()?.into_iter().enumerate() {
+            ModelConfig { text_dim, ..model.clone() }.check_memory_at_level(level, b, be.memory_available()).with_context(|| match &resume {
+                Some((path, _)) => format!("--resume {}", path.display()),
+                None => format!("--size {} --width {} --batch-schedule {}", opts.size, opts.width, super::grow::describe_batch_schedule(&opts.batch_schedule)),
+            })?;
+        }
+    }
 
     let lock = RunLock::acquire(out)?;
     let mut started = false;
@@ -489,6 +569,15 @@ fn train_locked<B: Backend>(
         data.len(),
         source.describe()
     );
+    if let Some(&(side, b)) = opts.batch_schedule.iter().find(|e| e.1 > data.len()) {
+        bail!(
+            "--batch-schedule {}: the batch {b} of side {side} is larger than the data set ({} usable products in {}); use a batch of at most {}",
+            super::grow::describe_batch_schedule(&opts.batch_schedule),
+            data.len(),
+            source.describe(),
+            data.len()
+        );
+    }
     let cfg = opts.model_config(data.tfidf.dim())?;
     cfg.check_batch(opts.batch)?;
     ensure!(cfg.text_dim > 0, "the captions of {} give an empty vocabulary: no word of two or more letters", source.describe());
@@ -527,12 +616,24 @@ fn train_locked<B: Backend>(
             );
         }
         let (cursor, batch) = (s.loader.cursor, opts.batch);
-        ensure!(
-            cursor.is_multiple_of(batch) && cursor + batch <= data.len(),
-            "--resume {}: metadata field `loader.cursor` is {cursor}, not the start of a batch of {batch} in a data set of {}",
-            path.display(),
-            data.len()
-        );
+        if opts.batch_schedule.is_empty() {
+            ensure!(
+                cursor.is_multiple_of(batch) && cursor + batch <= data.len(),
+                "--resume {}: metadata field `loader.cursor` is {cursor}, not the start of a batch of {batch} in a data set of {}",
+                path.display(),
+                data.len()
+            );
+        } else {
+            // With a batch schedule the loader continues its epoch at the new batch when the
+            // batch changes, so the cursor is a multiple of no single batch; it is where the
+            // next batch starts (the loader moves a batch that does not fit to the next epoch).
+            ensure!(
+                cursor < data.len(),
+                "--resume {}: metadata field `loader.cursor` is {cursor}, past the end of a data set of {}",
+                path.display(),
+                data.len()
+            );
+        }
     }
 
     let mut gan = Gan::new(be, &cfg, &opts.hyper, opts.seed)?;
@@ -561,11 +662,9 @@ fn train_locked<B: Backend>(
     if iteration >= opts.iters {
         bail!("the run is already at iteration {iteration}; ask for more with --iters (now {})", opts.iters);
     }
-    let mut loader = data::Loader::new(
-        data.clone(),
-        LoaderOptions { batch: opts.batch, seed: opts.seed, flip: opts.flip, mismatched: opts.hyper.matching_aware > 0.0 },
-        loader_state,
-    )?;
+    let loader_options = |batch| LoaderOptions { batch, seed: opts.seed, flip: opts.flip, mismatched: opts.hyper.matching_aware > 0.0 };
+    let mut loader_batch = opts.batch_at(iteration);
+    let mut loader = data::Loader::new(data.clone(), loader_options(loader_batch), loader_state)?;
 
     // Fixed noise and captions for the sample grids.
     let mut sample_noise = vec![0.0f32; sample_captions.len() * GRID_COLUMNS * cfg.noise_dim];
@@ -579,7 +678,7 @@ fn train_locked<B: Backend>(
     std::fs::create_dir_all(paths.samples_dir()).with_context(|| format!("cannot create {}", paths.samples_dir().display()))?;
     report::write_atomic(&paths.sample_captions(), (sample_captions.join("\n") + "\n").as_bytes())?;
 
-    let mut noise = vec![0.0f32; opts.batch * cfg.noise_dim];
+    let mut noise: Vec<f32> = Vec::new();
     let started_at = Instant::now();
     let bar = progress_bar(progress, iteration, opts.iters);
     let mut pending: Vec<MetricsRow> = Vec::new();
@@ -617,21 +716,31 @@ fn train_locked<B: Backend>(
     };
 
     while iteration < opts.iters {
+        let position = opts.position_at(iteration);
+        // The batch of this iteration's level (`--batch-schedule`); the loader goes on from
+        // where it is at a new batch when it changes.
+        let n = position.map_or(opts.batch, |p| p.batch);
+        if n != loader_batch {
+            loader = data::Loader::new(data.clone(), loader_options(n), loader.state())?;
+            loader_batch = n;
+        }
+        noise.resize(n * cfg.noise_dim, 0.0);
         let batch = loader.next_batch()?;
         let loader_after = loader.state();
         noise_rng.fill_normal(&mut noise, 0.0, 1.0);
         let inputs = StepInputs { images: &batch.images, texts: &batch.texts, noise: &noise, mismatched: batch.mismatched_texts.as_deref() };
-        if let Some(p) = opts.progress_at(iteration) {
-            gan.set_progress(p)?;
+        if let Some(pos) = position {
+            gan.set_progress(pos.progress)?;
+            gan.images_shown = Some(pos.images);
             if progress {
-                stages.enter(p, iteration, elapsed0 + started_at.elapsed().as_secs_f64(), &bar);
+                stages.enter(pos.progress, iteration, elapsed0 + started_at.elapsed().as_secs_f64(), &bar);
             }
         }
         let augment_p = with_augment.then(|| ada.as_ref().map_or(opts.augment.initial_p(), |a| a.p));
-        gan.augment = augment_p.map(|p| AugmentDraws::draw(opts.seed, iteration, opts.augment.policies, p, opts.batch, gan.d.side()));
-        stats = gan.iteration(be, opts.batch, &inputs)?;
+        gan.augment = augment_p.map(|p| AugmentDraws::draw(opts.seed, iteration, opts.augment.policies, p, n, gan.d.side()));
+        stats = gan.iteration(be, n, &inputs)?;
         if let (Some(a), Some(target)) = (&mut ada, ada_target) {
-            a.update(stats.real_sign as f64, target, opts.batch);
+            a.update(stats.real_sign as f64, target, n);
         }
         iteration += 1;
         // What the networks draw at, and what a checkpoint of this iteration records.
