@@ -17,7 +17,8 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use gan_engine::backend::cpu::Cpu;
 use gan_engine::backend::device;
 use gan_engine::backend::{
-    ActParams, AdamParams, Backend, BatchNormParams, BceParams, ConcatParams, ConvParams, LinearParams, MinibatchStdParams, BN_ACT_NONE,
+    ActParams, AdamParams, Backend, BatchNormParams, BceParams, ConcatParams, ConvParams, LinearParams, MinibatchStdParams, PixelNormParams, PoolParams,
+    UpsampleParams, BN_ACT_NONE,
 };
 use gan_engine::model::{Discriminator, Generator, ModelConfig, Module};
 use gan_engine::nn::{ActKind, LayerOp, Shape};
@@ -36,6 +37,9 @@ enum Op {
     Linear(LinearParams),
     Concat(ConcatParams),
     MinibatchStd(MinibatchStdParams),
+    Upsample(UpsampleParams),
+    Pool(PoolParams),
+    PixelNorm(PixelNormParams),
     Bce(BceParams),
     Adam(usize),
 }
@@ -72,6 +76,9 @@ fn cases<B: Backend>(be: &B, cfg: &ModelConfig, n: usize) -> Vec<Case> {
             LayerOp::BatchNorm(p) => Op::BatchNorm(p),
             LayerOp::Linear(p) => Op::Linear(p),
             LayerOp::MinibatchStd(p) => Op::MinibatchStd(p),
+            LayerOp::Upsample(p) => Op::Upsample(p),
+            LayerOp::Pool(p) => Op::Pool(p),
+            LayerOp::PixelNorm(p) => Op::PixelNorm(p),
             LayerOp::Activation { p, kind } => {
                 let kind = match kind {
                     ActKind::Relu => "relu",
@@ -246,6 +253,31 @@ fn bench_case<B: Backend>(be: &B, group: &mut criterion::BenchmarkGroup<'_, crit
             group.throughput(Throughput::BytesDecimal(F32 * (p.in_len() + p.out_len()) as u64));
             group.bench_function(id("forward"), |b| b.iter_custom(|it| timed(be, it, || be.minibatch_std_forward(p, &x, &mut y).unwrap())));
             group.bench_function(id("backward_input"), |b| b.iter_custom(|it| timed(be, it, || be.minibatch_std_backward_input(p, &x, &dy, &mut dx).unwrap())));
+        }
+        Op::Upsample(p) => {
+            let x = random(be, p.in_len(), &mut rng);
+            let dy = random(be, p.out_len(), &mut rng);
+            let (mut y, mut dx) = (be.alloc(p.out_len()).unwrap(), be.alloc(p.in_len()).unwrap());
+            group.throughput(Throughput::BytesDecimal(F32 * (p.in_len() + p.out_len()) as u64));
+            group.bench_function(id("forward"), |b| b.iter_custom(|it| timed(be, it, || be.upsample_nearest_forward(p, &x, &mut y).unwrap())));
+            group.bench_function(id("backward_input"), |b| b.iter_custom(|it| timed(be, it, || be.upsample_nearest_backward_input(p, &dy, &mut dx).unwrap())));
+        }
+        Op::Pool(p) => {
+            let x = random(be, p.in_len(), &mut rng);
+            let dy = random(be, p.out_len(), &mut rng);
+            let (mut y, mut dx) = (be.alloc(p.out_len()).unwrap(), be.alloc(p.in_len()).unwrap());
+            group.throughput(Throughput::BytesDecimal(F32 * (p.in_len() + p.out_len()) as u64));
+            group.bench_function(id("forward"), |b| b.iter_custom(|it| timed(be, it, || be.avg_pool2d_forward(p, &x, &mut y).unwrap())));
+            group.bench_function(id("backward_input"), |b| b.iter_custom(|it| timed(be, it, || be.avg_pool2d_backward_input(p, &dy, &mut dx).unwrap())));
+        }
+        Op::PixelNorm(p) => {
+            let x = random(be, p.len(), &mut rng);
+            let dy = random(be, p.len(), &mut rng);
+            let (mut y, mut dx) = (be.alloc(p.len()).unwrap(), be.alloc(p.len()).unwrap());
+            group.throughput(Throughput::BytesDecimal(2 * F32 * p.len() as u64));
+            group.bench_function(id("forward"), |b| b.iter_custom(|it| timed(be, it, || be.pixel_norm_forward(p, &x, &mut y).unwrap())));
+            group.throughput(Throughput::BytesDecimal(3 * F32 * p.len() as u64));
+            group.bench_function(id("backward_input"), |b| b.iter_custom(|it| timed(be, it, || be.pixel_norm_backward_input(p, &x, &dy, &mut dx).unwrap())));
         }
         Op::Bce(p) => {
             let n = p.n as usize;

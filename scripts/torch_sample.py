@@ -168,6 +168,8 @@ def main():
     state = json.loads(meta["gan_engine"])
     cfg, tfidf = state["config"], state["tfidf"]
     size = cfg["size"]
+    if cfg.get("progressive"):
+        sys.exit(f"error: --checkpoint {path} is a progressive model (train --progressive); this script rebuilds the DCGAN generator only: draw it with gan-engine sample")
 
     g = Generator(size, cfg["width"], cfg["noise_dim"], cfg["text_dim"])
     missing, unexpected = g.load_state_dict(weights, strict=False)

@@ -435,6 +435,64 @@ fn configuration_counts_follow_the_layer_table_with_minibatch_std() {
     }
 }
 
+/// The same for progressive models: the parameters of every level (all allocated from the
+/// start), and the outputs of the layers at the last level while it fades in (its largest
+/// stage); the layer table of `gan-engine model --progressive` lists the layers in use at
+/// each level, and the level's parameters are those of its blocks.
+#[test]
+fn progressive_counts_follow_the_layer_tables() {
+    use gan_engine::model::Progress;
+    let be = Cpu::new();
+    for (size, width, group) in [(16, 2, 0), (64, 4, 4), (256, 1, 2)] {
+        let cfg = ModelConfig { minibatch_std: group, progressive: true, ..ModelConfig::new(size, width).unwrap() };
+        let mut rng = Rng::new(4);
+        let (mut g, mut d) = (Generator::new(&be, &cfg, &mut rng).unwrap(), Discriminator::new(&be, &cfg, &mut rng).unwrap());
+        let (pg, pd) = cfg.param_counts();
+        assert_eq!((pg as usize, pd as usize), (g.param_count(), d.param_count()), "{size} px, width {width}");
+        let last = cfg.levels() - 1;
+        assert_eq!(last, size.trailing_zeros() as usize - 2);
+        let fading = Progress { level: last, alpha: 0.5 };
+        g.set_progress(fading).unwrap();
+        d.set_progress(fading).unwrap();
+        let outputs = |rows: Vec<(String, &dyn Layer<Cpu>, Shape)>| rows.into_iter().map(|(_, l, s)| l.out_shape(s).per_image()).sum::<usize>();
+        let (og, od) = cfg.outputs_per_image();
+        assert_eq!((og as usize, od as usize), (outputs(g.layers()), outputs(d.layers())), "{size} px, width {width}");
+        // Stabilised at each level, the tables hold that level's blocks and no other.
+        let table_params =
+            |rows: Vec<(String, &dyn Layer<Cpu>, Shape)>| rows.into_iter().map(|(_, l, _)| l.params().iter().map(|p| p.len()).sum::<usize>()).sum::<usize>();
+        for level in 0..=last {
+            let p = Progress { level, alpha: 1.0 };
+            g.set_progress(p).unwrap();
+            d.set_progress(p).unwrap();
+            let rows = g.layers();
+            assert_eq!(rows.last().map(|r| r.1.out_shape(r.2)), Some(Shape::new(1, 3, p.side(), p.side())), "G draws {} px at level {level}", p.side());
+            assert!(!rows.iter().any(|r| r.0.contains(&format!("block{}", level + 1))), "level {level} uses no later block");
+            // `--batch-schedule`'s memory need at a level counts the layers in use there
+            // while it fades in (the most at once).
+            let p = Progress { level, alpha: if level == 0 { 1.0 } else { 0.5 } };
+            g.set_progress(p).unwrap();
+            d.set_progress(p).unwrap();
+            let (og, od) = cfg.outputs_per_image_at_level(level);
+            assert_eq!((og as usize, od as usize), (outputs(g.layers()), outputs(d.layers())), "{size} px, width {width}, level {level}");
+            let stable = Progress { level, alpha: 1.0 };
+            g.set_progress(stable).unwrap();
+            d.set_progress(stable).unwrap();
+        }
+        let need = |level, batch| cfg.memory_need_at_level(level, batch).total();
+        let avail = |bytes: f64| Some(gan_engine::backend::Available { bytes: bytes as u64, what: "the test's budget".into() });
+        assert_eq!(need(last, 4), cfg.memory_need(gan_engine::model::Usage::Training { batch: 4 }).total());
+        assert!(cfg.check_memory_at_level(0, 64, avail(need(0, 64))).is_ok());
+        let e = cfg.check_memory_at_level(last, 64, avail(need(0, 64))).unwrap_err().to_string();
+        assert!(e.starts_with("--batch-schedule") && e.contains(&format!("for side {size} in --batch-schedule")), "{e}");
+        // At the last level, stabilised, every parameter is in use but the earlier levels'
+        // toRGB (3 ch + 3 each) and fromRGB (3 ch + ch each).
+        let ch = |l: usize| cfg.level_channels(l);
+        let unused_g: usize = (0..last).map(|l| 3 * ch(l) + 3).sum();
+        let unused_d: usize = (0..last).map(|l| 4 * ch(l)).sum();
+        assert_eq!((table_params(g.layers()), table_params(d.layers())), (pg as usize - unused_g, pd as usize - unused_d), "{size} px, width {width}");
+    }
+}
+
 /// The CPU twin tests above, by name: what `cpu_twins_at_every_simd_level` reruns at the
 /// other SIMD levels.
 const TWIN_TESTS: [&str; 5] = [

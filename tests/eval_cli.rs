@@ -51,6 +51,10 @@ fn tiny_run(dir: &Path) {
         augment: Default::default(),
         ema_half_life: 0.0,
         ema_ramp: 0.05,
+        progressive: false,
+        fade_images: 100_000,
+        stage_images: 100_000,
+        batch_schedule: Vec::new(),
         text_in_d: TextInD::Tile,
     };
     train(&Cpu::new(), &opts, dir, None, false).unwrap();

@@ -71,7 +71,8 @@ fn the_generated_seeds_pass_every_check() {
 #[ignore]
 fn write_fuzz_seeds() {
     let be = Cpu::new();
-    let cfg = ModelConfig { size: 16, width: 1, noise_dim: 2, text_dim: 2, text_proj: 2, slope: 0.2, minibatch_std: 0, text_in_d: TextInD::Tile };
+    let cfg =
+        ModelConfig { size: 16, width: 1, noise_dim: 2, text_dim: 2, text_proj: 2, slope: 0.2, minibatch_std: 0, text_in_d: TextInD::Tile, progressive: false };
     let gan = Gan::new(&be, &cfg, &Hyper::default(), 1).unwrap();
     let options = TrainOptions {
         data: None,
@@ -95,6 +96,10 @@ fn write_fuzz_seeds() {
         augment: Default::default(),
         ema_half_life: 0.0,
         ema_ramp: 0.05,
+        progressive: false,
+        fade_images: 100_000,
+        stage_images: 100_000,
+        batch_schedule: Vec::new(),
         text_in_d: TextInD::Tile,
     };
     let state = RunState {
@@ -110,6 +115,7 @@ fn write_fuzz_seeds() {
         elapsed_seconds: 0.0,
         data_stamp: Some(DataStamp { products: 1, fingerprint: "0123456789abcdef".into() }),
         ada: None,
+        progress: None,
     };
     let dir = fixtures().join("fuzz/checkpoint");
     std::fs::create_dir_all(&dir).unwrap();

@@ -45,6 +45,10 @@ fn opts(iters: u64) -> TrainOptions {
         augment: Default::default(),
         ema_half_life: 0.0,
         ema_ramp: 0.05,
+        progressive: false,
+        fade_images: 100_000,
+        stage_images: 100_000,
+        batch_schedule: Vec::new(),
         text_in_d: TextInD::Tile,
     }
 }
@@ -416,6 +420,147 @@ fn augmentation_at_probability_zero_is_no_augmentation() {
     }
 }
 
+/// `--progressive` resumed mid-fade equals the straight run bit for bit (tests/resume).
+#[test]
+fn resume_of_a_progressive_run_is_exact_mid_fade_on_the_cpu() {
+    resume::check_progressive(&Cpu::new(), "cpu-progressive");
+}
+
+/// `--batch-schedule`: a progressive run whose batch changes between levels shows the
+/// images the schedule says and resumes bit for bit, mid-fade included (tests/resume).
+#[test]
+fn progressive_run_with_a_batch_schedule_shows_its_images_and_resumes_exactly_on_the_cpu() {
+    resume::check_progressive_batches(&Cpu::new(), "cpu-progressive-batches");
+}
+
+/// `train --batch-schedule` on the command line: the first line shows it, a resume that
+/// changes it is refused, one that keeps it (or omits it) goes on, and a checkpoint from
+/// before the flag (no `batch_schedule` in its metadata) resumes at `--batch` everywhere.
+#[test]
+fn batch_schedule_is_shown_kept_on_resume_and_optional_in_old_checkpoints() {
+    let dir = tmp("batch-schedule-cli");
+    let data = dir.join("data");
+    gan_engine::data::synth::write_synthetic_sized(&data, 8, 3, 16).unwrap();
+    let s = |p: &std::path::Path| p.display().to_string();
+    let (run, cache) = (s(&dir.join("run")), s(&dir.join("cache")));
+    let train = |extra: &[&str]| {
+        let base = ["train", "--data", &s(&data), "--cache-dir", &cache, "--device", "cpu", "--quiet", "--save-every", "2"];
+        bin().args(base).args(extra).output().unwrap()
+    };
+    let first = ["--progressive", "--size", "16", "--width", "2", "--batch", "2", "--fade-images", "8", "--stage-images", "4"];
+    let out = train(&[&first[..], &["--out", &run, "--batch-schedule", "8=4,4=4", "--iters", "4"]].concat());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.lines().next().unwrap().contains("batch 2, progressive from 4x4 (fade 8 images, stabilise 4), batch schedule 4=4,8=4,"), "{err}");
+    let out = train(&["--resume", &run, "--batch-schedule", "4=4", "--iters", "6"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--batch-schedule differs from the run being resumed"), "{err}");
+    for (extra, iters) in [(&["--batch-schedule", "4=4,8=4"][..], "6"), (&[][..], "8")] {
+        let out = train(&[&["--resume", run.as_str(), "--iters", iters][..], extra].concat());
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let state = RunState::from_checkpoint(&checkpoint::load(&checkpoint::path_for(std::path::Path::new(&run), 8)).unwrap()).unwrap();
+    assert_eq!(state.options.batch_schedule, [(4, 4), (8, 4)]);
+    // Without the field, the run is one at --batch everywhere.
+    let old = dir.join("old");
+    let out = train(&[&first[..], &["--out", &s(&old), "--iters", "2"]].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let path = checkpoint::path_for(&old, 2);
+    let mut ck = checkpoint::load(&path).unwrap();
+    ck.meta["options"].as_object_mut().unwrap().remove("batch_schedule").unwrap();
+    checkpoint::save(&path, &ck).unwrap();
+    let out = train(&["--resume", &s(&old), "--iters", "4"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let state = RunState::from_checkpoint(&checkpoint::load(&checkpoint::path_for(&old, 4)).unwrap()).unwrap();
+    assert!(state.options.batch_schedule.is_empty());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A progressive run to 256 px at width 1 goes through all seven levels (4 to 256 px, each
+/// faded in over two iterations and stabilised over one), writes grids of the final size at
+/// every level, resumes from the middle of the schedule to the same end, and its checkpoint
+/// draws 256 px images with `sample`, which says at which level.
+#[test]
+fn progressive_run_to_256_px_runs_resumes_and_samples() {
+    let be = Cpu::new();
+    let data = tmp("prog256-data");
+    gan_engine::data::synth::write_synthetic_sized(&data, 8, 3, 256).unwrap();
+    let o = TrainOptions {
+        data: Some(data.clone()),
+        size: 256,
+        width: 1,
+        batch: 2,
+        progressive: true,
+        fade_images: 4,
+        stage_images: 2,
+        save_every: 5,
+        sample_every: 3,
+        keep: 10,
+        ..opts(20)
+    };
+    let straight = tmp("prog256-straight");
+    train(&be, &o, &straight, None, false).unwrap();
+    let last = checkpoint::path_for(&straight, 20);
+    let state = RunState::from_checkpoint(&checkpoint::load(&last).unwrap()).unwrap();
+    assert_eq!(state.progress, Some(gan_engine::model::Progress { level: 6, alpha: 1.0 }), "19 iterations reach the last level");
+    for it in [3, 9, 18] {
+        let grid = image::open(straight.join(format!("samples/step-{it:08}.png"))).unwrap();
+        let first = image::open(straight.join("samples/step-00000003.png")).unwrap();
+        assert_eq!((grid.width(), grid.height()), (first.width(), first.height()), "every grid has the final size");
+    }
+    let split = tmp("prog256-split");
+    train(&be, &TrainOptions { iters: 10, ..o.clone() }, &split, None, false).unwrap();
+    train(&be, &o, &split, Some((checkpoint::path_for(&split, 10), checkpoint::load(&checkpoint::path_for(&split, 10)).unwrap())), false).unwrap();
+    let bits = |t: Vec<(String, Vec<f32>)>| t.into_iter().map(|(n, v)| (n, v.iter().map(|x| x.to_bits()).collect::<Vec<_>>())).collect::<Vec<_>>();
+    assert!(bits(tensors(&checkpoint::path_for(&split, 20))) == bits(tensors(&last)), "10 + 10 resumed differs from 20 straight");
+    let png = straight.join("drawn.png");
+    let out = Command::new(env!("CARGO_BIN_EXE_gan-engine"))
+        .args(["sample", "--checkpoint"])
+        .arg(&last)
+        .args(["--text", "red dress", "-n", "2", "--device", "cpu", "--out"])
+        .arg(&png)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("progressive model at level 6 of 6 (256 px)"), "{err}");
+    let img = image::open(&png).unwrap();
+    assert!(img.width() >= 256 && img.height() >= 256, "{}x{}", img.width(), img.height());
+    for d in [data, straight, split] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+/// Mid-schedule, `sample` draws the level the run is at, upscaled to the final size, and says so.
+#[test]
+fn a_progressive_checkpoint_mid_schedule_draws_its_level_upscaled() {
+    let be = Cpu::new();
+    let o = TrainOptions { size: 16, width: 2, batch: 4, progressive: true, fade_images: 8, stage_images: 8, save_every: 3, ..opts(3) };
+    let dir = tmp("prog-mid");
+    train(&be, &o, &dir, None, false).unwrap();
+    let last = checkpoint::path_for(&dir, 3);
+    let state = RunState::from_checkpoint(&checkpoint::load(&last).unwrap()).unwrap();
+    // 12 images: level 0 for 8, then level 1 fading in (4 of 8).
+    assert_eq!(state.progress, Some(gan_engine::model::Progress { level: 1, alpha: 0.5 }));
+    let mut gan = state.build_gan(&be, &checkpoint::load(&last).unwrap().tensors).unwrap();
+    assert!(gan.drawing_note().contains("level 1 of 2 (8 px, fading in at 0.500), upscaled to 16 px"), "{}", gan.drawing_note());
+    let mut noise = vec![0.0f32; gan.cfg.noise_dim];
+    Rng::new(1).fill_normal(&mut noise, 0.0, 1.0);
+    let text = vec![0.1f32; gan.cfg.text_dim];
+    let img = gan.draw(&be, &noise, &text).unwrap();
+    assert_eq!(img.len(), 3 * 16 * 16);
+    // Upscaled by 2: every 2x2 block holds one value.
+    for c in 0..3 {
+        for y in 0..16 {
+            for x in 0..16 {
+                assert_eq!(img[c * 256 + y * 16 + x], img[c * 256 + (y / 2 * 2) * 16 + x / 2 * 2]);
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn resume_of_a_projection_run_is_exact_on_the_cpu() {
     resume::check_projection(&Cpu::new(), "cpu-projection");
@@ -537,6 +682,33 @@ fn user_errors_are_one_line_with_exit_code_2() {
     fails_with(&["train", "--ema-half-life", "10000", "--ema-ramp", "-0.1", "--out", &d("o8")], "--ema-ramp -0.1");
     fails_with(&["sample", "--checkpoint", &d("nothing"), "--text", "Red Dress", "--bn", "mean"], "--bn \"mean\"");
     fails_with(&["train", "--text-in-d", "concat", "--out", &d("o8")], "--text-in-d");
+    // --progressive's flags, before any data is read (the data folder is missing).
+    fails_with(&["train", "--data", &missing, "--progressive", "--size", "48", "--out", &d("o9")], "--progressive --size 48");
+    fails_with(&["train", "--data", &missing, "--progressive", "--size", "8", "--out", &d("o9")], "--progressive --size 8");
+    fails_with(&["train", "--data", &missing, "--progressive", "--size", "1024", "--out", &d("o9")], "--progressive --size 1024");
+    fails_with(&["train", "--data", &missing, "--progressive", "--fade-images", "0", "--out", &d("o9")], "--fade-images <IMAGES>': 0 is not allowed");
+    fails_with(&["train", "--data", &missing, "--progressive", "--stage-images", "0", "--out", &d("o9")], "--stage-images <IMAGES>': 0 is not allowed");
+    fails_with(&["train", "--data", &missing, "--progressive", "--stage-images", "-4", "--out", &d("o9")], "--stage-images");
+    fails_with(&["train", "--data", &missing, "--fade-images", "1000", "--out", &d("o9")], "add --progressive");
+    fails_with(&["train", "--data", &missing, "--progressive", "--text-in-d", "projection", "--out", &d("o9")], "--text-in-d projection");
+    fails_with(&["train", "--size", "256", "--out", &d("o9")], "--size 256");
+    // --batch-schedule, before any data is read.
+    let o10 = d("o10");
+    let prog = |extra: &[&str], needle: &str| {
+        let base = ["train", "--data", missing.as_str(), "--progressive", "--size", "16", "--batch", "4", "--out", o10.as_str()];
+        fails_with(&[&base[..], extra].concat(), needle)
+    };
+    prog(&["--batch-schedule", "4=8,32=2"], "side 32 is not a level of this run; its levels have sides 4, 8, 16");
+    prog(&["--batch-schedule", "4=0"], "the batch of side 4 is 0");
+    prog(&["--batch-schedule", "4:8"], "the entry `4:8` is not SIDE=BATCH");
+    prog(&["--batch-schedule", "4=8,"], "the entry `` is not SIDE=BATCH");
+    prog(&["--batch-schedule", "4=8,4=16"], "side 4 is listed twice");
+    prog(&["--batch-schedule", "8=6", "--minibatch-std", "4"], "--batch-schedule 8=6: the batch 6 of side 8: --minibatch-std 4 does not divide --batch 6");
+    fails_with(
+        &["train", "--data", &missing, "--batch-schedule", "4=8", "--out", &d("o10")],
+        "--batch-schedule 4=8 sets the batch of each level of progressive growing: add --progressive",
+    );
+    fails_with(&["model", "--progressive", "--size", "96"], "--progressive --size 96");
     fails_with(&["model", "--text-in-d", "project"], "--text-in-d");
     fails_with_env(
         &[("GAN_ENGINE_CPU_BF16", "mmx")],

@@ -11,7 +11,8 @@
 //!
 //! One op family, one name on every face. For a family F (`conv`, `batchnorm`,
 //! `activation`, `linear`, `concat`, `bce`, `adam`, `pool`, `cross_entropy`,
-//! `minibatch_std`, `augment`, `ema`, `projection`):
+//! `minibatch_std`, `augment`, `ema`, `projection`, `upsample`, `pixel_norm`, `fade`,
+//! `scale`):
 //! - `backend/F.rs`: its `#[repr(C)]` parameter struct and its trait (`ConvOps`, ...);
 //! - `backend/cpu/F.rs`: the CPU twin of every pass;
 //! - `backend/cuda/ops/F.rs`: the launch sites and launch shapes of its kernels;
@@ -35,12 +36,16 @@ pub mod cross_entropy;
 pub mod cuda;
 pub mod device;
 pub mod ema;
+pub mod fade;
 pub mod linear;
 pub mod minibatch_std;
+pub mod pixel_norm;
 pub mod pool;
 pub mod precision;
 pub mod profile;
 pub mod projection;
+pub mod scale;
+pub mod upsample;
 
 pub use activation::{ActParams, ActivationOps};
 pub use adam::{AdamOps, AdamParams};
@@ -51,12 +56,16 @@ pub use concat::{ConcatOps, ConcatParams};
 pub use conv::{ConvOps, ConvParams};
 pub use cross_entropy::{CrossEntropyOps, CrossEntropyParams};
 pub use ema::{EmaOps, EmaParams};
+pub use fade::{FadeOps, FadeParams};
 pub use linear::{LinearOps, LinearParams};
 pub use minibatch_std::{MinibatchStdOps, MinibatchStdParams};
+pub use pixel_norm::{PixelNormOps, PixelNormParams};
 pub use pool::{PoolOps, PoolParams};
 pub use precision::Precision;
 pub use profile::{Profiler, Work};
 pub use projection::{ProjectionOps, ProjectionParams};
+pub use scale::{ScaleOps, ScaleParams};
+pub use upsample::{UpsampleOps, UpsampleParams};
 
 use anyhow::Result;
 use std::collections::BTreeSet;
@@ -140,13 +149,18 @@ op_contract!(
     MinibatchStdOps,
     AugmentOps,
     EmaOps,
-    ProjectionOps
+    ProjectionOps,
+    UpsampleOps,
+    PixelNormOps,
+    FadeOps,
+    ScaleOps
 );
 
 /// Every trait of the contract, for code that calls ops on a concrete backend.
 pub mod prelude {
     pub use super::{ActivationOps, AdamOps, Backend, BatchNormOps, BceOps, ConcatOps, ConvOps, Core, LinearOps};
     pub use super::{AugmentOps, CrossEntropyOps, EmaOps, MinibatchStdOps, PoolOps, ProjectionOps};
+    pub use super::{FadeOps, PixelNormOps, ScaleOps, UpsampleOps};
 }
 
 /// Memory a backend can still allocate, and where that figure comes from.

@@ -15,7 +15,7 @@ use anyhow::{ensure, Result};
 use gan_engine::backend::cuda::EventTimer;
 use gan_engine::backend::device::{self, Opened};
 use gan_engine::backend::{Backend, Precision};
-use gan_engine::model::{iteration_flops, ModelConfig, TextInD};
+use gan_engine::model::{iteration_flops, ModelConfig, Progress, TextInD};
 use gan_engine::train::augment::{AugmentDraws, Policies};
 use gan_engine::train::ema::EmaSchedule;
 use gan_engine::train::{synthetic_batch, Gan, Hyper, StepInputs};
@@ -44,6 +44,17 @@ pub struct Args {
     /// (the parameters drawn on the host in every timed iteration, as in training).
     #[arg(long, value_name = "POLICIES")]
     augment: Option<String>,
+    /// The networks of `train --progressive`, at --level (stabilised; a fading level with
+    /// --fade): --size is the final size.
+    #[arg(long)]
+    progressive: bool,
+    /// With --progressive: the level timed, 0 for 4x4 [default: the last].
+    #[arg(long, requires = "progressive")]
+    level: Option<usize>,
+    /// With --progressive: time the level while it fades in (alpha 0.5: the previous
+    /// level's toRGB and fromRGB run too).
+    #[arg(long, requires = "progressive")]
+    fade: bool,
     /// Image sizes, comma-separated (32, 64, 128).
     #[arg(long, value_delimiter = ',', default_value = "64")]
     size: Vec<usize>,
@@ -140,8 +151,15 @@ fn run_on<B: Backend>(be: B, a: &Args, precision: Precision, timer: Timer) -> Re
     for &size in &a.size {
         for &batch in &a.batch {
             gan_engine::train::run::check_minibatch_std(a.minibatch_std, batch)?;
-            let cfg = ModelConfig { minibatch_std: a.minibatch_std, text_in_d: a.text_in_d, ..ModelConfig::new(size, a.width)? };
+            if a.progressive {
+                gan_engine::train::grow::check_size(size)?;
+            }
+            let cfg = ModelConfig { minibatch_std: a.minibatch_std, text_in_d: a.text_in_d, progressive: a.progressive, ..ModelConfig::new(size, a.width)? };
+            cfg.validate()?;
             cfg.check_batch(batch)?;
+            if let Some(l) = a.level {
+                ensure!(l < cfg.levels(), "--level {l}: a progressive model of {size} px has levels 0 to {}", cfg.levels() - 1);
+            }
             configs.push((cfg, batch));
         }
     }
@@ -175,10 +193,14 @@ pub struct Measurement {
 pub struct Extras {
     pub ema: bool,
     pub augment: Option<Policies>,
+    /// Where a progressive model is timed: its level, and whether it fades in (alpha 0.5);
+    /// `None`: the last level, stabilised.
+    pub level: Option<(usize, bool)>,
 }
 
 fn extras(a: &Args) -> Result<Extras> {
-    Ok(Extras { ema: a.ema, augment: a.augment.as_deref().map(Policies::parse).transpose()? })
+    let level = a.progressive.then(|| (a.level.unwrap_or(usize::MAX), a.fade));
+    Ok(Extras { ema: a.ema, augment: a.augment.as_deref().map(Policies::parse).transpose()?, level })
 }
 
 impl Measurement {
@@ -197,6 +219,10 @@ impl Measurement {
         }
         if let Some(p) = self.extras.augment {
             spread += &format!(" augment={}", p.names());
+        }
+        if let (true, Some((level, fade))) = (cfg.progressive, self.extras.level) {
+            let level = level.min(cfg.levels() - 1);
+            spread += &format!(" progressive_level={level} side={}{}", 4 << level, if fade && level > 0 { " fade=0.5" } else { "" });
         }
         format!(
             "ours gan-engine {} backend=\"{}\" size={} width={} batch={batch}{spread} precision={precision} threads={} iters={iters} timer={timer} median_s={med:.4} min_s={min:.4} it_per_s={:.3} gflop_per_s={:.1} vs_1070ti={:.3}",
@@ -242,6 +268,10 @@ pub fn measure<B: Backend>(
     if extras.ema {
         gan.enable_ema(be, EmaSchedule { half_life: 10_000.0, ramp: 0.05 })?;
     }
+    if let (true, Some((level, fade))) = (cfg.progressive, extras.level) {
+        let level = level.min(cfg.levels() - 1);
+        gan.set_progress(Progress { level, alpha: if fade && level > 0 { 0.5 } else { 1.0 } })?;
+    }
     let (images, texts, noise) = synthetic_batch(cfg, batch, 2);
     let inputs = StepInputs { images: &images, texts: &texts, noise: &noise, mismatched: None };
     // One batch on the device for every iteration, as the PyTorch peer does: the timing
@@ -257,7 +287,7 @@ pub fn measure<B: Backend>(
         }
         let (stats, dt) = timer.time(be, || {
             if let Some(p) = extras.augment {
-                gan.augment = Some(AugmentDraws::draw(1, i as u64, p, 1.0, batch, cfg.size));
+                gan.augment = Some(AugmentDraws::draw(1, i as u64, p, 1.0, batch, gan.d.side()));
             }
             gan.iteration_loaded(be)
         })?;

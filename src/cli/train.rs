@@ -6,6 +6,7 @@ use gan_engine::model::TextInD;
 use gan_engine::text::DEFAULT_MAX_FEATURES;
 use gan_engine::train::augment::{AugmentOptions, AugmentP, Policies};
 use gan_engine::train::checkpoint;
+use gan_engine::train::grow::{parse_batch_schedule, GrowSchedule, DEFAULT_PHASE_IMAGES};
 use gan_engine::train::run::{check_minibatch_std, iters_for_epochs, train_until, RunState, TrainOptions};
 use gan_engine::train::Hyper;
 use std::path::{Path, PathBuf};
@@ -125,6 +126,25 @@ pub struct Args {
     /// inner product of a caption embedding with the pooled features) [default: tile].
     #[arg(long, value_name = "MODE")]
     text_in_d: Option<TextInD>,
+    /// Progressive growing (ProGAN): G and D grow from 4x4 by one block per level, doubling
+    /// the side up to --size (a power of two of at least 16, 256 included), each new block
+    /// faded in over --fade-images real images, then stabilised over --stage-images.
+    #[arg(long)]
+    progressive: bool,
+    /// With --progressive: real images over which each new level is faded in linearly
+    /// [default: 100000, about 26 epochs of the 3,834 shared products, as ProGAN's 800k
+    /// images are of its 30k faces].
+    #[arg(long, value_name = "IMAGES", allow_negative_numbers = true, value_parser = super::count::<u64>)]
+    fade_images: Option<u64>,
+    /// With --progressive: real images over which each level is stabilised after its fade
+    /// (the first level: trained) [default: 100000].
+    #[arg(long, value_name = "IMAGES", allow_negative_numbers = true, value_parser = super::count::<u64>)]
+    stage_images: Option<u64>,
+    /// With --progressive: the batch of each level by its side, as ProGAN trains the small
+    /// levels on larger batches: e.g. `4=128,8=128,16=64,32=32`; a side not listed trains
+    /// at --batch. Each batch is checked against the memory of the device at its level.
+    #[arg(long, value_name = "SIDE=BATCH,...", value_parser = |s: &str| parse_batch_schedule(s).map(BatchSchedule))]
+    batch_schedule: Option<BatchSchedule>,
     /// A set of the flags above chosen by measurement (README, "Better images"): `quality`
     /// is PRESET_QUALITY's flags. Flags given as well win; with --resume, a preset whose
     /// flags differ from the run's is refused, as those flags would be.
@@ -134,6 +154,10 @@ pub struct Args {
     #[arg(long)]
     quiet: bool,
 }
+
+/// `--batch-schedule`, read (one value, not a list of them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchSchedule(Vec<(usize, usize)>);
 
 /// `train --preset`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -158,6 +182,8 @@ fn apply_preset(a: &mut Args) -> Vec<(&'static str, &'static str)> {
             "--minibatch-std" => a.minibatch_std.is_none().then(|| a.minibatch_std = value.parse().ok()),
             "--ema-half-life" => a.ema_half_life.is_none().then(|| a.ema_half_life = value.parse().ok()),
             "--matching-aware" => a.matching_aware.is_none().then(|| a.matching_aware = value.parse().ok()),
+            // The progressive discriminator reads the caption tiled only: the preset leaves it.
+            "--text-in-d" if a.progressive => None,
             "--text-in-d" => a.text_in_d.is_none().then(|| a.text_in_d = <TextInD as clap::ValueEnum>::from_str(value, false).ok()),
             "--augment" => a.augment.is_none().then(|| a.augment = Some(value.to_string())),
             "--augment-p" => a.augment_p.is_none().then(|| a.augment_p = Some(value.to_string())),
@@ -218,6 +244,10 @@ fn fresh(a: &Args, precision: Option<Precision>) -> TrainOptions {
         ema_half_life: a.ema_half_life.unwrap_or(0.0),
         ema_ramp: a.ema_ramp.unwrap_or(gan_engine::train::ema::DEFAULT_EMA_RAMP),
         text_in_d: a.text_in_d.unwrap_or_default(),
+        progressive: a.progressive,
+        fade_images: a.fade_images.unwrap_or(DEFAULT_PHASE_IMAGES),
+        stage_images: a.stage_images.unwrap_or(DEFAULT_PHASE_IMAGES),
+        batch_schedule: a.batch_schedule.clone().map(|b| b.0).unwrap_or_default(),
     }
 }
 
@@ -226,7 +256,7 @@ fn fresh(a: &Args, precision: Option<Precision>) -> TrainOptions {
 fn resumed(a: &Args, precision: Option<Precision>, stored: &TrainOptions, from_preset: &[(&str, &str)]) -> Result<TrainOptions> {
     let mut o = stored.clone();
     let (policies, p) = augment_flags(a)?;
-    let fixed: [(&str, bool); 19] = [
+    let fixed: [(&str, bool); 23] = [
         ("--precision", precision.is_some_and(|p| p != stored.precision)),
         ("--data", a.data.as_ref().is_some_and(|d| !same_data_folder(d, stored.data.as_deref()))),
         ("--size", a.size.is_some_and(|v| v != stored.size)),
@@ -246,6 +276,10 @@ fn resumed(a: &Args, precision: Option<Precision>, stored: &TrainOptions, from_p
         ("--ema-half-life", a.ema_half_life.is_some_and(|v| v != stored.ema_half_life)),
         ("--ema-ramp", a.ema_ramp.is_some_and(|v| v != stored.ema_ramp)),
         ("--text-in-d", a.text_in_d.is_some_and(|v| v != stored.text_in_d)),
+        ("--progressive", a.progressive && !stored.progressive),
+        ("--fade-images", a.fade_images.is_some_and(|v| v != stored.fade_images)),
+        ("--stage-images", a.stage_images.is_some_and(|v| v != stored.stage_images)),
+        ("--batch-schedule", a.batch_schedule.as_ref().is_some_and(|v| v.0 != stored.batch_schedule)),
     ];
     if let Some((flag, _)) = fixed.iter().find(|f| f.1) {
         if from_preset.iter().any(|(p, _)| flag.split('/').any(|f| f == *p)) {
@@ -299,10 +333,24 @@ pub fn run(mut a: Args) -> Result<()> {
         bail!("--batch must be at least 1");
     }
     if let Some(s) = a.size {
-        if ![32, 64, 128].contains(&s) {
-            bail!("--size {s} is not supported: use 32, 64 or 128");
+        if a.progressive {
+            gan_engine::train::grow::check_size(s)?;
+        } else if ![32, 64, 128].contains(&s) {
+            bail!("--size {s} is not supported: use 32, 64 or 128 (or --progressive with a power of two from 16 to 512)");
         }
     }
+    if !a.progressive {
+        for (flag, given) in [("--fade-images", a.fade_images.is_some()), ("--stage-images", a.stage_images.is_some())] {
+            if given && a.resume.is_none() {
+                bail!("{flag} sets the schedule of progressive growing: add --progressive, or drop {flag}");
+            }
+        }
+    }
+    if let (Some(b), false, None) = (&a.batch_schedule, a.progressive, &a.resume) {
+        let text = gan_engine::train::grow::describe_batch_schedule(&b.0);
+        bail!("--batch-schedule {text} sets the batch of each level of progressive growing: add --progressive, or drop --batch-schedule");
+    }
+    GrowSchedule::check(a.fade_images.unwrap_or(1), a.stage_images.unwrap_or(1))?;
     let precision = device::parse_precision(a.precision.as_deref())?;
     let (policies, augment_p) = augment_flags(&a)?;
     let (mut opts, resume, out) = match &a.resume {
@@ -324,11 +372,13 @@ pub fn run(mut a: Args) -> Result<()> {
             (opts, None, a.out.clone().unwrap_or_else(|| PathBuf::from("runs/train")))
         }
     };
+    // Before any data is read: the sides, batches and --minibatch-std groups of the schedule.
+    opts.check_batch_schedule()?;
     if let Some(e) = a.epochs {
         // An epoch is a pass over the training split: the products not held out.
         let ids = gan_engine::data::read_ids(&gan_engine::data::DataSource::from_arg(opts.data.clone()))?;
         let trained = gan_engine::eval::split::split(&ids, opts.eval_split).train.len();
-        opts.iters = iters_for_epochs(e, trained, opts.batch);
+        opts.iters = if opts.batch_schedule.is_empty() { iters_for_epochs(e, trained, opts.batch) } else { opts.iters_for_images(e * trained as u64) };
     }
     check_minibatch_std(opts.minibatch_std, opts.batch)?;
     gan_engine::train::ema::check_ema(opts.ema_half_life, opts.ema_ramp)?;
@@ -346,6 +396,12 @@ pub fn run(mut a: Args) -> Result<()> {
     }
     if opts.text_in_d != TextInD::Tile {
         spread += &format!(", text in D by {}", opts.text_in_d);
+    }
+    if opts.progressive {
+        spread += &format!(", progressive from 4x4 (fade {} images, stabilise {})", opts.fade_images, opts.stage_images);
+    }
+    if !opts.batch_schedule.is_empty() {
+        spread += &format!(", batch schedule {}", gan_engine::train::grow::describe_batch_schedule(&opts.batch_schedule));
     }
     eprintln!("training {} px, width {}, batch {}{spread}, {} iterations on {name} -> {}", opts.size, opts.width, opts.batch, opts.iters, out.display());
     // Ctrl-C (or SIGTERM, SIGHUP) ends the run after the iteration in progress, with a

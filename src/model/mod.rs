@@ -1,13 +1,15 @@
 //! The text-conditioned DCGAN: generator and discriminator for 32, 64 and 128 px at any
 //! base width, written against the op contract only.
 
+mod progressive;
 mod table;
 
+pub use progressive::{ProgDiscriminator, ProgGenerator};
 pub use table::{iteration_flops, layer_table, LayerRow};
 
 use crate::backend::{Available, Backend};
 use crate::nn::{
-    ActKind, Activation, BatchNorm2d, Buffer, ConcatTile, Conv, Grads, Layer, Linear, MinibatchStd, Mode, Param, Projection, Sequential, Shape, Tensor,
+    ActKind, Activation, BatchNorm2d, Buffer, ConcatTile, Conv, EqConv, Grads, Layer, Linear, MinibatchStd, Mode, Param, Projection, Sequential, Shape, Tensor,
 };
 use crate::rng::Rng;
 use anyhow::{bail, Context, Result};
@@ -102,11 +104,49 @@ pub struct ModelConfig {
     /// before it tiles. With `Projection`, `text_proj` is not used.
     #[serde(default)]
     pub text_in_d: TextInD,
+    /// Progressive growing (ProGAN, `train --progressive`, `model/progressive.rs`): one
+    /// block per resolution from 4x4 up to `size`, grown in by `Progress`; a checkpoint
+    /// from before it is a DCGAN.
+    #[serde(default)]
+    pub progressive: bool,
+}
+
+/// Where a progressive model stands: its `level` (resolution `4 * 2^level`) and how far the
+/// level's new block is faded in (`alpha`, 0 to 1; 1 once it is stabilising).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    pub level: usize,
+    pub alpha: f32,
+}
+
+impl Progress {
+    /// The image side at this level.
+    pub fn side(&self) -> usize {
+        4 << self.level
+    }
+    /// `32 px (fading in, 0.42)` or `32 px`.
+    pub fn describe(&self) -> String {
+        if self.alpha < 1.0 {
+            format!("{} px, fading in at {:.3}", self.side(), self.alpha)
+        } else {
+            format!("{} px", self.side())
+        }
+    }
 }
 
 impl ModelConfig {
     pub fn new(size: usize, width: usize) -> Result<ModelConfig> {
-        let cfg = ModelConfig { size, width, noise_dim: 100, text_dim: 256, text_proj: 128, slope: 0.2, minibatch_std: 0, text_in_d: TextInD::Tile };
+        let cfg = ModelConfig {
+            size,
+            width,
+            noise_dim: 100,
+            text_dim: 256,
+            text_proj: 128,
+            slope: 0.2,
+            minibatch_std: 0,
+            text_in_d: TextInD::Tile,
+            progressive: false,
+        };
         cfg.validate()?;
         Ok(cfg)
     }
@@ -132,13 +172,33 @@ impl ModelConfig {
         if self.minibatch_std == 1 {
             bail!("a minibatch standard deviation over groups of 1 is a constant channel: use groups of 2 or more (ProGAN uses 4), or 0 for none");
         }
+        if self.progressive && self.text_in_d != TextInD::Tile {
+            bail!(
+                "the progressive discriminator reads the caption tiled at 4x4, as the DCGAN does: --text-in-d {} is not available with --progressive",
+                self.text_in_d
+            );
+        }
         Ok(())
+    }
+
+    /// Levels of a progressive model: 4x4, 8x8, ... up to `size`.
+    pub fn levels(&self) -> usize {
+        self.size.trailing_zeros() as usize - 1
+    }
+    /// Channels of a progressive model at `level`: `width` at the final size, doubling
+    /// with every halving of the side, at most `8 * width` (ProGAN's 512 channels up to 32
+    /// px, then halving, at width 64).
+    pub fn level_channels(&self, level: usize) -> usize {
+        self.width * (self.size / (4 << level)).min(8)
     }
 
     /// Parameters of the generator and of the discriminator, counted from the configuration
     /// before anything is built (the layer table's totals: a test holds the two together).
     /// In f64, so that no configuration, however large, overflows.
     pub fn param_counts(&self) -> (f64, f64) {
+        if self.progressive {
+            return self.progressive_param_counts();
+        }
         let (blocks, top) = (self.blocks(), self.top_channels() as f64);
         let (mut g, mut d) = (0.0, 0.0);
         let (mut c_in, mut ch) = ((self.noise_dim + self.text_dim) as f64, top);
@@ -164,6 +224,9 @@ impl ModelConfig {
     /// Values of every layer's output for one image, in the generator and in the
     /// discriminator (the layer table's output shapes, summed).
     pub fn outputs_per_image(&self) -> (f64, f64) {
+        if self.progressive {
+            return self.progressive_outputs_per_image();
+        }
         let (blocks, top) = (self.blocks(), self.top_channels() as f64);
         let (mut g, mut d) = (0.0, 0.0);
         let (mut side, mut ch) = (4.0, top);
@@ -206,6 +269,39 @@ impl ModelConfig {
         MemoryNeed { parameters: 16.0 * (pg + pd), layers: 4.0 * layers }
     }
 
+    /// `memory_need` of a progressive model training at `level` on batches of `batch`
+    /// (`--batch-schedule`): every parameter (all levels' exist from the start), and the
+    /// outputs and gradients of the layers in use at that level for each image.
+    pub fn memory_need_at_level(&self, level: usize, batch: usize) -> MemoryNeed {
+        let (pg, pd) = self.param_counts();
+        let (og, od) = self.outputs_per_image_at_level(level);
+        MemoryNeed { parameters: 16.0 * (pg + pd), layers: 4.0 * 2.0 * (og + od) * batch as f64 }
+    }
+
+    /// Refuses a level of a progressive run whose batch (`--batch-schedule`) does not fit
+    /// in `available` memory, before anything is allocated (`check_memory` counts the last
+    /// level at `--batch`). Without a figure for the memory it checks nothing.
+    pub fn check_memory_at_level(&self, level: usize, batch: usize, available: Option<Available>) -> Result<()> {
+        let need = self.memory_need_at_level(level, batch);
+        let Some(avail) = available else { return Ok(()) };
+        if need.total() > avail.bytes as f64 {
+            bail!(
+                "--batch-schedule: the model ({} px, width {}, text {}) needs at least {} to train level {level} ({} px) at batch {batch} ({} of parameters with their gradients and Adam moments, {} of layer outputs), but {} has {}; use a smaller batch for side {} in --batch-schedule, or a smaller --width",
+                self.size,
+                self.width,
+                self.text_dim,
+                human_bytes(need.total()),
+                4usize << level,
+                human_bytes(need.parameters),
+                human_bytes(need.layers),
+                avail.what,
+                human_bytes(avail.bytes as f64),
+                4usize << level
+            );
+        }
+        Ok(())
+    }
+
     /// Refuses a model that does not fit in `available` memory, before anything is
     /// allocated, with how much it needs. Without a figure for the memory (`None`) it
     /// checks nothing.
@@ -237,7 +333,71 @@ impl ModelConfig {
     }
     /// Channels at the 4x4 level.
     pub fn top_channels(&self) -> usize {
+        if self.progressive {
+            return self.level_channels(0);
+        }
         self.width << (self.blocks() - 1)
+    }
+
+    /// `param_counts` of a progressive model: every level's block, toRGB and fromRGB.
+    fn progressive_param_counts(&self) -> (f64, f64) {
+        let ch = |l: usize| self.level_channels(l) as f64;
+        let conv = |c_in: f64, c_out: f64, k: f64| c_in * c_out * k * k + c_out;
+        let (mut g, mut d) = (0.0, 0.0);
+        for l in 0..self.levels() {
+            g += if l == 0 { conv((self.noise_dim + self.text_dim) as f64, ch(0), 4.0) } else { conv(ch(l - 1), ch(l), 3.0) };
+            g += conv(ch(l), ch(l), 3.0) + conv(ch(l), 3.0, 1.0);
+            d += conv(3.0, ch(l), 1.0);
+            if l > 0 {
+                d += conv(ch(l), ch(l), 3.0) + conv(ch(l), ch(l - 1), 3.0);
+            }
+        }
+        let top = ch(0);
+        d += self.text_dim as f64 * self.text_proj as f64 + self.text_proj as f64;
+        d += conv(self.head_channels() as f64, top, 3.0) + conv(top, top, 4.0) + conv(top, 1.0, 1.0);
+        (g, d)
+    }
+
+    /// `outputs_per_image` of a progressive model at its last level while it fades in (the
+    /// most layers at once: both toRGB and both fromRGB paths).
+    fn progressive_outputs_per_image(&self) -> (f64, f64) {
+        self.outputs_per_image_at_level(self.levels() - 1)
+    }
+
+    /// `outputs_per_image` of a progressive model training at `level` while it fades in:
+    /// the layers in use there (blocks 0..=level, both toRGB and both fromRGB paths), at
+    /// the level's side.
+    pub fn outputs_per_image_at_level(&self, level: usize) -> (f64, f64) {
+        let ch = |l: usize| self.level_channels(l) as f64;
+        let side = |l: usize| (4usize << l) as f64;
+        let s = level.min(self.levels() - 1);
+        let (mut g, mut d) = (0.0, 0.0);
+        for l in 0..=s {
+            let px = side(l) * side(l);
+            // Upsampled input (above level 0), then conv, LeakyReLU, pixel norm twice.
+            g += if l == 0 { 0.0 } else { ch(l - 1) * px } + 6.0 * ch(l) * px;
+        }
+        let px = side(s) * side(s);
+        // The new toRGB, the old one (at the level below) with its upsampling, and tanh.
+        g += 3.0 * px + if s > 0 { 3.0 * px / 4.0 + 3.0 * px } else { 0.0 } + 3.0 * px;
+        // fromRGB and its LeakyReLU at the last level, and at the level below on the pooled image.
+        d += 2.0 * ch(s) * px;
+        if s > 0 {
+            d += 3.0 * px / 4.0 + 2.0 * ch(s - 1) * px / 4.0;
+        }
+        for l in 1..=s {
+            let px = side(l) * side(l);
+            // Two convolutions with their LeakyReLUs, then the pooling.
+            d += 2.0 * ch(l) * px + 2.0 * ch(l - 1) * px + ch(l - 1) * px / 4.0;
+        }
+        // The text projection and its LeakyReLU, the minibatch std channel's layer, the
+        // 3x3 convolution and LeakyReLU, the 4x4 and LeakyReLU, the logit.
+        d += 2.0 * self.text_proj as f64;
+        if self.minibatch_std > 0 {
+            d += self.head_channels() as f64 * 16.0;
+        }
+        d += 2.0 * ch(0) * 16.0 + 2.0 * ch(0) + 1.0;
+        (g, d)
     }
     /// Channels of the discriminator's joined 4x4 features, the input of its head's first
     /// convolution: image features, the text projection (when the text is tiled), and the
@@ -251,7 +411,12 @@ impl ModelConfig {
     /// the discriminator's joined 4x4 features.
     pub fn largest_tensor_per_image(&self) -> usize {
         let half = self.size / 2;
-        [3 * self.size * self.size, self.width * half * half, self.head_channels() * 16, self.text_dim, self.noise_dim].into_iter().max().unwrap_or(0)
+        // Progressive: the level below the last's channels, upsampled to the full side.
+        let upsampled = if self.progressive { self.level_channels(self.levels().saturating_sub(2)) * self.size * self.size } else { 0 };
+        [3 * self.size * self.size, self.width * half * half, self.head_channels() * 16, self.text_dim, self.noise_dim, upsampled]
+            .into_iter()
+            .max()
+            .unwrap_or(0)
     }
     /// Refuses a batch whose largest tensor would pass the `i32::MAX` values the ops and
     /// kernels can index, before anything is allocated.
@@ -268,7 +433,10 @@ impl ModelConfig {
 pub struct Generator<B: Backend> {
     pub cfg: ModelConfig,
     input: ConcatTile<B>,
+    /// The DCGAN's layers (empty in a progressive model).
     pub main: Sequential<B>,
+    /// The progressive body, when `cfg.progressive`.
+    pub prog: Option<ProgGenerator<B>>,
 }
 
 impl<B: Backend> Generator<B> {
@@ -280,6 +448,10 @@ impl<B: Backend> Generator<B> {
     /// moving average of the weights, stored next to `generator` in checkpoints).
     pub fn named(be: &B, cfg: &ModelConfig, rng: &mut Rng, prefix: &str) -> Result<Self> {
         cfg.validate()?;
+        if cfg.progressive {
+            let prog = ProgGenerator::new(be, cfg, rng, prefix)?;
+            return Ok(Generator { cfg: cfg.clone(), input: ConcatTile::new(), main: Sequential::new(Vec::new()), prog: Some(prog) });
+        }
         let mut layers: Vec<Box<dyn Layer<B>>> = Vec::new();
         // PyTorch's index of the next layer: a batchnorm with its fused activation
         // stands for two.
@@ -295,24 +467,47 @@ impl<B: Backend> Generator<B> {
         }
         layers.push(Box::new(Conv::new(be, &name(&layers), true, c_in, 3, 4, 2, 1, false, rng)?));
         layers.push(Box::new(Activation::new(ActKind::Tanh)));
-        Ok(Generator { cfg: cfg.clone(), input: ConcatTile::new(), main: Sequential::new(layers) })
+        Ok(Generator { cfg: cfg.clone(), input: ConcatTile::new(), main: Sequential::new(layers), prog: None })
     }
 
     pub fn input_shape(&self, n: usize) -> Shape {
         Shape::new(n, self.cfg.noise_dim + self.cfg.text_dim, 1, 1)
     }
 
-    /// `noise [n, noise_dim]`, `text [n, text_dim]` -> images `[n, 3, size, size]` in [-1, 1].
+    /// `noise [n, noise_dim]`, `text [n, text_dim]` -> images `[n, 3, side, side]` in [-1, 1],
+    /// `side` the model's size (a progressive model's: its current level's, `side()`).
     pub fn forward(&mut self, be: &B, noise: &Tensor<B>, text: &Tensor<B>, mode: Mode) -> Result<Tensor<B>> {
         let z = self.input.forward(be, noise, text)?;
-        self.main.forward(be, &z, mode)
+        match &mut self.prog {
+            Some(p) => p.forward(be, &z, mode),
+            None => self.main.forward(be, &z, mode),
+        }
+    }
+
+    /// Where a progressive model stands; `None` for a DCGAN.
+    pub fn progress(&self) -> Option<Progress> {
+        self.prog.as_ref().map(|p| p.progress())
+    }
+
+    /// Moves a progressive model to `p`; refuses a DCGAN.
+    pub fn set_progress(&mut self, p: Progress) -> Result<()> {
+        self.prog.as_mut().context("only a progressive generator has levels")?.set_progress(p)
+    }
+
+    /// The side of the images `forward` draws now.
+    pub fn side(&self) -> usize {
+        self.progress().map_or(self.cfg.size, |p| p.side())
     }
 
     /// The gradients `want` asks for: those of the noise and text inputs (`want.input`),
     /// and the parameters' (`want.params`, accumulated). Training wants the parameters'
     /// only, so the first layer skips its input-gradient op.
     pub fn backward(&mut self, be: &B, dimage: &Tensor<B>, want: Grads) -> Result<Option<(Tensor<B>, Tensor<B>)>> {
-        match self.main.backward(be, dimage, want)? {
+        let dz = match &mut self.prog {
+            Some(p) => p.backward(be, dimage, want)?,
+            None => self.main.backward(be, dimage, want)?,
+        };
+        match dz {
             Some(dz) => Ok(Some(self.input.backward(be, &dz)?)),
             None => Ok(None),
         }
@@ -320,7 +515,12 @@ impl<B: Backend> Generator<B> {
 
     pub fn layers(&self) -> Vec<(String, &dyn Layer<B>, Shape)> {
         let mut rows = Vec::new();
-        named_rows(&mut rows, "generator.main", &self.main, self.input_shape(1));
+        match &self.prog {
+            Some(p) => p.layers("generator", &mut rows, self.input_shape(1)),
+            None => {
+                named_rows(&mut rows, "generator.main", &self.main, self.input_shape(1));
+            }
+        }
         rows
     }
 }
@@ -356,6 +556,9 @@ pub struct Discriminator<B: Backend> {
     pub head: Sequential<B>,
     /// The conditional term `<V t, phi(h)>`, with `TextInD::Projection` only.
     projection: Option<Projection<B>>,
+    /// The progressive body (the image to its 4x4 features) in place of `main`, when
+    /// `cfg.progressive`.
+    pub prog: Option<ProgDiscriminator<B>>,
 }
 
 impl<B: Backend> Discriminator<B> {
@@ -363,6 +566,9 @@ impl<B: Backend> Discriminator<B> {
     #[allow(clippy::vec_init_then_push)]
     pub fn new(be: &B, cfg: &ModelConfig, rng: &mut Rng) -> Result<Self> {
         cfg.validate()?;
+        if cfg.progressive {
+            return Self::progressive(be, cfg, rng);
+        }
         let leaky = ActKind::LeakyRelu(cfg.slope);
         let lrelu = || -> Box<dyn Layer<B>> { Box::new(Activation::new(leaky)) };
         let mut main: Vec<Box<dyn Layer<B>>> = Vec::new();
@@ -401,16 +607,67 @@ impl<B: Backend> Discriminator<B> {
             concat: ConcatTile::new(),
             head: Sequential::new(head),
             projection,
+            prog: None,
         })
+    }
+
+    /// The progressive discriminator: its body (`ProgDiscriminator`), the caption's
+    /// projection tiled at 4x4 as in the DCGAN, and ProGAN's head: the minibatch standard
+    /// deviation when asked, a 3x3 and a 4x4 convolution with LeakyReLUs and the logit, all
+    /// with an equalized learning rate.
+    #[allow(clippy::vec_init_then_push)]
+    fn progressive(be: &B, cfg: &ModelConfig, rng: &mut Rng) -> Result<Self> {
+        let body = ProgDiscriminator::new(be, cfg, rng)?;
+        let lrelu = || -> Box<dyn Layer<B>> { Box::new(Activation::new(ActKind::LeakyRelu(progressive::SLOPE))) };
+        let text: Vec<Box<dyn Layer<B>>> = vec![Box::new(Linear::new(be, "discriminator.text.0", cfg.text_dim, cfg.text_proj, true, rng)?), lrelu()];
+        let name = |layers: &[Box<dyn Layer<B>>]| format!("discriminator.head.{}", next_index(layers));
+        let (top, joined) = (cfg.top_channels(), cfg.head_channels());
+        let sqrt2 = std::f32::consts::SQRT_2;
+        let mut head: Vec<Box<dyn Layer<B>>> = Vec::new();
+        if cfg.minibatch_std > 0 {
+            head.push(Box::new(MinibatchStd::new(cfg.minibatch_std)));
+        }
+        head.push(Box::new(EqConv::new(be, &name(&head), false, joined, top, 3, 1, 1, true, sqrt2, joined * 9, rng)?));
+        head.push(lrelu());
+        head.push(Box::new(EqConv::new(be, &name(&head), false, top, top, 4, 1, 0, true, sqrt2, top * 16, rng)?));
+        head.push(lrelu());
+        head.push(Box::new(EqConv::new(be, &name(&head), false, top, 1, 1, 1, 0, true, 1.0, top, rng)?));
+        Ok(Discriminator {
+            cfg: cfg.clone(),
+            main: Sequential::new(Vec::new()),
+            text: Sequential::new(text),
+            concat: ConcatTile::new(),
+            head: Sequential::new(head),
+            projection: None,
+            prog: Some(body),
+        })
+    }
+
+    /// Where a progressive model stands; `None` for a DCGAN.
+    pub fn progress(&self) -> Option<Progress> {
+        self.prog.as_ref().map(|p| p.progress())
+    }
+
+    /// Moves a progressive model to `p`; refuses a DCGAN.
+    pub fn set_progress(&mut self, p: Progress) -> Result<()> {
+        self.prog.as_mut().context("only a progressive discriminator has levels")?.set_progress(p)
+    }
+
+    /// The side of the images `forward` reads now.
+    pub fn side(&self) -> usize {
+        self.progress().map_or(self.cfg.size, |p| p.side())
     }
 
     /// images `[n, 3, size, size]`, text `[n, text_dim]` -> logits `[n, 1, 1, 1]`.
     pub fn forward(&mut self, be: &B, image: &Tensor<B>, text: &Tensor<B>, mode: Mode) -> Result<Tensor<B>> {
-        let s = image.shape;
-        if s.c != 3 || s.h != self.cfg.size || s.w != self.cfg.size {
-            bail!("discriminator for {} px got images of shape {s}", self.cfg.size);
+        let (s, side) = (image.shape, self.side());
+        if s.c != 3 || s.h != side || s.w != side {
+            bail!("discriminator for {side} px got images of shape {s}");
         }
-        let features = self.main.forward(be, image, mode)?;
+        let features = match &mut self.prog {
+            Some(p) => p.forward(be, image, mode)?,
+            None => self.main.forward(be, image, mode)?,
+        };
         let t = self.text.forward(be, text, mode)?;
         let Some(projection) = &mut self.projection else {
             let joined = self.concat.forward(be, &features, &t)?;
@@ -448,13 +705,21 @@ impl<B: Backend> Discriminator<B> {
             }
         };
         let dtext = self.text.backward(be, &dt, Grads { input: want.text, params: want.params })?;
-        let dimage = self.main.backward(be, &dfeatures, Grads { input: want.image, params: want.params })?;
+        let want_image = Grads { input: want.image, params: want.params };
+        let dimage = match &mut self.prog {
+            Some(p) => p.backward(be, &dfeatures, want_image)?,
+            None => self.main.backward(be, &dfeatures, want_image)?,
+        };
         Ok((dimage, dtext))
     }
 
     pub fn layers(&self) -> Vec<(String, &dyn Layer<B>, Shape)> {
         let mut rows = Vec::new();
-        let features = named_rows(&mut rows, "discriminator.main", &self.main, Shape::new(1, 3, self.cfg.size, self.cfg.size));
+        let image = Shape::new(1, 3, self.side(), self.side());
+        let features = match &self.prog {
+            Some(p) => p.layers(&mut rows, image),
+            None => named_rows(&mut rows, "discriminator.main", &self.main, image),
+        };
         let text = Shape::new(1, self.cfg.text_dim, 1, 1);
         // Tiled, the caption joins the features before the head; with projection, the head
         // reads the features alone (the layer table's `discriminator.embed.0` is V).
@@ -518,18 +783,22 @@ pub trait Module<B: Backend> {
 
 impl<B: Backend> Module<B> for Generator<B> {
     fn parts(&self) -> Vec<&Sequential<B>> {
-        vec![&self.main]
+        let prog = self.prog.iter().flat_map(|p| p.parts());
+        std::iter::once(&self.main).chain(prog).collect()
     }
     fn parts_mut(&mut self) -> Vec<&mut Sequential<B>> {
-        vec![&mut self.main]
+        let prog = self.prog.iter_mut().flat_map(|p| p.parts_mut());
+        std::iter::once(&mut self.main).chain(prog).collect()
     }
 }
 
 impl<B: Backend> Module<B> for Discriminator<B> {
     fn parts(&self) -> Vec<&Sequential<B>> {
-        vec![&self.main, &self.text, &self.head]
+        let prog = self.prog.iter().flat_map(|p| p.parts());
+        [&self.main].into_iter().chain(prog).chain([&self.text, &self.head]).collect()
     }
     fn parts_mut(&mut self) -> Vec<&mut Sequential<B>> {
-        vec![&mut self.main, &mut self.text, &mut self.head]
+        let prog = self.prog.iter_mut().flat_map(|p| p.parts_mut());
+        [&mut self.main].into_iter().chain(prog).chain([&mut self.text, &mut self.head]).collect()
     }
 }

@@ -41,9 +41,16 @@ pub fn iteration_flops<B: Backend>(g: &Generator<B>, d: &Discriminator<B>, batch
     let macs = |name: &str| rows.iter().find(|r| r.name == name).map_or(0, |r| r.macs);
     let g_fwd: u64 = rows.iter().filter(|r| r.name.starts_with("generator")).map(|r| r.macs).sum();
     let d_fwd: u64 = rows.iter().filter(|r| r.name.starts_with("discriminator")).map(|r| r.macs).sum();
-    let g_total = 3 * g_fwd - macs("generator.main.0");
+    let g_total = 3 * g_fwd - macs("generator.main.0") - macs("generator.block0.0");
     // The caption's first layer: the text projection (tiled) or the embedding V (projection).
     let text = macs("discriminator.text.0") + macs("discriminator.embed.0");
-    let d_total = 8 * d_fwd - 2 * macs("discriminator.main.0") - 3 * text;
+    // The layers that read the image: the DCGAN's first convolution, or a progressive D's
+    // fromRGB (two of them while a level fades in).
+    let image: u64 = rows
+        .iter()
+        .filter(|r| r.name == "discriminator.main.0" || (r.name.starts_with("discriminator.fromrgb") && r.name.ends_with(".0")))
+        .map(|r| r.macs)
+        .sum();
+    let d_total = 8 * d_fwd - 2 * image - 3 * text;
     2.0 * (g_total + d_total) as f64 * batch as f64
 }

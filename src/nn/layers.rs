@@ -48,6 +48,27 @@ impl<B: Backend> Conv<B> {
         Ok(Conv { transposed, c_in, c_out, k, stride, pad, weight, bias, x: None, out: Slot::default(), dx: Slot::default() })
     }
 
+    /// A convolution around parameters made elsewhere (`EqConv`'s runtime weight); refuses
+    /// a weight or bias whose shape is not the one `new` would make.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_params(
+        transposed: bool,
+        c_in: usize,
+        c_out: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        weight: Param<B>,
+        bias: Option<Param<B>>,
+    ) -> Result<Self> {
+        let shape = if transposed { [c_in, c_out, k, k] } else { [c_out, c_in, k, k] };
+        anyhow::ensure!(weight.shape == shape, "convolution weight {}: shape {:?}, the layer needs {shape:?}", weight.name, weight.shape);
+        if let Some(b) = &bias {
+            anyhow::ensure!(b.shape == [c_out], "convolution bias {}: shape {:?}, the layer needs [{c_out}]", b.name, b.shape);
+        }
+        Ok(Conv { transposed, c_in, c_out, k, stride, pad, weight, bias, x: None, out: Slot::default(), dx: Slot::default() })
+    }
+
     pub fn params_for(&self, x: Shape) -> ConvParams {
         if self.transposed {
             ConvParams::conv_transpose2d(x.n, self.c_in, x.h, x.w, self.c_out, self.k, self.stride, self.pad)

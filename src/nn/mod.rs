@@ -11,10 +11,12 @@
 //! allocated on the first call with a given shape and reused after that.
 
 mod layers;
+mod progressive;
 
 pub use layers::*;
+pub use progressive::*;
 
-use crate::backend::{ActParams, Backend, BatchNormParams, ConvParams, LinearParams, MinibatchStdParams};
+use crate::backend::{ActParams, Backend, BatchNormParams, ConvParams, LinearParams, MinibatchStdParams, PixelNormParams, PoolParams, UpsampleParams};
 use anyhow::Result;
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -200,6 +202,9 @@ pub enum LayerOp {
     Linear(LinearParams),
     Activation { p: ActParams, kind: ActKind },
     MinibatchStd(MinibatchStdParams),
+    Upsample(UpsampleParams),
+    Pool(PoolParams),
+    PixelNorm(PixelNormParams),
 }
 
 pub trait Layer<B: Backend> {

@@ -141,12 +141,14 @@ impl<B: Backend> Gan<B> {
     /// `step` already counts it). Nothing without an EMA generator.
     pub(super) fn update_ema(&mut self, be: &B, batch: usize) -> Result<()> {
         let (Some(avg), Some(schedule)) = (self.g_ema.as_mut(), self.ema) else { return Ok(()) };
-        let seen = self.step.saturating_sub(1) * batch as u64;
+        // A model without batchnorm (the progressive one) has no statistics to go stale.
+        let has_bn = !avg.buffers().is_empty();
+        let seen = self.images_shown.unwrap_or(self.step.saturating_sub(1) * batch as u64);
         let beta = schedule.beta(batch, seen) as f32;
         for (a, w) in avg.params_mut().into_iter().zip(self.g.params()) {
             be.ema_update(&EmaParams::new(a.len(), beta), &mut a.value, &w.value)?;
         }
-        self.ema_stats_fresh = false;
+        self.ema_stats_fresh = !has_bn;
         Ok(())
     }
 
@@ -221,10 +223,22 @@ impl<B: Backend> Gan<B> {
 
     /// The line `sample`, `eval` and `serve` print once: which generator draws, and why.
     pub fn drawing_note(&self) -> String {
-        match (self.drawing.ema, self.g_ema.is_some()) {
+        let which = match (self.drawing.ema, self.g_ema.is_some()) {
             (true, true) => format!("drawing with {} (--no-ema for the raw generator)", self.drawing_label()),
             (true, false) => format!("this checkpoint has no EMA generator (trained without --ema-half-life): drawing with {}", self.drawing_label()),
             (false, _) => format!("drawing with {} (--no-ema)", self.drawing_label()),
+        };
+        match self.progress() {
+            Some(p) => format!("{which}; a progressive model at level {} of {} ({}){}", p.level, self.cfg.levels() - 1, p.describe(), self.upscale_note()),
+            None => which,
+        }
+    }
+
+    /// `, upscaled to 64 px` while a progressive model draws below its size.
+    fn upscale_note(&self) -> String {
+        match self.progress() {
+            Some(p) if p.side() < self.cfg.size => format!(", upscaled to {} px", self.cfg.size),
+            _ => String::new(),
         }
     }
 
@@ -237,6 +251,8 @@ impl<B: Backend> Gan<B> {
     pub fn drawing_label(&self) -> String {
         let which = if self.draws_ema() { "the EMA generator" } else { "the raw generator" };
         let bn = match self.drawing.bn {
+            // The progressive generator has no batchnorm: --bn changes nothing.
+            _ if self.cfg.progressive => return format!("{which} (no batchnorm)"),
             BnStats::Running => "running statistics",
             BnStats::Batch => "the batch's statistics",
         };
@@ -259,13 +275,34 @@ fn set_momenta<B: Backend>(g: &mut Generator<B>, m: &[f32]) {
 
 /// `g` on `n` noise and text vectors, as host f32.
 pub(super) fn generate_with<B: Backend>(be: &B, g: &mut Generator<B>, noise: &[f32], texts: &[f32], mode: Mode) -> Result<Vec<f32>> {
-    let c = &g.cfg;
+    let c = g.cfg.clone();
     ensure!(noise.len().is_multiple_of(c.noise_dim), "noise length {} is not a multiple of {}", noise.len(), c.noise_dim);
     let n = noise.len() / c.noise_dim;
     ensure!(texts.len() == n * c.text_dim, "texts: {} values for {n} vectors of {}", texts.len(), c.text_dim);
     let z = Tensor::from_f32(be, Shape::new(n, c.noise_dim, 1, 1), noise)?;
     let t = Tensor::from_f32(be, Shape::new(n, c.text_dim, 1, 1), texts)?;
-    g.forward(be, &z, &t, mode)?.to_f32(be)
+    let images = g.forward(be, &z, &t, mode)?.to_f32(be)?;
+    Ok(upscale_nearest(&images, n * 3, g.side(), g.cfg.size))
+}
+
+/// `planes` square planes of side `side` scaled up to `size` by repeating each pixel (a
+/// progressive model's images before its last level, so grids, `sample`, `eval` and
+/// `serve` always get images of the model's size); the planes themselves at full size.
+pub fn upscale_nearest(planes_data: &[f32], planes: usize, side: usize, size: usize) -> Vec<f32> {
+    if side >= size {
+        return planes_data.to_vec();
+    }
+    let k = size / side;
+    let mut out = vec![0.0f32; planes * size * size];
+    for (dst, src) in out.chunks_exact_mut(size * size).zip(planes_data.chunks_exact(side * side)) {
+        for (y, row) in dst.chunks_exact_mut(size).enumerate() {
+            let from = &src[(y / k) * side..(y / k + 1) * side];
+            for (x, v) in row.iter_mut().enumerate() {
+                *v = from[x / k];
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -14,8 +14,8 @@
 
 use super::augment::{all_identity, AugmentDraws};
 use crate::backend::{AdamParams, AugmentParams, Backend, BceParams};
-use crate::model::{DGrads, Discriminator, Generator, ModelConfig, Module};
-use crate::nn::{Grads, Mode, Param, Shape, Tensor};
+use crate::model::{DGrads, Discriminator, Generator, ModelConfig, Module, Progress};
+use crate::nn::{AvgPool, Fade, Grads, Layer, Mode, Param, Shape, Tensor, Upsample};
 use crate::rng::Rng;
 use anyhow::{ensure, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -86,10 +86,16 @@ impl StepStats {
     }
 }
 
-/// Device buffers for one batch size, allocated once.
+/// Device buffers for one batch size (and, in a progressive model, one level), allocated
+/// once.
 struct Io<B: Backend> {
     n: usize,
+    /// The side D reads at (the model's size, or a progressive model's level's).
+    side: usize,
+    /// The real batch at the model's size, as uploaded.
     images: Tensor<B>,
+    /// A progressive model's real batch at its level (`Gan::real_at_level`).
+    resample: Option<Resample<B>>,
     texts: Tensor<B>,
     noise: Tensor<B>,
     mismatched: Tensor<B>,
@@ -107,6 +113,17 @@ struct Io<B: Backend> {
     aug_params: [B::Buf; 3],
     /// `StepStats::real_sign` of the last D step.
     real_sign: f32,
+}
+
+/// How a progressive model's real images reach its level, as ProGAN does it: the batch
+/// average-pooled from the model's size to the level's side and, while the level fades in,
+/// faded from its own 2x-pooled and upsampled copy (`(1 - alpha) up(pool(x)) + alpha x`),
+/// so the reals change as smoothly as the fakes do.
+struct Resample<B: Backend> {
+    down: AvgPool<B>,
+    half: AvgPool<B>,
+    up: Upsample<B>,
+    mix: Fade<B>,
 }
 
 pub struct Gan<B: Backend> {
@@ -127,6 +144,9 @@ pub struct Gan<B: Backend> {
     pub(super) ema_stats_fresh: bool,
     /// What `draw` draws with.
     pub drawing: super::ema::Drawing,
+    /// Real images shown before the next iteration, for the EMA's schedule, when the batch
+    /// changes during the run (`train --batch-schedule`); `None`: `(step - 1) * batch`.
+    pub images_shown: Option<u64>,
     io: Option<Io<B>>,
 }
 
@@ -147,17 +167,22 @@ impl<B: Backend> Gan<B> {
             ema: None,
             ema_stats_fresh: true,
             drawing: Default::default(),
+            images_shown: None,
             io: None,
         })
     }
 
     fn io(&mut self, be: &B, n: usize) -> Result<&mut Io<B>> {
-        if self.io.as_ref().map(|io| io.n) != Some(n) {
+        let side = self.d.side();
+        if self.io.as_ref().map(|io| (io.n, io.side)) != Some((n, side)) {
             let c = &self.cfg;
-            let image = Shape::new(n, 3, c.size, c.size);
+            let image = Shape::new(n, 3, side, side);
             let k = n * crate::backend::augment::AUGMENT_K;
+            let resample = c.progressive.then(|| Resample { down: AvgPool::new(c.size / side), half: AvgPool::new(2), up: Upsample::new(2), mix: Fade::new() });
             self.io = Some(Io {
                 n,
+                side,
+                resample,
                 images: Tensor::zeros(be, Shape::new(n, 3, c.size, c.size))?,
                 texts: Tensor::zeros(be, Shape::new(n, c.text_dim, 1, 1))?,
                 noise: Tensor::zeros(be, Shape::new(n, c.noise_dim, 1, 1))?,
@@ -213,6 +238,34 @@ impl<B: Backend> Gan<B> {
         Ok(out.clone())
     }
 
+    /// The real batch as a progressive model's D sees it at `progress` (`Resample`); the
+    /// batch itself for a DCGAN or at the last level, stabilised.
+    fn real_at_level(be: &B, progress: Option<Progress>, images: &Tensor<B>, resample: &mut Option<Resample<B>>) -> Result<Tensor<B>> {
+        let (Some(p), Some(r)) = (progress, resample.as_mut()) else { return Ok(images.clone()) };
+        let x = if p.side() < images.shape.h { r.down.forward(be, images, Mode::Train)? } else { images.clone() };
+        if p.level == 0 || p.alpha >= 1.0 {
+            return Ok(x);
+        }
+        let low = r.half.forward(be, &x, Mode::Train)?;
+        let low = r.up.forward(be, &low, Mode::Train)?;
+        r.mix.forward(be, &low, &x, 1.0 - p.alpha, p.alpha)
+    }
+
+    /// Moves a progressive model (G, D and the EMA generator) to `p`; refuses a DCGAN.
+    pub fn set_progress(&mut self, p: Progress) -> Result<()> {
+        self.g.set_progress(p)?;
+        self.d.set_progress(p)?;
+        if let Some(g) = &mut self.g_ema {
+            g.set_progress(p)?;
+        }
+        Ok(())
+    }
+
+    /// Where a progressive model stands; `None` for a DCGAN.
+    pub fn progress(&self) -> Option<Progress> {
+        self.g.progress()
+    }
+
     fn bce(be: &B, dlogits: &Tensor<B>, logits: &Tensor<B>, p: &BceParams, out: &mut B::Buf) -> Result<()> {
         be.bce_with_logits_forward(p, &logits.buf.borrow(), out)?;
         be.bce_with_logits_backward_input(p, &logits.buf.borrow(), &mut dlogits.buf.borrow_mut())
@@ -234,8 +287,9 @@ impl<B: Backend> Gan<B> {
         let fake = self.g.forward(be, &io.noise, &io.texts, Mode::Train)?;
         let nn = n as i32;
         let aug = self.augment.as_ref();
+        let at_level = Self::real_at_level(be, self.d.progress(), &io.images, &mut io.resample)?;
         let [pr, pf, _] = &mut io.aug_params;
-        let real = Self::augmented(be, aug.map(|a| a.real.as_slice()), &io.images, pr, &io.aug_real)?;
+        let real = Self::augmented(be, aug.map(|a| a.real.as_slice()), &at_level, pr, &io.aug_real)?;
         let logits = self.d.forward(be, &real, &io.texts, Mode::Train)?;
         if aug.is_some() {
             let l = logits.to_f32(be)?;
@@ -377,4 +431,40 @@ pub fn synthetic_batch(cfg: &ModelConfig, n: usize, seed: u64) -> (Vec<f32>, Vec
     let mut noise = vec![0.0; n * cfg.noise_dim];
     rng.fill_normal(&mut noise, 0.0, 1.0);
     (images, texts, noise)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cpu::Cpu;
+
+    /// A progressive model's D sees the batch box-averaged to its level's side, channel by
+    /// channel; mid-fade, faded from its own 2x-pooled and upsampled copy.
+    #[test]
+    fn progressive_reals_are_the_box_average_at_the_level() {
+        let be = Cpu::new();
+        let (n, size) = (2, 16);
+        // Channel c of image i holds 10 i + c + (a pattern that averages out over 4x4 boxes).
+        let mut x = vec![0.0f32; n * 3 * size * size];
+        for (k, v) in x.iter_mut().enumerate() {
+            let (i, c, y, xx) = (k / (3 * size * size), (k / (size * size)) % 3, (k / size) % size, k % size);
+            *v = (10 * i + c) as f32 + if (y + xx) % 2 == 0 { 0.5 } else { -0.5 };
+        }
+        let images = Tensor::from_f32(&be, Shape::new(n, 3, size, size), &x).unwrap();
+        let mut resample = Some(Resample { down: AvgPool::new(4), half: AvgPool::new(2), up: Upsample::new(2), mix: Fade::new() });
+        let at = Gan::real_at_level(&be, Some(Progress { level: 0, alpha: 1.0 }), &images, &mut resample).unwrap();
+        assert_eq!(at.shape, Shape::new(n, 3, 4, 4));
+        for (k, v) in at.to_f32(&be).unwrap().into_iter().enumerate() {
+            let (i, c) = (k / 48, (k / 16) % 3);
+            assert_eq!(v, (10 * i + c) as f32, "image {i} channel {c}");
+        }
+        // Level 1 (8 px) fading in at 0.25: pooled by 2, then faded from its 4x4 average.
+        let mut resample = Some(Resample { down: AvgPool::new(2), half: AvgPool::new(2), up: Upsample::new(2), mix: Fade::new() });
+        let at = Gan::real_at_level(&be, Some(Progress { level: 1, alpha: 0.25 }), &images, &mut resample).unwrap();
+        assert_eq!(at.shape, Shape::new(n, 3, 8, 8));
+        for (k, v) in at.to_f32(&be).unwrap().into_iter().enumerate() {
+            let (i, c) = (k / 192, (k / 64) % 3);
+            assert_eq!(v, (10 * i + c) as f32, "image {i} channel {c}: the checkerboard averages out at 2x2");
+        }
+    }
 }

@@ -4,6 +4,7 @@ pub mod augment;
 pub mod checkpoint;
 pub mod ema;
 pub mod gan;
+pub mod grow;
 pub mod lock;
 
 pub use ema::{BnStats, Drawing, EmaSchedule};

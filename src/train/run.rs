@@ -2,12 +2,13 @@
 
 use super::augment::{AdaState, AugmentDraws, AugmentOptions, AugmentP};
 use super::checkpoint::{self, Checkpoint, NamedTensor};
+use super::grow::{GrowSchedule, Position};
 use super::lock::RunLock;
 use super::report::{self, MetricsRow};
 use super::{Gan, Hyper, StepInputs};
 use crate::backend::{Backend, Precision};
 use crate::data::{self, DataSource, DataStamp, LoaderOptions, LoaderState, PrepareOptions, PreparedData};
-use crate::model::{ModelConfig, TextInD, Usage};
+use crate::model::{ModelConfig, Progress, TextInD, Usage};
 use crate::rng::Rng;
 use crate::text::Tfidf;
 use anyhow::{anyhow, bail, ensure, Context, Result};
@@ -68,13 +69,112 @@ pub struct TrainOptions {
     /// Its ramp-up (`--ema-ramp`): the half-life is at most `images seen * ramp`; 0: none.
     #[serde(default = "default_ema_ramp")]
     pub ema_ramp: f64,
+    /// Progressive growing (`--progressive`, `ModelConfig::progressive`); off, also for
+    /// checkpoints from before it.
+    #[serde(default)]
+    pub progressive: bool,
+    /// Its schedule (`--fade-images`, `--stage-images`, `train/grow.rs`).
+    #[serde(default = "default_phase_images")]
+    pub fade_images: u64,
+    #[serde(default = "default_phase_images")]
+    pub stage_images: u64,
+    /// The batch of a progressive run's levels by side (`--batch-schedule`, sorted by
+    /// side); a side not listed, and every level when it is empty (also for checkpoints
+    /// from before it), trains at `batch`.
+    #[serde(default)]
+    pub batch_schedule: Vec<(usize, usize)>,
 }
 
 fn default_ema_ramp() -> f64 {
     super::ema::DEFAULT_EMA_RAMP
 }
 
+fn default_phase_images() -> u64 {
+    super::grow::DEFAULT_PHASE_IMAGES
+}
+
 impl TrainOptions {
+    /// The model these options train, reading captions of `text_dim` values.
+    pub fn model_config(&self, text_dim: usize) -> Result<ModelConfig> {
+        let cfg = ModelConfig {
+            text_dim,
+            minibatch_std: self.minibatch_std,
+            text_in_d: self.text_in_d,
+            progressive: self.progressive,
+            ..ModelConfig::new(self.size, self.width)?
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The schedule of a progressive run.
+    pub fn grow(&self) -> Option<GrowSchedule> {
+        let levels = ModelConfig { progressive: true, ..ModelConfig::new(self.size, self.width.max(1)).ok()? }.levels();
+        self.progressive.then_some(GrowSchedule { levels, fade_images: self.fade_images, stage_images: self.stage_images })
+    }
+
+    /// The batch of each level of a progressive run (`--batch-schedule`, else `--batch`);
+    /// one entry, `batch`, for a DCGAN.
+    pub fn level_batches(&self) -> Result<Vec<usize>> {
+        match self.grow() {
+            Some(g) => super::grow::level_batches(&self.batch_schedule, g.levels, self.batch),
+            None => Ok(vec![self.batch]),
+        }
+    }
+
+    /// Where a progressive run stands before iteration `iteration` (counted from 0): its
+    /// level and fade, the images shown before it, and its batch (`None` for a DCGAN, or
+    /// options whose batch schedule does not fit the size, which `train` refuses first).
+    pub fn position_at(&self, iteration: u64) -> Option<Position> {
+        let g = self.grow()?;
+        let batches = self.level_batches().ok()?;
+        Some(g.position(iteration, &batches))
+    }
+
+    /// The level and fade of `position_at` (what a checkpoint after `iteration`
+    /// iterations records).
+    pub fn progress_at(&self, iteration: u64) -> Option<Progress> {
+        self.position_at(iteration).map(|p| p.progress)
+    }
+
+    /// The batch of iteration `iteration`: its level's in a progressive run, else `batch`.
+    pub fn batch_at(&self, iteration: u64) -> usize {
+        self.position_at(iteration).map_or(self.batch, |p| p.batch)
+    }
+
+    /// The fewest iterations that show at least `images` real images, each at its batch
+    /// (`--epochs` with a batch schedule).
+    pub fn iters_for_images(&self, images: u64) -> u64 {
+        let shown = |it: u64| self.position_at(it).map_or(it.saturating_mul(self.batch as u64), |p| p.images);
+        // Every iteration shows at least one image, so `images` iterations are enough.
+        let (mut lo, mut hi) = (0u64, images);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if shown(mid) >= images {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        lo
+    }
+
+    /// Refuses a batch schedule that does not fit these options, naming `--batch-schedule`:
+    /// one without `--progressive`, a side that is not a level, a batch of 0, and a batch
+    /// that `--minibatch-std` does not divide or whose indices would overflow.
+    pub fn check_batch_schedule(&self) -> Result<()> {
+        if self.batch_schedule.is_empty() {
+            return Ok(());
+        }
+        let text = super::grow::describe_batch_schedule(&self.batch_schedule);
+        ensure!(self.progressive, "--batch-schedule {text} sets the batch of each level of progressive growing: add --progressive, or drop --batch-schedule");
+        self.level_batches()?;
+        for &(side, batch) in &self.batch_schedule {
+            check_minibatch_std(self.minibatch_std, batch).map_err(|e| anyhow!("--batch-schedule {text}: the batch {batch} of side {side}: {e}"))?;
+        }
+        Ok(())
+    }
+
     /// The EMA generator's schedule, when the run has one.
     pub fn ema(&self) -> Option<super::EmaSchedule> {
         (self.ema_half_life > 0.0).then_some(super::EmaSchedule { half_life: self.ema_half_life, ramp: self.ema_ramp })
@@ -125,6 +225,10 @@ pub struct RunState {
     /// (absent otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ada: Option<AdaState>,
+    /// A progressive run's level and fade after `iteration` iterations: what the saved
+    /// networks draw at (absent for a DCGAN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
 }
 
 impl RunState {
@@ -146,6 +250,9 @@ impl RunState {
             gan.enable_ema(be, schedule)?;
         }
         gan.import(be, tensors)?;
+        if let Some(p) = self.progress {
+            gan.set_progress(p)?;
+        }
         Ok(gan)
     }
 
@@ -156,10 +263,54 @@ impl RunState {
         let (c, o) = (&self.config, &self.options);
         c.validate().map_err(|e| anyhow!("metadata field `config`: {e}"))?;
         let shape_of = |name: &str| tensors.iter().find(|t| t.name == name).map(|t| t.shape.clone());
+        let field = |name: &str, ok: bool, why: String| if ok { Ok(()) } else { Err(anyhow!("metadata field `{name}` {why}")) };
+        field("options.progressive", o.progressive == c.progressive, format!("is {}, the model's `config.progressive` {}", o.progressive, c.progressive))?;
+        if c.progressive {
+            super::grow::check_size(c.size).map_err(|e| anyhow!("metadata field `config.size`: {e}"))?;
+            super::grow::GrowSchedule::check(o.fade_images, o.stage_images)
+                .map_err(|e| anyhow!("metadata field `options.fade_images` or `options.stage_images`: {e}"))?;
+        }
+        o.check_batch_schedule().map_err(|e| anyhow!("metadata field `options.batch_schedule`: {e}"))?;
+        let want = o.progress_at(self.iteration);
+        field("progress", self.progress == want, format!("is {:?}, but the run's schedule is at {want:?} after {} iterations", self.progress, self.iteration))?;
         // Each tie checks fields the earlier ones have not: D's first layer depends on the
         // width alone, G's last on the size (which layer it is) and the width, G's first on
         // the noise and text sizes, D's text projection on its width.
-        let ties = [
+        let last = c.levels().saturating_sub(1);
+        let ties = if c.progressive {
+            // The last level's fromRGB and toRGB (the width and the size), G's first block
+            // (the noise and text sizes), the text projection and the head's first convolution.
+            vec![
+                ("config.width", format!("discriminator.fromrgb{last}.0.weight"), vec![c.width, 3, 1, 1]),
+                ("config.size", format!("generator.torgb{last}.0.weight"), vec![3, c.width, 1, 1]),
+                ("config.noise_dim` and `config.text_dim", "generator.block0.0.weight".to_string(), vec![c.noise_dim + c.text_dim, c.top_channels(), 4, 4]),
+                ("config.text_proj", "discriminator.text.0.weight".to_string(), vec![c.text_proj, c.text_dim]),
+                (
+                    "config.minibatch_std",
+                    format!("discriminator.head.{}.weight", (c.minibatch_std > 0) as usize),
+                    vec![c.top_channels(), c.head_channels(), 3, 3],
+                ),
+            ]
+        } else {
+            self.dcgan_ties()
+        };
+        let ema_first = if c.progressive { "generator_ema.block0.0.weight" } else { "generator_ema.main.0.weight" };
+        let ema_tie = ("options.ema_half_life", ema_first.to_string(), vec![c.noise_dim + c.text_dim, c.top_channels(), 4, 4]);
+        let ties = ties.into_iter().chain((o.ema_half_life > 0.0).then_some(ema_tie));
+        for (field, tensor, want) in ties {
+            match shape_of(&tensor) {
+                Some(have) if have == want => {}
+                Some(have) => bail!("metadata field `{field}` does not match the tensors: {tensor} has shape {have:?}, the configuration needs {want:?}"),
+                None => bail!("metadata field `{field}` does not match the tensors: the configuration needs {tensor} of shape {want:?}, which the file lacks"),
+            }
+        }
+        self.validate_fields()
+    }
+
+    /// The tensors that tie a DCGAN's configuration fields to the file.
+    fn dcgan_ties(&self) -> Vec<(&'static str, String, Vec<usize>)> {
+        let c = &self.config;
+        vec![
             ("config.width", "discriminator.main.0.weight".to_string(), vec![c.width, 3, 4, 4]),
             ("config.size", format!("generator.main.{}.weight", 3 * c.blocks()), vec![c.width, 3, 4, 4]),
             ("config.noise_dim` and `config.text_dim", "generator.main.0.weight".to_string(), vec![c.noise_dim + c.text_dim, c.top_channels(), 4, 4]),
@@ -170,17 +321,12 @@ impl RunState {
             },
             // The minibatch std layer, when there is one, is the head's first module.
             ("config.minibatch_std", format!("discriminator.head.{}.weight", (c.minibatch_std > 0) as usize), vec![c.top_channels(), c.head_channels(), 1, 1]),
-        ];
-        // A run with an EMA generator stores it next to G (the full list is checked on import).
-        let ema_tie = ("options.ema_half_life", "generator_ema.main.0.weight".to_string(), vec![c.noise_dim + c.text_dim, c.top_channels(), 4, 4]);
-        let ties = ties.into_iter().chain((o.ema_half_life > 0.0).then_some(ema_tie));
-        for (field, tensor, want) in ties {
-            match shape_of(&tensor) {
-                Some(have) if have == want => {}
-                Some(have) => bail!("metadata field `{field}` does not match the tensors: {tensor} has shape {have:?}, the configuration needs {want:?}"),
-                None => bail!("metadata field `{field}` does not match the tensors: the configuration needs {tensor} of shape {want:?}, which the file lacks"),
-            }
-        }
+        ]
+    }
+
+    /// The checks of `validate` that read the metadata alone.
+    fn validate_fields(&self) -> Result<()> {
+        let (c, o) = (&self.config, &self.options);
         self.tfidf.check().map_err(|(field, why)| anyhow!("metadata field `tfidf.{field}` {why}"))?;
         ensure!(
             self.tfidf.dim() == c.text_dim,
@@ -199,6 +345,9 @@ impl RunState {
         field("options.text_in_d", o.text_in_d == c.text_in_d, format!("is {}, the model's `config.text_in_d` {}", o.text_in_d, c.text_in_d))?;
         field("options.batch", o.batch > 0, "is 0".into())?;
         c.check_batch(o.batch).map_err(|e| anyhow!("metadata field `options.batch`: {e}"))?;
+        for &(_, b) in &o.batch_schedule {
+            c.check_batch(b).map_err(|e| anyhow!("metadata field `options.batch_schedule`: {e}"))?;
+        }
         check_minibatch_std(o.minibatch_std, o.batch).map_err(|e| anyhow!("metadata field `options.minibatch_std`: {e}"))?;
         super::ema::check_ema(o.ema_half_life, o.ema_ramp).map_err(|e| anyhow!("metadata field `options.ema_half_life` or `options.ema_ramp`: {e}"))?;
         field("options.iters", o.iters >= self.iteration, format!("is {}, below the iterations done ({})", o.iters, self.iteration))?;
@@ -313,8 +462,16 @@ pub fn train_until<B: Backend>(
     check_minibatch_std(opts.minibatch_std, opts.batch)?;
     opts.augment.check()?;
     super::ema::check_ema(opts.ema_half_life, opts.ema_ramp)?;
-    let model = ModelConfig { minibatch_std: opts.minibatch_std, text_in_d: opts.text_in_d, ..ModelConfig::new(opts.size, opts.width)? };
+    if opts.progressive {
+        super::grow::check_size(opts.size)?;
+        GrowSchedule::check(opts.fade_images, opts.stage_images)?;
+    }
+    opts.check_batch_schedule()?;
+    let model = opts.model_config(ModelConfig::new(opts.size, opts.width)?.text_dim)?;
     model.check_batch(opts.batch)?;
+    for &(side, b) in &opts.batch_schedule {
+        model.check_batch(b).with_context(|| format!("--batch-schedule: the batch of side {side}"))?;
+    }
     let state = match &resume {
         Some((path, ck)) => Some(RunState::from_checkpoint(ck).with_context(|| format!("--resume {}", path.display()))?),
         None => None,
@@ -328,6 +485,16 @@ pub fn train_until<B: Backend>(
         Some((path, _)) => format!("--resume {}", path.display()),
         None => format!("--size {} --width {} --batch {}", opts.size, opts.width, opts.batch),
     })?;
+    // A batch schedule: each level at its own batch (the larger batches are the lower
+    // levels', whose layers are smaller).
+    if !opts.batch_schedule.is_empty() {
+        for (level, b) in opts.level_batches()?.into_iter().enumerate() {
+            ModelConfig { text_dim, ..model.clone() }.check_memory_at_level(level, b, be.memory_available()).with_context(|| match &resume {
+                Some((path, _)) => format!("--resume {}", path.display()),
+                None => format!("--size {} --width {} --batch-schedule {}", opts.size, opts.width, super::grow::describe_batch_schedule(&opts.batch_schedule)),
+            })?;
+        }
+    }
 
     let lock = RunLock::acquire(out)?;
     let mut started = false;
@@ -402,26 +569,36 @@ fn train_locked<B: Backend>(
         data.len(),
         source.describe()
     );
-    let cfg =
-        ModelConfig { text_dim: data.tfidf.dim(), minibatch_std: opts.minibatch_std, text_in_d: opts.text_in_d, ..ModelConfig::new(opts.size, opts.width)? };
+    if let Some(&(side, b)) = opts.batch_schedule.iter().find(|e| e.1 > data.len()) {
+        bail!(
+            "--batch-schedule {}: the batch {b} of side {side} is larger than the data set ({} usable products in {}); use a batch of at most {}",
+            super::grow::describe_batch_schedule(&opts.batch_schedule),
+            data.len(),
+            source.describe(),
+            data.len()
+        );
+    }
+    let cfg = opts.model_config(data.tfidf.dim())?;
     cfg.check_batch(opts.batch)?;
     ensure!(cfg.text_dim > 0, "the captions of {} give an empty vocabulary: no word of two or more letters", source.describe());
 
     if let (Some(s), Some((path, _))) = (&state, &resume) {
         if s.config != cfg {
             bail!(
-                "--resume {}: the checkpoint's model ({} px, width {}, text {}, minibatch std {}, text in D {}) does not match this run's ({} px, width {}, text {}, minibatch std {}, text in D {})",
+                "--resume {}: the checkpoint's model ({} px, width {}, text {}, minibatch std {}, text in D {}, progressive {}) does not match this run's ({} px, width {}, text {}, minibatch std {}, text in D {}, progressive {})",
                 path.display(),
                 s.config.size,
                 s.config.width,
                 s.config.text_dim,
                 s.config.minibatch_std,
                 s.config.text_in_d,
+                s.config.progressive,
                 cfg.size,
                 cfg.width,
                 cfg.text_dim,
                 cfg.minibatch_std,
-                cfg.text_in_d
+                cfg.text_in_d,
+                cfg.progressive
             );
         }
         if let Some(then) = s.data_stamp.as_ref().filter(|then| **then != data.stamp) {
@@ -439,12 +616,24 @@ fn train_locked<B: Backend>(
             );
         }
         let (cursor, batch) = (s.loader.cursor, opts.batch);
-        ensure!(
-            cursor.is_multiple_of(batch) && cursor + batch <= data.len(),
-            "--resume {}: metadata field `loader.cursor` is {cursor}, not the start of a batch of {batch} in a data set of {}",
-            path.display(),
-            data.len()
-        );
+        if opts.batch_schedule.is_empty() {
+            ensure!(
+                cursor.is_multiple_of(batch) && cursor + batch <= data.len(),
+                "--resume {}: metadata field `loader.cursor` is {cursor}, not the start of a batch of {batch} in a data set of {}",
+                path.display(),
+                data.len()
+            );
+        } else {
+            // With a batch schedule the loader continues its epoch at the new batch when the
+            // batch changes, so the cursor is a multiple of no single batch; it is where the
+            // next batch starts (the loader moves a batch that does not fit to the next epoch).
+            ensure!(
+                cursor < data.len(),
+                "--resume {}: metadata field `loader.cursor` is {cursor}, past the end of a data set of {}",
+                path.display(),
+                data.len()
+            );
+        }
     }
 
     let mut gan = Gan::new(be, &cfg, &opts.hyper, opts.seed)?;
@@ -473,11 +662,9 @@ fn train_locked<B: Backend>(
     if iteration >= opts.iters {
         bail!("the run is already at iteration {iteration}; ask for more with --iters (now {})", opts.iters);
     }
-    let mut loader = data::Loader::new(
-        data.clone(),
-        LoaderOptions { batch: opts.batch, seed: opts.seed, flip: opts.flip, mismatched: opts.hyper.matching_aware > 0.0 },
-        loader_state,
-    )?;
+    let loader_options = |batch| LoaderOptions { batch, seed: opts.seed, flip: opts.flip, mismatched: opts.hyper.matching_aware > 0.0 };
+    let mut loader_batch = opts.batch_at(iteration);
+    let mut loader = data::Loader::new(data.clone(), loader_options(loader_batch), loader_state)?;
 
     // Fixed noise and captions for the sample grids.
     let mut sample_noise = vec![0.0f32; sample_captions.len() * GRID_COLUMNS * cfg.noise_dim];
@@ -491,7 +678,7 @@ fn train_locked<B: Backend>(
     std::fs::create_dir_all(paths.samples_dir()).with_context(|| format!("cannot create {}", paths.samples_dir().display()))?;
     report::write_atomic(&paths.sample_captions(), (sample_captions.join("\n") + "\n").as_bytes())?;
 
-    let mut noise = vec![0.0f32; opts.batch * cfg.noise_dim];
+    let mut noise: Vec<f32> = Vec::new();
     let started_at = Instant::now();
     let bar = progress_bar(progress, iteration, opts.iters);
     let mut pending: Vec<MetricsRow> = Vec::new();
@@ -500,6 +687,7 @@ fn train_locked<B: Backend>(
     let mut interrupted = false;
     let mut checked_at = iteration;
     let mut pinned_since: Option<u64> = None;
+    let mut stages = super::grow::StageClock::default();
     let kept = |last: &Option<PathBuf>| match last {
         Some(p) => format!("the last good checkpoint is {}", p.display()),
         None => "no checkpoint was written before it".to_string(),
@@ -519,6 +707,7 @@ fn train_locked<B: Backend>(
             elapsed_seconds: elapsed,
             data_stamp: Some(data.stamp.clone()),
             ada: ada.clone(),
+            progress: gan.progress(),
         };
         let path = checkpoint::path_for(out, iteration);
         checkpoint::save(&path, &Checkpoint { meta: serde_json::to_value(&meta)?, tensors: gan.export(be)? })?;
@@ -527,17 +716,37 @@ fn train_locked<B: Backend>(
     };
 
     while iteration < opts.iters {
+        let position = opts.position_at(iteration);
+        // The batch of this iteration's level (`--batch-schedule`); the loader goes on from
+        // where it is at a new batch when it changes.
+        let n = position.map_or(opts.batch, |p| p.batch);
+        if n != loader_batch {
+            loader = data::Loader::new(data.clone(), loader_options(n), loader.state())?;
+            loader_batch = n;
+        }
+        noise.resize(n * cfg.noise_dim, 0.0);
         let batch = loader.next_batch()?;
         let loader_after = loader.state();
         noise_rng.fill_normal(&mut noise, 0.0, 1.0);
         let inputs = StepInputs { images: &batch.images, texts: &batch.texts, noise: &noise, mismatched: batch.mismatched_texts.as_deref() };
+        if let Some(pos) = position {
+            gan.set_progress(pos.progress)?;
+            gan.images_shown = Some(pos.images);
+            if progress {
+                stages.enter(pos.progress, iteration, elapsed0 + started_at.elapsed().as_secs_f64(), &bar);
+            }
+        }
         let augment_p = with_augment.then(|| ada.as_ref().map_or(opts.augment.initial_p(), |a| a.p));
-        gan.augment = augment_p.map(|p| AugmentDraws::draw(opts.seed, iteration, opts.augment.policies, p, opts.batch, cfg.size));
-        stats = gan.iteration(be, opts.batch, &inputs)?;
+        gan.augment = augment_p.map(|p| AugmentDraws::draw(opts.seed, iteration, opts.augment.policies, p, n, gan.d.side()));
+        stats = gan.iteration(be, n, &inputs)?;
         if let (Some(a), Some(target)) = (&mut ada, ada_target) {
-            a.update(stats.real_sign as f64, target, opts.batch);
+            a.update(stats.real_sign as f64, target, n);
         }
         iteration += 1;
+        // What the networks draw at, and what a checkpoint of this iteration records.
+        if let Some(p) = opts.progress_at(iteration) {
+            gan.set_progress(p)?;
+        }
         if !stats.is_finite() {
             bar.abandon();
             bail!(
@@ -642,6 +851,12 @@ fn train_locked<B: Backend>(
     }
     if !interrupted {
         bar.finish();
+    }
+    if opts.progressive && progress {
+        stages.finish(iteration, elapsed0 + started_at.elapsed().as_secs_f64());
+        for line in stages.report() {
+            eprintln!("{line}");
+        }
     }
     Ok(RunSummary {
         iterations: iteration,

@@ -31,6 +31,9 @@ impl<B: Backend> Checker<'_, B> {
         if cfg.text_in_d != crate::model::TextInD::Tile {
             shape += &format!(", text in D by {}", cfg.text_in_d);
         }
+        if cfg.progressive {
+            shape += &format!(", progressive at {}", progressive_check_at(cfg).describe());
+        }
         if tf32 {
             shape += " (yardstick: CPU, TF32 operands)";
         }
@@ -181,9 +184,15 @@ fn values<B: Backend>(be: &B, gan: &Gan<B>) -> Result<Vec<Vec<f32>>> {
 /// One iteration of the training loop itself (`train::Gan::iteration`: D step on real and
 /// fake, Adam on D, G step through the frozen D, Adam on G), weights and batch from
 /// `seed`. The gradients are read after the iteration: Adam does not clear them, and the
-/// frozen D keeps its D-step gradients through the G step.
+/// frozen D keeps its D-step gradients through the G step. A progressive model runs at
+/// `PROGRESSIVE_CHECK_AT`: its last level, mid-fade, where every path is in use (both
+/// toRGB and fromRGB, the upsampling, the pooling and the fades, of the fakes and of the
+/// reals).
 pub fn train_iteration<B: Backend>(be: &B, cfg: &ModelConfig, n: usize, seed: u64) -> Result<IterationOut> {
     let mut gan = Gan::new(be, cfg, &Hyper::default(), seed)?;
+    if cfg.progressive {
+        gan.set_progress(progressive_check_at(cfg))?;
+    }
     let mut rng = Rng::derive(seed, "batch");
     let mut noise = vec![0.0; n * cfg.noise_dim];
     rng.fill_normal(&mut noise, 0.0, 1.0);
@@ -201,4 +210,9 @@ pub fn train_iteration<B: Backend>(be: &B, cfg: &ModelConfig, n: usize, seed: u6
     }
     be.synchronize()?;
     Ok(IterationOut { losses, params })
+}
+
+/// Where `train_iteration` runs a progressive model: its last level, faded in halfway.
+pub fn progressive_check_at(cfg: &ModelConfig) -> crate::model::Progress {
+    crate::model::Progress { level: cfg.levels() - 1, alpha: 0.5 }
 }

@@ -32,6 +32,7 @@ pub mod concat;
 pub mod conv;
 pub mod cross_entropy;
 pub mod ema;
+pub mod fade;
 pub mod fill;
 pub mod freeze;
 pub mod gradcheck;
@@ -39,10 +40,14 @@ pub mod iteration;
 pub mod linear;
 pub mod minibatch_std;
 pub mod model;
+pub mod pixel_norm;
 pub mod pool;
+pub mod progressive;
 pub mod projection;
+pub mod scale;
 pub mod torch;
 pub mod twin;
+pub mod upsample;
 
 pub use twin::{
     compare, compare_parts, compare_products, rel_l2, Checker, Part, Row, Tol, TF32_PRODUCTS, TOL_ELEM, TOL_EXACT, TOL_GEMM, TOL_GEMM_TF32, TOL_REDUCE,
@@ -76,6 +81,11 @@ pub fn kernel_checks(gpu: &GpuBackend, small: bool) -> Result<Vec<Row>> {
     // model is not settled yet.
     c.train_iteration(&ModelConfig { text_in_d: crate::model::TextInD::Projection, ..train.clone() }, 3, 16)?;
     c.train_iteration(&ModelConfig { text_in_d: crate::model::TextInD::Projection, minibatch_std: 2, ..train.clone() }, 4, 15)?;
+    // The progressive networks (ProGAN) mid-fade, with the minibatch standard deviation,
+    // and their layers at the last level (the upsampling, pooling and pixel norm shapes).
+    let progressive = ModelConfig { progressive: true, minibatch_std: 2, ..ModelConfig::new(32, if small { 2 } else { 8 })? };
+    c.model_layers(&progressive, 2)?;
+    c.train_iteration(&progressive, 4, 17)?;
     if !small {
         c.train_iteration(&ModelConfig::new(128, 64)?, 64, 13)?;
     }
@@ -198,6 +208,26 @@ pub fn awkward_shapes<B: Backend>(c: &mut Checker<B>) -> Result<()> {
     c.projection(3, 5, 16)?;
     c.projection(7, 300, 9)?;
     c.projection(1, 1, 1)?;
+    // upsample_nearest: an odd plane; a 1x1 plane to 4x4 (ProGAN's first block); channels
+    // past a tile, factor 3.
+    c.upsample(crate::backend::UpsampleParams::new(2, 3, 13, 11, 2)?)?;
+    c.upsample(crate::backend::UpsampleParams::new(1, 3, 1, 1, 4)?)?;
+    c.upsample(crate::backend::UpsampleParams::new(3, 66, 3, 5, 3)?)?;
+    // pixel_norm: odd batch, channels and plane; more columns than threads; one channel; a
+    // long channel loop (512, ProGAN's width) over few pixels; a large eps.
+    c.pixel_norm(crate::backend::PixelNormParams::new(3, 5, 7, 1e-8))?;
+    c.pixel_norm(crate::backend::PixelNormParams::new(1, 3, 300, 1e-8))?;
+    c.pixel_norm(crate::backend::PixelNormParams::new(2, 1, 13, 1e-8))?;
+    c.pixel_norm(crate::backend::PixelNormParams::new(2, 512, 3, 1e-8))?;
+    c.pixel_norm(crate::backend::PixelNormParams::new(1, 4, 5, 0.5))?;
+    // fade: mid-fade over more values than a block has threads; one value; the two ends.
+    c.fade(1001, 0.3, 0.7)?;
+    c.fade(1, 1.0, 1.0)?;
+    c.fade(7, 0.0, 1.0)?;
+    // scale: the He constant of a 3x3 convolution of 32 channels; odd lengths; a negative c.
+    c.scale(1001, 0.0589)?;
+    c.scale(7, -2.0)?;
+    c.scale(1, 1.0)?;
     Ok(())
 }
 
@@ -218,6 +248,10 @@ pub fn op_gradchecks() -> Result<Vec<CheckResult>> {
     minibatch_std::gradchecks(&h, &mut rng, &mut out)?;
     augment::gradchecks(&h, &mut rng, &mut out)?;
     projection::gradchecks(&h, &mut rng, &mut out)?;
+    upsample::gradchecks(&h, &mut rng, &mut out)?;
+    pixel_norm::gradchecks(&h, &mut rng, &mut out)?;
+    fade::gradchecks(&h, &mut rng, &mut out)?;
+    scale::gradchecks(&h, &mut rng, &mut out)?;
     Ok(out)
 }
 
@@ -226,6 +260,7 @@ pub fn op_gradchecks() -> Result<Vec<CheckResult>> {
 pub fn all_gradchecks(per_param: usize) -> Result<Vec<CheckResult>> {
     let mut v = op_gradchecks()?;
     v.extend(model::layer_checks()?);
+    v.extend(progressive::layer_checks()?);
     v.extend(model::model_checks(per_param)?);
     Ok(v)
 }
@@ -246,5 +281,9 @@ pub fn direct_checks() -> Result<Vec<DirectCheck>> {
     out.extend(augment::direct_checks(&mut rng)?);
     out.extend(ema::direct_checks(&mut rng)?);
     out.extend(projection::direct_checks(&mut rng)?);
+    out.extend(upsample::direct_checks(&mut rng)?);
+    out.extend(pixel_norm::direct_checks(&mut rng)?);
+    out.extend(fade::direct_checks(&mut rng)?);
+    out.extend(scale::direct_checks(&mut rng)?);
     Ok(out)
 }

@@ -70,8 +70,10 @@ impl Row {
             return format!("relL2:{:.1e}", t.rel);
         }
         let mut s = format!("{:.0e}*max+{:.0e}*ref", t.abs_of_max, t.rel);
-        if t.products > 0.0 {
+        if t.products == TF32_PRODUCTS {
             s += "+tf32*S";
+        } else if t.products > 0.0 {
+            s += &format!("+{:.0e}*S", t.products);
         }
         s
     }

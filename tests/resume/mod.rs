@@ -51,6 +51,10 @@ fn options_with(data: &Path, cache: &Path, iters: u64, text_in_d: TextInD) -> Tr
         augment: Default::default(),
         ema_half_life: 0.0,
         ema_ramp: 0.05,
+        progressive: false,
+        fade_images: 100_000,
+        stage_images: 100_000,
+        batch_schedule: Vec::new(),
         text_in_d,
     }
 }
@@ -310,6 +314,134 @@ pub fn check_projection<B: Backend>(be: &B, label: &str) {
     ck.meta["options"]["text_in_d"] = serde_json::json!("tile");
     let err = format!("{:#}", resume(ck, "tiled-options").expect_err("options and model disagree"));
     assert!(err.contains("options.text_in_d"), "{err}");
+    for d in [data, cache, straight] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+/// `train --progressive` resumed mid-fade: a 16 px model (levels 4, 8 and 16 px) at batch 2
+/// with phases of 4 images (fade) and 2 (stabilise), so that the run fades level 1 in over
+/// iterations 1 and 2, stabilises it at 3, fades level 2 in over 4 and 5 and stabilises it
+/// from 6; saved after iteration 5 (level 2 at fade 0.5) and resumed to 7, it equals the
+/// straight run bit for bit, with the EMA generator and the minibatch standard deviation
+/// on. The checkpoint records where the run stands, and one whose record disagrees with
+/// the schedule is refused.
+#[allow(dead_code)] // each test file uses what it needs
+pub fn check_progressive<B: Backend>(be: &B, label: &str) {
+    use gan_engine::model::Progress;
+    let data = tmp(label, "data");
+    write_synthetic_sized(&data, 6, 5, 16).unwrap();
+    let cache = tmp(label, "cache");
+    let opts = TrainOptions {
+        size: 16,
+        progressive: true,
+        fade_images: 4,
+        stage_images: 2,
+        minibatch_std: 2,
+        ema_half_life: 40.0,
+        ema_ramp: 1.0,
+        save_every: 1,
+        sample_every: 2,
+        keep: 10,
+        ..options(&data, &cache, 7)
+    };
+    let straight = tmp(label, "straight");
+    train(be, &opts, &straight, None, false).unwrap();
+    let want = tensors(&checkpoint::path_for(&straight, 7));
+    let at = |it: u64| RunState::from_checkpoint(&checkpoint::load(&checkpoint::path_for(&straight, it)).unwrap()).unwrap().progress;
+    let p = |level, alpha| Some(Progress { level, alpha });
+    assert_eq!([at(1), at(2), at(3), at(4), at(5), at(7)], [p(1, 0.0), p(1, 0.5), p(1, 1.0), p(2, 0.0), p(2, 0.5), p(2, 1.0)]);
+    assert!(want.iter().any(|(n, _)| n == "generator.torgb0.0.weight") && want.iter().any(|(n, _)| n == "generator_ema.block2.4.weight"));
+    let saved = checkpoint::path_for(&straight, 5);
+    let resume = |ck: Checkpoint, name: &str| -> anyhow::Result<Vec<(String, Vec<u32>)>> {
+        let out = tmp(label, name);
+        let r = train_until(be, &opts, &out, Some((saved.clone(), ck)), false, &mut |_| false);
+        let t = r.map(|_| tensors(&checkpoint::path_for(&out, 7)));
+        let _ = std::fs::remove_dir_all(out);
+        t
+    };
+    let got = resume(checkpoint::load(&saved).unwrap(), "resumed").unwrap();
+    let differ: Vec<&str> = got.iter().zip(&want).filter(|(a, b)| a != b).map(|(a, _)| a.0.as_str()).collect();
+    assert!(got.len() == want.len() && differ.is_empty(), "{label}: 5 + 2 resumed mid-fade differs from 7 straight in {differ:?}");
+    // The old level's toRGB is used while level 2 fades in: perturbed, it changes the result.
+    let mut ck = checkpoint::load(&saved).unwrap();
+    ck.tensors.iter_mut().find(|t| t.name == "generator.torgb1.0.weight").unwrap().data.iter_mut().for_each(|v| *v *= 1.5);
+    assert!(resume(ck, "old-torgb").unwrap() != want, "{label}: the fading-out toRGB was not used");
+    let mut ck = checkpoint::load(&saved).unwrap();
+    ck.meta["progress"] = serde_json::json!({ "level": 1, "alpha": 1.0 });
+    let err = format!("{:#}", resume(ck, "wrong-progress").expect_err("a record that disagrees with the schedule"));
+    assert!(err.contains("`progress`"), "{err}");
+    for d in [data, cache, straight] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+/// `--batch-schedule`: a progressive run whose batch changes between levels (2 at 4 px, 4 at
+/// 8 px, 2 at 16 px) shows the images the schedule says, and resumes bit for bit from a
+/// checkpoint before a batch change (its loader cursor a multiple of no batch) and from
+/// mid-fades of levels whose batch differs from the level before.
+#[allow(dead_code)] // each test file uses what it needs
+pub fn check_progressive_batches<B: Backend>(be: &B, label: &str) {
+    use gan_engine::model::Progress;
+    let data = tmp(label, "data");
+    write_synthetic_sized(&data, 6, 5, 16).unwrap();
+    let cache = tmp(label, "cache");
+    let opts = TrainOptions {
+        size: 16,
+        batch: 2,
+        batch_schedule: vec![(8, 4)],
+        progressive: true,
+        fade_images: 8,
+        stage_images: 2,
+        minibatch_std: 2,
+        ema_half_life: 40.0,
+        ema_ramp: 1.0,
+        save_every: 1,
+        sample_every: 4,
+        keep: 10,
+        ..options(&data, &cache, 8)
+    };
+    // Level 0 (2 images): 1 iteration of 2. Level 1's fade (8 images from 2 shown): 2
+    // iterations of 4 (alpha 0, 0.5), its stabilisation (2 images, from 10 shown): 1
+    // iteration of 4, 4 images. Level 2's fade from 14 shown (12 in the schedule): 3
+    // iterations of 2 (alpha 0.25, 0.5, 0.75), then stable at 20.
+    let positions: Vec<_> = (0..8).map(|it| opts.position_at(it).map(|p| (p.progress.level, p.progress.alpha, p.images, p.batch)).unwrap()).collect();
+    assert_eq!(
+        positions,
+        [(0, 1.0, 0, 2), (1, 0.0, 2, 4), (1, 0.5, 6, 4), (1, 1.0, 10, 4), (2, 0.25, 14, 2), (2, 0.5, 16, 2), (2, 0.75, 18, 2), (2, 1.0, 20, 2)]
+    );
+    let straight = tmp(label, "straight");
+    train(be, &opts, &straight, None, false).unwrap();
+    let want = tensors(&checkpoint::path_for(&straight, 8));
+    let state = |it: u64| RunState::from_checkpoint(&checkpoint::load(&checkpoint::path_for(&straight, it)).unwrap()).unwrap();
+    let p = |level, alpha| Some(Progress { level, alpha });
+    assert_eq!(
+        (1..=8).map(|it| state(it).progress).collect::<Vec<_>>(),
+        [p(1, 0.0), p(1, 0.5), p(1, 1.0), p(2, 0.25), p(2, 0.5), p(2, 0.75), p(2, 1.0), p(2, 1.0)]
+    );
+    // The loader (6 products, a batch that does not fit the rest of an epoch starts the
+    // next) after each iteration: batches of 2, 4, 4, 4, 2, 2, 2, 2.
+    let loader: Vec<(u64, usize)> = (1..=8).map(|it| (state(it).loader.epoch, state(it).loader.cursor)).collect();
+    assert_eq!(loader, [(0, 2), (1, 0), (2, 0), (3, 0), (3, 2), (3, 4), (4, 0), (4, 2)]);
+    let resume = |saved: u64, name: &str| -> Vec<(String, Vec<u32>)> {
+        let out = tmp(label, name);
+        let path = checkpoint::path_for(&straight, saved);
+        let before = be.profiler().calls("bce_with_logits_forward");
+        train_until(be, &opts, &out, Some((path.clone(), checkpoint::load(&path).unwrap())), false, &mut |_| false).unwrap();
+        assert_eq!(be.profiler().calls("bce_with_logits_forward") - before, BCE_PER_ITERATION * (8 - saved), "{name}: only the remaining iterations run");
+        let t = tensors(&checkpoint::path_for(&out, 8));
+        let _ = std::fs::remove_dir_all(out);
+        t
+    };
+    for (saved, why) in [
+        (1, "before the batch grows from 2 to 4 (cursor 2)"),
+        (2, "mid-fade of level 1 at batch 4 after batch 2"),
+        (5, "mid-fade of level 2 at batch 2 after batch 4"),
+    ] {
+        let got = resume(saved, &format!("resumed-{saved}"));
+        let differ: Vec<&str> = got.iter().zip(&want).filter(|(a, b)| a != b).map(|(a, _)| a.0.as_str()).collect();
+        assert!(got.len() == want.len() && differ.is_empty(), "{label}: resumed at {saved} ({why}) differs from 8 straight in {differ:?}");
+    }
     for d in [data, cache, straight] {
         let _ = std::fs::remove_dir_all(d);
     }

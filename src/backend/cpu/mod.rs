@@ -19,14 +19,18 @@ mod concat;
 mod conv;
 mod cross_entropy;
 mod ema;
+mod fade;
 mod fill;
 pub(crate) mod gemm;
 mod linear;
 mod math;
 mod minibatch_std;
+mod pixel_norm;
 mod pool;
 mod projection;
+mod scale;
 pub mod simd;
+mod upsample;
 
 pub use bf16::Bf16Kernel;
 

@@ -18,11 +18,15 @@ pub(crate) mod concat;
 pub(crate) mod conv;
 pub(crate) mod cross_entropy;
 pub(crate) mod ema;
+pub(crate) mod fade;
 pub(crate) mod fill;
 pub(crate) mod linear;
 pub(crate) mod minibatch_std;
+pub(crate) mod pixel_norm;
 pub(crate) mod pool;
 pub(crate) mod projection;
+pub(crate) mod scale;
+pub(crate) mod upsample;
 
 pub(super) use fill::FillParams;
 
@@ -71,6 +75,10 @@ pub fn launched_kernels() -> Vec<&'static str> {
         augment::KERNELS,
         ema::KERNELS,
         projection::KERNELS,
+        upsample::KERNELS,
+        pixel_norm::KERNELS,
+        fade::KERNELS,
+        scale::KERNELS,
     ]
     .concat()
 }
@@ -209,6 +217,10 @@ mod tests {
             ("augment", augment::KERNELS),
             ("ema", ema::KERNELS),
             ("projection", projection::KERNELS),
+            ("upsample", upsample::KERNELS),
+            ("pixel_norm", pixel_norm::KERNELS),
+            ("fade", fade::KERNELS),
+            ("scale", scale::KERNELS),
         ] {
             let mut in_file: Vec<&str> = source::kernels().into_iter().filter(|(_, m)| *m == family).map(|(k, _)| k).collect();
             let mut declared = declared.to_vec();
