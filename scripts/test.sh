@@ -3,6 +3,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
+# The whole run writes about 8 GB here (release builds with and without `sim`, the fuzz
+# build, the CUDA tools); say how much room there is, so that a full disk is named as such.
+avail_kb=$(df -Pk . | awk 'NR == 2 { print $4 }')
+echo "test.sh: $((avail_kb / 1024 / 1024)) GB free in $(pwd)"
+if [ "$avail_kb" -lt $((10 * 1024 * 1024)) ]; then
+    echo "test.sh: warning: less than 10 GB free; the builds and tools below need about 8 GB" >&2
+fi
 cargo build --release --locked
 # The criterion benches are not run here (they are benchmarks), but they must build.
 cargo build --release --locked --benches

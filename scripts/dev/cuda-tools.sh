@@ -48,7 +48,12 @@ install() { # folder, requirement
         return
     fi
     rm -rf "$dir"
-    "$PYTHON" -m pip install --quiet --disable-pip-version-check --no-deps --target "$dir" "$req"
+    # --no-cache-dir: the wheels are unpacked into $dir once; a second copy in pip's cache
+    # only costs disk (the NVCC wheel alone is hundreds of megabytes).
+    "$PYTHON" -m pip install --quiet --disable-pip-version-check --no-cache-dir --no-deps --target "$dir" "$req" || {
+        echo "error: pip could not install $req into $dir (free disk where it writes: $(df -h --output=avail "$TOOLS" | tail -n1 | tr -d ' '))" >&2
+        return 1
+    }
     echo "$req" > "$dir/.installed"
 }
 step "NVRTC and ptxas from PyPI into $TOOLS"
