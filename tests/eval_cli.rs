@@ -55,6 +55,7 @@ fn tiny_run(dir: &Path) {
         fade_images: 100_000,
         stage_images: 100_000,
         batch_schedule: Vec::new(),
+        adam_reset: Default::default(),
         text_in_d: TextInD::Tile,
     };
     train(&Cpu::new(), &opts, dir, None, false).unwrap();

@@ -100,6 +100,7 @@ fn write_fuzz_seeds() {
         fade_images: 100_000,
         stage_images: 100_000,
         batch_schedule: Vec::new(),
+        adam_reset: Default::default(),
         text_in_d: TextInD::Tile,
     };
     let state = RunState {

@@ -49,6 +49,7 @@ fn opts(iters: u64) -> TrainOptions {
         fade_images: 100_000,
         stage_images: 100_000,
         batch_schedule: Vec::new(),
+        adam_reset: Default::default(),
         text_in_d: TextInD::Tile,
     }
 }
@@ -436,6 +437,8 @@ fn progressive_run_with_a_batch_schedule_shows_its_images_and_resumes_exactly_on
 /// `train --batch-schedule` on the command line: the first line shows it, a resume that
 /// changes it is refused, one that keeps it (or omits it) goes on, and a checkpoint from
 /// before the flag (no `batch_schedule` in its metadata) resumes at `--batch` everywhere.
+/// `--batch-schedule` and `--adam-reset` (phase by default with `--progressive`) are shown,
+/// kept on `--resume`, and optional in checkpoints from before them.
 #[test]
 fn batch_schedule_is_shown_kept_on_resume_and_optional_in_old_checkpoints() {
     let dir = tmp("batch-schedule-cli");
@@ -451,17 +454,25 @@ fn batch_schedule_is_shown_kept_on_resume_and_optional_in_old_checkpoints() {
     let out = train(&[&first[..], &["--out", &run, "--batch-schedule", "8=4,4=4", "--iters", "4"]].concat());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    assert!(err.lines().next().unwrap().contains("batch 2, progressive from 4x4 (fade 8 images, stabilise 4), batch schedule 4=4,8=4,"), "{err}");
+    assert!(
+        err.lines().next().unwrap().contains("batch 2, progressive from 4x4 (fade 8 images, stabilise 4, Adam reset: phase), batch schedule 4=4,8=4,"),
+        "{err}"
+    );
     let out = train(&["--resume", &run, "--batch-schedule", "4=4", "--iters", "6"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("--batch-schedule differs from the run being resumed"), "{err}");
+    let out = train(&["--resume", &run, "--adam-reset", "never", "--iters", "6"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--adam-reset differs from the run being resumed"), "{err}");
     for (extra, iters) in [(&["--batch-schedule", "4=4,8=4"][..], "6"), (&[][..], "8")] {
         let out = train(&[&["--resume", run.as_str(), "--iters", iters][..], extra].concat());
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
     let state = RunState::from_checkpoint(&checkpoint::load(&checkpoint::path_for(std::path::Path::new(&run), 8)).unwrap()).unwrap();
     assert_eq!(state.options.batch_schedule, [(4, 4), (8, 4)]);
+    assert_eq!(state.options.adam_reset, gan_engine::train::grow::AdamReset::Phase);
     // Without the field, the run is one at --batch everywhere.
     let old = dir.join("old");
     let out = train(&[&first[..], &["--out", &s(&old), "--iters", "2"]].concat());
@@ -469,11 +480,13 @@ fn batch_schedule_is_shown_kept_on_resume_and_optional_in_old_checkpoints() {
     let path = checkpoint::path_for(&old, 2);
     let mut ck = checkpoint::load(&path).unwrap();
     ck.meta["options"].as_object_mut().unwrap().remove("batch_schedule").unwrap();
+    ck.meta["options"].as_object_mut().unwrap().remove("adam_reset").unwrap();
     checkpoint::save(&path, &ck).unwrap();
     let out = train(&["--resume", &s(&old), "--iters", "4"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let state = RunState::from_checkpoint(&checkpoint::load(&checkpoint::path_for(&old, 4)).unwrap()).unwrap();
     assert!(state.options.batch_schedule.is_empty());
+    assert_eq!(state.options.adam_reset, gan_engine::train::grow::AdamReset::Never, "a checkpoint from before --adam-reset never reset");
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -691,6 +704,8 @@ fn user_errors_are_one_line_with_exit_code_2() {
     fails_with(&["train", "--data", &missing, "--progressive", "--stage-images", "-4", "--out", &d("o9")], "--stage-images");
     fails_with(&["train", "--data", &missing, "--fade-images", "1000", "--out", &d("o9")], "add --progressive");
     fails_with(&["train", "--data", &missing, "--progressive", "--text-in-d", "projection", "--out", &d("o9")], "--text-in-d projection");
+    fails_with(&["train", "--data", &missing, "--adam-reset", "phase", "--out", &d("o9")], "--adam-reset phase clears Adam's state when a progressive run");
+    fails_with(&["train", "--data", &missing, "--progressive", "--adam-reset", "level", "--out", &d("o9")], "--adam-reset <WHEN>");
     fails_with(&["train", "--size", "256", "--out", &d("o9")], "--size 256");
     // --batch-schedule, before any data is read.
     let o10 = d("o10");

@@ -6,7 +6,7 @@ use gan_engine::model::TextInD;
 use gan_engine::text::DEFAULT_MAX_FEATURES;
 use gan_engine::train::augment::{AugmentOptions, AugmentP, Policies};
 use gan_engine::train::checkpoint;
-use gan_engine::train::grow::{parse_batch_schedule, GrowSchedule, DEFAULT_PHASE_IMAGES};
+use gan_engine::train::grow::{parse_batch_schedule, AdamReset, GrowSchedule, DEFAULT_PHASE_IMAGES};
 use gan_engine::train::run::{check_minibatch_std, iters_for_epochs, train_until, RunState, TrainOptions};
 use gan_engine::train::Hyper;
 use std::path::{Path, PathBuf};
@@ -145,6 +145,11 @@ pub struct Args {
     /// at --batch. Each batch is checked against the memory of the device at its level.
     #[arg(long, value_name = "SIDE=BATCH,...", value_parser = |s: &str| parse_batch_schedule(s).map(BatchSchedule))]
     batch_schedule: Option<BatchSchedule>,
+    /// With --progressive: `phase` clears Adam's moments and restarts its bias correction
+    /// when each fade and each stabilisation starts, as ProGAN does; `never` keeps one Adam
+    /// for the whole run [default: phase with --progressive, else never].
+    #[arg(long, value_name = "WHEN")]
+    adam_reset: Option<AdamReset>,
     /// A set of the flags above chosen by measurement (README, "Better images"): `quality`
     /// is PRESET_QUALITY's flags. Flags given as well win; with --resume, a preset whose
     /// flags differ from the run's is refused, as those flags would be.
@@ -248,6 +253,7 @@ fn fresh(a: &Args, precision: Option<Precision>) -> TrainOptions {
         fade_images: a.fade_images.unwrap_or(DEFAULT_PHASE_IMAGES),
         stage_images: a.stage_images.unwrap_or(DEFAULT_PHASE_IMAGES),
         batch_schedule: a.batch_schedule.clone().map(|b| b.0).unwrap_or_default(),
+        adam_reset: a.adam_reset.unwrap_or(if a.progressive { AdamReset::Phase } else { AdamReset::Never }),
     }
 }
 
@@ -256,7 +262,7 @@ fn fresh(a: &Args, precision: Option<Precision>) -> TrainOptions {
 fn resumed(a: &Args, precision: Option<Precision>, stored: &TrainOptions, from_preset: &[(&str, &str)]) -> Result<TrainOptions> {
     let mut o = stored.clone();
     let (policies, p) = augment_flags(a)?;
-    let fixed: [(&str, bool); 23] = [
+    let fixed: [(&str, bool); 24] = [
         ("--precision", precision.is_some_and(|p| p != stored.precision)),
         ("--data", a.data.as_ref().is_some_and(|d| !same_data_folder(d, stored.data.as_deref()))),
         ("--size", a.size.is_some_and(|v| v != stored.size)),
@@ -280,6 +286,7 @@ fn resumed(a: &Args, precision: Option<Precision>, stored: &TrainOptions, from_p
         ("--fade-images", a.fade_images.is_some_and(|v| v != stored.fade_images)),
         ("--stage-images", a.stage_images.is_some_and(|v| v != stored.stage_images)),
         ("--batch-schedule", a.batch_schedule.as_ref().is_some_and(|v| v.0 != stored.batch_schedule)),
+        ("--adam-reset", a.adam_reset.is_some_and(|v| v != stored.adam_reset)),
     ];
     if let Some((flag, _)) = fixed.iter().find(|f| f.1) {
         if from_preset.iter().any(|(p, _)| flag.split('/').any(|f| f == *p)) {
@@ -374,6 +381,7 @@ pub fn run(mut a: Args) -> Result<()> {
     };
     // Before any data is read: the sides, batches and --minibatch-std groups of the schedule.
     opts.check_batch_schedule()?;
+    opts.check_adam_reset()?;
     if let Some(e) = a.epochs {
         // An epoch is a pass over the training split: the products not held out.
         let ids = gan_engine::data::read_ids(&gan_engine::data::DataSource::from_arg(opts.data.clone()))?;
@@ -398,7 +406,7 @@ pub fn run(mut a: Args) -> Result<()> {
         spread += &format!(", text in D by {}", opts.text_in_d);
     }
     if opts.progressive {
-        spread += &format!(", progressive from 4x4 (fade {} images, stabilise {})", opts.fade_images, opts.stage_images);
+        spread += &format!(", progressive from 4x4 (fade {} images, stabilise {}, Adam reset: {})", opts.fade_images, opts.stage_images, opts.adam_reset);
     }
     if !opts.batch_schedule.is_empty() {
         spread += &format!(", batch schedule {}", gan_engine::train::grow::describe_batch_schedule(&opts.batch_schedule));

@@ -55,6 +55,12 @@ pub fn human_bytes(b: f64) -> String {
     }
 }
 
+/// Levels of a progressive model of side `size` (a power of two of at least 8): 4x4, 8x8,
+/// ... up to `size`.
+pub fn progressive_levels(size: usize) -> usize {
+    size.trailing_zeros() as usize - 1
+}
+
 /// How the discriminator reads the caption (`train --text-in-d`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -183,7 +189,7 @@ impl ModelConfig {
 
     /// Levels of a progressive model: 4x4, 8x8, ... up to `size`.
     pub fn levels(&self) -> usize {
-        self.size.trailing_zeros() as usize - 1
+        progressive_levels(self.size)
     }
     /// Channels of a progressive model at `level`: `width` at the final size, doubling
     /// with every halving of the side, at most `8 * width` (ProGAN's 512 channels up to 32

@@ -131,8 +131,11 @@ pub struct Gan<B: Backend> {
     pub hp: Hyper,
     pub g: Generator<B>,
     pub d: Discriminator<B>,
-    /// Optimizer steps taken by each network (Adam's t).
+    /// Optimizer steps taken by each network.
     pub step: u64,
+    /// The step count when Adam's state was last cleared (`reset_adam`, `train --adam-reset
+    /// phase`); Adam's t, for its bias correction, is `step - adam_since`. 0: never.
+    pub adam_since: u64,
     /// The augmentation of the next iteration (`train --augment`); `None`: none.
     pub augment: Option<AugmentDraws>,
     /// The moving average of G's weights (`train --ema-half-life`, `train/ema.rs`), with
@@ -162,6 +165,7 @@ impl<B: Backend> Gan<B> {
             g,
             d,
             step: 0,
+            adam_since: 0,
             augment: None,
             g_ema: None,
             ema: None,
@@ -258,6 +262,19 @@ impl<B: Backend> Gan<B> {
         if let Some(g) = &mut self.g_ema {
             g.set_progress(p)?;
         }
+        Ok(())
+    }
+
+    /// Clears Adam's moments of G and D and restarts its step count, so that its bias
+    /// correction starts again (ProGAN's optimizer reset when a new level fades in and when
+    /// it is stabilised: without it, the moments of a level's first steps are corrected as
+    /// if they had been averaged over every earlier step). The EMA generator has no Adam.
+    pub fn reset_adam(&mut self, be: &B) -> Result<()> {
+        for p in self.g.params_mut().into_iter().chain(self.d.params_mut()) {
+            be.fill(&mut p.m, 0.0)?;
+            be.fill(&mut p.v, 0.0)?;
+        }
+        self.adam_since = self.step;
         Ok(())
     }
 
@@ -374,7 +391,7 @@ impl<B: Backend> Gan<B> {
     }
 
     fn adam_params(&self) -> AdamParams {
-        let t = self.step as i32;
+        let t = (self.step - self.adam_since) as i32;
         AdamParams {
             len: 0,
             lr: self.hp.lr,

@@ -9,6 +9,29 @@
 
 use crate::model::Progress;
 use anyhow::{bail, ensure, Result};
+use serde::{Deserialize, Serialize};
+
+/// When a progressive run clears Adam's state (`train --adam-reset`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AdamReset {
+    /// Never: one Adam for the whole run (a DCGAN's, and progressive checkpoints from
+    /// before the flag).
+    #[default]
+    Never,
+    /// At the start of every phase, a fade and a stabilisation alike, as ProGAN does: the
+    /// new level's first updates are then bias-corrected as Adam's first steps are.
+    Phase,
+}
+
+impl std::fmt::Display for AdamReset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AdamReset::Never => "never",
+            AdamReset::Phase => "phase",
+        })
+    }
+}
 
 /// ProGAN shows 800,000 real images per phase (fade or stabilisation) to CelebA-HQ's 30,000
 /// faces, about 27 epochs; 100,000 images are about 26 epochs of the 3,834 products of the
@@ -99,6 +122,9 @@ pub struct Position {
     pub images: u64,
     /// The batch of the iteration: its level's (`--batch-schedule`, else `--batch`).
     pub batch: usize,
+    /// The first iteration of the phase (fade or stabilisation) the iteration is in:
+    /// where `--adam-reset phase` restarts Adam.
+    pub since: u64,
 }
 
 impl GrowSchedule {
@@ -118,7 +144,7 @@ impl GrowSchedule {
             if n.is_none_or(|n| iteration < done + n) {
                 let images = shown + (iteration - done) * b;
                 let alpha = if ph.fade { ((images - ph.from) as f64 / self.fade_images as f64) as f32 } else { 1.0 };
-                return Position { progress: Progress { level: ph.level, alpha }, images, batch: b as usize };
+                return Position { progress: Progress { level: ph.level, alpha }, images, batch: b as usize, since: done };
             }
             let n = n.unwrap_or(0);
             done += n;
@@ -252,6 +278,11 @@ mod tests {
             for it in 0..400u64 {
                 let p = s.position(it, &[batch; 3]);
                 assert_eq!((p.progress, p.images, p.batch), (s.at(it * batch as u64), it * batch as u64, batch), "batch {batch} iteration {it}");
+                // A phase starts where the previous iteration was in another phase.
+                let phase = |q: Position| (q.progress.level, q.progress.alpha < 1.0);
+                let first = it == 0 || phase(s.position(it - 1, &[batch; 3])) != phase(p);
+                assert_eq!(p.since == it, first, "batch {batch} iteration {it}: since {}", p.since);
+                assert!(p.since <= it && phase(s.position(p.since, &[batch; 3])) == phase(p), "batch {batch} iteration {it}");
             }
         }
     }
@@ -264,21 +295,24 @@ mod tests {
         let s = GrowSchedule { levels: 3, fade_images: 100, stage_images: 50 };
         let b = [20, 10, 25];
         let p = |it| s.position(it, &b);
-        let at = |it, level, alpha, images, batch| assert_eq!(p(it), Position { progress: Progress { level, alpha }, images, batch }, "iteration {it}");
-        at(0, 0, 1.0, 0, 20);
-        at(2, 0, 1.0, 40, 20);
-        at(3, 1, 0.1, 60, 10);
-        at(4, 1, 0.2, 70, 10);
-        at(11, 1, 0.9, 140, 10);
-        at(12, 1, 1.0, 150, 10);
-        at(16, 1, 1.0, 190, 10);
-        at(17, 2, 0.0, 200, 25);
-        at(20, 2, 0.75, 275, 25);
-        at(21, 2, 1.0, 300, 25);
-        at(1000, 2, 1.0, 200 + 983 * 25, 25);
+        // The last argument: the first iteration of the phase.
+        let at = |it, level, alpha, images, batch, since| {
+            assert_eq!(p(it), Position { progress: Progress { level, alpha }, images, batch, since }, "iteration {it}")
+        };
+        at(0, 0, 1.0, 0, 20, 0);
+        at(2, 0, 1.0, 40, 20, 0);
+        at(3, 1, 0.1, 60, 10, 3);
+        at(4, 1, 0.2, 70, 10, 3);
+        at(11, 1, 0.9, 140, 10, 3);
+        at(12, 1, 1.0, 150, 10, 12);
+        at(16, 1, 1.0, 190, 10, 12);
+        at(17, 2, 0.0, 200, 25, 17);
+        at(20, 2, 0.75, 275, 25, 17);
+        at(21, 2, 1.0, 300, 25, 21);
+        at(1000, 2, 1.0, 200 + 983 * 25, 25, 21);
         // A batch larger than a whole phase skips it, as one batch would.
         let q = s.position(1, &[200, 10, 25]);
-        assert_eq!((q.progress, q.images, q.batch), (Progress { level: 2, alpha: 0.0 }, 200, 25));
+        assert_eq!((q.progress, q.images, q.batch, q.since), (Progress { level: 2, alpha: 0.0 }, 200, 25, 1));
     }
 
     #[test]

@@ -83,6 +83,10 @@ pub struct TrainOptions {
     /// from before it), trains at `batch`.
     #[serde(default)]
     pub batch_schedule: Vec<(usize, usize)>,
+    /// When a progressive run clears Adam's state (`--adam-reset`); never, also for
+    /// checkpoints from before it.
+    #[serde(default)]
+    pub adam_reset: super::grow::AdamReset,
 }
 
 fn default_ema_ramp() -> f64 {
@@ -109,7 +113,8 @@ impl TrainOptions {
 
     /// The schedule of a progressive run.
     pub fn grow(&self) -> Option<GrowSchedule> {
-        let levels = ModelConfig { progressive: true, ..ModelConfig::new(self.size, self.width.max(1)).ok()? }.levels();
+        super::grow::check_size(self.size).ok()?;
+        let levels = crate::model::progressive_levels(self.size);
         self.progressive.then_some(GrowSchedule { levels, fade_images: self.fade_images, stage_images: self.stage_images })
     }
 
@@ -172,6 +177,16 @@ impl TrainOptions {
         for &(side, batch) in &self.batch_schedule {
             check_minibatch_std(self.minibatch_std, batch).map_err(|e| anyhow!("--batch-schedule {text}: the batch {batch} of side {side}: {e}"))?;
         }
+        Ok(())
+    }
+
+    /// Refuses `--adam-reset phase` without `--progressive`: a DCGAN has no phases.
+    pub fn check_adam_reset(&self) -> Result<()> {
+        ensure!(
+            self.progressive || self.adam_reset == super::grow::AdamReset::Never,
+            "--adam-reset {} clears Adam's state when a progressive run enters a new phase: add --progressive, or drop --adam-reset",
+            self.adam_reset
+        );
         Ok(())
     }
 
@@ -271,6 +286,7 @@ impl RunState {
                 .map_err(|e| anyhow!("metadata field `options.fade_images` or `options.stage_images`: {e}"))?;
         }
         o.check_batch_schedule().map_err(|e| anyhow!("metadata field `options.batch_schedule`: {e}"))?;
+        o.check_adam_reset().map_err(|e| anyhow!("metadata field `options.adam_reset`: {e}"))?;
         let want = o.progress_at(self.iteration);
         field("progress", self.progress == want, format!("is {:?}, but the run's schedule is at {want:?} after {} iterations", self.progress, self.iteration))?;
         // Each tie checks fields the earlier ones have not: D's first layer depends on the
@@ -467,6 +483,7 @@ pub fn train_until<B: Backend>(
         GrowSchedule::check(opts.fade_images, opts.stage_images)?;
     }
     opts.check_batch_schedule()?;
+    opts.check_adam_reset()?;
     let model = opts.model_config(ModelConfig::new(opts.size, opts.width)?.text_dim)?;
     model.check_batch(opts.batch)?;
     for &(side, b) in &opts.batch_schedule {
@@ -732,6 +749,14 @@ fn train_locked<B: Backend>(
         if let Some(pos) = position {
             gan.set_progress(pos.progress)?;
             gan.images_shown = Some(pos.images);
+            if opts.adam_reset == super::grow::AdamReset::Phase {
+                // Cleared when a phase starts; a run resumed inside a phase has the moments
+                // from its checkpoint and takes the phase's step count from the schedule.
+                if pos.since == iteration {
+                    gan.reset_adam(be)?;
+                }
+                gan.adam_since = pos.since;
+            }
             if progress {
                 stages.enter(pos.progress, iteration, elapsed0 + started_at.elapsed().as_secs_f64(), &bar);
             }

@@ -55,6 +55,7 @@ fn options_with(data: &Path, cache: &Path, iters: u64, text_in_d: TextInD) -> Tr
         fade_images: 100_000,
         stage_images: 100_000,
         batch_schedule: Vec::new(),
+        adam_reset: Default::default(),
         text_in_d,
     }
 }
@@ -323,12 +324,14 @@ pub fn check_projection<B: Backend>(be: &B, label: &str) {
 /// with phases of 4 images (fade) and 2 (stabilise), so that the run fades level 1 in over
 /// iterations 1 and 2, stabilises it at 3, fades level 2 in over 4 and 5 and stabilises it
 /// from 6; saved after iteration 5 (level 2 at fade 0.5) and resumed to 7, it equals the
-/// straight run bit for bit, with the EMA generator and the minibatch standard deviation
-/// on. The checkpoint records where the run stands, and one whose record disagrees with
+/// straight run bit for bit, with the EMA generator, the minibatch standard deviation and
+/// `--adam-reset phase` on (resumed mid-phase, Adam's step count comes from the schedule;
+/// resumed just before a phase, the resumed run clears the moments). The checkpoint records where the run stands, and one whose record disagrees with
 /// the schedule is refused.
 #[allow(dead_code)] // each test file uses what it needs
 pub fn check_progressive<B: Backend>(be: &B, label: &str) {
     use gan_engine::model::Progress;
+    use gan_engine::train::grow::AdamReset;
     let data = tmp(label, "data");
     write_synthetic_sized(&data, 6, 5, 16).unwrap();
     let cache = tmp(label, "cache");
@@ -343,11 +346,29 @@ pub fn check_progressive<B: Backend>(be: &B, label: &str) {
         save_every: 1,
         sample_every: 2,
         keep: 10,
+        adam_reset: AdamReset::Phase,
         ..options(&data, &cache, 7)
     };
     let straight = tmp(label, "straight");
     train(be, &opts, &straight, None, false).unwrap();
     let want = tensors(&checkpoint::path_for(&straight, 7));
+    // `--adam-reset phase` clears Adam's moments when a phase starts (iterations 1, 3, 4
+    // and 6): level 1's toRGB, unused once level 2 is stable, has none after iteration 6;
+    // with one Adam for the whole run it keeps those of its use in iterations 1 to 5. The
+    // two runs are one before the first phase change.
+    let moments_of = |t: &[(String, Vec<u32>)], param: &str| -> Vec<bool> {
+        ["exp_avg", "exp_avg_sq"]
+            .map(|m| t.iter().find(|(n, _)| *n == format!("optimizer.{param}.{m}")).unwrap().1.iter().any(|&b| f32::from_bits(b) != 0.0))
+            .to_vec()
+    };
+    assert_eq!(moments_of(&want, "generator.torgb1.0.weight"), [false, false], "{label}: Adam was not reset when level 2 was stabilised");
+    assert_eq!(moments_of(&want, "generator.torgb2.0.weight"), [true, true], "{label}: level 2's toRGB takes Adam steps");
+    let never = tmp(label, "never");
+    train(be, &TrainOptions { adam_reset: AdamReset::Never, ..opts.clone() }, &never, None, false).unwrap();
+    assert_eq!(moments_of(&tensors(&checkpoint::path_for(&never, 7)), "generator.torgb1.0.weight"), [true, true]);
+    assert!(tensors(&checkpoint::path_for(&never, 1)) == tensors(&checkpoint::path_for(&straight, 1)), "{label}: the runs differ before any reset");
+    assert!(tensors(&checkpoint::path_for(&never, 2)) != tensors(&checkpoint::path_for(&straight, 2)), "{label}: the reset at iteration 1 changed nothing");
+    let _ = std::fs::remove_dir_all(never);
     let at = |it: u64| RunState::from_checkpoint(&checkpoint::load(&checkpoint::path_for(&straight, it)).unwrap()).unwrap().progress;
     let p = |level, alpha| Some(Progress { level, alpha });
     assert_eq!([at(1), at(2), at(3), at(4), at(5), at(7)], [p(1, 0.0), p(1, 0.5), p(1, 1.0), p(2, 0.0), p(2, 0.5), p(2, 1.0)]);
@@ -363,6 +384,13 @@ pub fn check_progressive<B: Backend>(be: &B, label: &str) {
     let got = resume(checkpoint::load(&saved).unwrap(), "resumed").unwrap();
     let differ: Vec<&str> = got.iter().zip(&want).filter(|(a, b)| a != b).map(|(a, _)| a.0.as_str()).collect();
     assert!(got.len() == want.len() && differ.is_empty(), "{label}: 5 + 2 resumed mid-fade differs from 7 straight in {differ:?}");
+    // Resumed just before a phase starts (iteration 6 stabilises level 2): the moments in
+    // the checkpoint are cleared by the resumed run, as by the straight one.
+    let at_change = checkpoint::path_for(&straight, 6);
+    let out = tmp(label, "at-change");
+    train_until(be, &opts, &out, Some((at_change.clone(), checkpoint::load(&at_change).unwrap())), false, &mut |_| false).unwrap();
+    assert!(tensors(&checkpoint::path_for(&out, 7)) == want, "{label}: 6 + 1 resumed at a phase change differs from 7 straight");
+    let _ = std::fs::remove_dir_all(out);
     // The old level's toRGB is used while level 2 fades in: perturbed, it changes the result.
     let mut ck = checkpoint::load(&saved).unwrap();
     ck.tensors.iter_mut().find(|t| t.name == "generator.torgb1.0.weight").unwrap().data.iter_mut().for_each(|v| *v *= 1.5);
@@ -390,6 +418,7 @@ pub fn check_progressive_batches<B: Backend>(be: &B, label: &str) {
         size: 16,
         batch: 2,
         batch_schedule: vec![(8, 4)],
+        adam_reset: gan_engine::train::grow::AdamReset::Phase,
         progressive: true,
         fade_images: 8,
         stage_images: 2,
