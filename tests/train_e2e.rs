@@ -437,7 +437,7 @@ fn progressive_run_with_a_batch_schedule_shows_its_images_and_resumes_exactly_on
 /// `train --batch-schedule` on the command line: the first line shows it, a resume that
 /// changes it is refused, one that keeps it (or omits it) goes on, and a checkpoint from
 /// before the flag (no `batch_schedule` in its metadata) resumes at `--batch` everywhere.
-/// `--batch-schedule` and `--adam-reset` (phase by default with `--progressive`) are shown,
+/// `--batch-schedule` and `--adam-reset` (never by default) are shown,
 /// kept on `--resume`, and optional in checkpoints from before them.
 #[test]
 fn batch_schedule_is_shown_kept_on_resume_and_optional_in_old_checkpoints() {
@@ -451,7 +451,7 @@ fn batch_schedule_is_shown_kept_on_resume_and_optional_in_old_checkpoints() {
         bin().args(base).args(extra).output().unwrap()
     };
     let first = ["--progressive", "--size", "16", "--width", "2", "--batch", "2", "--fade-images", "8", "--stage-images", "4"];
-    let out = train(&[&first[..], &["--out", &run, "--batch-schedule", "8=4,4=4", "--iters", "4"]].concat());
+    let out = train(&[&first[..], &["--out", &run, "--batch-schedule", "8=4,4=4", "--adam-reset", "phase", "--iters", "4"]].concat());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(
@@ -476,7 +476,9 @@ fn batch_schedule_is_shown_kept_on_resume_and_optional_in_old_checkpoints() {
     // Without the field, the run is one at --batch everywhere.
     let old = dir.join("old");
     let out = train(&[&first[..], &["--out", &s(&old), "--iters", "2"]].concat());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.lines().next().unwrap().contains("Adam reset: never)"), "the default is one Adam for the whole run: {err}");
     let path = checkpoint::path_for(&old, 2);
     let mut ck = checkpoint::load(&path).unwrap();
     ck.meta["options"].as_object_mut().unwrap().remove("batch_schedule").unwrap();
