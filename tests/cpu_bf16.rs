@@ -4,7 +4,7 @@
 //! the same ops on the twin backend. The f32 kernel runs everywhere, so CI checks the
 //! fallback whatever its CPU; the AMX and AVX512_BF16 rows say when they are skipped.
 
-use gan_engine::backend::cpu::bf16::{matmul, Bf16Kernel};
+use gan_engine::backend::cpu::bf16::{matmul, matmul_packed, Bf16Kernel, PackedA};
 use gan_engine::backend::cpu::Cpu;
 use gan_engine::backend::precision::round_bf16;
 use gan_engine::rng::Rng;
@@ -92,6 +92,44 @@ fn every_bf16_kernel_matches_the_rounded_twin() {
                                 assert_eq!(got[i * ldc + j].to_bits(), c0[i * ldc + j].to_bits(), "{} wrote past column n", kernel.label());
                             }
                         }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A left operand packed once (`PackedA`, what a convolution does with its weights over
+/// the pieces of a batch) gives the very bits of packing it in every call, whichever way
+/// round `a` is stored, written or accumulated, on one thread or all.
+#[test]
+fn a_packed_left_operand_gives_the_bits_of_packing_per_call() {
+    let mut rng = Rng::new(11);
+    let kernels: Vec<Bf16Kernel> = Bf16Kernel::ALL.into_iter().filter(|k| *k != Bf16Kernel::F32 && k.available()).collect();
+    if kernels.is_empty() {
+        eprintln!("skipped: this CPU runs neither the AMX nor the AVX512_BF16 kernel, the two that pack");
+        return;
+    }
+    assert!(PackedA::new(Bf16Kernel::F32, false, 4, 4, &[0.0; 16], 4, 1).is_none(), "the f32 kernel does not pack");
+    for &(m, n, k) in &[(3, 5, 7), (40, 70, 65), (64, 96, 300), (128, 64, 1024)] {
+        for a_t in [false, true] {
+            let mut a = vec![0.0f32; m * k];
+            let mut b = vec![0.0f32; k * n];
+            rng.fill_normal(&mut a, 0.0, 1.0);
+            rng.fill_normal(&mut b, 0.0, 1.0);
+            let ldc = n + 3;
+            let mut c0 = vec![0.0f32; (m - 1) * ldc + n + 3];
+            rng.fill_normal(&mut c0, 0.0, 1.0);
+            let (a_rs, a_cs) = if a_t { (1, m as isize) } else { (k as isize, 1) };
+            for &kernel in &kernels {
+                let packed = PackedA::new(kernel, true, m, k, &a, a_rs, a_cs).expect("a packing kernel packs");
+                for threads in [false, true] {
+                    for accumulate in [false, true] {
+                        let want = product(kernel, threads, m, n, k, &a, &b, a_t, false, &c0, accumulate);
+                        let mut got = c0.clone();
+                        matmul_packed(threads, &packed, n, &mut got, ldc, accumulate, &b, n as isize, 1);
+                        let same = want.iter().zip(&got).all(|(x, y)| x.to_bits() == y.to_bits());
+                        assert!(same, "{} m{m} n{n} k{k} a_t {a_t} threads {threads} acc {accumulate}: packed once differs", kernel.label());
                     }
                 }
             }

@@ -1,14 +1,16 @@
 //! The GEMM of `--precision bf16` on the CPU: `c (=|+=) a . b` with both operands rounded to
 //! bf16 and every product and sum in f32, as PyTorch's autocast multiplies.
 //!
-//! Each call converts its operands once, as it packs them: `a` into 16-row blocks and `b`
+//! Each call converts its operands once, as it packs them (a convolution packs its weights
+//! once per pass, `PackedA`, and reuses them over the pieces of the batch): `a` into 16-row blocks and `b`
 //! into 16-column panels, both cut along k into tiles of 32 values (zero-padded at the
 //! edges), the layout the AMX tile loads want and the one the AVX-512 dot products read.
 //! A tile of `a` is 16 rows of 32 consecutive k (1 KiB); a tile of `b` holds, for each of
 //! 16 pairs of consecutive k, the pair of every column of the panel side by side (the
 //! "VNNI" order), so one 64-byte row of it is the 16 columns' pairs for one k pair. Then
-//! every 32 x 32 block of `c` is one unit of work, spread over the threads, computed by
-//! one of three kernels, chosen once at run time (`Bf16Kernel`):
+//! every 32 x 32 block of `c` is one unit of work, spread over the threads, summed into
+//! `c` itself where the block lies inside it (into a scratch block at the edges), computed
+//! by one of three kernels, chosen once at run time (`Bf16Kernel`):
 //! - `Amx`: the AMX tile unit (`tdpbf16ps`, Sapphire Rapids and newer; Linux must grant the
 //!   tile state, which `arch_prctl(ARCH_REQ_XCOMP_PERM)` asks for): four 16 x 16 f32
 //!   accumulator tiles, two tiles of `a` and two of `b` per 32-deep step;
@@ -151,11 +153,9 @@ pub fn matmul(
     if kernel == Bf16Kernel::F32 {
         return matmul_rounded_f32(threads, m, n, k, c, ldc, accumulate, a, a_rs, a_cs, b, b_rs, b_cs);
     }
-    let par = threads && m * n * k >= 1 << 18 && rayon::current_num_threads() > 1;
-    // Blocks of `a` and panels of `b` in even numbers: a unit is two of each.
-    let (rbs, cbs, kbs) = (m.div_ceil(2 * TILE) * 2, n.div_ceil(2 * TILE) * 2, k.div_ceil(TILE_K));
-    let ld = cbs * TILE;
-    with_buffers(rbs * kbs * TILE_LEN, cbs * kbs * TILE_LEN, rbs * TILE * ld, |pa, pb, acc| {
+    let par = parallel(threads, m, n, k);
+    let (rbs, cbs, kbs) = blocks(m, n, k);
+    with_buffers(rbs * kbs * TILE_LEN, cbs * kbs * TILE_LEN, rbs * TILE * cbs * TILE, |pa, pb, acc| {
         let (a_rs, a_cs, b_rs, b_cs) = (a_rs as usize, a_cs as usize, b_rs as usize, b_cs as usize);
         if par {
             rayon::join(|| pack_a(m, k, a, a_rs, a_cs, kbs, pa, true), || pack_b(n, k, b, b_rs, b_cs, kbs, pb, true));
@@ -163,40 +163,133 @@ pub fn matmul(
             pack_a(m, k, a, a_rs, a_cs, kbs, pa, false);
             pack_b(n, k, b, b_rs, b_cs, kbs, pb, false);
         }
-        let (pa, pb) = (&*pa, &*pb);
-        let (row_pairs, col_pairs) = (rbs / 2, cbs / 2);
-        let (out, sums) = (SharedMut(c.as_mut_ptr()), SharedMut(acc.as_mut_ptr()));
-        let c_len = c.len();
-        // The reduction in chunks of CHUNK_TILES tiles, so that a unit's tiles of `a` and `b`
-        // (2 x 32 KiB) stay in the core's cache while the units of a panel pair pass over
-        // them; the unit's sums wait in `acc` between chunks.
-        for kb0 in (0..kbs).step_by(CHUNK_TILES) {
-            let kb1 = (kb0 + CHUNK_TILES).min(kbs);
-            let unit = |u: usize| {
-                // Units run panel pair by panel pair, so the threads share the blocks of
-                // `a` and each keeps its panels of `b` in its own cache.
-                let (cp, rp) = (u / row_pairs, u % row_pairs);
-                let at = |rb: usize| &pa[(rb * kbs + kb0) * TILE_LEN..(rb * kbs + kb1) * TILE_LEN];
-                let bt = |cb: usize| &pb[(cb * kbs + kb0) * TILE_LEN..(cb * kbs + kb1) * TILE_LEN];
-                let (r0, c0) = (2 * rp * TILE, 2 * cp * TILE);
-                // SAFETY: unit (rp, cp) alone touches rows r0..r0 + 32 and columns c0..c0 + 32
-                // of `acc` (inside it: rbs * 16 rows of `ld`) and of `c` (`store` checks).
-                unsafe {
-                    let sums = sums.ptr().add(r0 * ld + c0);
-                    block_2x2(kernel, [at(2 * rp), at(2 * rp + 1)], [bt(2 * cp), bt(2 * cp + 1)], kb0 > 0, sums, ld);
-                    if kb1 == kbs {
-                        store(sums, ld, r0, c0, m, n, out, c_len, ldc, accumulate);
-                    }
-                }
-            };
-            let units = row_pairs * col_pairs;
-            if par {
-                (0..units).into_par_iter().for_each(unit);
-            } else {
-                (0..units).for_each(unit);
-            }
-        }
+        multiply(kernel, par, m, n, (rbs, cbs, kbs), pa, pb, acc, c, ldc, accumulate);
     });
+}
+
+/// A left operand `a` (m x k) packed to bf16 tiles once, for many products with different
+/// right operands: a convolution's weights over the pieces of its batch.
+pub struct PackedA {
+    kernel: Bf16Kernel,
+    m: usize,
+    k: usize,
+    tiles: Vec<u16>,
+}
+
+impl PackedA {
+    /// `a` (strides `a_rs`, `a_cs`, inside `a` as `gemm::matmul_on` checks) packed for
+    /// `kernel`; `None` for the f32 kernel, which multiplies unpacked operands.
+    pub fn new(kernel: Bf16Kernel, threads: bool, m: usize, k: usize, a: &[f32], a_rs: isize, a_cs: isize) -> Option<PackedA> {
+        if kernel == Bf16Kernel::F32 || m == 0 || k == 0 {
+            return None;
+        }
+        let last = (m - 1) as isize * a_rs + (k - 1) as isize * a_cs;
+        assert!(a_rs >= 0 && a_cs >= 0 && (last as usize) < a.len(), "bf16 PackedA: lhs out of bounds");
+        let (rbs, _, kbs) = blocks(m, 1, k);
+        let mut tiles = vec![0u16; rbs * kbs * TILE_LEN];
+        pack_a(m, k, a, a_rs as usize, a_cs as usize, kbs, &mut tiles, threads && m * k >= 1 << 16);
+        Some(PackedA { kernel, m, k, tiles })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.m
+    }
+
+    pub fn depth(&self) -> usize {
+        self.k
+    }
+}
+
+/// `matmul` with `a` packed already: the same sums, bit for bit.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_packed(threads: bool, a: &PackedA, n: usize, c: &mut [f32], ldc: usize, accumulate: bool, b: &[f32], b_rs: isize, b_cs: isize) {
+    let (m, k) = (a.m, a.k);
+    if n == 0 {
+        return;
+    }
+    let last = (k - 1) as isize * b_rs + (n - 1) as isize * b_cs;
+    assert!(b_rs >= 0 && b_cs >= 0 && (last as usize) < b.len(), "bf16 matmul: rhs out of bounds");
+    assert!((m - 1) * ldc + n <= c.len(), "bf16 matmul: dst out of bounds");
+    let par = parallel(threads, m, n, k);
+    let (rbs, cbs, kbs) = blocks(m, n, k);
+    with_buffers(0, cbs * kbs * TILE_LEN, rbs * TILE * cbs * TILE, |_, pb, acc| {
+        pack_b(n, k, b, b_rs as usize, b_cs as usize, kbs, pb, par);
+        multiply(a.kernel, par, m, n, (rbs, cbs, kbs), &a.tiles, pb, acc, c, ldc, accumulate);
+    });
+}
+
+fn parallel(threads: bool, m: usize, n: usize, k: usize) -> bool {
+    threads && m * n * k >= 1 << 18 && rayon::current_num_threads() > 1
+}
+
+/// Blocks of `a` and panels of `b` (in even numbers: a unit is two of each) and tiles
+/// along k.
+fn blocks(m: usize, n: usize, k: usize) -> (usize, usize, usize) {
+    (m.div_ceil(2 * TILE) * 2, n.div_ceil(2 * TILE) * 2, k.div_ceil(TILE_K))
+}
+
+/// The product of packed operands into `c`, unit by unit; `acc` holds `rbs * 16` rows of
+/// `cbs * 16` sums.
+#[allow(clippy::too_many_arguments)]
+fn multiply(
+    kernel: Bf16Kernel,
+    par: bool,
+    m: usize,
+    n: usize,
+    (rbs, cbs, kbs): (usize, usize, usize),
+    pa: &[u16],
+    pb: &[u16],
+    acc: &mut [f32],
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    let ld = cbs * TILE;
+    let (row_pairs, col_pairs) = (rbs / 2, cbs / 2);
+    let (out, sums) = (SharedMut(c.as_mut_ptr()), SharedMut(acc.as_mut_ptr()));
+    let c_len = c.len();
+    assert!(pa.len() >= rbs * kbs * TILE_LEN && pb.len() >= cbs * kbs * TILE_LEN && acc.len() >= rbs * TILE * ld);
+    // The reduction in chunks of CHUNK_TILES tiles, so that a unit's tiles of `a` and `b`
+    // (2 x 32 KiB) stay in the core's cache while the units of a panel pair pass over
+    // them; the unit's sums wait in `acc` between chunks.
+    for kb0 in (0..kbs).step_by(CHUNK_TILES) {
+        let kb1 = (kb0 + CHUNK_TILES).min(kbs);
+        let unit = |u: usize| {
+            // Units run panel pair by panel pair, so the threads share the blocks of
+            // `a` and each keeps its panels of `b` in its own cache.
+            let (cp, rp) = (u / row_pairs, u % row_pairs);
+            let at = |rb: usize| &pa[(rb * kbs + kb0) * TILE_LEN..(rb * kbs + kb1) * TILE_LEN];
+            let bt = |cb: usize| &pb[(cb * kbs + kb0) * TILE_LEN..(cb * kbs + kb1) * TILE_LEN];
+            let (r0, c0) = (2 * rp * TILE, 2 * cp * TILE);
+            let (a2, b2) = ([at(2 * rp), at(2 * rp + 1)], [bt(2 * cp), bt(2 * cp + 1)]);
+            if r0 + 2 * TILE <= m && c0 + 2 * TILE <= n {
+                // A unit inside `c` sums into `c` itself, from what it holds when
+                // accumulating: no pass over `acc`, no store (which took a tenth of a
+                // bf16 iteration at 64 px, mostly in the weight-gradient pieces' `+=`).
+                assert!((r0 + 2 * TILE - 1) * ldc + c0 + 2 * TILE <= c_len, "bf16 matmul: dst out of bounds");
+                // SAFETY: unit (rp, cp) alone touches rows r0..r0 + 32 and columns c0..c0 + 32
+                // of `c`, inside it as asserted, with ldc >= n >= 32.
+                unsafe { block_2x2(kernel, a2, b2, accumulate || kb0 > 0, out.ptr().add(r0 * ldc + c0), ldc) };
+                return;
+            }
+            // SAFETY: unit (rp, cp) alone touches rows r0..r0 + 32 and columns c0..c0 + 32
+            // of `acc` (inside it: rbs * 16 rows of `ld`, as asserted) and of `c` (`store`
+            // checks).
+            unsafe {
+                let sums = sums.ptr().add(r0 * ld + c0);
+                block_2x2(kernel, a2, b2, kb0 > 0, sums, ld);
+                if kb1 == kbs {
+                    store(sums, ld, r0, c0, m, n, out, c_len, ldc, accumulate);
+                }
+            }
+        };
+        let units = row_pairs * col_pairs;
+        if par {
+            (0..units).into_par_iter().for_each(unit);
+        } else {
+            (0..units).for_each(unit);
+        }
+    }
 }
 
 /// k tiles (of 32) per chunk of the reduction.
@@ -356,17 +449,22 @@ unsafe fn store(sums: *const f32, ld: usize, r0: usize, c0: usize, m: usize, n: 
     if cols == 0 {
         return;
     }
-    for r in 0..(2 * TILE).min(m.saturating_sub(r0)) {
-        let at = (r0 + r) * ldc + c0;
-        assert!(at + cols <= c_len, "bf16 matmul: dst out of bounds");
-        let dst = std::slice::from_raw_parts_mut(c.ptr().add(at), cols);
-        let src = std::slice::from_raw_parts(sums.add(r * ld), cols);
-        if accumulate {
-            dst.iter_mut().zip(src).for_each(|(d, s)| *d += *s);
-        } else {
-            dst.copy_from_slice(src);
-        }
-    }
+    wide(
+        #[inline(always)]
+        || {
+            for r in 0..(2 * TILE).min(m.saturating_sub(r0)) {
+                let at = (r0 + r) * ldc + c0;
+                assert!(at + cols <= c_len, "bf16 matmul: dst out of bounds");
+                let dst = std::slice::from_raw_parts_mut(c.ptr().add(at), cols);
+                let src = std::slice::from_raw_parts(sums.add(r * ld), cols);
+                if accumulate {
+                    dst.iter_mut().zip(src).for_each(|(d, s)| *d += *s);
+                } else {
+                    dst.copy_from_slice(src);
+                }
+            }
+        },
+    )
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -383,6 +481,11 @@ mod x86 {
         reserved: [u8; 14],
         colsb: [u16; 16],
         rows: [u8; 16],
+    }
+
+    thread_local! {
+        /// Whether this thread has loaded `CONFIG` into the tile unit.
+        static TILES_CONFIGURED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     }
 
     const CONFIG: TileConfig = {
@@ -406,7 +509,15 @@ mod x86 {
         const STRIDE: usize = 2 * TILE_K; // bytes per tile row
         let row = 4 * ld; // bytes per row of sums
         let (c0, c1, c2, c3) = (sums, sums.add(TILE), sums.add(TILE * ld), sums.add(TILE * ld + TILE));
-        asm!("ldtilecfg [{}]", in(reg) &CONFIG as *const TileConfig, options(nostack, readonly));
+        // The configuration is the same for every unit, so each thread loads it once and
+        // keeps it: `ldtilecfg` took a quarter of this function's time when every unit
+        // loaded it and released the tiles after (`perf annotate` of `bench --precision
+        // bf16` at 64 px). Linux saves and restores the tile state of a thread with its
+        // other registers, and no other code of the engine touches the tiles.
+        if !TILES_CONFIGURED.get() {
+            asm!("ldtilecfg [{}]", in(reg) &CONFIG as *const TileConfig, options(nostack, readonly));
+            TILES_CONFIGURED.set(true);
+        }
         if add {
             asm!(
                 "tileloadd tmm0, [{c0} + {s}*1]",
@@ -444,7 +555,6 @@ mod x86 {
             "tilestored [{c1} + {s}*1], tmm1",
             "tilestored [{c2} + {s}*1], tmm2",
             "tilestored [{c3} + {s}*1], tmm3",
-            "tilerelease",
             c0 = in(reg) c0, c1 = in(reg) c1, c2 = in(reg) c2, c3 = in(reg) c3, s = in(reg) row,
             options(nostack),
         );

@@ -7,7 +7,7 @@
 //! bound.
 
 use super::bf16::Bf16Kernel;
-use super::gemm::{matmul, matmul_on};
+use super::gemm::{matmul, matmul_lhs, matmul_on, Lhs};
 use super::simd::wide;
 use super::{CpuBackend, Elem, SharedMut};
 use crate::backend::{ConvOps, ConvParams, Core};
@@ -604,8 +604,19 @@ struct Piece<'a, T> {
     par: bool,
 }
 
-/// Runs `body(piece, wt, out, dw)` over the `n` images of a pass, split as `be` says.
-/// `wt` is `transpose_w` (weights `other x kdim`) transposed, or empty without one; `out`
+/// The weights a pass multiplies every piece by, as its GEMMs' left operand.
+enum Weights<'a, T> {
+    /// None (the weight-gradient passes, whose left operand changes with the piece).
+    None,
+    /// `other x kdim`, the left operand as it is.
+    Rows(&'a [T]),
+    /// `other x kdim`, whose transpose (`kdim x other`) is the left operand.
+    Transposed(&'a [T]),
+}
+
+/// Runs `body(piece, lhs, out, dw)` over the `n` images of a pass, split as `be` says.
+/// `lhs` is `weights` as the left operand of the pieces' GEMMs (packed once under bf16),
+/// an empty one without weights; `out`
 /// is the pass's output (`per_image` values per image), `dw` its weight gradient, into
 /// which the pass adds. In `Split::Chunks`, the body sees the whole `out`
 /// and `dw`; in `Split::Images`, its thread's range of `out` and a zeroed sum of its own,
@@ -617,11 +628,11 @@ fn run_pieces<T: Elem>(
     g: &Geo,
     n: usize,
     other: usize,
-    transpose_w: Option<&[T]>,
+    weights: Weights<'_, T>,
     out: &mut [T],
     per_image: usize,
     dw: Option<&mut [T]>,
-    body: impl Fn(Piece<'_, T>, &[T], &mut [T], &mut [T]) + Sync + Send,
+    body: impl Fn(Piece<'_, T>, &Lhs<'_, T>, &mut [T], &mut [T]) + Sync + Send,
 ) {
     let (kdim, pp) = (g.rows(), g.cols_per_image());
     let rows = kdim.max(other);
@@ -635,17 +646,22 @@ fn run_pieces<T: Elem>(
     };
     let mut ws = be.ws.lock().unwrap_or_else(|e| e.into_inner());
     let ws = &mut *ws;
-    // The GEMM-then-col2im passes read the weights transposed, which the GEMM's packing
-    // does more slowly (5 to 9% on one thread for one image of D's 64 -> 128 layer at
-    // 64 px: `cargo bench --bench gemm_layout -- gemm_layout_one_thread`), and packs them
-    // again for every piece: they are transposed once here, `kdim x other` row-major.
-    let wt: &[T] = match transpose_w {
-        Some(w) => {
-            grow(&mut ws.wt, other * kdim);
-            transpose(&w[..other * kdim], other, kdim, &mut ws.wt, true);
-            &ws.wt[..other * kdim]
-        }
-        None => &[],
+    // The GEMM-then-col2im passes read the weights transposed, which the f32 GEMM's
+    // packing does more slowly (5 to 9% on one thread for one image of D's 64 -> 128 layer
+    // at 64 px: `cargo bench --bench gemm_layout -- gemm_layout_one_thread`), and packs
+    // them again for every piece: they are transposed once here, `kdim x other`
+    // row-major. A bf16 kernel packs them once instead, transposed or not.
+    let lhs = match weights {
+        Weights::None => Lhs::new(None, 0, 0, &[], 0, 0),
+        Weights::Rows(w) => Lhs::new(be.bf16, other, kdim, w, kdim as isize, 1),
+        Weights::Transposed(w) => match Lhs::new(be.bf16, kdim, other, w, 1, kdim as isize) {
+            packed if packed.is_packed() => packed,
+            _ => {
+                grow(&mut ws.wt, other * kdim);
+                transpose(&w[..other * kdim], other, kdim, &mut ws.wt, true);
+                Lhs::new(None, kdim, other, &ws.wt[..other * kdim], other as isize, 1)
+            }
+        },
     };
     if !images {
         let nc_max = chunk_images(n, rows, pp, be.chunk_elems);
@@ -654,7 +670,7 @@ fn run_pieces<T: Elem>(
         let dw = dw.unwrap_or_default();
         for n0 in (0..n).step_by(nc_max) {
             let nc = nc_max.min(n - n0);
-            body(Piece { bf16: be.bf16, n0, at: n0, nc, ld: nc * pp, cols: &mut ws.cols, tmp: &mut ws.tmp, pad: &mut ws.pad, par: true }, wt, out, dw);
+            body(Piece { bf16: be.bf16, n0, at: n0, nc, ld: nc * pp, cols: &mut ws.cols, tmp: &mut ws.tmp, pad: &mut ws.pad, par: true }, &lhs, out, dw);
         }
         return;
     }
@@ -679,7 +695,7 @@ fn run_pieces<T: Elem>(
             let nc = nb.min(range.end - n0);
             body(
                 Piece { bf16: be.bf16, n0, at: n0 - range.start, nc, ld: nc * pp, cols: &mut l.cols, tmp: &mut l.tmp, pad: &mut l.pad, par: false },
-                wt,
+                &lhs,
                 part,
                 &mut l.dw[..dw_len],
             );
@@ -698,18 +714,18 @@ fn run_pieces<T: Elem>(
 /// im2col, then the GEMM, on one piece (conv2d forward, conv_transpose2d backward_input): `out[m, ld] = w[m, kdim] . cols[kdim, ld]` with
 /// `cols = im2col(src)`, written to the piece's images of `out` (`m` planes each), plus
 /// `bias[c]` on plane `c` when given.
-fn gather_piece<T: Elem>(g: &Geo, pc: Piece<'_, T>, src: &[T], w: &[T], m: usize, out: &mut [T], bias: Option<&[T]>) {
+fn gather_piece<T: Elem>(g: &Geo, pc: Piece<'_, T>, src: &[T], w: &Lhs<'_, T>, m: usize, out: &mut [T], bias: Option<&[T]>) {
     let Piece { bf16, n0, at, nc, ld, cols, tmp, par, .. } = pc;
     let (kdim, pp) = (g.rows(), g.cols_per_image());
     im2col(g, src, n0, nc, cols, par);
     if nc == 1 {
         // One image's product is already its planes.
-        matmul_on(bf16, par, m, pp, kdim, &mut out[at * m * pp..][..m * pp], pp, false, w, kdim as isize, 1, cols, pp as isize, 1);
+        matmul_lhs(bf16, par, m, pp, kdim, &mut out[at * m * pp..][..m * pp], pp, false, w, cols, pp as isize, 1);
         if let Some(b) = bias {
             add_bias(out, m, pp, at, 1, b, par);
         }
     } else {
-        matmul_on(bf16, par, m, ld, kdim, tmp, ld, false, w, kdim as isize, 1, cols, ld as isize, 1);
+        matmul_lhs(bf16, par, m, ld, kdim, tmp, ld, false, w, cols, ld as isize, 1);
         scatter(tmp, m, pp, at, nc, bias, out, par);
     }
 }
@@ -717,10 +733,10 @@ fn gather_piece<T: Elem>(g: &Geo, pc: Piece<'_, T>, src: &[T], w: &[T], m: usize
 /// The GEMM, then col2im, on one piece (conv2d backward_input, conv_transpose2d forward): `cols[kdim, ld] = wt[kdim, m] . src[m, ld]` (`wt` the
 /// weights transposed by `run_pieces`, `src` the piece's images), then `col2im` into the
 /// piece's images of `out`, plus `bias[c]` on plane `c` when given.
-fn spread_piece<T: Elem>(g: &Geo, pc: Piece<'_, T>, src: &[T], wt: &[T], m: usize, out: &mut [T], bias: Option<&[T]>) {
+fn spread_piece<T: Elem>(g: &Geo, pc: Piece<'_, T>, src: &[T], wt: &Lhs<'_, T>, m: usize, out: &mut [T], bias: Option<&[T]>) {
     let Piece { bf16, n0, at, nc, ld, cols, tmp, par, .. } = pc;
     let srcm = matrix(src, m, g.cols_per_image(), n0, nc, tmp, par);
-    matmul_on(bf16, par, g.rows(), ld, m, cols, ld, false, wt, m as isize, 1, srcm, ld as isize, 1);
+    matmul_lhs(bf16, par, g.rows(), ld, m, cols, ld, false, wt, srcm, ld as isize, 1);
     col2im(g, cols, at, nc, out, par);
     if let Some(b) = bias {
         add_bias(out, g.c, g.plane(), at, nc, b, par);
@@ -750,7 +766,7 @@ fn conv2d_forward<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: &[T], w: &[T],
         return;
     }
     // y[co, ld] = w[co, kdim] . cols[kdim, ld]
-    run_pieces(be, &g, p.n as usize, co, None, y, co * pp, None, |pc, _, y, _| gather_piece(&g, pc, x, w, co, y, bias));
+    run_pieces(be, &g, p.n as usize, co, Weights::Rows(w), y, co * pp, None, |pc, w, y, _| gather_piece(&g, pc, x, w, co, y, bias));
 }
 
 fn conv2d_backward_input<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, dy: &[T], w: &[T], dx: &mut [T]) {
@@ -762,7 +778,7 @@ fn conv2d_backward_input<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, dy: &[T], 
         return;
     }
     // cols[kdim, ld] = w^T[kdim, co] . dy[co, ld]
-    run_pieces(be, &g, p.n as usize, co, Some(w), dx, g.c * g.plane(), None, |pc, wt, dx, _| spread_piece(&g, pc, dy, wt, co, dx, None));
+    run_pieces(be, &g, p.n as usize, co, Weights::Transposed(w), dx, g.c * g.plane(), None, |pc, wt, dx, _| spread_piece(&g, pc, dy, wt, co, dx, None));
 }
 
 fn conv2d_backward_params<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: &[T], dy: &[T], dw: &mut [T]) {
@@ -774,7 +790,7 @@ fn conv2d_backward_params<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: &[T], 
         return;
     }
     // dw[co, kdim] += dy[co, ld] . rows[ld, kdim]
-    run_pieces(be, &g, p.n as usize, co, None, &mut [], 0, Some(dw), |pc, _, _, dw| params_piece(&g, pc, x, dy, co, dw));
+    run_pieces(be, &g, p.n as usize, co, Weights::None, &mut [], 0, Some(dw), |pc, _, _, dw| params_piece(&g, pc, x, dy, co, dw));
 }
 
 fn conv_transpose2d_forward<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T]) {
@@ -790,7 +806,7 @@ fn conv_transpose2d_forward<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: &[T]
         return;
     }
     // cols[kdim, ld] = w^T[kdim, ci] . x[ci, ld]   (w is [ci, kdim])
-    run_pieces(be, &g, p.n as usize, ci, Some(w), y, g.c * g.plane(), None, |pc, wt, y, _| spread_piece(&g, pc, x, wt, ci, y, bias));
+    run_pieces(be, &g, p.n as usize, ci, Weights::Transposed(w), y, g.c * g.plane(), None, |pc, wt, y, _| spread_piece(&g, pc, x, wt, ci, y, bias));
 }
 
 fn conv_transpose2d_backward_input<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, dy: &[T], w: &[T], dx: &mut [T]) {
@@ -802,7 +818,7 @@ fn conv_transpose2d_backward_input<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, 
         return;
     }
     // dx[ci, ld] = w[ci, kdim] . cols[kdim, ld]
-    run_pieces(be, &g, p.n as usize, ci, None, dx, ci * pp, None, |pc, _, dx, _| gather_piece(&g, pc, dy, w, ci, dx, None));
+    run_pieces(be, &g, p.n as usize, ci, Weights::Rows(w), dx, ci * pp, None, |pc, w, dx, _| gather_piece(&g, pc, dy, w, ci, dx, None));
 }
 
 fn conv_transpose2d_backward_params<T: Elem>(be: &CpuBackend<T>, p: &ConvParams, x: &[T], dy: &[T], dw: &mut [T]) {
@@ -814,5 +830,5 @@ fn conv_transpose2d_backward_params<T: Elem>(be: &CpuBackend<T>, p: &ConvParams,
         return;
     }
     // dw[ci, kdim] += x[ci, ld] . rows[ld, kdim]
-    run_pieces(be, &g, p.n as usize, ci, None, &mut [], 0, Some(dw), |pc, _, _, dw| params_piece(&g, pc, dy, x, ci, dw));
+    run_pieces(be, &g, p.n as usize, ci, Weights::None, &mut [], 0, Some(dw), |pc, _, _, dw| params_piece(&g, pc, dy, x, ci, dw));
 }

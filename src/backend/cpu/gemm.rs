@@ -60,6 +60,55 @@ pub fn matmul_on<T: Elem>(
     matmul_exact(threads, m, n, k, c, ldc, accumulate, a, a_rs, a_cs, b, b_rs, b_cs)
 }
 
+/// A left operand `a` (m x k, strides `rs`, `cs`) for many products with different right
+/// operands (a convolution's weights, over the pieces of its batch). On a bf16 kernel that
+/// packs, it is packed to bf16 once here rather than in every product; the products are
+/// the same, bit for bit.
+pub struct Lhs<'a, T> {
+    a: &'a [T],
+    rs: isize,
+    cs: isize,
+    packed: Option<bf16::PackedA>,
+}
+
+impl<'a, T: Elem> Lhs<'a, T> {
+    pub fn new(bf16: Option<Bf16Kernel>, m: usize, k: usize, a: &'a [T], rs: isize, cs: isize) -> Lhs<'a, T> {
+        let packed = match (bf16, f32s(a)) {
+            (Some(kernel), Some(a)) => bf16::PackedA::new(kernel, true, m, k, a, rs, cs),
+            _ => None,
+        };
+        Lhs { a, rs, cs, packed }
+    }
+
+    /// Whether `matmul_lhs` will not read `a` itself (so it need not be laid out for it).
+    pub fn is_packed(&self) -> bool {
+        self.packed.is_some()
+    }
+}
+
+/// `matmul_on` with the left operand `lhs` (`m x k`).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_lhs<T: Elem>(
+    bf16: Option<Bf16Kernel>,
+    threads: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    c: &mut [T],
+    ldc: usize,
+    accumulate: bool,
+    lhs: &Lhs<'_, T>,
+    b: &[T],
+    b_rs: isize,
+    b_cs: isize,
+) {
+    if let (Some(packed), Some(c), Some(b)) = (&lhs.packed, f32s_mut(c), f32s(b)) {
+        assert!(packed.rows() == m && packed.depth() == k, "matmul: packed lhs is {}x{}, not {m}x{k}", packed.rows(), packed.depth());
+        return bf16::matmul_packed(threads, packed, n, c, ldc, accumulate, b, b_rs, b_cs);
+    }
+    matmul_on(bf16, threads, m, n, k, c, ldc, accumulate, lhs.a, lhs.rs, lhs.cs, b, b_rs, b_cs)
+}
+
 fn f32s<T: Elem>(s: &[T]) -> Option<&[f32]> {
     // SAFETY: T is f32 itself, so the cast is the identity.
     (TypeId::of::<T>() == TypeId::of::<f32>()).then(|| unsafe { &*(s as *const [T] as *const [f32]) })
