@@ -365,6 +365,9 @@ fn pack_a(m: usize, k: usize, a: &[f32], rs: usize, cs: usize, kbs: usize, out: 
 /// * TILE_LEN`, element (k pair p, column j, e) at `p * 2 TILE + 2 j + e` for k = 2 p + e.
 #[allow(clippy::too_many_arguments)]
 fn pack_b(n: usize, k: usize, b: &[f32], rs: usize, cs: usize, kbs: usize, out: &mut [u16], par: bool) {
+    if cs == 1 {
+        return pack_b_rows(n, k, b, rs, kbs, out, par);
+    }
     let panel = |(cb, dst): (usize, &mut [u16])| {
         wide(
             #[inline(always)]
@@ -374,31 +377,11 @@ fn pack_b(n: usize, k: usize, b: &[f32], rs: usize, cs: usize, kbs: usize, out: 
                     let tile = &mut dst[kb * TILE_LEN..][..TILE_LEN];
                     let (k0, kn) = (kb * TILE_K, TILE_K.min(k.saturating_sub(kb * TILE_K)));
                     tile.fill(0);
-                    if cols == 0 {
-                        continue; // a panel of zeros that pads the panels to an even number
-                    }
-                    if cs == 1 {
-                        // Two rows of `b` at a time, each column's pair written as one u32.
-                        let pairs: &mut [u32] = bytemuck::cast_slice_mut(tile);
-                        for p in 0..kn.div_ceil(2) {
-                            let lo = &b[(k0 + 2 * p) * rs + cb * TILE..][..cols];
-                            let dst = &mut pairs[p * TILE..][..cols];
-                            if 2 * p + 1 < kn {
-                                let hi = &b[(k0 + 2 * p + 1) * rs + cb * TILE..][..cols];
-                                for ((d, l), h) in dst.iter_mut().zip(lo).zip(hi) {
-                                    *d = bf16_bits(*l) as u32 | (bf16_bits(*h) as u32) << 16;
-                                }
-                            } else {
-                                dst.iter_mut().zip(lo).for_each(|(d, l)| *d = bf16_bits(*l) as u32);
-                            }
-                        }
-                    } else {
-                        // Rows of `b` contiguous down each column (rs == 1): one column at a time.
-                        for j in 0..cols {
-                            let base = (cb * TILE + j) * cs + k0 * rs;
-                            for kk in 0..kn {
-                                tile[(kk / 2) * 2 * TILE + 2 * j + kk % 2] = bf16_bits(b[base + kk * rs]);
-                            }
+                    // Rows of `b` contiguous down each column (rs == 1): one column at a time.
+                    for j in 0..cols {
+                        let base = (cb * TILE + j) * cs + k0 * rs;
+                        for kk in 0..kn {
+                            tile[(kk / 2) * 2 * TILE + 2 * j + kk % 2] = bf16_bits(b[base + kk * rs]);
                         }
                     }
                 }
@@ -409,6 +392,56 @@ fn pack_b(n: usize, k: usize, b: &[f32], rs: usize, cs: usize, kbs: usize, out: 
         out.par_chunks_mut(kbs * TILE_LEN).enumerate().for_each(panel);
     } else {
         out.chunks_mut(kbs * TILE_LEN).enumerate().for_each(panel);
+    }
+}
+
+/// `pack_b` of a `b` with contiguous rows (cs == 1): each tile row `kb` of every panel at
+/// once, so that `b` is read a pair of whole rows at a time, front to back (panel by
+/// panel, the reads jumped from row to row 64 bytes at a time, and the packing of a
+/// piece's columns waited on the cache). Only the tiles at the edges are zeroed first.
+fn pack_b_rows(n: usize, k: usize, b: &[f32], rs: usize, kbs: usize, out: &mut [u16], par: bool) {
+    let cbs = out.len() / (kbs * TILE_LEN);
+    assert!(cbs * TILE >= n && out.len() == cbs * kbs * TILE_LEN, "bf16 pack_b: buffer of {} for n {n}, {kbs} tiles", out.len());
+    let dst = SharedMut(out.as_mut_ptr() as *mut u32);
+    let tile_row = |kb: usize| {
+        wide(
+            #[inline(always)]
+            || {
+                let (k0, kn) = (kb * TILE_K, TILE_K.min(k.saturating_sub(kb * TILE_K)));
+                // SAFETY: tile (cb, kb), TILE_LEN / 2 u32 from `(cb * kbs + kb) * TILE_LEN / 2`,
+                // lies inside `out` (cb < cbs, kb < kbs), and only this call writes the
+                // tiles of row `kb`.
+                let tile = |cb: usize| unsafe { std::slice::from_raw_parts_mut(dst.ptr().add((cb * kbs + kb) * TILE_LEN / 2), TILE_LEN / 2) };
+                for cb in 0..cbs {
+                    if (cb + 1) * TILE > n || kn < TILE_K {
+                        tile(cb).fill(0);
+                    }
+                }
+                for p in 0..kn.div_ceil(2) {
+                    let lo = &b[(k0 + 2 * p) * rs..][..n];
+                    let hi = (2 * p + 1 < kn).then(|| &b[(k0 + 2 * p + 1) * rs..][..n]);
+                    for cb in 0..n.div_ceil(TILE) {
+                        let cols = TILE.min(n - cb * TILE);
+                        let d = &mut tile(cb)[p * TILE..][..cols];
+                        let l = &lo[cb * TILE..][..cols];
+                        match hi {
+                            Some(hi) => {
+                                let h = &hi[cb * TILE..][..cols];
+                                for ((d, l), h) in d.iter_mut().zip(l).zip(h) {
+                                    *d = bf16_bits(*l) as u32 | (bf16_bits(*h) as u32) << 16;
+                                }
+                            }
+                            None => d.iter_mut().zip(l).for_each(|(d, l)| *d = bf16_bits(*l) as u32),
+                        }
+                    }
+                }
+            },
+        )
+    };
+    if par {
+        (0..kbs).into_par_iter().for_each(tile_row);
+    } else {
+        (0..kbs).for_each(tile_row);
     }
 }
 
