@@ -59,8 +59,11 @@ fn every_bf16_kernel_matches_the_rounded_twin() {
     }
     // Shapes past every tile edge (16 rows, 16 columns, 32 k, units of 32 x 32), a k of 1
     // and long ones (2,100: past a chunk of 64 tiles, with units inside `c` and at its
-    // edges), and one large enough to be spread over the threads.
-    for &(m, n, k) in &[(1, 1, 1), (3, 5, 7), (17, 33, 31), (16, 16, 32), (40, 70, 65), (64, 48, 300), (5, 9, 1000), (40, 70, 2100), (96, 160, 96)] {
+    // edges; with 130 rows, bands of 2, 2 and 1 row pairs), and one large enough to be
+    // spread over the threads.
+    for &(m, n, k) in
+        &[(1, 1, 1), (3, 5, 7), (17, 33, 31), (16, 16, 32), (40, 70, 65), (64, 48, 300), (5, 9, 1000), (40, 70, 2100), (130, 70, 2100), (96, 160, 96)]
+    {
         for (a_t, b_t) in [(false, false), (true, false), (false, true), (true, true)] {
             let mut a = vec![0.0f32; m * k];
             let mut b = vec![0.0f32; k * n];

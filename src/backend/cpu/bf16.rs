@@ -254,10 +254,17 @@ fn multiply(
     // them; the unit's sums wait in `acc` (or `c`) between chunks.
     for kb0 in (0..kbs).step_by(CHUNK_TILES) {
         let kb1 = (kb0 + CHUNK_TILES).min(kbs);
+        // Row pairs per band: the band's tiles of `a` in this chunk stay within
+        // A_BAND_BYTES, so a band of `a` stays in the core's L2 while the band passes over
+        // every panel pair (a whole `a` re-read per panel pair overflowed it for the
+        // 8192-row weights of D's last convolution at 128 px).
+        let band = (A_BAND_BYTES / (2 * (kb1 - kb0) * TILE_LEN * 2)).clamp(1, row_pairs);
         let unit = |u: usize| {
-            // Units run panel pair by panel pair, so the threads share the blocks of
-            // `a` and each keeps its panels of `b` in its own cache.
-            let (cp, rp) = (u / row_pairs, u % row_pairs);
+            // Within a band, units run panel pair by panel pair, so the threads share the
+            // band's blocks of `a` and each keeps its panels of `b` in its own cache.
+            let (b0, rest) = (u / (band * col_pairs) * band, u % (band * col_pairs));
+            let rows = band.min(row_pairs - b0);
+            let (cp, rp) = (rest / rows, b0 + rest % rows);
             let at = |rb: usize| &pa[(rb * kbs + kb0) * TILE_LEN..(rb * kbs + kb1) * TILE_LEN];
             let bt = |cb: usize| &pb[(cb * kbs + kb0) * TILE_LEN..(cb * kbs + kb1) * TILE_LEN];
             let (r0, c0) = (2 * rp * TILE, 2 * cp * TILE);
@@ -291,6 +298,10 @@ fn multiply(
         }
     }
 }
+
+/// The most bytes of packed `a` a band of units reads per chunk (a quarter of this
+/// machine's 2 MiB L2 per core).
+const A_BAND_BYTES: usize = 512 << 10;
 
 /// k tiles (of 32) per chunk of the reduction. Chunks of 16 tiles kept the unit's tiles in
 /// L1, but reloading and storing the four sums tiles every 16 steps took a quarter of the
