@@ -19,7 +19,13 @@
 //!   pairs of `a` per pair of k;
 //! - `F32`: any CPU: the operands rounded to bf16 but kept as f32, multiplied by the f32
 //!   GEMM. A product of two bf16 values is exact in f32, so this is the twin the other two
-//!   are held to: they differ from it only by the order of the f32 sums.
+//!   are held to: they differ from it only by the order of the f32 sums (and where an
+//!   operand rounds to a subnormal bf16, which they read as zero).
+//!
+//! The packing converts with `vcvtne2ps2bf16` (AVX512_BF16, which both packing kernels
+//! need): 32 values per instruction, rounded to nearest even like `half`, except that a
+//! subnormal becomes the zero of its sign, which changes no sum, since both kernels read a
+//! subnormal bf16 as zero (the tests below check both facts).
 //!
 //! `GAN_ENGINE_CPU_BF16=amx|avx512|f32` forces a kernel (tests and benchmarks run each one
 //! this CPU has; CI's CPU may have none but `f32`).
@@ -340,28 +346,46 @@ fn with_buffers<R>(a_len: usize, b_len: usize, acc_len: usize, f: impl FnOnce(&m
 /// * TILE_LEN`, element (r, kk) at `r * TILE_K + kk`; zero past the edges.
 #[allow(clippy::too_many_arguments)]
 fn pack_a(m: usize, k: usize, a: &[f32], rs: usize, cs: usize, kbs: usize, out: &mut [u16], par: bool) {
+    let convert = avx512_bf16();
     let block = |(rb, dst): (usize, &mut [u16])| {
         wide(
             #[inline(always)]
             || {
+                // A transposed `a`'s tile, gathered in f32 before the conversion.
+                let mut gathered = [0.0f32; TILE_LEN];
                 for kb in 0..kbs {
                     let tile = &mut dst[kb * TILE_LEN..][..TILE_LEN];
                     let (k0, kn) = (kb * TILE_K, TILE_K.min(k.saturating_sub(kb * TILE_K)));
                     let rows = TILE.min(m.saturating_sub(rb * TILE));
-                    tile.fill(0);
-                    if cs == 1 {
-                        for r in 0..rows {
-                            let src = &a[(rb * TILE + r) * rs + k0..][..kn];
-                            tile[r * TILE_K..][..kn].iter_mut().zip(src).for_each(|(d, s)| *d = bf16_bits(*s));
-                        }
+                    if rows < TILE || kn < TILE_K {
+                        tile.fill(0);
+                    }
+                    if rows == 0 {
+                        // A block past the end of `a` (blocks come in pairs): zeros.
+                        continue;
+                    }
+                    // Row r of the tile: `rows_of[r * ld..][..kn]`.
+                    let (rows_of, ld) = if cs == 1 {
+                        (&a[rb * TILE * rs + k0..], rs)
                     } else {
                         // Columns of `a` contiguous (rs == 1, a transposed operand): k outer.
                         for kk in 0..kn {
                             let base = (k0 + kk) * cs + rb * TILE * rs;
                             for r in 0..rows {
-                                tile[r * TILE_K + kk] = bf16_bits(a[base + r * rs]);
+                                gathered[r * TILE_K + kk] = a[base + r * rs];
                             }
                         }
+                        (&gathered[..], TILE_K)
+                    };
+                    #[cfg(target_arch = "x86_64")]
+                    if convert {
+                        // SAFETY: AVX512_BF16 detected; rows r < rows of `rows_of` hold kn
+                        // values from r * ld (inside `a`, or the gathered tile).
+                        unsafe { x86::tile_rows(rows_of, ld, rows, kn, tile) };
+                        continue;
+                    }
+                    for r in 0..rows {
+                        tile[r * TILE_K..][..kn].iter_mut().zip(&rows_of[r * ld..][..kn]).for_each(|(d, s)| *d = bf16_bits(*s));
                     }
                 }
             },
@@ -417,6 +441,8 @@ fn pack_b_rows(n: usize, k: usize, b: &[f32], rs: usize, kbs: usize, out: &mut [
     let cbs = out.len() / (kbs * TILE_LEN);
     assert!(cbs * TILE >= n && out.len() == cbs * kbs * TILE_LEN, "bf16 pack_b: buffer of {} for n {n}, {kbs} tiles", out.len());
     let dst = SharedMut(out.as_mut_ptr() as *mut u32);
+    // The packing kernels all run where AVX512_BF16 does (AMX is only used with it).
+    let convert = avx512_bf16();
     let tile_row = |kb: usize| {
         wide(
             #[inline(always)]
@@ -434,6 +460,14 @@ fn pack_b_rows(n: usize, k: usize, b: &[f32], rs: usize, kbs: usize, out: &mut [
                 for p in 0..kn.div_ceil(2) {
                     let lo = &b[(k0 + 2 * p) * rs..][..n];
                     let hi = (2 * p + 1 < kn).then(|| &b[(k0 + 2 * p + 1) * rs..][..n]);
+                    #[cfg(target_arch = "x86_64")]
+                    if convert {
+                        // SAFETY: AVX512_BF16 detected; panel cb's row p, TILE u32 at
+                        // `(cb * kbs + kb) * TILE_LEN / 2 + p * TILE`, lies inside `out` and
+                        // belongs to this call's tile row, as above.
+                        unsafe { x86::pair_rows(lo, hi, dst.ptr().add(kb * TILE_LEN / 2 + p * TILE), kbs * TILE_LEN / 2) };
+                        continue;
+                    }
                     for cb in 0..n.div_ceil(TILE) {
                         let cols = TILE.min(n - cb * TILE);
                         let d = &mut tile(cb)[p * TILE..][..cols];
@@ -607,6 +641,65 @@ mod x86 {
         );
     }
 
+    /// Row pair `lo`, `hi` (k = 2p, 2p + 1; `hi` absent past the end of k) of `b` into the
+    /// VNNI rows of its panels: panel `cb`'s 16 u32 at `dst + cb * panel`, each the bf16 of
+    /// `lo[j]` in its low half and of `hi[j]` (or zero) in its high half, for the columns
+    /// `16 cb + j < lo.len()`. `vcvtne2ps2bf16` rounds to nearest even as `bf16_bits` does,
+    /// NaN kept a quiet NaN; it reads a subnormal as zero, as the AMX and AVX-512 dot
+    /// products (the only users of these tiles) read a subnormal bf16.
+    ///
+    /// # Safety
+    /// AVX512F, AVX512BW and AVX512_BF16 present; `dst + cb * panel` holds 16 u32 for
+    /// every panel `cb < lo.len().div_ceil(16)`, and `hi`, when present, is as long as `lo`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub unsafe fn pair_rows(lo: &[f32], hi: Option<&[f32]>, dst: *mut u32, panel: usize) {
+        let n = lo.len();
+        // Word 2j of the result is lo's column j, word 2j + 1 hi's (which sit at 16 + j
+        // after the conversion).
+        let order = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+        for cb in 0..n.div_ceil(TILE) {
+            let cols = TILE.min(n - cb * TILE);
+            let mask = low_bits(cols);
+            let l = _mm512_maskz_loadu_ps(mask, lo.as_ptr().add(cb * TILE));
+            let h = match hi {
+                Some(hi) => _mm512_maskz_loadu_ps(mask, hi.as_ptr().add(cb * TILE)),
+                None => _mm512_setzero_ps(),
+            };
+            let words: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(h, l));
+            _mm512_mask_storeu_epi32(dst.add(cb * panel) as *mut _, mask, _mm512_permutexvar_epi16(order, words));
+        }
+    }
+
+    /// `rows` rows of `kn <= 32` values (`src[r * ld..][..kn]`) into rows of a tile of `a`
+    /// (`tile[r * 32..][..kn]`), rounded as `pair_rows` rounds.
+    ///
+    /// # Safety
+    /// AVX512F, AVX512BW and AVX512_BF16 present; `src` holds row `rows - 1`'s kn values, and
+    /// `tile` `rows` rows of 32.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub unsafe fn tile_rows(src: &[f32], ld: usize, rows: usize, kn: usize, tile: &mut [u16]) {
+        assert!(kn <= TILE_K && rows <= TILE && tile.len() >= rows * TILE_K && (rows == 0 || (rows - 1) * ld + kn <= src.len()));
+        let (lo, hi): (__mmask16, __mmask16) = (low_bits(kn.min(TILE)), low_bits(kn.saturating_sub(TILE)));
+        let both: __mmask32 = if kn == TILE_K { !0 } else { (1u32 << kn) - 1 };
+        for r in 0..rows {
+            let at = src.as_ptr().add(r * ld);
+            // `wrapping_add`: with kn <= 16 the second half lies past the row, masked off.
+            let (l, h) = (_mm512_maskz_loadu_ps(lo, at), _mm512_maskz_loadu_ps(hi, at.wrapping_add(TILE)));
+            let words: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(h, l));
+            _mm512_mask_storeu_epi16(tile.as_mut_ptr().add(r * TILE_K) as *mut i16, both, words);
+        }
+    }
+
+    /// The mask of the lowest `n <= 16` lanes.
+    #[inline(always)]
+    fn low_bits(n: usize) -> __mmask16 {
+        if n >= 16 {
+            !0
+        } else {
+            (1u16 << n) - 1
+        }
+    }
+
     /// One 16 x 16 block: `out[r * ld + j]` (=|+=) `sum over k of a[r][k] b[k][j]`, with `a`
     /// one block and `b` one panel of `tiles` tiles.
     ///
@@ -667,4 +760,116 @@ fn matmul_rounded_f32(
     };
     let (ar, br) = (round(m, k, a, a_rs, a_cs), round(k, n, b, b_rs, b_cs));
     super::gemm::matmul_exact(threads, m, n, k, c, ldc, accumulate, &ar, k as isize, 1, &br, n as isize, 1);
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    /// Values at every corner of the rounding: ties both ways, the largest finite values,
+    /// infinities, zeros, quiet and signalling NaNs, the smallest normals, subnormals, and
+    /// a spread of ordinary ones.
+    fn corners() -> Vec<f32> {
+        let mut v: Vec<f32> = [
+            0x3f80_8000u32,
+            0x3f81_8000,
+            0x3f80_8001,
+            0xbf80_8000,
+            0x7f7f_ffff,
+            0xff7f_ffff,
+            0x7f80_0000,
+            0xff80_0000,
+            0,
+            0x8000_0000,
+            0x7fc0_0000,
+            0x7f80_0001,
+            0xffa0_0000,
+            0x0080_0000,
+            0x8080_0000,
+            0x0040_0000,
+            0x8000_0001,
+            0x007f_ffff,
+            0x807f_8000,
+        ]
+        .into_iter()
+        .map(f32::from_bits)
+        .collect();
+        let mut rng = crate::rng::Rng::new(3);
+        let mut r = vec![0.0f32; 45];
+        rng.fill_normal(&mut r, 0.0, 100.0);
+        v.extend(r);
+        v
+    }
+
+    /// What the hardware conversion gives: `bf16_bits`, but a subnormal becomes the zero of
+    /// its sign.
+    fn expected(x: f32) -> u16 {
+        if x.is_subnormal() {
+            ((x.to_bits() >> 16) & 0x8000) as u16
+        } else {
+            bf16_bits(x)
+        }
+    }
+
+    #[test]
+    fn hardware_conversion_is_bf16_bits_but_for_subnormals_which_the_kernels_read_as_zero() {
+        if !avx512_bf16() {
+            eprintln!("skipped: this CPU lacks AVX512_BF16, and nothing packs for a bf16 kernel here");
+            return;
+        }
+        let v = corners();
+        // Row pairs into panels (lengths past a panel and a ragged edge; no `hi` row).
+        for n in [1, 16, 17, v.len() / 2] {
+            let (lo, hi) = (&v[..n], &v[v.len() - n..]);
+            for with_hi in [true, false] {
+                let panels = n.div_ceil(TILE);
+                let mut d = vec![0xdead_beefu32; panels * 2 * TILE];
+                // SAFETY: AVX512_BF16 present; panel cb's 16 u32 at cb * 2 TILE.
+                unsafe { x86::pair_rows(lo, with_hi.then_some(hi), d.as_mut_ptr(), 2 * TILE) };
+                for j in 0..n {
+                    let at = j / TILE * 2 * TILE + j % TILE;
+                    let want = expected(lo[j]) as u32 | if with_hi { (expected(hi[j]) as u32) << 16 } else { 0 };
+                    assert_eq!(d[at], want, "pair_rows n {n} column {j}: {:08x} {:08x}", lo[j].to_bits(), hi[j].to_bits());
+                }
+                // Past the last column of each panel, nothing is written.
+                for (j, x) in d.iter().enumerate() {
+                    if j % (2 * TILE) >= TILE || j / (2 * TILE) * TILE + j % (2 * TILE) >= n {
+                        assert_eq!(*x, 0xdead_beef, "pair_rows n {n} wrote u32 {j}");
+                    }
+                }
+            }
+        }
+        // Rows of a tile of `a`, every k length up to 32.
+        for kn in 1..=TILE_K {
+            let rows = v.len() / kn.max(1);
+            let rows = rows.min(TILE);
+            let mut tile = vec![0xbeefu16; TILE_LEN];
+            // SAFETY: AVX512_BF16 present; rows r < rows hold kn values from r * kn.
+            unsafe { x86::tile_rows(&v, kn, rows, kn, &mut tile) };
+            for r in 0..TILE {
+                for kk in 0..TILE_K {
+                    let got = tile[r * TILE_K + kk];
+                    let want = if r < rows && kk < kn { expected(v[r * kn + kk]) } else { 0xbeef };
+                    assert_eq!(got, want, "tile_rows kn {kn} ({r}, {kk})");
+                }
+            }
+        }
+        // Both dot-product kernels read a subnormal bf16 (0x0040) as zero: times 2^100 it
+        // gives 0, not 7.45e-9, so a subnormal flushed by the conversion changes no sum.
+        let (mut a, mut b) = (vec![0u16; 2 * TILE_LEN], vec![0u16; 2 * TILE_LEN]);
+        (a[0], b[0]) = (0x0040, 0x7180);
+        let mut sums = vec![1.0f32; 4 * TILE * TILE];
+        assert!(Bf16Kernel::Avx512.available());
+        // SAFETY: AVX512_BF16 present; one tile of each operand; 16 rows of 32 sums.
+        unsafe { x86::avx512_16x16(a.as_ptr(), b.as_ptr(), 1, false, sums.as_mut_ptr(), 2 * TILE) };
+        assert_eq!(sums[0], 0.0, "the AVX-512 kernel reads a subnormal bf16 as {}", sums[0] / 2f32.powi(100));
+        if Bf16Kernel::Amx.available() {
+            sums.fill(1.0);
+            // SAFETY: AMX usable; two tiles of each operand; 32 rows of 32 sums.
+            unsafe { x86::amx_2x2([&a[..TILE_LEN], &a[TILE_LEN..]], [&b[..TILE_LEN], &b[TILE_LEN..]], 1, false, sums.as_mut_ptr(), 2 * TILE) };
+            assert_eq!(sums[0], 0.0, "the AMX kernel reads a subnormal bf16 as {}", sums[0] / 2f32.powi(100));
+        } else {
+            eprintln!("skipped: the AMX half of the subnormal check (no AMX here)");
+        }
+    }
 }
