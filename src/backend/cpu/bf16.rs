@@ -30,6 +30,7 @@
 //! `GAN_ENGINE_CPU_BF16=amx|avx512|f32` forces a kernel (tests and benchmarks run each one
 //! this CPU has; CI's CPU may have none but `f32`).
 
+use super::gemm::{check_dst, check_operand};
 use super::simd::wide;
 use super::SharedMut;
 use crate::backend::precision::{bf16_bits, round_bf16};
@@ -189,8 +190,7 @@ impl PackedA {
         if kernel == Bf16Kernel::F32 || m == 0 || k == 0 {
             return None;
         }
-        let last = (m - 1) as isize * a_rs + (k - 1) as isize * a_cs;
-        assert!(a_rs >= 0 && a_cs >= 0 && (last as usize) < a.len(), "bf16 PackedA: lhs out of bounds");
+        check_operand("lhs", m, k, a.len(), a_rs, a_cs);
         let (rbs, _, kbs) = blocks(m, 1, k);
         let mut tiles = vec![0u16; rbs * kbs * TILE_LEN];
         pack_a(m, k, a, a_rs as usize, a_cs as usize, kbs, &mut tiles, threads && m * k >= 1 << 16);
@@ -213,9 +213,8 @@ pub fn matmul_packed(threads: bool, a: &PackedA, n: usize, c: &mut [f32], ldc: u
     if n == 0 {
         return;
     }
-    let last = (k - 1) as isize * b_rs + (n - 1) as isize * b_cs;
-    assert!(b_rs >= 0 && b_cs >= 0 && (last as usize) < b.len(), "bf16 matmul: rhs out of bounds");
-    assert!((m - 1) * ldc + n <= c.len(), "bf16 matmul: dst out of bounds");
+    check_operand("rhs", k, n, b.len(), b_rs, b_cs);
+    check_dst(m, n, c.len(), ldc);
     let par = parallel(threads, m, n, k);
     let (rbs, cbs, kbs) = blocks(m, n, k);
     with_buffers(0, cbs * kbs * TILE_LEN, rbs * TILE * cbs * TILE, |_, pb, acc| {

@@ -659,7 +659,7 @@ fn run_pieces<T: Elem>(
             _ => {
                 grow(&mut ws.wt, other * kdim);
                 transpose(&w[..other * kdim], other, kdim, &mut ws.wt, true);
-                Lhs::new(None, kdim, other, &ws.wt[..other * kdim], other as isize, 1)
+                Lhs::new(be.bf16, kdim, other, &ws.wt[..other * kdim], other as isize, 1)
             }
         },
     };
@@ -715,17 +715,17 @@ fn run_pieces<T: Elem>(
 /// `cols = im2col(src)`, written to the piece's images of `out` (`m` planes each), plus
 /// `bias[c]` on plane `c` when given.
 fn gather_piece<T: Elem>(g: &Geo, pc: Piece<'_, T>, src: &[T], w: &Lhs<'_, T>, m: usize, out: &mut [T], bias: Option<&[T]>) {
-    let Piece { bf16, n0, at, nc, ld, cols, tmp, par, .. } = pc;
-    let (kdim, pp) = (g.rows(), g.cols_per_image());
+    let Piece { n0, at, nc, ld, cols, tmp, par, .. } = pc;
+    let pp = g.cols_per_image();
     im2col(g, src, n0, nc, cols, par);
     if nc == 1 {
         // One image's product is already its planes.
-        matmul_lhs(bf16, par, m, pp, kdim, &mut out[at * m * pp..][..m * pp], pp, false, w, cols, pp as isize, 1);
+        matmul_lhs(par, pp, &mut out[at * m * pp..][..m * pp], pp, false, w, cols, pp as isize, 1);
         if let Some(b) = bias {
             add_bias(out, m, pp, at, 1, b, par);
         }
     } else {
-        matmul_lhs(bf16, par, m, ld, kdim, tmp, ld, false, w, cols, ld as isize, 1);
+        matmul_lhs(par, ld, tmp, ld, false, w, cols, ld as isize, 1);
         scatter(tmp, m, pp, at, nc, bias, out, par);
     }
 }
@@ -734,9 +734,9 @@ fn gather_piece<T: Elem>(g: &Geo, pc: Piece<'_, T>, src: &[T], w: &Lhs<'_, T>, m
 /// weights transposed by `run_pieces`, `src` the piece's images), then `col2im` into the
 /// piece's images of `out`, plus `bias[c]` on plane `c` when given.
 fn spread_piece<T: Elem>(g: &Geo, pc: Piece<'_, T>, src: &[T], wt: &Lhs<'_, T>, m: usize, out: &mut [T], bias: Option<&[T]>) {
-    let Piece { bf16, n0, at, nc, ld, cols, tmp, par, .. } = pc;
+    let Piece { n0, at, nc, ld, cols, tmp, par, .. } = pc;
     let srcm = matrix(src, m, g.cols_per_image(), n0, nc, tmp, par);
-    matmul_lhs(bf16, par, g.rows(), ld, m, cols, ld, false, wt, srcm, ld as isize, 1);
+    matmul_lhs(par, ld, cols, ld, false, wt, srcm, ld as isize, 1);
     col2im(g, cols, at, nc, out, par);
     if let Some(b) = bias {
         add_bias(out, g.c, g.plane(), at, nc, b, par);

@@ -61,10 +61,13 @@ pub fn matmul_on<T: Elem>(
 }
 
 /// A left operand `a` (m x k, strides `rs`, `cs`) for many products with different right
-/// operands (a convolution's weights, over the pieces of its batch). On a bf16 kernel that
-/// packs, it is packed to bf16 once here rather than in every product; the products are
-/// the same, bit for bit.
+/// operands (a convolution's weights, over the pieces of its batch), with the backend's
+/// bf16 kernel, if any. On a bf16 kernel that packs, it is packed to bf16 once here rather
+/// than in every product; the products are the same, bit for bit.
 pub struct Lhs<'a, T> {
+    bf16: Option<Bf16Kernel>,
+    m: usize,
+    k: usize,
     a: &'a [T],
     rs: isize,
     cs: isize,
@@ -77,7 +80,7 @@ impl<'a, T: Elem> Lhs<'a, T> {
             (Some(kernel), Some(a)) => bf16::PackedA::new(kernel, true, m, k, a, rs, cs),
             _ => None,
         };
-        Lhs { a, rs, cs, packed }
+        Lhs { bf16, m, k, a, rs, cs, packed }
     }
 
     /// Whether `matmul_lhs` will not read `a` itself (so it need not be laid out for it).
@@ -86,27 +89,13 @@ impl<'a, T: Elem> Lhs<'a, T> {
     }
 }
 
-/// `matmul_on` with the left operand `lhs` (`m x k`).
+/// `matmul_on` with the left operand `lhs`: `c[m x n] (=|+=) lhs[m x k] . b[k x n]`.
 #[allow(clippy::too_many_arguments)]
-pub fn matmul_lhs<T: Elem>(
-    bf16: Option<Bf16Kernel>,
-    threads: bool,
-    m: usize,
-    n: usize,
-    k: usize,
-    c: &mut [T],
-    ldc: usize,
-    accumulate: bool,
-    lhs: &Lhs<'_, T>,
-    b: &[T],
-    b_rs: isize,
-    b_cs: isize,
-) {
+pub fn matmul_lhs<T: Elem>(threads: bool, n: usize, c: &mut [T], ldc: usize, accumulate: bool, lhs: &Lhs<'_, T>, b: &[T], b_rs: isize, b_cs: isize) {
     if let (Some(packed), Some(c), Some(b)) = (&lhs.packed, f32s_mut(c), f32s(b)) {
-        assert!(packed.rows() == m && packed.depth() == k, "matmul: packed lhs is {}x{}, not {m}x{k}", packed.rows(), packed.depth());
         return bf16::matmul_packed(threads, packed, n, c, ldc, accumulate, b, b_rs, b_cs);
     }
-    matmul_on(bf16, threads, m, n, k, c, ldc, accumulate, lhs.a, lhs.rs, lhs.cs, b, b_rs, b_cs)
+    matmul_on(lhs.bf16, threads, lhs.m, n, lhs.k, c, ldc, accumulate, lhs.a, lhs.rs, lhs.cs, b, b_rs, b_cs)
 }
 
 fn f32s<T: Elem>(s: &[T]) -> Option<&[f32]> {
@@ -133,10 +122,20 @@ fn check_bounds(m: usize, n: usize, k: usize, c_len: usize, ldc: usize, a_len: u
     if m == 0 || n == 0 || k == 0 {
         return;
     }
-    let last = |rows: usize, cols: usize, rs: isize, cs: isize| (rows as isize - 1) * rs + (cols as isize - 1) * cs;
-    assert!(a_rs >= 0 && a_cs >= 0 && b_rs >= 0 && b_cs >= 0, "matmul: negative stride");
-    assert!((last(m, k, a_rs, a_cs) as usize) < a_len, "matmul: lhs out of bounds");
-    assert!((last(k, n, b_rs, b_cs) as usize) < b_len, "matmul: rhs out of bounds");
+    check_operand("lhs", m, k, a_len, a_rs, a_cs);
+    check_operand("rhs", k, n, b_len, b_rs, b_cs);
+    check_dst(m, n, c_len, ldc);
+}
+
+/// A `rows x cols` operand (both non-zero) at strides `rs`, `cs` lies inside `len` values.
+pub(super) fn check_operand(name: &str, rows: usize, cols: usize, len: usize, rs: isize, cs: isize) {
+    assert!(rs >= 0 && cs >= 0, "matmul: negative stride in the {name}");
+    let last = (rows as isize - 1) * rs + (cols as isize - 1) * cs;
+    assert!((last as usize) < len, "matmul: {name} out of bounds");
+}
+
+/// An `m x n` result (both non-zero) at row stride `ldc` lies inside `c_len` values.
+pub(super) fn check_dst(m: usize, n: usize, c_len: usize, ldc: usize) {
     assert!((m - 1) * ldc + n <= c_len, "matmul: dst out of bounds");
 }
 
