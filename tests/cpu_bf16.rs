@@ -27,11 +27,24 @@ fn product(
 ) -> Vec<f32> {
     let (a_rs, a_cs) = if a_t { (1, m as isize) } else { (k as isize, 1) };
     let (b_rs, b_cs) = if b_t { (1, k as isize) } else { (n as isize, 1) };
-    // c has a row stride wider than n, so the kernels must leave the gap alone.
+    // c has a row stride wider than n (as `operands` makes it), so the kernels must leave
+    // the gap alone.
     let ldc = n + 3;
     let mut c = c0.to_vec();
     matmul(kernel, threads, m, n, k, &mut c, ldc, accumulate, a, a_rs, a_cs, b, b_rs, b_cs);
     c
+}
+
+/// Normal `a` (m x k), `b` (k x n) and a starting `c` whose rows are `ldc = n + 3` apart
+/// (the gap included after the last row).
+fn operands(rng: &mut Rng, m: usize, n: usize, k: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>, usize) {
+    let (mut a, mut b) = (vec![0.0f32; m * k], vec![0.0f32; k * n]);
+    rng.fill_normal(&mut a, 0.0, 1.0);
+    rng.fill_normal(&mut b, 0.0, 1.0);
+    let ldc = n + 3;
+    let mut c0 = vec![0.0f32; (m - 1) * ldc + n + 3];
+    rng.fill_normal(&mut c0, 0.0, 1.0);
+    (a, b, c0, ldc)
 }
 
 /// `sum_k bf16(a) bf16(b)` in f64, and `sum_k |a b|` (the scale of the f32 rounding).
@@ -65,13 +78,7 @@ fn every_bf16_kernel_matches_the_rounded_twin() {
         &[(1, 1, 1), (3, 5, 7), (17, 33, 31), (16, 16, 32), (40, 70, 65), (64, 48, 300), (5, 9, 1000), (40, 70, 2100), (130, 70, 2100), (96, 160, 96)]
     {
         for (a_t, b_t) in [(false, false), (true, false), (false, true), (true, true)] {
-            let mut a = vec![0.0f32; m * k];
-            let mut b = vec![0.0f32; k * n];
-            rng.fill_normal(&mut a, 0.0, 1.0);
-            rng.fill_normal(&mut b, 0.0, 1.0);
-            let ldc = n + 3;
-            let mut c0 = vec![0.0f32; (m - 1) * ldc + n + 3];
-            rng.fill_normal(&mut c0, 0.0, 1.0);
+            let (a, b, c0, ldc) = operands(&mut rng, m, n, k);
             let (want, scale) = direct(m, n, k, &a, &b, a_t, b_t);
             for &kernel in &kernels {
                 for threads in [false, true] {
@@ -117,13 +124,7 @@ fn a_packed_left_operand_gives_the_bits_of_packing_per_call() {
     assert!(PackedA::new(Bf16Kernel::F32, false, 4, 4, &[0.0; 16], 4, 1).is_none(), "the f32 kernel does not pack");
     for &(m, n, k) in &[(3, 5, 7), (40, 70, 65), (64, 96, 300), (128, 64, 1024)] {
         for a_t in [false, true] {
-            let mut a = vec![0.0f32; m * k];
-            let mut b = vec![0.0f32; k * n];
-            rng.fill_normal(&mut a, 0.0, 1.0);
-            rng.fill_normal(&mut b, 0.0, 1.0);
-            let ldc = n + 3;
-            let mut c0 = vec![0.0f32; (m - 1) * ldc + n + 3];
-            rng.fill_normal(&mut c0, 0.0, 1.0);
+            let (a, b, c0, ldc) = operands(&mut rng, m, n, k);
             let (a_rs, a_cs) = if a_t { (1, m as isize) } else { (k as isize, 1) };
             for &kernel in &kernels {
                 let packed = PackedA::new(kernel, true, m, k, &a, a_rs, a_cs).expect("a packing kernel packs");
