@@ -55,8 +55,8 @@ pub fn human_bytes(b: f64) -> String {
     }
 }
 
-/// Levels of a progressive model of side `size` (a power of two of at least 8): 4x4, 8x8,
-/// ... up to `size`.
+/// Levels of a progressive model of side `size` (a power of two of at least 4; a
+/// progressive run takes 16 or more, `train::grow::check_size`): 4x4, 8x8, ... up to `size`.
 pub fn progressive_levels(size: usize) -> usize {
     size.trailing_zeros() as usize - 1
 }

@@ -24,12 +24,11 @@ pub enum AdamReset {
     Phase,
 }
 
+/// The flag's own spelling (`--adam-reset never|phase`), from clap's names.
 impl std::fmt::Display for AdamReset {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            AdamReset::Never => "never",
-            AdamReset::Phase => "phase",
-        })
+        let value = clap::ValueEnum::to_possible_value(self).expect("no AdamReset value is hidden from clap");
+        f.write_str(value.get_name())
     }
 }
 
@@ -244,6 +243,16 @@ impl StageClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn adam_reset_prints_as_the_flag_spells_it() {
+        use clap::ValueEnum;
+        assert_eq!(AdamReset::Never.to_string(), "never");
+        assert_eq!(AdamReset::Phase.to_string(), "phase");
+        for v in AdamReset::value_variants() {
+            assert_eq!(AdamReset::from_str(&v.to_string(), false).as_ref(), Ok(v));
+        }
+    }
 
     #[test]
     fn levels_fade_in_linearly_then_stabilise() {
