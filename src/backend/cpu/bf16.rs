@@ -33,7 +33,7 @@
 use super::gemm::{check_dst, check_operand};
 use super::simd::wide;
 use super::SharedMut;
-use crate::backend::precision::{bf16_bits, round_bf16};
+use crate::backend::precision::round_bf16;
 use anyhow::{bail, Result};
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -104,7 +104,8 @@ fn available_labels() -> String {
 
 #[cfg(target_arch = "x86_64")]
 fn avx512_bf16() -> bool {
-    std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bf16")
+    // BW for the packing's 16-bit permutes and masked stores (every AVX512_BF16 CPU has it).
+    std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw") && std::is_x86_feature_detected!("avx512bf16")
 }
 #[cfg(not(target_arch = "x86_64"))]
 fn avx512_bf16() -> bool {
@@ -160,15 +161,19 @@ pub fn matmul(
     if kernel == Bf16Kernel::F32 {
         return matmul_rounded_f32(threads, m, n, k, c, ldc, accumulate, a, a_rs, a_cs, b, b_rs, b_cs);
     }
+    assert_runs(kernel);
     let par = parallel(threads, m, n, k);
     let (rbs, cbs, kbs) = blocks(m, n, k);
     with_buffers(rbs * kbs * TILE_LEN, cbs * kbs * TILE_LEN, rbs * TILE * cbs * TILE, |pa, pb, acc| {
         let (a_rs, a_cs, b_rs, b_cs) = (a_rs as usize, a_cs as usize, b_rs as usize, b_cs as usize);
+        // SAFETY (the packing): the kernel runs here (asserted above), so AVX512_BF16 does.
         if par {
-            rayon::join(|| pack_a(m, k, a, a_rs, a_cs, kbs, pa, true), || pack_b(n, k, b, b_rs, b_cs, kbs, pb, true));
+            rayon::join(|| unsafe { pack_a(m, k, a, a_rs, a_cs, kbs, pa, true) }, || unsafe { pack_b(n, k, b, b_rs, b_cs, kbs, pb, true) });
         } else {
-            pack_a(m, k, a, a_rs, a_cs, kbs, pa, false);
-            pack_b(n, k, b, b_rs, b_cs, kbs, pb, false);
+            unsafe {
+                pack_a(m, k, a, a_rs, a_cs, kbs, pa, false);
+                pack_b(n, k, b, b_rs, b_cs, kbs, pb, false);
+            }
         }
         multiply(kernel, par, m, n, (rbs, cbs, kbs), pa, pb, acc, c, ldc, accumulate);
     });
@@ -191,9 +196,11 @@ impl PackedA {
             return None;
         }
         check_operand("lhs", m, k, a.len(), a_rs, a_cs);
+        assert_runs(kernel);
         let (rbs, _, kbs) = blocks(m, 1, k);
         let mut tiles = vec![0u16; rbs * kbs * TILE_LEN];
-        pack_a(m, k, a, a_rs as usize, a_cs as usize, kbs, &mut tiles, threads && m * k >= 1 << 16);
+        // SAFETY: the kernel runs here (asserted above), so AVX512_BF16 does.
+        unsafe { pack_a(m, k, a, a_rs as usize, a_cs as usize, kbs, &mut tiles, threads && m * k >= 1 << 16) };
         Some(PackedA { kernel, m, k, tiles })
     }
 
@@ -218,9 +225,17 @@ pub fn matmul_packed(threads: bool, a: &PackedA, n: usize, c: &mut [f32], ldc: u
     let par = parallel(threads, m, n, k);
     let (rbs, cbs, kbs) = blocks(m, n, k);
     with_buffers(0, cbs * kbs * TILE_LEN, rbs * TILE * cbs * TILE, |_, pb, acc| {
-        pack_b(n, k, b, b_rs as usize, b_cs as usize, kbs, pb, par);
+        // SAFETY: `a.kernel` runs here (`PackedA::new` asserted it), so AVX512_BF16 does.
+        unsafe { pack_b(n, k, b, b_rs as usize, b_cs as usize, kbs, pb, par) };
         multiply(a.kernel, par, m, n, (rbs, cbs, kbs), &a.tiles, pb, acc, c, ldc, accumulate);
     });
+}
+
+/// The packing kernels' one precondition, checked once per product: the kernel (and so
+/// AVX512_BF16, which both packing kernels need) runs on this CPU. `Cpu::with_bf16_kernel`
+/// only accepts such a kernel; this holds a direct caller to the same.
+fn assert_runs(kernel: Bf16Kernel) {
+    assert!(kernel != Bf16Kernel::F32 && kernel.available(), "bf16 matmul: the {} kernel does not pack on this CPU", kernel.label());
 }
 
 fn parallel(threads: bool, m: usize, n: usize, k: usize) -> bool {
@@ -343,9 +358,11 @@ fn with_buffers<R>(a_len: usize, b_len: usize, acc_len: usize, f: impl FnOnce(&m
 
 /// `a` (m x k, strides `rs`, `cs`) as bf16 tiles: block `rb`'s tile `kb` at `(rb * kbs + kb)
 /// * TILE_LEN`, element (r, kk) at `r * TILE_K + kk`; zero past the edges.
+///
+/// # Safety
+/// AVX512_BF16 present (`assert_runs`).
 #[allow(clippy::too_many_arguments)]
-fn pack_a(m: usize, k: usize, a: &[f32], rs: usize, cs: usize, kbs: usize, out: &mut [u16], par: bool) {
-    let convert = avx512_bf16();
+unsafe fn pack_a(m: usize, k: usize, a: &[f32], rs: usize, cs: usize, kbs: usize, out: &mut [u16], par: bool) {
     let block = |(rb, dst): (usize, &mut [u16])| {
         wide(
             #[inline(always)]
@@ -376,16 +393,9 @@ fn pack_a(m: usize, k: usize, a: &[f32], rs: usize, cs: usize, kbs: usize, out: 
                         }
                         (&gathered[..], TILE_K)
                     };
-                    #[cfg(target_arch = "x86_64")]
-                    if convert {
-                        // SAFETY: AVX512_BF16 detected; rows r < rows of `rows_of` hold kn
-                        // values from r * ld (inside `a`, or the gathered tile).
-                        unsafe { x86::tile_rows(rows_of, ld, rows, kn, tile) };
-                        continue;
-                    }
-                    for r in 0..rows {
-                        tile[r * TILE_K..][..kn].iter_mut().zip(&rows_of[r * ld..][..kn]).for_each(|(d, s)| *d = bf16_bits(*s));
-                    }
+                    // SAFETY: AVX512_BF16 present (this function's contract); rows r < rows
+                    // of `rows_of` hold kn values from r * ld (inside `a`, or the gathered tile).
+                    unsafe { tile_rows(rows_of, ld, rows, kn, tile) };
                 }
             },
         )
@@ -400,8 +410,11 @@ fn pack_a(m: usize, k: usize, a: &[f32], rs: usize, cs: usize, kbs: usize, out: 
 
 /// `b` (k x n, strides `rs`, `cs`) as bf16 tiles: panel `cb`'s tile `kb` at `(cb * kbs + kb)
 /// * TILE_LEN`, element (k pair p, column j, e) at `p * 2 TILE + 2 j + e` for k = 2 p + e.
+///
+/// # Safety
+/// AVX512_BF16 present (`assert_runs`).
 #[allow(clippy::too_many_arguments)]
-fn pack_b(n: usize, k: usize, b: &[f32], rs: usize, cs: usize, kbs: usize, out: &mut [u16], par: bool) {
+unsafe fn pack_b(n: usize, k: usize, b: &[f32], rs: usize, cs: usize, kbs: usize, out: &mut [u16], par: bool) {
     if cs == 1 {
         return pack_b_rows(n, k, b, rs, kbs, out, par);
     }
@@ -410,16 +423,32 @@ fn pack_b(n: usize, k: usize, b: &[f32], rs: usize, cs: usize, kbs: usize, out: 
             #[inline(always)]
             || {
                 let cols = TILE.min(n.saturating_sub(cb * TILE));
+                // The tile's k rows of the panel's columns, gathered in f32 before the
+                // conversion (rows of `b` lie `rs` apart, its columns `cs`).
+                let mut gathered = [0.0f32; TILE_LEN];
                 for kb in 0..kbs {
                     let tile = &mut dst[kb * TILE_LEN..][..TILE_LEN];
                     let (k0, kn) = (kb * TILE_K, TILE_K.min(k.saturating_sub(kb * TILE_K)));
-                    tile.fill(0);
-                    // Rows of `b` contiguous down each column (rs == 1): one column at a time.
+                    if cols < TILE || kn < TILE_K {
+                        tile.fill(0);
+                    }
+                    if cols == 0 {
+                        // A panel past the end of `b` (panels come in pairs): zeros.
+                        continue;
+                    }
                     for j in 0..cols {
                         let base = (cb * TILE + j) * cs + k0 * rs;
                         for kk in 0..kn {
-                            tile[(kk / 2) * 2 * TILE + 2 * j + kk % 2] = bf16_bits(b[base + kk * rs]);
+                            gathered[kk * TILE + j] = b[base + kk * rs];
                         }
+                    }
+                    let tile: &mut [u32] = bytemuck::cast_slice_mut(tile);
+                    for p in 0..kn.div_ceil(2) {
+                        let lo = &gathered[2 * p * TILE..][..cols];
+                        let hi = (2 * p + 1 < kn).then(|| &gathered[(2 * p + 1) * TILE..][..cols]);
+                        // SAFETY: AVX512_BF16 present (this function's contract); one panel
+                        // (cols <= 16), whose row p is tile[p * 16..][..16].
+                        unsafe { pair_rows(lo, hi, tile[p * TILE..][..TILE].as_mut_ptr(), 0) };
                     }
                 }
             },
@@ -436,12 +465,13 @@ fn pack_b(n: usize, k: usize, b: &[f32], rs: usize, cs: usize, kbs: usize, out: 
 /// once, so that `b` is read a pair of whole rows at a time, front to back (panel by
 /// panel, the reads jumped from row to row 64 bytes at a time, and the packing of a
 /// piece's columns waited on the cache). Only the tiles at the edges are zeroed first.
-fn pack_b_rows(n: usize, k: usize, b: &[f32], rs: usize, kbs: usize, out: &mut [u16], par: bool) {
+///
+/// # Safety
+/// AVX512_BF16 present (`assert_runs`).
+unsafe fn pack_b_rows(n: usize, k: usize, b: &[f32], rs: usize, kbs: usize, out: &mut [u16], par: bool) {
     let cbs = out.len() / (kbs * TILE_LEN);
     assert!(cbs * TILE >= n && out.len() == cbs * kbs * TILE_LEN, "bf16 pack_b: buffer of {} for n {n}, {kbs} tiles", out.len());
     let dst = SharedMut(out.as_mut_ptr() as *mut u32);
-    // The packing kernels all run where AVX512_BF16 does (AMX is only used with it).
-    let convert = avx512_bf16();
     let tile_row = |kb: usize| {
         wide(
             #[inline(always)]
@@ -459,28 +489,10 @@ fn pack_b_rows(n: usize, k: usize, b: &[f32], rs: usize, kbs: usize, out: &mut [
                 for p in 0..kn.div_ceil(2) {
                     let lo = &b[(k0 + 2 * p) * rs..][..n];
                     let hi = (2 * p + 1 < kn).then(|| &b[(k0 + 2 * p + 1) * rs..][..n]);
-                    #[cfg(target_arch = "x86_64")]
-                    if convert {
-                        // SAFETY: AVX512_BF16 detected; panel cb's row p, TILE u32 at
-                        // `(cb * kbs + kb) * TILE_LEN / 2 + p * TILE`, lies inside `out` and
-                        // belongs to this call's tile row, as above.
-                        unsafe { x86::pair_rows(lo, hi, dst.ptr().add(kb * TILE_LEN / 2 + p * TILE), kbs * TILE_LEN / 2) };
-                        continue;
-                    }
-                    for cb in 0..n.div_ceil(TILE) {
-                        let cols = TILE.min(n - cb * TILE);
-                        let d = &mut tile(cb)[p * TILE..][..cols];
-                        let l = &lo[cb * TILE..][..cols];
-                        match hi {
-                            Some(hi) => {
-                                let h = &hi[cb * TILE..][..cols];
-                                for ((d, l), h) in d.iter_mut().zip(l).zip(h) {
-                                    *d = bf16_bits(*l) as u32 | (bf16_bits(*h) as u32) << 16;
-                                }
-                            }
-                            None => d.iter_mut().zip(l).for_each(|(d, l)| *d = bf16_bits(*l) as u32),
-                        }
-                    }
+                    // SAFETY: AVX512_BF16 present (this function's contract); panel cb's row
+                    // p, TILE u32 at `(cb * kbs + kb) * TILE_LEN / 2 + p * TILE`, lies inside
+                    // `out` and belongs to this call's tile row, as above.
+                    unsafe { pair_rows(lo, hi, dst.ptr().add(kb * TILE_LEN / 2 + p * TILE), kbs * TILE_LEN / 2) };
                 }
             },
         )
@@ -490,6 +502,31 @@ fn pack_b_rows(n: usize, k: usize, b: &[f32], rs: usize, kbs: usize, out: &mut [
     } else {
         (0..kbs).for_each(tile_row);
     }
+}
+
+/// `x86::tile_rows`, the one conversion of `a`; no other architecture has a packing kernel
+/// (`assert_runs` stops a product before it packs there).
+///
+/// # Safety
+/// As `x86::tile_rows`.
+#[inline(always)]
+unsafe fn tile_rows(src: &[f32], ld: usize, rows: usize, kn: usize, tile: &mut [u16]) {
+    #[cfg(target_arch = "x86_64")]
+    return x86::tile_rows(src, ld, rows, kn, tile);
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("no bf16 packing kernel on this architecture ({src:p}, {ld}, {rows}, {kn}, {})", tile.len())
+}
+
+/// `x86::pair_rows`, the one conversion of `b`, as `tile_rows` for `a`.
+///
+/// # Safety
+/// As `x86::pair_rows`.
+#[inline(always)]
+unsafe fn pair_rows(lo: &[f32], hi: Option<&[f32]>, dst: *mut u32, panel: usize) {
+    #[cfg(target_arch = "x86_64")]
+    return x86::pair_rows(lo, hi, dst, panel);
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("no bf16 packing kernel on this architecture ({:p}, {}, {dst:p}, {panel})", lo.as_ptr(), hi.is_some())
 }
 
 /// One unit's 32 x 32 sums over a chunk of tiles: `sums[r * ld + col]` (=|+=) the product of
@@ -764,6 +801,7 @@ fn matmul_rounded_f32(
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
+    use crate::backend::precision::bf16_bits;
 
     /// Values at every corner of the rounding: ties both ways, the largest finite values,
     /// infinities, zeros, quiet and signalling NaNs, the smallest normals, subnormals, and
