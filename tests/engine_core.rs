@@ -336,6 +336,14 @@ fn cpu_convolutions_match_direct_loops_across_chunks() {
         (false, ConvParams::conv2d(2, 2, 9, 7, 3, 4, 2, 1)),
         (true, ConvParams::conv_transpose2d(2, 3, 3, 4, 2, 3, 3, 1)),
         (true, ConvParams::conv_transpose2d(2, 2, 5, 3, 3, 4, 2, 1)),
+        // Stride-2 rows of 37 and 38 values: phase rows past one vector step of 16, with a
+        // ragged tail, and an even phase row one longer than the odd one.
+        (false, ConvParams::conv2d(2, 2, 5, 37, 3, 4, 2, 1)),
+        (false, ConvParams::conv2d(2, 2, 3, 38, 3, 3, 2, 1)),
+        (true, ConvParams::conv_transpose2d(2, 2, 3, 19, 3, 3, 2, 1)),
+        // Windows that never reach the last row and column (10 = 3 windows of stride 3,
+        // 2 wide, and one left over): their input gradient is zero, not what dx held.
+        (false, ConvParams::conv2d(2, 2, 10, 10, 3, 2, 3, 0)),
     ];
     for (transposed, p) in shapes {
         let x = rand(p.in_len());
@@ -343,7 +351,8 @@ fn cpu_convolutions_match_direct_loops_across_chunks() {
         let expect = if transposed { direct::conv_transpose2d(&p, &x, &w) } else { direct::conv2d(&p, &x, &w) };
         // One image per chunk, the default, and every shape image by image.
         for be in [CpuBackend::<f64>::with_chunk_elems(1), Cpu64::new(), CpuBackend::with_image_tasks()] {
-            let mut y = be.alloc(p.out_len()).unwrap();
+            // Outputs are written, not added to: what they held before must not show.
+            let mut y = vec![f64::NAN; p.out_len()];
             if transposed {
                 be.conv_transpose2d_forward(&p, &x, &w, None, &mut y).unwrap();
             } else {
@@ -355,7 +364,8 @@ fn cpu_convolutions_match_direct_loops_across_chunks() {
         // Chunked backward passes equal unchunked ones.
         let dy = rand(p.out_len());
         let run = |be: &Cpu64| {
-            let (mut dx, mut dw) = (be.alloc(p.in_len()).unwrap(), be.alloc(p.weight_len()).unwrap());
+            // dx is written (NaN before must not show); dw accumulates, from zero.
+            let (mut dx, mut dw) = (vec![f64::NAN; p.in_len()], be.alloc(p.weight_len()).unwrap());
             if transposed {
                 be.conv_transpose2d_backward_input(&p, &dy, &w, &mut dx).unwrap();
                 be.conv_transpose2d_backward_params(&p, &x, &dy, &mut dw, None).unwrap();

@@ -255,13 +255,20 @@ struct Phases {
     /// `(buffer offset, plane offset, count)` of each run of plane coordinates the buffer
     /// holds: one row of one phase, whose plane coordinates step by `stride`.
     runs: Vec<(usize, usize, usize)>,
+    /// Stride 2 (every strided layer): the runs of each plane row as one pair, `(buffer
+    /// offsets of the even and odd phase rows, plane offset, counts)`, so that a plane row
+    /// is split or merged in one pass; the even count is the odd one or one more, so the
+    /// pair covers the row's first `n0 + n1` values.
+    pairs: Vec<(usize, usize, usize, usize, usize)>,
+    /// Whether the runs cover the whole plane (then `merge` need not zero it first).
+    covers: bool,
 }
 
 impl Phases {
     fn new(g: &Geo) -> Phases {
         let y = Axis { size: g.h, outs: g.ho, k: g.k, s: g.stride, pad: g.pad };
         let x = Axis { size: g.w, outs: g.wo, k: g.k, s: g.stride, pad: g.pad };
-        let mut ph = Phases { y, x, rows: y.len(), cols: x.len(), blocks: Vec::new(), runs: Vec::new() };
+        let mut ph = Phases { y, x, rows: y.len(), cols: x.len(), blocks: Vec::new(), runs: Vec::new(), pairs: Vec::new(), covers: false };
         ph.blocks = (0..g.k * g.k).map(|t| ph.block(t / g.k, t % g.k)).collect();
         let (s, oy, ox) = (g.stride, (-y.dmin()) as usize, (-x.dmin()) as usize);
         for ry in 0..s {
@@ -272,8 +279,15 @@ impl Phases {
                         ph.runs.push((ph.phase_base(ry, rx) + (uy + oy) * ph.cols + ox, (uy * s + ry) * g.w + rx, n));
                     }
                 }
+                let (n0, n1) = (x.held(0), x.held(1));
+                if s == 2 && n0 > 0 {
+                    debug_assert!(n1 <= n0 && n0 <= n1 + 1);
+                    let at = |rx| ph.phase_base(ry, rx) + (uy + oy) * ph.cols + ox;
+                    ph.pairs.push((at(0), at(1), (uy * s + ry) * g.w, n0, n1));
+                }
             }
         }
+        ph.covers = ph.runs.iter().map(|r| r.2).sum::<usize>() == g.h * g.w;
         ph
     }
     fn len(&self) -> usize {
@@ -287,11 +301,25 @@ impl Phases {
         let ((ry, dy), (rx, dx)) = (self.y.phase(ky), self.x.phase(kx));
         self.phase_base(ry, rx) + (dy - self.y.dmin()) as usize * self.cols + (dx - self.x.dmin()) as usize
     }
-    /// `buf` = the plane's phases, with zero halos.
+    /// `buf` = the plane's phases, with zero halos. Inlined, so that it is compiled for the
+    /// SIMD level of its caller's `wide`.
+    #[inline(always)]
     fn split<T: Elem>(&self, plane: &[T], buf: &mut Vec<T>) {
         buf.clear();
         buf.resize(self.len(), T::zero());
         let s = self.x.s;
+        if s == 2 {
+            for &(b0, b1, p, n0, n1) in &self.pairs {
+                let row = &plane[p..p + n0 + n1];
+                let (lo, hi) = buf.split_at_mut(b1);
+                let (even, odd) = (&mut lo[b0..b0 + n0], &mut hi[..n1]);
+                deinterleave(&row[..2 * n1], &mut even[..n1], odd);
+                if n0 > n1 {
+                    even[n1] = row[2 * n1];
+                }
+            }
+            return;
+        }
         for &(b, p, n) in &self.runs {
             for (d, v) in buf[b..b + n].iter_mut().zip(plane[p..].iter().step_by(s)) {
                 *d = *v;
@@ -299,14 +327,73 @@ impl Phases {
         }
     }
     /// `plane` = the values the phases hold; coordinates no window reads are zero.
+    /// Inlined, as `split`.
+    #[inline(always)]
     fn merge<T: Elem>(&self, buf: &[T], plane: &mut [T]) {
-        plane.fill(T::zero());
+        if !self.covers {
+            plane.fill(T::zero());
+        }
         let s = self.x.s;
+        if s == 2 {
+            for &(b0, b1, p, n0, n1) in &self.pairs {
+                let row = &mut plane[p..p + n0 + n1];
+                let (even, odd) = (&buf[b0..b0 + n0], &buf[b1..b1 + n1]);
+                interleave(&even[..n1], odd, &mut row[..2 * n1]);
+                if n0 > n1 {
+                    row[2 * n1] = even[n1];
+                }
+            }
+            return;
+        }
         for &(b, p, n) in &self.runs {
             for (d, v) in plane[p..].iter_mut().step_by(s).zip(&buf[b..b + n]) {
                 *d = *v;
             }
         }
+    }
+}
+
+/// Values per step of `deinterleave`, `interleave` and `block_op`'s additions, whose
+/// operands are copied to local arrays first: the compiler then knows they do not overlap
+/// and uses vector instructions (reading and writing through the slices, it added one
+/// value at a time: `perf annotate` of `bench --precision bf16` showed `vaddss` in col2im).
+const STEP: usize = 16;
+
+/// `even[i] = row[2 i]`, `odd[i] = row[2 i + 1]`.
+#[inline(always)]
+fn deinterleave<T: Elem>(row: &[T], even: &mut [T], odd: &mut [T]) {
+    assert!(row.len() == 2 * even.len() && even.len() == odd.len());
+    let (rows, evens, odds) = (row.chunks_exact(2 * STEP), even.chunks_exact_mut(STEP), odd.chunks_exact_mut(STEP));
+    let (row_tail, e_tail, o_tail) = (rows.remainder(), evens.len() * STEP, odds.len() * STEP);
+    for ((r, e), o) in rows.zip(evens).zip(odds) {
+        let r: [T; 2 * STEP] = r.try_into().unwrap();
+        let (mut a, mut b) = ([T::zero(); STEP], [T::zero(); STEP]);
+        for i in 0..STEP {
+            (a[i], b[i]) = (r[2 * i], r[2 * i + 1]);
+        }
+        e.copy_from_slice(&a);
+        o.copy_from_slice(&b);
+    }
+    for (i, v) in row_tail.chunks_exact(2).enumerate() {
+        (even[e_tail + i], odd[o_tail + i]) = (v[0], v[1]);
+    }
+}
+
+/// `row[2 i] = even[i]`, `row[2 i + 1] = odd[i]`.
+#[inline(always)]
+fn interleave<T: Elem>(even: &[T], odd: &[T], row: &mut [T]) {
+    assert!(row.len() == 2 * even.len() && even.len() == odd.len());
+    let done = even.len() / STEP * STEP;
+    for ((e, o), r) in even.chunks_exact(STEP).zip(odd.chunks_exact(STEP)).zip(row.chunks_exact_mut(2 * STEP)) {
+        let (a, b): ([T; STEP], [T; STEP]) = (e.try_into().unwrap(), o.try_into().unwrap());
+        let mut v = [T::zero(); 2 * STEP];
+        for i in 0..STEP {
+            (v[2 * i], v[2 * i + 1]) = (a[i], b[i]);
+        }
+        r.copy_from_slice(&v);
+    }
+    for i in done..even.len() {
+        (row[2 * i], row[2 * i + 1]) = (even[i], odd[i]);
     }
 }
 
@@ -320,9 +407,12 @@ fn block_op<T: Elem>(rows: usize, width: usize, src: &[T], sld: usize, dst: &mut
             let s: &[T; W] = src[r * sld..r * sld + W].try_into().unwrap();
             let d: &mut [T; W] = (&mut dst[r * dld..r * dld + W]).try_into().unwrap();
             if add {
+                // In local arrays, which cannot overlap (see STEP).
+                let (mut sum, s) = (*d, *s);
                 for i in 0..W {
-                    d[i] += s[i];
+                    sum[i] += s[i];
                 }
+                *d = sum;
             } else {
                 *d = *s;
             }
