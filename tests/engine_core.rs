@@ -341,6 +341,9 @@ fn cpu_convolutions_match_direct_loops_across_chunks() {
         (false, ConvParams::conv2d(2, 2, 5, 37, 3, 4, 2, 1)),
         (false, ConvParams::conv2d(2, 2, 3, 38, 3, 3, 2, 1)),
         (true, ConvParams::conv_transpose2d(2, 2, 3, 19, 3, 3, 2, 1)),
+        // Phase rows of 14: one step of 8, one of 4, two single pairs.
+        (false, ConvParams::conv2d(2, 2, 4, 28, 3, 4, 2, 1)),
+        (true, ConvParams::conv_transpose2d(2, 2, 3, 14, 3, 4, 2, 1)),
         // Windows that never reach the last row and column (10 = 3 windows of stride 3,
         // 2 wide, and one left over): their input gradient is zero, not what dx held.
         (false, ConvParams::conv2d(2, 2, 10, 10, 3, 2, 3, 0)),

@@ -359,42 +359,62 @@ impl Phases {
 /// value at a time: `perf annotate` of `bench --precision bf16` showed `vaddss` in col2im).
 const STEP: usize = 16;
 
-/// `even[i] = row[2 i]`, `odd[i] = row[2 i + 1]`.
+/// `even[i] = row[2 i]`, `odd[i] = row[2 i + 1]`: in steps of 16 pairs, then 8 and 4
+/// (phase rows of 8 and 4 values are common: the planes of 16 and 8), then one at a time.
 #[inline(always)]
 fn deinterleave<T: Elem>(row: &[T], even: &mut [T], odd: &mut [T]) {
     assert!(row.len() == 2 * even.len() && even.len() == odd.len());
-    let (rows, evens, odds) = (row.chunks_exact(2 * STEP), even.chunks_exact_mut(STEP), odd.chunks_exact_mut(STEP));
-    let (row_tail, e_tail, o_tail) = (rows.remainder(), evens.len() * STEP, odds.len() * STEP);
-    for ((r, e), o) in rows.zip(evens).zip(odds) {
-        let r: [T; 2 * STEP] = r.try_into().unwrap();
-        let (mut a, mut b) = ([T::zero(); STEP], [T::zero(); STEP]);
-        for i in 0..STEP {
-            (a[i], b[i]) = (r[2 * i], r[2 * i + 1]);
-        }
-        e.copy_from_slice(&a);
-        o.copy_from_slice(&b);
-    }
-    for (i, v) in row_tail.chunks_exact(2).enumerate() {
-        (even[e_tail + i], odd[o_tail + i]) = (v[0], v[1]);
+    let mut i = deinterleave_steps::<T, STEP>(0, row, even, odd);
+    i = deinterleave_steps::<T, { STEP / 2 }>(i, row, even, odd);
+    i = deinterleave_steps::<T, { STEP / 4 }>(i, row, even, odd);
+    for i in i..even.len() {
+        (even[i], odd[i]) = (row[2 * i], row[2 * i + 1]);
     }
 }
 
-/// `row[2 i] = even[i]`, `row[2 i + 1] = odd[i]`.
+/// `deinterleave` of pairs `from..` in steps of `N`, as many as fit; returns where it stopped.
+#[inline(always)]
+fn deinterleave_steps<T: Elem, const N: usize>(from: usize, row: &[T], even: &mut [T], odd: &mut [T]) -> usize {
+    let mut i = from;
+    while i + N <= even.len() {
+        let r: &[T] = &row[2 * i..2 * (i + N)];
+        let (mut a, mut b) = ([T::zero(); N], [T::zero(); N]);
+        for q in 0..N {
+            (a[q], b[q]) = (r[2 * q], r[2 * q + 1]);
+        }
+        even[i..i + N].copy_from_slice(&a);
+        odd[i..i + N].copy_from_slice(&b);
+        i += N;
+    }
+    i
+}
+
+/// `row[2 i] = even[i]`, `row[2 i + 1] = odd[i]`, in steps as `deinterleave`.
 #[inline(always)]
 fn interleave<T: Elem>(even: &[T], odd: &[T], row: &mut [T]) {
     assert!(row.len() == 2 * even.len() && even.len() == odd.len());
-    let done = even.len() / STEP * STEP;
-    for ((e, o), r) in even.chunks_exact(STEP).zip(odd.chunks_exact(STEP)).zip(row.chunks_exact_mut(2 * STEP)) {
-        let (a, b): ([T; STEP], [T; STEP]) = (e.try_into().unwrap(), o.try_into().unwrap());
-        let mut v = [T::zero(); 2 * STEP];
-        for i in 0..STEP {
-            (v[2 * i], v[2 * i + 1]) = (a[i], b[i]);
-        }
-        r.copy_from_slice(&v);
-    }
-    for i in done..even.len() {
+    let mut i = interleave_steps::<T, STEP>(0, even, odd, row);
+    i = interleave_steps::<T, { STEP / 2 }>(i, even, odd, row);
+    i = interleave_steps::<T, { STEP / 4 }>(i, even, odd, row);
+    for i in i..even.len() {
         (row[2 * i], row[2 * i + 1]) = (even[i], odd[i]);
     }
+}
+
+/// `interleave` of pairs `from..` in steps of `N`; returns where it stopped.
+#[inline(always)]
+fn interleave_steps<T: Elem, const N: usize>(from: usize, even: &[T], odd: &[T], row: &mut [T]) -> usize {
+    let mut i = from;
+    while i + N <= even.len() {
+        let (a, b): ([T; N], [T; N]) = (even[i..i + N].try_into().unwrap(), odd[i..i + N].try_into().unwrap());
+        let mut v = [[T::zero(); 2]; N];
+        for q in 0..N {
+            v[q] = [a[q], b[q]];
+        }
+        row[2 * i..2 * (i + N)].copy_from_slice(v.as_flattened());
+        i += N;
+    }
+    i
 }
 
 /// `dst[r * dld + i] (=|+=) src[r * sld + i]` for `r < rows`, `i < width`: the block
@@ -534,15 +554,60 @@ fn im2row<T: Elem>(g: &Geo, planes: &[T], n0: usize, nc: usize, xp: &mut Vec<T>,
     chunks(par, &mut rows[..nc * g.cols_per_image() * kd], g.wo * kd, |line, out| {
         let (j, oy) = (line / g.ho, line % g.ho);
         let src = &xp[j * g.c * hp * wp..][..g.c * hp * wp];
-        for ox in 0..g.wo {
-            let dst = &mut out[ox * kd..(ox + 1) * kd];
-            let corner = oy * g.stride * wp + ox * g.stride;
-            for c in 0..g.c {
-                // The window's k rows of channel c: k x k values, row stride wp.
-                block_op(g.k, g.k, &src[c * hp * wp + corner..], wp, &mut dst[c * g.k * g.k..], g.k, false);
+        let l = WindowLine { g, src, plane: hp * wp, wp, oy };
+        wide(
+            #[inline(always)]
+            || match g.k {
+                // Every strided layer's window: its rows copied as fixed-size arrays, in
+                // the SIMD level's code (through `block_op`, outside `wide`, each 4-value
+                // copy went through a width match and its own bounds checks).
+                4 => l.write::<4>(out),
+                _ => l.write_any(out),
+            },
+        );
+    });
+}
+
+/// One output row's windows for `im2row`: image `src` (padded planes of `plane` values,
+/// rows of `wp`), output row `oy`.
+struct WindowLine<'a, T> {
+    g: &'a Geo,
+    src: &'a [T],
+    plane: usize,
+    wp: usize,
+    oy: usize,
+}
+
+impl<T: Elem> WindowLine<'_, T> {
+    /// `out[ox * kd + (c, ky, kx)]` = the window's value, for a `K x K` window.
+    #[inline(always)]
+    fn write<const K: usize>(&self, out: &mut [T]) {
+        let (g, kd) = (self.g, self.g.rows());
+        for (ox, dst) in out.chunks_exact_mut(kd).take(g.wo).enumerate() {
+            let corner = self.oy * g.stride * self.wp + ox * g.stride;
+            for (c, d) in dst.chunks_exact_mut(K * K).enumerate() {
+                let window = &self.src[c * self.plane + corner..];
+                for ky in 0..K {
+                    let v: [T; K] = window[ky * self.wp..][..K].try_into().unwrap();
+                    d[ky * K..][..K].copy_from_slice(&v);
+                }
             }
         }
-    });
+    }
+
+    /// `write` for any window size.
+    #[inline(always)]
+    fn write_any(&self, out: &mut [T]) {
+        let (g, kd) = (self.g, self.g.rows());
+        for ox in 0..g.wo {
+            let dst = &mut out[ox * kd..(ox + 1) * kd];
+            let corner = self.oy * g.stride * self.wp + ox * g.stride;
+            for c in 0..g.c {
+                // The window's k rows of channel c: k x k values, row stride wp.
+                block_op(g.k, g.k, &self.src[c * self.plane + corner..], self.wp, &mut dst[c * g.k * g.k..], g.k, false);
+            }
+        }
+    }
 }
 
 /// The adjoint of `im2col`: `planes[n0 + j] = sum over windows of cols` (written, not
