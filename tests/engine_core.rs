@@ -347,6 +347,9 @@ fn cpu_convolutions_match_direct_loops_across_chunks() {
         // Windows that never reach the last row and column (10 = 3 windows of stride 3,
         // 2 wide, and one left over): their input gradient is zero, not what dx held.
         (false, ConvParams::conv2d(2, 2, 10, 10, 3, 2, 3, 0)),
+        // Planes one value wide: stride-2 rows with an even phase value and no odd one.
+        (false, ConvParams::conv2d(2, 2, 5, 1, 3, 1, 2, 0)),
+        (true, ConvParams::conv_transpose2d(2, 2, 3, 1, 3, 1, 2, 0)),
     ];
     for (transposed, p) in shapes {
         let x = rand(p.in_len());

@@ -255,10 +255,10 @@ struct Phases {
     /// `(buffer offset, plane offset, count)` of each run of plane coordinates the buffer
     /// holds: one row of one phase, whose plane coordinates step by `stride`.
     runs: Vec<(usize, usize, usize)>,
-    /// Stride 2 (every strided layer): the runs of each plane row as one pair, `(buffer
-    /// offsets of the even and odd phase rows, plane offset, counts)`, so that a plane row
-    /// is split or merged in one pass; the even count is the odd one or one more, so the
-    /// pair covers the row's first `n0 + n1` values.
+    /// Stride 2 (every strided layer): the runs of each plane row (phase columns 0 and 1)
+    /// as one pair, `(buffer offsets of the even and odd phase rows, plane offset, counts)`,
+    /// so that a plane row is split or merged in one pass; the even count is the odd one or
+    /// one more, so the pair covers the row's first `n0 + n1` values.
     pairs: Vec<(usize, usize, usize, usize, usize)>,
     /// Whether the runs cover the whole plane (then `merge` need not zero it first).
     covers: bool,
@@ -279,13 +279,22 @@ impl Phases {
                         ph.runs.push((ph.phase_base(ry, rx) + (uy + oy) * ph.cols + ox, (uy * s + ry) * g.w + rx, n));
                     }
                 }
-                let (n0, n1) = (x.held(0), x.held(1));
-                if s == 2 && n0 > 0 {
-                    debug_assert!(n1 <= n0 && n0 <= n1 + 1);
-                    let at = |rx| ph.phase_base(ry, rx) + (uy + oy) * ph.cols + ox;
-                    ph.pairs.push((at(0), at(1), (uy * s + ry) * g.w, n0, n1));
-                }
             }
+        }
+        if s == 2 {
+            // A plane row's runs are consecutive, phase column 0's first (it holds as many
+            // coordinates as column 1 or one more); column 1's is absent in a 1-wide plane.
+            ph.pairs = ph
+                .runs
+                .chunk_by(|a, b| a.1 / g.w == b.1 / g.w)
+                .map(|row| {
+                    let (b0, p, n0) = row[0];
+                    // No odd run: an empty one just past the even run.
+                    let (b1, _, n1) = row.get(1).copied().unwrap_or((b0 + n0, p, 0));
+                    debug_assert!(p % g.w == 0 && n1 <= n0 && n0 <= n1 + 1);
+                    (b0, b1, p, n0, n1)
+                })
+                .collect();
         }
         ph.covers = ph.runs.iter().map(|r| r.2).sum::<usize>() == g.h * g.w;
         ph
@@ -310,13 +319,9 @@ impl Phases {
         let s = self.x.s;
         if s == 2 {
             for &(b0, b1, p, n0, n1) in &self.pairs {
-                let row = &plane[p..p + n0 + n1];
+                // The odd phase lies after the even one (b1 >= b0 + n0).
                 let (lo, hi) = buf.split_at_mut(b1);
-                let (even, odd) = (&mut lo[b0..b0 + n0], &mut hi[..n1]);
-                deinterleave(&row[..2 * n1], &mut even[..n1], odd);
-                if n0 > n1 {
-                    even[n1] = row[2 * n1];
-                }
+                deinterleave(&plane[p..p + n0 + n1], &mut lo[b0..b0 + n0], &mut hi[..n1]);
             }
             return;
         }
@@ -336,12 +341,7 @@ impl Phases {
         let s = self.x.s;
         if s == 2 {
             for &(b0, b1, p, n0, n1) in &self.pairs {
-                let row = &mut plane[p..p + n0 + n1];
-                let (even, odd) = (&buf[b0..b0 + n0], &buf[b1..b1 + n1]);
-                interleave(&even[..n1], odd, &mut row[..2 * n1]);
-                if n0 > n1 {
-                    row[2 * n1] = even[n1];
-                }
+                interleave(&buf[b0..b0 + n0], &buf[b1..b1 + n1], &mut plane[p..p + n0 + n1]);
             }
             return;
         }
@@ -353,22 +353,28 @@ impl Phases {
     }
 }
 
-/// Values per step of `deinterleave`, `interleave` and `block_op`'s additions, whose
-/// operands are copied to local arrays first: the compiler then knows they do not overlap
-/// and uses vector instructions (reading and writing through the slices, it added one
-/// value at a time: `perf annotate` of `bench --precision bf16` showed `vaddss` in col2im).
+/// Pairs per step of `deinterleave` and `interleave`, whose operands are copied to local
+/// arrays first: the compiler then knows they do not overlap and uses vector instructions.
+/// (`block_op`'s additions go through local arrays of its width for the same reason:
+/// reading and writing through the slices, col2im added one value at a time, `vaddss` in
+/// `perf annotate` of `bench --precision bf16`.)
 const STEP: usize = 16;
 
-/// `even[i] = row[2 i]`, `odd[i] = row[2 i + 1]`: in steps of 16 pairs, then 8 and 4
-/// (phase rows of 8 and 4 values are common: the planes of 16 and 8), then one at a time.
+/// `even[i] = row[2 i]`, `odd[i] = row[2 i + 1]`, with `even` as long as `odd` or one longer
+/// (an odd-length row's last value): in steps of 16 pairs, then 8 and 4 (phase rows of 8
+/// and 4 values are common: the planes of 16 and 8), then one at a time.
 #[inline(always)]
 fn deinterleave<T: Elem>(row: &[T], even: &mut [T], odd: &mut [T]) {
-    assert!(row.len() == 2 * even.len() && even.len() == odd.len());
+    let n = odd.len();
+    assert!(row.len() == even.len() + n && (even.len() == n || even.len() == n + 1));
     let mut i = deinterleave_steps::<T, STEP>(0, row, even, odd);
     i = deinterleave_steps::<T, { STEP / 2 }>(i, row, even, odd);
     i = deinterleave_steps::<T, { STEP / 4 }>(i, row, even, odd);
-    for i in i..even.len() {
+    for i in i..n {
         (even[i], odd[i]) = (row[2 * i], row[2 * i + 1]);
+    }
+    if even.len() > n {
+        even[n] = row[2 * n];
     }
 }
 
@@ -376,7 +382,7 @@ fn deinterleave<T: Elem>(row: &[T], even: &mut [T], odd: &mut [T]) {
 #[inline(always)]
 fn deinterleave_steps<T: Elem, const N: usize>(from: usize, row: &[T], even: &mut [T], odd: &mut [T]) -> usize {
     let mut i = from;
-    while i + N <= even.len() {
+    while i + N <= odd.len() {
         let r: &[T] = &row[2 * i..2 * (i + N)];
         let (mut a, mut b) = ([T::zero(); N], [T::zero(); N]);
         for q in 0..N {
@@ -389,15 +395,19 @@ fn deinterleave_steps<T: Elem, const N: usize>(from: usize, row: &[T], even: &mu
     i
 }
 
-/// `row[2 i] = even[i]`, `row[2 i + 1] = odd[i]`, in steps as `deinterleave`.
+/// `row[2 i] = even[i]`, `row[2 i + 1] = odd[i]`, lengths and steps as in `deinterleave`.
 #[inline(always)]
 fn interleave<T: Elem>(even: &[T], odd: &[T], row: &mut [T]) {
-    assert!(row.len() == 2 * even.len() && even.len() == odd.len());
+    let n = odd.len();
+    assert!(row.len() == even.len() + n && (even.len() == n || even.len() == n + 1));
     let mut i = interleave_steps::<T, STEP>(0, even, odd, row);
     i = interleave_steps::<T, { STEP / 2 }>(i, even, odd, row);
     i = interleave_steps::<T, { STEP / 4 }>(i, even, odd, row);
-    for i in i..even.len() {
+    for i in i..n {
         (row[2 * i], row[2 * i + 1]) = (even[i], odd[i]);
+    }
+    if even.len() > n {
+        row[2 * n] = even[n];
     }
 }
 
@@ -405,7 +415,7 @@ fn interleave<T: Elem>(even: &[T], odd: &[T], row: &mut [T]) {
 #[inline(always)]
 fn interleave_steps<T: Elem, const N: usize>(from: usize, even: &[T], odd: &[T], row: &mut [T]) -> usize {
     let mut i = from;
-    while i + N <= even.len() {
+    while i + N <= odd.len() {
         let (a, b): ([T; N], [T; N]) = (even[i..i + N].try_into().unwrap(), odd[i..i + N].try_into().unwrap());
         let mut v = [[T::zero(); 2]; N];
         for q in 0..N {
@@ -579,34 +589,45 @@ struct WindowLine<'a, T> {
 }
 
 impl<T: Elem> WindowLine<'_, T> {
-    /// `out[ox * kd + (c, ky, kx)]` = the window's value, for a `K x K` window.
+    /// `out[ox * kd + (c, ky, kx)]` = the window's value: `copy(window, dst)` for each
+    /// position and channel, with `window` the plane from the window's corner on (rows
+    /// `wp` apart) and `dst` its `k * k` values.
     #[inline(always)]
-    fn write<const K: usize>(&self, out: &mut [T]) {
+    fn each_window(&self, out: &mut [T], copy: impl Fn(&[T], &mut [T])) {
         let (g, kd) = (self.g, self.g.rows());
         for (ox, dst) in out.chunks_exact_mut(kd).take(g.wo).enumerate() {
             let corner = self.oy * g.stride * self.wp + ox * g.stride;
-            for (c, d) in dst.chunks_exact_mut(K * K).enumerate() {
-                let window = &self.src[c * self.plane + corner..];
+            for (c, d) in dst.chunks_exact_mut(g.k * g.k).enumerate() {
+                copy(&self.src[c * self.plane + corner..], d);
+            }
+        }
+    }
+
+    /// The windows of a `K x K` kernel, each row copied as a fixed-size array.
+    #[inline(always)]
+    fn write<const K: usize>(&self, out: &mut [T]) {
+        debug_assert_eq!(self.g.k, K);
+        self.each_window(
+            out,
+            #[inline(always)]
+            |window, d| {
                 for ky in 0..K {
                     let v: [T; K] = window[ky * self.wp..][..K].try_into().unwrap();
                     d[ky * K..][..K].copy_from_slice(&v);
                 }
-            }
-        }
+            },
+        );
     }
 
     /// `write` for any window size.
     #[inline(always)]
     fn write_any(&self, out: &mut [T]) {
-        let (g, kd) = (self.g, self.g.rows());
-        for ox in 0..g.wo {
-            let dst = &mut out[ox * kd..(ox + 1) * kd];
-            let corner = self.oy * g.stride * self.wp + ox * g.stride;
-            for c in 0..g.c {
-                // The window's k rows of channel c: k x k values, row stride wp.
-                block_op(g.k, g.k, &self.src[c * self.plane + corner..], self.wp, &mut dst[c * g.k * g.k..], g.k, false);
-            }
-        }
+        let k = self.g.k;
+        self.each_window(
+            out,
+            #[inline(always)]
+            |window, d| block_op(k, k, window, self.wp, d, k, false),
+        );
     }
 }
 
