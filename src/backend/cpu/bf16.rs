@@ -16,7 +16,8 @@
 //!   accumulator tiles, two tiles of `a` and two of `b` per 32-deep step;
 //! - `Avx512`: `vdpbf16ps` (AVX512_BF16: Cooper Lake, Sapphire Rapids, Zen 4 and newer): 16
 //!   rows x 16 columns of accumulators in 16 registers, one load of `b` and 16 broadcast
-//!   pairs of `a` per pair of k;
+//!   pairs of `a` per pair of k (each broadcast a `{1to16}` memory operand of its dot
+//!   product, not an instruction of its own);
 //! - `F32`: any CPU: the operands rounded to bf16 but kept as f32, multiplied by the f32
 //!   GEMM. A product of two bf16 values is exact in f32, so this is the twin the other two
 //!   are held to: they differ from it only by the order of the f32 sums (and where an
@@ -319,8 +320,10 @@ fn multiply(
     }
 }
 
-/// The most bytes of packed `a` a band of units reads per chunk (a quarter of this
-/// machine's 2 MiB L2 per core).
+/// The most bytes of packed `a` a band of units reads per chunk (a quarter of the Intel
+/// development VM's 2 MiB L2 per core, half the AMD EPYC's 1 MiB; there, 256 KiB ran no
+/// faster: 64 px `bench --precision bf16`, two runs each, 0.552 and 0.528 s against 0.546
+/// and 0.529 s).
 const A_BAND_BYTES: usize = 512 << 10;
 
 /// k tiles (of 32) per chunk of the reduction. Chunks of 16 tiles kept the unit's tiles in

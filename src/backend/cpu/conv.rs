@@ -735,7 +735,7 @@ const IMAGES_PER_THREAD: usize = 4;
 /// images to a piece, so the GEMM gets wide enough operands.
 const PIECE_COLS: usize = 256;
 /// The most column-matrix values a piece of `Split::Images` holds (1 MiB of f32, half
-/// this machine's per-core L2), which caps the grouping.
+/// the Intel development VM's per-core L2, all of the AMD EPYC's), which caps the grouping.
 const PIECE_ELEMS: usize = 1 << 18;
 
 /// Weight gradients from this many values on (8 MiB of f32, eight times a core's L2 on a
