@@ -744,8 +744,9 @@ const PIECE_ELEMS: usize = 1 << 18;
 /// piece of one image's 64 window positions (the 256 -> 512 layer of D, and the 512 -> 256
 /// layer of G, at 128 px) the gradient went to memory and back for every 64 steps of the
 /// reduction. Measured per pass (`bench --precision bf16 --profile`, 128 px, AMD EPYC,
-/// 2 threads): both layers' weight-gradient passes 25% faster; the same scaling for every
-/// weight-gradient pass made the 64 px model's (gradients of 2 MiB at most) slower.
+/// 2 threads): both layers' weight-gradient passes 14 to 24% faster; the same scaling for
+/// every weight-gradient pass made the 64 px model's slower (in this split its gradients
+/// are 2 MiB at most).
 const LARGE_DW: usize = 1 << 21;
 
 /// `dst[c * rows + r] = src[r * cols + c]`: a row-major `rows x cols` matrix transposed.
