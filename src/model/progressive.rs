@@ -50,15 +50,41 @@ fn name<B: Backend>(prefix: &str, layers: &[Box<dyn Layer<B>>]) -> String {
     format!("{prefix}.{}", super::next_index(layers))
 }
 
-/// Checks `p` against a model of `levels` levels.
-fn check_progress(p: Progress, levels: usize) -> Result<()> {
-    if p.level >= levels {
-        bail!("level {} is past the last level {} of this model", p.level, levels - 1);
+/// Where a progressive network stands, and where its last forward pass stood (which its
+/// backward pass retraces): the one level cursor both networks keep.
+struct Cursor {
+    levels: usize,
+    now: Progress,
+    last: Option<Progress>,
+}
+
+impl Cursor {
+    /// At the last level, stabilised.
+    fn new(levels: usize) -> Self {
+        Cursor { levels, now: Progress { level: levels - 1, alpha: 1.0 }, last: None }
     }
-    if !(p.alpha.is_finite() && (0.0..=1.0).contains(&p.alpha)) {
-        bail!("fade {} is not between 0 and 1", p.alpha);
+
+    /// Moves to `p`, checked against the model's levels.
+    fn set(&mut self, p: Progress) -> Result<()> {
+        if p.level >= self.levels {
+            bail!("level {} is past the last level {} of this model", p.level, self.levels - 1);
+        }
+        if !(p.alpha.is_finite() && (0.0..=1.0).contains(&p.alpha)) {
+            bail!("fade {} is not between 0 and 1", p.alpha);
+        }
+        self.now = p;
+        Ok(())
     }
-    Ok(())
+
+    /// Records that a forward pass ran at the current progress.
+    fn ran(&mut self) {
+        self.last = Some(self.now);
+    }
+
+    /// The progress of the last forward pass, for `network`'s backward pass.
+    fn last(&self, network: &str) -> Result<Progress> {
+        self.last.with_context(|| format!("the progressive {network}: backward called before forward"))
+    }
 }
 
 /// The progressive generator's body (after the noise and the caption are joined).
@@ -69,9 +95,7 @@ pub struct ProgGenerator<B: Backend> {
     fade: Fade<B>,
     sum: Fade<B>,
     tanh: Activation<B>,
-    progress: Progress,
-    /// The progress of the last forward pass, for its backward pass.
-    last: Option<Progress>,
+    cursor: Cursor,
 }
 
 impl<B: Backend> ProgGenerator<B> {
@@ -98,7 +122,6 @@ impl<B: Backend> ProgGenerator<B> {
             let p = format!("{prefix}.torgb{l}");
             to_rgb.push(Sequential::new(vec![conv1(be, &format!("{p}.0"), ch, 3, 1.0, rng)?]));
         }
-        let last = cfg.levels() - 1;
         Ok(ProgGenerator {
             blocks,
             to_rgb,
@@ -106,24 +129,21 @@ impl<B: Backend> ProgGenerator<B> {
             fade: Fade::new(),
             sum: Fade::new(),
             tanh: Activation::new(ActKind::Tanh),
-            progress: Progress { level: last, alpha: 1.0 },
-            last: None,
+            cursor: Cursor::new(cfg.levels()),
         })
     }
 
     pub fn progress(&self) -> Progress {
-        self.progress
+        self.cursor.now
     }
 
     pub fn set_progress(&mut self, p: Progress) -> Result<()> {
-        check_progress(p, self.blocks.len())?;
-        self.progress = p;
-        Ok(())
+        self.cursor.set(p)
     }
 
     /// The joined input `[n, noise + text, 1, 1]` -> images at the current level's side.
     pub fn forward(&mut self, be: &B, z: &Tensor<B>, mode: Mode) -> Result<Tensor<B>> {
-        let Progress { level: s, alpha: a } = self.progress;
+        let Progress { level: s, alpha: a } = self.cursor.now;
         let mut h = z.clone();
         for b in &mut self.blocks[..s] {
             h = b.forward(be, &h, mode)?;
@@ -137,14 +157,14 @@ impl<B: Backend> ProgGenerator<B> {
         } else {
             new
         };
-        self.last = Some(self.progress);
+        self.cursor.ran();
         self.tanh.forward(be, &rgb, mode)
     }
 
     /// The input's gradient when `want.input`; parameter gradients of the layers in use
     /// accumulate when `want.params`.
     pub fn backward(&mut self, be: &B, dy: &Tensor<B>, want: Grads) -> Result<Option<Tensor<B>>> {
-        let Progress { level: s, alpha: a } = self.last.context("the progressive generator: backward called before forward")?;
+        let Progress { level: s, alpha: a } = self.cursor.last("generator")?;
         let inner = Grads { input: true, params: want.params };
         let drgb = self.tanh.backward(be, dy, inner)?.context("tanh's input gradient")?;
         let (dold, dnew) = if s > 0 && a < 1.0 {
@@ -178,7 +198,7 @@ impl<B: Backend> ProgGenerator<B> {
     /// The rows of the layer table at the current progress: the blocks in use, the new
     /// toRGB and, while fading, the old toRGB and its upsampling.
     pub fn layers<'a>(&'a self, prefix: &str, rows: &mut Vec<(String, &'a dyn Layer<B>, Shape)>, input: Shape) {
-        let Progress { level: s, alpha: a } = self.progress;
+        let Progress { level: s, alpha: a } = self.cursor.now;
         let mut h = input;
         for (l, b) in self.blocks[..s].iter().enumerate() {
             h = super::named_rows(rows, &format!("{prefix}.block{l}"), b, h);
@@ -202,8 +222,7 @@ pub struct ProgDiscriminator<B: Backend> {
     pool: AvgPool<B>,
     fade: Fade<B>,
     sum: Fade<B>,
-    progress: Progress,
-    last: Option<Progress>,
+    cursor: Cursor,
 }
 
 impl<B: Backend> ProgDiscriminator<B> {
@@ -223,31 +242,20 @@ impl<B: Backend> ProgDiscriminator<B> {
             }
             blocks.push(Sequential::new(b));
         }
-        let last = cfg.levels() - 1;
-        Ok(ProgDiscriminator {
-            from_rgb,
-            blocks,
-            pool: AvgPool::new(2),
-            fade: Fade::new(),
-            sum: Fade::new(),
-            progress: Progress { level: last, alpha: 1.0 },
-            last: None,
-        })
+        Ok(ProgDiscriminator { from_rgb, blocks, pool: AvgPool::new(2), fade: Fade::new(), sum: Fade::new(), cursor: Cursor::new(cfg.levels()) })
     }
 
     pub fn progress(&self) -> Progress {
-        self.progress
+        self.cursor.now
     }
 
     pub fn set_progress(&mut self, p: Progress) -> Result<()> {
-        check_progress(p, self.blocks.len())?;
-        self.progress = p;
-        Ok(())
+        self.cursor.set(p)
     }
 
     /// Images at the current level's side -> features `[n, level 0 channels, 4, 4]`.
     pub fn forward(&mut self, be: &B, x: &Tensor<B>, mode: Mode) -> Result<Tensor<B>> {
-        let Progress { level: s, alpha: a } = self.progress;
+        let Progress { level: s, alpha: a } = self.cursor.now;
         let new = self.from_rgb[s].forward(be, x, mode)?;
         let mut h = self.blocks[s].forward(be, &new, mode)?;
         if s > 0 && a < 1.0 {
@@ -258,14 +266,14 @@ impl<B: Backend> ProgDiscriminator<B> {
         for b in self.blocks[1..s.max(1)].iter_mut().rev() {
             h = b.forward(be, &h, mode)?;
         }
-        self.last = Some(self.progress);
+        self.cursor.ran();
         Ok(h)
     }
 
     /// The image's gradient when `want.input`; parameter gradients of the layers in use
     /// accumulate when `want.params`.
     pub fn backward(&mut self, be: &B, dfeatures: &Tensor<B>, want: Grads) -> Result<Option<Tensor<B>>> {
-        let Progress { level: s, alpha: a } = self.last.context("the progressive discriminator: backward called before forward")?;
+        let Progress { level: s, alpha: a } = self.cursor.last("discriminator")?;
         let inner = Grads { input: true, params: want.params };
         let mut g = dfeatures.clone();
         for b in &mut self.blocks[1..s.max(1)] {
@@ -299,7 +307,7 @@ impl<B: Backend> ProgDiscriminator<B> {
 
     /// The rows of the layer table at the current progress; returns the features' shape.
     pub fn layers<'a>(&'a self, rows: &mut Vec<(String, &'a dyn Layer<B>, Shape)>, input: Shape) -> Shape {
-        let Progress { level: s, alpha: a } = self.progress;
+        let Progress { level: s, alpha: a } = self.cursor.now;
         let new = super::named_rows(rows, &format!("discriminator.fromrgb{s}"), &self.from_rgb[s], input);
         let mut h = super::named_rows(rows, &format!("discriminator.block{s}"), &self.blocks[s], new);
         if s > 0 && a < 1.0 {
@@ -310,5 +318,29 @@ impl<B: Backend> ProgDiscriminator<B> {
             h = super::named_rows(rows, &format!("discriminator.block{l}"), &self.blocks[l], h);
         }
         h
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cursor_refuses_a_level_or_fade_outside_the_model_and_a_backward_before_forward() {
+        let mut c = Cursor::new(4);
+        assert_eq!(c.now, Progress { level: 3, alpha: 1.0 });
+        let e = c.last("generator").unwrap_err().to_string();
+        assert!(e.contains("progressive generator: backward called before forward"), "{e}");
+        for (level, alpha, why) in [(4, 1.0, "level 4 is past the last level 3"), (0, 1.5, "fade 1.5"), (1, -0.1, "fade -0.1"), (1, f32::NAN, "fade NaN")] {
+            let e = c.set(Progress { level, alpha }).unwrap_err().to_string();
+            assert!(e.contains(why), "{e}");
+            assert_eq!(c.now, Progress { level: 3, alpha: 1.0 }, "a refused move leaves the cursor where it was");
+        }
+        let p = Progress { level: 2, alpha: 0.25 };
+        c.set(p).unwrap();
+        assert_eq!(c.now, p);
+        c.ran();
+        c.set(Progress { level: 3, alpha: 0.5 }).unwrap();
+        assert_eq!(c.last("discriminator").unwrap(), p, "backward retraces the last forward pass, not the current progress");
     }
 }

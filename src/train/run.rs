@@ -732,8 +732,14 @@ fn train_locked<B: Backend>(
         Ok(path)
     };
 
+    // Where a progressive run stands before each iteration, computed once per iteration:
+    // after each step it is the next iteration's (what the networks draw at, and what a
+    // checkpoint records).
+    let mut position = opts.position_at(iteration);
+    if let Some(pos) = position {
+        gan.set_progress(pos.progress)?;
+    }
     while iteration < opts.iters {
-        let position = opts.position_at(iteration);
         // The batch of this iteration's level (`--batch-schedule`); the loader goes on from
         // where it is at a new batch when it changes.
         let n = position.map_or(opts.batch, |p| p.batch);
@@ -747,7 +753,6 @@ fn train_locked<B: Backend>(
         noise_rng.fill_normal(&mut noise, 0.0, 1.0);
         let inputs = StepInputs { images: &batch.images, texts: &batch.texts, noise: &noise, mismatched: batch.mismatched_texts.as_deref() };
         if let Some(pos) = position {
-            gan.set_progress(pos.progress)?;
             gan.images_shown = Some(pos.images);
             if opts.adam_reset == super::grow::AdamReset::Phase {
                 // Cleared when a phase starts; a run resumed inside a phase has the moments
@@ -768,9 +773,9 @@ fn train_locked<B: Backend>(
             a.update(stats.real_sign as f64, target, n);
         }
         iteration += 1;
-        // What the networks draw at, and what a checkpoint of this iteration records.
-        if let Some(p) = opts.progress_at(iteration) {
-            gan.set_progress(p)?;
+        position = opts.position_at(iteration);
+        if let Some(pos) = position {
+            gan.set_progress(pos.progress)?;
         }
         if !stats.is_finite() {
             bar.abandon();
