@@ -20,6 +20,7 @@ use gan_engine::backend::{
     ActParams, AdamParams, Backend, BatchNormParams, BceParams, ConcatParams, ConvParams, LinearParams, MinibatchStdParams, PixelNormParams, PoolParams,
     UpsampleParams, BN_ACT_NONE,
 };
+use gan_engine::backend::{ModeSeekingParams, MODE_SEEKING_EPS};
 use gan_engine::model::{Discriminator, Generator, ModelConfig, Module};
 use gan_engine::nn::{ActKind, LayerOp, Shape};
 use gan_engine::rng::Rng;
@@ -41,6 +42,7 @@ enum Op {
     Pool(PoolParams),
     PixelNorm(PixelNormParams),
     Bce(BceParams),
+    ModeSeeking(ModeSeekingParams),
     Adam(usize),
 }
 
@@ -101,6 +103,11 @@ fn cases<B: Backend>(be: &B, cfg: &ModelConfig, n: usize) -> Vec<Case> {
         });
     }
     out.push(Case { name: "loss".into(), op: Op::Bce(BceParams { n: n as i32, target: 1.0, scale: 0.5 }) });
+    if n >= 2 {
+        // `train --mode-seeking 1` adds this term to the G step, on the fake batch.
+        let p = ModeSeekingParams { pairs: (n / 2) as i32, len: (3 * cfg.size * cfg.size) as i32, inv_dz: 0.89, weight: 1.0, eps: MODE_SEEKING_EPS };
+        out.push(Case { name: "mode-seeking term (off by default)".into(), op: Op::ModeSeeking(p) });
+    }
     out.push(Case { name: "generator parameters".into(), op: Op::Adam(g.param_count()) });
     out.push(Case { name: "discriminator parameters".into(), op: Op::Adam(d.param_count()) });
     out
@@ -289,6 +296,17 @@ fn bench_case<B: Backend>(be: &B, group: &mut criterion::BenchmarkGroup<'_, crit
             group.bench_function(id("backward_input"), |b| {
                 b.iter_custom(|it| timed(be, it, || be.bce_with_logits_backward_input(p, &logits, &mut dl).unwrap()))
             });
+        }
+        Op::ModeSeeking(p) => {
+            let len = 2 * p.half();
+            let x = random(be, len, &mut rng);
+            let (mut out, mut dx) = (be.alloc(2).unwrap(), random(be, len, &mut rng));
+            be.mode_seeking_forward(p, &x, &mut out).unwrap();
+            group.throughput(Throughput::BytesDecimal(F32 * len as u64));
+            group.bench_function(id("forward"), |b| b.iter_custom(|it| timed(be, it, || be.mode_seeking_forward(p, &x, &mut out).unwrap())));
+            // Reads x and dx, writes dx.
+            group.throughput(Throughput::BytesDecimal(3 * F32 * len as u64));
+            group.bench_function(id("backward_input"), |b| b.iter_custom(|it| timed(be, it, || be.mode_seeking_backward_input(p, &x, &out, &mut dx).unwrap())));
         }
         Op::Adam(len) => {
             let mut param = random(be, *len, &mut rng);

@@ -663,6 +663,9 @@ fn user_errors_are_one_line_with_exit_code_2() {
     fails_with(&["train", "--beta1", "1"], "--beta1 1");
     fails_with(&["train", "--beta2", "-0.5"], "--beta2 -0.5");
     fails_with(&["train", "--matching-aware", "1.5"], "--matching-aware 1.5");
+    fails_with(&["train", "--mode-seeking", "-1"], "--mode-seeking -1");
+    fails_with(&["train", "--mode-seeking", "nan"], "--mode-seeking NaN");
+    fails_with(&["train", "--mode-seeking", "1", "--batch", "15"], "--batch 15 must be even");
     std::fs::write(dir.join("afile"), b"x").unwrap();
     fails_with(&["train", "--size", "32", "--width", "4", "--iters", "1", "--cache-dir", &cache, "--out", &d("afile/run")], "--out");
     fails_with(&["train", "--device", "cuda", "--out", &d("o3")], "--device cuda");
@@ -760,6 +763,7 @@ fn user_errors_are_one_line_with_exit_code_2() {
     fails_with(&["train", "--resume", &run.display().to_string(), "--ema-half-life", "10000", "--iters", "3"], "--ema-half-life differs");
     fails_with(&["train", "--resume", &run.display().to_string(), "--ema-ramp", "0", "--iters", "3"], "--ema-ramp differs");
     fails_with(&["train", "--resume", &run.display().to_string(), "--text-in-d", "projection", "--iters", "3"], "--text-in-d differs");
+    fails_with(&["train", "--resume", &run.display().to_string(), "--mode-seeking", "1", "--iters", "3"], "--mode-seeking differs");
     fails_with(&["train", "--resume", &run.display().to_string(), "--preset", "quality", "--iters", "3"], "--preset quality sets --matching-aware");
     fails_with(&["train", "--preset", "best", "--out", &d("o9")], "--preset");
     fails_with(&["train", "--size", "32", "--width", "8", "--iters", "2", "--cache-dir", &cache, "--out", &run.display().to_string()], "already holds a run");

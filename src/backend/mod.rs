@@ -12,7 +12,7 @@
 //! One op family, one name on every face. For a family F (`conv`, `batchnorm`,
 //! `activation`, `linear`, `concat`, `bce`, `adam`, `pool`, `cross_entropy`,
 //! `minibatch_std`, `augment`, `ema`, `projection`, `upsample`, `pixel_norm`, `fade`,
-//! `scale`):
+//! `scale`, `mode_seeking`):
 //! - `backend/F.rs`: its `#[repr(C)]` parameter struct and its trait (`ConvOps`, ...);
 //! - `backend/cpu/F.rs`: the CPU twin of every pass;
 //! - `backend/cuda/ops/F.rs`: the launch sites and launch shapes of its kernels;
@@ -39,6 +39,7 @@ pub mod ema;
 pub mod fade;
 pub mod linear;
 pub mod minibatch_std;
+pub mod mode_seeking;
 pub mod pixel_norm;
 pub mod pool;
 pub mod precision;
@@ -59,6 +60,7 @@ pub use ema::{EmaOps, EmaParams};
 pub use fade::{FadeOps, FadeParams};
 pub use linear::{LinearOps, LinearParams};
 pub use minibatch_std::{MinibatchStdOps, MinibatchStdParams};
+pub use mode_seeking::{ModeSeekingOps, ModeSeekingParams, MODE_SEEKING_EPS};
 pub use pixel_norm::{PixelNormOps, PixelNormParams};
 pub use pool::{PoolOps, PoolParams};
 pub use precision::Precision;
@@ -153,14 +155,15 @@ op_contract!(
     UpsampleOps,
     PixelNormOps,
     FadeOps,
-    ScaleOps
+    ScaleOps,
+    ModeSeekingOps
 );
 
 /// Every trait of the contract, for code that calls ops on a concrete backend.
 pub mod prelude {
     pub use super::{ActivationOps, AdamOps, Backend, BatchNormOps, BceOps, ConcatOps, ConvOps, Core, LinearOps};
     pub use super::{AugmentOps, CrossEntropyOps, EmaOps, MinibatchStdOps, PoolOps, ProjectionOps};
-    pub use super::{FadeOps, PixelNormOps, ScaleOps, UpsampleOps};
+    pub use super::{FadeOps, ModeSeekingOps, PixelNormOps, ScaleOps, UpsampleOps};
 }
 
 /// Memory a backend can still allocate, and where that figure comes from.

@@ -46,6 +46,13 @@ pub struct Args {
     /// Weight W of the mismatched-caption term (GAN-CLS); 0 is the article's loss [default: 0].
     #[arg(long, allow_negative_numbers = true)]
     matching_aware: Option<f32>,
+    /// Weight M of the mode-seeking term (MSGAN, Mao et al. 2019): the second half of each
+    /// fake batch repeats the first half's captions with other noise, and G is rewarded
+    /// for drawing those pairs apart (`M / (r + 1e-5)` in its loss, r the image distance
+    /// per unit of noise distance); against samples that ignore the noise. Needs an even
+    /// --batch; 0 is off, MSGAN uses 1 [default: 0].
+    #[arg(long, value_name = "M", allow_negative_numbers = true)]
+    mode_seeking: Option<f32>,
     #[cfg_attr(not(feature = "sim"), doc = "cpu, cuda, or auto (cuda when a GPU is usable, else cpu).")]
     #[cfg_attr(feature = "sim", doc = "cpu, cuda, sim, or auto (cuda when a GPU is usable, else cpu; sim: the kernels in the CPU simulation).")]
     #[arg(long, default_value = "auto")]
@@ -230,6 +237,7 @@ fn fresh(a: &Args, precision: Option<Precision>) -> TrainOptions {
             beta1: a.beta1.unwrap_or(d.beta1),
             beta2: a.beta2.unwrap_or(d.beta2),
             matching_aware: a.matching_aware.unwrap_or(0.0),
+            mode_seeking: a.mode_seeking.unwrap_or(0.0),
             ..d
         },
         seed: a.seed.unwrap_or(1),
@@ -262,7 +270,7 @@ fn fresh(a: &Args, precision: Option<Precision>) -> TrainOptions {
 fn resumed(a: &Args, precision: Option<Precision>, stored: &TrainOptions, from_preset: &[(&str, &str)]) -> Result<TrainOptions> {
     let mut o = stored.clone();
     let (policies, p) = augment_flags(a)?;
-    let fixed: [(&str, bool); 24] = [
+    let fixed: [(&str, bool); 25] = [
         ("--precision", precision.is_some_and(|p| p != stored.precision)),
         ("--data", a.data.as_ref().is_some_and(|d| !same_data_folder(d, stored.data.as_deref()))),
         ("--size", a.size.is_some_and(|v| v != stored.size)),
@@ -273,6 +281,7 @@ fn resumed(a: &Args, precision: Option<Precision>, stored: &TrainOptions, from_p
         ("--beta1", a.beta1.is_some_and(|v| v != stored.hyper.beta1)),
         ("--beta2", a.beta2.is_some_and(|v| v != stored.hyper.beta2)),
         ("--matching-aware", a.matching_aware.is_some_and(|v| v != stored.hyper.matching_aware)),
+        ("--mode-seeking", a.mode_seeking.is_some_and(|v| v != stored.hyper.mode_seeking)),
         ("--max-features", a.max_features.is_some_and(|v| v != stored.max_features)),
         ("--crop/--no-flip", a.crop != stored.crop || a.no_flip == stored.flip),
         ("--eval-split", a.eval_split.is_some_and(|v| v != stored.eval_split)),
@@ -389,6 +398,8 @@ pub fn run(mut a: Args) -> Result<()> {
         opts.iters = if opts.batch_schedule.is_empty() { iters_for_epochs(e, trained, opts.batch) } else { opts.iters_for_images(e * trained as u64) };
     }
     check_minibatch_std(opts.minibatch_std, opts.batch)?;
+    opts.hyper.check()?;
+    gan_engine::train::run::check_mode_seeking(opts.hyper.mode_seeking, opts.batch)?;
     gan_engine::train::ema::check_ema(opts.ema_half_life, opts.ema_ramp)?;
     let backend = device::open(&a.device, Some(opts.precision))?;
     let name = match &backend {
@@ -396,6 +407,12 @@ pub fn run(mut a: Args) -> Result<()> {
         Opened::Gpu(be) => be.name(),
     };
     let mut spread = if opts.minibatch_std > 0 { format!(", minibatch std over groups of {}", opts.minibatch_std) } else { String::new() };
+    if opts.hyper.matching_aware > 0.0 {
+        spread += &format!(", mismatched captions at {}", opts.hyper.matching_aware);
+    }
+    if opts.hyper.mode_seeking > 0.0 {
+        spread += &format!(", mode seeking at {}", opts.hyper.mode_seeking);
+    }
     if opts.augment.is_on() {
         spread += &format!(", augment {}", opts.augment.describe());
     }

@@ -7,13 +7,19 @@
 //! Adam on G. The fake batch is
 //! computed once per iteration and reused by both steps.
 //!
+//! With `Hyper::mode_seeking` = M > 0 (`train --mode-seeking`, MSGAN), the fake batch's
+//! second half is drawn for the first half's captions (image `i + n/2` shares image `i`'s
+//! caption, with other noise), D sees the fake batch with those captions in both steps, and
+//! the G loss gains `M / (r + eps)`, `r` the mean image distance of those pairs per unit of
+//! noise distance (the `mode_seeking` op): G is paid to let the noise change the image.
+//!
 //! With `Gan::augment` set (`train --augment`), D sees every image through the `augment` op
 //! (DiffAugment): the real batch (in the real and the mismatched terms), the fake batch of
 //! the D step, and the fake batch of the G step, whose gradient flows back through the
 //! augmentation into G. A batch whose parameters are all the identity skips the op.
 
 use super::augment::{all_identity, AugmentDraws};
-use crate::backend::{AdamParams, AugmentParams, Backend, BceParams};
+use crate::backend::{AdamParams, AugmentParams, Backend, BceParams, ModeSeekingParams, MODE_SEEKING_EPS};
 use crate::model::{DGrads, Discriminator, Generator, ModelConfig, Module, Progress};
 use crate::nn::{AvgPool, Fade, Grads, Layer, Mode, Param, Shape, Tensor, Upsample};
 use crate::rng::Rng;
@@ -29,11 +35,14 @@ pub struct Hyper {
     pub eps: f32,
     /// Weight of the mismatched-caption term (Reed et al.'s GAN-CLS); 0 = the article.
     pub matching_aware: f32,
+    /// Weight of the mode-seeking term (MSGAN) in the G loss; 0 = the article.
+    #[serde(default)]
+    pub mode_seeking: f32,
 }
 
 impl Default for Hyper {
     fn default() -> Self {
-        Hyper { lr: 2e-4, beta1: 0.5, beta2: 0.999, eps: 1e-8, matching_aware: 0.0 }
+        Hyper { lr: 2e-4, beta1: 0.5, beta2: 0.999, eps: 1e-8, matching_aware: 0.0, mode_seeking: 0.0 }
     }
 }
 
@@ -49,6 +58,11 @@ impl Hyper {
         }
         ensure!(self.eps.is_finite() && self.eps > 0.0, "Adam's epsilon {} must be a positive number", self.eps);
         ensure!((0.0..=1.0).contains(&self.matching_aware), "--matching-aware {} must be between 0 and 1", self.matching_aware);
+        ensure!(
+            self.mode_seeking.is_finite() && (0.0..=100.0).contains(&self.mode_seeking),
+            "--mode-seeking {} must be between 0 and 100 (MSGAN uses 1; 0 is off)",
+            self.mode_seeking
+        );
         Ok(())
     }
 }
@@ -99,6 +113,12 @@ struct Io<B: Backend> {
     texts: Tensor<B>,
     noise: Tensor<B>,
     mismatched: Tensor<B>,
+    /// The captions of the fake batch with `mode_seeking`: the first half's, twice.
+    fake_texts: Tensor<B>,
+    /// One over the mean |difference| of the two halves' noise, with `mode_seeking`.
+    inv_dz: f32,
+    /// `[term, r]` of the mode-seeking term.
+    loss_ms: B::Buf,
     dlogits: Tensor<B>,
     /// `[scale * mean loss, mean sigmoid]` of each loss term.
     loss_real: B::Buf,
@@ -191,6 +211,9 @@ impl<B: Backend> Gan<B> {
                 texts: Tensor::zeros(be, Shape::new(n, c.text_dim, 1, 1))?,
                 noise: Tensor::zeros(be, Shape::new(n, c.noise_dim, 1, 1))?,
                 mismatched: Tensor::zeros(be, Shape::new(n, c.text_dim, 1, 1))?,
+                fake_texts: Tensor::zeros(be, Shape::new(n, c.text_dim, 1, 1))?,
+                inv_dz: 0.0,
+                loss_ms: be.alloc(2)?,
                 dlogits: Tensor::zeros(be, Shape::new(n, 1, 1, 1))?,
                 loss_real: be.alloc(2)?,
                 loss_fake: be.alloc(2)?,
@@ -214,10 +237,21 @@ impl<B: Backend> Gan<B> {
         ensure!(inp.texts.len() == n * c.text_dim, "texts: {} values for a batch of {n} vectors of {}", inp.texts.len(), c.text_dim);
         ensure!(inp.noise.len() == n * c.noise_dim, "noise: {} values for a batch of {n} vectors of {}", inp.noise.len(), c.noise_dim);
         let w = self.hp.matching_aware;
+        let ms = self.hp.mode_seeking > 0.0;
+        if ms {
+            ensure!(n >= 2 && n.is_multiple_of(2), "--mode-seeking pairs the two halves of the batch: the batch ({n}) must be even; use an even --batch");
+        }
         let io = self.io(be, n)?;
         io.images.set_f32(be, inp.images)?;
         io.texts.set_f32(be, inp.texts)?;
         io.noise.set_f32(be, inp.noise)?;
+        if ms {
+            let half = n / 2;
+            let first = &inp.texts[..half * c.text_dim];
+            io.fake_texts.set_f32(be, &[first, first].concat())?;
+            io.inv_dz = ModeSeekingParams::inv_noise_distance(inp.noise)
+                .context("--mode-seeking: the two halves of the batch have the same noise, so the term has no ratio to take")?;
+        }
         if w > 0.0 {
             let m = inp.mismatched.ok_or_else(|| anyhow::anyhow!("the matching-aware loss needs mismatched captions"))?;
             io.mismatched.set_f32(be, m)?;
@@ -301,7 +335,8 @@ impl<B: Backend> Gan<B> {
         let io = self.io.as_mut().context("no batch on the device: load_batch or iteration first")?;
         let n = io.n;
         self.d.zero_grad(be)?;
-        let fake = self.g.forward(be, &io.noise, &io.texts, Mode::Train)?;
+        let fake_texts = if self.hp.mode_seeking > 0.0 { &io.fake_texts } else { &io.texts };
+        let fake = self.g.forward(be, &io.noise, fake_texts, Mode::Train)?;
         let nn = n as i32;
         let aug = self.augment.as_ref();
         let at_level = Self::real_at_level(be, self.d.progress(), &io.images, &mut io.resample)?;
@@ -326,7 +361,7 @@ impl<B: Backend> Gan<B> {
         }
         Self::d_term(be, &mut self.d, &io.dlogits, &logits, &BceParams { n: nn, target: 1.0, scale: 0.5 }, &mut io.loss_real)?;
         let fake_seen = Self::augmented(be, aug.map(|a| a.fake.as_slice()), &fake, pf, &io.aug_fake)?;
-        let logits = self.d.forward(be, &fake_seen, &io.texts, Mode::Train)?;
+        let logits = self.d.forward(be, &fake_seen, fake_texts, Mode::Train)?;
         Self::d_term(be, &mut self.d, &io.dlogits, &logits, &BceParams { n: nn, target: 0.0, scale: 0.5 * (1.0 - w) }, &mut io.loss_fake)?;
         if w > 0.0 {
             let logits = self.d.forward(be, &real, &io.mismatched, Mode::Train)?;
@@ -353,15 +388,24 @@ impl<B: Backend> Gan<B> {
         let n = io.n as i32;
         let a = self.augment.as_ref().map(|a| a.fake_g.as_slice()).filter(|a| !all_identity(a));
         let seen = Self::augmented(be, a, fake, &mut io.aug_params[2], &io.aug_fake)?;
-        let logits = self.d.forward(be, &seen, &io.texts, Mode::Train)?;
+        let ms = self.hp.mode_seeking;
+        let fake_texts = if ms > 0.0 { &io.fake_texts } else { &io.texts };
+        let logits = self.d.forward(be, &seen, fake_texts, Mode::Train)?;
         Self::bce(be, &io.dlogits, &logits, &BceParams { n, target: 1.0, scale: 1.0 }, &mut io.loss_g)?;
         let dseen = self.d.backward(be, &io.dlogits, DGrads::G_STEP)?.0.context("the frozen discriminator's image gradient")?;
-        if a.is_none() {
-            return Ok(dseen);
-        }
         let s = fake.shape;
-        be.augment_backward_input(&AugmentParams::new(s.n, s.c, s.h, s.w), &io.aug_params[2], &dseen.buf.borrow(), &mut io.dfake.buf.borrow_mut())?;
-        Ok(io.dfake.clone())
+        let dfake = if a.is_none() {
+            dseen
+        } else {
+            be.augment_backward_input(&AugmentParams::new(s.n, s.c, s.h, s.w), &io.aug_params[2], &dseen.buf.borrow(), &mut io.dfake.buf.borrow_mut())?;
+            io.dfake.clone()
+        };
+        if ms > 0.0 {
+            let p = ModeSeekingParams { pairs: (s.n / 2) as i32, len: (s.c * s.h * s.w) as i32, inv_dz: io.inv_dz, weight: ms, eps: MODE_SEEKING_EPS };
+            be.mode_seeking_forward(&p, &fake.buf.borrow(), &mut io.loss_ms)?;
+            be.mode_seeking_backward_input(&p, &fake.buf.borrow(), &io.loss_ms, &mut dfake.buf.borrow_mut())?;
+        }
+        Ok(dfake)
     }
 
     /// One full iteration: D step, Adam on D, G step, Adam on G. Reads the losses back.
@@ -454,6 +498,33 @@ pub fn synthetic_batch(cfg: &ModelConfig, n: usize, seed: u64) -> (Vec<f32>, Vec
 mod tests {
     use super::*;
     use crate::backend::cpu::Cpu;
+
+    /// The mean |difference| of the two halves of G's images for the first half's captions
+    /// twice and `noise`, after `iters` iterations from seed 5 with mode-seeking weight `w`.
+    fn pair_distance_after(w: f32, iters: usize) -> f64 {
+        let be = Cpu::new();
+        let cfg = ModelConfig::new(32, 4).unwrap();
+        let n = 8;
+        let (images, texts, noise) = synthetic_batch(&cfg, n, 3);
+        let mut gan = Gan::new(&be, &cfg, &Hyper { mode_seeking: w, ..Hyper::default() }, 5).unwrap();
+        for _ in 0..iters {
+            gan.iteration(&be, n, &StepInputs { images: &images, texts: &texts, noise: &noise, mismatched: None }).unwrap();
+        }
+        let first = &texts[..n / 2 * cfg.text_dim];
+        let out = gan.generate(&be, &noise, &[first, first].concat(), Mode::Eval).unwrap();
+        let half = out.len() / 2;
+        out[..half].iter().zip(&out[half..]).map(|(a, b)| (a - b).abs() as f64).sum::<f64>() / half as f64
+    }
+
+    /// From the same start, G trained with the mode-seeking term draws a caption's two
+    /// noises further apart than G trained without it (and the term changes nothing
+    /// before the first step).
+    #[test]
+    fn the_mode_seeking_term_draws_the_pairs_apart() {
+        assert_eq!(pair_distance_after(0.0, 0), pair_distance_after(4.0, 0));
+        let (without, with) = (pair_distance_after(0.0, 12), pair_distance_after(4.0, 12));
+        assert!(with > 1.25 * without, "pair distance with the term {with}, without {without}");
+    }
 
     /// A progressive model's D sees the batch box-averaged to its level's side, channel by
     /// channel; mid-fade, faded from its own 2x-pooled and upsampled copy.

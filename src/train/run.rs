@@ -176,6 +176,7 @@ impl TrainOptions {
         self.level_batches()?;
         for &(side, batch) in &self.batch_schedule {
             check_minibatch_std(self.minibatch_std, batch).map_err(|e| anyhow!("--batch-schedule {text}: the batch {batch} of side {side}: {e}"))?;
+            check_mode_seeking(self.hyper.mode_seeking, batch).map_err(|e| anyhow!("--batch-schedule {text}: the batch {batch} of side {side}: {e}"))?;
         }
         Ok(())
     }
@@ -194,6 +195,16 @@ impl TrainOptions {
     pub fn ema(&self) -> Option<super::EmaSchedule> {
         (self.ema_half_life > 0.0).then_some(super::EmaSchedule { half_life: self.ema_half_life, ramp: self.ema_ramp })
     }
+}
+
+/// `--mode-seeking` for batches of `batch`: the term pairs the batch's two halves, so the
+/// batch must be even.
+pub fn check_mode_seeking(weight: f32, batch: usize) -> Result<()> {
+    ensure!(
+        weight == 0.0 || (batch >= 2 && batch.is_multiple_of(2)),
+        "--mode-seeking pairs image i with image i + batch/2 (the same caption, other noise): --batch {batch} must be even"
+    );
+    Ok(())
 }
 
 /// `--minibatch-std group` for batches of `batch`: 0 (off), or a group of 2 or more that
@@ -476,6 +487,7 @@ pub fn train_until<B: Backend>(
     );
     opts.hyper.check()?;
     check_minibatch_std(opts.minibatch_std, opts.batch)?;
+    check_mode_seeking(opts.hyper.mode_seeking, opts.batch)?;
     opts.augment.check()?;
     super::ema::check_ema(opts.ema_half_life, opts.ema_ramp)?;
     if opts.progressive {

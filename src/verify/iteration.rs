@@ -17,13 +17,18 @@ impl<B: Backend> Checker<'_, B> {
     /// Adam update. In GEMM mode tf32 the CPU's yardstick rounds its GEMM operands to TF32
     /// as the tensor cores do ([`Cpu::with_tf32_operands`]).
     pub fn train_iteration(&mut self, cfg: &ModelConfig, n: usize, seed: u64) -> Result<()> {
+        self.train_iteration_with(cfg, &Hyper::default(), n, seed)
+    }
+
+    /// `train_iteration` with the loss settings `hp` (the mode-seeking term, say).
+    pub fn train_iteration_with(&mut self, cfg: &ModelConfig, hp: &Hyper, n: usize, seed: u64) -> Result<()> {
         self.gpu.take_recent_launches();
-        let got = train_iteration(self.gpu, cfg, n, seed).with_context(|| format!("training iteration on {}", self.gpu.name()))?;
+        let got = train_iteration_with(self.gpu, cfg, hp, n, seed).with_context(|| format!("training iteration on {}", self.gpu.name()))?;
         let launched = self.gpu.take_recent_launches();
         let tf32 = self.gemm_tol().products > 0.0;
         let yardstick = if tf32 { Cpu::with_tf32_operands() } else { Cpu::new() };
-        let cpu32 = train_iteration(&yardstick, cfg, n, seed).context("training iteration on the CPU")?;
-        let reference = train_iteration(&Cpu64::new(), cfg, n, seed).context("training iteration on the CPU in f64")?;
+        let cpu32 = train_iteration_with(&yardstick, cfg, hp, n, seed).context("training iteration on the CPU")?;
+        let reference = train_iteration_with(&Cpu64::new(), cfg, hp, n, seed).context("training iteration on the CPU in f64")?;
         let mut shape = format!("{} px, width {}, batch {n}", cfg.size, cfg.width);
         if cfg.minibatch_std > 0 {
             shape += &format!(", minibatch std {}", cfg.minibatch_std);
@@ -33,6 +38,9 @@ impl<B: Backend> Checker<'_, B> {
         }
         if cfg.progressive {
             shape += &format!(", progressive at {}", progressive_check_at(cfg).describe());
+        }
+        if hp.mode_seeking > 0.0 {
+            shape += &format!(", mode seeking {}", hp.mode_seeking);
         }
         if tf32 {
             shape += " (yardstick: CPU, TF32 operands)";
@@ -189,7 +197,13 @@ fn values<B: Backend>(be: &B, gan: &Gan<B>) -> Result<Vec<Vec<f32>>> {
 /// toRGB and fromRGB, the upsampling, the pooling and the fades, of the fakes and of the
 /// reals).
 pub fn train_iteration<B: Backend>(be: &B, cfg: &ModelConfig, n: usize, seed: u64) -> Result<IterationOut> {
-    let mut gan = Gan::new(be, cfg, &Hyper::default(), seed)?;
+    train_iteration_with(be, cfg, &Hyper::default(), n, seed)
+}
+
+/// `train_iteration` with the loss settings `hp` (no mismatched captions: `hp.matching_aware`
+/// must be 0).
+pub fn train_iteration_with<B: Backend>(be: &B, cfg: &ModelConfig, hp: &Hyper, n: usize, seed: u64) -> Result<IterationOut> {
+    let mut gan = Gan::new(be, cfg, hp, seed)?;
     if cfg.progressive {
         gan.set_progress(progressive_check_at(cfg))?;
     }

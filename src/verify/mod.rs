@@ -39,6 +39,7 @@ pub mod gradcheck;
 pub mod iteration;
 pub mod linear;
 pub mod minibatch_std;
+pub mod mode_seeking;
 pub mod model;
 pub mod pixel_norm;
 pub mod pool;
@@ -86,6 +87,9 @@ pub fn kernel_checks(gpu: &GpuBackend, small: bool) -> Result<Vec<Row>> {
     let progressive = ModelConfig { progressive: true, minibatch_std: 2, ..ModelConfig::new(32, if small { 2 } else { 8 })? };
     c.model_layers(&progressive, 2)?;
     c.train_iteration(&progressive, 4, 17)?;
+    // The mode-seeking term (its gradient added to the frozen D's image gradient, the fake
+    // batch drawn for the first half's captions twice).
+    c.train_iteration_with(&train, &crate::train::Hyper { mode_seeking: 1.0, ..Default::default() }, 4, 18)?;
     if !small {
         c.train_iteration(&ModelConfig::new(128, 64)?, 64, 13)?;
     }
@@ -228,6 +232,11 @@ pub fn awkward_shapes<B: Backend>(c: &mut Checker<B>) -> Result<()> {
     c.scale(1001, 0.0589)?;
     c.scale(7, -2.0)?;
     c.scale(1, 1.0)?;
+    // mode_seeking: one pair of one value; more values than a block has threads, with
+    // ties (no gradient); a 32 px batch of 8 images.
+    c.mode_seeking(1, 1, 0, 1.0)?;
+    c.mode_seeking(3, 301, 17, 0.5)?;
+    c.mode_seeking(4, 3 * 32 * 32, 0, 1.0)?;
     Ok(())
 }
 
@@ -252,6 +261,7 @@ pub fn op_gradchecks() -> Result<Vec<CheckResult>> {
     pixel_norm::gradchecks(&h, &mut rng, &mut out)?;
     fade::gradchecks(&h, &mut rng, &mut out)?;
     scale::gradchecks(&h, &mut rng, &mut out)?;
+    mode_seeking::gradchecks(&h, &mut rng, &mut out)?;
     Ok(out)
 }
 
@@ -285,5 +295,6 @@ pub fn direct_checks() -> Result<Vec<DirectCheck>> {
     out.extend(pixel_norm::direct_checks(&mut rng)?);
     out.extend(fade::direct_checks(&mut rng)?);
     out.extend(scale::direct_checks(&mut rng)?);
+    out.extend(mode_seeking::direct_checks(&mut rng)?);
     Ok(out)
 }

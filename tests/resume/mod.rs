@@ -6,7 +6,8 @@
 //!   generator) perturbed in the checkpoint changes the resumed result, and a changed Adam
 //!   step (which must equal the iteration) is refused;
 //! - the run crosses an epoch boundary (6 products, batch 2: three batches an epoch) with
-//!   the matching-aware loss on (W = 0.5), so the mismatched-caption stream is resumed too.
+//!   the matching-aware loss on (W = 0.5), so the mismatched-caption stream is resumed too,
+//!   and the mode-seeking term on (M = 1), whose noise ratio comes from the resumed noise.
 
 use gan_engine::backend::{Backend, Precision};
 use gan_engine::data::synth::write_synthetic_sized;
@@ -34,7 +35,7 @@ fn options_with(data: &Path, cache: &Path, iters: u64, text_in_d: TextInD) -> Tr
         width: 4,
         batch: 2,
         iters,
-        hyper: Hyper { matching_aware: 0.5, ..Hyper::default() },
+        hyper: Hyper { matching_aware: 0.5, mode_seeking: 1.0, ..Hyper::default() },
         seed: 11,
         save_every: 2,
         sample_every: 1000,

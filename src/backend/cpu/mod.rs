@@ -25,6 +25,7 @@ pub(crate) mod gemm;
 mod linear;
 mod math;
 mod minibatch_std;
+mod mode_seeking;
 mod pixel_norm;
 mod pool;
 mod projection;

@@ -22,6 +22,7 @@ pub(crate) mod fade;
 pub(crate) mod fill;
 pub(crate) mod linear;
 pub(crate) mod minibatch_std;
+pub(crate) mod mode_seeking;
 pub(crate) mod pixel_norm;
 pub(crate) mod pool;
 pub(crate) mod projection;
@@ -79,6 +80,7 @@ pub fn launched_kernels() -> Vec<&'static str> {
         pixel_norm::KERNELS,
         fade::KERNELS,
         scale::KERNELS,
+        mode_seeking::KERNELS,
     ]
     .concat()
 }
@@ -221,6 +223,7 @@ mod tests {
             ("pixel_norm", pixel_norm::KERNELS),
             ("fade", fade::KERNELS),
             ("scale", scale::KERNELS),
+            ("mode_seeking", mode_seeking::KERNELS),
         ] {
             let mut in_file: Vec<&str> = source::kernels().into_iter().filter(|(_, m)| *m == family).map(|(k, _)| k).collect();
             let mut declared = declared.to_vec();
