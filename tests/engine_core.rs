@@ -212,7 +212,9 @@ fn every_cpu_twin_matches_its_direct_loops() {
     }
     let failed: Vec<_> = checks.iter().filter(|c| !c.passed()).map(|c| c.name.clone()).collect();
     assert!(failed.is_empty(), "failed: {failed:?}");
-    for family in ["conv2d", "conv_transpose2d", "batchnorm2d", "relu", "leaky_relu", "tanh", "linear", "concat_tile", "bce_with_logits", "adam_step", "mode_seeking"] {
+    for family in
+        ["conv2d", "conv_transpose2d", "batchnorm2d", "relu", "leaky_relu", "tanh", "linear", "concat_tile", "bce_with_logits", "adam_step", "mode_seeking"]
+    {
         assert!(checks.iter().any(|c| c.name.starts_with(family)), "no direct check of {family}");
     }
 }

@@ -147,6 +147,51 @@ fn minibatch_std_runs_resume_exactly() {
     }
 }
 
+/// With the mode-seeking term (`--mode-seeking 1`), 2 + 2 iterations resumed from the
+/// options stored in the checkpoint equal 4 straight, bit for bit; the weight is saved with
+/// the run's loss settings, and checkpoints from before it load as without it.
+#[test]
+fn mode_seeking_runs_resume_exactly() {
+    let be = Cpu::new();
+    let mut o = opts(4);
+    o.hyper.mode_seeking = 1.0;
+    let straight = tmp("ms-straight");
+    train(&be, &o, &straight, None, false).unwrap();
+    let split = tmp("ms-split");
+    train(&be, &TrainOptions { iters: 2, ..o.clone() }, &split, None, false).unwrap();
+    let ck = checkpoint::resolve(&split).unwrap();
+    let loaded = checkpoint::load(&ck).unwrap();
+    let state = RunState::from_checkpoint(&loaded).unwrap();
+    assert_eq!((state.iteration, state.options.hyper.mode_seeking), (2, 1.0));
+    // Resumed with what the checkpoint says, as `train --resume` does.
+    train(&be, &TrainOptions { iters: 4, ..state.options.clone() }, &split, Some((ck, loaded)), false).unwrap();
+    let a = tensors(&checkpoint::path_for(&straight, 4));
+    let b = tensors(&checkpoint::path_for(&split, 4));
+    assert_eq!(a.len(), b.len());
+    for ((na, va), (nb, vb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        assert!(va.iter().zip(vb).all(|(x, y)| x.to_bits() == y.to_bits()), "{na} differs after resume");
+    }
+    // Without it the same run trains differently.
+    let plain = tmp("ms-plain");
+    train(&be, &opts(4), &plain, None, false).unwrap();
+    let p = tensors(&checkpoint::path_for(&plain, 4));
+    let g = |t: &[(String, Vec<f32>)]| t.iter().filter(|(n, _)| n.starts_with("generator.")).cloned().collect::<Vec<_>>();
+    assert_ne!(g(&a), g(&p), "the generator trained the same with and without the mode-seeking term");
+    // A checkpoint from before the option: its loss settings do not name it.
+    let mut old = checkpoint::load(&checkpoint::path_for(&plain, 4)).unwrap();
+    old.meta["options"]["hyper"].as_object_mut().unwrap().remove("mode_seeking");
+    assert_eq!(RunState::from_checkpoint(&old).unwrap().options.hyper.mode_seeking, 0.0);
+    // The library refuses what the flag refuses.
+    let mut odd = TrainOptions { batch: 15, ..opts(1) };
+    odd.hyper.mode_seeking = 1.0;
+    let e = train(&be, &odd, &tmp("ms-bad"), None, false).unwrap_err().to_string();
+    assert!(e.contains("--batch 15 must be even"), "{e}");
+    for d in [straight, split, plain] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
 /// Runs, checks the outputs, and proves 2N iterations equal N + N resumed, bit for bit.
 #[test]
 fn synthetic_run_writes_outputs_and_resumes_exactly() {
