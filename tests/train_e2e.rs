@@ -60,6 +60,16 @@ fn tensors(path: &Path) -> Vec<(String, Vec<f32>)> {
     v
 }
 
+/// The two checkpoints' tensors (from `tensors`) have the same names and the same values,
+/// bit for bit.
+fn assert_same_tensors(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)]) {
+    assert_eq!(a.len(), b.len());
+    for ((na, va), (nb, vb)) in a.iter().zip(b) {
+        assert_eq!(na, nb);
+        assert!(va.iter().zip(vb).all(|(x, y)| x.to_bits() == y.to_bits()), "{na} differs after resume");
+    }
+}
+
 /// A bf16 run (the fastest bf16 kernel of this CPU) resumes bit for bit too, keeps its
 /// precision in the checkpoint, and is a different computation from the f32 run.
 #[test]
@@ -116,11 +126,7 @@ fn minibatch_std_runs_resume_exactly() {
     train(&be, &o, &split, Some((ck, loaded)), false).unwrap();
     let a = tensors(&checkpoint::path_for(&straight, 4));
     let b = tensors(&checkpoint::path_for(&split, 4));
-    assert_eq!(a.len(), b.len());
-    for ((na, va), (nb, vb)) in a.iter().zip(&b) {
-        assert_eq!(na, nb);
-        assert!(va.iter().zip(vb).all(|(x, y)| x.to_bits() == y.to_bits()), "{na} differs after resume");
-    }
+    assert_same_tensors(&a, &b);
     // The channel is the head's first module: its 1x1 convolution (now head.1) takes one
     // more input channel than the top features and the text projection (32 + 128).
     let head = a.iter().find(|(n, _)| n == "discriminator.head.1.weight").expect("the head's 1x1 convolution");
@@ -167,11 +173,7 @@ fn mode_seeking_runs_resume_exactly() {
     train(&be, &TrainOptions { iters: 4, ..state.options.clone() }, &split, Some((ck, loaded)), false).unwrap();
     let a = tensors(&checkpoint::path_for(&straight, 4));
     let b = tensors(&checkpoint::path_for(&split, 4));
-    assert_eq!(a.len(), b.len());
-    for ((na, va), (nb, vb)) in a.iter().zip(&b) {
-        assert_eq!(na, nb);
-        assert!(va.iter().zip(vb).all(|(x, y)| x.to_bits() == y.to_bits()), "{na} differs after resume");
-    }
+    assert_same_tensors(&a, &b);
     // Without it the same run trains differently.
     let plain = tmp("ms-plain");
     train(&be, &opts(4), &plain, None, false).unwrap();
@@ -225,11 +227,7 @@ fn synthetic_run_writes_outputs_and_resumes_exactly() {
     train(&be, &o, &split, Some((ck, loaded)), false).unwrap();
     let a = tensors(&checkpoint::path_for(&straight, 6));
     let b = tensors(&checkpoint::path_for(&split, 6));
-    assert_eq!(a.len(), b.len());
-    for ((na, va), (nb, vb)) in a.iter().zip(&b) {
-        assert_eq!(na, nb);
-        assert!(va.iter().zip(vb).all(|(x, y)| x.to_bits() == y.to_bits()), "{na} differs after resume");
-    }
+    assert_same_tensors(&a, &b);
     let sa = RunState::from_checkpoint(&checkpoint::load(&checkpoint::path_for(&straight, 6)).unwrap()).unwrap();
     let sb = RunState::from_checkpoint(&checkpoint::load(&checkpoint::path_for(&split, 6)).unwrap()).unwrap();
     assert_eq!((sa.step, sa.loader, sa.noise_rng), (sb.step, sb.loader, sb.noise_rng));
