@@ -1155,6 +1155,34 @@ fn bench_times_the_ema_and_the_augmentation_when_asked() {
     fails_with(&["bench", "--device", "cpu", "--augment", "flip"], "--augment");
 }
 
+/// `bench --matching-aware W --mode-seeking M` times the iteration with the preset's two
+/// extra loss terms (its profile shows D's first convolution run once more, on the
+/// mismatched captions, and the mode-seeking op) and says so on its line; an odd batch or
+/// a weight out of range is refused naming the flag.
+#[test]
+fn bench_times_the_extra_loss_terms_when_asked() {
+    let base = ["bench", "--device", "cpu", "--size", "32", "--width", "8", "--iters", "1", "--warmup", "1", "--profile"];
+    let profile = |extra: &[&str]| -> String {
+        let out = bin().args(base).args(["--batch", "4"]).args(extra).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Calls per iteration of D's first convolution (on 3 x 32 x 32 images).
+    let first_conv_calls = |stdout: &str| -> usize {
+        let line = stdout.lines().find(|l| l.starts_with("conv2d_forward ") && l.contains(" 3x32x32 ")).unwrap_or_else(|| panic!("{stdout}"));
+        line.split_whitespace().rev().nth(4).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("{line}"))
+    };
+    let plain = profile(&[]);
+    let terms = profile(&["--matching-aware", "0.5", "--mode-seeking", "0.15"]);
+    assert!(terms.contains(" matching_aware=0.5 mode_seeking=0.15 ") && terms.contains("median_s="), "{terms}");
+    assert!(!plain.contains("matching_aware=") && !plain.contains("mode_seeking"), "{plain}");
+    assert!(terms.contains("mode_seeking_forward"), "{terms}");
+    assert_eq!((first_conv_calls(&plain), first_conv_calls(&terms)), (3, 4), "real, fake, G step; and the mismatched captions");
+    fails_with(&[&base[..], &["--batch", "3", "--mode-seeking", "1"]].concat(), "--batch 3 must be even");
+    fails_with(&[&base[..], &["--matching-aware", "2"]].concat(), "--matching-aware 2");
+    fails_with(&[&base[..], &["--mode-seeking", "101"]].concat(), "--mode-seeking 101");
+}
+
 /// `--preset quality` sets its flags (saved in the checkpoint like any other), an explicit
 /// flag wins over it, and a resumed preset run accepts the preset again (with the same
 /// explicit flag: the preset's own value would differ from the run's).

@@ -44,6 +44,14 @@ pub struct Args {
     /// (the parameters drawn on the host in every timed iteration, as in training).
     #[arg(long, value_name = "POLICIES")]
     augment: Option<String>,
+    /// Also run the mismatched-caption term of `train --matching-aware W` (one more forward
+    /// and backward pass of D, over the real images with other captions).
+    #[arg(long, value_name = "W", default_value_t = 0.0)]
+    matching_aware: f32,
+    /// Also run the mode-seeking term of `train --mode-seeking M` (the fake batch's second
+    /// half repeats the first half's captions; needs an even --batch).
+    #[arg(long, value_name = "M", default_value_t = 0.0)]
+    mode_seeking: f32,
     /// The networks of `train --progressive`, at --level (stabilised; a fading level with
     /// --fade): --size is the final size.
     #[arg(long)]
@@ -87,6 +95,7 @@ pub fn run(a: Args) -> Result<()> {
         Policies::parse(p).map_err(|e| anyhow::anyhow!("--augment: {e:#}"))?;
     }
     ensure!(a.batch.iter().all(|b| *b > 0), "--batch must be at least 1");
+    extras(&a)?.hyper().check()?;
     if let Some(t) = a.threads {
         ensure!(t > 0, "--threads must be at least 1");
         rayon::ThreadPoolBuilder::new().num_threads(t).build_global().map_err(|e| anyhow::anyhow!("cannot start {t} threads: {e}"))?;
@@ -151,6 +160,7 @@ fn run_on<B: Backend>(be: B, a: &Args, precision: Precision, timer: Timer) -> Re
     for &size in &a.size {
         for &batch in &a.batch {
             gan_engine::train::run::check_minibatch_std(a.minibatch_std, batch)?;
+            gan_engine::train::run::check_mode_seeking(a.mode_seeking, batch)?;
             if a.progressive {
                 gan_engine::train::grow::check_size(size)?;
             }
@@ -187,12 +197,15 @@ pub struct Measurement {
     pub extras: Extras,
 }
 
-/// Work `train` can add to an iteration, timed with it: the EMA generator's update and
-/// the augmentation of every image D sees.
+/// Work `train` can add to an iteration, timed with it: the EMA generator's update, the
+/// augmentation of every image D sees, and the loss's extra terms.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Extras {
     pub ema: bool,
     pub augment: Option<Policies>,
+    /// `Hyper::matching_aware` and `Hyper::mode_seeking` (0: off).
+    pub matching_aware: f32,
+    pub mode_seeking: f32,
     /// Where a progressive model is timed: its level, and whether it fades in (alpha 0.5);
     /// `None`: the last level, stabilised.
     pub level: Option<(usize, bool)>,
@@ -200,7 +213,20 @@ pub struct Extras {
 
 fn extras(a: &Args) -> Result<Extras> {
     let level = a.progressive.then(|| (a.level.unwrap_or(usize::MAX), a.fade));
-    Ok(Extras { ema: a.ema, augment: a.augment.as_deref().map(Policies::parse).transpose()?, level })
+    Ok(Extras {
+        ema: a.ema,
+        augment: a.augment.as_deref().map(Policies::parse).transpose()?,
+        matching_aware: a.matching_aware,
+        mode_seeking: a.mode_seeking,
+        level,
+    })
+}
+
+impl Extras {
+    /// The training hyperparameters timed: the article's, with the extra terms asked for.
+    pub fn hyper(&self) -> Hyper {
+        Hyper { matching_aware: self.matching_aware, mode_seeking: self.mode_seeking, ..Hyper::default() }
+    }
 }
 
 impl Measurement {
@@ -219,6 +245,12 @@ impl Measurement {
         }
         if let Some(p) = self.extras.augment {
             spread += &format!(" augment={}", p.names());
+        }
+        if self.extras.matching_aware > 0.0 {
+            spread += &format!(" matching_aware={}", self.extras.matching_aware);
+        }
+        if self.extras.mode_seeking > 0.0 {
+            spread += &format!(" mode_seeking={}", self.extras.mode_seeking);
         }
         if let (true, Some((level, fade))) = (cfg.progressive, self.extras.level) {
             let level = level.min(cfg.levels() - 1);
@@ -264,7 +296,7 @@ pub fn measure<B: Backend>(
     profile: bool,
     extras: &Extras,
 ) -> Result<Measurement> {
-    let mut gan = Gan::new(be, cfg, &Hyper::default(), 1)?;
+    let mut gan = Gan::new(be, cfg, &extras.hyper(), 1)?;
     if extras.ema {
         gan.enable_ema(be, EmaSchedule { half_life: 10_000.0, ramp: 0.05 })?;
     }
@@ -273,7 +305,9 @@ pub fn measure<B: Backend>(
         gan.set_progress(Progress { level, alpha: if fade && level > 0 { 0.5 } else { 1.0 } })?;
     }
     let (images, texts, noise) = synthetic_batch(cfg, batch, 2);
-    let inputs = StepInputs { images: &images, texts: &texts, noise: &noise, mismatched: None };
+    // The mismatched captions: each image with the next one's, as a shuffle would pair them.
+    let mismatched = [&texts[cfg.text_dim..], &texts[..cfg.text_dim]].concat();
+    let inputs = StepInputs { images: &images, texts: &texts, noise: &noise, mismatched: (extras.matching_aware > 0.0).then_some(&mismatched[..]) };
     // One batch on the device for every iteration, as the PyTorch peer does: the timing
     // is the training step, not the host-to-device copy (training itself uploads a new
     // batch each iteration).
