@@ -728,6 +728,10 @@ fn user_errors_are_one_line_with_exit_code_2() {
     fails_with(&["train", "--minibatch-std", "1", "--out", &d("o7")], "--minibatch-std 1");
     fails_with(&["train", "--batch", "4", "--minibatch-std", "8", "--out", &d("o7")], "--minibatch-std 8 is larger than --batch 4");
     fails_with(&["train", "--batch", "6", "--minibatch-std", "--out", &d("o7")], "--minibatch-std 4 does not divide --batch 6");
+    fails_with(
+        &["train", "--batch", "7", "--minibatch-std", "--out", &d("o7b")],
+        "7 has no divisor from 2 to 4: use a --batch that 4 divides, or --minibatch-std 0",
+    );
     // --augment's flags are checked before any data is read (the data folder is missing).
     let missing = d("missing");
     fails_with(&["train", "--data", &missing, "--augment", "translation,flip", "--out", &d("o8")], "unknown policy \"flip\"");

@@ -216,11 +216,16 @@ pub fn check_minibatch_std(group: usize, batch: usize) -> Result<()> {
     }
     ensure!(group >= 2, "--minibatch-std 1 would add a constant channel (a group of one sample has no spread); use 2 or more (ProGAN uses 4), or 0 for none");
     ensure!(group <= batch, "--minibatch-std {group} is larger than --batch {batch}: each group is taken from one batch; use at most {batch}");
-    ensure!(
-        batch.is_multiple_of(group),
-        "--minibatch-std {group} does not divide --batch {batch}: the batch is cut into groups of equal size; use a divisor of {batch} such as {}",
-        crate::backend::minibatch_std::effective_group(batch, group)
-    );
+    if !batch.is_multiple_of(group) {
+        // The largest divisor of the batch below the group; 1 is no group (refused above).
+        let divisor = crate::backend::minibatch_std::effective_group(batch, group);
+        let hint = if divisor >= 2 {
+            format!("use a divisor of {batch} such as {divisor}")
+        } else {
+            format!("{batch} has no divisor from 2 to {group}: use a --batch that {group} divides, or --minibatch-std 0 for none")
+        };
+        bail!("--minibatch-std {group} does not divide --batch {batch}: the batch is cut into groups of equal size; {hint}");
+    }
     Ok(())
 }
 
