@@ -1202,6 +1202,7 @@ fn the_quality_preset_sets_its_flags_and_resumes() {
     assert_eq!(o.minibatch_std, 2, "the explicit --minibatch-std wins over the preset's 4");
     assert_eq!(o.ema_half_life, 10_000.0);
     assert_eq!(o.hyper.matching_aware, 0.5);
+    assert_eq!(o.hyper.mode_seeking, 0.2);
     assert_eq!(o.text_in_d, gan_engine::model::TextInD::Projection);
     assert_eq!(
         o.augment.describe(),

@@ -180,7 +180,7 @@ pub enum Preset {
 
 /// What `--preset quality` sets, as the flags one would type.
 pub const PRESET_QUALITY: &str =
-    "--minibatch-std 4 --ema-half-life 10000 --matching-aware 0.5 --text-in-d projection --augment translation,cutout,color --augment-p auto";
+    "--minibatch-std 4 --ema-half-life 10000 --matching-aware 0.5 --mode-seeking 0.2 --text-in-d projection --augment translation,cutout,color --augment-p auto";
 
 /// Fills every flag the preset sets and the command line left out; returns the flags it
 /// filled with their values, so that a refusal can say they came from the preset.
@@ -194,6 +194,7 @@ fn apply_preset(a: &mut Args) -> Vec<(&'static str, &'static str)> {
             "--minibatch-std" => a.minibatch_std.is_none().then(|| a.minibatch_std = value.parse().ok()),
             "--ema-half-life" => a.ema_half_life.is_none().then(|| a.ema_half_life = value.parse().ok()),
             "--matching-aware" => a.matching_aware.is_none().then(|| a.matching_aware = value.parse().ok()),
+            "--mode-seeking" => a.mode_seeking.is_none().then(|| a.mode_seeking = value.parse().ok()),
             // The progressive discriminator reads the caption tiled only: the preset leaves it.
             "--text-in-d" if a.progressive => None,
             "--text-in-d" => a.text_in_d.is_none().then(|| a.text_in_d = <TextInD as clap::ValueEnum>::from_str(value, false).ok()),
@@ -407,6 +408,9 @@ pub fn run(mut a: Args) -> Result<()> {
         Opened::Gpu(be) => be.name(),
     };
     let mut spread = if opts.minibatch_std > 0 { format!(", minibatch std over groups of {}", opts.minibatch_std) } else { String::new() };
+    if opts.hyper.lr != Hyper::default().lr {
+        spread += &format!(", learning rate {}", opts.hyper.lr);
+    }
     if opts.hyper.matching_aware > 0.0 {
         spread += &format!(", mismatched captions at {}", opts.hyper.matching_aware);
     }
@@ -489,8 +493,16 @@ mod tests {
         let mut typed = args(&PRESET_QUALITY.split_whitespace().collect::<Vec<_>>());
         assert!(apply_preset(&mut typed).is_empty());
         assert_eq!(
-            (a.minibatch_std, a.ema_half_life, a.matching_aware, a.text_in_d, a.augment.clone(), a.augment_p.clone()),
-            (typed.minibatch_std, typed.ema_half_life, typed.matching_aware, typed.text_in_d, typed.augment.clone(), typed.augment_p.clone())
+            (a.minibatch_std, a.ema_half_life, a.matching_aware, a.mode_seeking, a.text_in_d, a.augment.clone(), a.augment_p.clone()),
+            (
+                typed.minibatch_std,
+                typed.ema_half_life,
+                typed.matching_aware,
+                typed.mode_seeking,
+                typed.text_in_d,
+                typed.augment.clone(),
+                typed.augment_p.clone()
+            )
         );
         let mut own = args(&["--preset", "quality", "--minibatch-std", "2"]);
         let filled = apply_preset(&mut own);
