@@ -7,7 +7,7 @@ use gan_engine::text::DEFAULT_MAX_FEATURES;
 use gan_engine::train::augment::{AugmentOptions, AugmentP, Policies};
 use gan_engine::train::checkpoint;
 use gan_engine::train::grow::{parse_batch_schedule, AdamReset, GrowSchedule, DEFAULT_PHASE_IMAGES};
-use gan_engine::train::run::{check_minibatch_std, iters_for_epochs, train_until, RunState, TrainOptions};
+use gan_engine::train::run::{iters_for_epochs, train_until, RunState, TrainOptions};
 use gan_engine::train::Hyper;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -398,10 +398,8 @@ pub fn run(mut a: Args) -> Result<()> {
         let trained = gan_engine::eval::split::split(&ids, opts.eval_split).train.len();
         opts.iters = if opts.batch_schedule.is_empty() { iters_for_epochs(e, trained, opts.batch) } else { opts.iters_for_images(e * trained as u64) };
     }
-    check_minibatch_std(opts.minibatch_std, opts.batch)?;
-    opts.hyper.check()?;
-    gan_engine::train::run::check_mode_seeking(opts.hyper.mode_seeking, opts.batch)?;
-    gan_engine::train::ema::check_ema(opts.ema_half_life, opts.ema_ramp)?;
+    // Before the device opens (which can take seconds on a GPU); train_until checks again.
+    opts.check_training_flags()?;
     let backend = device::open(&a.device, Some(opts.precision))?;
     let name = match &backend {
         Opened::Cpu(be) => be.name(),

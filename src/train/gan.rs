@@ -173,6 +173,19 @@ pub struct Gan<B: Backend> {
     io: Option<Io<B>>,
 }
 
+impl<B: Backend> Io<B> {
+    /// The captions G draws the fake batch for, and D reads it with in both steps: the
+    /// first half's twice with `mode_seeking` (the pairs its term compares), the batch's
+    /// own otherwise.
+    fn fake_texts(&self, hp: &Hyper) -> &Tensor<B> {
+        if hp.mode_seeking > 0.0 {
+            &self.fake_texts
+        } else {
+            &self.texts
+        }
+    }
+}
+
 impl<B: Backend> Gan<B> {
     /// Fresh networks with DCGAN initialisation drawn from `seed`.
     pub fn new(be: &B, cfg: &ModelConfig, hp: &Hyper, seed: u64) -> Result<Gan<B>> {
@@ -335,8 +348,7 @@ impl<B: Backend> Gan<B> {
         let io = self.io.as_mut().context("no batch on the device: load_batch or iteration first")?;
         let n = io.n;
         self.d.zero_grad(be)?;
-        let fake_texts = if self.hp.mode_seeking > 0.0 { &io.fake_texts } else { &io.texts };
-        let fake = self.g.forward(be, &io.noise, fake_texts, Mode::Train)?;
+        let fake = self.g.forward(be, &io.noise, io.fake_texts(&self.hp), Mode::Train)?;
         let nn = n as i32;
         let aug = self.augment.as_ref();
         let at_level = Self::real_at_level(be, self.d.progress(), &io.images, &mut io.resample)?;
@@ -361,7 +373,7 @@ impl<B: Backend> Gan<B> {
         }
         Self::d_term(be, &mut self.d, &io.dlogits, &logits, &BceParams { n: nn, target: 1.0, scale: 0.5 }, &mut io.loss_real)?;
         let fake_seen = Self::augmented(be, aug.map(|a| a.fake.as_slice()), &fake, pf, &io.aug_fake)?;
-        let logits = self.d.forward(be, &fake_seen, fake_texts, Mode::Train)?;
+        let logits = self.d.forward(be, &fake_seen, io.fake_texts(&self.hp), Mode::Train)?;
         Self::d_term(be, &mut self.d, &io.dlogits, &logits, &BceParams { n: nn, target: 0.0, scale: 0.5 * (1.0 - w) }, &mut io.loss_fake)?;
         if w > 0.0 {
             let logits = self.d.forward(be, &real, &io.mismatched, Mode::Train)?;
@@ -388,10 +400,9 @@ impl<B: Backend> Gan<B> {
         let n = io.n as i32;
         let a = self.augment.as_ref().map(|a| a.fake_g.as_slice()).filter(|a| !all_identity(a));
         let seen = Self::augmented(be, a, fake, &mut io.aug_params[2], &io.aug_fake)?;
-        let ms = self.hp.mode_seeking;
-        let fake_texts = if ms > 0.0 { &io.fake_texts } else { &io.texts };
-        let logits = self.d.forward(be, &seen, fake_texts, Mode::Train)?;
+        let logits = self.d.forward(be, &seen, io.fake_texts(&self.hp), Mode::Train)?;
         Self::bce(be, &io.dlogits, &logits, &BceParams { n, target: 1.0, scale: 1.0 }, &mut io.loss_g)?;
+        let ms = self.hp.mode_seeking;
         let dseen = self.d.backward(be, &io.dlogits, DGrads::G_STEP)?.0.context("the frozen discriminator's image gradient")?;
         let s = fake.shape;
         let dfake = if a.is_none() {

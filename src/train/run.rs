@@ -164,6 +164,16 @@ impl TrainOptions {
         lo
     }
 
+    /// Refuses loss, augmentation, EMA and minibatch-statistics flags that cannot train with
+    /// this batch (each error names its flag).
+    pub fn check_training_flags(&self) -> Result<()> {
+        check_minibatch_std(self.minibatch_std, self.batch)?;
+        self.hyper.check()?;
+        check_mode_seeking(self.hyper.mode_seeking, self.batch)?;
+        self.augment.check()?;
+        super::ema::check_ema(self.ema_half_life, self.ema_ramp)
+    }
+
     /// Refuses a batch schedule that does not fit these options, naming `--batch-schedule`:
     /// one without `--progressive`, a side that is not a level, a batch of 0, and a batch
     /// that `--minibatch-std` does not divide or whose indices would overflow.
@@ -490,11 +500,7 @@ pub fn train_until<B: Backend>(
         be.name(),
         be.precision()
     );
-    opts.hyper.check()?;
-    check_minibatch_std(opts.minibatch_std, opts.batch)?;
-    check_mode_seeking(opts.hyper.mode_seeking, opts.batch)?;
-    opts.augment.check()?;
-    super::ema::check_ema(opts.ema_half_life, opts.ema_ramp)?;
+    opts.check_training_flags()?;
     if opts.progressive {
         super::grow::check_size(opts.size)?;
         GrowSchedule::check(opts.fade_images, opts.stage_images)?;
