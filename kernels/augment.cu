@@ -8,7 +8,7 @@
 
 struct AugmentSample {
     int tx, ty, cx0, cy0, cw, ch;
-    float b, s, k;
+    float b, s, k, fill;
     bool color;
 };
 
@@ -23,6 +23,7 @@ __device__ __forceinline__ AugmentSample augment_sample(const float* __restrict_
     s.b = a[AUGMENT_BRIGHTNESS];
     s.s = a[AUGMENT_SATURATION];
     s.k = a[AUGMENT_CONTRAST];
+    s.fill = a[AUGMENT_FILL];
     s.color = !(s.b == 0.0f && s.s == 1.0f && s.k == 1.0f);
     return s;
 }
@@ -41,7 +42,8 @@ __device__ __forceinline__ int augment_reader(const AugmentSample& s, int si, in
     return (i >= s.cy0 && i < s.cy0 + s.ch && j >= s.cx0 && j < s.cx0 + s.cw) ? -1 : i * w + j;
 }
 
-// y = cutout(translate(colour(x))). Colour, when not the identity, is
+// y = cutout(translate(colour(x))), the fill where translation shifts in from outside or
+// cutout covers. Colour, when not the identity, is
 // k s (x - m_c) + k (m_c - m) + m + b with m_c the pixel's channel mean and m the sample's.
 extern "C" __global__ void __launch_bounds__(REDUCE_THREADS)
 augment_forward_f32(AugmentParams p, const float* __restrict__ x, const float* __restrict__ a, float* __restrict__ y) {
@@ -66,7 +68,7 @@ augment_forward_f32(AugmentParams p, const float* __restrict__ x, const float* _
             mc /= (float)p.c;
         }
         for (int c = 0; c < p.c; ++c) {
-            float v = 0.0f;
+            float v = s.fill;
             if (sq >= 0) {
                 v = xs[(long long)c * hw + sq];
                 if (s.color) v = ks * (v - mc) + s.k * (mc - m) + m + s.b;
@@ -76,6 +78,7 @@ augment_forward_f32(AugmentParams p, const float* __restrict__ x, const float* _
     }
 }
 
+// The fill is a constant: the backward pass is the linear part's transpose,
 // dx = k s g + k (1 - s) / C sum_c g + (1 - k) / (C H W) sum_chw g, with g the gradient
 // moved back to the pixel each output read (zero where none did); dx = g when the colour
 // is the identity.

@@ -437,7 +437,7 @@ fn augmentation_at_probability_zero_is_no_augmentation() {
     use gan_engine::train::augment::{AugmentOptions, AugmentP, Policies};
     let be = Cpu::new();
     let all = Policies { translation: true, cutout: true, color: true };
-    let zero = TrainOptions { augment: AugmentOptions { policies: all, p: AugmentP::Fixed(0.0) }, ..opts(3) };
+    let zero = TrainOptions { augment: AugmentOptions { policies: all, p: AugmentP::Fixed(0.0), fill: 0.0 }, ..opts(3) };
     let (a, b) = (tmp("aug-zero"), tmp("aug-none"));
     train(&be, &zero, &a, None, false).unwrap();
     train(&be, &opts(3), &b, None, false).unwrap();
@@ -741,6 +741,9 @@ fn user_errors_are_one_line_with_exit_code_2() {
     fails_with(&["train", "--data", &missing, "--augment-p", "0.5", "--out", &d("o8")], "--augment-p sets the probability of --augment");
     fails_with(&["train", "--data", &missing, "--augment", "cutout", "--augment-target", "0.5", "--out", &d("o8")], "--augment-target");
     fails_with(&["train", "--data", &missing, "--augment", "cutout", "--augment-p", "auto", "--augment-target", "2", "--out", &d("o8")], "--augment-target 2");
+    fails_with(&["train", "--data", &missing, "--augment", "cutout", "--augment-fill", "ivory", "--out", &d("o8")], "--augment-fill \"ivory\"");
+    fails_with(&["train", "--data", &missing, "--augment-fill", "white", "--out", &d("o8")], "--augment is not given");
+    fails_with(&["train", "--data", &missing, "--augment", "color", "--augment-fill", "white", "--out", &d("o8")], "--augment color has neither");
     fails_with(&["train", "--ema-half-life", "-5", "--out", &d("o8")], "--ema-half-life -5");
     fails_with(&["train", "--ema-half-life", "nan", "--out", &d("o8")], "--ema-half-life NaN");
     fails_with(&["train", "--ema-half-life", "10000", "--ema-ramp", "1.5", "--out", &d("o8")], "--ema-ramp 1.5");
@@ -1208,12 +1211,29 @@ fn the_quality_preset_sets_its_flags_and_resumes() {
         o.augment.describe(),
         gan_engine::train::augment::AugmentOptions {
             policies: gan_engine::train::augment::Policies::parse("translation,cutout,color").unwrap(),
-            p: gan_engine::train::augment::AugmentP::parse("auto", None).unwrap()
+            p: gan_engine::train::augment::AugmentP::parse("auto", None).unwrap(),
+            fill: 0.0
         }
         .describe()
     );
+    // The run fills with grey (the preset leaves the fill): white is refused on resume.
+    assert_eq!(o.augment.fill, 0.0);
+    fails_with(&["train", "--resume", &run, "--augment", "translation,cutout,color", "--augment-fill", "white", "--iters", "2"], "--augment-fill differs");
     let out = bin().args(["train", "--resume", &run, "--preset", "quality", "--minibatch-std", "2", "--iters", "2", "--device", "cpu"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(checkpoint::path_for(Path::new(&run), 2).is_file());
+    // --augment-fill white with the preset: saved, and accepted again on resume.
+    let white = dir.join("white").display().to_string();
+    let out =
+        bin().args(base).args(["--iters", "1", "--preset", "quality", "--minibatch-std", "2", "--augment-fill", "white", "--out", &white]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("filled with white"), "{}", String::from_utf8_lossy(&out.stderr));
+    let o = RunState::from_checkpoint(&checkpoint::load(&checkpoint::path_for(Path::new(&white), 1)).unwrap()).unwrap().options;
+    assert_eq!(o.augment.fill, 1.0);
+    let out = bin()
+        .args(["train", "--resume", &white, "--augment", "translation,cutout,color", "--augment-fill", "255", "--iters", "2", "--device", "cpu"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -1,19 +1,22 @@
 //! augment: DiffAugment's differentiable augmentation (Zhao et al. 2020) of an NCHW image
 //! batch, one set of parameters per sample: colour (brightness, saturation, contrast), then
-//! an integer translation with zero padding, then a cutout square set to zero. The
-//! parameters are drawn on the host (`train::augment`) and passed as a small `n x
-//! AUGMENT_K` buffer; the op is linear in the images, so its backward pass needs only the
-//! parameters. CPU twin `cpu/augment.rs`, launch sites `cuda/ops/augment.rs`, kernels
+//! an integer translation, then a cutout square; what translation shifts in from outside
+//! and what cutout covers is set to a fill value. The parameters are drawn on the host
+//! (`train::augment`) and passed as a small `n x AUGMENT_K` buffer; the op is affine in the
+//! images (linear plus the constant fill), so its backward pass needs only the parameters.
+//! CPU twin `cpu/augment.rs`, launch sites `cuda/ops/augment.rs`, kernels
 //! `kernels/augment.cu`, checks `verify/augment.rs`.
 //!
-//! Zero is what DiffAugment pads with: mid-grey in the [-1, 1] images this engine trains on.
+//! DiffAugment fills with zero: mid-grey in the [-1, 1] images this engine trains on. A
+//! catalogue shot on white reads that grey ring as something real images never have, and a
+//! generator learns it (`train --augment-fill`).
 
 use super::{check_operands, Core, Work};
 use anyhow::{ensure, Result};
 use bytemuck::{Pod, Zeroable};
 
 /// Values per sample in the parameter buffer.
-pub const AUGMENT_K: usize = 9;
+pub const AUGMENT_K: usize = 10;
 /// Slot of the column shift `tx`: output column `j` reads input column `j + tx`.
 pub const AUGMENT_SHIFT_X: usize = 0;
 /// Slot of the row shift `ty`: output row `i` reads input row `i + ty`.
@@ -32,9 +35,12 @@ pub const AUGMENT_BRIGHTNESS: usize = 6;
 pub const AUGMENT_SATURATION: usize = 7;
 /// Slot of the contrast factor `k` (identity 1).
 pub const AUGMENT_CONTRAST: usize = 8;
+/// Slot of the fill value `f`, in image units: what translation shifts in from outside
+/// and what cutout covers (0: DiffAugment's mid-grey).
+pub const AUGMENT_FILL: usize = 9;
 
 /// The identity parameters of one sample.
-pub const AUGMENT_IDENTITY: [f32; AUGMENT_K] = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0];
+pub const AUGMENT_IDENTITY: [f32; AUGMENT_K] = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0];
 
 /// `x[n, c, h, w]` -> `y[n, c, h, w]`, for each sample with its parameters `a`:
 ///
@@ -43,11 +49,11 @@ pub const AUGMENT_IDENTITY: [f32; AUGMENT_K] = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.
 ///   `x3 = (x2 - mean_chw(x2)) k + mean_chw(x2)` (the mean over the whole sample). Folded:
 ///   `x3 = k s (x - m_c) + k (m_c - m) + m + b`, with `m_c` and `m` the means of `x`;
 ///   a sample whose colour parameters are the identity is copied exactly;
-/// - translation: `y[i, j] = x3[i + ty, j + tx]`, zero where that falls outside;
-/// - cutout: zero on rows `[cy0, cy0 + ch)` and columns `[cx0, cx0 + cw)`.
+/// - translation: `y[i, j] = x3[i + ty, j + tx]`, the fill `f` where that falls outside;
+/// - cutout: `f` on rows `[cy0, cy0 + ch)` and columns `[cx0, cx0 + cw)`.
 ///
-/// The backward pass is the transpose: the gradient moved back by the shift (zero where it
-/// was cut out or fell outside), `g`, then `dx = k s g + k (1 - s) / C sum_c g + (1 - k) /
+/// The backward pass is the transpose of the linear part (the fill is a constant): the
+/// gradient moved back by the shift (zero where it was cut out or fell outside), `g`, then `dx = k s g + k (1 - s) / C sum_c g + (1 - k) /
 /// (C H W) sum_chw g` (the mean terms of saturation and contrast).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]

@@ -321,7 +321,7 @@ pub fn measure<B: Backend>(
         }
         let (stats, dt) = timer.time(be, || {
             if let Some(p) = extras.augment {
-                gan.augment = Some(AugmentDraws::draw(1, i as u64, p, 1.0, batch, gan.d.side()));
+                gan.augment = Some(AugmentDraws::draw(1, i as u64, p, 1.0, 0.0, batch, gan.d.side()));
             }
             gan.iteration_loaded(be)
         })?;

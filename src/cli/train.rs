@@ -4,7 +4,7 @@ use gan_engine::backend::{Core, Precision};
 use gan_engine::eval::split::DEFAULT_EVAL_SPLIT;
 use gan_engine::model::TextInD;
 use gan_engine::text::DEFAULT_MAX_FEATURES;
-use gan_engine::train::augment::{AugmentOptions, AugmentP, Policies};
+use gan_engine::train::augment::{parse_fill, AugmentOptions, AugmentP, Policies};
 use gan_engine::train::checkpoint;
 use gan_engine::train::grow::{parse_batch_schedule, AdamReset, GrowSchedule, DEFAULT_PHASE_IMAGES};
 use gan_engine::train::run::{iters_for_epochs, train_until, RunState, TrainOptions};
@@ -119,6 +119,11 @@ pub struct Args {
     /// [default: 0.6].
     #[arg(long, value_name = "T")]
     augment_target: Option<f64>,
+    /// What --augment's translation shifts in from outside the image and its cutout covers:
+    /// grey (DiffAugment's), white, black, or a pixel value from 0 to 255. On a catalogue
+    /// shot on white, white keeps the grey out of the generator's background [default: grey].
+    #[arg(long, value_name = "grey|white|black|LEVEL")]
+    augment_fill: Option<String>,
     /// Keep an exponential moving average of the generator's weights (ProGAN, StyleGAN) with
     /// this half-life in images (StyleGAN uses 10000); `sample`, `eval`, `serve` and the
     /// sample grids draw with it. 0 is off [default: 0].
@@ -209,9 +214,16 @@ fn apply_preset(a: &mut Args) -> Vec<(&'static str, &'static str)> {
     filled
 }
 
-/// `--augment`, `--augment-p` and `--augment-target` as given: the policies (if given) and
-/// the probability (if given), each checked; the probability only with the policies.
-fn augment_flags(a: &Args) -> Result<(Option<Policies>, Option<AugmentP>)> {
+/// `--augment`, `--augment-p`, `--augment-target` and `--augment-fill` as given, each
+/// checked; the probability and the fill only with the policies, the fill only with a
+/// policy that fills.
+struct AugmentFlags {
+    policies: Option<Policies>,
+    p: Option<AugmentP>,
+    fill: Option<f32>,
+}
+
+fn augment_flags(a: &Args) -> Result<AugmentFlags> {
     let policies = a.augment.as_deref().map(Policies::parse).transpose()?;
     if a.augment.is_none() && (a.augment_p.is_some() || a.augment_target.is_some()) {
         let flag = if a.augment_p.is_some() { "--augment-p" } else { "--augment-target" };
@@ -221,7 +233,17 @@ fn augment_flags(a: &Args) -> Result<(Option<Policies>, Option<AugmentP>)> {
         bail!("--augment-target is the target of --augment-p auto; add --augment-p auto");
     }
     let p = a.augment_p.as_deref().map(|p| AugmentP::parse(p, a.augment_target)).transpose()?;
-    Ok((policies, p))
+    let fill = a.augment_fill.as_deref().map(parse_fill).transpose()?;
+    if fill.is_some() {
+        match policies {
+            None => bail!("--augment-fill sets what --augment's translation and cutout fill with, and --augment is not given; add --augment translation,cutout,color (or a subset)"),
+            Some(p) if !p.translation && !p.cutout => {
+                bail!("--augment-fill sets what translation and cutout fill with, and --augment {} has neither; add translation or cutout, or drop --augment-fill", p.names())
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(AugmentFlags { policies, p, fill })
 }
 
 /// Options of a new run from the flags and defaults.
@@ -270,8 +292,8 @@ fn fresh(a: &Args, precision: Option<Precision>) -> TrainOptions {
 /// or the random streams are refused, while the schedule (iterations, saving) may change.
 fn resumed(a: &Args, precision: Option<Precision>, stored: &TrainOptions, from_preset: &[(&str, &str)]) -> Result<TrainOptions> {
     let mut o = stored.clone();
-    let (policies, p) = augment_flags(a)?;
-    let fixed: [(&str, bool); 25] = [
+    let aug = augment_flags(a)?;
+    let fixed: [(&str, bool); 26] = [
         ("--precision", precision.is_some_and(|p| p != stored.precision)),
         ("--data", a.data.as_ref().is_some_and(|d| !same_data_folder(d, stored.data.as_deref()))),
         ("--size", a.size.is_some_and(|v| v != stored.size)),
@@ -287,8 +309,9 @@ fn resumed(a: &Args, precision: Option<Precision>, stored: &TrainOptions, from_p
         ("--crop/--no-flip", a.crop != stored.crop || a.no_flip == stored.flip),
         ("--eval-split", a.eval_split.is_some_and(|v| v != stored.eval_split)),
         ("--minibatch-std", a.minibatch_std.is_some_and(|v| v != stored.minibatch_std)),
-        ("--augment", policies.is_some_and(|v| v != stored.augment.policies)),
-        ("--augment-p/--augment-target", p.is_some_and(|v| v != stored.augment.p)),
+        ("--augment", aug.policies.is_some_and(|v| v != stored.augment.policies)),
+        ("--augment-p/--augment-target", aug.p.is_some_and(|v| v != stored.augment.p)),
+        ("--augment-fill", aug.fill.is_some_and(|v| v != stored.augment.fill)),
         ("--ema-half-life", a.ema_half_life.is_some_and(|v| v != stored.ema_half_life)),
         ("--ema-ramp", a.ema_ramp.is_some_and(|v| v != stored.ema_ramp)),
         ("--text-in-d", a.text_in_d.is_some_and(|v| v != stored.text_in_d)),
@@ -369,7 +392,7 @@ pub fn run(mut a: Args) -> Result<()> {
     }
     GrowSchedule::check(a.fade_images.unwrap_or(1), a.stage_images.unwrap_or(1))?;
     let precision = device::parse_precision(a.precision.as_deref())?;
-    let (policies, augment_p) = augment_flags(&a)?;
+    let aug = augment_flags(&a)?;
     let (mut opts, resume, out) = match &a.resume {
         Some(dir) => {
             let found = checkpoint::load_checked(dir, RunState::from_checkpoint).with_context(|| format!("--resume {}", dir.display()))?;
@@ -385,7 +408,7 @@ pub fn run(mut a: Args) -> Result<()> {
         }
         None => {
             let mut opts = fresh(&a, precision);
-            opts.augment = AugmentOptions { policies: policies.unwrap_or_default(), p: augment_p.unwrap_or_default() };
+            opts.augment = AugmentOptions { policies: aug.policies.unwrap_or_default(), p: aug.p.unwrap_or_default(), fill: aug.fill.unwrap_or(0.0) };
             (opts, None, a.out.clone().unwrap_or_else(|| PathBuf::from("runs/train")))
         }
     };

@@ -89,12 +89,43 @@ impl AugmentP {
     }
 }
 
-/// `train --augment` and `--augment-p`, saved with the run (`TrainOptions::augment`); the
-/// default, also for checkpoints from before them, is none.
+/// `train --augment`, `--augment-p` and `--augment-fill`, saved with the run
+/// (`TrainOptions::augment`); the default, also for checkpoints from before them, is none
+/// (and DiffAugment's mid-grey fill).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct AugmentOptions {
     pub policies: Policies,
     pub p: AugmentP,
+    /// What translation shifts in and cutout covers, in image units ([-1, 1]; 0 is
+    /// mid-grey, 1 white).
+    #[serde(default)]
+    pub fill: f32,
+}
+
+/// `--augment-fill grey|white|black|LEVEL` (LEVEL a pixel value from 0 to 255) in image
+/// units: grey 0 (DiffAugment's), white 1, black -1, LEVEL `LEVEL / 127.5 - 1`.
+pub fn parse_fill(text: &str) -> Result<f32> {
+    let t = text.trim();
+    let fill = match t {
+        "grey" | "gray" => 0.0,
+        "white" => 1.0,
+        "black" => -1.0,
+        _ => match t.parse::<u8>() {
+            Ok(level) => level as f32 / 127.5 - 1.0,
+            Err(_) => bail!("--augment-fill {text:?}: use grey, white, black, or a pixel value from 0 to 255"),
+        },
+    };
+    Ok(fill)
+}
+
+/// The fill for the log: `grey`, `white`, `black`, or the pixel value.
+pub fn describe_fill(fill: f32) -> String {
+    match fill {
+        0.0 => "grey".into(),
+        1.0 => "white".into(),
+        -1.0 => "black".into(),
+        f => format!("{:.0}", (f + 1.0) * 127.5),
+    }
 }
 
 impl AugmentOptions {
@@ -111,11 +142,17 @@ impl AugmentOptions {
             AugmentP::Auto { .. } => 0.0,
         }
     }
-    /// `translation,cutout,color at p 0.5` / `... with p auto (target 0.6)`, for the log.
+    /// `translation,cutout,color at p 0.5` / `... with p auto (target 0.6)`, and the fill
+    /// where it is not DiffAugment's grey, for the log.
     pub fn describe(&self) -> String {
-        match self.p {
+        let p = match self.p {
             AugmentP::Fixed(p) => format!("{} at p {p}", self.policies.names()),
             AugmentP::Auto { target } => format!("{} with adaptive p (target r_t {target})", self.policies.names()),
+        };
+        if self.fill == 0.0 {
+            p
+        } else {
+            format!("{p}, filled with {}", describe_fill(self.fill))
         }
     }
 }
@@ -176,8 +213,9 @@ impl AdaState {
 
 /// One sample's parameters: each policy on, with probability `p`, drawn as DiffAugment
 /// draws them; the identity otherwise. A decision is drawn for every policy that is on; its
-/// values only when it applies.
-pub fn draw_sample(rng: &mut Rng, policies: Policies, p: f64, h: usize, w: usize) -> [f32; AUGMENT_K] {
+/// values only when it applies. `fill` is set where a shift or a cutout applies (so that a
+/// sample left alone stays the identity, whatever the fill).
+pub fn draw_sample(rng: &mut Rng, policies: Policies, p: f64, fill: f32, h: usize, w: usize) -> [f32; AUGMENT_K] {
     let mut a = AUGMENT_IDENTITY;
     if policies.translation && rng.uniform() < p {
         // Up to 1/8 of the side either way (rounded), as DiffAugment's ratio 0.125.
@@ -200,12 +238,15 @@ pub fn draw_sample(rng: &mut Rng, policies: Policies, p: f64, h: usize, w: usize
         a[AUGMENT_SATURATION] = (rng.uniform() * 2.0) as f32;
         a[AUGMENT_CONTRAST] = (rng.uniform() + 0.5) as f32;
     }
+    if a[AUGMENT_SHIFT_X] != 0.0 || a[AUGMENT_SHIFT_Y] != 0.0 || a[AUGMENT_CUT_W] > 0.0 {
+        a[AUGMENT_FILL] = fill;
+    }
     a
 }
 
 /// `n` samples' parameters, `n * AUGMENT_K` values.
-pub fn draw(rng: &mut Rng, policies: Policies, p: f64, n: usize, h: usize, w: usize) -> Vec<f32> {
-    (0..n).flat_map(|_| draw_sample(rng, policies, p, h, w)).collect()
+pub fn draw(rng: &mut Rng, policies: Policies, p: f64, fill: f32, n: usize, h: usize, w: usize) -> Vec<f32> {
+    (0..n).flat_map(|_| draw_sample(rng, policies, p, fill, h, w)).collect()
 }
 
 /// Whether every sample of a parameter buffer is the identity (then the op is skipped).
@@ -226,11 +267,11 @@ pub struct AugmentDraws {
 
 impl AugmentDraws {
     /// For iteration `iteration` (0-based: the iterations completed before it).
-    pub fn draw(seed: u64, iteration: u64, policies: Policies, p: f64, n: usize, size: usize) -> AugmentDraws {
+    pub fn draw(seed: u64, iteration: u64, policies: Policies, p: f64, fill: f32, n: usize, size: usize) -> AugmentDraws {
         let mut rng = Rng::derive(seed, &format!("augment {iteration}"));
-        let real = draw(&mut rng, policies, p, n, size, size);
-        let fake = draw(&mut rng, policies, p, n, size, size);
-        let fake_g = draw(&mut rng, policies, p, n, size, size);
+        let real = draw(&mut rng, policies, p, fill, n, size, size);
+        let fake = draw(&mut rng, policies, p, fill, n, size, size);
+        let fake_g = draw(&mut rng, policies, p, fill, n, size, size);
         AugmentDraws { real, fake, fake_g }
     }
 }
@@ -309,9 +350,11 @@ mod tests {
     fn draws_follow_the_probability_and_diffaugment_ranges() {
         let all = Policies { translation: true, cutout: true, color: true };
         let mut rng = Rng::new(3);
-        assert!(all_identity(&draw(&mut rng, all, 0.0, 50, 32, 32)));
-        let a = draw(&mut rng, all, 1.0, 400, 32, 32);
+        // At p = 0 nothing applies, so the fill is not set either.
+        assert!(all_identity(&draw(&mut rng, all, 0.0, 1.0, 50, 32, 32)));
+        let a = draw(&mut rng, all, 1.0, 1.0, 400, 32, 32);
         for r in a.chunks(AUGMENT_K) {
+            assert_eq!(r[AUGMENT_FILL], 1.0, "{r:?}");
             assert!(r[AUGMENT_SHIFT_X].abs() <= 4.0 && r[AUGMENT_SHIFT_Y].abs() <= 4.0, "{r:?}");
             assert_eq!((r[AUGMENT_CUT_W], r[AUGMENT_CUT_H]), (16.0, 16.0));
             // The square's centre (x0 + 8) is on the image.
@@ -324,12 +367,49 @@ mod tests {
             assert!(a.chunks(AUGMENT_K).any(|r| r[AUGMENT_SHIFT_X] == s as f32), "shift {s}");
         }
         // At p = 0.5 about half the samples get each policy.
-        let half = draw(&mut rng, Policies { color: true, ..Policies::default() }, 0.5, 2000, 8, 8);
+        let half = draw(&mut rng, Policies { color: true, ..Policies::default() }, 0.5, 1.0, 2000, 8, 8);
         let on = half.chunks(AUGMENT_K).filter(|r| !color_is_identity(r)).count();
         assert!((850..1150).contains(&on), "{on} of 2000");
+        // Colour alone neither shifts nor cuts: no sample carries the fill.
+        assert!(half.chunks(AUGMENT_K).all(|r| r[AUGMENT_FILL] == 0.0));
+        // Translation alone at p = 0.5: the fill exactly where a sample is shifted.
+        let moved = draw(&mut rng, Policies { translation: true, ..Policies::default() }, 0.5, -0.5, 400, 32, 32);
+        for r in moved.chunks(AUGMENT_K) {
+            let shifted = r[AUGMENT_SHIFT_X] != 0.0 || r[AUGMENT_SHIFT_Y] != 0.0;
+            assert_eq!(r[AUGMENT_FILL], if shifted { -0.5 } else { 0.0 }, "{r:?}");
+        }
+        assert!(moved.chunks(AUGMENT_K).any(|r| r[AUGMENT_FILL] == -0.5) && moved.chunks(AUGMENT_K).any(|r| r[AUGMENT_FILL] == 0.0));
+        // The fill draws nothing: the same stream with another fill differs only in it.
+        let grey = AugmentDraws::draw(5, 7, all, 0.5, 0.0, 8, 32);
+        let white = AugmentDraws::draw(5, 7, all, 0.5, 1.0, 8, 32);
+        let strip = |v: &[f32]| v.chunks(AUGMENT_K).map(|r| r[..AUGMENT_FILL].to_vec()).collect::<Vec<_>>();
+        assert_eq!(strip(&grey.real), strip(&white.real));
+        assert_eq!(strip(&grey.fake_g), strip(&white.fake_g));
+        assert_ne!(grey.real, white.real);
         // The same seed and iteration draw the same; another iteration differs.
-        let d = |it| AugmentDraws::draw(5, it, all, 1.0, 4, 32);
+        let d = |it| AugmentDraws::draw(5, it, all, 1.0, 0.0, 4, 32);
         assert_eq!(d(7), d(7));
         assert_ne!(d(7), d(8));
+    }
+
+    #[test]
+    fn the_fill_is_a_name_or_a_pixel_value() {
+        assert_eq!(parse_fill("grey").unwrap(), 0.0);
+        assert_eq!(parse_fill("gray").unwrap(), 0.0);
+        assert_eq!(parse_fill("white").unwrap(), 1.0);
+        assert_eq!(parse_fill("black").unwrap(), -1.0);
+        assert_eq!(parse_fill("255").unwrap(), 1.0);
+        assert_eq!(parse_fill("0").unwrap(), -1.0);
+        assert!((parse_fill("240").unwrap() - (240.0 / 127.5 - 1.0)).abs() < 1e-7);
+        for bad in ["256", "-1", "ivory", "", "0.5"] {
+            let e = parse_fill(bad).unwrap_err().to_string();
+            assert!(e.contains("--augment-fill") && e.contains("0 to 255"), "{bad}: {e}");
+        }
+        for (f, name) in [(0.0, "grey"), (1.0, "white"), (-1.0, "black"), (240.0 / 127.5 - 1.0, "240")] {
+            assert_eq!(describe_fill(f), name);
+        }
+        let o = AugmentOptions { policies: Policies { translation: true, ..Policies::default() }, p: AugmentP::Fixed(0.5), fill: 1.0 };
+        assert_eq!(o.describe(), "translation at p 0.5, filled with white");
+        assert_eq!(AugmentOptions { fill: 0.0, ..o }.describe(), "translation at p 0.5");
     }
 }

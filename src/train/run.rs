@@ -790,7 +790,7 @@ fn train_locked<B: Backend>(
             }
         }
         let augment_p = with_augment.then(|| ada.as_ref().map_or(opts.augment.initial_p(), |a| a.p));
-        gan.augment = augment_p.map(|p| AugmentDraws::draw(opts.seed, iteration, opts.augment.policies, p, n, gan.d.side()));
+        gan.augment = augment_p.map(|p| AugmentDraws::draw(opts.seed, iteration, opts.augment.policies, p, opts.augment.fill, n, gan.d.side()));
         stats = gan.iteration(be, n, &inputs)?;
         if let (Some(a), Some(target)) = (&mut ada, ada_target) {
             a.update(stats.real_sign as f64, target, n);

@@ -64,12 +64,12 @@ pub mod direct {
         for n in 0..p.n as usize {
             let an = &a[n * AUGMENT_K..][..AUGMENT_K];
             let x3 = color(&d, an, &x[n * per..][..per]);
-            let (tx, ty) = (an[AUGMENT_SHIFT_X] as i64, an[AUGMENT_SHIFT_Y] as i64);
+            let (tx, ty, fill) = (an[AUGMENT_SHIFT_X] as i64, an[AUGMENT_SHIFT_Y] as i64, an[AUGMENT_FILL]);
             for c in 0..d.c {
                 for i in 0..d.h {
                     for j in 0..d.w {
-                        let moved = if inside(&d, i + ty, j + tx) { x3[idx(&d, c, i + ty, j + tx)] } else { 0.0 };
-                        y[n * per + idx(&d, c, i, j)] = if in_cut(an, i, j) { 0.0 } else { moved };
+                        let moved = if inside(&d, i + ty, j + tx) { x3[idx(&d, c, i + ty, j + tx)] } else { fill };
+                        y[n * per + idx(&d, c, i, j)] = if in_cut(an, i, j) { fill } else { moved };
                     }
                 }
             }
@@ -115,12 +115,13 @@ pub mod direct {
 /// What a parameter buffer of a row holds.
 #[derive(Clone, Copy, Debug)]
 pub enum Draw {
-    /// Every policy drawn as training draws them, each with probability `p`.
+    /// Every policy drawn as training draws them, each with probability `p`, filling with
+    /// white.
     Random(f64),
     /// The identity for every sample (the op must copy exactly).
     Identity,
     /// Shifts by the whole side and beyond, cutouts larger than the image or outside it,
-    /// colour at its ranges' ends.
+    /// colour at its ranges' ends, fills of grey, white, black and between.
     Extreme,
 }
 
@@ -128,17 +129,17 @@ pub enum Draw {
 pub fn params(rng: &mut Rng, draw_as: Draw, n: usize, h: usize, w: usize) -> Vec<f32> {
     let all = Policies { translation: true, cutout: true, color: true };
     match draw_as {
-        Draw::Random(p) => draw(rng, all, p, n, h, w),
+        Draw::Random(p) => draw(rng, all, p, 1.0, n, h, w),
         Draw::Identity => (0..n).flat_map(|_| AUGMENT_IDENTITY).collect(),
         Draw::Extreme => {
             let (h, w) = (h as f32, w as f32);
             let rows: [[f32; AUGMENT_K]; 6] = [
-                [w, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0],
-                [-w - 3.0, h + 1.0, 0.0, 0.0, 0.0, 0.0, 0.49, 0.0, 1.5],
-                [w - 1.0, 1.0 - h, -2.0 * w, -2.0 * h, 4.0 * w, 4.0 * h, -0.5, 2.0, 0.5],
-                [1.0, -1.0, w - 1.0, h - 1.0, 5.0, 5.0, 0.0, 1.0, 0.5],
-                [0.0, 0.0, -3.0, 2.0, 4.0, 1.0, 0.0, 0.0, 1.0],
-                [-1.0, 1.0, w, h, 3.0, 3.0, 0.25, 1.0, 1.0],
+                [w, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0],
+                [-w - 3.0, h + 1.0, 0.0, 0.0, 0.0, 0.0, 0.49, 0.0, 1.5, 1.0],
+                [w - 1.0, 1.0 - h, -2.0 * w, -2.0 * h, 4.0 * w, 4.0 * h, -0.5, 2.0, 0.5, -1.0],
+                [1.0, -1.0, w - 1.0, h - 1.0, 5.0, 5.0, 0.0, 1.0, 0.5, 0.0],
+                [0.0, 0.0, -3.0, 2.0, 4.0, 1.0, 0.0, 0.0, 1.0, 0.75],
+                [-1.0, 1.0, w, h, 3.0, 3.0, 0.25, 1.0, 1.0, 1.0],
             ];
             (0..n).flat_map(|i| rows[i % rows.len()]).collect()
         }
@@ -240,20 +241,27 @@ mod tests {
         let p = AugmentParams::new(1, 3, 4, 4);
         let x: Vec<f64> = (0..48).map(|i| (i as f64 * 0.37).sin()).collect();
         assert_eq!(run(&p, &x, &AUGMENT_IDENTITY), x);
-        // A shift of one column: output column j reads input column j + 1; the last is zero.
-        let mut a = AUGMENT_IDENTITY;
-        a[AUGMENT_SHIFT_X] = 1.0;
-        let y = run(&p, &x, &a);
-        for (q, v) in y.iter().enumerate() {
-            assert_eq!(*v, if q % 4 == 3 { 0.0 } else { x[q + 1] }, "{q}");
+        // A shift of one column: output column j reads input column j + 1; the last is the
+        // fill (zero by default, white when asked).
+        for fill in [0.0, 1.0] {
+            let mut a = AUGMENT_IDENTITY;
+            a[AUGMENT_SHIFT_X] = 1.0;
+            a[AUGMENT_FILL] = fill;
+            let y = run(&p, &x, &a);
+            for (q, v) in y.iter().enumerate() {
+                assert_eq!(*v, if q % 4 == 3 { fill as f64 } else { x[q + 1] }, "{q}");
+            }
         }
-        // A 2x2 cutout at (1, 1): those pixels zero in every channel, the rest untouched.
-        let mut a = AUGMENT_IDENTITY;
-        a[AUGMENT_CUT_X0..=AUGMENT_CUT_H].copy_from_slice(&[1.0, 1.0, 2.0, 2.0]);
-        let y = run(&p, &x, &a);
-        for (q, v) in y.iter().enumerate() {
-            let (i, j) = ((q % 16) / 4, q % 4);
-            assert_eq!(*v, if (1..3).contains(&i) && (1..3).contains(&j) { 0.0 } else { x[q] }, "{q}");
+        // A 2x2 cutout at (1, 1): those pixels the fill in every channel, the rest untouched.
+        for fill in [0.0, -0.5] {
+            let mut a = AUGMENT_IDENTITY;
+            a[AUGMENT_CUT_X0..=AUGMENT_CUT_H].copy_from_slice(&[1.0, 1.0, 2.0, 2.0]);
+            a[AUGMENT_FILL] = fill;
+            let y = run(&p, &x, &a);
+            for (q, v) in y.iter().enumerate() {
+                let (i, j) = ((q % 16) / 4, q % 4);
+                assert_eq!(*v, if (1..3).contains(&i) && (1..3).contains(&j) { fill as f64 } else { x[q] }, "{q}");
+            }
         }
         // Saturation 0 makes every pixel grey (its channels equal); contrast 0 makes the
         // whole sample its mean; brightness adds.

@@ -180,8 +180,8 @@ pub fn check_augment<B: Backend>(be: &B, label: &str) {
     let p_column = |dir: &Path| -> Vec<(u64, Option<f64>)> {
         report::read_metrics(&dir.join("metrics.csv")).unwrap().iter().filter(|r| r.iteration > SAVED_AT).map(|r| (r.iteration, r.augment_p)).collect()
     };
-    for (name, p) in [("auto", AugmentP::Auto { target: 0.6 }), ("fixed", AugmentP::Fixed(0.5))] {
-        let o = TrainOptions { augment: AugmentOptions { policies: all, p }, ..options(&data, &cache, TOTAL) };
+    for (name, p, fill) in [("auto", AugmentP::Auto { target: 0.6 }, 0.0), ("fixed", AugmentP::Fixed(0.5), 0.0), ("white", AugmentP::Fixed(0.5), 1.0)] {
+        let o = TrainOptions { augment: AugmentOptions { policies: all, p, fill }, ..options(&data, &cache, TOTAL) };
         let (straight, want, end) = run(&o, &format!("aug-{name}-straight"), None, Path::new(""));
         let saved = checkpoint::path_for(&straight, SAVED_AT);
         let state = RunState::from_checkpoint(&checkpoint::load(&saved).unwrap()).unwrap();
@@ -209,6 +209,13 @@ pub fn check_augment<B: Backend>(be: &B, label: &str) {
                 s.ada.as_mut().unwrap().p = 1.0;
                 ck.meta = serde_json::to_value(&s).unwrap();
                 let (dir, t, _) = run(&o, &format!("aug-{name}-raised"), Some(ck), &saved);
+                let _ = std::fs::remove_dir_all(dir);
+                t
+            }
+            // The fill is applied: with DiffAugment's grey instead the run differs.
+            AugmentP::Fixed(_) if fill != 0.0 => {
+                let grey = TrainOptions { augment: AugmentOptions { fill: 0.0, ..o.augment }, ..o.clone() };
+                let (dir, t, _) = run(&grey, &format!("aug-{name}-grey"), None, Path::new(""));
                 let _ = std::fs::remove_dir_all(dir);
                 t
             }

@@ -42,6 +42,8 @@ pub(crate) struct Sample {
     pub b: f64,
     pub s: f64,
     pub k: f64,
+    /// What translation shifts in and cutout covers.
+    pub fill: f64,
     /// The colour parameters are not the identity.
     pub color: bool,
 }
@@ -60,6 +62,7 @@ impl Sample {
             b: f[AUGMENT_BRIGHTNESS] as f64,
             s: f[AUGMENT_SATURATION] as f64,
             k: f[AUGMENT_CONTRAST] as f64,
+            fill: f[AUGMENT_FILL] as f64,
             color: !color_is_identity(&f),
         }
     }
@@ -96,7 +99,7 @@ fn augment_forward<T: Elem>(p: &AugmentParams, x: &[T], a: &[T], y: &mut [T]) {
                 let src = s.source(i, j, h, w);
                 for ch in 0..c {
                     out[ch * hw + q] = match src {
-                        None => T::from_f64(0.0),
+                        None => T::from_f64(s.fill),
                         Some(sq) if s.color => {
                             let v = xs[ch * hw + sq].to_f64();
                             T::from_f64(s.k * s.s * (v - mc[sq]) + s.k * (mc[sq] - m) + m + s.b)
