@@ -95,7 +95,7 @@ pub fn run(a: Args) -> Result<()> {
         Policies::parse(p).map_err(|e| anyhow::anyhow!("--augment: {e:#}"))?;
     }
     ensure!(a.batch.iter().all(|b| *b > 0), "--batch must be at least 1");
-    extras(&a)?.hyper().check()?;
+    extras(&a)?.hyper.check()?;
     if let Some(t) = a.threads {
         ensure!(t > 0, "--threads must be at least 1");
         rayon::ThreadPoolBuilder::new().num_threads(t).build_global().map_err(|e| anyhow::anyhow!("cannot start {t} threads: {e}"))?;
@@ -199,13 +199,13 @@ pub struct Measurement {
 
 /// Work `train` can add to an iteration, timed with it: the EMA generator's update, the
 /// augmentation of every image D sees, and the loss's extra terms.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Extras {
     pub ema: bool,
     pub augment: Option<Policies>,
-    /// `Hyper::matching_aware` and `Hyper::mode_seeking` (0: off).
-    pub matching_aware: f32,
-    pub mode_seeking: f32,
+    /// The training hyperparameters timed: the article's, with `--matching-aware` and
+    /// `--mode-seeking` as asked (0: off).
+    pub hyper: Hyper,
     /// Where a progressive model is timed: its level, and whether it fades in (alpha 0.5);
     /// `None`: the last level, stabilised.
     pub level: Option<(usize, bool)>,
@@ -216,17 +216,9 @@ fn extras(a: &Args) -> Result<Extras> {
     Ok(Extras {
         ema: a.ema,
         augment: a.augment.as_deref().map(Policies::parse).transpose()?,
-        matching_aware: a.matching_aware,
-        mode_seeking: a.mode_seeking,
+        hyper: Hyper { matching_aware: a.matching_aware, mode_seeking: a.mode_seeking, ..Hyper::default() },
         level,
     })
-}
-
-impl Extras {
-    /// The training hyperparameters timed: the article's, with the extra terms asked for.
-    pub fn hyper(&self) -> Hyper {
-        Hyper { matching_aware: self.matching_aware, mode_seeking: self.mode_seeking, ..Hyper::default() }
-    }
 }
 
 impl Measurement {
@@ -246,11 +238,11 @@ impl Measurement {
         if let Some(p) = self.extras.augment {
             spread += &format!(" augment={}", p.names());
         }
-        if self.extras.matching_aware > 0.0 {
-            spread += &format!(" matching_aware={}", self.extras.matching_aware);
+        if self.extras.hyper.matching_aware > 0.0 {
+            spread += &format!(" matching_aware={}", self.extras.hyper.matching_aware);
         }
-        if self.extras.mode_seeking > 0.0 {
-            spread += &format!(" mode_seeking={}", self.extras.mode_seeking);
+        if self.extras.hyper.mode_seeking > 0.0 {
+            spread += &format!(" mode_seeking={}", self.extras.hyper.mode_seeking);
         }
         if let (true, Some((level, fade))) = (cfg.progressive, self.extras.level) {
             let level = level.min(cfg.levels() - 1);
@@ -296,7 +288,7 @@ pub fn measure<B: Backend>(
     profile: bool,
     extras: &Extras,
 ) -> Result<Measurement> {
-    let mut gan = Gan::new(be, cfg, &extras.hyper(), 1)?;
+    let mut gan = Gan::new(be, cfg, &extras.hyper, 1)?;
     if extras.ema {
         gan.enable_ema(be, EmaSchedule { half_life: 10_000.0, ramp: 0.05 })?;
     }
@@ -306,8 +298,8 @@ pub fn measure<B: Backend>(
     }
     let (images, texts, noise) = synthetic_batch(cfg, batch, 2);
     // The mismatched captions: each image with the next one's, as a shuffle would pair them.
-    let mismatched = [&texts[cfg.text_dim..], &texts[..cfg.text_dim]].concat();
-    let inputs = StepInputs { images: &images, texts: &texts, noise: &noise, mismatched: (extras.matching_aware > 0.0).then_some(&mismatched[..]) };
+    let mismatched = (extras.hyper.matching_aware > 0.0).then(|| [&texts[cfg.text_dim..], &texts[..cfg.text_dim]].concat());
+    let inputs = StepInputs { images: &images, texts: &texts, noise: &noise, mismatched: mismatched.as_deref() };
     // One batch on the device for every iteration, as the PyTorch peer does: the timing
     // is the training step, not the host-to-device copy (training itself uploads a new
     // batch each iteration).
@@ -330,5 +322,5 @@ pub fn measure<B: Backend>(
             times.push(dt);
         }
     }
-    Ok(Measurement { times, gflop, extras: *extras })
+    Ok(Measurement { times, gflop, extras: extras.clone() })
 }
