@@ -459,6 +459,15 @@ fn augmentation_at_probability_zero_is_no_augmentation() {
     bad.meta["options"]["augment"]["p"] = serde_json::json!({ "fixed": 1.5 });
     let e = format!("{:#}", RunState::from_checkpoint(&bad).unwrap_err());
     assert!(e.contains("options.augment") && e.contains("1.5"), "{e}");
+    // A checkpoint from before --augment-fill fills with grey; a fill outside the images'
+    // range is refused.
+    let mut older = checkpoint::load(&checkpoint::path_for(&a, 3)).unwrap();
+    older.meta["options"]["augment"].as_object_mut().unwrap().remove("fill").expect("the fill is saved");
+    assert_eq!(RunState::from_checkpoint(&older).unwrap().options.augment, zero.augment);
+    let mut bad = checkpoint::load(&checkpoint::path_for(&a, 3)).unwrap();
+    bad.meta["options"]["augment"]["fill"] = serde_json::json!(3.0);
+    let e = format!("{:#}", RunState::from_checkpoint(&bad).unwrap_err());
+    assert!(e.contains("options.augment") && e.contains("fill 3"), "{e}");
     for d in [a, b] {
         let _ = std::fs::remove_dir_all(d);
     }

@@ -133,7 +133,13 @@ impl AugmentOptions {
         self.policies.any()
     }
     pub fn check(&self) -> Result<()> {
-        self.p.check()
+        self.p.check()?;
+        ensure!(
+            (-1.0..=1.0).contains(&self.fill),
+            "the fill {} is outside the images' range [-1, 1] (--augment-fill takes grey, white, black or a pixel value from 0 to 255)",
+            self.fill
+        );
+        Ok(())
     }
     /// The probability a run starts with: P, or 0 for auto.
     pub fn initial_p(&self) -> f64 {
